@@ -1,0 +1,93 @@
+"""The search space: read from YAML, checked, and drawn into a fixed list of configs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import yaml
+
+from data import InputError
+
+# Parameters the trainer understands; anything else in the file is a typo.
+KNOWN = {
+    "learning_rate",
+    "max_depth",
+    "num_boost_round",
+    "subsample",
+    "colsample_bytree",
+    "colsample_bylevel",
+    "min_child_weight",
+    "gamma",
+    "reg_alpha",
+    "reg_lambda",
+    "max_bin",
+}
+INTEGER = {"max_depth", "num_boost_round", "max_bin"}
+KINDS = ("loguniform", "uniform", "randint", "choice")
+
+
+def load(path: str) -> dict:
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise InputError(f"search space file {path!r} not found; pass an existing --search-space YAML") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise InputError(f"search space file {path!r} is not valid YAML{at}; fix its syntax") from None
+    if not isinstance(raw, dict) or not raw:
+        raise InputError(f"search space file {path!r} must be a mapping of parameter: {{kind: bounds}}")
+    unknown = sorted(set(raw) - KNOWN)
+    if unknown:
+        raise InputError(
+            f"search space names unknown parameter(s) {', '.join(map(str, unknown))}; known are: {', '.join(sorted(KNOWN))}"
+        )
+    space = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
+            raise InputError(
+                f"search space parameter {name!r} must be one of {{{'|'.join(KINDS)}: bounds}}, got {spec!r}"
+            )
+        kind, bounds = next(iter(spec.items()))
+        if kind == "choice":
+            if not isinstance(bounds, list) or not bounds:
+                raise InputError(f"search space parameter {name!r}: choice needs a non-empty list")
+        else:
+            if (
+                not isinstance(bounds, list)
+                or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) for b in bounds)
+            ):
+                raise InputError(f"search space parameter {name!r}: {kind} needs [low, high] numbers")
+            low, high = bounds
+            if not low < high and not (kind == "randint" and low == high):
+                raise InputError(f"search space parameter {name!r} has an empty range [{low}, {high}]; low must be below high")
+            if kind == "loguniform" and low <= 0:
+                raise InputError(f"search space parameter {name!r}: loguniform needs low > 0")
+        space[name] = (kind, bounds)
+    return space
+
+
+def draw(space: dict, n: int, seed: int, max_rounds: int) -> list[dict]:
+    """n configs, deterministic for (space, n, seed); num_boost_round capped at max_rounds."""
+    rng = np.random.default_rng(seed)
+    configs = []
+    for _ in range(n):
+        cfg = {}
+        for name, (kind, b) in space.items():
+            if kind == "loguniform":
+                v = float(math.exp(rng.uniform(math.log(b[0]), math.log(b[1]))))
+            elif kind == "uniform":
+                v = float(rng.uniform(b[0], b[1]))
+            elif kind == "randint":
+                v = int(rng.integers(int(b[0]), int(b[1]) + 1))
+            else:
+                v = b[int(rng.integers(len(b)))]
+            if name in INTEGER:
+                v = int(round(v))
+            cfg[name] = v
+        cfg["num_boost_round"] = min(int(cfg.get("num_boost_round", max_rounds)), max_rounds)
+        configs.append(cfg)
+    return configs

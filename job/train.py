@@ -1,0 +1,159 @@
+"""Training one config: shared by Ray Tune trials, the sequential loop and joblib.
+
+The three modes must train the same way for their times to be comparable, so they all
+go through ``fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import xgboost as xgb
+
+FIXED = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "verbosity": 0}
+
+
+def params(cfg: dict, nthread: int) -> dict:
+    p = {k: v for k, v in cfg.items() if k != "num_boost_round"}
+    p.update(FIXED, nthread=nthread)
+    return p
+
+
+_cache: dict = {}
+
+
+def dmatrices(data: dict, nthread: int):
+    """Build the train / validation DMatrix once per process and data set.
+
+    With reuse_actors a trial process serves many trials; rebuilding the DMatrix
+    (quantile sketch of every feature) for each would cost more than a short trial.
+    """
+    key = (data["key"], nthread)
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = (
+            xgb.DMatrix(data["X_train"], data["y_train"], enable_categorical=True, nthread=nthread),
+            xgb.DMatrix(data["X_valid"], data["y_valid"], enable_categorical=True, nthread=nthread),
+        )
+    return _cache[key]
+
+
+class _Every(xgb.callback.TrainingCallback):
+    def __init__(self, every: int, total: int, first_round: int, on_report):
+        self.every, self.total, self.first, self.on_report = every, total, first_round, on_report
+
+    def after_iteration(self, model, epoch, evals_log) -> bool:
+        done = self.first + epoch + 1
+        if done % self.every == 0 or done == self.total:
+            self.on_report(model, done, float(evals_log["valid"]["rmse"][-1]))
+        return False
+
+
+def fit(cfg: dict, dtrain, dvalid, nthread: int, report_every: int = 0, on_report=None,
+        model: xgb.Booster | None = None, first_round: int = 0):
+    """Train cfg for its num_boost_round rounds (continuing `model` from `first_round`).
+
+    Returns (booster, validation rmse, seconds spent training).
+    """
+    total = int(cfg["num_boost_round"])
+    callbacks = [_Every(report_every, total, first_round, on_report)] if report_every else []
+    evals_log: dict = {}
+    t0 = time.perf_counter()
+    booster = xgb.train(
+        params(cfg, nthread),
+        dtrain,
+        num_boost_round=max(0, total - first_round),
+        evals=[(dvalid, "valid")],
+        evals_result=evals_log,
+        callbacks=callbacks,
+        verbose_eval=False,
+        xgb_model=model,
+    )
+    train_s = time.perf_counter() - t0
+    rmse = float(evals_log["valid"]["rmse"][-1]) if evals_log.get("valid") else float("nan")
+    return booster, rmse, train_s
+
+
+def metrics(y_true, y_pred) -> dict:
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+    return {
+        "rmse": float(root_mean_squared_error(y_true, y_pred)),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "r2": float(r2_score(y_true, y_pred)),
+    }
+
+
+def fit_and_score(cfg: dict | None, X_train, y_train, X_test, y_test, nthread: int) -> dict:
+    """Retrain on the whole train split and score on the test split.
+
+    cfg None trains XGBoost with its default parameters (100 rounds): the baseline.
+    """
+    dtrain = xgb.DMatrix(X_train, y_train, enable_categorical=True, nthread=nthread)
+    dtest = xgb.DMatrix(X_test, enable_categorical=True, nthread=nthread)
+    cfg = cfg or {"num_boost_round": 100}
+    t0 = time.perf_counter()
+    booster = xgb.train(params(cfg, nthread), dtrain, num_boost_round=int(cfg["num_boost_round"]))
+    out = metrics(y_test, booster.predict(dtest))
+    out["train_s"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+# ---- the Ray Tune trainable ------------------------------------------------------------
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def tune_trainable(config: dict, data: dict) -> None:
+    """One Tune trial; resumes from its last checkpoint when Tune retries it."""
+    from ray import tune
+
+    cfg = config["cfg"]
+    nthread = data["nthread"]
+    dtrain, dvalid = dmatrices(data, nthread)
+    node = _node_id()
+    model, first, spent = None, 0, 0.0
+    ckpt = tune.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            model = xgb.Booster()
+            model.load_model(os.path.join(d, "model.ubj"))
+            meta = json.load(open(os.path.join(d, "meta.json")))
+            first, spent = meta["rounds"], meta["train_s"]
+    started = time.perf_counter()
+    every_ckpt = data["checkpoint_every"]
+
+    def report(booster, rounds, rmse):
+        train_s = spent + time.perf_counter() - started
+        m = {"rmse": rmse, "rounds": rounds, "train_s": train_s, "node_id": node, "resumed_from": first}
+        if every_ckpt and (rounds % every_ckpt == 0) and rounds < int(cfg["num_boost_round"]):
+            with tempfile.TemporaryDirectory() as d:
+                booster.save_model(os.path.join(d, "model.ubj"))
+                with open(os.path.join(d, "meta.json"), "w") as f:
+                    json.dump({"rounds": rounds, "train_s": train_s}, f)
+                tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(m)
+
+    if first >= int(cfg["num_boost_round"]):
+        return
+    fit(cfg, dtrain, dvalid, nthread, data["report_every"], report, model=model, first_round=first)
+
+
+def sequential_one(cfg: dict, data: dict, nthread: int) -> dict:
+    dtrain, dvalid = dmatrices(data, nthread)
+    _, rmse, train_s = fit(cfg, dtrain, dvalid, nthread)
+    return {"config": cfg, "rounds": int(cfg["num_boost_round"]), "train_s": round(train_s, 4),
+            "rmse": rmse, "node_id": "local", "pid": os.getpid()}
+
+
+def finite(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)

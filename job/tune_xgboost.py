@@ -1,0 +1,384 @@
+"""Hyper-parameter search for an XGBoost regressor with Ray Tune (ASHA or FIFO).
+
+Runs inside a Ray cluster (submitted with job/ as working_dir: ``python tune_xgboost.py``)
+or from the repository root (``python job/tune_xgboost.py``). Imports nothing from
+rayscale: it must run in a bare cluster image.
+
+It reports back with one machine-readable line, ``RAYSCALE_RESULT {json}``, and writes the
+same JSON to <storage-path>/<name>/result.json. Progress goes out as
+``RAYSCALE_PROGRESS {json}`` lines, one per finished trial. Bad input ends with one
+``error: ...`` line (and a ``RAYSCALE_ERROR {json}`` line), exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import data as datamod  # noqa: E402
+import space as spacemod  # noqa: E402
+import train  # noqa: E402
+from data import InputError  # noqa: E402
+
+RESULT_MARKER = "RAYSCALE_RESULT"
+PROGRESS_MARKER = "RAYSCALE_PROGRESS"
+ERROR_MARKER = "RAYSCALE_ERROR"
+
+
+def emit(marker: str, payload: dict) -> None:
+    print(f"{marker} {json.dumps(payload, separators=(',', ':'))}", flush=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        raise InputError(f"{message}; see `python tune_xgboost.py --help`")
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{s!r} must be >= 1")
+    return v
+
+
+def parse_args(argv=None):
+    p = _Parser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="synthetic:rows=5000,features=20,noise=1.0,seed=0",
+                   help="CSV/Parquet path or URL, or synthetic:rows=R,features=F,noise=X,seed=S")
+    p.add_argument("--target", help="target column (not needed for synthetic data)")
+    p.add_argument("--test-size", type=float, default=0.2)
+    p.add_argument("--valid-size", type=float, default=0.2,
+                   help="fraction of the train split held out to score trials")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-samples", type=positive_int, default=16, help="number of configs tried")
+    p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    p.add_argument("--max-rounds", type=positive_int, default=300, help="boosting rounds cap per trial")
+    p.add_argument("--grace-rounds", type=positive_int, default=None,
+                   help="ASHA never stops a trial before this many rounds (default: max-rounds / 4)")
+    p.add_argument("--reduction-factor", type=positive_int, default=3)
+    p.add_argument("--report-every", type=positive_int, default=None,
+                   help="rounds between reports to Tune (default: max-rounds / 20)")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="rounds between trial checkpoints, 0 = off (default: max-rounds / 4)")
+    p.add_argument("--cpus-per-trial", type=positive_int, default=1)
+    p.add_argument("--max-failures", type=int, default=3, help="retries per trial on node loss")
+    p.add_argument("--search-space", default=os.path.join(HERE, "search_space.yaml"))
+    p.add_argument("--mode", choices=["tune", "sequential", "joblib", "both"], default="tune")
+    p.add_argument("--n-jobs", type=positive_int, default=2, help="processes for --mode joblib")
+    p.add_argument("--storage-path", default=os.path.expanduser("~/rayscale_results"))
+    p.add_argument("--name", default=None, help="run name (default: tune-<time>)")
+    p.add_argument("--restore", action="store_true",
+                   help="resume the search stored under --storage-path/--name (after a head loss)")
+    a = p.parse_args(argv)
+    if a.scheduler == "asha" and a.num_samples < 2:
+        raise InputError("--scheduler asha needs --num-samples >= 2; use --scheduler fifo for one config")
+    a.grace_rounds = a.grace_rounds or max(1, a.max_rounds // 4)
+    a.report_every = a.report_every or max(1, a.max_rounds // 20)
+    if a.checkpoint_every is None:
+        a.checkpoint_every = max(a.report_every, (a.max_rounds // 4) // a.report_every * a.report_every)
+    if a.checkpoint_every < 0:
+        raise InputError("--checkpoint-every must be >= 0 (0 turns checkpoints off)")
+    if a.grace_rounds > a.max_rounds:
+        raise InputError(f"--grace-rounds {a.grace_rounds} exceeds --max-rounds {a.max_rounds}; lower it")
+    a.name = a.name or time.strftime("tune-%Y%m%d-%H%M%S")
+    return a
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+def prepare(a):
+    table = datamod.load(a.data, a.target)
+    X_train, X_test, y_train, y_test = datamod.split(table, a.test_size, a.seed)
+    from sklearn.model_selection import train_test_split
+
+    X_fit, X_valid, y_fit, y_valid = train_test_split(
+        X_train, y_train, test_size=a.valid_size, random_state=a.seed + 1
+    )
+    key = hashlib.sha1(f"{a.data}|{a.target}|{a.seed}|{a.test_size}|{a.valid_size}".encode()).hexdigest()[:16]
+    payload = {
+        "key": key,
+        "X_train": X_fit, "y_train": y_fit, "X_valid": X_valid, "y_valid": y_valid,
+        "nthread": a.cpus_per_trial, "report_every": a.report_every,
+        "checkpoint_every": a.checkpoint_every,
+    }
+    return table, payload, (X_train, y_train, X_test, y_test)
+
+
+# ---- modes ----------------------------------------------------------------------------
+
+
+class Progress:
+    """Tune callback: one progress line per finished trial; remembers retried trials."""
+
+    def __init__(self, total: int):
+        from ray.tune import Callback
+
+        outer = self
+
+        class _CB(Callback):
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                outer.done += 1
+                rmse = trial.last_result.get("rmse")
+                if rmse is not None and (outer.best is None or rmse < outer.best):
+                    outer.best = rmse
+                emit(PROGRESS_MARKER, {"done": outer.done, "total": outer.total,
+                                       "best_rmse": outer.best, "trial": trial.trial_id})
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                outer.errored.add(trial.trial_id)
+
+            def on_trial_recover(self, iteration, trials, trial, **info):
+                outer.retried.setdefault(trial.trial_id, 0)
+                outer.retried[trial.trial_id] += 1
+
+        self.total, self.done, self.best = total, 0, None
+        self.retried: dict[str, int] = {}
+        self.errored: set[str] = set()
+        self.callback = _CB()
+
+
+def run_tune(a, configs, payload) -> dict:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if os.environ.get("RAY_ADDRESS"):  # inside a job: join the cluster
+        ray.init(logging_level="WARNING", log_to_driver=False)
+    else:  # from a shell: a private single-node Ray for this run
+        ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
+    progress = Progress(len(configs))
+    if a.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max(1, -(-a.max_rounds // a.report_every)),
+            grace_period=max(1, a.grace_rounds // a.report_every),
+            reduction_factor=a.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    trainable = tune.with_resources(
+        tune.with_parameters(train.tune_trainable, data=payload), {"cpu": a.cpus_per_trial}
+    )
+    run_config = tune.RunConfig(
+        name=a.name,
+        storage_path=os.path.abspath(os.path.expanduser(a.storage_path)),
+        failure_config=tune.FailureConfig(max_failures=a.max_failures),
+        callbacks=[progress.callback],
+        verbose=0,
+    )
+    tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler,
+                                  num_samples=1, reuse_actors=True)
+    t0 = time.perf_counter()
+    path = os.path.join(run_config.storage_path, a.name)
+    if a.restore:
+        if not tune.Tuner.can_restore(path):
+            raise InputError(f"no search to restore at {path}; check --storage-path and --name")
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
+                                   param_space={"cfg": tune.grid_search(configs)})
+    else:
+        tuner = tune.Tuner(trainable, param_space={"cfg": tune.grid_search(configs)},
+                           tune_config=tune_config, run_config=run_config)
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+
+    trials = []
+    for r in grid:
+        m = r.metrics or {}
+        trials.append({
+            "trial_id": m.get("trial_id"),
+            "config": r.config["cfg"],
+            "rounds": m.get("rounds", 0),
+            "train_s": round(m.get("train_s", 0.0), 4),
+            "rmse": train.finite(m.get("rmse")),
+            "node_id": m.get("node_id"),
+            "error": str(r.error).splitlines()[0] if r.error else None,
+            "retries": progress.retried.get(m.get("trial_id"), 0),
+        })
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    cluster = {"nodes": len(nodes), "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
+               "worker_nodes": sum(1 for n in nodes if n["Resources"].get("CPU", 0) > 0)}
+    return {"wall_s": wall, "trials": trials, "cluster": cluster,
+            "retried": {k: v for k, v in progress.retried.items()}}
+
+
+def run_sequential(a, configs, payload) -> dict:
+    t0 = time.perf_counter()
+    trials = []
+    for i, cfg in enumerate(configs):
+        trials.append(train.sequential_one(cfg, payload, a.cpus_per_trial))
+        best = min(t["rmse"] for t in trials)
+        emit(PROGRESS_MARKER, {"done": i + 1, "total": len(configs), "best_rmse": best})
+    return {"wall_s": time.perf_counter() - t0, "trials": trials,
+            "cluster": {"nodes": 1, "cpus": a.cpus_per_trial, "worker_nodes": 0}}
+
+
+def run_joblib(a, configs, payload) -> dict:
+    from joblib import Parallel, delayed
+
+    t0 = time.perf_counter()
+    trials = Parallel(n_jobs=a.n_jobs)(
+        delayed(train.sequential_one)(cfg, payload, a.cpus_per_trial) for cfg in configs
+    )
+    return {"wall_s": time.perf_counter() - t0, "trials": list(trials),
+            "cluster": {"nodes": 1, "cpus": a.n_jobs * a.cpus_per_trial, "worker_nodes": 0}}
+
+
+def final_scores(best_cfg, splits, nthread, remote: bool) -> tuple[dict, dict]:
+    """Baseline (default params) and the best config, retrained on all of train, on test.
+
+    Under Ray this runs as one task on a worker: the head runs no heavy work.
+    """
+    X_train, y_train, X_test, y_test = splits
+
+    def both():
+        return (train.fit_and_score(None, X_train, y_train, X_test, y_test, nthread),
+                train.fit_and_score(best_cfg, X_train, y_train, X_test, y_test, nthread)
+                if best_cfg else None)
+
+    if not remote:
+        return both()
+    import ray
+
+    return ray.get(ray.remote(num_cpus=nthread)(both).remote())
+
+
+# ---- report -------------------------------------------------------------------------
+
+
+def summarise(run: dict, a) -> dict:
+    ok = [t for t in run["trials"] if t.get("rmse") is not None and not t.get("error")]
+    sum_train = sum(t["train_s"] for t in run["trials"])
+    wall = run["wall_s"]
+    return {
+        "wall_s": round(wall, 3),
+        "sum_train_s": round(sum_train, 3),
+        "trials_completed": len(ok),
+        "trials_errored": len(run["trials"]) - len(ok),
+        "cores_busy_avg": round(sum_train * a.cpus_per_trial / wall, 3) if wall else None,
+        "best_valid_rmse": min((t["rmse"] for t in ok), default=None),
+    }
+
+
+def versions() -> dict:
+    import pandas
+    import sklearn
+    import xgboost
+
+    out = {"python": platform.python_version(), "xgboost": xgboost.__version__,
+           "sklearn": sklearn.__version__, "pandas": pandas.__version__}
+    try:
+        import ray
+
+        out["ray"] = ray.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def print_table(title: str, rows: list[tuple]) -> None:
+    width = max(len(str(r[0])) for r in rows)
+    print(f"\n{title}")
+    for row in rows:
+        print("  " + str(row[0]).ljust(width) + "  " + "  ".join(f"{c:>14}" for c in row[1:]))
+
+
+def fmt(x, nd=3):
+    return "-" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+
+def main(argv=None) -> int:
+    t_start = time.perf_counter()
+    a = parse_args(argv)
+    space = spacemod.load(a.search_space)
+    configs = spacemod.draw(space, a.num_samples, a.seed, a.max_rounds)
+    table, payload, splits = prepare(a)
+    print(f"data: {table.source}  rows={table.rows} features={table.features} "
+          f"categorical={table.categorical or '-'}  configs={len(configs)} mode={a.mode} "
+          f"scheduler={a.scheduler if a.mode in ('tune', 'both') else '-'}", flush=True)
+
+    runs = {}
+    if a.mode in ("tune", "both"):
+        runs["tune"] = run_tune(a, configs, payload)
+    if a.mode in ("sequential", "both"):
+        runs["sequential"] = run_sequential(a, configs, payload)
+    if a.mode == "joblib":
+        runs["joblib"] = run_joblib(a, configs, payload)
+
+    main_mode = "tune" if "tune" in runs else a.mode
+    primary = runs[main_mode]
+    ok = [t for t in primary["trials"] if t.get("rmse") is not None and not t.get("error")]
+    best = min(ok, key=lambda t: t["rmse"]) if ok else None
+    baseline, tuned = final_scores(best["config"] if best else None, splits, a.cpus_per_trial,
+                                   remote="tune" in runs)
+
+    record = {
+        "mode": a.mode,
+        "name": a.name,
+        "data": table.source,
+        "rows": table.rows,
+        "features": table.features,
+        "categorical": table.categorical,
+        "num_samples": len(configs),
+        "scheduler": a.scheduler if "tune" in runs else None,
+        "cpus_per_trial": a.cpus_per_trial,
+        "max_rounds": a.max_rounds,
+        **summarise(primary, a),
+        "trials": primary["trials"],
+        "retried_trials": primary.get("retried", {}),
+        "best_config": best["config"] if best else None,
+        "baseline": baseline,
+        "tuned": tuned,
+        "cluster": primary["cluster"],
+        "versions": versions(),
+        "total_s": None,
+    }
+    if len(runs) > 1 or a.mode == "joblib":
+        record["modes"] = {m: summarise(r, a) for m, r in runs.items()}
+        if "sequential" in runs and "tune" in runs:
+            record["speedup_vs_sequential"] = round(runs["sequential"]["wall_s"] / runs["tune"]["wall_s"], 3)
+
+    print_table("Test-set scores (retrained on the whole train split)",
+                [("model", "RMSE", "MAE", "R2"),
+                 ("baseline (defaults)", fmt(baseline["rmse"]), fmt(baseline["mae"]), fmt(baseline["r2"])),
+                 ("tuned (best config)", *(fmt(tuned[k]) if tuned else "-" for k in ("rmse", "mae", "r2")))])
+    modes = record.get("modes") or {main_mode: summarise(primary, a)}
+    ref = modes.get("sequential", {}).get("wall_s")
+    print_table("Execution",
+                [("mode", "train time s", "total s", "cores busy", "speedup"),
+                 *[(m, fmt(s["sum_train_s"], 1), fmt(s["wall_s"], 1), fmt(s["cores_busy_avg"], 2),
+                    fmt(ref / s["wall_s"], 2) + "x" if ref and s["wall_s"] else "-")
+                   for m, s in modes.items()]])
+    print(f"\nbest config: {json.dumps(record['best_config'])}", flush=True)
+
+    record["total_s"] = round(time.perf_counter() - t_start, 3)
+    out_dir = os.path.join(os.path.abspath(os.path.expanduser(a.storage_path)), a.name)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "result.json"), "w") as f:
+        json.dump(record, f, indent=2)
+    record["result_path"] = os.path.join(out_dir, "result.json")
+    emit(RESULT_MARKER, record)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        emit(ERROR_MARKER, {"error": str(e)})
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,200 @@
+"""The `rayscale` command: parse options, call one function, print. No logic here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from rayscale import __version__, connect, jobs, providers, report
+from rayscale.errors import UserError
+from rayscale.providers.base import NodeShape
+from rayscale.state import StateDir
+
+class WorkerCount(click.ParamType):
+    name = "N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            n = value
+        else:
+            try:
+                n = int(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a whole number; pass e.g. --workers 2", param, ctx)
+        if n < 1:
+            self.fail(f"{value} must be at least 1 (the head runs no trials); pass e.g. --workers 2",
+                      param, ctx)
+        return n
+
+class WorkerList(click.ParamType):
+    name = "N,N,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        parts = [p for p in str(value).split(",") if p.strip()]
+        if not parts:
+            self.fail("is empty; pass worker counts like 1,2,4", param, ctx)
+        counts = [WorkerCount().convert(p, param, ctx) for p in parts]
+        if len(set(counts)) != len(counts):
+            self.fail(f"{value!r} repeats a count; use --repeats to run a point more than once",
+                      param, ctx)
+        return sorted(counts)
+
+def _state_option(f):
+    return click.option("--state-dir", envvar="RAYSCALE_STATE_DIR", default=None,
+                        help="where the cluster is recorded [env RAYSCALE_STATE_DIR, default .rayscale/]")(f)
+
+def _address_options(f):
+    f = click.option("--token-file", default=None,
+                     help="file holding the cluster's auth token [env RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN]")(f)
+    f = click.option("--address", default=None,
+                     help="dashboard / Job API URL of any Ray cluster [env RAY_API_SERVER_ADDRESS]")(f)
+    return _state_option(f)
+
+def _shape_options(f):
+    f = click.option("--memory-per-worker", type=click.FloatRange(min=0.5), default=2.0,
+                     show_default=True, help="GiB of memory per worker node")(f)
+    f = click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1,
+                     show_default=True, help="CPUs per worker node")(f)
+    return f
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rayscale")
+def cli():
+    """Stand up a Ray cluster, run the XGBoost tuning job on it, and measure its scaling."""
+
+# ---- cluster ----------------------------------------------------------------------------
+
+@cli.group()
+def cluster():
+    """Create, resize, inspect and remove a cluster."""
+
+@cluster.command("up")
+@click.option("--provider", default="local", show_default=True, help="local")
+@click.option("--workers", type=WorkerCount(), default=2, show_default=True)
+@_shape_options
+@click.option("--timeout", type=click.FloatRange(min=1), default=180, show_default=True)
+@_state_option
+def cluster_up(provider, workers, cpus_per_worker, memory_per_worker, timeout, state_dir):
+    """Start a head node (no trials) and WORKERS worker nodes."""
+    state = StateDir(state_dir)
+    p = providers.get(provider, state, NodeShape.sized(cpus_per_worker, memory_per_worker))
+    t0 = time.perf_counter()
+    with state.lock():
+        p.up(workers, timeout)
+    report.say(f"cluster up in {time.perf_counter() - t0:.1f} s: {workers} workers · "
+                         f"dashboard and Job API {p.endpoint().url} · token {state.token_file}")
+
+@cluster.command("scale")
+@click.option("--workers", type=WorkerCount(), required=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=180, show_default=True)
+@_state_option
+def cluster_scale(workers, timeout, state_dir):
+    """Add or remove worker nodes until WORKERS are alive."""
+    state = StateDir(state_dir)
+    t0 = time.perf_counter()
+    with state.lock():
+        providers.recorded(state).scale(workers, timeout)
+    report.say(f"{workers} workers alive ({time.perf_counter() - t0:.1f} s)")
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@_state_option
+def cluster_status(as_json, state_dir):
+    """List the cluster's nodes: state, CPUs, memory."""
+    report.show_cluster(providers.recorded(StateDir(state_dir)).status(), as_json)
+
+@cluster.command("down")
+@_state_option
+def cluster_down(state_dir):
+    """Stop exactly what `cluster up` started and remove its temp dirs."""
+    state = StateDir(state_dir)
+    if not state.read():
+        report.say(f"no cluster recorded in {state.path}; nothing to do")
+        return
+    with state.lock():
+        providers.recorded(state).down()
+    report.say("cluster down")
+
+# ---- job --------------------------------------------------------------------------------
+
+@cli.group()
+def job():
+    """Submit the tuning job through Ray Job Submission and follow it."""
+
+@job.command("submit", context_settings={"ignore_unknown_options": True})
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
+@click.option("--save", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="also write the result record to this file")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
+@click.option("--job-dir", default=None, help="the job folder shipped as working_dir [default: the kit's job/]")
+@_address_options
+@click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
+def job_submit(wait, as_json, save, timeout, job_dir, address, token_file, state_dir, job_args):
+    """Submit job/ with JOB_ARGS (after --), e.g. -- --data synthetic:rows=5000 --num-samples 8."""
+    j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
+    job_id = j.submit(list(job_args), job_dir)
+    if not wait:
+        print(job_id)
+        return
+    report.say(f"submitted {job_id}; following it (Ctrl-C stops following, not the job)", err=True)
+    with report.trial_progress(job_id, enabled=not as_json) as on_progress:
+        status = j.wait(job_id, timeout, on_progress)
+    rec = j.result(job_id, status)
+    if save:
+        report.save_json(rec, save)
+    if as_json:
+        print(json.dumps(rec))
+    else:
+        report.show_result(rec)
+
+@job.command("status")
+@click.argument("job_id")
+@_address_options
+def job_status(job_id, address, token_file, state_dir):
+    """Print a job's status."""
+    print(jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).status(job_id))
+
+@job.command("logs")
+@click.argument("job_id")
+@_address_options
+def job_logs(job_id, address, token_file, state_dir):
+    """Print a job's log."""
+    sys.stdout.write(jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).logs(job_id))
+
+@job.command("stop")
+@click.argument("job_id")
+@_address_options
+def job_stop(job_id, address, token_file, state_dir):
+    """Stop a running job."""
+    stopped = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).stop(job_id)
+    print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
+
+@job.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@_address_options
+def job_list(as_json, address, token_file, state_dir):
+    """List the cluster's jobs and their final states."""
+    rows = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).list()
+    report.show_jobs(rows, as_json)
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False, prog_name="rayscale")
+    except UserError as e:
+        report.error_line(e.line())
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        report.error_line(e.format_message())
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        report.error_line("interrupted")
+        sys.exit(130)
+
+if __name__ == "__main__":
+    main()

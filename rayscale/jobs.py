@@ -1,0 +1,195 @@
+"""Ray Job Submission: submit job/ as the working_dir, follow it, read its result.
+
+Knows nothing of providers: it is handed a URL and a token (an Endpoint). The job reports
+back with one ``RAYSCALE_RESULT {json}`` line in its log; nothing else is parsed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayscale.errors import UserError
+from rayscale.providers.base import Endpoint
+
+RESULT_MARKER = "RAYSCALE_RESULT "
+PROGRESS_MARKER = "RAYSCALE_PROGRESS "
+ERROR_MARKER = "RAYSCALE_ERROR "
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+# Never shipped to the cluster: VCS data, caches, and data files (data goes by path or URL).
+EXCLUDES = [".git", "__pycache__", "*.pyc", ".pytest_cache", "*.csv", "*.parquet", "*.pq",
+            "*.feather", "*.npy", "*.npz", "*.zip", "*.tar*", "results", ".venv"]
+
+
+def default_job_dir() -> Path:
+    env = os.environ.get("RAYSCALE_JOB_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "job"
+
+
+def working_dir_size(job_dir: Path) -> int:
+    total = 0
+    for root, dirs, files in os.walk(job_dir):
+        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in EXCLUDES)]
+        for f in files:
+            if not any(fnmatch.fnmatch(f, p) for p in EXCLUDES):
+                total += os.path.getsize(os.path.join(root, f))
+    return total
+
+
+def size_limit() -> int:
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+
+    return GCS_STORAGE_MAX_SIZE
+
+
+def check_job_dir(job_dir: Path, limit: int | None = None) -> None:
+    if not (job_dir / "tune_xgboost.py").is_file():
+        raise UserError(f"job dir {job_dir} has no tune_xgboost.py",
+                        "point --job-dir (or RAYSCALE_JOB_DIR) at the kit's job/ folder")
+    limit = limit or size_limit()
+    size = working_dir_size(job_dir)
+    if size >= limit:
+        raise UserError(
+            f"job dir {job_dir} holds {size / 2**20:.0f} MiB, over Ray's working_dir limit of "
+            f"{limit / 2**20:.0f} MiB",
+            "move large files out of it and pass data by path or URL with --data",
+        )
+
+
+def localise_paths(args: list[str]) -> list[str]:
+    """Make --data / --search-space paths that exist here absolute.
+
+    The job runs in a copy of job/ elsewhere on disk, so a relative path would point
+    nowhere. On a remote cluster a local path means nothing at all: use a URL there.
+    """
+    out = list(args)
+    for i, a in enumerate(out):
+        for flag in ("--data", "--search-space", "--storage-path"):
+            if a == flag and i + 1 < len(out):
+                cand = out[i + 1]
+                if ":" not in cand and (os.path.exists(cand) or flag == "--storage-path"):
+                    out[i + 1] = os.path.abspath(os.path.expanduser(cand))
+            elif a.startswith(flag + "="):
+                cand = a.split("=", 1)[1]
+                if ":" not in cand and (os.path.exists(cand) or flag == "--storage-path"):
+                    out[i] = f"{flag}={os.path.abspath(os.path.expanduser(cand))}"
+    return out
+
+
+@dataclass
+class Jobs:
+    """A thin, error-translating wrapper over Ray's JobSubmissionClient."""
+
+    endpoint: Endpoint
+
+    def __post_init__(self):
+        self._client = _connect(self.endpoint)
+
+    def submit(self, job_args: list[str], job_dir: Path | None = None,
+               submission_id: str | None = None, metadata: dict | None = None) -> str:
+        job_dir = Path(job_dir or default_job_dir())
+        check_job_dir(job_dir)
+        entrypoint = shlex.join(["python", "tune_xgboost.py", *localise_paths(job_args)])
+        runtime_env = {"working_dir": str(job_dir), "excludes": EXCLUDES}
+        return self._call(self._client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
+                          submission_id=submission_id, metadata=metadata or {})
+
+    def status(self, job_id: str) -> str:
+        return str(self._call(self._client.get_job_status, job_id))
+
+    def info(self, job_id: str):
+        return self._call(self._client.get_job_info, job_id)
+
+    def logs(self, job_id: str) -> str:
+        return self._call(self._client.get_job_logs, job_id)
+
+    def stop(self, job_id: str) -> bool:
+        return self._call(self._client.stop_job, job_id)
+
+    def list(self):
+        return self._call(self._client.list_jobs)
+
+    def wait(self, job_id: str, timeout: float | None = None,
+             on_progress: Callable[[dict], None] | None = None, poll: float = 0.5) -> str:
+        """Follow the job until it ends; hand each progress record to on_progress."""
+        deadline = time.monotonic() + timeout if timeout else None
+        seen = 0
+        while True:
+            status = self.status(job_id)
+            if on_progress:
+                text = self.logs(job_id)
+                for line in text[seen:].splitlines():
+                    if line.startswith(PROGRESS_MARKER):
+                        on_progress(json.loads(line[len(PROGRESS_MARKER):]))
+                seen = len(text) - len(text.rsplit("\n", 1)[-1])  # re-read a partial last line
+            if status in TERMINAL:
+                return status
+            if deadline and time.monotonic() > deadline:
+                raise UserError(f"job {job_id} still {status} after {timeout:.0f} s",
+                                f"follow it with `rayscale job logs {job_id}` or stop it with `rayscale job stop {job_id}`")
+            time.sleep(poll)
+
+    def result(self, job_id: str, status: str | None = None) -> dict:
+        """The record of a job that succeeded; else a UserError naming the job's own error."""
+        return parse_result(job_id, self.logs(job_id), status or self.status(job_id))
+
+    def _call(self, fn, *args, **kwargs):
+        return _translated(self.endpoint, fn, *args, **kwargs)
+
+
+def parse_result(job_id: str, text: str, status: str) -> dict:
+    if status == "SUCCEEDED":
+        for line in reversed(text.splitlines()):
+            if line.startswith(RESULT_MARKER):
+                return json.loads(line[len(RESULT_MARKER):])
+    for line in reversed(text.splitlines()):
+        if line.startswith(ERROR_MARKER):
+            err = json.loads(line[len(ERROR_MARKER):])["error"]
+            raise UserError(f"job {job_id} rejected its input: {err}")
+    tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:]) or "no output"
+    raise UserError(f"job {job_id} ended {status} without a result ({tail[:300]})",
+                    f"read the whole log with `rayscale job logs {job_id}`")
+
+
+def _connect(endpoint: Endpoint):
+    headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else {}
+    import logging
+
+    from ray.job_submission import JobSubmissionClient
+
+    # Ray logs each package upload at INFO; the launcher reports progress itself.
+    for name in ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return _translated(endpoint, JobSubmissionClient, endpoint.url, headers=headers)
+
+
+def _translated(endpoint: Endpoint, fn, *args, **kwargs):
+    """Call into Ray's client and turn its errors into one line a user can act on."""
+    import requests
+
+    try:
+        return fn(*args, **kwargs)
+    except requests.exceptions.ConnectionError:
+        raise UserError(f"cannot reach the Ray dashboard at {endpoint.url}",
+                        "is the cluster up (`rayscale cluster status`)? check --address") from None
+    except RuntimeError as e:
+        msg = str(e)
+        if "401" in msg or "Missing authentication token" in msg or "Authentication required" in msg:
+            raise UserError(f"the cluster at {endpoint.url} requires a token and none was sent",
+                            "pass --token-file FILE or set RAY_AUTH_TOKEN") from None
+        if "403" in msg or "Invalid authentication token" in msg or "invalid or incorrect" in msg:
+            raise UserError(f"the cluster at {endpoint.url} rejected the token",
+                            "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN") from None
+        if "does not exist" in msg or "404" in msg:
+            raise UserError(f"{msg.splitlines()[0]}", "list jobs with `rayscale job list`") from None
+        if "Failed to connect" in msg or "Connection refused" in msg or "Timed out" in msg:
+            raise UserError(f"cannot reach the Ray dashboard at {endpoint.url}",
+                            "is the cluster up (`rayscale cluster status`)? check --address") from None
+        raise

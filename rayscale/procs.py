@@ -1,0 +1,135 @@
+"""Processes rayscale starts itself: spawn in their own session, stop by recorded PID.
+
+Every node process is started as the leader of a new session, so its process group holds
+exactly the Ray daemons it forks. Stopping a node signals that group (by the PID we
+recorded) and then any recorded descendant still alive; nothing is matched by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (held open together so the kernel cannot hand out one twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> dict:
+    """Start argv as a session leader; return what is needed to find it again."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        p = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return {"pid": p.pid, "create_time": psutil.Process(p.pid).create_time(), "log": str(log)}
+
+
+def alive(rec: dict) -> bool:
+    """Is the recorded process still the one we started (guards against PID reuse)?"""
+    try:
+        p = psutil.Process(rec["pid"])
+        return abs(p.create_time() - rec["create_time"]) < 0.5 and p.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, KeyError):
+        return False
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(p.pid) == pgid:
+                out.append(p)
+    return out
+
+
+def stop(rec: dict, grace: float = 15.0) -> None:
+    """Stop a spawned process, its process group and every descendant, by PID.
+
+    SIGTERM goes to the leader alone: `ray start --block` then drains its node and stops
+    its daemons in order (under a second). Signalling the whole group at once makes the
+    raylet and GCS race that shutdown and hang. Whatever is left after the grace period
+    is killed.
+    """
+    if not alive(rec):
+        _reap(rec["pid"])
+        return
+    pid = rec["pid"]
+    root = psutil.Process(pid)
+    tree = [root]
+    with contextlib.suppress(psutil.Error):
+        tree += root.children(recursive=True)
+    tree = list({p.pid: p for p in tree + _group_members(pid)}.values())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    _, left = psutil.wait_procs(tree, timeout=grace)
+    for p in left:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(left, timeout=5)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    # Our own children become zombies until waited for; a test process starts many.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of the given processes and all their descendants."""
+    seen: dict[int, psutil.Process] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            for q in [p, *p.children(recursive=True)]:
+                seen[q.pid] = q
+    total = 0
+    for q in seen.values():
+        with contextlib.suppress(psutil.Error):
+            total += q.memory_info().rss
+    return total

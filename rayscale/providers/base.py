@@ -1,0 +1,135 @@
+"""The Provider interface: how rayscale makes and resizes a Ray cluster, whatever it runs on.
+
+A provider knows how to make a cluster and change its size. It knows nothing of jobs or
+tuning: callers reach the cluster only through ``endpoint()``, a dashboard URL plus a
+token, which is what the Job Submission API needs.
+
+Cluster shape. Every provider makes one head node that runs no trials (``num-cpus 0``)
+and ``n`` worker nodes that do. "Workers" always counts worker nodes, never the head.
+
+Node states, as the provider sees them:
+
+    starting  -> the provider asked for the node; Ray has not yet registered it
+    alive     -> the GCS lists the node as ALIVE
+    dead      -> the GCS lists it DEAD, or its process / container / pod is gone
+    removed   -> the provider stopped it on purpose (scale down, down)
+
+Contract:
+
+- ``up(workers)`` creates the cluster, records it in the state dir, and returns once the
+  head is alive and ``workers`` workers are alive (it calls ``wait_ready``). Refuses with
+  a UserError when the state dir already records a running cluster. If ``up`` fails or is
+  interrupted, it stops everything it started before it returns or re-raises.
+- ``scale(workers)`` adds or removes worker nodes until ``workers`` are requested and
+  returns when they are alive. Idempotent: scaling to the current size does nothing.
+  Scaling down removes the newest workers first.
+- ``wait_ready(workers, timeout)`` blocks until exactly ``workers`` worker nodes are alive
+  in the GCS (not ``ray status``: its output is for people), or raises UserError on
+  timeout naming the nodes that are missing. Safe to call any number of times.
+- ``endpoint()`` returns ``Endpoint(url, token)``: a dashboard / Job API URL reachable
+  from this machine (loopback or a managed port-forward) and the cluster's auth token.
+- ``status()`` returns the nodes the GCS knows, with their state and resources.
+- ``down()`` stops exactly what this provider started (by PID, container id, resource
+  name), removes its temp dirs and clears the state dir. Idempotent: ``down`` on a
+  cluster that is already gone only clears the record.
+- ``is_running()`` tells whether the state dir records a cluster whose head still lives.
+
+Concurrency: one command at a time changes a cluster; the CLI holds the state dir's lock
+around up / scale / down. ``status``, ``endpoint`` and ``wait_ready`` only read and may
+run at any time.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rayscale.state import StateDir
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    token: str | None
+
+    def __repr__(self) -> str:  # never put the token in logs
+        return f"Endpoint(url={self.url!r}, token={'set' if self.token else None})"
+
+
+@dataclass
+class NodeInfo:
+    node_id: str
+    role: str  # "head" | "worker"
+    state: str  # "alive" | "dead" | "starting"
+    cpus: float
+    memory_gib: float
+    address: str = ""
+
+
+@dataclass
+class ClusterStatus:
+    provider: str
+    dashboard_url: str
+    nodes: list[NodeInfo] = field(default_factory=list)
+
+    @property
+    def alive_workers(self) -> int:
+        return sum(1 for n in self.nodes if n.role == "worker" and n.state == "alive")
+
+    @property
+    def worker_cpus(self) -> float:
+        return sum(n.cpus for n in self.nodes if n.role == "worker" and n.state == "alive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "dashboard_url": self.dashboard_url,
+            "alive_workers": self.alive_workers,
+            "worker_cpus": self.worker_cpus,
+            "nodes": [asdict(n) for n in self.nodes],
+        }
+
+
+@dataclass(frozen=True)
+class NodeShape:
+    """Resources of one worker node. The head always gets num-cpus 0."""
+
+    cpus_per_worker: int = 1
+    memory_per_worker_gib: float = 2.0
+    object_store_gib: float = 0.5
+
+    @classmethod
+    def sized(cls, cpus_per_worker: int, memory_per_worker_gib: float) -> NodeShape:
+        # The object store takes a quarter of each worker's memory, at least 256 MiB.
+        return cls(cpus_per_worker, memory_per_worker_gib, max(0.25, memory_per_worker_gib / 4))
+
+
+class Provider(abc.ABC):
+    name: str = ""
+
+    def __init__(self, state: StateDir, shape: NodeShape | None = None, **options: Any):
+        self.state = state
+        self.shape = shape or NodeShape()
+        self.options = options
+
+    @abc.abstractmethod
+    def up(self, workers: int, timeout: float = 120.0) -> None: ...
+
+    @abc.abstractmethod
+    def scale(self, workers: int, timeout: float = 120.0) -> None: ...
+
+    @abc.abstractmethod
+    def wait_ready(self, workers: int, timeout: float = 120.0) -> None: ...
+
+    @abc.abstractmethod
+    def endpoint(self) -> Endpoint: ...
+
+    @abc.abstractmethod
+    def status(self) -> ClusterStatus: ...
+
+    @abc.abstractmethod
+    def down(self) -> None: ...
+
+    @abc.abstractmethod
+    def is_running(self) -> bool: ...

@@ -1,0 +1,349 @@
+"""The local provider: a real multi-node Ray cluster made of processes on this machine.
+
+Each node is one ``ray start --block`` process, leader of its own session, with its own
+temp dir, its own agent / metrics / node-manager ports, and explicit CPU, memory and
+object-store sizes (otherwise every raylet would claim the whole host). The head runs no
+trials (num-cpus 0); the dashboard and Job API listen on 127.0.0.1 only; token auth is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from rayscale import gcs, procs
+from rayscale.errors import UserError
+from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, NodeShape, Provider
+
+GIB = 1024**3
+HEAD_MEMORY_GIB = 1.0
+HEAD_OBJECT_STORE_GIB = 0.25
+# What the head keeps to itself, beyond its declared sizes: GCS, dashboard, agents.
+HEAD_OVERHEAD_GIB = 1.2
+
+
+def ray_executable() -> str:
+    beside = Path(sys.executable).parent / "ray"
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if not found:
+        raise UserError("the `ray` command is not installed", "run `make install` first")
+    return found
+
+
+def node_env(token_file: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    # Jobs run `python ...` on the nodes: it must be the kit's Python, not the first on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_file),
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("RAY_AUTH_TOKEN", None)  # the file is the one source of the token
+    return env
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    # ---- record -----------------------------------------------------------------------
+
+    def _record(self) -> dict[str, Any]:
+        rec = self.state.read()
+        if not rec or rec.get("provider") != self.name:
+            raise UserError(
+                f"no local cluster is recorded in {self.state.path}",
+                "start one with `rayscale cluster up --provider local --workers N`",
+            )
+        return rec
+
+    def is_running(self) -> bool:
+        rec = self.state.read()
+        return bool(rec and rec.get("provider") == self.name and procs.alive(rec["head"]["proc"]))
+
+    # ---- up / down --------------------------------------------------------------------
+
+    def check_fits(self, workers: int) -> None:
+        need = (
+            HEAD_MEMORY_GIB
+            + HEAD_OBJECT_STORE_GIB
+            + HEAD_OVERHEAD_GIB
+            + workers * (self.shape.memory_per_worker_gib + self.shape.object_store_gib)
+        )
+        have = psutil.virtual_memory().available / GIB
+        if need > have:
+            raise UserError(
+                f"{workers} workers of {self.shape.memory_per_worker_gib:g} GiB need about "
+                f"{need:.1f} GiB but this machine has {have:.1f} GiB available",
+                "use fewer --workers or a smaller --memory-per-worker",
+            )
+
+    def up(self, workers: int, timeout: float = 120.0) -> None:
+        existing = self.state.read()
+        if existing:
+            if existing.get("provider") == self.name and self.is_running():
+                raise UserError(
+                    f"a local cluster already runs from {self.state.path} "
+                    f"(dashboard {existing.get('dashboard_url')})",
+                    "use `rayscale cluster scale` to resize it or `rayscale cluster down` first",
+                )
+            if existing.get("provider") not in (None, self.name):
+                raise UserError(
+                    f"the state dir {self.state.path} records a {existing['provider']} cluster",
+                    f"run `rayscale cluster down` first, or use another --state-dir",
+                )
+            # A record whose head is gone: the processes died. Clean what is left.
+            self._teardown(existing)
+        self.check_fits(workers)
+        token_file = self.state.new_token()
+        base = Path(tempfile.mkdtemp(prefix="rayscale-"))
+        rec: dict[str, Any] = {
+            "provider": self.name,
+            "created": time.time(),
+            "temp_root": str(base),
+            "token_file": str(token_file),
+            "shape": dataclasses.asdict(self.shape),
+            "workers": [],
+            "next_worker": 0,
+        }
+        try:
+            self._start_head(rec)
+            self.state.write(rec)
+            self._add_workers(rec, workers)
+            self.state.write(rec)
+            self.wait_ready(workers, timeout)
+            self._wait_job_api(rec, timeout)
+        except BaseException:
+            self._teardown(rec)
+            self.state.clear()
+            raise
+
+    def down(self) -> None:
+        rec = self.state.read()
+        if rec and rec.get("provider") == self.name:
+            self._teardown(rec)
+        self.state.clear()
+
+    def _teardown(self, rec: dict[str, Any]) -> None:
+        nodes = [w["proc"] for w in rec.get("workers", [])]
+        if rec.get("head"):
+            nodes.append(rec["head"]["proc"])
+        # Workers first, in parallel; the head last so workers can deregister cleanly.
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as ex:
+            list(ex.map(procs.stop, nodes[:-1] if rec.get("head") else nodes))
+        if rec.get("head"):
+            procs.stop(rec["head"]["proc"])
+        if rec.get("temp_root"):
+            shutil.rmtree(rec["temp_root"], ignore_errors=True)
+
+    # ---- nodes ------------------------------------------------------------------------
+
+    def _common_args(self, temp_dir: Path) -> list[str]:
+        agent_http, agent_grpc, runtime_env, metrics, node_manager = procs.free_ports(5)
+        return [
+            "--block",
+            "--disable-usage-stats",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp_dir}",
+            f"--dashboard-agent-listen-port={agent_http}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--runtime-env-agent-port={runtime_env}",
+            f"--metrics-export-port={metrics}",
+            f"--node-manager-port={node_manager}",
+            "--min-worker-port=0",
+            "--max-worker-port=0",
+        ]
+
+    def _start_head(self, rec: dict[str, Any]) -> None:
+        base = Path(rec["temp_root"])
+        gcs_port, dash_port, client_port = procs.free_ports(3)
+        args = self._common_args(base / "head")
+        argv = [
+            ray_executable(),
+            "start",
+            "--head",
+            f"--port={gcs_port}",
+            "--num-cpus=0",
+            f"--memory={int(HEAD_MEMORY_GIB * GIB)}",
+            f"--object-store-memory={int(HEAD_OBJECT_STORE_GIB * GIB)}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash_port}",
+            f"--ray-client-server-port={client_port}",
+            *args,
+        ]
+        proc = procs.spawn(argv, node_env(Path(rec["token_file"])), base / "head.log")
+        rec["head"] = {
+            "proc": proc,
+            "node_manager_port": _port_of(args, "--node-manager-port"),
+        }
+        rec["gcs_address"] = f"127.0.0.1:{gcs_port}"
+        rec["dashboard_url"] = f"http://127.0.0.1:{dash_port}"
+        # Workers can only join once the GCS accepts connections.
+        if not procs.wait_for(
+            lambda: procs.port_open("127.0.0.1", gcs_port) or not procs.alive(proc), 60
+        ) or not procs.alive(proc):
+            raise UserError(
+                f"the Ray head did not start (log: {proc['log']})",
+                "read the log's last lines; a port in use or too little memory are usual causes",
+            )
+
+    def _add_workers(self, rec: dict[str, Any], count: int) -> None:
+        shape = rec["shape"]
+        base = Path(rec["temp_root"])
+        for _ in range(count):
+            idx = rec["next_worker"]
+            rec["next_worker"] += 1
+            args = self._common_args(base / f"w{idx}")
+            argv = [
+                ray_executable(),
+                "start",
+                f"--address={rec['gcs_address']}",
+                f"--num-cpus={shape['cpus_per_worker']}",
+                f"--memory={int(shape['memory_per_worker_gib'] * GIB)}",
+                f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
+                *args,
+            ]
+            proc = procs.spawn(argv, node_env(Path(rec["token_file"])), base / f"w{idx}.log")
+            rec["workers"].append(
+                {
+                    "index": idx,
+                    "proc": proc,
+                    "node_manager_port": _port_of(args, "--node-manager-port"),
+                    "temp_dir": str(base / f"w{idx}"),
+                }
+            )
+
+    def scale(self, workers: int, timeout: float = 120.0) -> None:
+        rec = self._record()
+        if not procs.alive(rec["head"]["proc"]):
+            raise UserError(
+                "the cluster's head process is gone",
+                "run `rayscale cluster down` then `rayscale cluster up` again",
+            )
+        # Workers that died on their own no longer count.
+        dead = [w for w in rec["workers"] if not procs.alive(w["proc"])]
+        for w in dead:
+            procs.stop(w["proc"])
+            shutil.rmtree(w["temp_dir"], ignore_errors=True)
+        rec["workers"] = [w for w in rec["workers"] if w not in dead]
+        have = len(rec["workers"])
+        if workers > have:
+            self.check_fits(workers)
+            self._add_workers(rec, workers - have)
+            self.state.write(rec)
+        elif workers < have:
+            leaving = rec["workers"][workers:]
+            rec["workers"] = rec["workers"][:workers]
+            with ThreadPoolExecutor(max_workers=len(leaving)) as ex:
+                list(ex.map(lambda w: procs.stop(w["proc"]), leaving))
+            for w in leaving:
+                shutil.rmtree(w["temp_dir"], ignore_errors=True)
+            self.state.write(rec)
+        self.wait_ready(workers, timeout)
+
+    # ---- readiness --------------------------------------------------------------------
+
+    def _alive_worker_ports(self, rec: dict[str, Any]) -> set[int]:
+        try:
+            found = gcs.nodes(rec["gcs_address"], self.state.token())
+        except Exception:  # the GCS may still be starting
+            return set()
+        return {n.node_manager_port for n in found if n.alive and not n.is_head}
+
+    def wait_ready(self, workers: int, timeout: float = 120.0) -> None:
+        rec = self._record()
+        want = {w["node_manager_port"] for w in rec["workers"]}
+        if len(want) != workers:
+            raise UserError(
+                f"the cluster has {len(want)} workers, not {workers}",
+                f"run `rayscale cluster scale --workers {workers}`",
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            alive_ports = self._alive_worker_ports(rec)
+            if alive_ports == want:
+                return
+            dead = [w for w in rec["workers"] if not procs.alive(w["proc"])]
+            if dead:
+                raise UserError(
+                    f"worker w{dead[0]['index']} exited while starting (log: {dead[0]['proc']['log']})",
+                    "read the log's last lines; too little memory is the usual cause",
+                )
+            if time.monotonic() > deadline:
+                missing = sorted(want - alive_ports)
+                raise UserError(
+                    f"{len(alive_ports & want)} of {workers} workers alive after {timeout:.0f} s "
+                    f"(missing node-manager ports {missing})",
+                    "check the worker logs under the cluster temp dir, or raise --timeout",
+                )
+            time.sleep(0.1)
+
+    def _wait_job_api(self, rec: dict[str, Any], timeout: float) -> None:
+        url = rec["dashboard_url"] + "/api/version"
+        token = self.state.token()
+
+        def ready() -> bool:
+            req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(req, timeout=1) as r:
+                    return r.status == 200
+            return False
+
+        if not procs.wait_for(ready, timeout, interval=0.1):
+            raise UserError(
+                f"the Job API at {rec['dashboard_url']} did not answer within {timeout:.0f} s",
+                f"read {rec['head']['proc']['log']}",
+            )
+
+    # ---- endpoint / status ------------------------------------------------------------
+
+    def endpoint(self) -> Endpoint:
+        rec = self._record()
+        return Endpoint(rec["dashboard_url"], self.state.token())
+
+    def status(self) -> ClusterStatus:
+        rec = self._record()
+        ports = {w["node_manager_port"]: f"w{w['index']}" for w in rec["workers"]}
+        st = ClusterStatus(self.name, rec["dashboard_url"])
+        try:
+            found = gcs.nodes(rec["gcs_address"], self.state.token())
+        except Exception as e:
+            raise UserError(
+                f"cannot reach the cluster's GCS at {rec['gcs_address']} ({type(e).__name__})",
+                "is it still running? `rayscale cluster down` clears a dead cluster",
+            ) from None
+        for n in sorted(found, key=lambda n: (not n.is_head, n.node_manager_port)):
+            if not n.alive and n.node_manager_port not in ports and not n.is_head:
+                continue  # a worker removed earlier by scale; not part of this cluster now
+            st.nodes.append(
+                NodeInfo(
+                    node_id=n.node_id,
+                    role="head" if n.is_head else "worker",
+                    state="alive" if n.alive else "dead",
+                    cpus=n.cpus,
+                    memory_gib=round(n.memory_bytes / GIB, 2),
+                    address=f"{n.address}:{n.node_manager_port}",
+                )
+            )
+        return st
+
+    def head_pids(self) -> list[int]:
+        return [self._record()["head"]["proc"]["pid"]]
+
+
+def _port_of(args: list[str], flag: str) -> int:
+    return int(next(a.split("=", 1)[1] for a in args if a.startswith(flag + "=")))

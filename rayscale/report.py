@@ -1,0 +1,123 @@
+"""What people see: tables and progress on screen. (Files and plots: study outputs.)"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rayscale.providers.base import ClusterStatus
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def say(text: str, err: bool = False) -> None:
+    """A plain status line: never wrapped, so logs and tests see it whole."""
+    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def error_line(text: str) -> None:
+    print(f"rayscale: error: {' '.join(text.split())}", file=sys.stderr, flush=True)
+
+
+def cluster_table(st: ClusterStatus) -> Table:
+    t = Table(title=f"{st.provider} cluster  {st.dashboard_url}", title_justify="left")
+    for col in ("role", "state", "CPUs", "memory GiB", "address", "node id"):
+        t.add_column(col)
+    for n in st.nodes:
+        t.add_row(n.role, n.state, f"{n.cpus:g}", f"{n.memory_gib:g}", n.address, n.node_id[:12])
+    return t
+
+
+def show_cluster(st: ClusterStatus, as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(st.to_dict(), indent=2))
+    else:
+        console.print(cluster_table(st))
+        say(f"{st.alive_workers} workers alive, {st.worker_cpus:g} worker CPUs")
+
+
+def show_result(rec: dict) -> None:
+    say(f"job result: {rec.get('name')} ({rec.get('mode')}, {rec.get('rows')} rows x "
+        f"{rec.get('features')} features, {rec.get('num_samples')} configs)")
+    t = Table(title="test-set scores", title_justify="left")
+    for col in ("model", "RMSE", "MAE", "R²"):
+        t.add_column(col, justify="right" if col != "model" else "left")
+    for label, key in (("baseline (defaults)", "baseline"), ("tuned (best config)", "tuned")):
+        m = rec.get(key) or {}
+        t.add_row(label, *(f"{m[k]:.4g}" if k in m else "-" for k in ("rmse", "mae", "r2")))
+    console.print(t)
+    modes = rec.get("modes") or {rec.get("mode"): rec}
+    ref = (modes.get("sequential") or {}).get("wall_s")
+    e = Table(title="execution", title_justify="left")
+    for col in ("mode", "trials", "train time s", "wall s", "cores busy", "speedup vs sequential"):
+        e.add_column(col, justify="right" if col != "mode" else "left")
+    for mode, s in modes.items():
+        e.add_row(str(mode), str(s.get("trials_completed", "-")), f"{s['sum_train_s']:.1f}",
+                  f"{s['wall_s']:.1f}", f"{s['cores_busy_avg']:.2f}",
+                  f"{ref / s['wall_s']:.2f}x" if ref else "-")
+    console.print(e)
+    cl = rec.get("cluster", {})
+    say(f"cluster: {cl.get('nodes')} nodes, {cl.get('cpus')} CPUs · "
+                  f"{rec.get('trials_completed')}/{rec.get('num_samples')} trials completed · "
+                  f"result: {rec.get('result_path')}")
+
+
+def save_json(rec: dict, path: str) -> None:
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(rec, indent=2))
+
+
+def show_jobs(rows, as_json: bool = False) -> None:
+    data = [{"submission_id": r.submission_id, "status": str(r.status), "entrypoint": r.entrypoint,
+             "start_time": r.start_time, "end_time": r.end_time, "message": r.message} for r in rows]
+    data.sort(key=lambda d: d["start_time"] or 0)
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    t = Table(title=f"{len(data)} jobs", title_justify="left")
+    for col in ("submission id", "status", "seconds", "entrypoint"):
+        t.add_column(col)
+    for d in data:
+        secs = (d["end_time"] - d["start_time"]) / 1000 if d["end_time"] and d["start_time"] else None
+        t.add_row(d["submission_id"] or "-", d["status"], f"{secs:.1f}" if secs else "-",
+                  (d["entrypoint"] or "")[:70])
+    console.print(t)
+
+
+@contextlib.contextmanager
+def trial_progress(job_id: str, enabled: bool = True) -> Iterator:
+    """A progress bar fed by the job's progress records; a no-op when not a terminal."""
+    if not enabled:
+        yield lambda rec: None
+        return
+    if not sys.stderr.isatty():
+
+        def line(rec: dict) -> None:
+            best = rec.get("best_rmse")
+            shown = f"{best:.4g}" if best is not None else "-"
+            print(f"  {job_id}: trials {rec['done']}/{rec['total']}, best RMSE {shown}",
+                  file=sys.stderr, flush=True)
+
+        yield line
+        return
+    bar = Progress(TextColumn(f"[bold]{job_id}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("best RMSE {task.fields[best]}"), TimeElapsedColumn(),
+                   console=err_console, transient=True)
+    with bar:
+        task = bar.add_task("trials", total=None, best="-")
+
+        def update(rec: dict) -> None:
+            best = rec.get("best_rmse")
+            bar.update(task, total=rec["total"], completed=rec["done"],
+                       best=f"{best:.4g}" if best is not None else "-")
+
+        yield update

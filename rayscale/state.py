@@ -1,0 +1,107 @@
+"""The state dir: where a cluster's record, token and lock live between commands.
+
+Resolution order: an explicit --state-dir, else $RAYSCALE_STATE_DIR, else .rayscale/ under
+the current directory. One state dir holds at most one cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rayscale.errors import UserError
+
+CLUSTER_FILE = "cluster.json"
+TOKEN_FILE = "auth_token"
+LOCK_FILE = "lock"
+
+
+def resolve(state_dir: str | os.PathLike | None = None) -> Path:
+    chosen = state_dir or os.environ.get("RAYSCALE_STATE_DIR") or ".rayscale"
+    return Path(chosen).expanduser().resolve()
+
+
+class StateDir:
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = resolve(path)
+
+    def __repr__(self) -> str:
+        return f"StateDir({str(self.path)!r})"
+
+    @property
+    def cluster_file(self) -> Path:
+        return self.path / CLUSTER_FILE
+
+    @property
+    def token_file(self) -> Path:
+        return self.path / TOKEN_FILE
+
+    def ensure(self) -> None:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise UserError(
+                f"cannot create state dir {self.path}: {e.strerror}",
+                "pass a writable --state-dir or set RAYSCALE_STATE_DIR",
+            ) from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock for commands that change the cluster (up, scale, down)."""
+        self.ensure()
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(
+                    f"another rayscale command is changing the cluster in {self.path}",
+                    "wait for it to finish, or use another --state-dir",
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.cluster_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(
+                f"cluster record {self.cluster_file} is unreadable ({e})",
+                "remove it after stopping the cluster's processes, then run `rayscale cluster up` again",
+            ) from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.ensure()
+        tmp = self.cluster_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
+        os.replace(tmp, self.cluster_file)
+
+    def clear(self) -> None:
+        for name in (CLUSTER_FILE, TOKEN_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
+
+    def new_token(self) -> Path:
+        """A fresh random token, readable by its owner only (mode 0600 from creation)."""
+        self.ensure()
+        with contextlib.suppress(FileNotFoundError):
+            self.token_file.unlink()
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        return self.token_file
+
+    def token(self) -> str | None:
+        try:
+            return self.token_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
