@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
-from rayscale import __version__, connect, jobs, providers, report
+from rayscale import __version__, connect, jobs, providers, report, scaling
 from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape
 from rayscale.state import StateDir
@@ -182,6 +183,36 @@ def job_list(as_json, address, token_file, state_dir):
     """List the cluster's jobs and their final states."""
     rows = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).list()
     report.show_jobs(rows, as_json)
+
+# ---- scaling ----------------------------------------------------------------------------
+
+
+@cli.command("scaling", context_settings={"ignore_unknown_options": True})
+@click.option("--provider", default="local", show_default=True)
+@click.option("--workers", type=WorkerList(), default="1,2", show_default=True,
+              help="worker counts to measure, e.g. 1,2,4")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
+              help="runs per point (order interleaved across repeats)")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="output dir [default: results/scaling-<time>]")
+@click.option("--baselines", default="sequential,joblib", show_default=True,
+              help="no-cluster baselines on the same configs: sequential, joblib, or none")
+@_shape_options
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds per job")
+@_state_option
+@click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
+def scaling_cmd(provider, workers, repeats, out, baselines, cpus_per_worker, memory_per_worker,
+                timeout, state_dir, job_args):
+    """Measure how the job's time falls as workers are added; fit and plot the curve."""
+    plan = scaling.StudyPlan(workers, repeats, scaling.parse_baselines(baselines),
+                             list(job_args), timeout)
+    out = Path(out or time.strftime("results/scaling-%Y%m%d-%H%M%S"))
+    p = providers.get(provider, StateDir(state_dir), NodeShape.sized(cpus_per_worker, memory_per_worker))
+    p.check_fits(max(workers))
+    with scaling.cluster_for(p, workers[0], report.say):
+        study = scaling.run(p, plan, out, report.say)
+    report.show_study(study, out)
+
 
 def main() -> None:
     try:

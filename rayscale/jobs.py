@@ -173,10 +173,17 @@ def _connect(endpoint: Endpoint):
 def _translated(endpoint: Endpoint, fn, *args, **kwargs):
     """Call into Ray's client and turn its errors into one line a user can act on."""
     import requests
+    from ray.exceptions import AuthenticationError
 
     try:
         return fn(*args, **kwargs)
-    except requests.exceptions.ConnectionError:
+    except AuthenticationError as e:
+        if "Missing authentication token" in str(e) or "Authentication required" in str(e):
+            raise UserError(f"the cluster at {endpoint.url} requires a token and none was sent",
+                            "pass --token-file FILE or set RAY_AUTH_TOKEN") from None
+        raise UserError(f"the cluster at {endpoint.url} rejected the token",
+                        "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN") from None
+    except (requests.exceptions.ConnectionError, ConnectionError):
         raise UserError(f"cannot reach the Ray dashboard at {endpoint.url}",
                         "is the cluster up (`rayscale cluster status`)? check --address") from None
     except RuntimeError as e:

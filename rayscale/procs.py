@@ -133,3 +133,15 @@ def rss_bytes(pids: list[int]) -> int:
         with contextlib.suppress(psutil.Error):
             total += q.memory_info().rss
     return total
+
+
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of a process and each of its descendants, by PID."""
+    out: dict[int, float] = {}
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
+    return out

@@ -121,3 +121,24 @@ def trial_progress(job_id: str, enabled: bool = True) -> Iterator:
                        best=f"{best:.4g}" if best is not None else "-")
 
         yield update
+
+
+def show_study(study: dict, out) -> None:
+    t = Table(title=f"scaling study · {study['provider']} · {study['data']}", title_justify="left")
+    for col in ("workers", "CPUs", "runs", "wall s (median)", "speedup", "efficiency",
+                "overhead/trial s", "best RMSE", "CPU busy"):
+        t.add_column(col, justify="right")
+    for p in study["points"]:
+        t.add_row(str(p["workers"]), f"{p['cpus']:g}", str(len(p["runs"])), f"{p['wall_s_median']:.2f}",
+                  f"{p['speedup']:.2f}x", f"{p['efficiency']:.0%}", f"{p['overhead_per_trial_s']:.3f}",
+                  f"{p['best_rmse']:.4g}",
+                  f"{p['cpu_busy_avg']:.0%}" if p.get("cpu_busy_avg") is not None else "-")
+    console.print(t)
+    for name, b in study["baselines"].items():
+        extra = f" (n_jobs={b['n_jobs']})" if "n_jobs" in b else ""
+        say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s, best RMSE {b['best_rmse']:.4g}")
+    f = study["fit"]
+    if f.get("amdahl_serial_fraction") is not None:
+        say(f"fit: Amdahl serial fraction {f['amdahl_serial_fraction']:.3f}; USL sigma "
+            f"{f['usl_sigma']:.3f} kappa {f['usl_kappa']:.4f}; peak at {f['peak_workers']} workers")
+    say(f"wrote {out}/study.json, {out}/points.csv, {out}/scaling.png")

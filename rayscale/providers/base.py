@@ -33,6 +33,7 @@ Contract:
   name), removes its temp dirs and clears the state dir. Idempotent: ``down`` on a
   cluster that is already gone only clears the record.
 - ``is_running()`` tells whether the state dir records a cluster whose head still lives.
+- ``node_cpu_seconds()`` (optional) reports CPU time per node, for utilisation samples.
 
 Concurrency: one command at a time changes a cluster; the CLI holds the state dir's lock
 around up / scale / down. ``status``, ``endpoint`` and ``wait_ready`` only read and may
@@ -133,3 +134,14 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     def is_running(self) -> bool: ...
+
+    def check_fits(self, workers: int) -> None:
+        """Raise UserError when `workers` workers of this shape cannot run here."""
+
+    def node_cpu_seconds(self) -> dict[str, dict[int, float]]:
+        """CPU seconds used so far by each node's processes ({node: {pid: seconds}}).
+
+        For the scaling study's utilisation samples. Providers that cannot see their
+        nodes' processes return {} and the study records no utilisation.
+        """
+        return {}

@@ -341,6 +341,11 @@ class LocalProvider(Provider):
             )
         return st
 
+    def node_cpu_seconds(self) -> dict[str, dict[int, float]]:
+        rec = self._record()
+        nodes = {"head": rec["head"]["proc"], **{f"w{w['index']}": w["proc"] for w in rec["workers"]}}
+        return {name: procs.cpu_seconds(proc["pid"]) for name, proc in nodes.items()}
+
     def head_pids(self) -> list[int]:
         return [self._record()["head"]["proc"]["pid"]]
 

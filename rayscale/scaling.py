@@ -1,0 +1,287 @@
+"""The scaling study: for each worker count, resize -> wait -> run the job -> record.
+
+Every point runs the same trial configs (same seed, same data, FIFO unless the user asks
+for ASHA), and the order of points is interleaved across repeats (1,2,4 then 4,2,1 ...)
+so that drift in a shared machine's speed does not tilt the curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from rayscale import fit as fitmod
+from rayscale import jobs
+from rayscale.errors import UserError
+from rayscale.providers.base import Provider
+
+BASELINES = ("sequential", "joblib")
+
+
+@dataclass
+class StudyPlan:
+    workers: list[int]
+    repeats: int = 1
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    job_args: list[str] = field(default_factory=list)
+    job_timeout: float | None = None
+
+
+def order(workers: list[int], repeats: int) -> list[tuple[int, int]]:
+    """(repeat, workers) pairs: ascending on even repeats, descending on odd ones."""
+    out = []
+    for r in range(repeats):
+        seq = workers if r % 2 == 0 else list(reversed(workers))
+        out += [(r, n) for n in seq]
+    return out
+
+
+def _has(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def study_job_args(args: list[str]) -> list[str]:
+    """The job args every point runs: the user's, plus FIFO and a fixed seed by default."""
+    args = list(args)
+    for flag in ("--mode", "--name", "--restore"):
+        if _has(args, flag):
+            raise UserError(f"{flag} is set by the scaling study itself", f"remove {flag} from the job args")
+    if not _has(args, "--scheduler"):
+        args += ["--scheduler", "fifo"]
+    if not _has(args, "--seed"):
+        args += ["--seed", "0"]
+    return args
+
+
+class CpuSampler:
+    """Samples each node's CPU time once a second while a run is in flight.
+
+    Busy cores of a node = CPU seconds its processes used / wall seconds. Processes that
+    exit between samples keep what they had used up to their last sample.
+    """
+
+    def __init__(self, provider: Provider, interval: float = 1.0):
+        self.provider, self.interval = provider, interval
+        self._last: dict[tuple[str, int], float] = {}
+        self.used: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        for node, per_pid in self.provider.node_cpu_seconds().items():
+            for pid, secs in per_pid.items():
+                prev = self._last.get((node, pid))
+                if prev is not None and secs >= prev:
+                    self.used[node] = self.used.get(node, 0.0) + secs - prev
+                self._last[(node, pid)] = secs
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self):
+        self._sample()
+        self.t0 = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.wall = time.perf_counter() - self.t0
+
+    def busy(self) -> dict[str, float]:
+        return {node: round(used / self.wall, 3) for node, used in sorted(self.used.items())}
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"hostname": platform.node(), "cpus": os.cpu_count(), "cpu_model": model or platform.processor(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(), "python": platform.python_version()}
+
+
+def run_point(provider: Provider, j: jobs.Jobs, n: int, repeat: int, job_args: list[str],
+              timeout: float | None, say: Callable[[str], None]) -> dict:
+    provider.scale(n)
+    with CpuSampler(provider) as cpu:
+        job_id = j.submit(job_args + ["--name", f"scaling-w{n}-r{repeat}-{int(time.time())}"])
+        status = j.wait(job_id, timeout)
+    rec = j.result(job_id, status)
+    busy = cpu.busy()
+    workers_busy = [v for k, v in busy.items() if k != "head"]
+    cpus = rec["cluster"]["cpus"]
+    row = {
+        "workers": n, "repeat": repeat, "job_id": job_id, "cpus": cpus,
+        "wall_s": rec["wall_s"], "sum_train_s": rec["sum_train_s"],
+        "trials_completed": rec["trials_completed"], "trials": rec["num_samples"],
+        "best_rmse": rec["best_valid_rmse"], "test_rmse": (rec.get("tuned") or {}).get("rmse"),
+        "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
+        "cpu_busy_by_node": busy, "job_total_s": rec["total_s"],
+    }
+    say(f"  workers={n} repeat={repeat}: wall {row['wall_s']:.1f} s, "
+        f"{row['trials_completed']}/{row['trials']} trials, best RMSE {row['best_rmse']:.4g}, "
+        f"cores busy {busy}")
+    return row
+
+
+def run_baseline(kind: str, job_args: list[str], n_jobs: int, job_dir: Path, timeout: float | None) -> dict:
+    """The same configs without a cluster, on this machine: what a user would do instead."""
+    args = [sys.executable, str(job_dir / "tune_xgboost.py"), *jobs.localise_paths(job_args),
+            "--mode", kind, "--name", f"baseline-{kind}-{int(time.time())}"]
+    if kind == "joblib":
+        args += ["--n-jobs", str(n_jobs)]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    try:
+        rec = jobs.parse_result(f"baseline-{kind}", p.stdout + p.stderr,
+                                "SUCCEEDED" if p.returncode == 0 else "FAILED")
+    except UserError as e:
+        raise UserError(f"the {kind} baseline failed: {e.problem}") from None
+    out = {"wall_s": rec["wall_s"], "sum_train_s": rec["sum_train_s"],
+           "trials_completed": rec["trials_completed"], "best_rmse": rec["best_valid_rmse"]}
+    if kind == "joblib":
+        out["n_jobs"] = n_jobs
+    return out
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    by_n: dict[int, list[dict]] = {}
+    for r in runs:
+        by_n.setdefault(r["workers"], []).append(r)
+    base_n = min(by_n)
+    base_wall = statistics.median(r["wall_s"] for r in by_n[base_n])
+    points = []
+    for n in sorted(by_n):
+        rs = by_n[n]
+        wall = statistics.median(r["wall_s"] for r in rs)
+        # Relative to the 1-worker point; if 1 was not measured, the smallest point is
+        # taken as perfectly efficient (stated in the study as speedup_base).
+        speedup = base_n * base_wall / wall
+        cpus = rs[0]["cpus"]
+        overhead = statistics.median(
+            (r["wall_s"] * r["cpus"] - r["sum_train_s"]) / max(1, r["trials_completed"]) for r in rs)
+        busy = [r["cpu_busy_avg"] for r in rs if r["cpu_busy_avg"] is not None]
+        points.append({
+            "workers": n, "cpus": cpus,
+            "runs": [{k: r[k] for k in ("wall_s", "sum_train_s", "trials_completed", "best_rmse",
+                                        "cpu_busy_avg", "cpu_busy_by_node", "job_id", "repeat")}
+                     for r in rs],
+            "wall_s_median": round(wall, 3),
+            "wall_s_min": round(min(r["wall_s"] for r in rs), 3),
+            "wall_s_max": round(max(r["wall_s"] for r in rs), 3),
+            "speedup": round(speedup, 3),
+            "efficiency": round(speedup / n, 3),
+            "overhead_per_trial_s": round(overhead, 4),
+            "best_rmse": min(r["best_rmse"] for r in rs),
+            "cpu_busy_avg": round(statistics.median(busy), 3) if busy else None,
+        })
+    return points
+
+
+def write_outputs(study: dict, runs: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(study, indent=2))
+    cols = ["workers", "repeat", "job_id", "cpus", "wall_s", "sum_train_s", "trials_completed",
+            "trials", "best_rmse", "test_rmse", "cpu_busy_avg", "job_total_s"]
+    with open(out / "points.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(runs)
+    from rayscale import plot
+
+    plot.scaling_png(study, out / "scaling.png")
+
+
+def run(provider: Provider, plan: StudyPlan, out: Path, say: Callable[[str], None],
+        job_dir: Path | None = None) -> dict:
+    """Run the study on a cluster the provider manages (it must be up)."""
+    job_dir = Path(job_dir or jobs.default_job_dir())
+    job_args = study_job_args(plan.job_args)
+    j = jobs.Jobs(provider.endpoint())
+    runs = []
+    for repeat, n in order(plan.workers, plan.repeats):
+        runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
+    cpus_per_worker = max(1, int(runs[0]["cpus"] // runs[0]["workers"]))
+    baselines = {}
+    for kind in plan.baselines:
+        n_jobs = max(1, min(max(plan.workers) * cpus_per_worker, os.cpu_count() or 1))
+        say(f"  baseline {kind}" + (f" (n_jobs={n_jobs})" if kind == "joblib" else "") + " ...")
+        baselines[kind] = run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout)
+    points = summarise(runs)
+    study = {
+        "provider": provider.name,
+        "job_args": job_args,
+        "machine": machine(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "speedup_base_workers": points[0]["workers"],
+        "points": points,
+        "baselines": baselines,
+        "fit": fitmod.fit([p["workers"] for p in points], [p["speedup"] for p in points]),
+        "data": data_label(job_args),
+    }
+    write_outputs(study, runs, out)
+    return study
+
+
+def parse_baselines(text: str) -> list[str]:
+    names = [b.strip() for b in text.split(",") if b.strip() and b.strip() != "none"]
+    bad = [b for b in names if b not in BASELINES]
+    if bad:
+        raise UserError(f"unknown baseline {bad[0]!r}", f"choose from {', '.join(BASELINES)} or none")
+    return names
+
+
+@contextlib.contextmanager
+def cluster_for(provider: Provider, workers: int, say: Callable[[str], None]) -> Iterator[None]:
+    """Use the cluster the state dir records for this provider, else bring one up.
+
+    Tears down only what it brought up, also on error or Ctrl-C.
+    """
+    rec = provider.state.read()
+    if rec and rec.get("provider") != provider.name:
+        raise UserError(f"the state dir {provider.state.path} holds a {rec['provider']} cluster, "
+                        f"not {provider.name}", "pass --provider to match it, or another --state-dir")
+    if provider.is_running():
+        say(f"using the {provider.name} cluster recorded in {provider.state.path}")
+        yield
+        return
+    say(f"bringing up a {provider.name} cluster with {workers} workers ...")
+    with provider.state.lock():
+        provider.up(workers)
+    try:
+        yield
+    finally:
+        say("taking down the cluster this study brought up")
+        with provider.state.lock():
+            provider.down()
+
+
+def data_label(job_args: list[str]) -> str:
+    for i, a in enumerate(job_args):
+        if a == "--data" and i + 1 < len(job_args):
+            return os.path.basename(job_args[i + 1]) if ":" not in job_args[i + 1] else job_args[i + 1]
+        if a.startswith("--data="):
+            return a.split("=", 1)[1]
+    return "synthetic (job default)"

@@ -1,0 +1,91 @@
+"""Shared fixtures: a real local Ray cluster (head + 2 workers), driven through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT.parent / "shared" / "datasets"
+RAYSCALE = str(Path(sys.executable).parent / "rayscale")
+TINY = ["--data", "synthetic:rows=600,features=6,noise=0.5,seed=1", "--max-rounds", "20"]
+
+
+def run_cli(*args, state_dir=None, env=None, timeout=300, check=False):
+    e = dict(os.environ)
+    e.pop("RAY_ADDRESS", None)
+    e.pop("RAY_API_SERVER_ADDRESS", None)
+    if state_dir:
+        e["RAYSCALE_STATE_DIR"] = str(state_dir)
+    e.update(env or {})
+    p = subprocess.run([RAYSCALE, *map(str, args)], capture_output=True, text=True, env=e,
+                       timeout=timeout, cwd=ROOT)
+    if check and p.returncode != 0:
+        raise AssertionError(f"rayscale {' '.join(map(str, args))} failed:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def assert_one_line_error(p, *needles):
+    """A user error: exit != 0, one error line (the last thing said), no traceback.
+
+    Progress lines before it (e.g. "submitted raysubmit_...") are allowed.
+    """
+    assert p.returncode != 0, p.stdout + p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]
+    assert len(errors) == 1 and lines[-1] == errors[0], f"want one error line, got:\n{p.stderr}"
+    for n in needles:
+        assert n.lower() in errors[0].lower(), f"{n!r} not in {errors[0]!r}"
+    return errors[0]
+
+
+def recorded_pids(state_dir: Path) -> list[dict]:
+    rec = json.loads((Path(state_dir) / "cluster.json").read_text())
+    return [rec["head"]["proc"], *[w["proc"] for w in rec["workers"]]], rec
+
+
+def tree_pids(procs: list[dict]) -> set[int]:
+    out = set()
+    for pr in procs:
+        try:
+            p = psutil.Process(pr["pid"])
+            out |= {p.pid, *(c.pid for c in p.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def assert_all_gone(pids: set[int], temp_root: str | None = None):
+    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes left behind: {alive}"
+    if temp_root:
+        assert not Path(temp_root).exists(), f"temp dir left behind: {temp_root}"
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A real local cluster: head (num-cpus 0) + 2 one-CPU workers. Torn down and checked."""
+    state = tmp_path_factory.mktemp("state")
+    run_cli("cluster", "up", "--workers", 2, "--memory-per-worker", 1.5, state_dir=state, check=True)
+    procs, rec = recorded_pids(state)
+    try:
+        yield state
+    finally:
+        # Re-read: tests scale the cluster, so the worker set may have changed.
+        if (state / "cluster.json").exists():
+            procs, rec = recorded_pids(state)
+        pids = tree_pids(procs)
+        run_cli("cluster", "down", state_dir=state, check=True)
+        assert_all_gone(pids, rec["temp_root"])
+
+
+@pytest.fixture(scope="session")
+def results_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")

@@ -1,0 +1,92 @@
+"""The local provider on a real cluster of Ray processes: up, status, scale, security, down."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import psutil
+import pytest
+
+from conftest import assert_all_gone, assert_one_line_error, recorded_pids, run_cli, tree_pids
+
+pytestmark = pytest.mark.cluster
+
+
+def status(state):
+    return json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
+
+
+def test_up_gives_head_without_cpus_and_two_workers(cluster):
+    st = status(cluster)
+    heads = [n for n in st["nodes"] if n["role"] == "head"]
+    workers = [n for n in st["nodes"] if n["role"] == "worker"]
+    assert len(heads) == 1 and heads[0]["cpus"] == 0 and heads[0]["state"] == "alive"
+    assert len(workers) == 2 and all(w["state"] == "alive" and w["cpus"] == 1 for w in workers)
+    # Explicit sizes, not the whole host: 1.5 GiB each as asked.
+    assert all(abs(w["memory_gib"] - 1.5) < 0.01 for w in workers)
+    assert st["dashboard_url"].startswith("http://127.0.0.1:")
+
+
+def test_token_file_is_private_and_dashboard_on_loopback(cluster):
+    mode = stat.S_IMODE((cluster / "auth_token").stat().st_mode)
+    assert mode == 0o600
+    procs, rec = recorded_pids(cluster)
+    port = int(rec["dashboard_url"].rsplit(":", 1)[1])
+    listening = [c for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
+                 and c.status == psutil.CONN_LISTEN]
+    assert listening, "dashboard is not listening"
+    assert all(c.laddr.ip == "127.0.0.1" for c in listening), listening
+    # The token is never printed by status.
+    token = (cluster / "auth_token").read_text().strip()
+    assert token not in run_cli("cluster", "status", "--json", state_dir=cluster).stdout
+
+
+def test_second_up_on_running_state_dir_is_refused(cluster):
+    p = run_cli("cluster", "up", "--workers", 1, state_dir=cluster)
+    assert_one_line_error(p, "already runs", "cluster down")
+    assert status(cluster)["alive_workers"] == 2
+
+
+def test_scale_down_and_up_again(cluster):
+    procs, _ = recorded_pids(cluster)
+    removed = tree_pids([procs[-1]])
+    run_cli("cluster", "scale", "--workers", 1, state_dir=cluster, check=True)
+    st = status(cluster)
+    assert st["alive_workers"] == 1 and st["worker_cpus"] == 1
+    assert_all_gone(removed)  # the removed worker's processes really stopped
+    run_cli("cluster", "scale", "--workers", 2, state_dir=cluster, check=True)
+    assert status(cluster)["alive_workers"] == 2
+
+
+def test_down_stops_every_process_and_temp_dir(tmp_path):
+    """A cluster of its own, so the shared one stays up for the other tests."""
+    run_cli("cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True)
+    procs, rec = recorded_pids(tmp_path)
+    pids = tree_pids(procs)
+    assert len(pids) >= 6  # ray start + gcs + raylets + dashboard + agents, really started
+    p = run_cli("cluster", "down", state_dir=tmp_path, check=True)
+    assert "cluster down" in p.stdout
+    assert_all_gone(pids, rec["temp_root"])
+    assert not (tmp_path / "cluster.json").exists() and not (tmp_path / "auth_token").exists()
+    # Down again is a no-op, not an error.
+    assert run_cli("cluster", "down", state_dir=tmp_path).returncode == 0
+
+
+def test_dead_cluster_record_is_detected_and_cleaned(tmp_path):
+    run_cli("cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True)
+    procs, rec = recorded_pids(tmp_path)
+    pids = tree_pids(procs)
+    for pid in pids:  # the machine "crashes": every process of the cluster dies at once
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+    # A new `up` on that state dir notices the dead record, cleans it and starts afresh.
+    run_cli("cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True)
+    assert not __import__("os").path.exists(rec["temp_root"])
+    procs2, rec2 = recorded_pids(tmp_path)
+    pids2 = tree_pids(procs2)
+    run_cli("cluster", "down", state_dir=tmp_path, check=True)
+    assert_all_gone(pids2, rec2["temp_root"])

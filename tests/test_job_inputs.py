@@ -1,0 +1,110 @@
+"""The tuning job's own input handling and determinism, run without a cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import DATASETS, ROOT, assert_one_line_error
+
+sys.path.insert(0, str(ROOT / "job"))
+import data as jobdata  # noqa: E402
+import space as jobspace  # noqa: E402
+
+
+def run_job(*args, cwd=None):
+    return subprocess.run([sys.executable, str(ROOT / "job" / "tune_xgboost.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=cwd or ROOT)
+
+
+def test_synthetic_is_deterministic_and_sized():
+    X1, y1 = jobdata.synthetic(500, 12, 0.5, 7)
+    X2, y2 = jobdata.synthetic(500, 12, 0.5, 7)
+    X3, _ = jobdata.synthetic(500, 12, 0.5, 8)
+    assert X1.shape == (500, 12) and y1.shape == (500,)
+    assert np.array_equal(X1.to_numpy(), X2.to_numpy()) and np.array_equal(y1, y2)
+    assert not np.array_equal(X1.to_numpy(), X3.to_numpy())
+
+
+def test_synthetic_spec_parsing():
+    assert jobdata.parse_synthetic("synthetic:rows=100,features=3,noise=0,seed=2") == {
+        "rows": 100, "features": 3, "noise": 0.0, "seed": 2}
+    with pytest.raises(jobdata.InputError, match="unknown part"):
+        jobdata.parse_synthetic("synthetic:rowz=100")
+
+
+def test_categorical_columns_become_categories():
+    t = jobdata.load(str(DATASETS / "insurance.csv"), "charges")
+    assert t.rows == 1338 and sorted(t.categorical) == ["region", "sex", "smoker"]
+    assert str(t.X["smoker"].dtype) == "category"
+    t2 = jobdata.load(str(DATASETS / "concrete.csv"), "strength")
+    assert t2.categorical == [] and t2.features == 8
+
+
+def test_parquet_reads_like_csv(tmp_path):
+    import pandas as pd
+
+    pd.read_csv(DATASETS / "concrete.csv").to_parquet(tmp_path / "c.parquet")
+    t = jobdata.load(str(tmp_path / "c.parquet"), "strength")
+    assert t.rows == 1030 and t.features == 8
+
+
+def test_configs_are_the_same_for_the_same_seed():
+    sp = jobspace.load(str(ROOT / "job" / "search_space.yaml"))
+    a = jobspace.draw(sp, 8, 3, 250)
+    assert a == jobspace.draw(sp, 8, 3, 250)
+    assert a != jobspace.draw(sp, 8, 4, 250)
+    assert all(c["num_boost_round"] <= 250 and 3 <= c["max_depth"] <= 9 for c in a)
+    assert all(0.02 <= c["learning_rate"] <= 0.3 for c in a)
+
+
+def test_sequential_mode_runs_and_reports(tmp_path):
+    p = run_job("--mode", "sequential", "--data", DATASETS / "concrete.csv", "--target", "strength",
+                "--num-samples", 3, "--max-rounds", 30, "--storage-path", tmp_path, "--name", "s")
+    assert p.returncode == 0, p.stderr
+    line = [x for x in p.stdout.splitlines() if x.startswith("RAYSCALE_RESULT ")]
+    assert len(line) == 1
+    import json
+
+    rec = json.loads(line[0].split(" ", 1)[1])
+    assert rec["trials_completed"] == 3 and rec["tuned"]["r2"] > 0.5
+    assert json.loads((tmp_path / "s" / "result.json").read_text())["best_config"] == rec["best_config"]
+
+
+def _write(tmp_path, name, text):
+    f = tmp_path / name
+    f.write_text(text)
+    return f
+
+
+BAD = [
+    (lambda t: ["--data", "/nope.csv"], ["not found"]),
+    (lambda t: ["--data", _write(t, "empty.csv", "")], ["empty"]),
+    (lambda t: ["--data", _write(t, "hdr.csv", "a,b\n"), "--target", "b"], ["no rows"]),
+    (lambda t: ["--data", DATASETS / "insurance.csv"], ["--target is required"]),
+    (lambda t: ["--data", DATASETS / "insurance.csv", "--target", "x"], ["target column 'x'"]),
+    (lambda t: ["--data", DATASETS / "insurance.csv", "--target", "region"], ["not numeric"]),
+    (lambda t: ["--data", _write(t, "const.csv", "a,y\n" + "1,5\n" * 30), "--target", "y"], ["constant"]),
+    (lambda t: ["--data", _write(t, "nan.csv", "a,b,y\n" + "".join(f"{i},,{i}\n" for i in range(30))),
+                "--target", "y"], ["entirely empty"]),
+    (lambda t: ["--data", _write(t, "bad.csv", 'a,y\n"1,2\n3,4,5,6\n'), "--target", "y"], ["csv"]),
+    (lambda t: ["--data", "synthetic:rows=abc"], ["synthetic"]),
+    (lambda t: ["--num-samples", "0"], ["--num-samples"]),
+    (lambda t: ["--num-samples", "x"], ["--num-samples"]),
+    (lambda t: ["--scheduler", "hyperband"], ["--scheduler"]),
+    (lambda t: ["--test-size", "0.9"], ["--test-size"]),
+    (lambda t: ["--grace-rounds", "500", "--max-rounds", "100"], ["--grace-rounds"]),
+    (lambda t: ["--search-space", _write(t, "s.yaml", "a: [unclosed")], ["not valid yaml"]),
+    (lambda t: ["--search-space", _write(t, "s.yaml", "eta_typo: {uniform: [0, 1]}")], ["unknown parameter"]),
+    (lambda t: ["--search-space", _write(t, "s.yaml", "subsample: {uniform: [0.9, 0.5]}")], ["empty range"]),
+    (lambda t: ["--search-space", t / "missing.yaml"], ["not found"]),
+]
+
+
+@pytest.mark.parametrize("make_args,needles", BAD)
+def test_bad_job_input(tmp_path, make_args, needles):
+    p = run_job(*make_args(tmp_path), "--mode", "sequential", "--storage-path", tmp_path)
+    assert_one_line_error(p, "error:", *needles)
