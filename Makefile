@@ -45,3 +45,8 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .rayscale results/*.json
+
+# The standard study (synthetic 50k x 40, 16 configs, workers 1,2, FIFO, 3 repeats) and the
+# seven figures; writes results/bench/{bench.json,study.json,points.csv,scaling.png}.
+bench: install
+	$(BIN)/python -m rayscale.bench --out results/bench

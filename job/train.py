@@ -42,25 +42,26 @@ def dmatrices(data: dict, nthread: int):
     return _cache[key]
 
 
-class _Every(xgb.callback.TrainingCallback):
-    def __init__(self, every: int, total: int, first_round: int, on_report):
-        self.every, self.total, self.first, self.on_report = every, total, first_round, on_report
+class _At(xgb.callback.TrainingCallback):
+    def __init__(self, rounds, total: int, first_round: int, on_report):
+        self.rounds, self.total, self.first, self.on_report = set(rounds), total, first_round, on_report
 
     def after_iteration(self, model, epoch, evals_log) -> bool:
         done = self.first + epoch + 1
-        if done % self.every == 0 or done == self.total:
+        if done in self.rounds or done == self.total:
             self.on_report(model, done, float(evals_log["valid"]["rmse"][-1]))
         return False
 
 
-def fit(cfg: dict, dtrain, dvalid, nthread: int, report_every: int = 0, on_report=None,
+def fit(cfg: dict, dtrain, dvalid, nthread: int, report_rounds=None, on_report=None,
         model: xgb.Booster | None = None, first_round: int = 0):
     """Train cfg for its num_boost_round rounds (continuing `model` from `first_round`).
 
+    on_report(booster, rounds, rmse) is called at each of report_rounds and at the end.
     Returns (booster, validation rmse, seconds spent training).
     """
     total = int(cfg["num_boost_round"])
-    callbacks = [_Every(report_every, total, first_round, on_report)] if report_every else []
+    callbacks = [_At(report_rounds or (), total, first_round, on_report)] if on_report else []
     evals_log: dict = {}
     t0 = time.perf_counter()
     booster = xgb.train(
@@ -129,11 +130,15 @@ def tune_trainable(config: dict, data: dict) -> None:
             meta = json.load(open(os.path.join(d, "meta.json")))
             first, spent = meta["rounds"], meta["train_s"]
     started = time.perf_counter()
+    started_at = time.time()
     every_ckpt = data["checkpoint_every"]
+    blocked = [0.0]  # time inside tune.report: Tune's overhead, not training
 
     def report(booster, rounds, rmse):
-        train_s = spent + time.perf_counter() - started
-        m = {"rmse": rmse, "rounds": rounds, "train_s": train_s, "node_id": node, "resumed_from": first}
+        t_in = time.perf_counter()
+        train_s = spent + t_in - started - blocked[0]
+        m = {"rmse": rmse, "rounds": rounds, "train_s": train_s, "node_id": node, "resumed_from": first,
+             "pid": os.getpid(), "started_at": started_at, "ended_at": time.time()}
         if every_ckpt and (rounds % every_ckpt == 0) and rounds < int(cfg["num_boost_round"]):
             with tempfile.TemporaryDirectory() as d:
                 booster.save_model(os.path.join(d, "model.ubj"))
@@ -142,17 +147,20 @@ def tune_trainable(config: dict, data: dict) -> None:
                 tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(m)
+        blocked[0] += time.perf_counter() - t_in
 
     if first >= int(cfg["num_boost_round"]):
         return
-    fit(cfg, dtrain, dvalid, nthread, data["report_every"], report, model=model, first_round=first)
+    fit(cfg, dtrain, dvalid, nthread, data["report_rounds"], report, model=model, first_round=first)
 
 
 def sequential_one(cfg: dict, data: dict, nthread: int) -> dict:
+    started_at = time.time()
     dtrain, dvalid = dmatrices(data, nthread)
     _, rmse, train_s = fit(cfg, dtrain, dvalid, nthread)
     return {"config": cfg, "rounds": int(cfg["num_boost_round"]), "train_s": round(train_s, 4),
-            "rmse": rmse, "node_id": "local", "pid": os.getpid()}
+            "rmse": rmse, "node_id": "local", "pid": os.getpid(), "started_at": started_at,
+            "ended_at": time.time()}
 
 
 def finite(x: float) -> float | None:

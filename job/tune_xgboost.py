@@ -67,8 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--grace-rounds", type=positive_int, default=None,
                    help="ASHA never stops a trial before this many rounds (default: max-rounds / 4)")
     p.add_argument("--reduction-factor", type=positive_int, default=3)
-    p.add_argument("--report-every", type=positive_int, default=None,
-                   help="rounds between reports to Tune (default: max-rounds / 20)")
+    p.add_argument("--report-every", type=int, default=0,
+                   help="rounds between reports to Tune; 0 (default) reports only where needed: "
+                        "at ASHA's rungs, at checkpoints and at the end")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="rounds between trial checkpoints, 0 = off (default: max-rounds / 4)")
     p.add_argument("--cpus-per-trial", type=positive_int, default=1)
@@ -84,15 +85,36 @@ def parse_args(argv=None):
     if a.scheduler == "asha" and a.num_samples < 2:
         raise InputError("--scheduler asha needs --num-samples >= 2; use --scheduler fifo for one config")
     a.grace_rounds = a.grace_rounds or max(1, a.max_rounds // 4)
-    a.report_every = a.report_every or max(1, a.max_rounds // 20)
     if a.checkpoint_every is None:
-        a.checkpoint_every = max(a.report_every, (a.max_rounds // 4) // a.report_every * a.report_every)
+        a.checkpoint_every = max(1, a.max_rounds // 4)
+    if a.report_every < 0:
+        raise InputError("--report-every must be >= 0 (0 reports only at rungs, checkpoints and the end)")
+    a.report_rounds = report_rounds(a)
     if a.checkpoint_every < 0:
         raise InputError("--checkpoint-every must be >= 0 (0 turns checkpoints off)")
     if a.grace_rounds > a.max_rounds:
         raise InputError(f"--grace-rounds {a.grace_rounds} exceeds --max-rounds {a.max_rounds}; lower it")
     a.name = a.name or time.strftime("tune-%Y%m%d-%H%M%S")
     return a
+
+
+def report_rounds(a) -> list[int]:
+    """The rounds at which trials report to Tune (the end of each trial always reports).
+
+    A report is a round trip through the Tune driver; every one costs trial time. ASHA
+    only looks at its rungs (grace * rf^k), so only those are reported, plus checkpoints.
+    """
+    marks = set()
+    if a.report_every:
+        marks |= set(range(a.report_every, a.max_rounds + 1, a.report_every))
+    if a.scheduler == "asha":
+        r = a.grace_rounds
+        while r < a.max_rounds:
+            marks.add(r)
+            r *= a.reduction_factor
+    if a.checkpoint_every:
+        marks |= set(range(a.checkpoint_every, a.max_rounds, a.checkpoint_every))
+    return sorted(marks)
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -110,7 +132,7 @@ def prepare(a):
     payload = {
         "key": key,
         "X_train": X_fit, "y_train": y_fit, "X_valid": X_valid, "y_valid": y_valid,
-        "nthread": a.cpus_per_trial, "report_every": a.report_every,
+        "nthread": a.cpus_per_trial, "report_rounds": a.report_rounds,
         "checkpoint_every": a.checkpoint_every,
     }
     return table, payload, (X_train, y_train, X_test, y_test)
@@ -161,9 +183,9 @@ def run_tune(a, configs, payload) -> dict:
     progress = Progress(len(configs))
     if a.scheduler == "asha":
         scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=max(1, -(-a.max_rounds // a.report_every)),
-            grace_period=max(1, a.grace_rounds // a.report_every),
+            time_attr="rounds",
+            max_t=a.max_rounds,
+            grace_period=a.grace_rounds,
             reduction_factor=a.reduction_factor,
         )
     else:
@@ -180,15 +202,15 @@ def run_tune(a, configs, payload) -> dict:
     )
     tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler,
                                   num_samples=1, reuse_actors=True)
-    t0 = time.perf_counter()
+    t0, t0_epoch = time.perf_counter(), time.time()
     path = os.path.join(run_config.storage_path, a.name)
     if a.restore:
         if not tune.Tuner.can_restore(path):
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
-                                   param_space={"cfg": tune.grid_search(configs)})
+                                   param_space={"cfg": tune.grid_search(spacemod.longest_first(configs))})
     else:
-        tuner = tune.Tuner(trainable, param_space={"cfg": tune.grid_search(configs)},
+        tuner = tune.Tuner(trainable, param_space={"cfg": tune.grid_search(spacemod.longest_first(configs))},
                            tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     wall = time.perf_counter() - t0
@@ -205,12 +227,14 @@ def run_tune(a, configs, payload) -> dict:
             "node_id": m.get("node_id"),
             "error": str(r.error).splitlines()[0] if r.error else None,
             "retries": progress.retried.get(m.get("trial_id"), 0),
+            "pid": m.get("pid"), "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
         })
     nodes = [n for n in ray.nodes() if n["Alive"]]
     cluster = {"nodes": len(nodes), "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
                "worker_nodes": sum(1 for n in nodes if n["Resources"].get("CPU", 0) > 0)}
     return {"wall_s": wall, "trials": trials, "cluster": cluster,
-            "retried": {k: v for k, v in progress.retried.items()}}
+            "retried": {k: v for k, v in progress.retried.items()},
+            "search_window": [t0_epoch, t0_epoch + wall]}
 
 
 def run_sequential(a, configs, payload) -> dict:
@@ -228,8 +252,9 @@ def run_joblib(a, configs, payload) -> dict:
     from joblib import Parallel, delayed
 
     t0 = time.perf_counter()
-    trials = Parallel(n_jobs=a.n_jobs)(
-        delayed(train.sequential_one)(cfg, payload, a.cpus_per_trial) for cfg in configs
+    trials = Parallel(n_jobs=a.n_jobs)(  # same longest-first order as the Tune run
+        delayed(train.sequential_one)(cfg, payload, a.cpus_per_trial)
+        for cfg in spacemod.longest_first(configs)
     )
     return {"wall_s": time.perf_counter() - t0, "trials": list(trials),
             "cluster": {"nodes": 1, "cpus": a.n_jobs * a.cpus_per_trial, "worker_nodes": 0}}
@@ -337,6 +362,7 @@ def main(argv=None) -> int:
         **summarise(primary, a),
         "trials": primary["trials"],
         "retried_trials": primary.get("retried", {}),
+        "search_window": primary.get("search_window"),
         "best_config": best["config"] if best else None,
         "baseline": baseline,
         "tuned": tuned,

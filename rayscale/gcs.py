@@ -1,8 +1,9 @@
 """Node readiness read straight from the GCS (``ray status`` output is meant for people).
 
-The GCS client authenticates with the token from the environment, so the token is put in
-this process's environment before the first call. One process talks to one cluster at a
-time; that is how the CLI and the scaling study use it.
+The GCS client authenticates with the token Ray's process-wide token loader holds, read
+from the environment and then cached. So the token goes into this process's environment,
+and the cache is reset whenever the process turns to another cluster (a test run or a
+benchmark brings up several, one after another). One cluster at a time per process.
 """
 
 from __future__ import annotations
@@ -26,19 +27,23 @@ def _client(gcs_address: str, token: str | None):
     os.environ["RAY_AUTH_MODE"] = "token" if token else "disabled"
     if token:
         os.environ["RAY_AUTH_TOKEN"] = token
-    from ray._raylet import GcsClient  # heavy import, only when a cluster is polled
+    else:
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+    # Heavy imports, only when a cluster is polled.
+    from ray._raylet import AuthenticationTokenLoader, GcsClient
 
+    AuthenticationTokenLoader.instance().reset_cache()
     return GcsClient(address=gcs_address)
 
 
-_clients: dict[tuple[str, str | None], object] = {}
+_current: dict = {}
 
 
 def nodes(gcs_address: str, token: str | None, timeout: float = 5.0) -> list[GcsNode]:
     key = (gcs_address, token)
-    if key not in _clients:
-        _clients[key] = _client(gcs_address, token)
-    infos = _clients[key].get_all_node_info(timeout=timeout)
+    if _current.get("key") != key:
+        _current.update(key=key, client=_client(gcs_address, token))
+    infos = _current["client"].get_all_node_info(timeout=timeout)
     out = []
     for info in infos.values():
         res = dict(info.resources_total)

@@ -177,8 +177,8 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
 
     try:
         return fn(*args, **kwargs)
-    except AuthenticationError as e:
-        if "Missing authentication token" in str(e) or "Authentication required" in str(e):
+    except AuthenticationError:
+        if not endpoint.token:
             raise UserError(f"the cluster at {endpoint.url} requires a token and none was sent",
                             "pass --token-file FILE or set RAY_AUTH_TOKEN") from None
         raise UserError(f"the cluster at {endpoint.url} rejected the token",

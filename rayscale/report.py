@@ -142,3 +142,12 @@ def show_study(study: dict, out) -> None:
         say(f"fit: Amdahl serial fraction {f['amdahl_serial_fraction']:.3f}; USL sigma "
             f"{f['usl_sigma']:.3f} kappa {f['usl_kappa']:.4f}; peak at {f['peak_workers']} workers")
     say(f"wrote {out}/study.json, {out}/points.csv, {out}/scaling.png")
+
+
+def show_bench(verdicts: dict) -> None:
+    t = Table(title="rayscale bench: the seven figures", title_justify="left")
+    for col in ("figure", "measured", "target", "met"):
+        t.add_column(col)
+    for k, v in verdicts.items():
+        t.add_row(k, f"{v['value']:g}", v["target"], "yes" if v["met"] else "NO")
+    console.print(t)

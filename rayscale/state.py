@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,12 @@ class StateDir:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
         os.replace(tmp, self.cluster_file)
 
-    def clear(self) -> None:
+    def clear(self, keep_logs: bool = False) -> None:
         for name in (CLUSTER_FILE, TOKEN_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()
+        if not keep_logs:
+            shutil.rmtree(self.path / "logs", ignore_errors=True)
 
     def new_token(self) -> Path:
         """A fresh random token, readable by its owner only (mode 0600 from creation)."""

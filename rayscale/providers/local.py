@@ -24,6 +24,7 @@ import psutil
 
 from rayscale import gcs, procs
 from rayscale.errors import UserError
+from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, NodeShape, Provider
 
 GIB = 1024**3
@@ -41,7 +42,7 @@ def ray_executable() -> str:
     return found
 
 
-def node_env(token_file: Path) -> dict[str, str]:
+def node_env(token_file: Path, lean: bool = True) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     # Jobs run `python ...` on the nodes: it must be the kit's Python, not the first on PATH.
@@ -53,6 +54,10 @@ def node_env(token_file: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.pop("RAY_AUTH_TOKEN", None)  # the file is the one source of the token
+    if lean:
+        # No Prometheus metrics export: on a small machine every node's agent and raylet
+        # would take CPU from the trials for numbers nobody scrapes. --dashboard full keeps it.
+        env["RAY_enable_metrics_collection"] = "0"
     return env
 
 
@@ -107,6 +112,7 @@ class LocalProvider(Provider):
                 )
             # A record whose head is gone: the processes died. Clean what is left.
             self._teardown(existing)
+            self.state.clear()
         self.check_fits(workers)
         token_file = self.state.new_token()
         base = Path(tempfile.mkdtemp(prefix="rayscale-"))
@@ -118,17 +124,20 @@ class LocalProvider(Provider):
             "shape": dataclasses.asdict(self.shape),
             "workers": [],
             "next_worker": 0,
+            "dashboard": self.options.get("dashboard", "jobs"),
         }
         try:
             self._start_head(rec)
-            self.state.write(rec)
+            # Workers start at once, not when the GCS is up: `ray start --address`
+            # retries the GCS, and its own start-up (imports) overlaps the head's.
             self._add_workers(rec, workers)
             self.state.write(rec)
+            self._wait_head(rec)
             self.wait_ready(workers, timeout)
             self._wait_job_api(rec, timeout)
         except BaseException:
             self._teardown(rec)
-            self.state.clear()
+            self.state.clear(keep_logs=True)  # the error names a log; keep it
             raise
 
     def down(self) -> None:
@@ -151,6 +160,10 @@ class LocalProvider(Provider):
 
     # ---- nodes ------------------------------------------------------------------------
 
+    def _log(self, node: str) -> Path:
+        """`ray start` output of a node: in the state dir, so it outlives a failed `up`."""
+        return self.state.path / "logs" / f"{node}.log"
+
     def _common_args(self, temp_dir: Path) -> list[str]:
         agent_http, agent_grpc, runtime_env, metrics, node_manager = procs.free_ports(5)
         return [
@@ -163,6 +176,9 @@ class LocalProvider(Provider):
             f"--runtime-env-agent-port={runtime_env}",
             f"--metrics-export-port={metrics}",
             f"--node-manager-port={node_manager}",
+            # Streams worker logs to drivers; the job's driver runs with log_to_driver=False
+            # and job logs come from the driver's own stdout. One less Python daemon per node.
+            "--include-log-monitor=false",
             "--min-worker-port=0",
             "--max-worker-port=0",
         ]
@@ -171,8 +187,11 @@ class LocalProvider(Provider):
         base = Path(rec["temp_root"])
         gcs_port, dash_port, client_port = procs.free_ports(3)
         args = self._common_args(base / "head")
+        # The head runs through rayscale.headnode so its dashboard can be made lean.
         argv = [
-            ray_executable(),
+            sys.executable,
+            "-m",
+            "rayscale.headnode",
             "start",
             "--head",
             f"--port={gcs_port}",
@@ -182,19 +201,26 @@ class LocalProvider(Provider):
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dash_port}",
-            f"--ray-client-server-port={client_port}",
+            f"--ray-client-server-port={client_port}",  # not started on a lean head
             *args,
         ]
-        proc = procs.spawn(argv, node_env(Path(rec["token_file"])), base / "head.log")
+        lean = rec.get("dashboard", "jobs") == "jobs"
+        env = node_env(Path(rec["token_file"]), lean)
+        if lean:
+            env["RAYSCALE_DASHBOARD_MODULES"] = LEAN_MODULES
+        proc = procs.spawn(argv, env, self._log("head"))
         rec["head"] = {
             "proc": proc,
             "node_manager_port": _port_of(args, "--node-manager-port"),
         }
         rec["gcs_address"] = f"127.0.0.1:{gcs_port}"
         rec["dashboard_url"] = f"http://127.0.0.1:{dash_port}"
-        # Workers can only join once the GCS accepts connections.
+
+    def _wait_head(self, rec: dict[str, Any]) -> None:
+        proc = rec["head"]["proc"]
+        port = int(rec["gcs_address"].rsplit(":", 1)[1])
         if not procs.wait_for(
-            lambda: procs.port_open("127.0.0.1", gcs_port) or not procs.alive(proc), 60
+            lambda: procs.port_open("127.0.0.1", port) or not procs.alive(proc), 60
         ) or not procs.alive(proc):
             raise UserError(
                 f"the Ray head did not start (log: {proc['log']})",
@@ -217,7 +243,8 @@ class LocalProvider(Provider):
                 f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
                 *args,
             ]
-            proc = procs.spawn(argv, node_env(Path(rec["token_file"])), base / f"w{idx}.log")
+            lean = rec.get("dashboard", "jobs") == "jobs"
+            proc = procs.spawn(argv, node_env(Path(rec["token_file"]), lean), self._log(f"w{idx}"))
             rec["workers"].append(
                 {
                     "index": idx,

@@ -1,0 +1,107 @@
+"""`make bench`: the standard study on the local provider, and the kit's seven figures.
+
+Writes results/bench/bench.json (figures + targets) beside the study's own files.
+All ratios come from this one run: the machine is shared and absolute times drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from rayscale import jobs, procs, report, scaling
+from rayscale.providers.base import NodeShape
+from rayscale.providers.local import LocalProvider
+from rayscale.state import StateDir
+
+STANDARD = ["--data", "synthetic:rows=50000,features=40,noise=1.0,seed=0", "--num-samples", "16",
+            "--max-rounds", "300", "--seed", "0"]
+TINY = ["--data", "synthetic:rows=500,features=5,noise=1.0,seed=0", "--num-samples", "2",
+        "--max-rounds", "5", "--scheduler", "fifo"]
+
+TARGETS = {
+    "speedup_1_to_2": (">=", 1.85),
+    "tune_over_joblib_wall": ("<=", 1.00),
+    "overhead_per_trial_s": ("<=", 0.15),
+    "asha_rmse_vs_fifo": ("<=", 1.02),
+    "asha_time_vs_fifo": ("<=", 0.60),
+    "head_plus_2_ready_s": ("<=", 8.0),
+    "idle_head_rss_gib": ("<=", 1.2),
+    "submit_to_running_s": ("<=", 1.0),
+}
+
+
+def submit_to_running(j: jobs.Jobs, tries: int = 3) -> float:
+    out = []
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        job_id = j.submit(TINY + ["--storage-path", "/tmp/rayscale-bench"])
+        while j.status(job_id) == "PENDING":
+            time.sleep(0.01)
+        out.append(time.perf_counter() - t0)
+        j.wait(job_id, timeout=120)
+    return statistics.median(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--state-dir", default="/tmp/rayscale-bench-state")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    state = StateDir(a.state_dir)
+    p = LocalProvider(state, NodeShape.sized(1, 2.0))
+    if p.is_running():
+        p.down()
+    figures: dict = {}
+    t0 = time.perf_counter()
+    with state.lock():
+        p.up(2)
+    figures["head_plus_2_ready_s"] = round(time.perf_counter() - t0, 2)
+    try:
+        time.sleep(5)  # let start-up settle before measuring idle memory
+        figures["idle_head_rss_gib"] = round(procs.rss_bytes(p.head_pids()) / 2**30, 3)
+        j = jobs.Jobs(p.endpoint())
+        figures["submit_to_running_s"] = round(submit_to_running(j), 3)
+        plan = scaling.StudyPlan([1, 2], a.repeats, ["sequential", "joblib"],
+                                 STANDARD + ["--scheduler", "fifo"])
+        study = scaling.run(p, plan, out, report.say)
+        report.show_study(study, out)
+        two = next(q for q in study["points"] if q["workers"] == 2)
+        figures["speedup_1_to_2"] = two["speedup"]
+        figures["tune_over_joblib_wall"] = round(two["wall_s_median"] / study["baselines"]["joblib"]["wall_s"], 3)
+        figures["overhead_per_trial_s"] = two["overhead_per_trial_s"]
+        # ASHA on the same 16 configs, 2 workers, against FIFO's runs at that point.
+        report.say("  ASHA on the same configs at 2 workers ...")
+        asha = jobs.Jobs(p.endpoint())
+        asha_args = scaling.study_job_args(STANDARD + ["--scheduler", "asha"])
+        job_id = asha.submit(asha_args + ["--name", f"bench-asha-{int(time.time())}"])
+        rec = asha.result(job_id, asha.wait(job_id))
+        fifo_best = min(r["best_rmse"] for r in two["runs"])
+        figures["asha_best_rmse"] = rec["best_valid_rmse"]
+        figures["fifo_best_rmse"] = fifo_best
+        figures["asha_rmse_vs_fifo"] = round(rec["best_valid_rmse"] / fifo_best, 4)
+        figures["asha_time_vs_fifo"] = round(rec["wall_s"] / two["wall_s_median"], 3)
+    finally:
+        with state.lock():
+            p.down()
+    verdicts = {}
+    for k, (op, target) in TARGETS.items():
+        v = figures[k]
+        verdicts[k] = {"value": v, "target": f"{op} {target}",
+                       "met": v >= target if op == ">=" else v <= target}
+    bench = {"figures": figures, "targets": verdicts, "study": str(out / "study.json"),
+             "machine": study["machine"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(bench, indent=2))
+    report.show_bench(verdicts)
+    report.say(f"wrote {out}/bench.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""`rayscale scaling` for real on 1,2 local workers with tiny data: files, fields, fit, plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import TINY, run_cli, tree_pids
+
+pytestmark = pytest.mark.cluster
+
+
+def test_scaling_study_on_one_and_two_workers(tmp_path):
+    out = tmp_path / "study"
+    state = tmp_path / "state"
+    p = run_cli("scaling", "--workers", "1,2", "--memory-per-worker", 1, "--out", out, "--",
+                *TINY, "--num-samples", 4, state_dir=state, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    study = json.loads((out / "study.json").read_text())
+    assert study["provider"] == "local"
+    assert "--scheduler" in study["job_args"] and "fifo" in study["job_args"]
+    assert set(study["machine"]) >= {"cpus", "memory_gib", "hostname"}
+    assert [pt["workers"] for pt in study["points"]] == [1, 2]
+    assert [pt["cpus"] for pt in study["points"]] == [1, 2]
+    for pt in study["points"]:
+        assert set(pt) >= {"workers", "cpus", "runs", "wall_s_median", "speedup", "efficiency",
+                           "overhead_per_trial_s"}
+        (run,) = pt["runs"]
+        assert set(run) >= {"wall_s", "sum_train_s", "trials_completed", "best_rmse", "cpu_busy_avg"}
+        assert run["trials_completed"] == 4 and run["wall_s"] > 0
+        assert 0 < run["cpu_busy_avg"] <= 1.5  # utilisation was really sampled
+    assert study["points"][0]["speedup"] == 1.0 and study["points"][0]["efficiency"] == 1.0
+    # Same configs at every point and in the baselines: the same best model is found.
+    best = {pt["runs"][0]["best_rmse"] for pt in study["points"]}
+    best.add(study["baselines"]["sequential"]["best_rmse"])
+    best.add(study["baselines"]["joblib"]["best_rmse"])
+    assert max(best) - min(best) < 1e-9
+    assert study["baselines"]["joblib"]["n_jobs"] >= 1
+    f = study["fit"]
+    assert f["amdahl_serial_fraction"] is not None and f["usl_sigma"] is not None
+    assert f["predicted"][-1]["workers"] == 16 and f["peak_workers"] >= 1
+    rows = list(csv.DictReader(open(out / "points.csv")))
+    assert [int(r["workers"]) for r in rows] == [1, 2]
+    png = (out / "scaling.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    # It brought the cluster up itself, so it took it down again.
+    assert not (state / "cluster.json").exists()
+
+
+def test_scaling_uses_a_running_cluster_and_leaves_it_up(cluster, tmp_path):
+    before = tree_pids([json.loads((cluster / "cluster.json").read_text())["head"]["proc"]])
+    p = run_cli("scaling", "--workers", "2", "--baselines", "none", "--out", tmp_path, "--",
+                *TINY, "--num-samples", 2, state_dir=cluster, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "using the local cluster" in p.stdout
+    st = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)
+    assert st["alive_workers"] == 2
+    assert before <= tree_pids([json.loads((cluster / "cluster.json").read_text())["head"]["proc"]]) | before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--workers", "1,1"], "repeats a count"),
+    (["--workers", "0,2"], "at least 1"),
+    (["--baselines", "dask"], "unknown baseline 'dask'"),
+    (["--workers", "2", "--", "--mode", "tune"], "--mode is set by the scaling study"),
+])
+def test_scaling_bad_input(tmp_path, args, needle):
+    from conftest import assert_one_line_error
+
+    p = run_cli("scaling", *args, state_dir=tmp_path / "s")
+    assert_one_line_error(p, needle)
+    assert not (tmp_path / "s" / "cluster.json").exists()
