@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import yaml
-
 from data import InputError
 
 # Parameters the trainer understands; anything else in the file is a typo.

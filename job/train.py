@@ -107,6 +107,12 @@ def fit_and_score(cfg: dict | None, X_train, y_train, X_test, y_test, nthread: i
 # ---- the Ray Tune trainable ------------------------------------------------------------
 
 
+def _process_started() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
+
+
 def _node_id() -> str:
     import ray
 
@@ -119,6 +125,7 @@ def tune_trainable(config: dict, data: dict) -> None:
 
     cfg = config["cfg"]
     nthread = data["nthread"]
+    entered = time.time()
     dtrain, dvalid = dmatrices(data, nthread)
     node = _node_id()
     model, first, spent = None, 0, 0.0
@@ -138,7 +145,8 @@ def tune_trainable(config: dict, data: dict) -> None:
         t_in = time.perf_counter()
         train_s = spent + t_in - started - blocked[0]
         m = {"rmse": rmse, "rounds": rounds, "train_s": train_s, "node_id": node, "resumed_from": first,
-             "pid": os.getpid(), "started_at": started_at, "ended_at": time.time()}
+             "pid": os.getpid(), "started_at": started_at, "ended_at": time.time(),
+             "process_started_at": _process_started(), "setup_s": started_at - entered}
         if every_ckpt and (rounds % every_ckpt == 0) and rounds < int(cfg["num_boost_round"]):
             with tempfile.TemporaryDirectory() as d:
                 booster.save_model(os.path.join(d, "model.ubj"))

@@ -171,6 +171,13 @@ class Progress:
         self.callback = _CB()
 
 
+def trial_order(configs, a):
+    """FIFO: longest first, so the slots finish together. ASHA: the drawn (random) order,
+    so cheap and expensive configs mix and a rung has results to compare against before
+    the expensive ones reach it; longest-first would let every expensive trial through."""
+    return spacemod.longest_first(configs) if a.scheduler == "fifo" else configs
+
+
 def run_tune(a, configs, payload) -> dict:
     import ray
     from ray import tune
@@ -208,9 +215,9 @@ def run_tune(a, configs, payload) -> dict:
         if not tune.Tuner.can_restore(path):
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
-                                   param_space={"cfg": tune.grid_search(spacemod.longest_first(configs))})
+                                   param_space={"cfg": tune.grid_search(trial_order(configs, a))})
     else:
-        tuner = tune.Tuner(trainable, param_space={"cfg": tune.grid_search(spacemod.longest_first(configs))},
+        tuner = tune.Tuner(trainable, param_space={"cfg": tune.grid_search(trial_order(configs, a))},
                            tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     wall = time.perf_counter() - t0
@@ -228,6 +235,7 @@ def run_tune(a, configs, payload) -> dict:
             "error": str(r.error).splitlines()[0] if r.error else None,
             "retries": progress.retried.get(m.get("trial_id"), 0),
             "pid": m.get("pid"), "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
+            "process_started_at": m.get("process_started_at"), "setup_s": m.get("setup_s"),
         })
     nodes = [n for n in ray.nodes() if n["Alive"]]
     cluster = {"nodes": len(nodes), "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),

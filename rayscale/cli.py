@@ -14,6 +14,7 @@ from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape
 from rayscale.state import StateDir
 
+
 class WorkerCount(click.ParamType):
     name = "N"
 
@@ -147,6 +148,10 @@ def job_submit(wait, as_json, save, timeout, job_dir, address, token_file, state
         print(job_id)
         return
     report.say(f"submitted {job_id}; following it (Ctrl-C stops following, not the job)", err=True)
+    _follow(j, job_id, as_json, timeout, save)
+
+
+def _follow(j: jobs.Jobs, job_id: str, as_json: bool, timeout, save=None) -> None:
     with report.trial_progress(job_id, enabled=not as_json) as on_progress:
         status = j.wait(job_id, timeout, on_progress)
     rec = j.result(job_id, status)
@@ -156,6 +161,20 @@ def job_submit(wait, as_json, save, timeout, job_dir, address, token_file, state
         print(json.dumps(rec))
     else:
         report.show_result(rec)
+
+@job.command("resume", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
+@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
+@_address_options
+@click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
+def job_resume(name, as_json, timeout, address, token_file, state_dir, job_args):
+    """Resume search NAME (e.g. after the head died) with its original JOB_ARGS after --."""
+    j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
+    job_id = j.resume(name, list(job_args))
+    report.say(f"resuming {name} as {job_id}", err=True)
+    _follow(j, job_id, as_json, timeout)
+
 
 @job.command("status")
 @click.argument("job_id")

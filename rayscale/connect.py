@@ -33,7 +33,7 @@ def normalise_address(address: str) -> str:
         raise UserError(f"bad address {address!r}",
                         "pass the dashboard / Job API URL, e.g. --address http://127.0.0.1:8265")
     try:
-        parsed.port
+        _ = parsed.port  # raises on a port that is not a number in range
     except ValueError:
         raise UserError(f"bad port in address {address!r}",
                         "pass the dashboard / Job API URL, e.g. --address http://127.0.0.1:8265") from None

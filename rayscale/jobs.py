@@ -7,6 +7,7 @@ back with one ``RAYSCALE_RESULT {json}`` line in its log; nothing else is parsed
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 import shlex
@@ -89,8 +90,11 @@ class Jobs:
 
     endpoint: Endpoint
 
-    def __post_init__(self):
-        self._client = _connect(self.endpoint)
+    @functools.cached_property
+    def _client(self):
+        # Connecting checks the address and token, so it waits until a call needs it:
+        # local mistakes (a job dir too large) are reported before any network error.
+        return _connect(self.endpoint)
 
     def submit(self, job_args: list[str], job_dir: Path | None = None,
                submission_id: str | None = None, metadata: dict | None = None) -> str:
@@ -100,6 +104,18 @@ class Jobs:
         runtime_env = {"working_dir": str(job_dir), "excludes": EXCLUDES}
         return self._call(self._client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
                           submission_id=submission_id, metadata=metadata or {})
+
+    def resume(self, name: str, job_args: list[str], job_dir: Path | None = None) -> str:
+        """Resubmit a search that lost its head: Tune restores it from its storage path.
+
+        job_args must be the original ones (same data, seed, --storage-path): the trials
+        already finished are kept, those in flight resume from their checkpoints.
+        """
+        args = [a for a in job_args if a != "--restore"]
+        if any(a == "--name" or a.startswith("--name=") for a in args):
+            raise UserError("pass the run name as `rayscale job resume NAME`, not --name",
+                            "remove --name from the job args")
+        return self.submit([*args, "--name", name, "--restore"], job_dir)
 
     def status(self, job_id: str) -> str:
         return str(self._call(self._client.get_job_status, job_id))

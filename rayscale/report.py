@@ -13,8 +13,9 @@ from rich.table import Table
 
 from rayscale.providers.base import ClusterStatus
 
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal rich assumes 80 columns and squeezes tables; logs and CI have room.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def say(text: str, err: bool = False) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import assert_one_line_error, run_cli
 
 
@@ -28,3 +27,27 @@ def test_bad_cli_input(tmp_path, args, needles):
     # Nothing half-done: no cluster record, no token.
     assert not (tmp_path / "state" / "cluster.json").exists()
     assert not (tmp_path / "state" / "auth_token").exists()
+
+
+def test_job_dir_over_the_working_dir_limit_is_refused(tmp_path):
+    """Ray refuses working_dirs over its gRPC message limit; rayscale says so first, clearly.
+
+    The limit is lowered for this process (RAY_max_grpc_message_size, which Ray reads) so
+    the test needs a 3 MiB file, not a 500 MiB one.
+    """
+    import shutil
+
+    from conftest import ROOT
+
+    job = tmp_path / "job"
+    shutil.copytree(ROOT / "job", job, ignore=shutil.ignore_patterns("__pycache__"))
+    (job / "weights.bin").write_bytes(b"\0" * (3 * 2**20))
+    (job / "ignored.csv").write_bytes(b"\0" * (8 * 2**20))  # data files are never shipped
+    p = run_cli("job", "submit", "--job-dir", job, "--address", "http://127.0.0.1:9", "--",
+                env={"RAY_max_grpc_message_size": str(2 * 2**20)})
+    assert_one_line_error(p, "working_dir limit of 2 MiB", "move large files out")
+
+
+def test_job_dir_without_the_job_is_refused(tmp_path):
+    p = run_cli("job", "submit", "--job-dir", tmp_path, "--address", "http://127.0.0.1:9", "--")
+    assert_one_line_error(p, "no tune_xgboost.py", "--job-dir")

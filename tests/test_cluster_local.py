@@ -7,7 +7,6 @@ import stat
 
 import psutil
 import pytest
-
 from conftest import assert_all_gone, assert_one_line_error, recorded_pids, run_cli, tree_pids
 
 pytestmark = pytest.mark.cluster

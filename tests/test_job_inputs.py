@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import DATASETS, ROOT, assert_one_line_error
 
 sys.path.insert(0, str(ROOT / "job"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import DATASETS, TINY, assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.cluster

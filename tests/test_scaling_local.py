@@ -6,7 +6,6 @@ import csv
 import json
 
 import pytest
-
 from conftest import TINY, run_cli, tree_pids
 
 pytestmark = pytest.mark.cluster

@@ -135,7 +135,7 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def is_running(self) -> bool: ...
 
-    def check_fits(self, workers: int) -> None:
+    def check_fits(self, workers: int) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Raise UserError when `workers` workers of this shape cannot run here."""
 
     def node_cpu_seconds(self) -> dict[str, dict[int, float]]:

@@ -25,7 +25,7 @@ import psutil
 from rayscale import gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, NodeShape, Provider
+from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider
 
 GIB = 1024**3
 HEAD_MEMORY_GIB = 1.0
@@ -108,7 +108,7 @@ class LocalProvider(Provider):
             if existing.get("provider") not in (None, self.name):
                 raise UserError(
                     f"the state dir {self.state.path} records a {existing['provider']} cluster",
-                    f"run `rayscale cluster down` first, or use another --state-dir",
+                    "run `rayscale cluster down` first, or use another --state-dir",
                 )
             # A record whose head is gone: the processes died. Clean what is left.
             self._teardown(existing)
@@ -126,6 +126,7 @@ class LocalProvider(Provider):
             "next_worker": 0,
             "dashboard": self.options.get("dashboard", "jobs"),
         }
+        gcs.preload()
         try:
             self._start_head(rec)
             # Workers start at once, not when the GCS is up: `ray start --address`
