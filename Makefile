@@ -9,8 +9,17 @@ WORKERS ?= 2
 JOB_ARGS ?= --data synthetic:rows=5000,features=20,noise=1.0,seed=0 --num-samples 8 --max-rounds 200
 DEMO_ARGS ?= --data synthetic:rows=40000,features=30,noise=1.0,seed=0 --num-samples 16 --max-rounds 300 --scheduler fifo --mode both --storage-path $(CURDIR)/results
 STAMP := $(VENV)/.installed
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The kit's image: tag = kit version, never latest.
+IMAGE ?= rayscale:$(VERSION)
+BASE_IMAGE ?= rayproject/ray:2.60.0-py311-cpu
+LOCAL_BASE ?= rayscale-base:bookworm
+DOCKER ?= docker
+# A folder of extra CA certificates (*.crt) to trust during the build, e.g. behind a
+# TLS-intercepting proxy: make image CA_CERTS=/usr/local/share/ca-certificates
+CA_CERTS ?=
 
-.PHONY: install cluster-up cluster-down submit demo test lint bench clean
+.PHONY: install cluster-up cluster-down submit demo test lint bench clean image image-base
 
 install: $(STAMP)
 
@@ -42,6 +51,20 @@ test: install
 
 lint: install
 	$(BIN)/ruff check rayscale job tests
+	$(BIN)/hadolint docker/Dockerfile
+
+# Build the image (BuildKit). Where no registry is reachable: make image-base first, then
+# make image BASE_IMAGE=rayscale-base:bookworm.
+image:
+	@find docker/certs -name '*.crt' -delete
+	@if [ -n "$(CA_CERTS)" ]; then cp $(CA_CERTS)/*.crt docker/certs/; fi
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  --build-arg RAYSCALE_VERSION=$(VERSION) -t $(IMAGE) .
+	@find docker/certs -name '*.crt' -delete
+
+# The air-gapped base: Debian bookworm + Python 3.11 via debootstrap and docker import.
+image-base:
+	DOCKER=$(DOCKER) docker/make-base.sh $(LOCAL_BASE)
 
 clean:
 	rm -rf $(VENV) .rayscale results/*.json

@@ -76,18 +76,19 @@ def cluster():
     """Create, resize, inspect and remove a cluster."""
 
 @cluster.command("up")
-@click.option("--provider", default="local", show_default=True, help="local")
+@click.option("--provider", default="local", show_default=True, help="local or docker")
+@click.option("--image", default=None, help="docker: the kit's image [default rayscale:<version>]")
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
 @_shape_options
 @click.option("--dashboard", type=click.Choice(["jobs", "full"]), default="jobs", show_default=True,
               help="jobs: only the Job API module (~0.9 GiB less head memory); full: the whole UI")
 @click.option("--timeout", type=click.FloatRange(min=1), default=180, show_default=True)
 @_state_option
-def cluster_up(provider, workers, cpus_per_worker, memory_per_worker, dashboard, timeout, state_dir):
+def cluster_up(provider, image, workers, cpus_per_worker, memory_per_worker, dashboard, timeout, state_dir):
     """Start a head node (no trials) and WORKERS worker nodes."""
     state = StateDir(state_dir)
     p = providers.get(provider, state, NodeShape.sized(cpus_per_worker, memory_per_worker),
-                      dashboard=dashboard)
+                      dashboard=dashboard, image=image)
     t0 = time.perf_counter()
     with state.lock():
         p.up(workers, timeout)

@@ -62,6 +62,19 @@ def tree_pids(procs: list[dict]) -> set[int]:
     return out
 
 
+def kill_all(pids: set[int]) -> None:
+    """SIGKILL every process given and wait until each is gone: a machine that dies."""
+    procs = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            p.kill()
+            procs.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=15)
+
+
 def assert_all_gone(pids: set[int], temp_root: str | None = None):
     alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"processes left behind: {alive}"

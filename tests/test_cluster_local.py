@@ -7,7 +7,14 @@ import stat
 
 import psutil
 import pytest
-from conftest import assert_all_gone, assert_one_line_error, recorded_pids, run_cli, tree_pids
+from conftest import (
+    assert_all_gone,
+    assert_one_line_error,
+    kill_all,
+    recorded_pids,
+    run_cli,
+    tree_pids,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -76,12 +83,7 @@ def test_dead_cluster_record_is_detected_and_cleaned(tmp_path):
     run_cli("cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True)
     procs, rec = recorded_pids(tmp_path)
     pids = tree_pids(procs)
-    for pid in pids:  # the machine "crashes": every process of the cluster dies at once
-        try:
-            psutil.Process(pid).kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10)
+    kill_all(pids)  # the machine "crashes": every process of the cluster dies at once
     # A new `up` on that state dir notices the dead record, cleans it and starts afresh.
     run_cli("cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True)
     assert not __import__("os").path.exists(rec["temp_root"])

@@ -11,7 +11,7 @@ import time
 
 import psutil
 import pytest
-from conftest import RAYSCALE, ROOT, assert_all_gone, recorded_pids, run_cli, tree_pids
+from conftest import RAYSCALE, ROOT, assert_all_gone, kill_all, recorded_pids, run_cli, tree_pids
 
 pytestmark = pytest.mark.cluster
 
@@ -126,11 +126,7 @@ def test_head_killed_mid_search_then_resumed(tmp_path):
                      state_dir=state, check=True).stdout.strip()
     _wait_for_progress(state, job_id, done=2)
     doomed = tree_pids(procs)
-    for pid in doomed:  # the head machine dies: head, its driver and every worker with it
-        try:
-            psutil.Process(pid).kill()
-        except psutil.NoSuchProcess:
-            pass
+    kill_all(doomed)  # the head machine dies: head, its driver and every worker with it
     assert_all_gone(doomed)
     # A new `up` on the same state dir notices the dead cluster, cleans it, starts afresh.
     run_cli("cluster", "up", "--workers", 2, "--memory-per-worker", 1.5, state_dir=state, check=True)

@@ -6,7 +6,7 @@ from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape, Provider
 from rayscale.state import StateDir
 
-NAMES = ("local",)
+NAMES = ("local", "docker")
 
 
 def get(name: str, state: StateDir, shape: NodeShape | None = None, **options) -> Provider:
@@ -14,6 +14,10 @@ def get(name: str, state: StateDir, shape: NodeShape | None = None, **options) -
         from rayscale.providers.local import LocalProvider
 
         return LocalProvider(state, shape, **options)
+    if name == "docker":
+        from rayscale.providers.docker import DockerProvider
+
+        return DockerProvider(state, shape, **options)
     raise UserError(
         f"unknown provider {name!r}",
         f"choose one of: {', '.join(NAMES)}",

@@ -46,6 +46,7 @@ import abc
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rayscale.errors import UserError
 from rayscale.state import StateDir
 
 
@@ -118,6 +119,38 @@ class Provider(abc.ABC):
     def up(self, workers: int, timeout: float = 120.0) -> None: ...
 
     @abc.abstractmethod
+    def _teardown(self, rec: dict[str, Any]) -> None:
+        """Stop and remove everything a cluster record names. Must tolerate partial records."""
+
+    def _claim_state(self) -> None:
+        """Before `up`: refuse a running cluster, clean one that died, refuse a foreign one."""
+        existing = self.state.read()
+        if not existing:
+            return
+        if existing.get("provider") != self.name:
+            raise UserError(
+                f"the state dir {self.state.path} records a {existing.get('provider')} cluster",
+                "run `rayscale cluster down` first, or use another --state-dir",
+            )
+        if self.is_running():
+            raise UserError(
+                f"a {self.name} cluster already runs from {self.state.path} "
+                f"(dashboard {existing.get('dashboard_url')})",
+                "use `rayscale cluster scale` to resize it or `rayscale cluster down` first",
+            )
+        self._teardown(existing)  # its head is gone: clean what is left
+        self.state.clear()
+
+    def _record(self) -> dict[str, Any]:
+        rec = self.state.read()
+        if not rec or rec.get("provider") != self.name:
+            raise UserError(
+                f"no {self.name} cluster is recorded in {self.state.path}",
+                f"start one with `rayscale cluster up --provider {self.name} --workers N`",
+            )
+        return rec
+
+    @abc.abstractmethod
     def scale(self, workers: int, timeout: float = 120.0) -> None: ...
 
     @abc.abstractmethod
@@ -145,3 +178,22 @@ class Provider(abc.ABC):
         nodes' processes return {} and the study records no utilisation.
         """
         return {}
+
+
+def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> None:
+    """Block until the Job API answers with this token (the last step of every `up`)."""
+    import contextlib
+    import time
+    import urllib.request
+
+    def ready() -> bool:
+        req = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
+        with contextlib.suppress(OSError), urllib.request.urlopen(req, timeout=1) as r:
+            return r.status == 200
+        return False
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise UserError(f"the Job API at {url} did not answer within {timeout:.0f} s", f"read {where}")
+        time.sleep(0.1)

@@ -8,14 +8,12 @@ trials (num-cpus 0); the dashboard and Job API listen on 127.0.0.1 only; token a
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ import psutil
 from rayscale import gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider
+from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, wait_job_api
 
 GIB = 1024**3
 HEAD_MEMORY_GIB = 1.0
@@ -66,15 +64,6 @@ class LocalProvider(Provider):
 
     # ---- record -----------------------------------------------------------------------
 
-    def _record(self) -> dict[str, Any]:
-        rec = self.state.read()
-        if not rec or rec.get("provider") != self.name:
-            raise UserError(
-                f"no local cluster is recorded in {self.state.path}",
-                "start one with `rayscale cluster up --provider local --workers N`",
-            )
-        return rec
-
     def is_running(self) -> bool:
         rec = self.state.read()
         return bool(rec and rec.get("provider") == self.name and procs.alive(rec["head"]["proc"]))
@@ -97,22 +86,7 @@ class LocalProvider(Provider):
             )
 
     def up(self, workers: int, timeout: float = 120.0) -> None:
-        existing = self.state.read()
-        if existing:
-            if existing.get("provider") == self.name and self.is_running():
-                raise UserError(
-                    f"a local cluster already runs from {self.state.path} "
-                    f"(dashboard {existing.get('dashboard_url')})",
-                    "use `rayscale cluster scale` to resize it or `rayscale cluster down` first",
-                )
-            if existing.get("provider") not in (None, self.name):
-                raise UserError(
-                    f"the state dir {self.state.path} records a {existing['provider']} cluster",
-                    "run `rayscale cluster down` first, or use another --state-dir",
-                )
-            # A record whose head is gone: the processes died. Clean what is left.
-            self._teardown(existing)
-            self.state.clear()
+        self._claim_state()
         self.check_fits(workers)
         token_file = self.state.new_token()
         base = Path(tempfile.mkdtemp(prefix="rayscale-"))
@@ -135,7 +109,7 @@ class LocalProvider(Provider):
             self.state.write(rec)
             self._wait_head(rec)
             self.wait_ready(workers, timeout)
-            self._wait_job_api(rec, timeout)
+            wait_job_api(rec["dashboard_url"], self.state.token(), timeout, rec["head"]["proc"]["log"])
         except BaseException:
             self._teardown(rec)
             self.state.clear(keep_logs=True)  # the error names a log; keep it
@@ -319,23 +293,6 @@ class LocalProvider(Provider):
                     "check the worker logs under the cluster temp dir, or raise --timeout",
                 )
             time.sleep(0.1)
-
-    def _wait_job_api(self, rec: dict[str, Any], timeout: float) -> None:
-        url = rec["dashboard_url"] + "/api/version"
-        token = self.state.token()
-
-        def ready() -> bool:
-            req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(req, timeout=1) as r:
-                    return r.status == 200
-            return False
-
-        if not procs.wait_for(ready, timeout, interval=0.1):
-            raise UserError(
-                f"the Job API at {rec['dashboard_url']} did not answer within {timeout:.0f} s",
-                f"read {rec['head']['proc']['log']}",
-            )
 
     # ---- endpoint / status ------------------------------------------------------------
 

@@ -1,0 +1,261 @@
+"""The docker provider: the head and each worker are containers of the kit's image.
+
+All containers of a cluster share a user-defined network (workers reach the head by its
+name), a volume mounted as every node's Tune storage path (trial checkpoints must be on
+storage all nodes share), and a label naming the cluster, so `down` removes exactly
+them. The dashboard / Job API and the GCS are published on 127.0.0.1 only.
+
+We drive the `docker` CLI rather than the Docker Engine API client: it is what users
+already have configured (contexts, Docker Desktop, rootless, remote hosts), it adds no
+dependency to the launcher, and every call here is a handful of short commands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from typing import Any
+
+from rayscale import __version__, gcs
+from rayscale.errors import UserError
+from rayscale.headnode import LEAN_MODULES
+from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, wait_job_api
+
+GIB = 1024**3
+DEFAULT_IMAGE = f"rayscale:{__version__}"
+HEAD_MEMORY_GIB = 2.0
+RESULTS = "/home/ray/rayscale_results"
+
+
+def docker_binary() -> str:
+    found = os.environ.get("RAYSCALE_DOCKER") or shutil.which("docker")
+    if not found:
+        raise UserError("the `docker` command is not installed",
+                        "install Docker (Debian: apt-get install docker.io), or use --provider local")
+    return found
+
+
+class DockerProvider(Provider):
+    name = "docker"
+
+    @property
+    def image(self) -> str:
+        return self.options.get("image") or DEFAULT_IMAGE
+
+    def _docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
+        try:
+            p = subprocess.run([docker_binary(), *args], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"`docker {args[0]}` did not answer in {timeout:.0f} s",
+                            "is the Docker engine healthy? (`docker info`)") from None
+        if check and p.returncode != 0:
+            err = (p.stderr.strip().splitlines() or ["no output"])[-1]
+            if "Cannot connect to the Docker daemon" in err or "connect: no such file" in err:
+                raise UserError("no Docker engine answers",
+                                "start it (`dockerd`, or Docker Desktop) or use --provider local")
+            raise UserError(f"`docker {' '.join(args[:2])}` failed: {err}")
+        return p.stdout.strip()
+
+    # ---- up / down --------------------------------------------------------------------
+
+    def check_fits(self, workers: int) -> None:
+        try:
+            info = json.loads(self._docker("info", "--format", "{{json .}}", timeout=30))
+        except (json.JSONDecodeError, UserError) as e:
+            if isinstance(e, UserError):
+                raise
+            return
+        have = info.get("MemTotal", 0) / GIB
+        need = HEAD_MEMORY_GIB + workers * self.shape.memory_per_worker_gib
+        if have and need > have:
+            raise UserError(
+                f"{workers} workers of {self.shape.memory_per_worker_gib:g} GiB need {need:.1f} GiB "
+                f"but the Docker engine has {have:.1f} GiB",
+                "use fewer --workers, a smaller --memory-per-worker, or give Docker more memory",
+            )
+
+    def is_running(self) -> bool:
+        rec = self.state.read()
+        if not rec or rec.get("provider") != self.name:
+            return False
+        state = self._docker("inspect", "-f", "{{.State.Running}}", rec["head"]["name"], check=False)
+        return state == "true"
+
+    def up(self, workers: int, timeout: float = 180.0) -> None:
+        self._claim_state()
+        self._docker("version", "--format", "{{.Server.Version}}", timeout=30)
+        if not self._docker("images", "-q", self.image):
+            raise UserError(f"image {self.image} is not on this Docker engine",
+                            "build it with `make image` (or pass --image)")
+        self.check_fits(workers)
+        cid = secrets.token_hex(4)
+        self.state.new_token()
+        rec: dict[str, Any] = {
+            "provider": self.name, "created": time.time(), "cluster_id": cid, "image": self.image,
+            "network": f"rayscale-{cid}", "volume": f"rayscale-{cid}-results",
+            "shape": dataclasses.asdict(self.shape), "workers": [], "next_worker": 0,
+            "head": {"name": f"rayscale-{cid}-head"},
+        }
+        gcs.preload()
+        try:
+            self.state.write(rec)
+            self._docker("network", "create", "--label", f"rayscale.cluster={cid}", rec["network"])
+            self._docker("volume", "create", "--label", f"rayscale.cluster={cid}", rec["volume"])
+            self._start_head(rec)
+            self._add_workers(rec, workers)
+            self.state.write(rec)
+            self.wait_ready(workers, timeout)
+            wait_job_api(rec["dashboard_url"], self.state.token(), timeout,
+                         f"`docker logs {rec['head']['name']}`")
+        except BaseException:
+            self._teardown(rec)
+            self.state.clear()
+            raise
+
+    def _run_args(self, rec: dict[str, Any], name: str, cpus: float, memory_gib: float) -> list[str]:
+        shm = max(0.25, memory_gib / 3)  # Ray's object store lives in /dev/shm
+        return [
+            "run", "-d", "--init", "--name", name, "--hostname", name,
+            "--network", rec["network"], "--label", f"rayscale.cluster={rec['cluster_id']}",
+            f"--cpus={cpus:g}", f"--memory={int(memory_gib * GIB)}", f"--shm-size={int(shm * GIB)}",
+            "--security-opt", "no-new-privileges", "--cap-drop", "ALL",
+            "-v", f"{rec['volume']}:{RESULTS}",
+            "-e", "RAY_AUTH_MODE=token", "-e", f"RAY_AUTH_TOKEN={self.state.token()}",
+            "-e", "RAY_enable_metrics_collection=0",
+        ]
+
+    def _start_head(self, rec: dict[str, Any]) -> None:
+        name = rec["head"]["name"]
+        args = self._run_args(rec, name, 1, HEAD_MEMORY_GIB) + [
+            # Published on loopback only; the host port is chosen by Docker.
+            "-p", "127.0.0.1::8265", "-p", "127.0.0.1::6379",
+            "-e", f"RAYSCALE_DASHBOARD_MODULES={LEAN_MODULES}",
+            self.image, "python", "/opt/rayscale/headnode.py", "start", "--head", "--block",
+            "--port=6379", "--num-cpus=0", "--dashboard-host=0.0.0.0", "--dashboard-port=8265",
+            f"--memory={int(1.0 * GIB)}", f"--object-store-memory={int(0.3 * GIB)}",
+            "--include-log-monitor=false", "--disable-usage-stats",
+        ]
+        rec["head"]["id"] = self._docker(*args)
+        rec["dashboard_url"] = f"http://{self._published(name, 8265)}"
+        rec["gcs_address"] = self._published(name, 6379)
+
+    def _published(self, name: str, port: int) -> str:
+        out = self._docker("port", name, f"{port}/tcp").splitlines()
+        loop = [line for line in out if line.startswith("127.0.0.1:")]
+        if not loop:
+            raise UserError(f"container {name} does not publish {port} on 127.0.0.1")
+        return loop[0]
+
+    def _add_workers(self, rec: dict[str, Any], count: int) -> None:
+        shape = rec["shape"]
+        for _ in range(count):
+            idx = rec["next_worker"]
+            rec["next_worker"] += 1
+            name = f"rayscale-{rec['cluster_id']}-w{idx}"
+            cid = self._docker(*self._run_args(rec, name, shape["cpus_per_worker"],
+                                               shape["memory_per_worker_gib"] + shape["object_store_gib"]),
+                               self.image, "ray", "start", "--block",
+                               f"--address={rec['head']['name']}:6379",
+                               f"--num-cpus={shape['cpus_per_worker']}",
+                               f"--memory={int(shape['memory_per_worker_gib'] * GIB)}",
+                               f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
+                               "--include-log-monitor=false", "--disable-usage-stats")
+            rec["workers"].append({"index": idx, "name": name, "id": cid})
+
+    def _ip(self, name: str) -> str:
+        return self._docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                            name, check=False)
+
+    def down(self) -> None:
+        rec = self.state.read()
+        if rec and rec.get("provider") == self.name:
+            self._teardown(rec)
+        self.state.clear()
+
+    def _teardown(self, rec: dict[str, Any]) -> None:
+        cid = rec.get("cluster_id")
+        if not cid:
+            return
+        ids = self._docker("ps", "-aq", "--filter", f"label=rayscale.cluster={cid}", check=False).split()
+        if ids:
+            # SIGTERM lets each `ray start` drain its node; whatever remains after 10 s is killed.
+            self._docker("stop", "-t", "10", *ids, check=False, timeout=60)
+            self._docker("rm", "-f", *ids, check=False, timeout=60)
+        self._docker("network", "rm", rec.get("network", ""), check=False)
+        self._docker("volume", "rm", "-f", rec.get("volume", ""), check=False)
+
+    def scale(self, workers: int, timeout: float = 180.0) -> None:
+        rec = self._record()
+        if not self.is_running():
+            raise UserError("the cluster's head container is not running",
+                            "run `rayscale cluster down` then `rayscale cluster up` again")
+        running = set(self._docker("ps", "-q", "--no-trunc", "--filter",
+                                   f"label=rayscale.cluster={rec['cluster_id']}").split())
+        gone = [w for w in rec["workers"] if w["id"] not in running]
+        if gone:
+            self._docker("rm", "-f", *(w["id"] for w in gone), check=False)
+        rec["workers"] = [w for w in rec["workers"] if w["id"] in running]
+        have = len(rec["workers"])
+        if workers > have:
+            self.check_fits(workers)
+            self._add_workers(rec, workers - have)
+        elif workers < have:
+            leaving = rec["workers"][workers:]
+            rec["workers"] = rec["workers"][:workers]
+            ids = [w["id"] for w in leaving]
+            self._docker("stop", "-t", "10", *ids, timeout=60)
+            self._docker("rm", "-f", *ids, check=False)
+        self.state.write(rec)
+        self.wait_ready(workers, timeout)
+
+    # ---- readiness / endpoint / status ------------------------------------------------
+
+    def wait_ready(self, workers: int, timeout: float = 180.0) -> None:
+        rec = self._record()
+        want = {w["name"]: "" for w in rec["workers"]}
+        if len(want) != workers:
+            raise UserError(f"the cluster has {len(want)} workers, not {workers}",
+                            f"run `rayscale cluster scale --workers {workers}`")
+        deadline = time.monotonic() + timeout
+        while True:
+            for name in want:
+                want[name] = want[name] or self._ip(name)
+            try:
+                alive = {n.address for n in gcs.nodes(rec["gcs_address"], self.state.token())
+                         if n.alive and not n.is_head}
+            except Exception:  # the GCS may still be starting
+                alive = set()
+            if set(want.values()) == alive and all(want.values()):
+                return
+            if time.monotonic() > deadline:
+                missing = [n for n, ip in want.items() if ip not in alive]
+                raise UserError(f"workers {', '.join(missing)} not alive after {timeout:.0f} s",
+                                f"read `docker logs {missing[0] if missing else rec['head']['name']}`")
+            time.sleep(0.25)
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self._record()["dashboard_url"], self.state.token())
+
+    def status(self) -> ClusterStatus:
+        rec = self._record()
+        names = {self._ip(w["name"]): w["name"] for w in rec["workers"]}
+        st = ClusterStatus(self.name, rec["dashboard_url"])
+        try:
+            found = gcs.nodes(rec["gcs_address"], self.state.token())
+        except Exception as e:
+            raise UserError(f"cannot reach the cluster's GCS at {rec['gcs_address']} ({type(e).__name__})",
+                            "is it still running? `rayscale cluster down` clears a dead cluster") from None
+        for n in sorted(found, key=lambda n: (not n.is_head, n.address)):
+            if not n.is_head and n.address not in names:
+                continue  # a worker removed by an earlier scale-down
+            st.nodes.append(NodeInfo(
+                node_id=n.node_id, role="head" if n.is_head else "worker",
+                state="alive" if n.alive else "dead", cpus=n.cpus,
+                memory_gib=round(n.memory_bytes / GIB, 2),
+                address=rec["head"]["name"] if n.is_head else names[n.address]))
+        return st

@@ -1,0 +1,107 @@
+"""The kit's image and the docker provider, on a real Docker engine.
+
+.ci/run installs and starts the engine and builds the image (make image-base, make image)
+before the tests; elsewhere these tests skip when no engine or image is there, and fail
+under CI (env CI set), where a skip would hide a broken build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+from conftest import TINY, run_cli
+
+DOCKER = os.environ.get("RAYSCALE_DOCKER") or shutil.which("docker") or "docker"
+IMAGE = os.environ.get("RAYSCALE_IMAGE", "rayscale:0.1.0")
+
+
+def _docker(*args, timeout=300):
+    return subprocess.run([DOCKER, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def _ready() -> str | None:
+    try:
+        if _docker("info", timeout=20).returncode != 0:
+            return "no Docker engine answers"
+    except (OSError, subprocess.TimeoutExpired):
+        return "no docker command"
+    if not _docker("images", "-q", IMAGE).stdout.strip():
+        return f"image {IMAGE} not built (make image)"
+    return None
+
+
+_why = _ready()
+if _why and os.environ.get("CI"):
+    pytest.fail(f"docker tests cannot run under CI: {_why}", pytrace=False)
+pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.cluster]
+
+
+def _result(text: str) -> dict:
+    (line,) = [x for x in text.splitlines() if x.startswith("RAYSCALE_RESULT ")]
+    return json.loads(line.split(" ", 1)[1])
+
+
+def test_image_runs_the_job_as_non_root():
+    p = _docker("run", "--rm", IMAGE, "python", "tune_xgboost.py", "--mode", "sequential", *TINY,
+                "--num-samples", 2, "--storage-path", "/tmp/results")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rec = _result(p.stdout)
+    assert rec["trials_completed"] == 2 and rec["versions"]["ray"] == "2.60.0"
+    ident = _docker("run", "--rm", IMAGE, "sh", "-c", "id -u; command -v wget; python -c 'import xgboost'")
+    assert ident.returncode == 0, ident.stderr
+    uid, wget = ident.stdout.split()[:2]
+    assert uid == "1000" and wget.endswith("wget")
+    labels = json.loads(_docker("image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout)
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.source"]
+
+
+def _leftovers(cid: str) -> list[str]:
+    out = []
+    for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
+        out += _docker(*kind, "--filter", f"label=rayscale.cluster={cid}").stdout.split()
+    return out
+
+
+def test_docker_provider_cluster_end_to_end(tmp_path):
+    state = tmp_path / "state"
+    up = run_cli("cluster", "up", "--provider", "docker", "--image", IMAGE, "--workers", 2,
+                 "--memory-per-worker", 1, state_dir=state, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    rec = json.loads((state / "cluster.json").read_text())
+    cid = rec["cluster_id"]
+    try:
+        assert rec["dashboard_url"].startswith("http://127.0.0.1:")
+        ports = _docker("port", rec["head"]["name"]).stdout
+        assert "0.0.0.0" not in ports and "127.0.0.1" in ports  # nothing published beyond loopback
+        st = json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
+        assert st["alive_workers"] == 2 and [n["cpus"] for n in st["nodes"] if n["role"] == "head"] == [0]
+        p = run_cli("job", "submit", "--json", "--", *TINY, "--num-samples", 4, "--scheduler", "fifo",
+                    state_dir=state, timeout=300)
+        assert p.returncode == 0, p.stderr
+        res = json.loads(p.stdout)
+        assert res["trials_completed"] == 4 and res["cluster"]["worker_nodes"] == 2
+        assert len({t["node_id"] for t in res["trials"]}) >= 1
+        run_cli("cluster", "scale", "--workers", 1, state_dir=state, check=True, timeout=300)
+        st = json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
+        assert st["alive_workers"] == 1
+        p = run_cli("job", "submit", "--json", "--", *TINY, "--num-samples", 2, state_dir=state, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["cluster"]["worker_nodes"] == 1
+    finally:
+        run_cli("cluster", "down", state_dir=state, timeout=300)
+    assert _leftovers(cid) == []
+    assert not (state / "cluster.json").exists()
+
+
+def test_missing_image_is_a_clear_error(tmp_path):
+    p = run_cli("cluster", "up", "--provider", "docker", "--image", "rayscale:no-such-tag",
+                state_dir=tmp_path / "s")
+    from conftest import assert_one_line_error
+
+    assert_one_line_error(p, "rayscale:no-such-tag", "make image")
+    assert not (tmp_path / "s" / "cluster.json").exists()
