@@ -105,3 +105,37 @@ def test_missing_image_is_a_clear_error(tmp_path):
 
     assert_one_line_error(p, "rayscale:no-such-tag", "make image")
     assert not (tmp_path / "s" / "cluster.json").exists()
+
+
+def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
+    """Worker loss on the docker provider: `docker kill` of a worker container mid-search."""
+    import time
+
+    state = tmp_path / "state"
+    run_cli("cluster", "up", "--provider", "docker", "--image", IMAGE, "--workers", 2,
+            "--memory-per-worker", 1, state_dir=state, check=True, timeout=300)
+    rec = json.loads((state / "cluster.json").read_text())
+    job = ["--data", "synthetic:rows=20000,features=20,noise=1.0,seed=3", "--num-samples", 6,
+           "--max-rounds", 240, "--scheduler", "fifo", "--checkpoint-every", 40, "--seed", 5]
+    try:
+        job_id = run_cli("job", "submit", "--no-wait", "--", *job, state_dir=state, check=True).stdout.strip()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            logs = run_cli("job", "logs", job_id, state_dir=state).stdout
+            if "RAYSCALE_PROGRESS" in logs:
+                break
+            time.sleep(0.5)
+        assert _docker("kill", rec["workers"][1]["name"]).returncode == 0
+        status = "RUNNING"
+        deadline = time.monotonic() + 400
+        while status in ("PENDING", "RUNNING") and time.monotonic() < deadline:
+            status = run_cli("job", "status", job_id, state_dir=state).stdout.strip()
+            time.sleep(1)
+        logs = run_cli("job", "logs", job_id, state_dir=state).stdout
+        assert status == "SUCCEEDED", logs[-3000:]
+        res = _result(logs)
+        assert res["trials_completed"] == 6 and res["trials_errored"] == 0
+        assert res["retried_trials"], "the trial on the killed container must be retried"
+    finally:
+        run_cli("cluster", "down", state_dir=state, timeout=300)
+    assert _leftovers(rec["cluster_id"]) == []
