@@ -19,7 +19,7 @@ DOCKER ?= docker
 # TLS-intercepting proxy: make image CA_CERTS=/usr/local/share/ca-certificates
 CA_CERTS ?=
 
-.PHONY: install cluster-up cluster-down submit demo test lint bench clean image image-base
+.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base
 
 install: $(STAMP)
 
@@ -46,8 +46,19 @@ demo: install
 	$(BIN)/rayscale job submit --save results/demo.json -- $(DEMO_ARGS); rc=$$?; \
 	  $(BIN)/rayscale cluster down; exit $$rc
 
-test: install
+test: install scan
 	$(BIN)/pytest -q
+
+SCAN_VENV ?= .venv-scan
+$(SCAN_VENV)/.installed: pyproject.toml
+	@test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["scan"]))')
+	@touch $@
+
+# Security scans: checkov on docker/ (and on k8s/, cluster/ once they exist); each skip is
+# justified inline where it applies. Offline: no guideline download.
+scan: $(SCAN_VENV)/.installed
+	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile -d docker
 
 lint: install
 	$(BIN)/ruff check rayscale job tests
@@ -67,7 +78,7 @@ image-base:
 	DOCKER=$(DOCKER) docker/make-base.sh $(LOCAL_BASE)
 
 clean:
-	rm -rf $(VENV) .rayscale results/*.json
+	rm -rf $(VENV) $(SCAN_VENV) .rayscale results/*.json
 
 # The standard study (synthetic 50k x 40, 16 configs, workers 1,2, FIFO, 3 repeats) and the
 # seven figures; writes results/bench/{bench.json,study.json,points.csv,scaling.png}.

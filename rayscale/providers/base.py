@@ -162,8 +162,11 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def status(self) -> ClusterStatus: ...
 
-    @abc.abstractmethod
-    def down(self) -> None: ...
+    def down(self) -> None:
+        rec = self.state.read()
+        if rec and rec.get("provider") == self.name:
+            self._teardown(rec)
+        self.state.clear()
 
     @abc.abstractmethod
     def is_running(self) -> bool: ...

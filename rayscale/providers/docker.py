@@ -171,12 +171,6 @@ class DockerProvider(Provider):
         return self._docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                             name, check=False)
 
-    def down(self) -> None:
-        rec = self.state.read()
-        if rec and rec.get("provider") == self.name:
-            self._teardown(rec)
-        self.state.clear()
-
     def _teardown(self, rec: dict[str, Any]) -> None:
         cid = rec.get("cluster_id")
         if not cid:

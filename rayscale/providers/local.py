@@ -115,12 +115,6 @@ class LocalProvider(Provider):
             self.state.clear(keep_logs=True)  # the error names a log; keep it
             raise
 
-    def down(self) -> None:
-        rec = self.state.read()
-        if rec and rec.get("provider") == self.name:
-            self._teardown(rec)
-        self.state.clear()
-
     def _teardown(self, rec: dict[str, Any]) -> None:
         nodes = [w["proc"] for w in rec.get("workers", [])]
         if rec.get("head"):
