@@ -14,6 +14,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ROOT.parent / "shared" / "datasets"
 RAYSCALE = str(Path(sys.executable).parent / "rayscale")
+# Trials of a few seconds each, so that a node killed right after the first trial ends is
+# always in the middle of one (the gap between trials on a node is ~0.05 s).
+FAULT_JOB = ["--data", "synthetic:rows=40000,features=20,noise=1.0,seed=3", "--num-samples", 8,
+             "--max-rounds", 300, "--scheduler", "fifo", "--checkpoint-every", 50, "--seed", 5]
+N = 8  # FAULT_JOB's --num-samples
 TINY = ["--data", "synthetic:rows=600,features=6,noise=0.5,seed=1", "--max-rounds", "20"]
 
 

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import FAULT_JOB, TINY, N, run_cli
 
 DOCKER = os.environ.get("RAYSCALE_DOCKER") or shutil.which("docker") or "docker"
 IMAGE = os.environ.get("RAYSCALE_IMAGE", "rayscale:0.1.0")
@@ -115,10 +115,8 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
     run_cli("cluster", "up", "--provider", "docker", "--image", IMAGE, "--workers", 2,
             "--memory-per-worker", 1, state_dir=state, check=True, timeout=300)
     rec = json.loads((state / "cluster.json").read_text())
-    job = ["--data", "synthetic:rows=20000,features=20,noise=1.0,seed=3", "--num-samples", 6,
-           "--max-rounds", 240, "--scheduler", "fifo", "--checkpoint-every", 40, "--seed", 5]
     try:
-        job_id = run_cli("job", "submit", "--no-wait", "--", *job, state_dir=state, check=True).stdout.strip()
+        job_id = run_cli("job", "submit", "--no-wait", "--", *FAULT_JOB, state_dir=state, check=True).stdout.strip()
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             logs = run_cli("job", "logs", job_id, state_dir=state).stdout
@@ -134,7 +132,7 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
         logs = run_cli("job", "logs", job_id, state_dir=state).stdout
         assert status == "SUCCEEDED", logs[-3000:]
         res = _result(logs)
-        assert res["trials_completed"] == 6 and res["trials_errored"] == 0
+        assert res["trials_completed"] == N and res["trials_errored"] == 0
         assert res["retried_trials"], "the trial on the killed container must be retried"
     finally:
         run_cli("cluster", "down", state_dir=state, timeout=300)

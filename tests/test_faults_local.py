@@ -11,12 +11,20 @@ import time
 
 import psutil
 import pytest
-from conftest import RAYSCALE, ROOT, assert_all_gone, kill_all, recorded_pids, run_cli, tree_pids
+from conftest import (
+    FAULT_JOB,
+    RAYSCALE,
+    ROOT,
+    N,
+    assert_all_gone,
+    kill_all,
+    recorded_pids,
+    run_cli,
+    tree_pids,
+)
 
 pytestmark = pytest.mark.cluster
 
-FAULT_JOB = ["--data", "synthetic:rows=20000,features=20,noise=1.0,seed=3", "--num-samples", 6,
-             "--max-rounds", 240, "--scheduler", "fifo", "--checkpoint-every", 40, "--seed", 5]
 
 
 def _wait_for_progress(state, job_id, done: int, timeout=120):
@@ -49,7 +57,7 @@ def test_worker_killed_mid_search_loses_nothing(tmp_path):
             time.sleep(1)
         assert status == "SUCCEEDED", run_cli("job", "logs", job_id, state_dir=state).stdout[-3000:]
         faulty = json.loads((tmp_path / "results" / "fault" / "result.json").read_text())
-        assert faulty["trials_completed"] == 6 and faulty["trials_errored"] == 0
+        assert faulty["trials_completed"] == N and faulty["trials_errored"] == 0
         assert faulty["retried_trials"], "a trial was running on the killed node: it must be retried"
         retried = [t for t in faulty["trials"] if t["retries"]]
         assert retried and all(t["rounds"] == t["config"]["num_boost_round"] for t in retried)
@@ -135,9 +143,9 @@ def test_head_killed_mid_search_then_resumed(tmp_path):
         p = run_cli("job", "resume", "headloss", "--json", "--", *args, state_dir=state, timeout=400)
         assert p.returncode == 0, p.stderr
         done = json.loads(p.stdout)
-        assert done["trials_completed"] == 6 and done["num_samples"] == 6
+        assert done["trials_completed"] == N and done["num_samples"] == N
         ids = [t["trial_id"] for t in done["trials"]]
-        assert len(ids) == 6 and len(set(ids)) == 6  # all of them, none twice
+        assert len(ids) == N and len(set(ids)) == N  # all of them, none twice
         assert sorted(map(json.dumps, (t["config"] for t in done["trials"]))) == sorted(
             set(map(json.dumps, (t["config"] for t in done["trials"]))))
         assert all(t["rounds"] == t["config"]["num_boost_round"] for t in done["trials"])

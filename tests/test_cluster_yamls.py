@@ -1,0 +1,68 @@
+"""The Ray cluster-launcher YAMLs in cluster/: Ray's own schema and validator, and policy.
+
+No cloud here: each file is checked against the JSON schema the installed ray package
+ships for the cluster launcher, then through the same prepare_config / validate_config
+steps `ray up` runs before it launches anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from conftest import ROOT
+
+FILES = sorted((ROOT / "cluster").glob("*.yaml"))
+CLOUD = [f for f in FILES if f.name in ("aws.yaml", "gcp.yaml", "onprem.yaml")]
+SCHEMA = json.loads(open(os.path.join(os.path.dirname(ray.__file__), "autoscaler", "ray-schema.json")).read())
+
+
+def load(f):
+    return yaml.safe_load(f.read_text())
+
+
+def test_the_three_launch_targets_ship():
+    assert {f.name for f in CLOUD} == {"aws.yaml", "gcp.yaml", "onprem.yaml"}
+
+
+@pytest.mark.parametrize("f", CLOUD, ids=lambda f: f.name)
+def test_valid_for_the_installed_ray(f):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = load(f)
+    jsonschema.validate(cfg, SCHEMA)
+    validate_config(prepare_config(cfg))
+    # Keys removed from the launcher: their presence means an outdated example was copied.
+    for old in ("min_workers", "initial_workers", "target_utilization_fraction", "autoscaling_mode",
+                "head_node", "worker_nodes"):
+        assert old not in cfg, f"{f.name}: {old} is no longer a top-level key"
+
+
+@pytest.mark.parametrize("f", CLOUD, ids=lambda f: f.name)
+def test_policy(f):
+    cfg = load(f)
+    image = cfg["docker"]["image"]
+    assert re.search(r":\d+\.\d+\.\d+$", image), f"{f.name}: image {image} is not pinned to a version"
+    assert not image.endswith(":latest")
+    head = " ".join(cfg["head_start_ray_commands"])
+    worker = " ".join(cfg["worker_start_ray_commands"])
+    assert "--num-cpus=0" in head, "the head runs no trials"
+    for cmds in (head, worker):
+        assert "RAY_AUTH_MODE=token" in cmds, "token auth on every node"
+    assert "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]
+    assert "/home/ray/.ray/auth_token" in cfg["file_mounts"], "every node gets the token"
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head, "dashboard not exposed"
+    assert cfg["idle_timeout_minutes"] <= 10
+    # The job is in the image: no setup command installs rayscale, the job or its deps.
+    setup = " ".join(cfg.get("setup_commands", []) + cfg.get("worker_setup_commands", []))
+    assert "xgboost" not in setup and "rayscale" not in setup and "tune_xgboost" not in setup
+    for node_type, spec in cfg.get("available_node_types", {}).items():
+        if node_type == cfg["head_node_type"]:
+            assert spec["resources"].get("CPU") == 0
+        else:
+            assert spec["min_workers"] >= 0 and spec["max_workers"] >= 1
