@@ -56,14 +56,34 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> dict:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return {"pid": p.pid, "create_time": psutil.Process(p.pid).create_time(), "log": str(log)}
+    return {"pid": p.pid, "create_time": psutil.Process(p.pid).create_time(),
+            "start_ticks": start_ticks(p.pid), "log": str(log)}
+
+
+def start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (Linux), or None elsewhere.
+
+    Unlike psutil's create_time, which is derived from the wall clock's idea of boot time,
+    this does not move when the clock is stepped (NTP, VM clock sync, a laptop waking):
+    seen here, a step of 12 s made every running cluster look dead.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def alive(rec: dict) -> bool:
     """Is the recorded process still the one we started (guards against PID reuse)?"""
     try:
         p = psutil.Process(rec["pid"])
-        return abs(p.create_time() - rec["create_time"]) < 0.5 and p.status() != psutil.STATUS_ZOMBIE
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if rec.get("start_ticks") is not None:
+            return start_ticks(p.pid) == rec["start_ticks"]
+        # No /proc: create_time, with room for clock steps but not for a recycled PID.
+        return abs(p.create_time() - rec["create_time"]) < 120
     except (psutil.NoSuchProcess, KeyError):
         return False
 

@@ -137,3 +137,31 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
     finally:
         run_cli("cluster", "down", state_dir=state, timeout=300)
     assert _leftovers(rec["cluster_id"]) == []
+
+
+def test_ctrl_c_during_docker_cluster_up_leaves_nothing(tmp_path):
+    import signal
+    import time
+
+    from conftest import RAYSCALE, ROOT
+
+    state = tmp_path / "state"
+    env = dict(os.environ, RAYSCALE_STATE_DIR=str(state), RAYSCALE_DOCKER=DOCKER)
+    cli = subprocess.Popen([RAYSCALE, "cluster", "up", "--provider", "docker", "--image", IMAGE,
+                            "--workers", "2", "--memory-per-worker", "1"],
+                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cid = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until the head container exists
+        if (state / "cluster.json").exists():
+            cid = json.loads((state / "cluster.json").read_text()).get("cluster_id")
+            if cid and _docker("ps", "-q", "--filter", f"label=rayscale.cluster={cid}").stdout.strip():
+                break
+        time.sleep(0.2)
+    assert cid, "the cluster never started"
+    cli.send_signal(signal.SIGINT)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert _leftovers(cid) == []
+    assert not (state / "cluster.json").exists()

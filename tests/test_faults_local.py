@@ -153,3 +153,38 @@ def test_head_killed_mid_search_then_resumed(tmp_path):
         pids2 = tree_pids(procs2)
         run_cli("cluster", "down", state_dir=state)
     assert_all_gone(pids2, rec2["temp_root"])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return ""
+
+
+def test_ctrl_c_during_scaling_leaves_nothing(tmp_path):
+    """Ctrl-C while a study runs: the cluster it brought up goes, and nothing else stays."""
+    state = tmp_path / "state"
+    before = set(glob.glob("/tmp/rayscale-*"))
+    env = dict(os.environ, RAYSCALE_STATE_DIR=str(state))
+    cli = subprocess.Popen([RAYSCALE, "scaling", "--workers", "1,2", "--memory-per-worker", "1",
+                            "--out", str(tmp_path / "out"), "--", *map(str, FAULT_JOB)],
+                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started: set[int] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the first job of the study is running
+        started |= {c.pid for c in psutil.Process(cli.pid).children(recursive=True)}
+        if any("tune_xgboost.py" in _cmdline(pid) for pid in started):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the study never started its job")
+    started |= {c.pid for c in psutil.Process(cli.pid).children(recursive=True)}
+    cli.send_signal(signal.SIGINT)
+    out, err = cli.communicate(timeout=120)
+    assert cli.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "rayscale: error: interrupted"
+    assert "Traceback" not in err
+    assert_all_gone(started)
+    assert set(glob.glob("/tmp/rayscale-*")) == before
+    assert not (state / "cluster.json").exists()
