@@ -34,11 +34,11 @@ TARGETS = {
 }
 
 
-def submit_to_running(j: jobs.Jobs, tries: int = 3) -> float:
+def submit_to_running(j: jobs.Jobs, storage: Path, tries: int = 3) -> float:
     out = []
     for _ in range(tries):
         t0 = time.perf_counter()
-        job_id = j.submit(TINY + ["--storage-path", "/tmp/rayscale-bench"])
+        job_id = j.submit(TINY + ["--storage-path", str(storage)])
         while j.status(job_id) == "PENDING":
             time.sleep(0.01)
         out.append(time.perf_counter() - t0)
@@ -50,9 +50,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--state-dir", default="/tmp/rayscale-bench-state")
+    ap.add_argument("--state-dir", default=None, help="default: <out>/.state")
     a = ap.parse_args(argv)
     out = Path(a.out)
+    a.state_dir = a.state_dir or str(out / ".state")
     state = StateDir(a.state_dir)
     p = LocalProvider(state, NodeShape.sized(1, 2.0))
     if p.is_running():
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         time.sleep(5)  # let start-up settle before measuring idle memory
         figures["idle_head_rss_gib"] = round(procs.rss_bytes(p.head_pids()) / 2**30, 3)
         j = jobs.Jobs(p.endpoint())
-        figures["submit_to_running_s"] = round(submit_to_running(j), 3)
+        figures["submit_to_running_s"] = round(submit_to_running(j, (out / "probe").resolve()), 3)
         plan = scaling.StudyPlan([1, 2], a.repeats, ["sequential", "joblib"],
                                  STANDARD + ["--scheduler", "fifo"])
         study = scaling.run(p, plan, out, report.say)
