@@ -120,9 +120,6 @@ class Jobs:
     def status(self, job_id: str) -> str:
         return str(self._call(self._client.get_job_status, job_id))
 
-    def info(self, job_id: str):
-        return self._call(self._client.get_job_info, job_id)
-
     def logs(self, job_id: str) -> str:
         return self._call(self._client.get_job_logs, job_id)
 

@@ -18,12 +18,6 @@ from pathlib import Path
 import psutil
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def free_ports(n: int) -> list[int]:
     """n distinct free ports (held open together so the kernel cannot hand out one twice)."""
     socks = []

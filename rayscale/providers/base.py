@@ -186,8 +186,9 @@ class Provider(abc.ABC):
 def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> None:
     """Block until the Job API answers with this token (the last step of every `up`)."""
     import contextlib
-    import time
     import urllib.request
+
+    from rayscale import procs
 
     def ready() -> bool:
         req = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
@@ -195,8 +196,5 @@ def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> Non
             return r.status == 200
         return False
 
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise UserError(f"the Job API at {url} did not answer within {timeout:.0f} s", f"read {where}")
-        time.sleep(0.1)
+    if not procs.wait_for(ready, timeout, interval=0.1):
+        raise UserError(f"the Job API at {url} did not answer within {timeout:.0f} s", f"read {where}")

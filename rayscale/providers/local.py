@@ -129,6 +129,9 @@ class LocalProvider(Provider):
 
     # ---- nodes ------------------------------------------------------------------------
 
+    def _env(self, rec: dict[str, Any]) -> dict[str, str]:
+        return node_env(Path(rec["token_file"]), _lean(rec))
+
     def _log(self, node: str) -> Path:
         """`ray start` output of a node: in the state dir, so it outlives a failed `up`."""
         return self.state.path / "logs" / f"{node}.log"
@@ -173,9 +176,8 @@ class LocalProvider(Provider):
             f"--ray-client-server-port={client_port}",  # not started on a lean head
             *args,
         ]
-        lean = rec.get("dashboard", "jobs") == "jobs"
-        env = node_env(Path(rec["token_file"]), lean)
-        if lean:
+        env = self._env(rec)
+        if _lean(rec):
             env["RAYSCALE_DASHBOARD_MODULES"] = LEAN_MODULES
         proc = procs.spawn(argv, env, self._log("head"))
         rec["head"] = {
@@ -212,8 +214,7 @@ class LocalProvider(Provider):
                 f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
                 *args,
             ]
-            lean = rec.get("dashboard", "jobs") == "jobs"
-            proc = procs.spawn(argv, node_env(Path(rec["token_file"]), lean), self._log(f"w{idx}"))
+            proc = procs.spawn(argv, self._env(rec), self._log(f"w{idx}"))
             rec["workers"].append(
                 {
                     "index": idx,
@@ -331,3 +332,8 @@ class LocalProvider(Provider):
 
 def _port_of(args: list[str], flag: str) -> int:
     return int(next(a.split("=", 1)[1] for a in args if a.startswith(flag + "=")))
+
+
+def _lean(rec: dict[str, Any]) -> bool:
+    """`--dashboard jobs` (the default): the lean head and no metrics export."""
+    return rec.get("dashboard", "jobs") == "jobs"
