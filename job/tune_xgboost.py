@@ -187,6 +187,12 @@ def run_tune(a, configs, payload) -> dict:
         ray.init(logging_level="WARNING", log_to_driver=False)
     else:  # from a shell: a private single-node Ray for this run
         ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
+    # The driver's working dir is Ray's unpacked copy of job/. Where nodes share one session
+    # dir (Ray's fake multi-node clusters) another node's agent unpacks it again in place,
+    # and a cwd that vanished breaks Tune's relative-path handling: run from the storage path.
+    storage = os.path.abspath(os.path.expanduser(a.storage_path))
+    os.makedirs(storage, exist_ok=True)
+    os.chdir(storage)
     progress = Progress(len(configs))
     if a.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -202,7 +208,7 @@ def run_tune(a, configs, payload) -> dict:
     )
     run_config = tune.RunConfig(
         name=a.name,
-        storage_path=os.path.abspath(os.path.expanduser(a.storage_path)),
+        storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=a.max_failures),
         callbacks=[progress.callback],
         verbose=0,

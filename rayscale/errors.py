@@ -17,3 +17,7 @@ class UserError(Exception):
 
     def line(self) -> str:
         return f"{self.problem}; {self.fix}" if self.fix else self.problem
+
+
+class Unreachable(UserError):
+    """The cluster's dashboard / Job API did not answer (down, or its forward dropped)."""

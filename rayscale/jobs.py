@@ -16,13 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayscale.errors import UserError
+from rayscale.errors import Unreachable, UserError
 from rayscale.providers.base import Endpoint
 
 RESULT_MARKER = "RAYSCALE_RESULT "
 PROGRESS_MARKER = "RAYSCALE_PROGRESS "
 ERROR_MARKER = "RAYSCALE_ERROR "
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+# How long a job being followed may be out of reach: a port-forward that drops is back
+# within seconds (rayscale.forward restarts it); a head that is gone is reported after this.
+RECONNECT_GRACE = 60.0
+AGENT_GRACE = 30.0
 
 # Never shipped to the cluster: VCS data, caches, and data files (data goes by path or URL).
 EXCLUDES = [".git", "__pycache__", "*.pyc", ".pytest_cache", "*.csv", "*.parquet", "*.pq",
@@ -102,8 +106,20 @@ class Jobs:
         check_job_dir(job_dir)
         entrypoint = shlex.join(["python", "tune_xgboost.py", *localise_paths(job_args)])
         runtime_env = {"working_dir": str(job_dir), "excludes": EXCLUDES}
-        return self._call(self._client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
-                          submission_id=submission_id, metadata=metadata or {})
+        deadline = time.monotonic() + AGENT_GRACE
+        while True:
+            try:
+                return self._call(self._client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
+                                  submission_id=submission_id, metadata=metadata or {})
+            except RuntimeError as e:
+                # Ray's own advice for this one: the head's job agent is (re)registering,
+                # seen right after the autoscaler removed nodes.
+                if "No available agent" not in str(e):
+                    raise
+                if time.monotonic() > deadline:
+                    raise UserError(f"the head's job agent did not take the job in {AGENT_GRACE:.0f} s",
+                                    "submit again; if it persists read the head's dashboard_agent.log") from None
+                time.sleep(1.0)
 
     def resume(self, name: str, job_args: list[str], job_dir: Path | None = None) -> str:
         """Resubmit a search that lost its head: Tune restores it from its storage path.
@@ -134,10 +150,19 @@ class Jobs:
         """Follow the job until it ends; hand each progress record to on_progress."""
         deadline = time.monotonic() + timeout if timeout else None
         seen = 0
+        lost_since: float | None = None
         while True:
-            status = self.status(job_id)
+            try:
+                status = self.status(job_id)
+                text = self.logs(job_id) if on_progress else ""
+                lost_since = None
+            except Unreachable:
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > RECONNECT_GRACE:
+                    raise
+                time.sleep(1.0)
+                continue
             if on_progress:
-                text = self.logs(job_id)
                 for line in text[seen:].splitlines():
                     if line.startswith(PROGRESS_MARKER):
                         on_progress(json.loads(line[len(PROGRESS_MARKER):]))
@@ -197,7 +222,7 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
         raise UserError(f"the cluster at {endpoint.url} rejected the token",
                         "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN") from None
     except (requests.exceptions.ConnectionError, ConnectionError):
-        raise UserError(f"cannot reach the Ray dashboard at {endpoint.url}",
+        raise Unreachable(f"cannot reach the Ray dashboard at {endpoint.url}",
                         "is the cluster up (`rayscale cluster status`)? check --address") from None
     except RuntimeError as e:
         msg = str(e)
@@ -210,6 +235,6 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
         if "does not exist" in msg or "404" in msg:
             raise UserError(f"{msg.splitlines()[0]}", "list jobs with `rayscale job list`") from None
         if "Failed to connect" in msg or "Connection refused" in msg or "Timed out" in msg:
-            raise UserError(f"cannot reach the Ray dashboard at {endpoint.url}",
+            raise Unreachable(f"cannot reach the Ray dashboard at {endpoint.url}",
                             "is the cluster up (`rayscale cluster status`)? check --address") from None
         raise

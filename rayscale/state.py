@@ -21,6 +21,7 @@ from rayscale.errors import UserError
 CLUSTER_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"
 LOCK_FILE = "lock"
+CONFIG_DIR = "config"  # configs a provider renders for its cluster (ray-up YAML, manifests)
 
 
 def resolve(state_dir: str | os.PathLike | None = None) -> Path:
@@ -38,6 +39,10 @@ class StateDir:
     @property
     def cluster_file(self) -> Path:
         return self.path / CLUSTER_FILE
+
+    @property
+    def config_dir(self) -> Path:
+        return self.path / CONFIG_DIR
 
     @property
     def token_file(self) -> Path:
@@ -90,6 +95,7 @@ class StateDir:
         for name in (CLUSTER_FILE, TOKEN_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()
+        shutil.rmtree(self.config_dir, ignore_errors=True)
         if not keep_logs:
             shutil.rmtree(self.path / "logs", ignore_errors=True)
 

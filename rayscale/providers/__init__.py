@@ -6,7 +6,7 @@ from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape, Provider
 from rayscale.state import StateDir
 
-NAMES = ("local", "docker")
+NAMES = ("local", "docker", "ray-up")
 
 
 def get(name: str, state: StateDir, shape: NodeShape | None = None, **options) -> Provider:
@@ -18,6 +18,10 @@ def get(name: str, state: StateDir, shape: NodeShape | None = None, **options) -
         from rayscale.providers.docker import DockerProvider
 
         return DockerProvider(state, shape, **options)
+    if name == "ray-up":
+        from rayscale.providers.ray_up import RayUpProvider
+
+        return RayUpProvider(state, shape, **options)
     raise UserError(
         f"unknown provider {name!r}",
         f"choose one of: {', '.join(NAMES)}",

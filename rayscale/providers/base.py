@@ -109,6 +109,7 @@ class NodeShape:
 
 class Provider(abc.ABC):
     name: str = ""
+    default_timeout: float = 180.0  # seconds up / scale / wait_ready wait when not told
 
     def __init__(self, state: StateDir, shape: NodeShape | None = None, **options: Any):
         self.state = state
@@ -116,7 +117,7 @@ class Provider(abc.ABC):
         self.options = options
 
     @abc.abstractmethod
-    def up(self, workers: int, timeout: float = 120.0) -> None: ...
+    def up(self, workers: int, timeout: float | None = None) -> None: ...
 
     @abc.abstractmethod
     def _teardown(self, rec: dict[str, Any]) -> None:
@@ -151,10 +152,10 @@ class Provider(abc.ABC):
         return rec
 
     @abc.abstractmethod
-    def scale(self, workers: int, timeout: float = 120.0) -> None: ...
+    def scale(self, workers: int, timeout: float | None = None) -> None: ...
 
     @abc.abstractmethod
-    def wait_ready(self, workers: int, timeout: float = 120.0) -> None: ...
+    def wait_ready(self, workers: int, timeout: float | None = None) -> None: ...
 
     @abc.abstractmethod
     def endpoint(self) -> Endpoint: ...

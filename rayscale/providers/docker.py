@@ -84,7 +84,8 @@ class DockerProvider(Provider):
         state = self._docker("inspect", "-f", "{{.State.Running}}", rec["head"]["name"], check=False)
         return state == "true"
 
-    def up(self, workers: int, timeout: float = 180.0) -> None:
+    def up(self, workers: int, timeout: float | None = None) -> None:
+        timeout = timeout or self.default_timeout
         self._claim_state()
         self._docker("version", "--format", "{{.Server.Version}}", timeout=30)
         if not self._docker("images", "-q", self.image):
@@ -181,7 +182,8 @@ class DockerProvider(Provider):
         self._docker("network", "rm", rec.get("network", ""), check=False)
         self._docker("volume", "rm", "-f", rec.get("volume", ""), check=False)
 
-    def scale(self, workers: int, timeout: float = 180.0) -> None:
+    def scale(self, workers: int, timeout: float | None = None) -> None:
+        timeout = timeout or self.default_timeout
         rec = self._record()
         if not self.is_running():
             raise UserError("the cluster's head container is not running",
@@ -207,7 +209,8 @@ class DockerProvider(Provider):
 
     # ---- readiness / endpoint / status ------------------------------------------------
 
-    def wait_ready(self, workers: int, timeout: float = 180.0) -> None:
+    def wait_ready(self, workers: int, timeout: float | None = None) -> None:
+        timeout = timeout or self.default_timeout
         rec = self._record()
         want = {w["name"]: "" for w in rec["workers"]}
         if len(want) != workers:

@@ -85,7 +85,8 @@ class LocalProvider(Provider):
                 "use fewer --workers or a smaller --memory-per-worker",
             )
 
-    def up(self, workers: int, timeout: float = 120.0) -> None:
+    def up(self, workers: int, timeout: float | None = None) -> None:
+        timeout = timeout or self.default_timeout
         self._claim_state()
         self.check_fits(workers)
         token_file = self.state.new_token()
@@ -224,7 +225,8 @@ class LocalProvider(Provider):
                 }
             )
 
-    def scale(self, workers: int, timeout: float = 120.0) -> None:
+    def scale(self, workers: int, timeout: float | None = None) -> None:
+        timeout = timeout or self.default_timeout
         rec = self._record()
         if not procs.alive(rec["head"]["proc"]):
             raise UserError(
@@ -261,7 +263,8 @@ class LocalProvider(Provider):
             return set()
         return {n.node_manager_port for n in found if n.alive and not n.is_head}
 
-    def wait_ready(self, workers: int, timeout: float = 120.0) -> None:
+    def wait_ready(self, workers: int, timeout: float | None = None) -> None:
+        timeout = timeout or self.default_timeout
         rec = self._record()
         want = {w["node_manager_port"] for w in rec["workers"]}
         if len(want) != workers:

@@ -1,0 +1,371 @@
+"""The ray-up provider: a cluster made by Ray's cluster launcher from one of cluster/*.yaml.
+
+rayscale renders the user's YAML into the state dir (the same file every later `ray`
+command is given, so `ray up`, `ray dashboard` and `ray down` agree on the cluster name),
+with three changes:
+
+- the worker node type's ``min_workers`` and ``max_workers`` both set to the requested
+  count: the autoscaler launches up to the floor and terminates nodes over the ceiling
+  ("max_workers_per_type"), so the cluster holds exactly N workers while the study runs;
+- the auth token mount points at the state dir's token, made fresh for this cluster;
+- for the fake multi-node provider, the GCS address of the local head.
+
+Scaling writes the rendered YAML again and pushes it with ``ray up -y --no-restart``: the
+head's monitor re-reads its config and launches or removes workers. We do not use
+``ray.autoscaler.sdk.request_resources``: its request is a floor that persists until it is
+replaced, so it would keep workers alive after a scale-down.
+
+The dashboard and Job API stay on the head's loopback; rayscale reaches them through
+``ray dashboard`` (an SSH tunnel) run under a managed forward (rayscale.forward), which
+restarts it when it drops.
+
+The fake multi-node provider cannot be launched with ``ray up`` in Ray 2.60, so for
+``provider.type: fake_multinode`` the head is started here with ``ray start --head
+--autoscaling-config`` and RAY_FAKE_CLUSTER=1; everything after that (scale, wait,
+status, jobs) runs the same code as a cloud cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rayscale import dashboard, forward, procs
+from rayscale.errors import UserError
+from rayscale.headnode import LEAN_MODULES
+from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, wait_job_api
+from rayscale.providers.local import ray_executable
+
+GIB = 1024**3
+REMOTE_DASHBOARD_PORT = 8265
+TOKEN_SOURCE = "~/.ray/auth_token"
+CLOUD_TIMEOUT = 900.0  # VMs take minutes to boot and run their setup
+FAKE_TIMEOUT = 180.0
+
+
+def ray_cli() -> str:
+    """The `ray` command to launch with: $RAYSCALE_RAY (e.g. a venv with boto3), else the kit's."""
+    return os.environ.get("RAYSCALE_RAY") or ray_executable()
+
+
+# ---- the rendered config ---------------------------------------------------------------
+
+def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
+    if not path:
+        raise UserError("the ray-up provider needs a cluster config",
+                        "pass --config cluster/aws.yaml (or gcp.yaml, onprem.yaml, local-autoscale.yaml)")
+    p = Path(path).expanduser()
+    try:
+        cfg = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise UserError(f"cannot read cluster config {p}: {e.strerror}",
+                        "pass an existing file with --config") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"cluster config {p} is not valid YAML ({str(e).splitlines()[0]})",
+                        "fix the file; cluster/aws.yaml is a working example") from None
+    if not isinstance(cfg, dict) or "provider" not in cfg:
+        raise UserError(f"cluster config {p} has no provider section",
+                        "start from one of the kit's cluster/*.yaml")
+    return cfg
+
+
+def worker_type(cfg: dict[str, Any]) -> str | None:
+    """The one worker node type rayscale scales (None on on-prem hosts: Ray makes it)."""
+    if cfg["provider"].get("type") == "local":
+        return None
+    types = cfg.get("available_node_types") or {}
+    head = cfg.get("head_node_type")
+    workers = [t for t in types if t != head]
+    if len(workers) != 1:
+        raise UserError(
+            f"the cluster config needs exactly one worker node type, found {len(workers)} "
+            f"({', '.join(workers) or 'none'})",
+            "keep one worker type in available_node_types besides the head's",
+        )
+    return workers[0]
+
+
+def pin_workers(cfg: dict[str, Any], workers: int) -> None:
+    """Set the config's worker floor and ceiling both to `workers`, in place."""
+    wt = worker_type(cfg)
+    if wt is None:
+        # On-prem: Ray moves the top-level min / max into the node type it generates.
+        hosts = len(cfg["provider"].get("worker_ips") or [])
+        if workers > hosts:
+            raise UserError(f"{workers} workers wanted but the config lists {hosts} worker_ips",
+                            f"use --workers {hosts} or fewer, or add hosts to provider.worker_ips")
+        cfg["min_workers"] = cfg["max_workers"] = workers
+        return
+    node = cfg["available_node_types"][wt]
+    node["min_workers"] = node["max_workers"] = workers
+    cfg["max_workers"] = max(int(cfg.get("max_workers", 0)), workers)
+
+
+def render(cfg: dict[str, Any], workers: int, token_file: Path) -> dict[str, Any]:
+    """The config rayscale launches: exactly `workers` workers, this cluster's token."""
+    out = copy.deepcopy(cfg)
+    pin_workers(out, workers)
+    if out["provider"].get("type") == "fake_multinode":
+        return out  # local processes read the token from the environment
+    mounts = out.get("file_mounts") or {}
+    targets = [dst for dst, src in mounts.items()
+               if os.path.expanduser(str(src)) == os.path.expanduser(TOKEN_SOURCE)]
+    if not targets:
+        raise UserError(
+            f"the cluster config does not mount the auth token ({TOKEN_SOURCE}) onto its nodes",
+            "add `file_mounts: {/home/ray/.ray/auth_token: ~/.ray/auth_token}` as cluster/aws.yaml does",
+        )
+    for dst in targets:
+        mounts[dst] = str(token_file)
+    out["file_mounts"] = mounts
+    return out
+
+
+# ---- launchers: how the head is made and the config pushed -----------------------------
+
+class CloudLauncher:
+    """`ray up` / `ray down` / `ray dashboard`, on the rendered YAML."""
+
+    kind = "ray-up"
+    timeout = CLOUD_TIMEOUT
+
+    @staticmethod
+    def up_argv(config: str) -> list[str]:
+        return [ray_cli(), "up", "-y", "--no-config-cache", config]
+
+    @staticmethod
+    def apply_argv(config: str) -> list[str]:
+        # --no-restart: push the new min/max workers to the running head's monitor.
+        return [ray_cli(), "up", "-y", "--no-restart", "--no-config-cache", config]
+
+    @staticmethod
+    def down_argv(config: str) -> list[str]:
+        return [ray_cli(), "down", "-y", config]
+
+    @staticmethod
+    def forward_argv(config: str, port: int) -> list[str]:
+        return [ray_cli(), "dashboard", "--port", str(port),
+                "--remote-port", str(REMOTE_DASHBOARD_PORT), "--no-config-cache", config]
+
+    def __init__(self, provider: RayUpProvider):
+        self.p = provider
+
+    def prepare(self, rec: dict[str, Any], cfg: dict[str, Any]) -> None:
+        pass
+
+    def start(self, rec: dict[str, Any]) -> None:
+        self.p._ray(self.up_argv(rec["config"]), "ray-up")
+        self.p._open_forward(rec, self.forward_argv(rec["config"], rec["forward_port"]))
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        self.p._ray(self.apply_argv(rec["config"]), "ray-up")
+
+    def stop(self, rec: dict[str, Any]) -> None:
+        if Path(rec.get("config", "")).is_file():
+            self.p._ray(self.down_argv(rec["config"]), "ray-down", check=False)
+
+    def head_alive(self, rec: dict[str, Any]) -> bool:
+        return True  # only the dashboard, through the tunnel, can tell
+
+
+class FakeLauncher:
+    """Ray's fake multi-node provider: the head here, worker nodes launched by its autoscaler."""
+
+    kind = "fake"
+    timeout = FAKE_TIMEOUT
+
+    def __init__(self, provider: RayUpProvider):
+        self.p = provider
+
+    def prepare(self, rec: dict[str, Any], cfg: dict[str, Any]) -> None:
+        gcs_port, dash, client, metrics = procs.free_ports(4)
+        rec.update(gcs_port=gcs_port, dashboard_url=f"http://127.0.0.1:{dash}",
+                   ports={"dashboard": dash, "client": client, "metrics": metrics},
+                   temp_root=tempfile.mkdtemp(prefix="rayscale-"))
+        cfg["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
+
+    def start(self, rec: dict[str, Any]) -> None:
+        from rayscale.providers.local import node_env
+
+        env = node_env(self.p.state.token_file)
+        env.update(RAY_FAKE_CLUSTER="1", RAYSCALE_DASHBOARD_MODULES=LEAN_MODULES)
+        ports = rec["ports"]
+        rec["head"] = procs.spawn([
+            sys.executable, "-m", "rayscale.headnode", "start", "--head", "--block",
+            f"--port={rec['gcs_port']}", "--num-cpus=0", f"--temp-dir={rec['temp_root']}",
+            f"--memory={GIB}", f"--object-store-memory={GIB // 4}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={ports['dashboard']}",
+            f"--ray-client-server-port={ports['client']}", f"--metrics-export-port={ports['metrics']}",
+            f"--autoscaling-config={rec['config']}", "--include-log-monitor=false",
+            "--disable-usage-stats",
+        ], env, self.p.state.path / "logs" / "head.log")
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        pass  # the monitor re-reads its config file on every update (~5 s)
+
+    def stop(self, rec: dict[str, Any]) -> None:
+        if rec.get("head"):
+            procs.stop(rec["head"])  # its session holds the worker nodes the autoscaler made
+        if rec.get("temp_root"):
+            shutil.rmtree(rec["temp_root"], ignore_errors=True)
+
+    def head_alive(self, rec: dict[str, Any]) -> bool:
+        return bool(rec.get("head")) and procs.alive(rec["head"])
+
+
+# ---- the provider ----------------------------------------------------------------------
+
+class RayUpProvider(Provider):
+    name = "ray-up"
+
+    def _launcher(self, rec: dict[str, Any]) -> CloudLauncher | FakeLauncher:
+        return (FakeLauncher if rec.get("launcher") == "fake" else CloudLauncher)(self)
+
+    def _ray(self, argv: list[str], what: str, check: bool = True) -> None:
+        """Run a `ray` launcher command, its output to the state dir's logs."""
+        log = self.state.path / "logs" / f"{what}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            out.write(f"$ {' '.join(argv)}\n".encode())
+            out.flush()
+            try:
+                rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    timeout=CLOUD_TIMEOUT).returncode
+            except FileNotFoundError:
+                raise UserError(f"the `ray` command {argv[0]} is not installed",
+                                "run `make install`, or point RAYSCALE_RAY at a `ray` CLI") from None
+            except subprocess.TimeoutExpired:
+                rc = -1
+        if check and rc != 0:
+            tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            raise UserError(f"`ray {argv[1]}` failed: {tail[-1].strip()[:300] if tail else rc}",
+                            f"read {log}")
+
+    def _write_config(self, rec: dict[str, Any], cfg: dict[str, Any]) -> None:
+        self.state.config_dir.mkdir(parents=True, exist_ok=True)
+        Path(rec["config"]).write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def _open_forward(self, rec: dict[str, Any], argv: list[str]) -> None:
+        try:
+            rec["forward"] = forward.start(argv, rec["forward_port"],
+                                           self.state.path / "logs" / "forward.log", timeout=60)
+        except TimeoutError as e:
+            raise UserError(f"the dashboard tunnel did not open: {e}",
+                            f"read {self.state.path / 'logs' / 'forward.log'}") from None
+        self.state.write(rec)
+
+    def _ensure_forward(self, rec: dict[str, Any]) -> None:
+        """Restart the tunnel's supervisor if it is gone (the supervisor restarts the tunnel)."""
+        if rec.get("launcher") == "ray-up" and not procs.alive(rec.get("forward") or {"pid": -1}):
+            self._open_forward(rec, CloudLauncher.forward_argv(rec["config"], rec["forward_port"]))
+
+    # ---- up / scale / down ----------------------------------------------------------------
+
+    def up(self, workers: int, timeout: float | None = None) -> None:
+        self._claim_state()
+        source = self.options.get("config")
+        cfg = load_config(source)
+        fake = cfg["provider"].get("type") == "fake_multinode"
+        token_file = self.state.new_token()
+        rendered = render(cfg, workers, token_file)
+        port = procs.free_ports(1)[0]
+        rec: dict[str, Any] = {
+            "provider": self.name, "created": time.time(), "source_config": str(Path(source).resolve()),
+            "cluster_name": rendered.get("cluster_name", "default"), "launcher": "fake" if fake else "ray-up",
+            "config": str(self.state.config_dir / "cluster.yaml"),
+            "workers": workers, "forward_port": port, "dashboard_url": f"http://127.0.0.1:{port}",
+        }
+        launcher = self._launcher(rec)
+        timeout = timeout or launcher.timeout
+        try:
+            launcher.prepare(rec, rendered)
+            self._write_config(rec, rendered)
+            self.state.write(rec)
+            launcher.start(rec)
+            self.state.write(rec)
+            self.wait_ready(workers, timeout)
+            wait_job_api(rec["dashboard_url"], self.state.token(), timeout, str(self.state.path / "logs"))
+        except BaseException:
+            self._teardown(rec)
+            self.state.clear(keep_logs=True)
+            raise
+
+    def scale(self, workers: int, timeout: float | None = None) -> None:
+        rec = self._record()
+        launcher = self._launcher(rec)
+        if not self.is_running():
+            raise UserError("the cluster's head does not answer",
+                            "run `rayscale cluster down` then `rayscale cluster up` again")
+        cfg = yaml.safe_load(Path(rec["config"]).read_text())
+        pin_workers(cfg, workers)
+        self._write_config(rec, cfg)
+        launcher.apply(rec)
+        rec["workers"] = workers
+        self.state.write(rec)
+        self.wait_ready(workers, timeout or launcher.timeout)
+
+    def _teardown(self, rec: dict[str, Any]) -> None:
+        if rec.get("forward"):
+            procs.stop(rec["forward"], grace=5)
+        self._launcher(rec).stop(rec)
+        shutil.rmtree(self.state.config_dir, ignore_errors=True)
+
+    def is_running(self) -> bool:
+        rec = self.state.read()
+        if not rec or rec.get("provider") != self.name or not self._launcher(rec).head_alive(rec):
+            return False
+        self._ensure_forward(rec)
+        return procs.wait_for(lambda: dashboard.alive_workers(rec["dashboard_url"], self.state.token())
+                              is not None, 15, interval=0.5)
+
+    # ---- readiness / endpoint / status ----------------------------------------------------
+
+    def wait_ready(self, workers: int, timeout: float | None = None) -> None:
+        rec = self._record()
+        launcher = self._launcher(rec)
+        timeout = timeout or launcher.timeout
+        deadline = time.monotonic() + timeout
+        alive: int | None = None
+        while True:
+            alive = dashboard.alive_workers(rec["dashboard_url"], self.state.token())
+            if alive == workers:
+                return
+            if not launcher.head_alive(rec):
+                raise UserError("the Ray head exited while the cluster was starting",
+                                f"read {self.state.path / 'logs'}")
+            if time.monotonic() > deadline:
+                seen = "the dashboard did not answer" if alive is None else f"{alive} alive"
+                raise UserError(f"{workers} workers wanted, {seen} after {timeout:.0f} s",
+                                "read `ray monitor` / the autoscaler log on the head, or raise --timeout")
+            time.sleep(0.5)
+
+    def endpoint(self) -> Endpoint:
+        rec = self._record()
+        self._ensure_forward(rec)
+        return Endpoint(rec["dashboard_url"], self.state.token())
+
+    def status(self) -> ClusterStatus:
+        rec = self._record()
+        self._ensure_forward(rec)
+        try:
+            found = dashboard.nodes(rec["dashboard_url"], self.state.token())
+        except OSError as e:
+            raise UserError(f"cannot reach the cluster's dashboard at {rec['dashboard_url']} ({e})",
+                            "is it still running? `rayscale cluster down` clears a dead cluster") from None
+        st = ClusterStatus(self.name, rec["dashboard_url"])
+        for n in sorted(found, key=lambda n: (not n.is_head, not n.alive, n.address)):
+            if not n.alive and not n.is_head:
+                continue  # workers the autoscaler removed
+            st.nodes.append(NodeInfo(node_id=n.node_id, role="head" if n.is_head else "worker",
+                                     state="alive" if n.alive else "dead", cpus=n.cpus,
+                                     memory_gib=round(n.memory_bytes / GIB, 2), address=n.address))
+        return st

@@ -1,0 +1,81 @@
+"""The managed port-forward (rayscale.forward) over a real cluster's dashboard.
+
+The tunnel command here is tests/tcp_proxy.py, a real TCP forwarder standing in for
+`kubectl port-forward` / `ray dashboard` (which need Kubernetes / SSH hosts). The
+supervisor, the restart, and a job followed through the tunnel while it drops are real.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import RAYSCALE, ROOT, TINY, assert_all_gone
+
+from rayscale import forward, procs
+
+pytestmark = pytest.mark.cluster
+PROXY = str(Path(__file__).with_name("tcp_proxy.py"))
+
+
+def _answers(url: str, token: str) -> bool:
+    req = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _tunnel(sup: dict) -> psutil.Process:
+    kids = psutil.Process(sup["pid"]).children()
+    assert len(kids) == 1, kids
+    return kids[0]
+
+
+def test_tunnel_is_restarted_and_a_followed_job_survives_the_drop(cluster, tmp_path):
+    rec = json.loads((cluster / "cluster.json").read_text())
+    token = (cluster / "auth_token").read_text().strip()
+    target = rec["dashboard_url"].rsplit(":", 1)[1]
+    port = procs.free_ports(1)[0]
+    url = f"http://127.0.0.1:{port}"
+    sup = forward.start([sys.executable, PROXY, str(port), "127.0.0.1", target], port, tmp_path / "fwd.log")
+    seen = {sup["pid"]}
+    try:
+        assert _answers(url, token)
+        # Follow a job through the tunnel, and drop the tunnel twice while it runs.
+        follower = subprocess.Popen(
+            [RAYSCALE, "job", "submit", "--json", "--address", url, "--token-file", str(cluster / "auth_token"),
+             "--", *TINY, "--num-samples", "6", "--max-rounds", "200", "--scheduler", "fifo"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for _ in range(2):
+            time.sleep(2)
+            old = _tunnel(sup)
+            seen.add(old.pid)
+            old.kill()
+            old.wait(5)
+            assert procs.wait_for(lambda: _answers(url, token), 15), "the tunnel was not restarted"
+            assert _tunnel(sup).pid != old.pid
+        out, err = follower.communicate(timeout=240)
+        assert follower.returncode == 0, err[-2000:]
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["trials_completed"] == 6 and result["trials_errored"] == 0
+        assert (tmp_path / "fwd.log").read_text().count("restart") >= 2
+    finally:
+        seen |= {c.pid for c in psutil.Process(sup["pid"]).children()} if procs.alive(sup) else set()
+        procs.stop(sup, grace=5)
+    assert_all_gone(seen)
+    assert not _answers(url, token)
+
+
+def test_a_tunnel_that_never_opens_is_reported(tmp_path):
+    port = procs.free_ports(1)[0]
+    with pytest.raises(TimeoutError, match="no such host"):
+        forward.start([sys.executable, "-c", "import sys; print('no such host'); sys.exit(1)"],
+                      port, tmp_path / "fwd.log", timeout=3)

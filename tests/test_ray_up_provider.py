@@ -1,0 +1,148 @@
+"""The ray-up provider without a cloud: what it renders and runs, and how it fails.
+
+`ray up` on AWS / GCP / SSH machines cannot run here. These tests check the configs it
+renders against the cluster-launcher schema of the installed ray, the exact `ray`
+commands it builds, and, with a stand-in `ray` executable (a fake, named so), that a
+failing `ray up` is reported in one line and followed by `ray down` so no VM is left
+behind. The autoscaling path itself runs for real in test_ray_up_fake_cluster.py.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from conftest import ROOT, assert_one_line_error, run_cli
+from test_cluster_yamls import CLOUD, SCHEMA
+
+from rayscale.errors import UserError
+from rayscale.providers import ray_up
+
+
+@pytest.mark.parametrize("f", CLOUD, ids=lambda f: f.name)
+@pytest.mark.parametrize("n", [1, 3])
+def test_rendered_config_pins_n_workers_and_this_clusters_token(f, n, tmp_path):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    src = yaml.safe_load(f.read_text())
+    token = tmp_path / "auth_token"
+    rendered = ray_up.render(src, n, token)
+    out = prepare_config(rendered)  # what `ray up` does before it validates
+    validate_config(out)  # Ray's JSON schema, then its own checks
+    jsonschema.validate(out, SCHEMA)
+    if f.name == "onprem.yaml":  # Ray turns the top-level floor / ceiling into its one node type
+        wt = out["available_node_types"]["local.cluster.node"]
+    else:
+        wt = out["available_node_types"][ray_up.worker_type(src)]
+    assert wt["min_workers"] == wt["max_workers"] == n
+    assert out["max_workers"] >= n
+    assert rendered["file_mounts"]["/home/ray/.ray/auth_token"] == str(token)
+    # The user's file is not changed, and nothing else moves.
+    assert src == yaml.safe_load(f.read_text())
+    assert out["head_start_ray_commands"] == src["head_start_ray_commands"]
+    assert out["docker"] == src["docker"]
+
+
+def test_commands_it_runs():
+    cli = ray_up.ray_cli()
+    L = ray_up.CloudLauncher
+    assert L.up_argv("/s/config/cluster.yaml") == [cli, "up", "-y", "--no-config-cache", "/s/config/cluster.yaml"]
+    assert L.apply_argv("c.yaml") == [cli, "up", "-y", "--no-restart", "--no-config-cache", "c.yaml"]
+    assert L.down_argv("c.yaml") == [cli, "down", "-y", "c.yaml"]
+    assert L.forward_argv("c.yaml", 18265) == [cli, "dashboard", "--port", "18265", "--remote-port",
+                                               "8265", "--no-config-cache", "c.yaml"]
+    # Every one of them parses with the installed `ray` CLI's own options.
+    from ray.scripts.scripts import cli as ray_click
+
+    for argv in (L.up_argv("c.yaml"), L.apply_argv("c.yaml"), L.down_argv("c.yaml"), L.forward_argv("c.yaml", 1)):
+        cmd = ray_click.commands[argv[1]]
+        ctx = cmd.make_context(argv[1], argv[2:], resilient_parsing=False)
+        assert ctx.params["cluster_config_file"] == "c.yaml", argv
+
+
+def test_onprem_cannot_pin_more_workers_than_hosts(tmp_path):
+    cfg = yaml.safe_load((ROOT / "cluster" / "onprem.yaml").read_text())
+    with pytest.raises(UserError, match="4 workers wanted but the config lists 3 worker_ips"):
+        ray_up.render(cfg, 4, tmp_path / "t")
+
+
+def test_worker_type_must_be_one():
+    cfg = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
+    cfg["available_node_types"]["ray.worker.gpu"] = dict(cfg["available_node_types"]["ray.worker.cpu"])
+    with pytest.raises(UserError, match="exactly one worker node type"):
+        ray_up.worker_type(cfg)
+
+
+def test_config_without_token_mount_is_refused(tmp_path):
+    cfg = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
+    cfg["file_mounts"] = {}
+    with pytest.raises(UserError, match="does not mount the auth token"):
+        ray_up.render(cfg, 2, tmp_path / "t")
+
+
+@pytest.mark.parametrize("content,needles", [
+    (None, ["needs a cluster config", "--config"]),
+    ("MISSING", ["cannot read cluster config", "c.yaml"]),
+    ("cluster_name: [unclosed\n", ["not valid YAML"]),
+    ("cluster_name: x\n", ["no provider section"]),
+], ids=["no-config", "missing", "bad-yaml", "no-provider"])
+def test_bad_config_one_line(content, needles, tmp_path):
+    args = [] if content is None else ["--config", tmp_path / "c.yaml"]
+    if content not in (None, "MISSING"):
+        (tmp_path / "c.yaml").write_text(content)
+    state = tmp_path / "state"
+    p = run_cli("cluster", "up", "--provider", "ray-up", "--workers", 1, *args, state_dir=state)
+    assert_one_line_error(p, *needles)
+    assert not (state / "cluster.json").exists()
+
+
+FAKE_RAY = """#!/bin/sh
+# A stand-in for the `ray` CLI (a fake): records its arguments; `up` fails like a cloud
+# without credentials; `down` succeeds.
+echo "$@" >> "{calls}"
+case "$1" in
+  up) echo "botocore.exceptions.NoCredentialsError: Unable to locate credentials"; exit 1;;
+  down) echo "Destroying cluster. Confirm [y/N]: y [automatic, due to --yes]"; exit 0;;
+  *) exit 2;;
+esac
+"""
+
+
+def test_failed_ray_up_is_one_line_and_runs_ray_down_fake_ray(tmp_path):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "ray"
+    fake.write_text(FAKE_RAY.format(calls=calls))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    state = tmp_path / "state"
+    p = run_cli("cluster", "up", "--provider", "ray-up", "--config", ROOT / "cluster" / "aws.yaml",
+                "--workers", 2, state_dir=state, env={"RAYSCALE_RAY": str(fake)})
+    line = assert_one_line_error(p, "`ray up` failed", "NoCredentialsError", "ray-up.log")
+    assert str(state / "logs" / "ray-up.log") in line
+    made = calls.read_text().splitlines()
+    cfg = str(state / "config" / "cluster.yaml")
+    # `ray up` may have made a head before it failed: `ray down` always follows.
+    assert made == [f"up -y --no-config-cache {cfg}", f"down -y {cfg}"]
+    assert not (state / "cluster.json").exists() and not (state / "config").exists()
+    assert (state / "logs" / "ray-up.log").exists(), "the log the error names is kept"
+    assert not os.path.exists(state / "auth_token")
+
+
+def test_rendered_config_is_what_ray_up_gets_fake_ray(tmp_path):
+    """The file handed to `ray up` holds the N workers and the token path (read back before cleanup)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "ray"
+    fake.write_text(FAKE_RAY.replace('echo "$@" >> "{calls}"',
+                                     'echo "$@" >> "{calls}"; [ "$1" = up ] && cp "$4" "{calls}.yaml"')
+                    .format(calls=calls))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    state = tmp_path / "state"
+    run_cli("cluster", "up", "--provider", "ray-up", "--config", ROOT / "cluster" / "gcp.yaml",
+            "--workers", 5, state_dir=state, env={"RAYSCALE_RAY": str(fake)})
+    got = yaml.safe_load(Path(f"{calls}.yaml").read_text())
+    wt = got["available_node_types"][ray_up.worker_type(got)]
+    assert wt["min_workers"] == wt["max_workers"] == 5
+    assert got["file_mounts"]["/home/ray/.ray/auth_token"] == str(state / "auth_token")
