@@ -3,7 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PROVIDER ?= local
+# kind: Kubernetes in Docker with KubeRay (needs docker, kind, kubectl, helm);
+# PROVIDER=local needs only pip.
+PROVIDER ?= kind
 WORKERS ?= 2
 # Passed to the job after `--`; override e.g. make submit JOB_ARGS="--data synthetic:rows=20000"
 JOB_ARGS ?= --data synthetic:rows=5000,features=20,noise=1.0,seed=0 --num-samples 8 --max-rounds 200
@@ -19,7 +21,8 @@ DOCKER ?= docker
 # TLS-intercepting proxy: make image CA_CERTS=/usr/local/share/ca-certificates
 CA_CERTS ?=
 
-.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base
+.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base \
+        k8s-manifests e2e-kind
 
 install: $(STAMP)
 
@@ -55,10 +58,23 @@ $(SCAN_VENV)/.installed: pyproject.toml
 	$(SCAN_VENV)/bin/pip install --quiet $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["scan"]))')
 	@touch $@
 
-# Security scans: checkov on docker/ (and on k8s/, cluster/ once they exist); each skip is
-# justified inline where it applies. Offline: no guideline download.
-scan: $(SCAN_VENV)/.installed
+# Security scans, offline (no guideline download); each skip is justified inline where it
+# applies. checkov does not look inside custom resources, so the Ray pods that k8s/'s
+# RayClusters and RayJobs make are written out as Pods and scanned too.
+scan: $(SCAN_VENV)/.installed $(STAMP)
 	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile -d docker
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT \
+	 && $(BIN)/python -c "from rayscale import manifests; manifests.write_scan_pods('k8s', '$$d')" \
+	 && $(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes -d "$$d"
+
+# k8s/ is generated from rayscale/manifests.py (the one source of truth); a test checks it.
+k8s-manifests: $(STAMP)
+	$(BIN)/python -c "from rayscale import manifests; print(*manifests.write_shipped('.'), sep='\n')"
+
+# The real thing on Kubernetes, for machines with docker + kind + kubectl + helm: kind
+# cluster up, the job, a scaling study at 1 and 2 workers, down. (CI here has no Kubernetes.)
+e2e-kind: $(STAMP)
+	scripts/e2e-kind.sh
 
 lint: install
 	$(BIN)/ruff check rayscale job tests

@@ -76,14 +76,18 @@ def cluster():
     """Create, resize, inspect and remove a cluster."""
 
 def _provider_options(f):
+    f = click.option("--namespace", default=None,
+                     help="kuberay: the Kubernetes namespace [default: default]")(f)
+    f = click.option("--context", default=None,
+                     help="kuberay: the kubeconfig context [default: the current one]")(f)
     f = click.option("--config", default=None,
                      help="ray-up: the cluster launcher YAML, e.g. cluster/aws.yaml")(f)
     f = click.option("--image", default=None,
-                     help="docker: the kit's image [default rayscale:<version>]")(f)
+                     help="docker, kind, kuberay: the kit's image [default rayscale:<version>]")(f)
     return click.option("--provider", default="local", show_default=True,
                         help=f"one of {', '.join(providers.NAMES)}")(f)
 
-_TIMEOUT_HELP = "seconds to wait for the workers [default 180; ray-up on a cloud 900]"
+_TIMEOUT_HELP = "seconds to wait for the workers [default 180; kuberay / kind 600; ray-up on a cloud 900]"
 
 @cluster.command("up")
 @_provider_options
@@ -93,12 +97,12 @@ _TIMEOUT_HELP = "seconds to wait for the workers [default 180; ray-up on a cloud
               help="jobs: only the Job API module (~0.9 GiB less head memory); full: the whole UI")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
 @_state_option
-def cluster_up(provider, image, config, workers, cpus_per_worker, memory_per_worker, dashboard,
+def cluster_up(provider, image, config, context, namespace, workers, cpus_per_worker, memory_per_worker, dashboard,
                timeout, state_dir):
     """Start a head node (no trials) and WORKERS worker nodes."""
     state = StateDir(state_dir)
     p = providers.get(provider, state, NodeShape.sized(cpus_per_worker, memory_per_worker),
-                      dashboard=dashboard, image=image, config=config)
+                      dashboard=dashboard, image=image, config=config, context=context, namespace=namespace)
     t0 = time.perf_counter()
     with state.lock():
         p.up(workers, timeout)
@@ -234,14 +238,14 @@ def job_list(as_json, address, token_file, state_dir):
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds per job")
 @_state_option
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
-def scaling_cmd(provider, image, config, workers, repeats, out, baselines, cpus_per_worker, memory_per_worker,
+def scaling_cmd(provider, image, config, context, namespace, workers, repeats, out, baselines, cpus_per_worker, memory_per_worker,
                 timeout, state_dir, job_args):
     """Measure how the job's time falls as workers are added; fit and plot the curve."""
     plan = scaling.StudyPlan(workers, repeats, scaling.parse_baselines(baselines),
                              list(job_args), timeout)
     out = Path(out or time.strftime("results/scaling-%Y%m%d-%H%M%S"))
     p = providers.get(provider, StateDir(state_dir), NodeShape.sized(cpus_per_worker, memory_per_worker),
-                      image=image, config=config)
+                      image=image, config=config, context=context, namespace=namespace)
     p.check_fits(max(workers))
     with scaling.cluster_for(p, workers[0], report.say):
         study = scaling.run(p, plan, out, report.say)

@@ -159,3 +159,31 @@ def cpu_seconds(pid: int) -> dict[int, float]:
                 t = p.cpu_times()
                 out[p.pid] = t.user + t.system
     return out
+
+
+def run_logged(argv: list[str], log: Path, timeout: float = 900.0, check: bool = True) -> int:
+    """Run a tool (ray, kind, helm, kubectl) to completion, its output appended to log.
+
+    With check, a failure is a UserError quoting the tool's last line and naming the log.
+    """
+    from rayscale.errors import UserError
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        out.write(f"$ {' '.join(argv)}\n".encode())
+        out.flush()
+        try:
+            rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                timeout=timeout).returncode
+        except FileNotFoundError:
+            raise UserError(f"the command {argv[0]} is not installed",
+                            "install it, or point the matching RAYSCALE_* variable at it") from None
+        except subprocess.TimeoutExpired:
+            out.write(f"timed out after {timeout:.0f} s\n".encode())
+            rc = -1
+    if check and rc != 0:
+        said = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        name = os.path.basename(argv[0])
+        raise UserError(f"`{name} {argv[1] if len(argv) > 1 else ''}` failed: {said[-1][:300] if said else rc}",
+                        f"read {log}")
+    return rc

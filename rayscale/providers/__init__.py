@@ -6,7 +6,7 @@ from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape, Provider
 from rayscale.state import StateDir
 
-NAMES = ("local", "docker", "ray-up")
+NAMES = ("local", "docker", "ray-up", "kuberay", "kind")
 
 
 def get(name: str, state: StateDir, shape: NodeShape | None = None, **options) -> Provider:
@@ -22,6 +22,14 @@ def get(name: str, state: StateDir, shape: NodeShape | None = None, **options) -
         from rayscale.providers.ray_up import RayUpProvider
 
         return RayUpProvider(state, shape, **options)
+    if name == "kuberay":
+        from rayscale.providers.kuberay import KubeRayProvider
+
+        return KubeRayProvider(state, shape, **options)
+    if name == "kind":
+        from rayscale.providers.kind import KindProvider
+
+        return KindProvider(state, shape, **options)
     raise UserError(
         f"unknown provider {name!r}",
         f"choose one of: {', '.join(NAMES)}",
@@ -36,4 +44,5 @@ def recorded(state: StateDir) -> Provider:
             f"no cluster is recorded in {state.path}",
             "start one with `rayscale cluster up`, or pass --state-dir / --address",
         )
-    return get(rec["provider"], state)
+    keep = {k: rec[k] for k in ("context", "namespace") if rec.get(k)}
+    return get(rec["provider"], state, **keep)

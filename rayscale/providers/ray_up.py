@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -232,23 +231,7 @@ class RayUpProvider(Provider):
 
     def _ray(self, argv: list[str], what: str, check: bool = True) -> None:
         """Run a `ray` launcher command, its output to the state dir's logs."""
-        log = self.state.path / "logs" / f"{what}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
-            out.write(f"$ {' '.join(argv)}\n".encode())
-            out.flush()
-            try:
-                rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    timeout=CLOUD_TIMEOUT).returncode
-            except FileNotFoundError:
-                raise UserError(f"the `ray` command {argv[0]} is not installed",
-                                "run `make install`, or point RAYSCALE_RAY at a `ray` CLI") from None
-            except subprocess.TimeoutExpired:
-                rc = -1
-        if check and rc != 0:
-            tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-            raise UserError(f"`ray {argv[1]}` failed: {tail[-1].strip()[:300] if tail else rc}",
-                            f"read {log}")
+        procs.run_logged(argv, self.state.path / "logs" / f"{what}.log", CLOUD_TIMEOUT, check)
 
     def _write_config(self, rec: dict[str, Any], cfg: dict[str, Any]) -> None:
         self.state.config_dir.mkdir(parents=True, exist_ok=True)
