@@ -231,9 +231,9 @@ def kind_config(name: str = "rayscale") -> dict[str, Any]:
     }
 
 
+# Values for the kuberay-operator chart. Its CRDs are installed server-side before it (they
+# are too large for client-side apply) and the chart runs with --skip-crds.
 OPERATOR_VALUES = {
-    # CRDs are installed server-side before the chart (too large for client-side apply).
-    "crd": {"create": False},
     "image": {"pullPolicy": "IfNotPresent"},
     "resources": _resources("100m", "512Mi"),
     "securityContext": SECURITY,

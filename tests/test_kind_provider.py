@@ -42,7 +42,7 @@ def test_docker_too_small_for_the_workers_fake_tools(tmp_path):
 
 
 def test_the_plan_it_runs(tmp_path):
-    k = KindProvider(StateDir(tmp_path))
+    k = KindProvider(StateDir(tmp_path), context=None, namespace=None)  # as the CLI passes them
     assert k.options["context"] == "kind-rayscale" and k.options["namespace"] == "default"
     first = k.commands(create=True, build=True)
     names = [" ".join(c[1:4]) for c in first]

@@ -51,8 +51,9 @@ class KindProvider(KubeRayProvider):
     profile_name = "kind"
 
     def __init__(self, state, shape=None, api=None, **options: Any):
-        options.setdefault("context", f"kind-{options.get('kind_cluster') or KIND_CLUSTER}")
-        options.setdefault("namespace", "default")
+        # The CLI passes None for options not given.
+        options["context"] = options.get("context") or f"kind-{options.get('kind_cluster') or KIND_CLUSTER}"
+        options["namespace"] = options.get("namespace") or "default"
         super().__init__(state, shape, api, **options)
 
     @property
