@@ -199,3 +199,26 @@ def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> Non
 
     if not procs.wait_for(ready, timeout, interval=0.1):
         raise UserError(f"the Job API at {url} did not answer within {timeout:.0f} s", f"read {where}")
+
+
+def status_from_dashboard(provider: str, url: str, token: str | None, fix: str,
+                          label: dict[str, str] | None = None) -> ClusterStatus:
+    """The nodes of a cluster reached through a forwarded dashboard (ray-up, kuberay).
+
+    Workers the autoscaler removed are left out; `label` names nodes by address (pod names).
+    """
+    from rayscale import dashboard
+
+    try:
+        found = dashboard.nodes(url, token)
+    except OSError as e:
+        raise UserError(f"cannot reach the cluster's dashboard at {url} ({e})", fix) from None
+    st = ClusterStatus(provider, url)
+    for n in sorted(found, key=lambda n: (not n.is_head, n.address)):
+        if not n.alive and not n.is_head:
+            continue
+        st.nodes.append(NodeInfo(node_id=n.node_id, role="head" if n.is_head else "worker",
+                                 state="alive" if n.alive else "dead", cpus=n.cpus,
+                                 memory_gib=round(n.memory_bytes / 1024**3, 2),
+                                 address=(label or {}).get(n.address, n.address)))
+    return st

@@ -20,9 +20,14 @@ from typing import Any
 
 from rayscale import dashboard, forward, manifests, procs
 from rayscale.errors import UserError
-from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, wait_job_api
+from rayscale.providers.base import (
+    ClusterStatus,
+    Endpoint,
+    Provider,
+    status_from_dashboard,
+    wait_job_api,
+)
 
-GIB = 1024**3
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 INSTALL_OPERATOR = ("install the KubeRay operator 1.7.0: kubectl apply --server-side -k "
                     "'github.com/ray-project/kuberay/ray-operator/config/crd?ref=v1.7.0' && helm install "
@@ -257,21 +262,8 @@ class KubeRayProvider(Provider):
         self._ensure_forward(rec)
         pod_of = {p.status.pod_ip: p.metadata.name
                   for p in self._pods(rec, "head") + self._pods(rec, "worker") if p.status and p.status.pod_ip}
-        try:
-            found = dashboard.nodes(rec["dashboard_url"], self.state.token())
-        except OSError as e:
-            raise UserError(f"cannot reach the dashboard of {rec['name']} through the port-forward ({e})",
-                            f"read {self.state.path / 'logs' / 'port-forward.log'}") from None
-        st = ClusterStatus(self.name, rec["dashboard_url"])
-        for n in sorted(found, key=lambda n: (not n.is_head, n.address)):
-            if not n.alive and not n.is_head:
-                continue
-            st.nodes.append(NodeInfo(node_id=n.node_id, role="head" if n.is_head else "worker",
-                                     state="alive" if n.alive else "dead", cpus=n.cpus,
-                                     memory_gib=round(n.memory_bytes / GIB, 2),
-                                     address=pod_of.get(n.address, n.address)))
-        return st
-
+        return status_from_dashboard(self.name, rec["dashboard_url"], self.state.token(),
+                                     f"read {self.state.path / 'logs' / 'port-forward.log'}", pod_of)
 
 def _ready(pod) -> bool:
     conds = (pod.status.conditions if pod.status else None) or []

@@ -41,7 +41,13 @@ import yaml
 from rayscale import dashboard, forward, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, wait_job_api
+from rayscale.providers.base import (
+    ClusterStatus,
+    Endpoint,
+    Provider,
+    status_from_dashboard,
+    wait_job_api,
+)
 from rayscale.providers.local import ray_executable
 
 GIB = 1024**3
@@ -339,16 +345,5 @@ class RayUpProvider(Provider):
     def status(self) -> ClusterStatus:
         rec = self._record()
         self._ensure_forward(rec)
-        try:
-            found = dashboard.nodes(rec["dashboard_url"], self.state.token())
-        except OSError as e:
-            raise UserError(f"cannot reach the cluster's dashboard at {rec['dashboard_url']} ({e})",
-                            "is it still running? `rayscale cluster down` clears a dead cluster") from None
-        st = ClusterStatus(self.name, rec["dashboard_url"])
-        for n in sorted(found, key=lambda n: (not n.is_head, not n.alive, n.address)):
-            if not n.alive and not n.is_head:
-                continue  # workers the autoscaler removed
-            st.nodes.append(NodeInfo(node_id=n.node_id, role="head" if n.is_head else "worker",
-                                     state="alive" if n.alive else "dead", cpus=n.cpus,
-                                     memory_gib=round(n.memory_bytes / GIB, 2), address=n.address))
-        return st
+        return status_from_dashboard(self.name, rec["dashboard_url"], self.state.token(),
+                                     "is it still running? `rayscale cluster down` clears a dead cluster")
