@@ -18,8 +18,10 @@ from rayscale.state import StateDir
 def test_missing_tools_are_named_with_the_no_kubernetes_alternative(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
+    # RAYSCALE_DOCKER (set by .ci/run) and friends would point at tools anyway: unset them.
+    unset = {f"RAYSCALE_{t}": "" for t in ("DOCKER", "KIND", "KUBECTL", "HELM")}
     p = run_cli("cluster", "up", "--provider", "kind", "--workers", 1, state_dir=tmp_path / "s",
-                env={"PATH": str(empty)})
+                env={"PATH": str(empty), **unset})
     line = assert_one_line_error(p, "docker, kind, kubectl, helm", "not found",
                                  "make cluster-up PROVIDER=local")
     assert "kind.sigs.k8s.io" in line and "helm.sh" in line
