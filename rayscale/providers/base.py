@@ -184,6 +184,19 @@ class Provider(abc.ABC):
         return {}
 
 
+class ForwardedProvider(Provider):
+    """A provider whose dashboard is reached through a managed forward (ray-up, kuberay)."""
+
+    @abc.abstractmethod
+    def _ensure_forward(self, rec: dict[str, Any]) -> None:
+        """(Re)open the forward to the dashboard if it is gone."""
+
+    def endpoint(self) -> Endpoint:
+        rec = self._record()
+        self._ensure_forward(rec)
+        return Endpoint(rec["dashboard_url"], self.state.token())
+
+
 def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> None:
     """Block until the Job API answers with this token (the last step of every `up`)."""
     import contextlib

@@ -22,8 +22,7 @@ from rayscale import dashboard, forward, manifests, procs
 from rayscale.errors import UserError
 from rayscale.providers.base import (
     ClusterStatus,
-    Endpoint,
-    Provider,
+    ForwardedProvider,
     status_from_dashboard,
     wait_job_api,
 )
@@ -67,7 +66,7 @@ def _api_error(e: Exception, what: str, fix: str) -> UserError:
     return UserError(f"{what}: {status or ''} {reason}".strip(), fix)
 
 
-class KubeRayProvider(Provider):
+class KubeRayProvider(ForwardedProvider):
     name = "kuberay"
     default_timeout = 600.0  # pods may wait for a node to be added to the Kubernetes cluster
     profile_name = "cloud"
@@ -251,11 +250,6 @@ class KubeRayProvider(Provider):
                     f"{'?' if alive is None else alive} Ray workers alive after {timeout:.0f} s{why}",
                     f"kubectl -n {rec['namespace']} get pods -l ray.io/cluster={rec['name']}; or raise --timeout")
             time.sleep(1.0)
-
-    def endpoint(self) -> Endpoint:
-        rec = self._record()
-        self._ensure_forward(rec)
-        return Endpoint(rec["dashboard_url"], self.state.token())
 
     def status(self) -> ClusterStatus:
         rec = self._record()

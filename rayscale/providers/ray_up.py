@@ -43,8 +43,7 @@ from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import (
     ClusterStatus,
-    Endpoint,
-    Provider,
+    ForwardedProvider,
     status_from_dashboard,
     wait_job_api,
 )
@@ -229,7 +228,7 @@ class FakeLauncher:
 
 # ---- the provider ----------------------------------------------------------------------
 
-class RayUpProvider(Provider):
+class RayUpProvider(ForwardedProvider):
     name = "ray-up"
 
     def _launcher(self, rec: dict[str, Any]) -> CloudLauncher | FakeLauncher:
@@ -336,11 +335,6 @@ class RayUpProvider(Provider):
                 raise UserError(f"{workers} workers wanted, {seen} after {timeout:.0f} s",
                                 "read `ray monitor` / the autoscaler log on the head, or raise --timeout")
             time.sleep(0.5)
-
-    def endpoint(self) -> Endpoint:
-        rec = self._record()
-        self._ensure_forward(rec)
-        return Endpoint(rec["dashboard_url"], self.state.token())
 
     def status(self) -> ClusterStatus:
         rec = self._record()
