@@ -74,17 +74,18 @@ def localise_paths(args: list[str]) -> list[str]:
     The job runs in a copy of job/ elsewhere on disk, so a relative path would point
     nowhere. On a remote cluster a local path means nothing at all: use a URL there.
     """
+    def local(flag: str, cand: str) -> str:
+        if ":" not in cand and (os.path.exists(cand) or flag == "--storage-path"):
+            return os.path.abspath(os.path.expanduser(cand))
+        return cand
+
     out = list(args)
     for i, a in enumerate(out):
         for flag in ("--data", "--search-space", "--storage-path"):
             if a == flag and i + 1 < len(out):
-                cand = out[i + 1]
-                if ":" not in cand and (os.path.exists(cand) or flag == "--storage-path"):
-                    out[i + 1] = os.path.abspath(os.path.expanduser(cand))
+                out[i + 1] = local(flag, out[i + 1])
             elif a.startswith(flag + "="):
-                cand = a.split("=", 1)[1]
-                if ":" not in cand and (os.path.exists(cand) or flag == "--storage-path"):
-                    out[i] = f"{flag}={os.path.abspath(os.path.expanduser(cand))}"
+                out[i] = f"{flag}={local(flag, a.split('=', 1)[1])}"
     return out
 
 

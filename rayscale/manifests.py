@@ -268,7 +268,8 @@ def kuberay_rules(spec: dict[str, Any]) -> list[str]:
         for name, g in groups:
             if g["template"]["spec"].get("restartPolicy", "Never") != "Never":
                 errs.append(f"restartPolicy for {name} should be Never with autoscaler v2")
-    if (spec.get("authOptions") or {}).get("mode", "token") == "token" and spec.get("authOptions") is not None:
+    auth = spec.get("authOptions")
+    if auth is not None and auth.get("mode", "token") == "token":  # KubeRay's default mode
         v = spec.get("rayVersion", "")
         if not v or tuple(int(x) for x in v.split(".")[:2]) < (2, 52):
             errs.append("authOptions.mode token needs rayVersion 2.52.0 or later")

@@ -161,6 +161,13 @@ def cpu_seconds(pid: int) -> dict[int, float]:
     return out
 
 
+def tool(name: str) -> str | None:
+    """An external command: $RAYSCALE_<NAME> where the user points at one, else PATH's."""
+    import shutil
+
+    return os.environ.get(f"RAYSCALE_{name.upper()}") or shutil.which(name)
+
+
 def run_logged(argv: list[str], log: Path, timeout: float = 900.0, check: bool = True) -> int:
     """Run a tool (ray, kind, helm, kubectl) to completion, its output appended to log.
 

@@ -46,6 +46,7 @@ import abc
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rayscale import forward, procs
 from rayscale.errors import UserError
 from rayscale.state import StateDir
 
@@ -185,11 +186,32 @@ class Provider(abc.ABC):
 
 
 class ForwardedProvider(Provider):
-    """A provider whose dashboard is reached through a managed forward (ray-up, kuberay)."""
+    """A provider whose dashboard is reached through a managed forward (ray-up, kuberay).
+
+    The tunnel command runs under rayscale.forward (which restarts it when it drops),
+    listens on 127.0.0.1:rec["forward_port"], and is recorded as rec["forward"].
+    """
 
     @abc.abstractmethod
+    def _forward_argv(self, rec: dict[str, Any]) -> list[str] | None:
+        """The tunnel command; None where the dashboard is reached without one."""
+
+    def _open_forward(self, rec: dict[str, Any]) -> None:
+        log = self.state.path / "logs" / "forward.log"
+        try:
+            rec["forward"] = forward.start(self._forward_argv(rec), rec["forward_port"], log, timeout=60)
+        except TimeoutError as e:
+            raise UserError(f"the forward to the dashboard did not open: {e}", f"read {log}") from None
+        self.state.write(rec)
+
     def _ensure_forward(self, rec: dict[str, Any]) -> None:
-        """(Re)open the forward to the dashboard if it is gone."""
+        """Restart the forward's supervisor if it is gone (the supervisor restarts the tunnel)."""
+        if self._forward_argv(rec) is not None and not procs.alive(rec.get("forward") or {"pid": -1}):
+            self._open_forward(rec)
+
+    def _stop_forward(self, rec: dict[str, Any]) -> None:
+        if rec.get("forward"):
+            procs.stop(rec["forward"], grace=5)
 
     def endpoint(self) -> Endpoint:
         rec = self._record()
@@ -201,8 +223,6 @@ def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> Non
     """Block until the Job API answers with this token (the last step of every `up`)."""
     import contextlib
     import urllib.request
-
-    from rayscale import procs
 
     def ready() -> bool:
         req = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import secrets
-import shutil
 import subprocess
 import time
 from typing import Any
 
-from rayscale import __version__, gcs
+from rayscale import __version__, gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, wait_job_api
@@ -33,11 +31,22 @@ RESULTS = "/home/ray/rayscale_results"
 
 
 def docker_binary() -> str:
-    found = os.environ.get("RAYSCALE_DOCKER") or shutil.which("docker")
+    found = procs.tool("docker")
     if not found:
         raise UserError("the `docker` command is not installed",
                         "install Docker (Debian: apt-get install docker.io), or use --provider local")
     return found
+
+
+def engine_memory_gib() -> float:
+    """The memory the Docker engine can give containers, in GiB; 0 where it cannot say
+    (then `docker run` / `kind create` judge, and say what is wrong)."""
+    try:
+        out = subprocess.run([docker_binary(), "info", "--format", "{{json .}}"],
+                             capture_output=True, text=True, timeout=30).stdout
+        return json.loads(out or "{}").get("MemTotal", 0) / GIB
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return 0.0
 
 
 class DockerProvider(Provider):
@@ -64,11 +73,7 @@ class DockerProvider(Provider):
     # ---- up / down --------------------------------------------------------------------
 
     def check_fits(self, workers: int) -> None:
-        try:
-            info = json.loads(self._docker("info", "--format", "{{json .}}", timeout=30))
-        except json.JSONDecodeError:
-            return  # an engine that cannot describe itself: let `docker run` judge
-        have = info.get("MemTotal", 0) / GIB
+        have = engine_memory_gib()
         need = HEAD_MEMORY_GIB + workers * self.shape.memory_per_worker_gib
         if have and need > have:
             raise UserError(

@@ -12,15 +12,14 @@ install it, and that `make cluster-up PROVIDER=local` needs none of them.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from rayscale import manifests, procs
 from rayscale.errors import UserError
+from rayscale.procs import tool
+from rayscale.providers.docker import engine_memory_gib
 from rayscale.providers.kuberay import KubeRayProvider
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -36,10 +35,6 @@ INSTALL = {
 GIB = 1024**3
 # Beyond the Ray pods: the control plane, the operator and the autoscaler sidecar.
 KIND_OVERHEAD_GIB = 1.5
-
-
-def tool(name: str) -> str | None:
-    return os.environ.get(f"RAYSCALE_{name.upper()}") or shutil.which(name)
 
 
 def missing_tools() -> list[str]:
@@ -74,12 +69,7 @@ class KindProvider(KubeRayProvider):
     def check_fits(self, workers: int) -> None:
         p = manifests.PROFILES["kind"]
         need = KIND_OVERHEAD_GIB + _gib(p.head_memory) + workers * _gib(p.worker_memory)
-        try:
-            info = json.loads(subprocess.run([tool("docker") or "docker", "info", "--format", "{{json .}}"],
-                                             capture_output=True, text=True, timeout=30).stdout or "{}")
-        except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
-            return  # no answer: `kind create` will say what is wrong
-        have = info.get("MemTotal", 0) / GIB
+        have = engine_memory_gib()
         if have and need > have:
             raise UserError(
                 f"{workers} workers need about {need:.1f} GiB but Docker has {have:.1f} GiB",

@@ -14,11 +14,10 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import shutil
 import time
 from typing import Any
 
-from rayscale import dashboard, forward, manifests, procs
+from rayscale import dashboard, manifests, procs
 from rayscale.errors import UserError
 from rayscale.providers.base import (
     ClusterStatus,
@@ -34,7 +33,7 @@ INSTALL_OPERATOR = ("install the KubeRay operator 1.7.0: kubectl apply --server-
 
 
 def kubectl() -> str:
-    found = os.environ.get("RAYSCALE_KUBECTL") or shutil.which("kubectl")
+    found = procs.tool("kubectl")
     if not found:
         raise UserError("the `kubectl` command is not installed (rayscale port-forwards the dashboard with it)",
                         "install it (https://kubernetes.io/docs/tasks/tools/), or use --provider local")
@@ -106,18 +105,6 @@ class KubeRayProvider(ForwardedProvider):
             argv += ["--context", rec["context"]]
         return argv + ["--namespace", rec["namespace"], "port-forward", "--address", "127.0.0.1",
                        f"svc/{rec['name']}-head-svc", f"{rec['forward_port']}:8265"]
-
-    def _open_forward(self, rec: dict[str, Any]) -> None:
-        log = self.state.path / "logs" / "port-forward.log"
-        try:
-            rec["forward"] = forward.start(self._forward_argv(rec), rec["forward_port"], log, timeout=60)
-        except TimeoutError as e:
-            raise UserError(f"the port-forward to {rec['name']}-head-svc did not open: {e}", f"read {log}") from None
-        self.state.write(rec)
-
-    def _ensure_forward(self, rec: dict[str, Any]) -> None:
-        if not procs.alive(rec.get("forward") or {"pid": -1}):
-            self._open_forward(rec)
 
     # ---- up / scale / down ------------------------------------------------------------
 
@@ -211,8 +198,7 @@ class KubeRayProvider(ForwardedProvider):
         self.wait_ready(workers, timeout)
 
     def _teardown(self, rec: dict[str, Any]) -> None:
-        if rec.get("forward"):
-            procs.stop(rec["forward"], grace=5)
+        self._stop_forward(rec)
         if not rec.get("owned"):
             return  # never delete a RayCluster this provider did not create
         custom, _ = self._apis(rec)
@@ -257,7 +243,8 @@ class KubeRayProvider(ForwardedProvider):
         pod_of = {p.status.pod_ip: p.metadata.name
                   for p in self._pods(rec, "head") + self._pods(rec, "worker") if p.status and p.status.pod_ip}
         return status_from_dashboard(self.name, rec["dashboard_url"], self.state.token(),
-                                     f"read {self.state.path / 'logs' / 'port-forward.log'}", pod_of)
+                                     f"read {self.state.path / 'logs' / 'forward.log'}", pod_of)
+
 
 def _ready(pod) -> bool:
     conds = (pod.status.conditions if pod.status else None) or []

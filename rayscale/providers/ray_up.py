@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from rayscale import dashboard, forward, procs
+from rayscale import dashboard, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import (
@@ -47,7 +47,7 @@ from rayscale.providers.base import (
     status_from_dashboard,
     wait_job_api,
 )
-from rayscale.providers.local import ray_executable
+from rayscale.providers.local import node_env, ray_executable
 
 GIB = 1024**3
 REMOTE_DASHBOARD_PORT = 8265
@@ -168,7 +168,7 @@ class CloudLauncher:
 
     def start(self, rec: dict[str, Any]) -> None:
         self.p._ray(self.up_argv(rec["config"]), "ray-up")
-        self.p._open_forward(rec, self.forward_argv(rec["config"], rec["forward_port"]))
+        self.p._open_forward(rec)
 
     def apply(self, rec: dict[str, Any]) -> None:
         self.p._ray(self.apply_argv(rec["config"]), "ray-up")
@@ -198,8 +198,6 @@ class FakeLauncher:
         cfg["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
 
     def start(self, rec: dict[str, Any]) -> None:
-        from rayscale.providers.local import node_env
-
         env = node_env(self.p.state.token_file)
         env.update(RAY_FAKE_CLUSTER="1", RAYSCALE_DASHBOARD_MODULES=LEAN_MODULES)
         ports = rec["ports"]
@@ -232,7 +230,7 @@ class RayUpProvider(ForwardedProvider):
     name = "ray-up"
 
     def _launcher(self, rec: dict[str, Any]) -> CloudLauncher | FakeLauncher:
-        return (FakeLauncher if rec.get("launcher") == "fake" else CloudLauncher)(self)
+        return (FakeLauncher if rec.get("launcher") == FakeLauncher.kind else CloudLauncher)(self)
 
     def _ray(self, argv: list[str], what: str, check: bool = True) -> None:
         """Run a `ray` launcher command, its output to the state dir's logs."""
@@ -242,19 +240,10 @@ class RayUpProvider(ForwardedProvider):
         self.state.config_dir.mkdir(parents=True, exist_ok=True)
         Path(rec["config"]).write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    def _open_forward(self, rec: dict[str, Any], argv: list[str]) -> None:
-        try:
-            rec["forward"] = forward.start(argv, rec["forward_port"],
-                                           self.state.path / "logs" / "forward.log", timeout=60)
-        except TimeoutError as e:
-            raise UserError(f"the dashboard tunnel did not open: {e}",
-                            f"read {self.state.path / 'logs' / 'forward.log'}") from None
-        self.state.write(rec)
-
-    def _ensure_forward(self, rec: dict[str, Any]) -> None:
-        """Restart the tunnel's supervisor if it is gone (the supervisor restarts the tunnel)."""
-        if rec.get("launcher") == "ray-up" and not procs.alive(rec.get("forward") or {"pid": -1}):
-            self._open_forward(rec, CloudLauncher.forward_argv(rec["config"], rec["forward_port"]))
+    def _forward_argv(self, rec: dict[str, Any]) -> list[str] | None:
+        if rec.get("launcher") != CloudLauncher.kind:
+            return None  # the fake cluster's dashboard is on this machine's loopback already
+        return CloudLauncher.forward_argv(rec["config"], rec["forward_port"])
 
     # ---- up / scale / down ----------------------------------------------------------------
 
@@ -262,15 +251,15 @@ class RayUpProvider(ForwardedProvider):
         self._claim_state()
         source = self.options.get("config")
         cfg = load_config(source)
-        fake = cfg["provider"].get("type") == "fake_multinode"
+        launcher_cls = FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
         token_file = self.state.new_token()
         rendered = render(cfg, workers, token_file)
         port = procs.free_ports(1)[0]
         rec: dict[str, Any] = {
             "provider": self.name, "created": time.time(), "source_config": str(Path(source).resolve()),
-            "cluster_name": rendered.get("cluster_name", "default"), "launcher": "fake" if fake else "ray-up",
+            "cluster_name": rendered.get("cluster_name", "default"), "launcher": launcher_cls.kind,
             "config": str(self.state.config_dir / "cluster.yaml"),
-            "workers": workers, "forward_port": port, "dashboard_url": f"http://127.0.0.1:{port}",
+            "forward_port": port, "dashboard_url": f"http://127.0.0.1:{port}",
         }
         launcher = self._launcher(rec)
         timeout = timeout or launcher.timeout
@@ -297,13 +286,10 @@ class RayUpProvider(ForwardedProvider):
         pin_workers(cfg, workers)
         self._write_config(rec, cfg)
         launcher.apply(rec)
-        rec["workers"] = workers
-        self.state.write(rec)
         self.wait_ready(workers, timeout or launcher.timeout)
 
     def _teardown(self, rec: dict[str, Any]) -> None:
-        if rec.get("forward"):
-            procs.stop(rec["forward"], grace=5)
+        self._stop_forward(rec)
         self._launcher(rec).stop(rec)
         shutil.rmtree(self.state.config_dir, ignore_errors=True)
 
