@@ -14,7 +14,9 @@ STAMP := $(VENV)/.installed
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # The kit's image: tag = kit version, never latest.
 IMAGE ?= rayscale:$(VERSION)
-BASE_IMAGE ?= rayproject/ray:2.60.0-py311-cpu
+# The official Ray image; arm64 hosts (Apple Silicon, Graviton) get its aarch64 build.
+ARCH_SUFFIX := $(if $(filter arm64 aarch64,$(shell uname -m)),-aarch64,)
+BASE_IMAGE ?= rayproject/ray:2.60.0-py311-cpu$(ARCH_SUFFIX)
 LOCAL_BASE ?= rayscale-base:bookworm
 DOCKER ?= docker
 # A folder of extra CA certificates (*.crt) to trust during the build, e.g. behind a

@@ -9,7 +9,7 @@ docker=${DOCKER:-docker}
 root=$(mktemp -d /tmp/rayscale-base.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 debootstrap --variant=minbase \
-  --include=python3,python3-venv,ca-certificates,wget,procps \
+  --include=python3,python3-venv,ca-certificates,procps \
   bookworm "$root" "$mirror" >"$root.log" 2>&1 || { tail -20 "$root.log"; rm -f "$root.log"; exit 1; }
 rm -f "$root.log"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*

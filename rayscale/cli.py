@@ -76,6 +76,12 @@ def cluster():
     """Create, resize, inspect and remove a cluster."""
 
 def _provider_options(f):
+    f = click.option("--results-claim", default=None,
+                     help="kuberay, kind: an existing PersistentVolumeClaim for Tune's storage "
+                          "[default: rayscale-results, made if missing]")(f)
+    f = click.option("--storage-class", default=None,
+                     help="kuberay: the StorageClass of the results claim rayscale makes; "
+                          "ReadWriteMany on a cloud [default: the cluster's default]")(f)
     f = click.option("--namespace", default=None,
                      help="kuberay: the Kubernetes namespace [default: default]")(f)
     f = click.option("--context", default=None,
@@ -97,12 +103,13 @@ _TIMEOUT_HELP = "seconds to wait for the workers [default 180; kuberay / kind 60
               help="jobs: only the Job API module (~0.9 GiB less head memory); full: the whole UI")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
 @_state_option
-def cluster_up(provider, image, config, context, namespace, workers, cpus_per_worker, memory_per_worker, dashboard,
+def cluster_up(provider, image, config, context, namespace, storage_class, results_claim, workers, cpus_per_worker, memory_per_worker, dashboard,
                timeout, state_dir):
     """Start a head node (no trials) and WORKERS worker nodes."""
     state = StateDir(state_dir)
     p = providers.get(provider, state, NodeShape.sized(cpus_per_worker, memory_per_worker),
-                      dashboard=dashboard, image=image, config=config, context=context, namespace=namespace)
+                      dashboard=dashboard, image=image, config=config, context=context, namespace=namespace,
+                      storage_class=storage_class, results_claim=results_claim)
     t0 = time.perf_counter()
     with state.lock():
         p.up(workers, timeout)
@@ -238,14 +245,15 @@ def job_list(as_json, address, token_file, state_dir):
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds per job")
 @_state_option
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
-def scaling_cmd(provider, image, config, context, namespace, workers, repeats, out, baselines, cpus_per_worker, memory_per_worker,
+def scaling_cmd(provider, image, config, context, namespace, storage_class, results_claim, workers, repeats, out, baselines, cpus_per_worker, memory_per_worker,
                 timeout, state_dir, job_args):
     """Measure how the job's time falls as workers are added; fit and plot the curve."""
     plan = scaling.StudyPlan(workers, repeats, scaling.parse_baselines(baselines),
                              list(job_args), timeout)
     out = Path(out or time.strftime("results/scaling-%Y%m%d-%H%M%S"))
     p = providers.get(provider, StateDir(state_dir), NodeShape.sized(cpus_per_worker, memory_per_worker),
-                      image=image, config=config, context=context, namespace=namespace)
+                      image=image, config=config, context=context, namespace=namespace,
+                      storage_class=storage_class, results_claim=results_claim)
     p.check_fits(max(workers))
     with scaling.cluster_for(p, workers[0], report.say):
         study = scaling.run(p, plan, out, report.say)

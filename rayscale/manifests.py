@@ -10,7 +10,15 @@ limits (KubeRay sizes Ray from the limits, and Guaranteed pods are not evicted f
 the image pinned and IfNotPresent; in-tree autoscaling with autoscaler v2 (which wants
 restartPolicy Never) and an idle timeout; token auth by authOptions (the operator makes
 the Secret); pods non-root with no privilege escalation and no capabilities; the
-dashboard on a ClusterIP Service, reached by port-forward only.
+dashboard behind the head Service KubeRay makes (headless by default), reached by
+port-forward only.
+
+Results storage: Tune's storage path is a PersistentVolumeClaim on every profile. A
+hostPath volume does not work for the pods' uid 1000: the kubelet creates it as root, mode
+0755, and fsGroup does not apply to hostPath. kind's default StorageClass (`standard`,
+rancher.io/local-path) creates each volume 0777, ReadWriteOnce, which every pod on kind's
+single node shares; a cloud cluster needs a ReadWriteMany class (EFS, Filestore, Azure
+Files, NFS) because the pods run on separate nodes.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from rayscale import __version__
 RAY_VERSION = "2.60.0"
 KUBERAY_VERSION = "1.7.0"
 GROUP = "workers"
+RESULTS_CLAIM = "rayscale-results"
 RESULTS = "/home/ray/rayscale_results"  # the job's default --storage-path in the image
 JOB = "/opt/rayscale/job/tune_xgboost.py"
 
@@ -36,10 +45,14 @@ class Profile:
     head_memory: str
     worker_cpu: str
     worker_memory: str
-    max_workers: int
+    max_workers: int  # the autoscaler's ceiling in the shipped manifests (rayscale pins min = max = N)
     idle_timeout_s: int
-    # Tune keeps trial checkpoints on storage every node shares.
-    results_volume: dict[str, Any]
+    # Tune keeps trial checkpoints on a claim every pod mounts: its access mode and class.
+    results_access: str
+    storage_class: str | None
+    results_size: str
+    # The default image is one no registry serves (the cloud profile): --image is required.
+    image_required: bool = False
     node_selector: dict[str, str] = field(default_factory=dict)
     job_args: tuple[str, ...] = ()
 
@@ -50,17 +63,19 @@ PROFILES = {
         name="kind", image=f"rayscale:{__version__}",
         head_cpu="1", head_memory="2Gi", worker_cpu="1", worker_memory="2Gi",
         max_workers=4, idle_timeout_s=60,
-        results_volume={"hostPath": {"path": "/var/lib/rayscale-results", "type": "DirectoryOrCreate"}},
+        # kind's default class: one node, so ReadWriteOnce is shared by every pod.
+        results_access="ReadWriteOnce", storage_class="standard", results_size="5Gi",
         job_args=("--data", "synthetic:rows=5000,features=20,noise=1.0,seed=0", "--num-samples", "8",
                   "--max-rounds", "200"),
     ),
     # A cloud cluster: one worker pod per 8-vCPU node, the image from your registry, and a
-    # ReadWriteMany claim (EFS, Filestore, Azure Files) for checkpoints.
+    # ReadWriteMany claim (EFS, Filestore, Azure Files) for checkpoints; the class is the
+    # cluster's default unless --storage-class names one.
     "cloud": Profile(
-        name="cloud", image=f"ghcr.io/rayscale/rayscale:{__version__}",
+        name="cloud", image=f"registry.example.com/you/rayscale:{__version__}",
         head_cpu="2", head_memory="8Gi", worker_cpu="7", worker_memory="28Gi",
         max_workers=16, idle_timeout_s=300,
-        results_volume={"persistentVolumeClaim": {"claimName": "rayscale-results"}},
+        results_access="ReadWriteMany", storage_class=None, results_size="20Gi", image_required=True,
         node_selector={"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
         job_args=("--data", "synthetic:rows=200000,features=30,noise=1.0,seed=0", "--num-samples", "32",
                   "--max-rounds", "500"),
@@ -107,7 +122,8 @@ def _resources(cpu: str, memory: str) -> dict[str, Any]:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
 
 
-def _pod(p: Profile, image: str, container: str, cpu: str, memory: str, ports: list | None = None) -> dict:
+def _pod(p: Profile, image: str, container: str, cpu: str, memory: str, claim: str,
+         ports: list | None = None) -> dict:
     c: dict[str, Any] = {
         "name": container,
         "image": image,
@@ -117,8 +133,10 @@ def _pod(p: Profile, image: str, container: str, cpu: str, memory: str, ports: l
         "env": [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}],
         "volumeMounts": [
             {"name": "results", "mountPath": RESULTS},
-            {"name": "ray-tmp", "mountPath": "/tmp/ray"},
-            {"name": "dshm", "mountPath": "/dev/shm"},
+            # KubeRay shares Ray's logs with the autoscaler sidecar only through a volume
+            # of this name at /tmp/ray (pod.go: RayLogVolumeName); any other name hides them.
+            {"name": "ray-logs", "mountPath": "/tmp/ray"},
+            {"name": "shared-mem", "mountPath": "/dev/shm"},
         ],
     }
     if ports:
@@ -129,10 +147,10 @@ def _pod(p: Profile, image: str, container: str, cpu: str, memory: str, ports: l
         "securityContext": {"runAsNonRoot": True, "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [c],
         "volumes": [
-            {"name": "results", **p.results_volume},
-            {"name": "ray-tmp", "emptyDir": {}},
+            {"name": "results", "persistentVolumeClaim": {"claimName": claim}},
+            {"name": "ray-logs", "emptyDir": {}},
             # Ray's object store lives in /dev/shm; the default 64 MiB is far too small.
-            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            {"name": "shared-mem", "emptyDir": {"medium": "Memory"}},
         ],
     }
     if p.node_selector:
@@ -140,10 +158,13 @@ def _pod(p: Profile, image: str, container: str, cpu: str, memory: str, ports: l
     return {"metadata": {"annotations": _skip_annotations(SCAN_SKIPS)}, "spec": spec}
 
 
-def cluster_spec(p: Profile, workers: int, image: str | None = None) -> dict[str, Any]:
+def cluster_spec(p: Profile, workers: int, image: str | None = None, claim: str = RESULTS_CLAIM,
+                 max_workers: int | None = None) -> dict[str, Any]:
+    """max_workers: the autoscaler's ceiling; rayscale passes `workers` so that a cluster it
+    holds at N stays at N (min = max = replicas), the shipped files the profile's ceiling."""
     image = image or p.image
-    max_workers = max(p.max_workers, workers)
-    head = _pod(p, image, "ray-head", p.head_cpu, p.head_memory, ports=[
+    max_workers = max(max_workers or p.max_workers, workers)
+    head = _pod(p, image, "ray-head", p.head_cpu, p.head_memory, claim, ports=[
         {"containerPort": 6379, "name": "gcs-server"},
         {"containerPort": 8265, "name": "dashboard"},
         {"containerPort": 10001, "name": "client"},
@@ -151,7 +172,7 @@ def cluster_spec(p: Profile, workers: int, image: str | None = None) -> dict[str
     # The head's autoscaler sidecar talks to the API server: it alone needs the token.
     head["spec"]["automountServiceAccountToken"] = True
     head["metadata"]["annotations"] = _skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
-    worker = _pod(p, image, "ray-worker", p.worker_cpu, p.worker_memory)
+    worker = _pod(p, image, "ray-worker", p.worker_cpu, p.worker_memory, claim)
     return {
         "rayVersion": RAY_VERSION,
         "authOptions": {"mode": "token"},
@@ -189,9 +210,10 @@ def _meta(name: str, namespace: str | None) -> dict[str, Any]:
 
 
 def raycluster(name: str, workers: int, p: Profile, image: str | None = None,
-               namespace: str | None = None) -> dict[str, Any]:
+               namespace: str | None = None, claim: str = RESULTS_CLAIM,
+               max_workers: int | None = None) -> dict[str, Any]:
     return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": _meta(name, namespace),
-            "spec": cluster_spec(p, workers, image)}
+            "spec": cluster_spec(p, workers, image, claim, max_workers)}
 
 
 def rayjob(name: str, p: Profile, workers: int = 2, image: str | None = None,
@@ -215,11 +237,13 @@ def rayjob(name: str, p: Profile, workers: int = 2, image: str | None = None,
     return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": _meta(name, namespace), "spec": spec}
 
 
-def results_claim(namespace: str | None = None, size: str = "20Gi") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta("rayscale-results", namespace),
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": size}}},
-    }
+def results_claim(p: Profile, namespace: str | None = None, name: str = RESULTS_CLAIM,
+                  storage_class: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": [p.results_access],
+                            "resources": {"requests": {"storage": p.results_size}}}
+    if storage_class or p.storage_class:
+        spec["storageClassName"] = storage_class or p.storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(name, namespace), "spec": spec}
 
 
 def kind_config(name: str = "rayscale") -> dict[str, Any]:
@@ -269,7 +293,7 @@ def kuberay_rules(spec: dict[str, Any]) -> list[str]:
             if g["template"]["spec"].get("restartPolicy", "Never") != "Never":
                 errs.append(f"restartPolicy for {name} should be Never with autoscaler v2")
     auth = spec.get("authOptions")
-    if auth is not None and auth.get("mode", "token") == "token":  # KubeRay's default mode
+    if (auth or {}).get("mode") == "token":  # KubeRay enables auth for exactly this mode
         v = spec.get("rayVersion", "")
         if not v or tuple(int(x) for x in v.split(".")[:2]) < (2, 52):
             errs.append("authOptions.mode token needs rayVersion 2.52.0 or later")
@@ -305,7 +329,7 @@ def shipped() -> dict[str, Any]:
         out[f"k8s/{name}/raycluster.yaml"] = raycluster("rayscale", 2, p)
         out[f"k8s/{name}/rayjob.yaml"] = rayjob("rayscale-tune", p)
         out[f"k8s/{name}/rayjob-on-existing.yaml"] = rayjob("rayscale-tune-existing", p, cluster="rayscale")
-    out["k8s/cloud/results-pvc.yaml"] = results_claim()
+        out[f"k8s/{name}/results-pvc.yaml"] = results_claim(p)
     return out
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for `kubectl port-forward` (a fake): `... port-forward ... svc/NAME L:8265`
-relays 127.0.0.1:L to the port $FAKE_KUBE_TARGETS (a JSON file) maps NAME to, with
-tests/tcp_proxy.py. Any other kubectl command fails, as a missing cluster would."""
+relays 127.0.0.1:L to the port (or host:port) $FAKE_KUBE_TARGETS (a JSON file) maps NAME
+to, with tests/tcp_proxy.py. Any other kubectl command fails, as a missing cluster would."""
 
 import json
 import os
@@ -17,4 +17,5 @@ if svc not in targets:
     sys.exit(f'error: services "{svc}" not found')
 print(f"Forwarding from 127.0.0.1:{local} -> 8265", flush=True)
 proxy = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tcp_proxy.py")
-os.execv(sys.executable, [sys.executable, proxy, str(local), "127.0.0.1", str(targets[svc])])
+host, _, port = str(targets[svc]).rpartition(":")
+os.execv(sys.executable, [sys.executable, proxy, str(local), host or "127.0.0.1", port])

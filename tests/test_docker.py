@@ -51,10 +51,9 @@ def test_image_runs_the_job_as_non_root():
     assert p.returncode == 0, p.stderr[-2000:]
     rec = _result(p.stdout)
     assert rec["trials_completed"] == 2 and rec["versions"]["ray"] == "2.60.0"
-    ident = _docker("run", "--rm", IMAGE, "sh", "-c", "id -u; command -v wget; python -c 'import xgboost'")
+    ident = _docker("run", "--rm", IMAGE, "sh", "-c", "id -u; python -c 'import xgboost'")
     assert ident.returncode == 0, ident.stderr
-    uid, wget = ident.stdout.split()[:2]
-    assert uid == "1000" and wget.endswith("wget")
+    assert ident.stdout.split()[0] == "1000"
     labels = json.loads(_docker("image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout)
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.source"]

@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import ROOT
-from fake_kube import crd_schema
+from kube_emulator import crd_schema
 
 from rayscale import manifests
 
@@ -82,8 +82,10 @@ def test_every_ray_pod_is_a_valid_pod(key, doc):
 
 
 def test_core_resources_are_valid():
-    pvc = SHIPPED["k8s/cloud/results-pvc.yaml"]
-    kubernetes_validate.validate(pvc, K8S_VERSION, strict=True)
+    for profile in manifests.PROFILES:
+        kubernetes_validate.validate(SHIPPED[f"k8s/{profile}/results-pvc.yaml"], K8S_VERSION, strict=True)
+    assert SHIPPED["k8s/cloud/results-pvc.yaml"]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert SHIPPED["k8s/kind/results-pvc.yaml"]["spec"]["storageClassName"] == "standard"
     assert SHIPPED["k8s/kind-config.yaml"]["apiVersion"] == "kind.x-k8s.io/v1alpha4"
 
 
@@ -136,6 +138,11 @@ def test_policy(key, doc):
         assert sc["capabilities"]["drop"] == ["ALL"]
     for g in spec["workerGroupSpecs"]:
         assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+        for t in (g["template"], spec["headGroupSpec"]["template"]):
+            vols = {v["name"]: v for v in t["spec"]["volumes"]}
+            # hostPath is made by root 0755 and fsGroup does not apply: uid 1000 cannot write it.
+            assert "persistentVolumeClaim" in vols["results"] and not any("hostPath" in v for v in vols.values())
+            assert "ray-logs" in vols, "KubeRay shares logs with the autoscaler only by this name"
     if doc["kind"] == "RayJob":
         assert doc["spec"]["shutdownAfterJobFinishes"] is True and doc["spec"]["ttlSecondsAfterFinished"] > 0
         assert "/opt/rayscale/job/tune_xgboost.py" in doc["spec"]["entrypoint"], "the job ships in the image"

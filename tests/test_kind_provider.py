@@ -19,12 +19,12 @@ def test_missing_tools_are_named_with_the_no_kubernetes_alternative(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
     # RAYSCALE_DOCKER (set by .ci/run) and friends would point at tools anyway: unset them.
-    unset = {f"RAYSCALE_{t}": "" for t in ("DOCKER", "KIND", "KUBECTL", "HELM")}
+    unset = {f"RAYSCALE_{t}": "" for t in ("DOCKER", "KIND", "KUBECTL", "HELM", "GIT")}
     p = run_cli("cluster", "up", "--provider", "kind", "--workers", 1, state_dir=tmp_path / "s",
                 env={"PATH": str(empty), **unset})
-    line = assert_one_line_error(p, "docker, kind, kubectl, helm", "not found",
+    line = assert_one_line_error(p, "docker, kind, kubectl, helm, git", "not found",
                                  "make cluster-up PROVIDER=local")
-    assert "kind.sigs.k8s.io" in line and "helm.sh" in line
+    assert "kind.sigs.k8s.io" in line and "helm.sh" in line and "git-scm.com" in line
     assert not (tmp_path / "s" / "cluster.json").exists(), "nothing recorded, no provider switched to"
 
 
@@ -34,13 +34,37 @@ def _stand_in(path, body):
     return str(path)
 
 
-def test_docker_too_small_for_the_workers_fake_tools(tmp_path):
+def _tools(tmp_path, docker_info: str, kind_body: str = "exit 0") -> dict[str, str]:
     b = tmp_path / "bin"
     b.mkdir()
-    env = {f"RAYSCALE_{t.upper()}": _stand_in(b / t, "exit 0") for t in ("kind", "kubectl", "helm")}
-    env["RAYSCALE_DOCKER"] = _stand_in(b / "docker", "echo '{\"MemTotal\": 4294967296}'")  # 4 GiB
+    env = {f"RAYSCALE_{t.upper()}": _stand_in(b / t, "exit 0") for t in ("kubectl", "helm", "git")}
+    env["RAYSCALE_KIND"] = _stand_in(b / "kind", kind_body)
+    env["RAYSCALE_DOCKER"] = _stand_in(b / "docker", f"echo '{docker_info}'")
+    return env
+
+
+def test_docker_too_small_for_the_workers_fake_tools(tmp_path):
+    env = _tools(tmp_path, '{"MemTotal": 4294967296, "NCPU": 16}')  # 4 GiB
     p = run_cli("cluster", "up", "--provider", "kind", "--workers", 3, state_dir=tmp_path / "s", env=env)
     assert_one_line_error(p, "3 workers need about 9.5 GiB but Docker has 4.0 GiB", "more memory")
+
+
+def test_docker_short_of_cpus_for_the_workers_fake_tools(tmp_path):
+    """Pods are scheduled on CPU requests: a worker that cannot fit is refused up front."""
+    env = _tools(tmp_path, '{"MemTotal": 68719476736, "NCPU": 4}')  # 64 GiB, 4 CPUs
+    p = run_cli("cluster", "up", "--provider", "kind", "--workers", 3, state_dir=tmp_path / "s", env=env)
+    assert_one_line_error(p, "3 workers need about 5.5 CPUs on kind but Docker has 4", "more CPUs")
+    assert not (tmp_path / "s" / "cluster.json").exists()
+
+
+def test_a_failing_kind_get_clusters_stops_up_fake_tools(tmp_path):
+    """Never read a failure as "no clusters": up would create, and on failure delete, one
+    named like a cluster it could not see."""
+    env = _tools(tmp_path, '{"MemTotal": 68719476736, "NCPU": 16}',
+                 kind_body='echo "ERROR: failed to list clusters: permission denied" >&2; exit 1')
+    p = run_cli("cluster", "up", "--provider", "kind", "--workers", 1, state_dir=tmp_path / "s", env=env)
+    assert_one_line_error(p, "`kind get clusters` failed: ERROR: failed to list clusters", "docker")
+    assert not (tmp_path / "s" / "logs" / "kind-up.log").exists(), "nothing was run"
 
 
 def test_the_plan_it_runs(tmp_path):
@@ -53,7 +77,13 @@ def test_the_plan_it_runs(tmp_path):
     helm = next(c for c in first if "upgrade" in c)
     assert helm[helm.index("--version") + 1] == "1.7.0" and "--skip-crds" in helm
     assert str(ROOT / "k8s" / "operator-values.yaml") in helm
-    assert first[-2][-1] == "IMAGE=rayscale:0.1.0" and first[-1][1:4] == ["load", "docker-image", "rayscale:0.1.0"]
+    assert first[-1][-1] == "IMAGE=rayscale:0.1.0"
+    assert CRDS.endswith("&timeout=90s"), "kustomize's remote fetch gives up after 27 s otherwise"
+    # The image load, and its fallback for Docker's containerd image store (kind issue 3795).
+    load, fallback = k.load_commands("/tmp/x/image.tar")
+    assert load[1:4] == ["load", "docker-image", "rayscale:0.1.0"]
+    assert fallback[0][1:] == ["save", "-o", "/tmp/x/image.tar", "rayscale:0.1.0"]
+    assert fallback[1][1:4] == ["load", "image-archive", "/tmp/x/image.tar"]
     # A second `up` on a machine that has both the kind cluster and the image: no create, no build.
     again = k.commands(create=False, build=False)
     assert not any("create" in c for c in again) and not any(c[0] == "make" for c in again)

@@ -38,15 +38,20 @@ def docker_binary() -> str:
     return found
 
 
-def engine_memory_gib() -> float:
-    """The memory the Docker engine can give containers, in GiB; 0 where it cannot say
+def engine_info() -> dict[str, Any]:
+    """`docker info` as a dict (MemTotal bytes, NCPU, ...); {} where the engine cannot say
     (then `docker run` / `kind create` judge, and say what is wrong)."""
     try:
         out = subprocess.run([docker_binary(), "info", "--format", "{{json .}}"],
                              capture_output=True, text=True, timeout=30).stdout
-        return json.loads(out or "{}").get("MemTotal", 0) / GIB
+        return json.loads(out or "{}")
     except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
-        return 0.0
+        return {}
+
+
+def engine_memory_gib() -> float:
+    """The memory the Docker engine can give containers, in GiB; 0 where it cannot say."""
+    return engine_info().get("MemTotal", 0) / GIB
 
 
 class DockerProvider(Provider):

@@ -13,28 +13,36 @@ install it, and that `make cluster-up PROVIDER=local` needs none of them.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from rayscale import manifests, procs
 from rayscale.errors import UserError
 from rayscale.procs import tool
-from rayscale.providers.docker import engine_memory_gib
+from rayscale.providers.docker import engine_info
 from rayscale.providers.kuberay import KubeRayProvider
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KIND_CLUSTER = "rayscale"
-CRDS = f"github.com/ray-project/kuberay/ray-operator/config/crd?ref=v{manifests.KUBERAY_VERSION}"
+# kustomize's remote fetch gives up after 27 s unless told otherwise (KubeRay's docs add it).
+CRDS = f"github.com/ray-project/kuberay/ray-operator/config/crd?ref=v{manifests.KUBERAY_VERSION}&timeout=90s"
 HELM_REPO = "https://ray-project.github.io/kuberay-helm/"
 INSTALL = {
     "docker": "https://docs.docker.com/engine/install/ (Debian: apt-get install docker.io)",
     "kind": "go install sigs.k8s.io/kind@v0.29.0, or https://kind.sigs.k8s.io/docs/user/quick-start/",
     "kubectl": "https://kubernetes.io/docs/tasks/tools/",
     "helm": "https://helm.sh/docs/intro/install/",
+    # kubectl's kustomize clones the KubeRay CRDs' remote base with git.
+    "git": "https://git-scm.com/downloads (Debian: apt-get install git)",
 }
 GIB = 1024**3
 # Beyond the Ray pods: the control plane, the operator and the autoscaler sidecar.
 KIND_OVERHEAD_GIB = 1.5
+# CPU requests beyond the Ray containers': the control plane (apiserver 250m, controller
+# manager 200m, scheduler 100m, etcd 100m, CoreDNS 2x100m, kindnet 100m), the operator
+# (100m) and the autoscaler sidecar (500m). Pods are scheduled on requests.
+KIND_OVERHEAD_CPUS = 1.55
 
 
 def missing_tools() -> list[str]:
@@ -68,12 +76,22 @@ class KindProvider(KubeRayProvider):
 
     def check_fits(self, workers: int) -> None:
         p = manifests.PROFILES["kind"]
+        info = engine_info()
         need = KIND_OVERHEAD_GIB + _gib(p.head_memory) + workers * _gib(p.worker_memory)
-        have = engine_memory_gib()
+        have = info.get("MemTotal", 0) / GIB
         if have and need > have:
             raise UserError(
                 f"{workers} workers need about {need:.1f} GiB but Docker has {have:.1f} GiB",
                 "give Docker more memory (Docker Desktop: Settings > Resources) or use fewer --workers")
+        # The scheduler places pods on their CPU requests: short of them, a worker stays
+        # Pending and `up` would only fail after its timeout.
+        need_cpus = KIND_OVERHEAD_CPUS + float(p.head_cpu) + workers * float(p.worker_cpu)
+        have_cpus = info.get("NCPU", 0)
+        if have_cpus and need_cpus > have_cpus:
+            raise UserError(
+                f"{workers} workers need about {need_cpus:.1f} CPUs on kind but Docker has {have_cpus}",
+                "give Docker more CPUs (Docker Desktop: Settings > Resources), use fewer --workers, "
+                "or run without Kubernetes: make cluster-up PROVIDER=local")
 
     # ---- the commands up runs, in order (read by tests and by scripts/e2e-kind.sh) ------
 
@@ -94,22 +112,44 @@ class KindProvider(KubeRayProvider):
         ]
         if build:
             cmds.append(["make", "-C", str(ROOT), "image", f"IMAGE={self.image}"])
-        cmds.append([kind, "load", "docker-image", self.image, "--name", self.kind_cluster])
         return cmds
+
+    def load_commands(self, archive: str) -> tuple[list[str], list[list[str]]]:
+        """`kind load docker-image`, and its fallback: Docker engines on the containerd image
+        store (Docker 29's default) make it fail (kind issue 3795); an archive always loads."""
+        kind, docker = tool("kind") or "kind", tool("docker") or "docker"
+        return ([kind, "load", "docker-image", self.image, "--name", self.kind_cluster],
+                [[docker, "save", "-o", archive, self.image],
+                 [kind, "load", "image-archive", archive, "--name", self.kind_cluster]])
+
+    def _load_image(self, log: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="rayscale-kind-") as tmp:
+            first, fallback = self.load_commands(str(Path(tmp) / "image.tar"))
+            if procs.run_logged(first, log, timeout=900, check=False) != 0:
+                for argv in fallback:
+                    procs.run_logged(argv, log, timeout=900)
+
+    def existing_clusters(self) -> list[str]:
+        """kind's clusters; a failure is an error, never "none": `up` must not create (and on
+        failure delete) a cluster named like one it could not see."""
+        p = subprocess.run([tool("kind"), "get", "clusters"], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            last = (p.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"`kind get clusters` failed: {last}", "is Docker running? (`docker info`)")
+        return p.stdout.split()
 
     def up(self, workers: int, timeout: float | None = None) -> None:
         self.preflight()
         self._claim_state()
         self.check_fits(workers)
-        clusters = subprocess.run([tool("kind"), "get", "clusters"], capture_output=True, text=True,
-                                  timeout=60).stdout.split()
-        create = self.kind_cluster not in clusters
+        create = self.kind_cluster not in self.existing_clusters()
         build = not subprocess.run([tool("docker"), "images", "-q", self.image], capture_output=True,
                                    text=True, timeout=60).stdout.strip()
         log = self.state.path / "logs" / "kind-up.log"
         try:
             for argv in self.commands(create, build):
                 procs.run_logged(argv, log, timeout=900)
+            self._load_image(log)
             super().up(workers, timeout)
         except BaseException:
             if create:
@@ -118,6 +158,16 @@ class KindProvider(KubeRayProvider):
         rec = self._record()
         rec.update(kind_cluster=self.kind_cluster, created_kind=create)
         self.state.write(rec)
+
+    def is_running(self) -> bool:
+        rec = self.state.read()
+        if rec and rec.get("provider") == self.name and tool("kind"):
+            try:
+                if rec.get("kind_cluster", self.kind_cluster) not in self.existing_clusters():
+                    return False  # `kind delete cluster` by hand: the record is stale
+            except UserError:
+                pass
+        return super().is_running()
 
     def _teardown(self, rec: dict[str, Any]) -> None:
         try:

@@ -7,11 +7,17 @@ stays on a ClusterIP Service; rayscale reaches it with `kubectl port-forward` un
 managed forward (rayscale.forward) that restarts it when it drops, a common KubeRay
 complaint during long jobs. Readiness: worker pods Ready, then N Ray worker nodes ALIVE
 as the dashboard reports them.
+
+Results storage: a PersistentVolumeClaim in the cluster's namespace (made here from the
+profile unless one exists, or --results-claim names yours), checked before anything else
+is created: a cloud cluster's pods run on separate nodes, so its claim must be
+ReadWriteMany, and a class known to be block storage (EBS, PD, Azure Disk) cannot.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import time
@@ -40,9 +46,24 @@ def kubectl() -> str:
     return found
 
 
-def load_api(context: str | None):
-    """(CustomObjectsApi, CoreV1Api) for a kubeconfig context; a UserError naming the fix."""
-    from kubernetes import client, config
+# Provisioners of block storage: one node at a time, never ReadWriteMany.
+RWO_ONLY = {
+    "ebs.csi.aws.com", "kubernetes.io/aws-ebs", "pd.csi.storage.gke.io", "kubernetes.io/gce-pd",
+    "disk.csi.azure.com", "kubernetes.io/azure-disk", "rancher.io/local-path", "openebs.io/local",
+    "kubernetes.io/cinder", "cinder.csi.openstack.org", "dobs.csi.digitalocean.com",
+}
+RWX_HINT = ("pass --storage-class with a ReadWriteMany class (EFS: efs.csi.aws.com, Filestore: "
+            "filestore.csi.storage.gke.io, Azure Files: file.csi.azure.com, NFS), or --results-claim NAME")
+
+
+class ClusterGone(UserError):
+    """The kube context or its API server is gone: nothing can be reached to delete."""
+
+
+def resolve_context(context: str | None) -> tuple[str, str]:
+    """(kubeconfig path, context name): the named context, else the current one, resolved now
+    so that a later change of kubectl's current context cannot retarget this cluster."""
+    from kubernetes import config
 
     # Read $KUBECONFIG now: the client library reads it once, at import.
     path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
@@ -53,16 +74,42 @@ def load_api(context: str | None):
                         "set KUBECONFIG or create ~/.kube/config (kind, gcloud, aws eks update-kubeconfig)") from None
     names = [c["name"] for c in contexts]
     if context and context not in names:
-        raise UserError(f"kubeconfig has no context {context!r} (it has: {', '.join(names) or 'none'})",
-                        "pass one of those with --context")
-    api = config.new_client_from_config(config_file=path, context=context or current["name"])
-    return client.CustomObjectsApi(api), client.CoreV1Api(api)
+        raise ClusterGone(f"kubeconfig has no context {context!r} (it has: {', '.join(names) or 'none'})",
+                          "pass one of those with --context")
+    if not context and not current:
+        raise UserError("kubeconfig has no current context", "pass --context")
+    return path, context or current["name"]
+
+
+def load_api(context: str | None):
+    """(CustomObjectsApi, CoreV1Api, StorageV1Api, context) for a kubeconfig context."""
+    from kubernetes import client, config
+
+    path, name = resolve_context(context)
+    api = config.new_client_from_config(config_file=path, context=name)
+    return client.CustomObjectsApi(api), client.CoreV1Api(api), client.StorageV1Api(api), name
 
 
 def _api_error(e: Exception, what: str, fix: str) -> UserError:
     status = getattr(e, "status", None)
+    if status is None:  # no answer at all: urllib3's MaxRetryError, a refused connection
+        return ClusterGone(f"{what}: the API server does not answer ({type(e).__name__})",
+                           "is the cluster up? (kind: `kind get clusters`; check `kubectl cluster-info`)")
     reason = getattr(e, "reason", "") or type(e).__name__
-    return UserError(f"{what}: {status or ''} {reason}".strip(), fix)
+    return UserError(f"{what}: {status} {reason}".strip(), fix)
+
+
+def _status_body(e: Exception) -> dict[str, Any]:
+    """The API server's Status object of an ApiException ({} when there is none)."""
+    try:
+        return json.loads(getattr(e, "body", None) or "{}")
+    except ValueError:
+        return {}
+
+
+def _missing_namespace(e: Exception) -> bool:
+    """A 404 for a namespace that does not exist (not for a missing resource type)."""
+    return getattr(e, "status", None) == 404 and (_status_body(e).get("details") or {}).get("kind") == "namespaces"
 
 
 class KubeRayProvider(ForwardedProvider):
@@ -72,14 +119,21 @@ class KubeRayProvider(ForwardedProvider):
 
     def __init__(self, state, shape=None, api=None, **options: Any):
         super().__init__(state, shape, **options)
-        self._api = api  # (custom, core): injected by tests, else built from the kubeconfig
+        # (custom, core, storage): injected by tests, else built from the kubeconfig
+        self._api = api
+        self._context = options.get("context")
 
     # ---- plumbing ---------------------------------------------------------------------
 
     def _apis(self, rec: dict[str, Any] | None = None):
         if self._api is None:
-            self._api = load_api((rec or {}).get("context") or self.options.get("context"))
-        return self._api
+            custom, core, storage, self._context = load_api((rec or {}).get("context") or self.options.get("context"))
+            self._api = (custom, core, storage)
+        return self._api[:2]
+
+    @property
+    def _profile(self) -> manifests.Profile:
+        return manifests.profile(self.options.get("profile") or self.profile_name)
 
     def _ns(self, rec: dict[str, Any] | None = None) -> str:
         return (rec or {}).get("namespace") or self.options.get("namespace") or "default"
@@ -108,24 +162,105 @@ class KubeRayProvider(ForwardedProvider):
 
     # ---- up / scale / down ------------------------------------------------------------
 
-    def _manifest(self, name: str, workers: int) -> dict[str, Any]:
-        p = manifests.profile(self.options.get("profile") or self.profile_name)
-        body = manifests.raycluster(name, workers, p, image=self.options.get("image"), namespace=self._ns())
+    def _manifest(self, name: str, workers: int, claim: str) -> dict[str, Any]:
+        p = self._profile
+        if p.image_required and not self.options.get("image"):
+            raise UserError(f"the {p.name} profile has no public image ({p.image} is a placeholder)",
+                            "push the kit's image where your nodes can pull it (make image IMAGE=REG/rayscale:"
+                            f"{p.image.rsplit(':', 1)[1]} && docker push ...) and pass --image")
+        # Pinned: min = max = replicas = N, so the autoscaler neither adds nor removes workers
+        # while rayscale holds this size (a job's demand could grow the cluster otherwise).
+        body = manifests.raycluster(name, workers, p, image=self.options.get("image"), namespace=self._ns(),
+                                    claim=claim, max_workers=workers)
         problems = manifests.kuberay_rules(body["spec"])
+        if (body["spec"].get("authOptions") or {}).get("mode") != "token":
+            problems.append("authOptions.mode must be token")
         if problems:  # the operator would reject it after a round trip; say so now
             raise UserError(f"the RayCluster would be rejected: {problems[0]}")
         return body
+
+    # ---- results storage --------------------------------------------------------------
+
+    def _ensure_claim(self, ns: str) -> tuple[str, bool]:
+        """The results claim the pods mount: (name, created here). Checked before the
+        RayCluster exists: a claim the pods cannot share fails now, not after 600 s."""
+        _, core = self._apis()
+        p = self._profile
+        name = self.options.get("results_claim") or manifests.RESULTS_CLAIM
+        try:
+            claim = core.read_namespaced_persistent_volume_claim(name, ns)
+        except Exception as e:
+            if getattr(e, "status", None) != 404:
+                raise _api_error(e, f"cannot read PersistentVolumeClaim {name}",
+                                 "your role needs `get` on persistentvolumeclaims in this namespace") from None
+            if _missing_namespace(e):
+                raise UserError(f"namespace {ns!r} does not exist",
+                                f"create it (kubectl create namespace {ns}) or pass another --namespace") from None
+            claim = None
+        if claim is not None:
+            modes = list(claim.spec.access_modes or [])
+            if p.results_access == "ReadWriteMany" and "ReadWriteMany" not in modes:
+                raise UserError(f"PersistentVolumeClaim {name} is {', '.join(modes) or 'of no access mode'}, "
+                                "but pods on separate nodes must share it (ReadWriteMany)", RWX_HINT)
+            return name, False
+        if self.options.get("results_claim"):
+            raise UserError(f"PersistentVolumeClaim {name} does not exist in namespace {ns}",
+                            "create it (ReadWriteMany), or leave out --results-claim and rayscale makes one")
+        body = manifests.results_claim(p, ns, name, self.options.get("storage_class"))
+        if p.results_access == "ReadWriteMany":
+            self._check_rwx_class(body["spec"].get("storageClassName"))
+        try:
+            core.create_namespaced_persistent_volume_claim(ns, body)
+        except Exception as e:
+            if _missing_namespace(e):
+                raise UserError(f"namespace {ns!r} does not exist",
+                                f"create it (kubectl create namespace {ns}) or pass another --namespace") from None
+            raise _api_error(e, f"cannot create PersistentVolumeClaim {name}",
+                             "your role needs `create` on persistentvolumeclaims, or pass --results-claim") from None
+        return name, True
+
+    def _check_rwx_class(self, class_name: str | None) -> None:
+        """Refuse a StorageClass whose provisioner is block storage (never ReadWriteMany).
+        Listing classes needs cluster-wide read; without it the claim is tried as asked."""
+        storage = self._api[2] if len(self._api) > 2 else None
+        if storage is None:
+            return
+        try:
+            classes = storage.list_storage_class().items
+        except Exception:
+            return
+        if class_name:
+            sc = next((c for c in classes if c.metadata.name == class_name), None)
+            if sc is None:
+                raise UserError(f"StorageClass {class_name!r} does not exist "
+                                f"(the cluster has: {', '.join(c.metadata.name for c in classes) or 'none'})",
+                                RWX_HINT)
+        else:
+            default = [c for c in classes if (c.metadata.annotations or {}).get(
+                "storageclass.kubernetes.io/is-default-class") == "true"]
+            if not default:
+                raise UserError("the cluster has no default StorageClass for the results claim", RWX_HINT)
+            sc = default[0]
+        if sc.provisioner in RWO_ONLY:
+            raise UserError(f"StorageClass {sc.metadata.name} ({sc.provisioner}) cannot do ReadWriteMany, "
+                            "and the cluster's pods on separate nodes must share the results volume", RWX_HINT)
 
     def up(self, workers: int, timeout: float | None = None) -> None:
         timeout = timeout or self.default_timeout
         self._claim_state()
         kubectl()  # before anything is created: the port-forward needs it
-        custom, _ = self._apis()
         name = self.options.get("name") or f"rayscale-{secrets.token_hex(3)}"
-        body = self._manifest(name, workers)
+        self._manifest(name, workers, manifests.RESULTS_CLAIM)  # refuse a bad request before any API call
+        custom, _ = self._apis()
+        if self._context is None:  # an injected API (tests) still records the kubeconfig's context
+            self._context = resolve_context(None)[1]
+        claim, made_claim = self._ensure_claim(self._ns())
+        body = self._manifest(name, workers, claim)
         rec: dict[str, Any] = {
-            "provider": self.name, "created": time.time(), "context": self.options.get("context"),
+            # The resolved context, never "the current one": kubectl's may change later.
+            "provider": self.name, "created": time.time(), "context": self._context,
             "namespace": self._ns(), "name": name, "forward_port": procs.free_ports(1)[0],
+            "results_claim": claim, "made_claim": made_claim,
         }
         rec["dashboard_url"] = f"http://127.0.0.1:{rec['forward_port']}"
         try:
@@ -133,9 +268,13 @@ class KubeRayProvider(ForwardedProvider):
                 custom.create_namespaced_custom_object(GROUP, VERSION, rec["namespace"], PLURAL, body)
             except Exception as e:
                 status = getattr(e, "status", None)
+                if _missing_namespace(e):
+                    raise UserError(f"namespace {rec['namespace']!r} does not exist",
+                                    f"create it (kubectl create namespace {rec['namespace']}) "
+                                    "or pass another --namespace") from None
                 if status == 404:
-                    raise UserError(f"the cluster has no RayCluster API (ray.io/v1) in namespace {rec['namespace']}",
-                                    INSTALL_OPERATOR) from None
+                    raise UserError("the cluster has no RayCluster API (ray.io/v1): the KubeRay CRDs are not "
+                                    "installed", INSTALL_OPERATOR) from None
                 if status == 409:
                     raise UserError(f"a RayCluster named {name} already exists in {rec['namespace']}",
                                     "delete it, or let rayscale pick a fresh name") from None
@@ -151,6 +290,11 @@ class KubeRayProvider(ForwardedProvider):
             wait_job_api(rec["dashboard_url"], self.state.token(), 60, str(self.state.path / "logs"))
         except BaseException:
             self._teardown(rec)
+            if made_claim:  # an empty claim this failed `up` made: nothing is lost with it
+                import contextlib
+
+                with contextlib.suppress(Exception):
+                    self._apis(rec)[1].delete_namespaced_persistent_volume_claim(claim, rec["namespace"])
             self.state.clear(keep_logs=True)
             raise
 
@@ -159,6 +303,10 @@ class KubeRayProvider(ForwardedProvider):
             pods = self._pods(rec, "head")
             if pods and _ready(pods[0]):
                 return
+            hopeless = _hopeless(pods[0]) if pods else None
+            if hopeless:
+                raise UserError(f"the head pod of {rec['name']} cannot start: {hopeless}",
+                                f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}")
             if time.monotonic() > deadline:
                 why = _pending_reason(pods[0]) if pods else "no head pod was created (is the operator running?)"
                 raise UserError(f"the head pod of {rec['name']} is not ready: {why}",
@@ -172,8 +320,14 @@ class KubeRayProvider(ForwardedProvider):
         try:
             data = core.read_namespaced_secret(secret, rec["namespace"]).data or {}
         except Exception as e:
-            raise _api_error(e, f"cannot read the token Secret {secret}",
-                             "your role needs `get` on secrets in this namespace") from None
+            if getattr(e, "status", None) == 404:
+                raise UserError(f"the operator made no token Secret {secret}",
+                                "is the operator KubeRay 1.7.0 or newer? (kubectl get deploy kuberay-operator "
+                                "-o jsonpath='{..image}')") from None
+            if getattr(e, "status", None) == 403:
+                raise UserError(f"not allowed to read the token Secret {secret}",
+                                "your role needs `get` on secrets in this namespace") from None
+            raise _api_error(e, f"cannot read the token Secret {secret}", "check the API server") from None
         if "auth_token" not in data:
             raise UserError(f"Secret {secret} holds no auth_token", "is the operator KubeRay 1.7.0 or newer?")
         token_file = self.state.new_token()
@@ -201,17 +355,42 @@ class KubeRayProvider(ForwardedProvider):
         self._stop_forward(rec)
         if not rec.get("owned"):
             return  # never delete a RayCluster this provider did not create
-        custom, _ = self._apis(rec)
+        from rayscale import report
+
         try:
+            custom, _ = self._apis(rec)
             custom.delete_namespaced_custom_object(GROUP, VERSION, rec["namespace"], PLURAL, rec["name"])
         except Exception as e:
-            if getattr(e, "status", None) != 404:
+            status = getattr(e, "status", None)
+            if status is None:
+                # No answer at all: the context or its API server is gone (kind deleted, a
+                # Docker reset). Nothing to delete from here; down() clears the record.
+                gone = e.problem if isinstance(e, UserError) else f"the API server does not answer ({type(e).__name__})"
+                report.say(f"the Kubernetes cluster is unreachable: {gone}; cleared the record. If it still "
+                           f"exists: kubectl --context {rec.get('context')} -n {rec['namespace']} delete "
+                           f"raycluster {rec['name']}", err=True)
+                return
+            if status != 404:
                 raise _api_error(e, f"cannot delete RayCluster {rec['name']}",
                                  f"delete it with kubectl -n {rec['namespace']} delete raycluster {rec['name']}") from None
 
+    def down(self) -> None:
+        rec = self.state.read()
+        super().down()
+        if rec and rec.get("provider") == self.name and rec.get("results_claim") and rec.get("owned"):
+            from rayscale import report
+
+            report.say(f"results kept in PersistentVolumeClaim {rec['results_claim']} "
+                       f"(kubectl -n {rec['namespace']} delete pvc {rec['results_claim']} frees it)", err=True)
+
     def is_running(self) -> bool:
         rec = self.state.read()
-        return bool(rec and rec.get("provider") == self.name and self._get(rec) is not None)
+        if not rec or rec.get("provider") != self.name:
+            return False
+        try:
+            return self._get(rec) is not None
+        except ClusterGone:
+            return False  # its context or API server is gone: the record is stale
 
     # ---- readiness / endpoint / status ------------------------------------------------
 
@@ -222,6 +401,11 @@ class KubeRayProvider(ForwardedProvider):
         while True:
             pods = [p for p in self._pods(rec, "worker") if not _terminating(p)]
             ready = sum(1 for p in pods if _ready(p))
+            for p in pods:
+                hopeless = _hopeless(p, head=False)
+                if hopeless:
+                    raise UserError(f"worker pod {p.metadata.name} cannot start: {hopeless}",
+                                    f"kubectl -n {rec['namespace']} describe pod {p.metadata.name}")
             alive = None
             if ready >= workers:
                 self._ensure_forward(rec)
@@ -231,6 +415,9 @@ class KubeRayProvider(ForwardedProvider):
             if time.monotonic() > deadline:
                 pending = [p for p in pods if not _ready(p)]
                 why = f"; {pending[0].metadata.name}: {_pending_reason(pending[0])}" if pending else ""
+                if len(pods) > workers:  # scale-down on KubeRay goes through the autoscaler
+                    why += (f"; {len(pods) - workers} pods over the target, which the autoscaler "
+                            "removes (its log: kubectl logs -c autoscaler on the head pod)")
                 raise UserError(
                     f"{workers} workers wanted: {ready} pods Ready, "
                     f"{'?' if alive is None else alive} Ray workers alive after {timeout:.0f} s{why}",
@@ -256,13 +443,48 @@ def _terminating(pod) -> bool:
     return pod.metadata.deletion_timestamp is not None
 
 
+# Waiting reasons no amount of waiting fixes: the image or the pod's config is wrong.
+HOPELESS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+            "CreateContainerConfigError", "CreateContainerError"}
+
+
+def _container_problem(pod) -> tuple[str, str] | None:
+    """(reason, words) for the first container (init containers first) not running well."""
+    st = pod.status
+    if st is None:
+        return None
+    for kind, statuses in (("init container", st.init_container_statuses), ("container", st.container_statuses)):
+        for cs in statuses or []:
+            s = cs.state
+            if s and s.waiting and s.waiting.reason and s.waiting.reason not in ("ContainerCreating", "PodInitializing"):
+                return s.waiting.reason, f"{kind} {cs.name}: {s.waiting.reason}: {s.waiting.message or ''}".strip(": ")
+            if s and s.terminated and s.terminated.exit_code:
+                reason = s.terminated.reason or "Error"
+                return reason, f"{kind} {cs.name} exited {s.terminated.exit_code} ({reason})"
+            if kind == "init container" and s and s.running:
+                return "Initializing", (f"init container {cs.name} still running"
+                                        + (" (the worker waits for the head's GCS)" if cs.name == "wait-gcs-ready" else ""))
+    return None
+
+
+def _hopeless(pod, head: bool = True) -> str | None:
+    """Words for a pod that will not start however long we wait; None while it may."""
+    problem = _container_problem(pod)
+    if problem and problem[0] in HOPELESS:
+        return problem[1]
+    # restartPolicy Never: a head whose container died stays dead (workers are replaced).
+    if head and problem and (pod.status.phase == "Failed" or problem[0] in ("OOMKilled", "Error")):
+        return problem[1]
+    return None
+
+
 def _pending_reason(pod) -> str:
     """Why a pod is not running, in the scheduler's or kubelet's words."""
+    problem = _container_problem(pod)
+    if problem:
+        return problem[1]
     st = pod.status
     for c in (st.conditions or []) if st else []:
         if c.status == "False" and c.message:
             return f"{c.reason}: {c.message}"
-    for cs in (st.container_statuses or []) if st else []:
-        if cs.state and cs.state.waiting and cs.state.waiting.reason:
-            return f"{cs.state.waiting.reason}: {cs.state.waiting.message or ''}".strip(": ")
     return st.phase if st else "unknown"

@@ -1,0 +1,848 @@
+"""A test emulator of Kubernetes + the KubeRay 1.7 operator whose pods run on the real
+Docker engine, with the kit's real image.
+
+Kubernetes cannot run here (no node image can be pulled, no API server binary). What the
+kit depends on is emulated so that it fails where the real system would:
+
+- the API: the kubernetes-client methods the kuberay provider calls, answered as the API
+  server answers (V1 models; ApiException with its codes and Status bodies). RayClusters
+  are checked against the KubeRay v1.7.0 CRD schema; unknown fields are pruned with a
+  warning, not refused; a missing namespace is a 404 whose Status names it; a missing
+  resource type a plain 404.
+- the operator (ray-operator/controllers/ray/common/pod.go at v1.7.0, ported for what the
+  kit uses): the token Secret named after the cluster (key auth_token); pods built from the
+  group templates: the `ray start` line from rayStartParams and the container's limits,
+  the env it injects (token, RAY_ADDRESS, FQ_RAY_IP, ...), the volumes it adds by name
+  (shared-mem at /dev/shm, ray-logs at /tmp/ray shared with the autoscaler sidecar) or
+  skips where the path is mounted, the wait-gcs-ready init container of workers, the
+  head Service `<name>-head-svc`, HTTP readiness probes on the agent port. With in-tree
+  autoscaling, pods over `replicas` are not deleted by the operator: the autoscaler
+  removes them after its delay, which this emulator plays.
+- the kubelet: each pod a container on one Docker network (the one node of a kind
+  cluster) with the pod's user and group, fsGroup as a supplementary group, capabilities
+  dropped, no-new-privileges, CPU / memory limits; init containers run to completion
+  first; emptyDir a 0777 directory (medium Memory: tmpfs), hostPath a directory made the
+  kubelet's way (root, 0755; fsGroup does not apply), a PersistentVolumeClaim through its
+  StorageClass's provisioner (kind's rancher.io/local-path: 0777 directories, ReadWriteOnce
+  only), images that are not on the engine failing as ErrImagePull / ImagePullBackOff.
+
+- the scheduler, for one node: a pod is placed on its containers' requests (the largest
+  init container's, or the sum of the others') against the node's allocatable CPUs and
+  memory, which the test sets (a laptop's, a cloud node's); a pod that does not fit stays
+  Pending, Unschedulable, "0/1 nodes are available: 1 Insufficient cpu.".
+
+Not emulated: the autoscaler process (its sidecar is in the head pod's spec but is not
+started: it needs an API server), RBAC, other nodes. Docker cannot give a container more
+CPUs than this machine has, so --cpus is capped at its cores (the emulated node may be
+larger: the scheduler counts the requests as asked).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import json
+import math
+import os
+import secrets
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client import ApiException
+
+CRDS = Path(os.environ.get("RAYSCALE_KUBERAY_CRDS",
+                           Path(__file__).resolve().parent.parent.parent / "shared" / "kuberay-crds"))
+HEALTH_PATH, AGENT_PORT, METRICS_PORT = "/api/healthz", 52365, 8080
+# kind's default class, and what a cloud offers: block storage by default, a file class beside it.
+KIND_CLASSES = {"standard": ("rancher.io/local-path", True)}
+CLOUD_CLASSES = {"gp3": ("ebs.csi.aws.com", True), "efs": ("efs.csi.aws.com", False)}
+RWX_PROVISIONERS = {"efs.csi.aws.com", "nfs.csi.k8s.io", "filestore.csi.storage.gke.io", "file.csi.azure.com"}
+
+
+def crd_schema(kind_file: str) -> dict:
+    import yaml
+
+    d = yaml.safe_load((CRDS / kind_file).read_text())
+    return next(v for v in d["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+def api_error(status: int, reason: str, message: str = "", details: dict | None = None) -> ApiException:
+    e = ApiException(status=status, reason=reason)
+    e.body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+                         "reason": reason.replace(" ", ""), "details": details or {}, "code": status})
+    return e
+
+
+def quantity(q: Any) -> float:
+    """A Kubernetes quantity ("500m", "2Gi", "1") as a float of its base unit."""
+    s = str(q)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "m": 1e-3}
+    for suffix, factor in units.items():
+        if s.endswith(suffix):
+            return float(s[: -len(suffix)]) * factor
+    return float(s)
+
+
+def prune(obj: Any, schema: dict, path: str, dropped: list[str]) -> Any:
+    """Drop fields the structural schema does not know, as the API server does."""
+    if isinstance(obj, dict) and schema.get("type") == "object" and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if props is not None:
+            for k in list(obj):
+                if k not in props:
+                    dropped.append(f"{path}.{k}")
+                    del obj[k]
+                else:
+                    obj[k] = prune(obj[k], props[k], f"{path}.{k}", dropped)
+        elif isinstance(extra, dict):
+            for k in obj:
+                obj[k] = prune(obj[k], extra, f"{path}.{k}", dropped)
+    elif isinstance(obj, list) and isinstance(schema.get("items"), dict):
+        return [prune(x, schema["items"], f"{path}[{i}]", dropped) for i, x in enumerate(obj)]
+    return obj
+
+
+# ---- the operator: pods as KubeRay 1.7 builds them ----------------------------------------
+
+def _ray_start_params(params: dict[str, str], head: bool, fqdn: str, port: str, limits: dict) -> dict[str, str]:
+    p = dict(params)
+    if head:
+        p.setdefault("dashboard-host", "0.0.0.0")
+    else:
+        p.setdefault("address", f"{fqdn}:{port}")
+    p.setdefault("metrics-export-port", str(METRICS_PORT))
+    p["block"] = "true"
+    p.setdefault("dashboard-agent-listen-port", str(AGENT_PORT))
+    if "num-cpus" not in p and limits.get("cpu"):
+        p["num-cpus"] = str(math.ceil(quantity(limits["cpu"])))  # Quantity.Value() rounds up
+    if "memory" not in p and limits.get("memory"):
+        p["memory"] = str(int(quantity(limits["memory"])))
+    return p
+
+
+def _flags(params: dict[str, str]) -> str:
+    special = {"log-color", "include-dashboard", "include-log-monitor"}
+    out = []
+    for k in sorted(params):
+        v = params[k]
+        if v.lower() in ("true", "false") and k not in special:
+            if v.lower() == "true":
+                out.append(f"--{k}")
+        else:
+            out.append(f"--{k}={v}")
+    return " ".join(out)
+
+
+def _token_env(cluster: str, auth: dict | None) -> list[dict]:
+    if (auth or {}).get("mode") != "token":
+        return []
+    return [{"name": "RAY_AUTH_MODE", "value": "token"},
+            {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
+                "name": auth.get("secretName") or cluster, "key": "auth_token"}}}]
+
+
+def _add_env(container: dict, env: list[dict]) -> None:
+    have = {e["name"] for e in container.setdefault("env", [])}
+    container["env"] += [e for e in env if e["name"] not in have]
+
+
+def _add_empty_dir(pod_spec: dict, container: dict, name: str, path: str, medium: str = "") -> None:
+    """pod.go addEmptyDir: skip when the container mounts `path` already (by any name)."""
+    if any(m["mountPath"] == path for m in container.get("volumeMounts", [])):
+        return
+    if not any(v["name"] == name for v in pod_spec.setdefault("volumes", [])):
+        ed: dict[str, Any] = {"medium": medium} if medium else {}
+        if medium == "Memory":
+            ed["sizeLimit"] = (container.get("resources", {}).get("limits") or {}).get("memory")
+        pod_spec["volumes"].append({"name": name, "emptyDir": ed})
+    container.setdefault("volumeMounts", []).append({"name": name, "mountPath": path})
+
+
+def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
+    """The Pod KubeRay 1.7 makes for one member of a RayCluster (head or a worker group)."""
+    name, ns, spec = rc["metadata"]["name"], rc["metadata"]["namespace"], rc["spec"]
+    head = node_type == "head"
+    svc = f"{name}-head-svc"
+    fqdn = f"{svc}.{ns}.svc.cluster.local"
+    port = spec["headGroupSpec"].get("rayStartParams", {}).get("port", "6379")
+    template = copy.deepcopy(group["template"])
+    pod_spec = template["spec"]
+    ray = pod_spec["containers"][0]
+    auth = spec.get("authOptions")
+    autoscaling = bool(spec.get("enableInTreeAutoscaling"))
+    group_name = "headgroup" if head else group["groupName"]
+    labels = {**(template.get("metadata", {}).get("labels") or {}),
+              "ray.io/cluster": name, "ray.io/node-type": node_type, "ray.io/group": group_name,
+              "ray.io/identifier": f"{name}-{node_type}", "ray.io/is-ray-node": "yes",
+              "app.kubernetes.io/name": "kuberay", "app.kubernetes.io/created-by": "kuberay-operator"}
+    if not head:  # ENABLE_INIT_CONTAINER_INJECTION defaults to true
+        script = (f"SECONDS=0; while true; do if ray health-check --address {fqdn}:{port} >/dev/null 2>&1; then "
+                  f'echo "GCS is ready."; break; fi; echo "$SECONDS seconds elapsed: Waiting for GCS to be ready."; '
+                  "sleep 5; done")
+        init = {"name": "wait-gcs-ready", "image": ray["image"], "imagePullPolicy": ray.get("imagePullPolicy"),
+                "command": ["/bin/bash", "-c", "--"], "args": [script],
+                "securityContext": copy.deepcopy(ray.get("securityContext")),
+                "env": copy.deepcopy(ray.get("env", [])), "volumeMounts": copy.deepcopy(ray.get("volumeMounts", [])),
+                "resources": {"limits": {"cpu": "200m", "memory": "256Mi"}, "requests": {"cpu": "200m", "memory": "256Mi"}}}
+        pod_spec.setdefault("initContainers", []).append(init)
+    params = _ray_start_params(group.get("rayStartParams") or {}, head, fqdn, port,
+                               (ray.get("resources") or {}).get("limits") or {})
+    if head and autoscaling:
+        params["no-monitor"] = "true"
+        scaler = {"name": "autoscaler", "image": ray["image"], "command": ["/bin/bash", "-lc", "--"],
+                  "args": ["ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) "
+                           "--cluster-namespace $(RAY_CLUSTER_NAMESPACE)"]}
+        opts = spec.get("autoscalerOptions") or {}
+        for k in ("resources", "securityContext", "imagePullPolicy"):
+            if k in opts:
+                scaler[k] = copy.deepcopy(opts[k])
+        _add_env(scaler, _token_env(name, auth))
+        pod_spec["containers"].append(scaler)
+        if (opts.get("version") == "v2"):
+            _add_env(ray, [{"name": "RAY_ENABLE_AUTOSCALER_V2", "value": "true"}])
+            pod_spec["restartPolicy"] = "Never"
+    if not head and autoscaling and (spec.get("autoscalerOptions") or {}).get("version") == "v2":
+        pod_spec["restartPolicy"] = "Never"
+    _add_env(ray, _token_env(name, auth))
+    for c in pod_spec.get("initContainers", []):
+        if c["name"] == "wait-gcs-ready":
+            _add_env(c, _token_env(name, auth))
+    _add_empty_dir(pod_spec, ray, "shared-mem", "/dev/shm", "Memory")
+    if head and autoscaling:
+        _add_empty_dir(pod_spec, ray, "ray-logs", "/tmp/ray")
+        _add_empty_dir(pod_spec, pod_spec["containers"][1], "ray-logs", "/tmp/ray")
+    start = f"ray start --head {_flags(params)}" if head else f"ray start {_flags(params)}"
+    cmd = " ".join(ray.get("command", []) + ray.get("args", []))
+    if "ray start" not in cmd:
+        generated = f"ulimit -n ${{RAY_START_ULIMIT_OPEN_FILES:-65536}}; {start}"
+        ray["command"] = ["/bin/bash", "-c", "--"]
+        ray["args"] = [f"{cmd} && {generated}" if cmd else generated]
+    for c in pod_spec.get("initContainers", []):
+        _add_env(c, [{"name": "FQ_RAY_IP", "value": fqdn}, {"name": "RAY_IP", "value": svc}])
+    env = []
+    if not head:
+        env += [{"name": "FQ_RAY_IP", "value": fqdn}, {"name": "RAY_IP", "value": svc}]
+    env += [
+        {"name": "RAY_CLUSTER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/cluster']"}}},
+        {"name": "RAY_CLUSTER_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "RAY_CLOUD_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "RAY_NODE_TYPE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/group']"}}},
+        {"name": "KUBERAY_GEN_RAY_START_CMD", "value": start},
+        {"name": "RAY_PORT", "value": port},
+        {"name": "RAY_ADDRESS", "value": f"{'127.0.0.1' if head else fqdn}:{port}"},
+        {"name": "RAY_USAGE_STATS_KUBERAY_IN_USE", "value": "1"},
+        {"name": "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE", "value": "1"},
+    ]
+    _add_env(ray, env)
+    probe = {"httpGet": {"path": HEALTH_PATH, "port": int(params["dashboard-agent-listen-port"])},
+             "initialDelaySeconds": 10, "periodSeconds": 5, "failureThreshold": 10}
+    ray.setdefault("readinessProbe", probe)
+    ray.setdefault("livenessProbe", {**probe, "initialDelaySeconds": 30})
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
+                         "annotations": (template.get("metadata") or {}).get("annotations") or {}},
+            "spec": pod_spec}
+
+
+# ---- the kubelet: a pod as Docker containers ----------------------------------------------
+
+class Pod:
+    def __init__(self, manifest: dict, cluster: str, node_type: str, group: str, aliases: list[str]):
+        self.manifest = manifest
+        self.name = manifest["metadata"]["name"]
+        self.ns = manifest["metadata"]["namespace"]
+        self.cluster, self.node_type, self.group, self.aliases = cluster, node_type, group, aliases
+        self.created = datetime.datetime.now(datetime.timezone.utc)
+        self.started_at: float | None = None
+        self.containers: dict[str, str] = {}  # container name -> docker name
+        self.init: dict[str, dict] = {}  # init container name -> {"state": ..., "code": ...}
+        self.waiting: tuple[str, str] | None = None  # main container waiting (reason, message)
+        self.unschedulable: str | None = None
+        self.deleting = False
+        self.scheduled = False
+        self.ready = False
+        self.last_probe = 0.0
+
+
+class KubeEmulator:
+    """Pass `emu.api` as the kuberay provider's api; call `shutdown()` at the end."""
+
+    def __init__(self, workdir: Path, namespaces=("default",), classes=None, default_class="standard",
+                 crd_installed: bool = True, autoscaler_delay_s: float = 5.0, docker: str | None = None,
+                 node_cpus: float = 8, node_memory: str = "32Gi"):
+        from rayscale import procs
+
+        self.id = secrets.token_hex(3)
+        self.docker = docker or procs.tool("docker")
+        self.workdir = Path(workdir)
+        self.node_dir = self.workdir / "node"  # the kind node's filesystem (hostPath, local-path volumes)
+        self.node_dir.mkdir(parents=True, exist_ok=True)
+        self.network = f"kubeemu-{self.id}"
+        self.namespaces = set(namespaces)
+        self.classes = dict(KIND_CLASSES if classes is None else classes)
+        self.default_class = default_class
+        self.crd_installed = crd_installed
+        self.autoscaler_delay_s = autoscaler_delay_s
+        self.allocatable = (float(node_cpus), quantity(node_memory))
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.secrets: dict[tuple[str, str], dict[str, str]] = {}
+        self.claims: dict[tuple[str, str], dict] = {}
+        self.pods: dict[tuple[str, str], Pod] = {}
+        self.excess_since: dict[tuple[str, str], float] = {}
+        self.warnings: list[str] = []
+        self.calls: list[tuple] = []
+        self.lock = threading.RLock()
+        self.threads: list[threading.Thread] = []
+        self.schema = crd_schema("ray.io_rayclusters.yaml")
+        self._docker("network", "create", "--label", f"kubeemu={self.id}", self.network)
+        self.custom, self.core, self.storage = _Custom(self), _Core(self), _Storage(self)
+
+    @property
+    def api(self):
+        return (self.custom, self.core, self.storage)
+
+    def _docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        p = subprocess.run([self.docker, *args], capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args[:3])}: {p.stderr.strip()[-500:]}")
+        return p
+
+    # ---- the operator's reconcile loop (run on every API call, as a watch would) ------------
+
+    def reconcile(self) -> None:
+        with self.lock:
+            for (ns, name), rc in list(self.objects.items()):
+                self.secrets.setdefault((ns, name), {"auth_token": base64.b64encode(
+                    secrets.token_hex(32).encode()).decode()})
+                members = [p for p in self.pods.values() if p.cluster == name and p.ns == ns and not p.deleting]
+                if not any(p.node_type == "head" for p in members):
+                    self._create_pod(rc, "head", rc["spec"]["headGroupSpec"], f"{name}-head-{_suffix()}")
+                for g in rc["spec"].get("workerGroupSpecs", []):
+                    mine = sorted((p for p in members if p.node_type == "worker" and p.group == g["groupName"]),
+                                  key=lambda p: p.created)
+                    want = min(g.get("replicas", 0), g.get("maxReplicas", 2**31))
+                    key = (ns, f"{name}/{g['groupName']}")
+                    for _ in range(want - len(mine)):
+                        self._create_pod(rc, "worker", g, f"{name}-{g['groupName']}-worker-{_suffix()}")
+                    if len(mine) > want and rc["spec"].get("enableInTreeAutoscaling"):
+                        # KubeRay leaves extra pods to the autoscaler, which removes them later.
+                        since = self.excess_since.setdefault(key, time.monotonic())
+                        if time.monotonic() - since >= self.autoscaler_delay_s:
+                            for p in mine[want:]:
+                                self._delete_pod(p)
+                            self.excess_since.pop(key, None)
+                    elif len(mine) > want:
+                        for p in mine[want:]:
+                            self._delete_pod(p)
+                    else:
+                        self.excess_since.pop(key, None)
+            for p in list(self.pods.values()):
+                if (p.ns, p.cluster) not in self.objects and not p.deleting:
+                    self._delete_pod(p)  # owner references: the RayCluster is gone
+
+    def _create_pod(self, rc: dict, node_type: str, group: dict, pod_name: str) -> None:
+        manifest = build_pod(rc, node_type, group, pod_name)
+        name, ns = rc["metadata"]["name"], rc["metadata"]["namespace"]
+        svc = f"{name}-head-svc"
+        aliases = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"] if node_type == "head" else []
+        pod = Pod(manifest, name, node_type, "headgroup" if node_type == "head" else group["groupName"], aliases)
+        self.pods[(ns, pod_name)] = pod
+        t = threading.Thread(target=self._run_pod, args=(pod,), daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def _delete_pod(self, pod: Pod) -> None:
+        pod.deleting = True
+        grace = pod.manifest["spec"].get("terminationGracePeriodSeconds", 30)
+
+        def stop():
+            with self.lock:
+                names = list(pod.containers.values())
+            if names:
+                self._docker("stop", "-t", str(grace), *names, check=False, timeout=grace + 60)
+                self._docker("rm", "-f", *names, check=False)
+            with self.lock:
+                self.pods.pop((pod.ns, pod.name), None)
+
+        t = threading.Thread(target=stop, daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    # ---- the kubelet ------------------------------------------------------------------------
+
+    def _requests(self, pod: Pod) -> tuple[float, float]:
+        def req(c):
+            r = (c.get("resources") or {}).get("requests") or (c.get("resources") or {}).get("limits") or {}
+            return quantity(r.get("cpu", 0)), quantity(r.get("memory", 0))
+
+        spec = pod.manifest["spec"]
+        main = [req(c) for c in spec["containers"]]
+        init = [req(c) for c in spec.get("initContainers", [])]
+        cpu, mem = sum(c for c, _ in main), sum(m for _, m in main)
+        return max([cpu, *(c for c, _ in init)]), max([mem, *(m for _, m in init)])
+
+    def _schedule(self, pod: Pod) -> None:
+        with self.lock:
+            placed = [p for p in self.pods.values() if p is not pod and p.scheduled and not p.deleting]
+            cpu, mem = self._requests(pod)
+            used_cpu = sum(self._requests(p)[0] for p in placed)
+            used_mem = sum(self._requests(p)[1] for p in placed)
+            short = [what for what, need, have in (("cpu", used_cpu + cpu, self.allocatable[0]),
+                                                    ("memory", used_mem + mem, self.allocatable[1])) if need > have]
+            if short:
+                raise _Pending("0/1 nodes are available: " + ", ".join(f"1 Insufficient {w}" for w in short) + ".")
+            pod.scheduled = True
+
+    def _run_pod(self, pod: Pod) -> None:
+        spec = pod.manifest["spec"]
+        try:
+            self._schedule(pod)
+            volumes = self._volumes(pod)
+        except _Pending as e:
+            pod.unschedulable = str(e)
+            return
+        for c in spec.get("initContainers", []):
+            if pod.deleting:
+                return
+            pod.init[c["name"]] = {"state": "running"}
+            args = self._run_args(pod, c, volumes, f"init-{c['name']}")
+            if args is None:
+                pod.init[c["name"]] = {"state": "waiting"}
+                return
+            rc = self._docker(*args, check=False, timeout=3600).returncode
+            self._docker("rm", "-f", pod.containers[c["name"]], check=False)
+            pod.init[c["name"]] = {"state": "terminated", "code": rc}
+            if rc != 0:
+                return
+        ray = spec["containers"][0]  # the autoscaler sidecar needs an API server: not started
+        args = self._run_args(pod, ray, volumes, "ray", detach=True)
+        if args is None or pod.deleting:
+            return
+        self._docker(*args)
+        pod.started_at = time.monotonic()
+
+    def _image_ok(self, pod: Pod, c: dict) -> bool:
+        if self._docker("image", "inspect", c["image"], check=False).returncode == 0:
+            return True
+        if c.get("imagePullPolicy") == "Never":
+            pod.waiting = ("ErrImageNeverPull", f'Container image "{c["image"]}" is not present with pull policy of Never')
+        else:  # no registry answers here: what the kubelet reports after its first pull fails
+            pod.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c["image"]}"')
+        return False
+
+    def _env(self, pod: Pod, c: dict) -> list[str] | None:
+        out = []
+        meta = pod.manifest["metadata"]
+        for e in c.get("env", []):
+            if "value" in e:
+                out.append(f"{e['name']}={e['value']}")
+                continue
+            src = e.get("valueFrom", {})
+            if "secretKeyRef" in src:
+                ref = src["secretKeyRef"]
+                data = self.secrets.get((pod.ns, ref["name"]))
+                if data is None or ref["key"] not in data:
+                    pod.waiting = ("CreateContainerConfigError", f'secret "{ref["name"]}" not found')
+                    return None
+                out.append(f"{e['name']}={base64.b64decode(data[ref['key']]).decode()}")
+            elif "fieldRef" in src:
+                path = src["fieldRef"]["fieldPath"]
+                if path.startswith("metadata.labels['"):
+                    value = meta["labels"].get(path[len("metadata.labels['"):-2], "")
+                else:
+                    value = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"]}[path]
+                out.append(f"{e['name']}={value}")
+        return out
+
+    def _volumes(self, pod: Pod) -> dict[str, list[str]]:
+        """Docker mount options for each of the pod's volumes, made as the kubelet makes them."""
+        spec = pod.manifest["spec"]
+        out: dict[str, Any] = {}
+        base = self.workdir / "pods" / pod.name
+        for v in spec.get("volumes", []):
+            name = v["name"]
+            if "emptyDir" in v:
+                if v["emptyDir"].get("medium") == "Memory":
+                    out[name] = ("tmpfs", v["emptyDir"].get("sizeLimit"))
+                else:
+                    d = base / name
+                    d.mkdir(parents=True, exist_ok=True)
+                    os.chmod(d, 0o777)  # the kubelet makes emptyDir world-writable
+                    out[name] = ("bind", str(d))
+            elif "hostPath" in v:
+                d = self.node_dir / v["hostPath"]["path"].lstrip("/")
+                if v["hostPath"].get("type") == "DirectoryOrCreate" and not d.exists():
+                    d.mkdir(parents=True)
+                    os.chown(d, 0, 0)
+                    os.chmod(d, 0o755)  # as the kubelet makes it; fsGroup does not apply to hostPath
+                out[name] = ("bind", str(d))
+            elif "persistentVolumeClaim" in v:
+                out[name] = ("bind", self._bind_claim(pod.ns, v["persistentVolumeClaim"]["claimName"]))
+            else:
+                raise RuntimeError(f"the emulator does not support volume {v}")
+        return out
+
+    def _bind_claim(self, ns: str, claim_name: str) -> str:
+        with self.lock:
+            claim = self.claims.get((ns, claim_name))
+            if claim is None:
+                raise _Pending(f'persistentvolumeclaim "{claim_name}" not found')
+            if claim["status"]["phase"] != "Bound":
+                cls = claim["spec"].get("storageClassName") or self.default_class
+                if cls not in self.classes:
+                    raise _Pending("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims")
+                provisioner, _ = self.classes[cls]
+                if "ReadWriteMany" in claim["spec"]["accessModes"] and provisioner not in RWX_PROVISIONERS:
+                    raise _Pending(f'running PreBind plugin "VolumeBinding": failed to provision volume with '
+                                   f'StorageClass "{cls}": {provisioner} does not support ReadWriteMany')
+                d = self.node_dir / "pv" / f"pvc-{claim['metadata']['uid']}"
+                d.mkdir(parents=True, exist_ok=True)
+                os.chmod(d, 0o777)  # local-path's setup script: mkdir -m 0777
+                claim["status"] = {"phase": "Bound", "path": str(d)}
+            return claim["status"]["path"]
+
+    def _run_args(self, pod: Pod, c: dict, volumes: dict, suffix: str, detach: bool = False) -> list[str] | None:
+        if not self._image_ok(pod, c):
+            return None
+        env = self._env(pod, c)
+        if env is None:
+            return None
+        pod_sc = pod.manifest["spec"].get("securityContext") or {}
+        sc = {**{k: v for k, v in pod_sc.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot")},
+              **(c.get("securityContext") or {})}
+        uid = sc.get("runAsUser")
+        if uid is None:
+            user = self._docker("image", "inspect", "-f", "{{.Config.User}}", c["image"]).stdout.strip()
+            uid = int(user.split(":")[0]) if user.split(":")[0].isdigit() else (0 if not user else None)
+        if sc.get("runAsNonRoot") and uid in (0, None):
+            pod.waiting = ("CreateContainerConfigError",
+                           "container has runAsNonRoot and image will run as root" if uid == 0 else
+                           "container has runAsNonRoot and image has non-numeric user, cannot verify user is non-root")
+            return None
+        name = f"kubeemu-{self.id}-{pod.name}-{suffix}"[:120]
+        pod.containers[c["name"]] = name
+        args = ["run", "--name", name, "--hostname", pod.name, "--network", self.network,
+                "--label", f"kubeemu={self.id}", "--user", f"{uid}:{sc.get('runAsGroup', 0)}"]
+        if detach:
+            args.insert(1, "-d")
+        for a in pod.aliases:
+            args += ["--network-alias", a]
+        for g in [pod_sc.get("fsGroup"), *(pod_sc.get("supplementalGroups") or [])]:
+            if g is not None:
+                args += ["--group-add", str(g)]
+        caps = sc.get("capabilities") or {}
+        args += [f"--cap-drop={x}" for x in caps.get("drop", [])] + [f"--cap-add={x}" for x in caps.get("add", [])]
+        if sc.get("allowPrivilegeEscalation") is False:
+            args += ["--security-opt", "no-new-privileges"]
+        if sc.get("readOnlyRootFilesystem"):
+            args.append("--read-only")
+        if sc.get("privileged"):
+            args.append("--privileged")
+        limits = (c.get("resources") or {}).get("limits") or {}
+        if "cpu" in limits:
+            args.append(f"--cpus={min(quantity(limits['cpu']), os.cpu_count() or 1):g}")
+        if "memory" in limits:
+            args.append(f"--memory={int(quantity(limits['memory']))}")
+        for m in c.get("volumeMounts", []):
+            kind, src = volumes[m["name"]]
+            ro = ",readonly" if m.get("readOnly") else ""
+            if kind == "tmpfs":
+                size = int(quantity(src or limits.get("memory") or "64Mi"))
+                if m["mountPath"] == "/dev/shm":
+                    args.append(f"--shm-size={size}")
+                else:
+                    args += ["--mount", f"type=tmpfs,destination={m['mountPath']},tmpfs-size={size},tmpfs-mode=1777"]
+            else:
+                path = os.path.join(src, m["subPath"]) if m.get("subPath") else src
+                args += ["--mount", f"type=bind,source={path},destination={m['mountPath']}{ro}"]
+        for e in env:
+            args += ["-e", e]
+        command = c.get("command") or []
+        if command:
+            args += ["--entrypoint", command[0]]
+        return [*args, c["image"], *command[1:], *(c.get("args") or [])]
+
+    # ---- what the API reports about a pod ----------------------------------------------------
+
+    def _inspect(self, names: list[str]) -> dict[str, dict]:
+        if not names:
+            return {}
+        p = self._docker("inspect", *names, check=False)
+        return {d["Name"].lstrip("/"): d for d in json.loads(p.stdout or "[]")}
+
+    def pod_model(self, pod: Pod, info: dict[str, dict]) -> client.V1Pod:
+        cstate = client.V1ContainerState
+        inits = [client.V1ContainerStatus(
+            name=n, ready=False, restart_count=0, image="", image_id="",
+            state=cstate(running=client.V1ContainerStateRunning()) if s["state"] == "running" else
+            cstate(terminated=client.V1ContainerStateTerminated(exit_code=s["code"], reason="Completed" if s["code"] == 0 else "Error"))
+            if s["state"] == "terminated" else cstate(waiting=client.V1ContainerStateWaiting(
+                reason=pod.waiting[0] if pod.waiting else "PodInitializing", message=pod.waiting[1] if pod.waiting else None)))
+            for n, s in pod.init.items()]
+        ray_name = pod.manifest["spec"]["containers"][0]["name"]
+        d = info.get(pod.containers.get(ray_name, ""))
+        ip, phase, ready = None, "Pending", False
+        if d is not None:
+            st = d["State"]
+            ip = next(iter(d["NetworkSettings"]["Networks"].values()))["IPAddress"] or None
+            if st["Running"]:
+                phase = "Running"
+                state = cstate(running=client.V1ContainerStateRunning())
+                ready = self._probe(pod, ip)
+            else:
+                phase = "Succeeded" if st["ExitCode"] == 0 else "Failed"
+                state = cstate(terminated=client.V1ContainerStateTerminated(
+                    exit_code=st["ExitCode"], reason="OOMKilled" if st["OOMKilled"] else ("Completed" if st["ExitCode"] == 0 else "Error")))
+        elif pod.waiting and not pod.init.get("wait-gcs-ready", {}).get("state") == "waiting":
+            state = cstate(waiting=client.V1ContainerStateWaiting(reason=pod.waiting[0], message=pod.waiting[1]))
+        else:
+            state = cstate(waiting=client.V1ContainerStateWaiting(reason="PodInitializing" if pod.init else "ContainerCreating"))
+        statuses = [client.V1ContainerStatus(name=ray_name, ready=ready, restart_count=0, image="", image_id="", state=state)]
+        conds = [client.V1PodCondition(type="PodScheduled", status="True")]
+        if pod.unschedulable:
+            conds = [client.V1PodCondition(type="PodScheduled", status="False", reason="Unschedulable",
+                                           message=pod.unschedulable)]
+            statuses, inits = None, None
+        conds.append(client.V1PodCondition(type="Ready", status="True" if ready else "False"))
+        meta = pod.manifest["metadata"]
+        return client.V1Pod(
+            metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.ns, labels=dict(meta["labels"]),
+                                         creation_timestamp=pod.created,
+                                         deletion_timestamp=pod.created if pod.deleting else None),
+            spec=client.V1PodSpec(containers=[client.V1Container(name=c["name"], image=c["image"])
+                                              for c in pod.manifest["spec"]["containers"]]),
+            status=client.V1PodStatus(phase=phase, pod_ip=ip, conditions=conds, container_statuses=statuses,
+                                      init_container_statuses=inits or None))
+
+    def _probe(self, pod: Pod, ip: str | None) -> bool:
+        """The readiness probe KubeRay sets: an HTTP GET on the node's agent, after its delay."""
+        probe = pod.manifest["spec"]["containers"][0].get("readinessProbe") or {}
+        if not ip or pod.started_at is None:
+            return False
+        now = time.monotonic()
+        if now - pod.started_at < probe.get("initialDelaySeconds", 0):
+            return False
+        if pod.ready and now - pod.last_probe < probe.get("periodSeconds", 10):
+            return True
+        pod.last_probe = now
+        get = probe.get("httpGet") or {}
+        try:
+            with urllib.request.urlopen(f"http://{ip}:{get.get('port')}{get.get('path')}", timeout=2) as r:
+                pod.ready = r.status == 200
+        except OSError:
+            pod.ready = False
+        return pod.ready
+
+    # ---- for tests ---------------------------------------------------------------------------
+
+    def head_address(self, ns: str, name: str, port: int = 8265) -> str:
+        """host:port behind svc/<name>-head-svc (the port-forward stand-in's target)."""
+        with self.lock:
+            head = next((p for p in self.pods.values() if p.ns == ns and p.cluster == name
+                         and p.node_type == "head" and not p.deleting), None)
+        if head is None:
+            return ""
+        d = self._inspect([head.containers.get("ray-head", "")]).get(head.containers.get("ray-head", ""))
+        ip = next(iter(d["NetworkSettings"]["Networks"].values()))["IPAddress"] if d else ""
+        return f"{ip}:{port}" if ip else ""
+
+    def exec(self, pod_name: str, ns: str, *cmd: str) -> subprocess.CompletedProcess:
+        """`kubectl exec` into a pod's Ray container (as the container's user)."""
+        pod = self.pods[(ns, pod_name)]
+        return self._docker("exec", pod.containers[pod.manifest["spec"]["containers"][0]["name"]], *cmd,
+                            check=False)
+
+    def pod_names(self, ns: str, cluster: str, node_type: str | None = None) -> list[str]:
+        with self.lock:
+            return [p.name for p in self.pods.values() if p.ns == ns and p.cluster == cluster
+                    and not p.deleting and (node_type is None or p.node_type == node_type)]
+
+    def leftovers(self) -> list[str]:
+        out = []
+        for what in (["ps", "-aq"], ["network", "ls", "-q"]):
+            out += self._docker(*what, "--filter", f"label=kubeemu={self.id}", check=False).stdout.split()
+        return out
+
+    def shutdown(self) -> None:
+        with self.lock:
+            self.objects.clear()
+            names = [n for p in self.pods.values() for n in p.containers.values()]
+            for p in self.pods.values():
+                p.deleting = True
+        ids = self._docker("ps", "-aq", "--filter", f"label=kubeemu={self.id}", check=False).stdout.split()
+        if ids or names:
+            self._docker("rm", "-f", *ids, check=False, timeout=120)
+        for t in self.threads:
+            t.join(timeout=60)
+        ids = self._docker("ps", "-aq", "--filter", f"label=kubeemu={self.id}", check=False).stdout.split()
+        if ids:  # an init container started while we stopped the others
+            self._docker("rm", "-f", *ids, check=False, timeout=120)
+        self._docker("network", "rm", self.network, check=False)
+
+
+class _Pending(Exception):
+    """The scheduler cannot place the pod (its message is the PodScheduled condition's)."""
+
+
+def _suffix() -> str:
+    return "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
+
+
+# ---- the API ----------------------------------------------------------------------------------
+
+class _Custom:
+    def __init__(self, k: KubeEmulator):
+        self.k = k
+
+    def _check(self, group, version, namespace, plural):
+        if not self.k.crd_installed or (group, version, plural) != ("ray.io", "v1", "rayclusters"):
+            raise api_error(404, "Not Found", "the server could not find the requested resource")
+        if namespace not in self.k.namespaces:
+            raise api_error(404, "Not Found", f'namespaces "{namespace}" not found',
+                            {"name": namespace, "kind": "namespaces"})
+
+    def _admit(self, body: dict) -> dict:
+        import jsonschema
+
+        obj = copy.deepcopy(body)
+        dropped: list[str] = []
+        prune(obj, self.k.schema, "", dropped)
+        self.k.warnings += [f'unknown field "{d.lstrip(".")}"' for d in dropped]
+        try:
+            jsonschema.validate(obj, self.k.schema)
+        except jsonschema.ValidationError as e:
+            raise api_error(422, "Unprocessable Entity", f"RayCluster is invalid: {e.message}") from None
+        return obj
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        name = body["metadata"]["name"]
+        self.k.calls.append(("create", namespace, name))
+        self._check(group, version, namespace, plural)
+        with self.k.lock:
+            if (namespace, name) in self.k.objects:
+                raise api_error(409, "Conflict", f'rayclusters.ray.io "{name}" already exists')
+            obj = self._admit(body)
+            obj["metadata"].update(namespace=namespace, uid=secrets.token_hex(8), generation=1)
+            self.k.objects[(namespace, name)] = obj
+        self.k.reconcile()
+        return copy.deepcopy(obj)
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.k.calls.append(("get", namespace, name))
+        self._check(group, version, namespace, plural)
+        self.k.reconcile()
+        if (namespace, name) not in self.k.objects:
+            raise api_error(404, "Not Found", f'rayclusters.ray.io "{name}" not found')
+        return copy.deepcopy(self.k.objects[(namespace, name)])
+
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
+        self.k.calls.append(("patch", namespace, name, copy.deepcopy(body)))
+        self._check(group, version, namespace, plural)
+        with self.k.lock:
+            obj = self.k.objects.get((namespace, name))
+            if obj is None:
+                raise api_error(404, "Not Found", f'rayclusters.ray.io "{name}" not found')
+            merged = self._admit(_merge(copy.deepcopy(obj), body))  # merge patch: lists replaced whole
+            merged["metadata"]["generation"] += 1
+            self.k.objects[(namespace, name)] = merged
+        self.k.reconcile()
+        return copy.deepcopy(merged)
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.k.calls.append(("delete", namespace, name))
+        self._check(group, version, namespace, plural)
+        with self.k.lock:
+            if self.k.objects.pop((namespace, name), None) is None:
+                raise api_error(404, "Not Found", f'rayclusters.ray.io "{name}" not found')
+            self.k.secrets.pop((namespace, name), None)  # owned by the RayCluster
+        self.k.reconcile()
+        return {"kind": "Status", "status": "Success"}
+
+
+class _Core:
+    def __init__(self, k: KubeEmulator):
+        self.k = k
+
+    def _ns(self, namespace):
+        if namespace not in self.k.namespaces:
+            raise api_error(404, "Not Found", f'namespaces "{namespace}" not found',
+                            {"name": namespace, "kind": "namespaces"})
+
+    def list_namespaced_pod(self, namespace, label_selector=""):
+        self.k.reconcile()
+        want = dict(kv.split("=", 1) for kv in label_selector.split(",") if kv)
+        with self.k.lock:
+            pods = [p for p in self.k.pods.values() if p.ns == namespace
+                    and all(p.manifest["metadata"]["labels"].get(k) == v for k, v in want.items())]
+        info = self.k._inspect([n for p in pods for n in p.containers.values()])
+        return client.V1PodList(items=[self.k.pod_model(p, info) for p in pods])
+
+    def read_namespaced_secret(self, name, namespace):
+        self.k.calls.append(("read_secret", namespace, name))
+        self._ns(namespace)
+        data = self.k.secrets.get((namespace, name))
+        if data is None:
+            raise api_error(404, "Not Found", f'secrets "{name}" not found')
+        return client.V1Secret(metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=dict(data))
+
+    def read_namespaced_persistent_volume_claim(self, name, namespace):
+        self.k.calls.append(("read_pvc", namespace, name))
+        self._ns(namespace)
+        c = self.k.claims.get((namespace, name))
+        if c is None:
+            raise api_error(404, "Not Found", f'persistentvolumeclaims "{name}" not found')
+        return client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            spec=client.V1PersistentVolumeClaimSpec(access_modes=list(c["spec"]["accessModes"]),
+                                                    storage_class_name=c["spec"].get("storageClassName")),
+            status=client.V1PersistentVolumeClaimStatus(phase=c["status"]["phase"]))
+
+    def delete_namespaced_persistent_volume_claim(self, name, namespace):
+        self.k.calls.append(("delete_pvc", namespace, name))
+        self._ns(namespace)
+        with self.k.lock:
+            if self.k.claims.pop((namespace, name), None) is None:
+                raise api_error(404, "Not Found", f'persistentvolumeclaims "{name}" not found')
+        return {"kind": "Status", "status": "Success"}
+
+    def create_namespaced_persistent_volume_claim(self, namespace, body):
+        name = body["metadata"]["name"]
+        self.k.calls.append(("create_pvc", namespace, name))
+        self._ns(namespace)
+        with self.k.lock:
+            if (namespace, name) in self.k.claims:
+                raise api_error(409, "Conflict", f'persistentvolumeclaims "{name}" already exists')
+            obj = copy.deepcopy(body)
+            obj["metadata"]["uid"] = secrets.token_hex(8)
+            obj["status"] = {"phase": "Pending"}  # WaitForFirstConsumer: bound when a pod uses it
+            self.k.claims[(namespace, name)] = obj
+        return obj
+
+
+class _Storage:
+    def __init__(self, k: KubeEmulator):
+        self.k = k
+
+    def list_storage_class(self):
+        return client.V1StorageClassList(items=[
+            client.V1StorageClass(metadata=client.V1ObjectMeta(
+                name=n, annotations={"storageclass.kubernetes.io/is-default-class": "true"} if n == self.k.default_class else {}),
+                provisioner=prov) for n, (prov, _) in self.k.classes.items()])
+
+
+def _merge(target: dict, patch: dict) -> dict:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target

@@ -1,0 +1,304 @@
+"""The kuberay provider against a Kubernetes + KubeRay emulator whose pods really run
+(tests/kube_emulator.py), and the emulator's own fidelity to KubeRay 1.7.
+
+Kubernetes cannot run here (no node image can be pulled, no API server binary). The
+emulator answers the provider's API calls as the API server does and runs every pod of a
+RayCluster as a container of the kit's real image on the real Docker engine, built the
+way KubeRay 1.7's pod.go builds it and run the way the kubelet runs it (uid 1000, no
+capabilities, hostPath made by root 0755, local-path claims 0777). So what the kubelet
+would refuse fails here too. `make e2e-kind` runs the real thing where kind can start.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_cli
+from kube_emulator import CLOUD_CLASSES, KubeEmulator, _Custom, build_pod, crd_schema, prune
+from kubernetes.client import ApiException
+
+from rayscale import jobs, manifests, procs, providers
+from rayscale.errors import UserError
+from rayscale.providers.kuberay import KubeRayProvider
+from rayscale.state import StateDir
+
+IMAGE = "rayscale:0.1.0"
+FAKE_KUBECTL = str(Path(__file__).with_name("fake_kubectl.py"))
+CONTEXT = "emulated-kind"
+
+
+def _image_built() -> bool:
+    docker = procs.tool("docker")
+    return bool(docker) and subprocess.run([docker, "image", "inspect", IMAGE], capture_output=True).returncode == 0
+
+
+needs_image = pytest.mark.skipif(not _image_built(), reason=f"needs a Docker engine and {IMAGE} (make image)")
+
+
+def kubeconfig(path: Path, current: str = CONTEXT, server: str = "https://127.0.0.1:1") -> Path:
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": current,
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": n, "context": {"cluster": "c", "user": "u"}} for n in (CONTEXT, "other")],
+    }))
+    return path
+
+
+@pytest.fixture
+def emulate(tmp_path, monkeypatch):
+    """make(...) -> a KubeEmulator; the kubectl port-forward stand-in follows its head pods."""
+    made: list[KubeEmulator] = []
+    targets = tmp_path / "targets.json"
+    targets.write_text("{}")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.setenv("RAYSCALE_KUBECTL", FAKE_KUBECTL)
+    monkeypatch.setenv("FAKE_KUBE_TARGETS", str(targets))
+    stop = threading.Event()
+
+    def follow():  # svc/<name>-head-svc -> the head pod's IP, as the Service's endpoints would
+        while not stop.wait(0.5):
+            found = {f"{n}-head-svc": a for e in made for (ns, n) in list(e.objects)
+                     if (a := e.head_address(ns, n))}
+            targets.write_text(json.dumps(found))
+
+    threading.Thread(target=follow, daemon=True).start()
+
+    def make(**kw) -> KubeEmulator:
+        e = KubeEmulator(tmp_path / f"kube{len(made)}", namespaces=("default", "ml"), **kw)
+        made.append(e)
+        return e
+
+    yield make
+    stop.set()
+    for e in made:
+        e.shutdown()
+        assert e.leftovers() == [], "containers or networks left behind"
+
+
+def provider(tmp_path, emu, **options) -> KubeRayProvider:
+    return KubeRayProvider(StateDir(tmp_path / "state"), api=emu.api, namespace="ml", **options)
+
+
+def _containers(emu) -> list[str]:
+    return emu._docker("ps", "-aq", "--filter", f"label=kubeemu={emu.id}", check=False).stdout.split()
+
+
+# ---- the kind profile, end to end --------------------------------------------------------------
+
+@needs_image
+def test_kind_profile_job_on_its_claim_scale_and_down_emulated_kube(tmp_path, emulate, capfd):
+    emu = emulate()  # a laptop-sized kind node: 8 CPUs, 32 GiB
+    p = provider(tmp_path, emu, name="rs-kind", profile="kind", image=IMAGE)
+    p.up(1, timeout=240)
+    rec = p._record()
+    # The context is the one resolved at `up`, so switching kubectl's later changes nothing.
+    assert rec["context"] == CONTEXT
+    kubeconfig(tmp_path / "kubeconfig", current="other")
+    assert providers.recorded(p.state).options["context"] == CONTEXT
+    # Results on a claim made in the cluster's namespace, from kind's default class.
+    assert ("create_pvc", "ml", "rayscale-results") in emu.calls
+    assert emu.claims[("ml", "rayscale-results")]["spec"]["storageClassName"] == "standard"
+    group = emu.objects[("ml", "rs-kind")]["spec"]["workerGroupSpecs"][0]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 1, "pinned at N"
+    # KubeRay shares Ray's logs with the autoscaler only through a volume named ray-logs.
+    head = emu.pods[("ml", emu.pod_names("ml", "rs-kind", "head")[0])].manifest["spec"]
+    mounts = {c["name"]: {m["mountPath"]: m["name"] for m in c["volumeMounts"]} for c in head["containers"]}
+    assert mounts["ray-head"]["/tmp/ray"] == mounts["autoscaler"]["/tmp/ray"] == "ray-logs"
+
+    # The job with its default storage path (the claim) and checkpoints on, as `make submit`.
+    j = jobs.Jobs(p.endpoint())
+    job = j.submit([*TINY, "--num-samples", "2", "--scheduler", "fifo", "--checkpoint-every", "5"])
+    assert j.wait(job, 240) == "SUCCEEDED", j.logs(job)[-3000:]
+    result = j.result(job)
+    assert result["trials_completed"] == 2
+    on_node = Path(emu.claims[("ml", "rayscale-results")]["status"]["path"]) / result["name"] / "result.json"
+    assert on_node.stat().st_uid == 1000, "written by the pods' user"
+
+    p.scale(2, timeout=240)
+    assert p.status().alive_workers == 2
+    p.scale(1, timeout=240)  # through the emulated autoscaler: pods over the target go after its delay
+    patch = [c for c in emu.calls if c[0] == "patch"][-1][3]
+    g = patch["spec"]["workerGroupSpecs"][0]
+    assert g["replicas"] == g["minReplicas"] == g["maxReplicas"] == 1
+    assert p.status().alive_workers == 1
+    fwd = p._record()["forward"]
+    p.down()
+    assert ("delete", "ml", "rs-kind") in emu.calls and p.state.read() is None
+    assert not procs.alive(fwd), "the port-forward outlived the cluster"
+    assert procs.wait_for(lambda: not _containers(emu), 60), "pods left running"
+    assert ("ml", "rayscale-results") in emu.claims, "results are kept"
+    assert "results kept in PersistentVolumeClaim rayscale-results" in capfd.readouterr().err
+
+
+@needs_image
+def test_hostpath_results_are_not_writable_by_the_pods_emulated_kube(tmp_path, emulate):
+    """The kind profile's former results volume, run as the kubelet runs it: EACCES."""
+    emu = emulate()
+    doc = manifests.raycluster("rs-hostpath", 0, manifests.PROFILES["kind"], image=IMAGE, namespace="ml")
+    for t in (doc["spec"]["headGroupSpec"]["template"], doc["spec"]["workerGroupSpecs"][0]["template"]):
+        vols = t["spec"]["volumes"]
+        vols[[v["name"] for v in vols].index("results")] = {
+            "name": "results", "hostPath": {"path": "/var/lib/rayscale-results", "type": "DirectoryOrCreate"}}
+    emu.custom.create_namespaced_custom_object("ray.io", "v1", "ml", "rayclusters", doc)
+
+    def running():
+        pods = emu.core.list_namespaced_pod("ml", "ray.io/cluster=rs-hostpath").items
+        return pods and pods[0].status.phase == "Running"
+
+    assert procs.wait_for(running, 60)
+    head = emu.pod_names("ml", "rs-hostpath", "head")[0]
+    denied = emu.exec(head, "ml", "touch", "/home/ray/rayscale_results/x")
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    assert emu.exec(head, "ml", "touch", "/tmp/ray/x").returncode == 0, "emptyDir is writable"
+
+
+# ---- the cloud profile ------------------------------------------------------------------------
+
+@needs_image
+def test_cloud_profile_needs_an_image_and_a_shared_claim_emulated_kube(tmp_path, emulate):
+    emu = emulate(classes=CLOUD_CLASSES, default_class="gp3", node_cpus=16, node_memory="64Gi")
+    with pytest.raises(UserError, match="placeholder.*pass --image"):
+        provider(tmp_path, emu, name="rs-cloud").up(1, timeout=30)
+    assert emu.calls == [], "refused before any API call"
+    with pytest.raises(UserError, match=r"gp3 \(ebs.csi.aws.com\) cannot do ReadWriteMany.*--storage-class"):
+        provider(tmp_path, emu, name="rs-cloud", image=IMAGE).up(1, timeout=30)
+    assert not emu.claims and not emu.objects
+    with pytest.raises(UserError, match=r"StorageClass 'nfs' does not exist \(the cluster has: gp3, efs\)"):
+        provider(tmp_path, emu, name="rs-cloud", image=IMAGE, storage_class="nfs").up(1, timeout=30)
+
+    p = provider(tmp_path, emu, name="rs-cloud", image=IMAGE, storage_class="efs")
+    p.up(1, timeout=240)
+    try:
+        claim = emu.claims[("ml", "rayscale-results")]["spec"]
+        assert claim["accessModes"] == ["ReadWriteMany"] and claim["storageClassName"] == "efs"
+        j = jobs.Jobs(p.endpoint())
+        job = j.submit([*TINY, "--num-samples", "2"])
+        assert j.wait(job, 240) == "SUCCEEDED", j.logs(job)[-3000:]
+        assert j.result(job)["cluster"]["cpus"] == 7, "the worker's CPUs come from its limits"
+    finally:
+        p.down()
+    # An existing claim that is not ReadWriteMany is refused by name.
+    emu.claims[("ml", "mine")] = {"metadata": {"name": "mine", "uid": "u"}, "status": {"phase": "Bound"},
+                                  "spec": {"accessModes": ["ReadWriteOnce"]}}
+    with pytest.raises(UserError, match="mine is ReadWriteOnce.*ReadWriteMany"):
+        provider(tmp_path, emu, name="rs-cloud", image=IMAGE, results_claim="mine").up(1, timeout=30)
+
+
+# ---- what goes wrong, named at once ---------------------------------------------------------
+
+def test_missing_namespace_and_operator_are_told_apart_emulated_kube(tmp_path, emulate):
+    emu = emulate()
+    with pytest.raises(UserError, match="namespace 'nope' does not exist.*kubectl create namespace nope"):
+        KubeRayProvider(StateDir(tmp_path / "s"), api=emu.api, namespace="nope", profile="kind").up(1, timeout=10)
+    emu.crd_installed = False
+    p = provider(tmp_path, emu, name="rs-x", profile="kind")
+    with pytest.raises(UserError, match="KubeRay CRDs are not installed.*helm install kuberay-operator"):
+        p.up(1, timeout=10)
+    assert not emu.claims, "the claim this failed up made is gone again"
+    assert p.state.read() is None
+
+
+@needs_image
+def test_an_image_no_registry_serves_fails_fast_emulated_kube(tmp_path, emulate):
+    emu = emulate()
+    p = provider(tmp_path, emu, name="rs-img", profile="kind", image="rayscale:never-built")
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="head pod of rs-img cannot start: container ray-head: ImagePullBackOff"):
+        p.up(1, timeout=300)
+    assert time.monotonic() - t0 < 60, "named at once, not after the timeout"
+    assert ("delete", "ml", "rs-img") in emu.calls and p.state.read() is None
+
+
+@needs_image
+def test_a_worker_that_does_not_fit_is_named_emulated_kube(tmp_path, emulate):
+    emu = emulate(node_cpus=2)  # a 2-CPU Docker: head 1 + autoscaler 0.5 + worker 1 > 2
+    p = provider(tmp_path, emu, name="rs-small", profile="kind", image=IMAGE)
+    with pytest.raises(UserError, match="rs-small-workers-worker-.*Unschedulable: 0/1 nodes are available: "
+                                        "1 Insufficient cpu"):
+        p.up(1, timeout=25)
+    assert not emu.objects and p.state.read() is None
+
+
+def test_name_clash_is_refused_and_kept_emulated_kube(tmp_path, emulate):
+    emu = emulate()
+    emu.objects[("ml", "rs-test")] = {"metadata": {"name": "rs-test", "namespace": "ml"}, "spec": {}}  # someone else's
+    emu.reconcile = lambda: None  # no operator: nothing of theirs to run
+    with pytest.raises(UserError, match="already exists"):
+        provider(tmp_path, emu, name="rs-test", profile="kind").up(1, timeout=5)
+    assert ("ml", "rs-test") in emu.objects, "never delete what this up did not create"
+
+
+def test_unknown_context_lists_the_known_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig")))
+    monkeypatch.setenv("RAYSCALE_KUBECTL", FAKE_KUBECTL)
+    p = KubeRayProvider(StateDir(tmp_path / "state"), context="prod", image=IMAGE)
+    with pytest.raises(UserError, match=rf"no context 'prod' \(it has: {CONTEXT}, other\).*--context"):
+        p.up(1)
+    assert p.state.read() is None  # refused before anything was created
+
+
+@pytest.mark.parametrize("gone", ["context deleted", "API server down"])
+def test_down_clears_a_cluster_that_is_gone(tmp_path, gone):
+    """`kind delete cluster` by hand, a Docker reset: `down` clears the record in one line."""
+    state = tmp_path / "state"
+    state.mkdir()
+    ctx = "kind-vanished" if gone == "context deleted" else CONTEXT
+    (state / "cluster.json").write_text(json.dumps({
+        "provider": "kuberay", "context": ctx, "namespace": "ml", "name": "rs-gone", "owned": True,
+        "forward_port": 1, "dashboard_url": "http://127.0.0.1:1"}))
+    env = {"KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig")), "RAYSCALE_KUBECTL": FAKE_KUBECTL}
+    p = run_cli("cluster", "down", state_dir=state, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr and not (state / "cluster.json").exists()
+    assert "unreachable" in p.stderr and "delete raycluster rs-gone" in p.stderr
+
+
+# ---- the emulator behaves as the system it stands in for ---------------------------------------
+
+def test_api_prunes_unknown_fields_with_a_warning_and_refuses_bad_types():
+    schema = crd_schema("ray.io_rayclusters.yaml")
+    doc = manifests.raycluster("rs", 1, manifests.PROFILES["kind"], namespace="ml")
+    doc["spec"]["workerGroupSpecs"][0]["replica"] = 3  # a typo the API server drops, not refuses
+    dropped: list[str] = []
+    pruned = prune(copy.deepcopy(doc), schema, "", dropped)
+    assert dropped == [".spec.workerGroupSpecs[0].replica"] and "replica" not in pruned["spec"]["workerGroupSpecs"][0]
+    api = _Custom(types.SimpleNamespace(schema=schema, warnings=[]))
+    assert "replica" not in api._admit(doc)["spec"]["workerGroupSpecs"][0]
+    assert api.k.warnings == ['unknown field "spec.workerGroupSpecs[0].replica"']
+    doc["spec"]["workerGroupSpecs"][0]["replicas"] = "two"
+    with pytest.raises(ApiException) as e:
+        api._admit(doc)
+    assert e.value.status == 422
+
+
+def test_pods_are_built_as_kuberay_builds_them():
+    """Checked against KubeRay v1.7.0's pod.go: the ray start line, env, volumes, init container."""
+    rc = manifests.raycluster("rs", 1, manifests.PROFILES["kind"], namespace="ml")
+    rc["metadata"]["namespace"] = "ml"
+    head = build_pod(rc, "head", rc["spec"]["headGroupSpec"], "rs-head-abcde")
+    worker = build_pod(rc, "worker", rc["spec"]["workerGroupSpecs"][0], "rs-workers-worker-abcde")
+    h, w = head["spec"]["containers"][0], worker["spec"]["containers"][0]
+    assert h["args"] == ["ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}; ray start --head --block "
+                         "--dashboard-agent-listen-port=52365 --dashboard-host=0.0.0.0 --memory=2147483648 "
+                         "--metrics-export-port=8080 --no-monitor --num-cpus=0"]
+    assert w["args"][0].endswith("ray start --address=rs-head-svc.ml.svc.cluster.local:6379 --block "
+                                 "--dashboard-agent-listen-port=52365 --memory=2147483648 "
+                                 "--metrics-export-port=8080 --num-cpus=1")
+    env = {e["name"]: e for e in w["env"]}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "rs", "key": "auth_token"}
+    assert env["RAY_ADDRESS"]["value"] == "rs-head-svc.ml.svc.cluster.local:6379"
+    init = worker["spec"]["initContainers"][0]
+    assert init["name"] == "wait-gcs-ready" and "ray health-check" in init["args"][0]
+    assert "RAY_AUTH_TOKEN" in {e["name"] for e in init["env"]}, "the init container needs the token too"
+    # The kit mounts /dev/shm and /tmp/ray itself, under KubeRay's names: nothing is added.
+    assert [v["name"] for v in head["spec"]["volumes"]] == ["results", "ray-logs", "shared-mem"]
+    assert head["spec"]["containers"][1]["name"] == "autoscaler" and head["spec"]["restartPolicy"] == "Never"
