@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The real end-to-end run on Kubernetes: kind cluster + KubeRay 1.7.0 + the kit's image,
 # the tuning job through Ray Job Submission (port-forwarded, token from the operator's
-# Secret), a scaling study at 1 and 2 workers, then everything down.
-# Needs docker, kind, kubectl, helm and ~8 GiB for Docker. Not run in CI here (no
-# Kubernetes can start on those machines). Usage: make e2e-kind
+# Secret) with its results on the claim every pod mounts, a scaling study at 1 and 2
+# workers (scale-down through the autoscaler), then everything down.
+# Needs docker, kind, kubectl, helm, git, about 8 GiB and 5 CPUs for Docker (`up` refuses
+# less, with the figure). Not run in CI here (no Kubernetes can start on those machines).
+# Usage: make e2e-kind
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -11,18 +13,27 @@ STATE=${STATE:-.rayscale-e2e-kind}
 OUT=${OUT:-results/e2e-kind}
 TINY=(--data "synthetic:rows=4000,features=10,noise=1.0,seed=0" --num-samples 4 --max-rounds 60)
 
-for t in docker kind kubectl helm; do
+for t in docker kind kubectl helm git; do
   command -v "$t" >/dev/null || { echo "e2e-kind: $t is not installed" >&2; exit 2; }
 done
 
 down() { "$BIN/rayscale" cluster down --state-dir "$STATE" || true; }
 trap down EXIT
 
-# up: kind cluster (if missing), CRDs server-side, operator via Helm, image built and loaded.
-"$BIN/rayscale" cluster up --provider kind --workers 1 --state-dir "$STATE"
+# up: kind cluster (if missing), CRDs server-side (90 s fetch timeout), operator via Helm,
+# image built and loaded (docker save + image-archive where `kind load docker-image`
+# fails), the results claim on kind's `standard` class, the RayCluster pinned at 1 worker.
+"$BIN/rayscale" cluster up --provider kind --workers 1 --state-dir "$STATE" --timeout 900
 "$BIN/rayscale" cluster status --state-dir "$STATE"
 mkdir -p "$OUT"
-"$BIN/rayscale" job submit --state-dir "$STATE" --save "$OUT/job.json" -- "${TINY[@]}"
+# Checkpoints on (every 15 rounds), written by uid 1000 to the claim: the first thing a
+# hostPath results volume broke.
+"$BIN/rayscale" job submit --state-dir "$STATE" --save "$OUT/job.json" -- "${TINY[@]}" --checkpoint-every 15
+name=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$OUT/job.json")
+cluster=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$STATE/cluster.json")
+kubectl --context kind-rayscale exec "$(kubectl --context kind-rayscale get pod -l "ray.io/cluster=$cluster,ray.io/node-type=head" -o name)" \
+  -c ray-head -- test -s "/home/ray/rayscale_results/$name/result.json"
+echo "e2e-kind: result.json is on the claim"
 # The study scales the same RayCluster (patching its worker group) between points.
 "$BIN/rayscale" scaling --provider kind --workers 1,2 --baselines none --state-dir "$STATE" \
   --out "$OUT/scaling" -- "${TINY[@]}"
