@@ -23,7 +23,7 @@ DOCKER ?= docker
 # TLS-intercepting proxy: make image CA_CERTS=/usr/local/share/ca-certificates
 CA_CERTS ?=
 
-.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base \
+.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv \
         k8s-manifests e2e-kind
 
 install: $(STAMP)
@@ -51,8 +51,16 @@ demo: install
 	$(BIN)/rayscale job submit --save results/demo.json -- $(DEMO_ARGS); rc=$$?; \
 	  $(BIN)/rayscale cluster down; exit $$rc
 
-test: install scan
+S3_VENV ?= .venv-s3
+test: install scan $(S3_VENV)/.installed
 	$(BIN)/pytest -q
+
+$(S3_VENV)/.installed: pyproject.toml
+	@test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/pip install --quiet $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["s3test"]))')
+	@touch $@
+
+s3-venv: $(S3_VENV)/.installed
 
 SCAN_VENV ?= .venv-scan
 $(SCAN_VENV)/.installed: pyproject.toml
@@ -96,7 +104,7 @@ image-base:
 	DOCKER=$(DOCKER) docker/make-base.sh $(LOCAL_BASE)
 
 clean:
-	rm -rf $(VENV) $(SCAN_VENV) .rayscale results/*.json
+	rm -rf $(VENV) $(SCAN_VENV) $(S3_VENV) .rayscale results/*.json
 
 # The standard study (synthetic 50k x 40, 16 configs, workers 1,2, FIFO, 3 repeats) and the
 # seven figures; writes results/bench/{bench.json,study.json,points.csv,scaling.png}.

@@ -25,6 +25,7 @@ sys.path.insert(0, HERE)
 
 import data as datamod  # noqa: E402
 import space as spacemod  # noqa: E402
+import storage  # noqa: E402
 import train  # noqa: E402
 from data import InputError  # noqa: E402
 
@@ -77,7 +78,9 @@ def parse_args(argv=None):
     p.add_argument("--search-space", default=os.path.join(HERE, "search_space.yaml"))
     p.add_argument("--mode", choices=["tune", "sequential", "joblib", "both"], default="tune")
     p.add_argument("--n-jobs", type=positive_int, default=2, help="processes for --mode joblib")
-    p.add_argument("--storage-path", default=os.path.expanduser("~/rayscale_results"))
+    p.add_argument("--storage-path", default=os.path.expanduser("~/rayscale_results"),
+                   help="Tune's storage, shared by every node: a shared directory, s3://bucket/path "
+                        "or gs://bucket/path (AWS_ENDPOINT_URL for an S3-compatible store)")
     p.add_argument("--name", default=None, help="run name (default: tune-<time>)")
     p.add_argument("--restore", action="store_true",
                    help="resume the search stored under --storage-path/--name (after a head loss)")
@@ -95,6 +98,7 @@ def parse_args(argv=None):
     if a.grace_rounds > a.max_rounds:
         raise InputError(f"--grace-rounds {a.grace_rounds} exceeds --max-rounds {a.max_rounds}; lower it")
     a.name = a.name or time.strftime("tune-%Y%m%d-%H%M%S")
+    a.storage_path = storage.normalise(a.storage_path)
     return a
 
 
@@ -189,10 +193,17 @@ def run_tune(a, configs, payload) -> dict:
         ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
     # The driver's working dir is Ray's unpacked copy of job/. Where nodes share one session
     # dir (Ray's fake multi-node clusters) another node's agent unpacks it again in place,
-    # and a cwd that vanished breaks Tune's relative-path handling: run from the storage path.
-    storage = os.path.abspath(os.path.expanduser(a.storage_path))
-    os.makedirs(storage, exist_ok=True)
-    os.chdir(storage)
+    # and a cwd that vanished breaks Tune's relative-path handling: run from the storage
+    # path (or, for object storage, a directory of our own).
+    storage_path = a.storage_path
+    storage.prepare(storage_path)
+    storage.check_shared(storage_path)
+    if storage.is_uri(storage_path):
+        import tempfile
+
+        os.chdir(tempfile.mkdtemp(prefix="rayscale-driver-"))
+    else:
+        os.chdir(storage_path)
     progress = Progress(len(configs))
     if a.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -208,7 +219,7 @@ def run_tune(a, configs, payload) -> dict:
     )
     run_config = tune.RunConfig(
         name=a.name,
-        storage_path=storage,
+        storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=a.max_failures),
         callbacks=[progress.callback],
         verbose=0,
@@ -216,7 +227,7 @@ def run_tune(a, configs, payload) -> dict:
     tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler,
                                   num_samples=1, reuse_actors=True)
     t0, t0_epoch = time.perf_counter(), time.time()
-    path = os.path.join(run_config.storage_path, a.name)
+    path = f"{storage_path.rstrip('/')}/{a.name}"
     if a.restore:
         if not tune.Tuner.can_restore(path):
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
@@ -238,7 +249,7 @@ def run_tune(a, configs, payload) -> dict:
             "train_s": round(m.get("train_s", 0.0), 4),
             "rmse": train.finite(m.get("rmse")),
             "node_id": m.get("node_id"),
-            "error": str(r.error).splitlines()[0] if r.error else None,
+            "error": trial_error(r.error) if r.error else None,
             "retries": progress.retried.get(m.get("trial_id"), 0),
             "pid": m.get("pid"), "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
             "process_started_at": m.get("process_started_at"), "setup_s": m.get("setup_s"),
@@ -249,6 +260,15 @@ def run_tune(a, configs, payload) -> dict:
     return {"wall_s": wall, "trials": trials, "cluster": cluster,
             "retried": {k: v for k, v in progress.retried.items()},
             "search_window": [t0_epoch, t0_epoch + wall]}
+
+
+def trial_error(e: BaseException) -> str:
+    """The cause of a trial's error in one line: Ray's task errors open with a header
+    (`ray::ImplicitFunc.train() (pid=...)`) and end with the exception itself."""
+    import re
+
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:300]
 
 
 def run_sequential(a, configs, payload) -> dict:
@@ -403,13 +423,21 @@ def main(argv=None) -> int:
     print(f"\nbest config: {json.dumps(record['best_config'])}", flush=True)
 
     record["total_s"] = round(time.perf_counter() - t_start, 3)
-    out_dir = os.path.join(os.path.abspath(os.path.expanduser(a.storage_path)), a.name)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "result.json"), "w") as f:
-        json.dump(record, f, indent=2)
-    record["result_path"] = os.path.join(out_dir, "result.json")
+    if best is None:  # every trial failed: no config to report, and the record says so
+        first = next((t["error"] for t in primary["trials"] if t.get("error")), "no trial reported a metric")
+        record.update(status="failed", error=f"every trial failed ({len(primary['trials'])} of "
+                                             f"{len(configs)}); the first: {first}")
+    else:
+        record["status"] = "succeeded"
+    record["result_path"] = storage.write_record(a.storage_path, a.name, json.dumps(record, indent=2))
+    if best is None:
+        raise SearchFailed(record["error"])
     emit(RESULT_MARKER, record)
     return 0
+
+
+class SearchFailed(Exception):
+    """The search ran but no trial finished: exit 1, the first trial error quoted."""
 
 
 if __name__ == "__main__":
@@ -417,8 +445,12 @@ if __name__ == "__main__":
         sys.exit(main())
     except InputError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        emit(ERROR_MARKER, {"error": str(e)})
+        emit(ERROR_MARKER, {"error": str(e), "kind": "input"})
         sys.exit(2)
+    except SearchFailed as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        emit(ERROR_MARKER, {"error": str(e), "kind": "search"})
+        sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

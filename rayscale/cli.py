@@ -50,6 +50,11 @@ def _state_option(f):
     return click.option("--state-dir", envvar="RAYSCALE_STATE_DIR", default=None,
                         help="where the cluster is recorded [env RAYSCALE_STATE_DIR, default .rayscale/]")(f)
 
+def _env_option(f):
+    return click.option("--env", "env", multiple=True, metavar="NAME[=VALUE]",
+                        help="a variable for the job on every node, e.g. AWS_ENDPOINT_URL (repeatable; "
+                             "NAME alone takes its value here)")(f)
+
 def _address_options(f):
     f = click.option("--token-file", default=None,
                      help="file holding the cluster's auth token [env RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN]")(f)
@@ -160,12 +165,13 @@ def job():
               help="also write the result record to this file")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
 @click.option("--job-dir", default=None, help="the job folder shipped as working_dir [default: the kit's job/]")
+@_env_option
 @_address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
-def job_submit(wait, as_json, save, timeout, job_dir, address, token_file, state_dir, job_args):
+def job_submit(wait, as_json, save, timeout, job_dir, env, address, token_file, state_dir, job_args):
     """Submit job/ with JOB_ARGS (after --), e.g. -- --data synthetic:rows=5000 --num-samples 8."""
     j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
-    job_id = j.submit(list(job_args), job_dir)
+    job_id = j.submit(list(job_args), job_dir, env=jobs.env_vars(env))
     if not wait:
         print(job_id)
         return
@@ -188,12 +194,13 @@ def _follow(j: jobs.Jobs, job_id: str, as_json: bool, timeout, save=None) -> Non
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
+@_env_option
 @_address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
-def job_resume(name, as_json, timeout, address, token_file, state_dir, job_args):
+def job_resume(name, as_json, timeout, env, address, token_file, state_dir, job_args):
     """Resume search NAME (e.g. after the head died) with its original JOB_ARGS after --."""
     j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
-    job_id = j.resume(name, list(job_args))
+    job_id = j.resume(name, list(job_args), env=jobs.env_vars(env))
     report.say(f"resuming {name} as {job_id}", err=True)
     _follow(j, job_id, as_json, timeout)
 

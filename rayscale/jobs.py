@@ -102,11 +102,16 @@ class Jobs:
         return _connect(self.endpoint)
 
     def submit(self, job_args: list[str], job_dir: Path | None = None,
-               submission_id: str | None = None, metadata: dict | None = None) -> str:
+               submission_id: str | None = None, metadata: dict | None = None,
+               env: dict[str, str] | None = None) -> str:
+        """env: variables for the driver and every trial process on every node (the job's
+        runtime env), e.g. object-storage credentials; readable by holders of the token."""
         job_dir = Path(job_dir or default_job_dir())
         check_job_dir(job_dir)
         entrypoint = shlex.join(["python", "tune_xgboost.py", *localise_paths(job_args)])
-        runtime_env = {"working_dir": str(job_dir), "excludes": EXCLUDES}
+        runtime_env: dict = {"working_dir": str(job_dir), "excludes": EXCLUDES}
+        if env:
+            runtime_env["env_vars"] = dict(env)
         deadline = time.monotonic() + AGENT_GRACE
         while True:
             try:
@@ -122,7 +127,8 @@ class Jobs:
                                     "submit again; if it persists read the head's dashboard_agent.log") from None
                 time.sleep(1.0)
 
-    def resume(self, name: str, job_args: list[str], job_dir: Path | None = None) -> str:
+    def resume(self, name: str, job_args: list[str], job_dir: Path | None = None,
+               env: dict[str, str] | None = None) -> str:
         """Resubmit a search that lost its head: Tune restores it from its storage path.
 
         job_args must be the original ones (same data, seed, --storage-path): the trials
@@ -132,7 +138,7 @@ class Jobs:
         if any(a == "--name" or a.startswith("--name=") for a in args):
             raise UserError("pass the run name as `rayscale job resume NAME`, not --name",
                             "remove --name from the job args")
-        return self.submit([*args, "--name", name, "--restore"], job_dir)
+        return self.submit([*args, "--name", name, "--restore"], job_dir, env=env)
 
     def status(self, job_id: str) -> str:
         return str(self._call(self._client.get_job_status, job_id))
@@ -183,6 +189,21 @@ class Jobs:
         return _translated(self.endpoint, fn, *args, **kwargs)
 
 
+def env_vars(specs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """--env NAME (its value here) or NAME=VALUE, as a dict; a NAME unset here is an error."""
+    out = {}
+    for spec in specs:
+        name, eq, value = spec.partition("=")
+        if not name or not name.replace("_", "a").isalnum():
+            raise UserError(f"--env {spec!r} is not NAME or NAME=VALUE", "e.g. --env AWS_ENDPOINT_URL")
+        if not eq:
+            if name not in os.environ:
+                raise UserError(f"--env {name}: {name} is not set here", f"set it, or pass --env {name}=VALUE")
+            value = os.environ[name]
+        out[name] = value
+    return out
+
+
 def parse_result(job_id: str, text: str, status: str) -> dict:
     if status == "SUCCEEDED":
         for line in reversed(text.splitlines()):
@@ -190,8 +211,11 @@ def parse_result(job_id: str, text: str, status: str) -> dict:
                 return json.loads(line[len(RESULT_MARKER):])
     for line in reversed(text.splitlines()):
         if line.startswith(ERROR_MARKER):
-            err = json.loads(line[len(ERROR_MARKER):])["error"]
-            raise UserError(f"job {job_id} rejected its input: {err}")
+            said = json.loads(line[len(ERROR_MARKER):])
+            if said.get("kind") == "search":
+                raise UserError(f"job {job_id} failed: {said['error']}",
+                                f"the record is in its storage path; read `rayscale job logs {job_id}`")
+            raise UserError(f"job {job_id} rejected its input: {said['error']}")
     tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:]) or "no output"
     raise UserError(f"job {job_id} ended {status} without a result ({tail[:300]})",
                     f"read the whole log with `rayscale job logs {job_id}`")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -20,6 +21,64 @@ FAULT_JOB = ["--data", "synthetic:rows=40000,features=20,noise=1.0,seed=3", "--n
              "--max-rounds", 300, "--scheduler", "fifo", "--checkpoint-every", 50, "--seed", 5]
 N = 8  # FAULT_JOB's --num-samples
 TINY = ["--data", "synthetic:rows=600,features=6,noise=0.5,seed=1", "--max-rounds", "20"]
+
+
+S3_VENV = ROOT / ".venv-s3"  # moto's server: its botocore pins clash with the kubernetes client
+
+
+class S3:
+    """A local S3-compatible server (moto in server mode), for the object-storage paths."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def make_bucket(self, name: str) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/{name}", method="PUT"), timeout=10).close()
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        import re
+        import urllib.parse
+        import urllib.request
+
+        q = urllib.parse.urlencode({"list-type": 2, "prefix": prefix, "max-keys": 1000})
+        with urllib.request.urlopen(f"{self.url}/{bucket}?{q}", timeout=10) as r:
+            return re.findall(r"<Key>([^<]+)</Key>", r.read().decode())
+
+
+@contextlib.contextmanager
+def s3_server(host: str = "127.0.0.1"):
+    import socket
+    import urllib.request
+
+    exe = S3_VENV / "bin" / "moto_server"
+    if not exe.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{exe} is missing: `make test` installs it", pytrace=False)
+        pytest.skip(f"no S3-compatible server ({exe}; `make s3-venv`)")
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([str(exe), "-H", host, "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://{host}:{port}"
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        from rayscale import procs
+
+        assert procs.wait_for(up, 30, interval=0.2), "the S3 server did not start"
+        yield S3(url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def run_cli(*args, state_dir=None, env=None, timeout=300, check=False):

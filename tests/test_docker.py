@@ -85,6 +85,7 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         res = json.loads(p.stdout)
         assert res["trials_completed"] == 4 and res["cluster"]["worker_nodes"] == 2
         assert len({t["node_id"] for t in res["trials"]}) >= 1
+        _storage_is_shared_or_refused(state, rec)
         run_cli("cluster", "scale", "--workers", 1, state_dir=state, check=True, timeout=300)
         st = json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
         assert st["alive_workers"] == 1
@@ -95,6 +96,36 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         run_cli("cluster", "down", state_dir=state, timeout=300)
     assert _leftovers(cid) == []
     assert not (state / "cluster.json").exists()
+
+
+def _storage_is_shared_or_refused(state, rec) -> None:
+    """On nodes that share no disk: a node-local storage path is refused at the start, in
+    one line; object storage (a local S3-compatible server) takes checkpoints and the record."""
+    from conftest import assert_one_line_error, s3_server
+
+    p = run_cli("job", "submit", "--", *TINY, "--num-samples", 2, "--storage-path", "/tmp/node-local",
+                "--checkpoint-every", 5, state_dir=state, timeout=300)
+    assert_one_line_error(p, "--storage-path /tmp/node-local is not shared", "s3://bucket/path")
+    # The S3 server listens on this cluster's network only (its gateway on this machine).
+    gateway = _docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+                      rec["network"]).stdout.strip()
+    with s3_server(gateway) as s3:
+        s3.make_bucket("runs")
+        env = [f"--env=AWS_ENDPOINT_URL={s3.url}", "--env=AWS_ACCESS_KEY_ID=test",
+               "--env=AWS_SECRET_ACCESS_KEY=test", "--env=AWS_DEFAULT_REGION=us-east-1"]
+        p = run_cli("job", "submit", "--json", *env, "--", *TINY, "--num-samples", 2, "--scheduler", "fifo",
+                    "--storage-path", "s3://runs/study", "--checkpoint-every", 5, state_dir=state, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        res = json.loads(p.stdout)
+        assert res["result_path"] == f"s3://runs/study/{res['name']}/result.json"
+        keys = s3.keys("runs", f"study/{res['name']}/")
+        assert f"study/{res['name']}/result.json" in keys
+        assert any("/checkpoint_" in k for k in keys), "trial checkpoints went to the bucket"
+        # An unreachable store is one line too, before any trial runs.
+        bad = [e.replace(s3.url, "http://127.0.0.1:9") for e in env]
+        p = run_cli("job", "submit", *bad, "--", *TINY, "--num-samples", 2, "--storage-path", "s3://runs/x",
+                    state_dir=state, timeout=300)
+        assert_one_line_error(p, "cannot write to --storage-path s3://runs/x", "AWS_ENDPOINT_URL")
 
 
 def test_missing_image_is_a_clear_error(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DATASETS, TINY, assert_one_line_error, run_cli
+from conftest import DATASETS, ROOT, TINY, assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.cluster
 
@@ -93,3 +93,19 @@ def test_no_wait_then_status_logs_and_list(cluster):
     listed = json.loads(run_cli("job", "list", "--json", state_dir=cluster, check=True).stdout)
     assert job_id in [j["submission_id"] for j in listed]
     assert_one_line_error(run_cli("job", "status", "raysubmit_nope", state_dir=cluster), "nope")
+
+
+def test_a_search_whose_every_trial_fails_ends_non_zero(cluster, tmp_path):
+    """XGBoost refuses subsample 1.5 in every trial: the job and `job submit` end non-zero
+    with one line quoting the first trial's error, and the record says so."""
+    import shutil
+
+    job_dir = tmp_path / "job"
+    shutil.copytree(ROOT / "job", job_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    (job_dir / "bad_space.yaml").write_text("subsample: {choice: [1.5]}\nmax_depth: {randint: [2, 3]}\n")
+    p = run_cli("job", "submit", "--job-dir", job_dir, "--", *TINY, "--num-samples", 2, "--scheduler", "fifo",
+                "--search-space", "bad_space.yaml", "--max-failures", 0, "--storage-path", tmp_path / "r",
+                "--name", "doomed", state_dir=cluster, timeout=300)
+    assert_one_line_error(p, "failed: every trial failed (2 of 2); the first:", "subsample")
+    rec = json.loads((tmp_path / "r" / "doomed" / "result.json").read_text())
+    assert rec["status"] == "failed" and rec["trials_completed"] == 0 and "subsample" in rec["error"]

@@ -1,0 +1,114 @@
+"""Tune's storage path: a directory every node shares, or object storage (s3://, gs://).
+
+On a cluster of separate machines Ray Tune needs its storage path on storage every node
+can write: trial checkpoints are written by the workers, the experiment state by the
+driver. A node-local path fails at the first checkpoint ("Unable to set up cluster
+storage"), so a search is refused before it starts when a worker cannot see what the
+driver writes there. URIs go through pyarrow's filesystems: credentials from the usual
+environment (instance profile, AWS_* / GOOGLE_* variables), and AWS_ENDPOINT_URL for an
+S3-compatible store (MinIO, Ceph, moto).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from data import InputError
+
+SHARED_HINT = ("Tune needs storage every node shares: a path on a shared volume or filesystem "
+               "(NFS; the docker provider's /home/ray/rayscale_results; a ReadWriteMany claim on "
+               "Kubernetes) or object storage: --storage-path s3://bucket/path or gs://bucket/path")
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def normalise(path: str) -> str:
+    return path.rstrip("/") if is_uri(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def _fs(uri: str):
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    except (pyarrow.ArrowInvalid, OSError, ValueError) as e:
+        raise InputError(f"--storage-path {uri} cannot be opened ({_first_line(e)}); "
+                         "check the scheme (s3://, gs://) and the bucket name") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+
+
+def prepare(path: str) -> None:
+    """Make the storage path (local) or prove it writable (URI), before any work."""
+    if not is_uri(path):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--storage-path {path} cannot be created ({e.strerror}); "
+                             "pass a path this cluster's user can write") from None
+        return
+    fs, base = _fs(path)
+    probe = f"{base}/.rayscale-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        with fs.open_output_stream(probe) as f:
+            f.write(b"ok")
+        fs.delete_file(probe)
+    except OSError as e:
+        raise InputError(f"cannot write to --storage-path {path} ({_first_line(e)}); check the bucket, "
+                         "the credentials every node has, and AWS_ENDPOINT_URL for an S3-compatible store") from None
+
+
+def check_shared(path: str) -> None:
+    """Refuse a local storage path that some worker node does not share with the driver."""
+    if is_uri(path):
+        return
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    workers = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here and n["Resources"].get("CPU", 0) > 0]
+    if not workers:
+        return
+    token = uuid.uuid4().hex
+    marker = os.path.join(path, f".rayscale-shared-{token}")
+    with open(marker, "w") as f:
+        f.write(token)
+
+    @ray.remote(num_cpus=0)
+    def sees(p: str) -> str | None:
+        try:
+            with open(p) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    try:
+        refs = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker)
+                for n in workers]
+        seen = ray.get(refs, timeout=120)
+    finally:
+        os.remove(marker)
+    blind = [n["NodeManagerAddress"] for n, s in zip(workers, seen, strict=True) if s != token]
+    if blind:
+        raise InputError(f"--storage-path {path} is not shared: worker node(s) {', '.join(blind)} cannot see "
+                         f"what the driver writes there; {SHARED_HINT}")
+
+
+def write_record(path: str, name: str, text: str) -> str:
+    """<path>/<name>/result.json, locally or on object storage; returns where it went."""
+    if not is_uri(path):
+        out = os.path.join(path, name)
+        os.makedirs(out, exist_ok=True)
+        target = os.path.join(out, "result.json")
+        with open(target, "w") as f:
+            f.write(text)
+        return target
+    fs, base = _fs(path)
+    with fs.open_output_stream(f"{base}/{name}/result.json") as f:
+        f.write(text.encode())
+    return f"{path}/{name}/result.json"
