@@ -268,7 +268,8 @@ def trial_error(e: BaseException) -> str:
     import re
 
     lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(e).__name__)[:300]
+    raised = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)]
+    return ((raised or lines or [type(e).__name__])[-1])[:300]
 
 
 def run_sequential(a, configs, payload) -> dict:

@@ -66,3 +66,9 @@ def test_policy(f):
             assert spec["resources"].get("CPU") == 0
         else:
             assert spec["min_workers"] >= 0 and spec["max_workers"] >= 1
+            # Workers write trial checkpoints: they need credentials for the shared bucket
+            # (Ray's launcher gives only the head an identity of its own).
+            creds = spec["node_config"].get("IamInstanceProfile") or spec["node_config"].get("serviceAccounts")
+            assert creds, f"{f.name}: {node_type} cannot write a results bucket"
+    if cfg["provider"]["type"] == "local":  # on-prem: a shared mount as the default storage path
+        assert any(o.endswith(":/home/ray/rayscale_results") for o in cfg["docker"]["run_options"])
