@@ -71,7 +71,12 @@ def check_shared(path: str) -> None:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    workers = [n for n in ray.nodes() if n["Alive"] and n["NodeID"] != here and n["Resources"].get("CPU", 0) > 0]
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    driver_ip = next((n["NodeManagerAddress"] for n in alive if n["NodeID"] == here), None)
+    # A node at the driver's own address is a process on the driver's machine, with its
+    # disk (the local provider, Ray's fake multi-node clusters): nothing to probe.
+    workers = [n for n in alive if n["NodeID"] != here and n["Resources"].get("CPU", 0) > 0
+               and n["NodeManagerAddress"] != driver_ip]
     if not workers:
         return
     token = uuid.uuid4().hex
