@@ -23,7 +23,7 @@ DOCKER ?= docker
 # TLS-intercepting proxy: make image CA_CERTS=/usr/local/share/ca-certificates
 CA_CERTS ?=
 
-.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv \
+.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv search-compare \
         k8s-manifests e2e-kind
 
 install: $(STAMP)
@@ -105,6 +105,18 @@ image-base:
 
 clean:
 	rm -rf $(VENV) $(SCAN_VENV) $(S3_VENV) .rayscale results/*.json
+
+# Random vs Optuna's TPE at the same budget on the insurance table, with Ray (2 local
+# workers) and with no cluster (the plain loop / plain Optuna): results/search-compare/.
+SEARCH_ARGS ?= --data $(CURDIR)/../shared/datasets/insurance.csv --target charges --num-samples 32 \
+  --max-rounds 300 --scheduler fifo --mode both --storage-path $(CURDIR)/results/search-compare
+search-compare: install
+	@mkdir -p results/search-compare
+	$(BIN)/rayscale cluster up --provider local --workers 2 --state-dir .rayscale-compare
+	rc=0; for alg in random optuna; do \
+	  $(BIN)/rayscale job submit --state-dir .rayscale-compare --save results/search-compare/$$alg.json \
+	    -- $(SEARCH_ARGS) --search-alg $$alg || rc=$$?; done; \
+	  $(BIN)/rayscale cluster down --state-dir .rayscale-compare; exit $$rc
 
 # The standard study (synthetic 50k x 40, 16 configs, workers 1,2, FIFO, 3 repeats) and the
 # seven figures; writes results/bench/{bench.json,study.json,points.csv,scaling.png}.

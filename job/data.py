@@ -1,6 +1,8 @@
 """Loading, checking and splitting the table the job tunes on.
 
-Sources: a CSV or Parquet file (local path or URL), or a synthetic table described as
+Sources: a CSV or Parquet file (local path, http(s) URL, or object storage: s3://, gs://,
+read once by the driver through pyarrow's filesystems with the usual credentials and
+AWS_ENDPOINT_URL for S3-compatible stores), or a synthetic table described as
 ``synthetic:rows=R,features=F,noise=X,seed=S`` for scaling work of any size.
 """
 
@@ -95,8 +97,11 @@ def read_frame(src: str) -> pd.DataFrame:
         if not os.access(src, os.R_OK):
             raise InputError(f"data file {src!r} is not readable; check its permissions")
     lower = src.lower().split("?")[0]
+    parquet = lower.endswith((".parquet", ".pq"))
     try:
-        if lower.endswith((".parquet", ".pq")):
+        if urllib.parse.urlparse(src).scheme in ("s3", "gs", "gcs"):
+            return _read_object(src, parquet)
+        if parquet:
             return pd.read_parquet(src)
         return pd.read_csv(src)
     except pd.errors.EmptyDataError:
@@ -109,6 +114,22 @@ def read_frame(src: str) -> pd.DataFrame:
         raise InputError(f"cannot read data {src!r}: {first}") from None
     except ImportError as e:
         raise InputError(f"cannot read {src!r}: {e}") from None
+
+
+def _read_object(src: str, parquet: bool) -> pd.DataFrame:
+    """s3:// / gs:// through pyarrow (no s3fs / gcsfs needed); OSError when it is missing."""
+    import pyarrow.fs
+
+    try:
+        fs, path = pyarrow.fs.FileSystem.from_uri(src)
+    except Exception as e:  # pyarrow.ArrowInvalid for a malformed URI
+        raise OSError(str(e).splitlines()[0] if str(e) else "malformed URI") from None
+    info = fs.get_file_info(path)
+    if info.type == pyarrow.fs.FileType.NotFound:
+        raise InputError(f"data object {src!r} not found; check the bucket and key (and AWS_ENDPOINT_URL "
+                         "for an S3-compatible store)")
+    with fs.open_input_file(path) as f:
+        return pd.read_parquet(f) if parquet else pd.read_csv(f)
 
 
 def load(src: str, target: str | None) -> Table:

@@ -92,6 +92,53 @@ def draw(space: dict, n: int, seed: int, max_rounds: int) -> list[dict]:
     return configs
 
 
+def _bounds(name: str, kind: str, b, max_rounds: int):
+    """Bounds with num_boost_round capped at max_rounds, as draw() caps it."""
+    if name == "num_boost_round" and kind != "choice":
+        return [min(b[0], max_rounds), min(b[1], max_rounds)]
+    return b
+
+
+def normalise(cfg: dict, max_rounds: int) -> dict:
+    """Integers where XGBoost wants them, rounds capped: for configs an adaptive search made."""
+    out = {k: int(round(v)) if k in INTEGER else v for k, v in cfg.items()}
+    out["num_boost_round"] = min(int(out.get("num_boost_round", max_rounds)), max_rounds)
+    return out
+
+
+def tune_space(space: dict, max_rounds: int) -> dict:
+    """The space as Ray Tune distributions, for a searcher that picks configs (OptunaSearch)."""
+    from ray import tune
+
+    out = {}
+    for name, (kind, b) in space.items():
+        b = _bounds(name, kind, b, max_rounds)
+        if kind == "loguniform":
+            out[name] = tune.loguniform(b[0], b[1])
+        elif kind == "uniform":
+            out[name] = tune.uniform(b[0], b[1])
+        elif kind == "randint":
+            out[name] = tune.randint(int(b[0]), int(b[1]) + 1)  # Tune's upper bound is exclusive
+        else:
+            out[name] = tune.choice(b)
+    out.setdefault("num_boost_round", max_rounds)
+    return out
+
+
+def suggest(trial, space: dict, max_rounds: int) -> dict:
+    """A config from plain Optuna's trial (the no-Ray baseline), from the same space."""
+    cfg = {}
+    for name, (kind, b) in space.items():
+        b = _bounds(name, kind, b, max_rounds)
+        if kind in ("loguniform", "uniform"):
+            cfg[name] = trial.suggest_float(name, b[0], b[1], log=kind == "loguniform")
+        elif kind == "randint":
+            cfg[name] = trial.suggest_int(name, int(b[0]), int(b[1]))
+        else:
+            cfg[name] = trial.suggest_categorical(name, b)
+    return normalise(cfg, max_rounds)
+
+
 def cost(cfg: dict) -> float:
     """Relative training cost of a config: per round, work grows with the number of leaves
     (2^depth; measured here: depth 9 trees cost ~4x depth 6 per round) and with the sampled

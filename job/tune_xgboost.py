@@ -53,6 +53,16 @@ def positive_int(s: str) -> int:
     return v
 
 
+def positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{s!r} must be > 0")
+    return v
+
+
 def parse_args(argv=None):
     p = _Parser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="synthetic:rows=5000,features=20,noise=1.0,seed=0",
@@ -64,6 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=positive_int, default=16, help="number of configs tried")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    p.add_argument("--search-alg", choices=["random", "optuna"], default="random",
+                   help="random: configs drawn up front (the same in every mode and at every point of a "
+                        "scaling study); optuna: Optuna's TPE picks each config from the results so far")
     p.add_argument("--max-rounds", type=positive_int, default=300, help="boosting rounds cap per trial")
     p.add_argument("--grace-rounds", type=positive_int, default=None,
                    help="ASHA never stops a trial before this many rounds (default: max-rounds / 4)")
@@ -73,7 +86,10 @@ def parse_args(argv=None):
                         "at ASHA's rungs, at checkpoints and at the end")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="rounds between trial checkpoints, 0 = off (default: max-rounds / 4)")
-    p.add_argument("--cpus-per-trial", type=positive_int, default=1)
+    p.add_argument("--cpus-per-trial", type=positive_int, default=1,
+                   help="Tune's CPUs per trial, and XGBoost's nthread")
+    p.add_argument("--memory-per-trial", type=positive_float, default=None, metavar="GIB",
+                   help="Tune's memory per trial in GiB (Ray schedules on it; default: none asked)")
     p.add_argument("--max-failures", type=int, default=3, help="retries per trial on node loss")
     p.add_argument("--search-space", default=os.path.join(HERE, "search_space.yaml"))
     p.add_argument("--mode", choices=["tune", "sequential", "joblib", "both"], default="tune")
@@ -214,9 +230,9 @@ def run_tune(a, configs, payload) -> dict:
         )
     else:
         scheduler = FIFOScheduler()
-    trainable = tune.with_resources(
-        tune.with_parameters(train.tune_trainable, data=payload), {"cpu": a.cpus_per_trial}
-    )
+    resources = trial_resources(a)
+    check_fits(resources)
+    trainable = tune.with_resources(tune.with_parameters(train.tune_trainable, data=payload), resources)
     run_config = tune.RunConfig(
         name=a.name,
         storage_path=storage_path,
@@ -224,18 +240,29 @@ def run_tune(a, configs, payload) -> dict:
         callbacks=[progress.callback],
         verbose=0,
     )
-    tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler,
-                                  num_samples=1, reuse_actors=True)
+    if a.search_alg == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        # TPE learns from finished trials: no more in flight than the cluster has slots, or
+        # the first wave is as blind as a random search.
+        searcher = ConcurrencyLimiter(OptunaSearch(seed=a.seed), max_concurrent=trial_slots(resources))
+        param_space = {"cfg": spacemod.tune_space(a.space, a.max_rounds)}
+        tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler, search_alg=searcher,
+                                      num_samples=a.num_samples, reuse_actors=True)
+    else:
+        param_space = {"cfg": tune.grid_search(trial_order(configs, a))}
+        tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler,
+                                      num_samples=1, reuse_actors=True)
     t0, t0_epoch = time.perf_counter(), time.time()
     path = f"{storage_path.rstrip('/')}/{a.name}"
     if a.restore:
         if not tune.Tuner.can_restore(path):
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
-                                   param_space={"cfg": tune.grid_search(trial_order(configs, a))})
+        extra = {} if a.search_alg == "optuna" else {"param_space": param_space}
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, **extra)
     else:
-        tuner = tune.Tuner(trainable, param_space={"cfg": tune.grid_search(trial_order(configs, a))},
-                           tune_config=tune_config, run_config=run_config)
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     wall = time.perf_counter() - t0
 
@@ -244,7 +271,7 @@ def run_tune(a, configs, payload) -> dict:
         m = r.metrics or {}
         trials.append({
             "trial_id": m.get("trial_id"),
-            "config": r.config["cfg"],
+            "config": spacemod.normalise(r.config["cfg"], a.max_rounds),
             "rounds": m.get("rounds", 0),
             "train_s": round(m.get("train_s", 0.0), 4),
             "rmse": train.finite(m.get("rmse")),
@@ -272,7 +299,67 @@ def trial_error(e: BaseException) -> str:
     return ((raised or lines or [type(e).__name__])[-1])[:300]
 
 
+def trial_resources(a) -> dict:
+    out = {"cpu": a.cpus_per_trial}
+    if a.memory_per_trial:
+        out["memory"] = int(a.memory_per_trial * 2**30)
+    return out
+
+
+def trial_slots(resources: dict) -> int:
+    """How many trials the cluster's workers can run at once."""
+    import ray
+
+    return max(1, sum(int(n["Resources"].get("CPU", 0) // resources["cpu"]) for n in ray.nodes()
+                      if n["Alive"] and n["Resources"].get("CPU", 0) > 0))
+
+
+def check_fits(resources: dict) -> None:
+    """Refuse a trial no worker can host: Tune would wait for it forever."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    if not nodes:
+        return
+    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= resources["cpu"]
+            and n["Resources"].get("memory", 0) >= resources.get("memory", 0)]
+    if not fits:
+        big = max(nodes, key=lambda n: (n["Resources"].get("CPU", 0), n["Resources"].get("memory", 0)))
+        asked = f"{resources['cpu']} CPUs" + (f" and {resources['memory'] / 2**30:g} GiB" if "memory" in resources else "")
+        raise InputError(f"a trial asks for {asked}, but the biggest worker has {big['Resources'].get('CPU', 0):g} "
+                         f"CPUs and {big['Resources'].get('memory', 0) / 2**30:.1f} GiB; lower --cpus-per-trial / "
+                         "--memory-per-trial or add bigger workers")
+
+
+def run_optuna_local(a, payload, n_jobs: int) -> dict:
+    """Plain Optuna on one machine (study.optimize, TPE, the same budget): the baseline a
+    user would pick instead of Ray. Threads: XGBoost releases the GIL while it trains."""
+    import threading
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=a.seed))
+    trials: list[dict] = []
+    lock = threading.Lock()
+
+    def objective(trial):
+        t = train.sequential_one(spacemod.suggest(trial, a.space, a.max_rounds), payload, a.cpus_per_trial)
+        with lock:
+            trials.append(t)
+            emit(PROGRESS_MARKER, {"done": len(trials), "total": a.num_samples,
+                                   "best_rmse": min(x["rmse"] for x in trials)})
+        return t["rmse"]
+
+    t0 = time.perf_counter()
+    study.optimize(objective, n_trials=a.num_samples, n_jobs=n_jobs)
+    return {"wall_s": time.perf_counter() - t0, "trials": trials,
+            "cluster": {"nodes": 1, "cpus": n_jobs * a.cpus_per_trial, "worker_nodes": 0}}
+
+
 def run_sequential(a, configs, payload) -> dict:
+    if a.search_alg == "optuna":
+        return run_optuna_local(a, payload, 1)
     t0 = time.perf_counter()
     trials = []
     for i, cfg in enumerate(configs):
@@ -284,6 +371,8 @@ def run_sequential(a, configs, payload) -> dict:
 
 
 def run_joblib(a, configs, payload) -> dict:
+    if a.search_alg == "optuna":
+        return run_optuna_local(a, payload, a.n_jobs)
     from joblib import Parallel, delayed
 
     t0 = time.perf_counter()
@@ -361,11 +450,11 @@ def fmt(x, nd=3):
 def main(argv=None) -> int:
     t_start = time.perf_counter()
     a = parse_args(argv)
-    space = spacemod.load(a.search_space)
+    space = a.space = spacemod.load(a.search_space)
     configs = spacemod.draw(space, a.num_samples, a.seed, a.max_rounds)
     table, payload, splits = prepare(a)
     print(f"data: {table.source}  rows={table.rows} features={table.features} "
-          f"categorical={table.categorical or '-'}  configs={len(configs)} mode={a.mode} "
+          f"categorical={table.categorical or '-'}  configs={len(configs)} mode={a.mode} search={a.search_alg} "
           f"scheduler={a.scheduler if a.mode in ('tune', 'both') else '-'}", flush=True)
 
     runs = {}
@@ -392,7 +481,9 @@ def main(argv=None) -> int:
         "categorical": table.categorical,
         "num_samples": len(configs),
         "scheduler": a.scheduler if "tune" in runs else None,
+        "search_alg": a.search_alg,
         "cpus_per_trial": a.cpus_per_trial,
+        "memory_per_trial_gib": a.memory_per_trial,
         "max_rounds": a.max_rounds,
         **summarise(primary, a),
         "trials": primary["trials"],

@@ -26,6 +26,13 @@ kit depends on is emulated so that it fails where the real system would:
   StorageClass's provisioner (kind's rancher.io/local-path: 0777 directories, ReadWriteOnce
   only), images that are not on the engine failing as ErrImagePull / ImagePullBackOff.
 
+- RayJob (K8sJobMode), as rayjob_controller.go runs it: its own RayCluster
+  `<job>-<5 chars>` from rayClusterSpec (or the one clusterSelector names); once every pod
+  is ready, a submitter pod with the head's image, KubeRay's default submitter resources,
+  the token from the cluster's Secret and KubeRay's command line (wait for the dashboard's
+  GCS health, `ray job submit --no-wait --submission-id`, `ray job logs --follow`); the
+  job's status read from the dashboard when the submitter ends; the cluster deleted with
+  the RayJob (owner reference).
 - the scheduler, for one node: a pod is placed on its containers' requests (the largest
   init container's, or the sum of the others') against the node's allocatable CPUs and
   memory, which the test sets (a laptop's, a cloud node's); a pod that does not fit stays
@@ -292,6 +299,7 @@ class KubeEmulator:
         self.autoscaler_delay_s = autoscaler_delay_s
         self.allocatable = (float(node_cpus), quantity(node_memory))
         self.objects: dict[tuple[str, str], dict] = {}
+        self.rayjobs: dict[tuple[str, str], dict] = {}
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.claims: dict[tuple[str, str], dict] = {}
         self.pods: dict[tuple[str, str], Pod] = {}
@@ -301,6 +309,7 @@ class KubeEmulator:
         self.lock = threading.RLock()
         self.threads: list[threading.Thread] = []
         self.schema = crd_schema("ray.io_rayclusters.yaml")
+        self.schemas = {"rayclusters": self.schema, "rayjobs": crd_schema("ray.io_rayjobs.yaml")}
         self._docker("network", "create", "--label", f"kubeemu={self.id}", self.network)
         self.custom, self.core, self.storage = _Custom(self), _Core(self), _Storage(self)
 
@@ -318,6 +327,8 @@ class KubeEmulator:
 
     def reconcile(self) -> None:
         with self.lock:
+            for key, job in list(self.rayjobs.items()):
+                self._reconcile_rayjob(key, job)
             for (ns, name), rc in list(self.objects.items()):
                 self.secrets.setdefault((ns, name), {"auth_token": base64.b64encode(
                     secrets.token_hex(32).encode()).decode()})
@@ -346,6 +357,99 @@ class KubeEmulator:
             for p in list(self.pods.values()):
                 if (p.ns, p.cluster) not in self.objects and not p.deleting:
                     self._delete_pod(p)  # owner references: the RayCluster is gone
+
+    # ---- RayJob (K8sJobMode) ----------------------------------------------------------------
+
+    def _reconcile_rayjob(self, key: tuple[str, str], job: dict) -> None:
+        ns, name = key
+        spec, st = job["spec"], job.setdefault("status", {})
+        if not st.get("rayClusterName"):
+            if spec.get("rayClusterSpec"):
+                cname = f"{name}-{_suffix()}"
+                self.objects[(ns, cname)] = {
+                    "apiVersion": "ray.io/v1", "kind": "RayCluster",
+                    "metadata": {"name": cname, "namespace": ns, "uid": secrets.token_hex(8), "generation": 1,
+                                 "labels": {"ray.io/originated-from-cr-name": name}, "ownerRayJob": name},
+                    "spec": copy.deepcopy(spec["rayClusterSpec"])}
+            else:
+                cname = spec["clusterSelector"]["ray.io/cluster"]
+            st.update(rayClusterName=cname, jobId=f"{name}-{_suffix()}", jobDeploymentStatus="Initializing",
+                      dashboardURL=f"{cname}-head-svc.{ns}.svc.cluster.local:8265")
+        cname = st["rayClusterName"]
+        rc = self.objects.get((ns, cname))
+        if st["jobDeploymentStatus"] == "Initializing" and rc is not None and self._cluster_ready(ns, cname, rc):
+            self._create_submitter(ns, name, job, rc)
+            st["jobDeploymentStatus"] = "Running"
+        elif st["jobDeploymentStatus"] == "Running":
+            sub = self.pods.get((ns, st["submitter"]))
+            info = self._inspect([sub.containers.get("ray-job-submitter", "")]) if sub else {}
+            d = next(iter(info.values()), None)
+            if d is not None and not d["State"]["Running"]:
+                st["jobStatus"] = self._dashboard_job_status(ns, cname, st["jobId"])
+                st["jobDeploymentStatus"] = "Complete" if st["jobStatus"] in ("SUCCEEDED", "FAILED", "STOPPED") else "Failed"
+                st["endTime"] = time.monotonic()
+        elif st["jobDeploymentStatus"] in ("Complete", "Failed") and spec.get("shutdownAfterJobFinishes") \
+                and rc is not None and time.monotonic() - st["endTime"] >= spec.get("ttlSecondsAfterFinished", 0):
+            self.objects.pop((ns, cname), None)
+            self.secrets.pop((ns, cname), None)
+
+    def _cluster_ready(self, ns: str, cname: str, rc: dict) -> bool:
+        """KubeRay's RayCluster state "ready": every Ray pod running and ready."""
+        pods = [p for p in self.pods.values() if p.ns == ns and p.cluster == cname and not p.deleting
+                and p.node_type in ("head", "worker")]
+        want = 1 + sum(g.get("replicas", 0) for g in rc["spec"].get("workerGroupSpecs", []))
+        if len(pods) < want:
+            return False
+        info = self._inspect([n for p in pods for n in p.containers.values()])
+        return all(self.pod_model(p, info).status.container_statuses and
+                   self.pod_model(p, info).status.container_statuses[0].ready for p in pods)
+
+    def _create_submitter(self, ns: str, name: str, job: dict, rc: dict) -> None:
+        st = job["status"]
+        address = f"http://{st['dashboardURL']}"
+        health = (f'python -c "import urllib.request; r=urllib.request.urlopen(\'{address}/api/gcs_healthz\', '
+                  f'timeout=10); exit(0 if b\'success\' in r.read() else 1)"')
+        cmd = (f'until {health} >/dev/null 2>&1 ; do echo "Waiting for Ray Dashboard GCS to become healthy at '
+               f'{address} ..." ; sleep 2 ; done ; if ! ray job status --address {address} {st["jobId"]} '
+               f'>/dev/null 2>&1 ; then ray job submit --address {address} --no-wait --submission-id '
+               f'{st["jobId"]} -- {job["spec"]["entrypoint"].strip()} ; fi ; '
+               f'ray job logs --address {address} --follow {st["jobId"]}')
+        head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        container = {"name": "ray-job-submitter", "image": head["image"],
+                     "resources": {"limits": {"cpu": "1", "memory": "1Gi"},
+                                   "requests": {"cpu": "500m", "memory": "200Mi"}},
+                     "command": ["/bin/bash", "-ce", "--"], "args": [cmd],
+                     "env": [{"name": "PYTHONUNBUFFERED", "value": "1"},
+                             {"name": "RAY_DASHBOARD_ADDRESS", "value": st["dashboardURL"]},
+                             {"name": "RAY_JOB_SUBMISSION_ID", "value": st["jobId"]},
+                             *_token_env(rc["metadata"]["name"], rc["spec"].get("authOptions"))]}
+        pod_name = f"{name}-{_suffix()}"
+        manifest = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": pod_name, "namespace": ns, "annotations": {},
+                                 "labels": {"ray.io/originated-from-cr-name": name, "job-name": name}},
+                    "spec": {"containers": [container], "restartPolicy": "Never"}}
+        pod = Pod(manifest, rc["metadata"]["name"], "submitter", "", [])
+        self.pods[(ns, pod_name)] = pod
+        st["submitter"] = pod_name
+        t = threading.Thread(target=self._run_pod, args=(pod,), daemon=True)
+        self.threads.append(t)
+        t.start()
+
+    def _dashboard_job_status(self, ns: str, cname: str, job_id: str) -> str:
+        token = base64.b64decode(self.secrets[(ns, cname)]["auth_token"]).decode()
+        req = urllib.request.Request(f"http://{self.head_address(ns, cname)}/api/jobs/{job_id}",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.load(r)["status"]
+        except OSError:
+            return "UNKNOWN"
+
+    def submitter_logs(self, ns: str, job: str) -> str:
+        pod = self.pods.get((ns, self.rayjobs[(ns, job)]["status"].get("submitter", "")))
+        if pod is None:
+            return ""
+        return self._docker("logs", pod.containers["ray-job-submitter"], check=False).stdout
 
     def _create_pod(self, rc: dict, node_type: str, group: dict, pod_name: str) -> None:
         manifest = build_pod(rc, node_type, group, pod_name)
@@ -623,9 +727,11 @@ class KubeEmulator:
 
     def _probe(self, pod: Pod, ip: str | None) -> bool:
         """The readiness probe KubeRay sets: an HTTP GET on the node's agent, after its delay."""
-        probe = pod.manifest["spec"]["containers"][0].get("readinessProbe") or {}
+        probe = pod.manifest["spec"]["containers"][0].get("readinessProbe")
         if not ip or pod.started_at is None:
             return False
+        if not probe:  # no probe: ready once running
+            return True
         now = time.monotonic()
         if now - pod.started_at < probe.get("initialDelaySeconds", 0):
             return False
@@ -701,24 +807,28 @@ class _Custom:
     def __init__(self, k: KubeEmulator):
         self.k = k
 
+    def _store(self, plural) -> dict:
+        return self.k.objects if plural == "rayclusters" else self.k.rayjobs
+
     def _check(self, group, version, namespace, plural):
-        if not self.k.crd_installed or (group, version, plural) != ("ray.io", "v1", "rayclusters"):
+        if not self.k.crd_installed or (group, version) != ("ray.io", "v1") or plural not in self.k.schemas:
             raise api_error(404, "Not Found", "the server could not find the requested resource")
         if namespace not in self.k.namespaces:
             raise api_error(404, "Not Found", f'namespaces "{namespace}" not found',
                             {"name": namespace, "kind": "namespaces"})
 
-    def _admit(self, body: dict) -> dict:
+    def _admit(self, body: dict, plural: str = "rayclusters") -> dict:
         import jsonschema
 
+        schema = getattr(self.k, "schemas", {}).get(plural, self.k.schema)
         obj = copy.deepcopy(body)
         dropped: list[str] = []
-        prune(obj, self.k.schema, "", dropped)
+        prune(obj, schema, "", dropped)
         self.k.warnings += [f'unknown field "{d.lstrip(".")}"' for d in dropped]
         try:
-            jsonschema.validate(obj, self.k.schema)
+            jsonschema.validate(obj, schema)
         except jsonschema.ValidationError as e:
-            raise api_error(422, "Unprocessable Entity", f"RayCluster is invalid: {e.message}") from None
+            raise api_error(422, "Unprocessable Entity", f"{body.get('kind')} is invalid: {e.message}") from None
         return obj
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
@@ -726,11 +836,12 @@ class _Custom:
         self.k.calls.append(("create", namespace, name))
         self._check(group, version, namespace, plural)
         with self.k.lock:
-            if (namespace, name) in self.k.objects:
-                raise api_error(409, "Conflict", f'rayclusters.ray.io "{name}" already exists')
-            obj = self._admit(body)
+            store = self._store(plural)
+            if (namespace, name) in store:
+                raise api_error(409, "Conflict", f'{plural}.ray.io "{name}" already exists')
+            obj = self._admit(body, plural)
             obj["metadata"].update(namespace=namespace, uid=secrets.token_hex(8), generation=1)
-            self.k.objects[(namespace, name)] = obj
+            store[(namespace, name)] = obj
         self.k.reconcile()
         return copy.deepcopy(obj)
 
@@ -738,9 +849,10 @@ class _Custom:
         self.k.calls.append(("get", namespace, name))
         self._check(group, version, namespace, plural)
         self.k.reconcile()
-        if (namespace, name) not in self.k.objects:
-            raise api_error(404, "Not Found", f'rayclusters.ray.io "{name}" not found')
-        return copy.deepcopy(self.k.objects[(namespace, name)])
+        store = self._store(plural)
+        if (namespace, name) not in store:
+            raise api_error(404, "Not Found", f'{plural}.ray.io "{name}" not found')
+        return copy.deepcopy(store[(namespace, name)])
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
         self.k.calls.append(("patch", namespace, name, copy.deepcopy(body)))
@@ -759,9 +871,19 @@ class _Custom:
         self.k.calls.append(("delete", namespace, name))
         self._check(group, version, namespace, plural)
         with self.k.lock:
-            if self.k.objects.pop((namespace, name), None) is None:
-                raise api_error(404, "Not Found", f'rayclusters.ray.io "{name}" not found')
-            self.k.secrets.pop((namespace, name), None)  # owned by the RayCluster
+            gone = self._store(plural).pop((namespace, name), None)
+            if gone is None:
+                raise api_error(404, "Not Found", f'{plural}.ray.io "{name}" not found')
+            if plural == "rayjobs":  # owner references: its own cluster goes with it
+                for key, rc in list(self.k.objects.items()):
+                    if key[0] == namespace and rc["metadata"].get("ownerRayJob") == name:
+                        self.k.objects.pop(key)
+                        self.k.secrets.pop(key, None)
+                for p in list(self.k.pods.values()):
+                    if p.node_type == "submitter" and p.manifest["metadata"]["labels"].get("job-name") == name:
+                        self.k._delete_pod(p)
+            else:
+                self.k.secrets.pop((namespace, name), None)  # owned by the RayCluster
         self.k.reconcile()
         return {"kind": "Status", "status": "Success"}
 

@@ -93,6 +93,8 @@ BAD = [
     (lambda t: ["--data", "synthetic:rows=abc"], ["synthetic"]),
     (lambda t: ["--num-samples", "0"], ["--num-samples"]),
     (lambda t: ["--num-samples", "x"], ["--num-samples"]),
+    (lambda t: ["--memory-per-trial", "0"], ["--memory-per-trial", "must be > 0"]),
+    (lambda t: ["--search-alg", "hyperband"], ["--search-alg", "invalid choice"]),
     (lambda t: ["--scheduler", "hyperband"], ["--scheduler"]),
     (lambda t: ["--test-size", "0.9"], ["--test-size"]),
     (lambda t: ["--grace-rounds", "500", "--max-rounds", "100"], ["--grace-rounds"]),
@@ -107,3 +109,40 @@ BAD = [
 def test_bad_job_input(tmp_path, make_args, needles):
     p = run_job(*make_args(tmp_path), "--mode", "sequential", "--storage-path", tmp_path)
     assert_one_line_error(p, "error:", *needles)
+
+
+def test_data_from_object_storage(tmp_path):
+    """--data s3://... through pyarrow, against a local S3-compatible server (moto), not a mock."""
+    import urllib.request
+
+    from conftest import s3_server
+
+    with s3_server() as s3:
+        s3.make_bucket("tables")
+        body = (DATASETS / "concrete.csv").read_bytes()
+        urllib.request.urlopen(urllib.request.Request(f"{s3.url}/tables/concrete.csv", data=body, method="PUT"),
+                               timeout=10).close()
+        env = {"AWS_ENDPOINT_URL": s3.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_DEFAULT_REGION": "us-east-1"}
+        t = _with_env(env, lambda: jobdata.load("s3://tables/concrete.csv", "strength"))
+        assert t.rows == 1030 and t.features == 8
+        with pytest.raises(jobdata.InputError, match="data object 's3://tables/nope.csv' not found"):
+            _with_env(env, lambda: jobdata.load("s3://tables/nope.csv", "strength"))
+        with pytest.raises(jobdata.InputError, match="cannot read data 's3://tables/concrete.csv'"):
+            _with_env({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                      lambda: jobdata.load("s3://tables/concrete.csv", "strength"))
+
+
+def _with_env(env: dict, fn):
+    import os
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return fn()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -77,6 +77,9 @@ def test_address_and_token_file_reach_the_cluster(cluster):
     (["--data", "/nonexistent/data.csv"], ["not found"]),
     (["--data", str(DATASETS / "insurance.csv"), "--target", "nope"], ["target column 'nope'", "columns are"]),
     (["--data", str(DATASETS / "insurance.csv"), "--target", "smoker"], ["not numeric"]),
+    # More than any worker has (1 CPU, 1.5 GiB each): refused, not waited for forever.
+    ([*TINY, "--cpus-per-trial", "2"], ["asks for 2 CPUs", "biggest worker has 1 CPUs", "--cpus-per-trial"]),
+    ([*TINY, "--memory-per-trial", "64"], ["asks for 1 CPUs and 64 GiB", "biggest worker", "--memory-per-trial"]),
 ])
 def test_bad_job_input_through_the_cluster(cluster, job_args, needles):
     p = submit(cluster, *job_args)
@@ -109,3 +112,18 @@ def test_a_search_whose_every_trial_fails_ends_non_zero(cluster, tmp_path):
     assert_one_line_error(p, "failed: every trial failed (2 of 2); the first:", "subsample")
     rec = json.loads((tmp_path / "r" / "doomed" / "result.json").read_text())
     assert rec["status"] == "failed" and rec["trials_completed"] == 0 and "subsample" in rec["error"]
+
+
+def test_optuna_search_and_its_plain_optuna_baseline(cluster, tmp_path):
+    """--search-alg optuna: TPE through Tune's OptunaSearch with ASHA on the cluster, and
+    plain Optuna on one machine (the baseline) with the same budget."""
+    p = submit(cluster, *TINY, "--num-samples", 6, "--search-alg", "optuna", "--scheduler", "asha",
+               "--mode", "both", "--storage-path", tmp_path)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout)
+    assert rec["search_alg"] == "optuna" and set(rec["modes"]) == {"tune", "sequential"}
+    assert rec["trials_completed"] == 6 and rec["modes"]["sequential"]["trials_completed"] == 6
+    cfgs = [t["config"] for t in rec["trials"]]
+    assert len({json.dumps(c, sort_keys=True) for c in cfgs}) == 6, "each trial its own config"
+    assert all(isinstance(c["max_depth"], int) and 1 <= c["num_boost_round"] <= 20 for c in cfgs)
+    assert rec["best_config"] in cfgs and rec["tuned"]["rmse"] > 0

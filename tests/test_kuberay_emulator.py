@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import threading
 import time
@@ -20,7 +21,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import ROOT, TINY, run_cli
 from kube_emulator import CLOUD_CLASSES, KubeEmulator, _Custom, build_pod, crd_schema, prune
 from kubernetes.client import ApiException
 
@@ -39,6 +40,8 @@ def _image_built() -> bool:
     return bool(docker) and subprocess.run([docker, "image", "inspect", IMAGE], capture_output=True).returncode == 0
 
 
+if not _image_built() and os.environ.get("CI"):
+    pytest.fail(f"the emulator's pods cannot run under CI: no Docker engine or no {IMAGE}", pytrace=False)
 needs_image = pytest.mark.skipif(not _image_built(), reason=f"needs a Docker engine and {IMAGE} (make image)")
 
 
@@ -158,6 +161,34 @@ def test_hostpath_results_are_not_writable_by_the_pods_emulated_kube(tmp_path, e
     denied = emu.exec(head, "ml", "touch", "/home/ray/rayscale_results/x")
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
     assert emu.exec(head, "ml", "touch", "/tmp/ray/x").returncode == 0, "emptyDir is writable"
+
+
+@needs_image
+def test_shipped_rayjob_runs_on_its_own_cluster_emulated_kube(tmp_path, emulate):
+    """k8s/kind/results-pvc.yaml + k8s/kind/rayjob.yaml as `kubectl apply` would send them:
+    KubeRay makes the cluster, its submitter runs the job, the result lands on the claim."""
+    import yaml
+
+    emu = emulate()
+    emu.core.create_namespaced_persistent_volume_claim(
+        "ml", yaml.safe_load((ROOT / "k8s/kind/results-pvc.yaml").read_text()))
+    job = yaml.safe_load((ROOT / "k8s/kind/rayjob.yaml").read_text())
+    emu.custom.create_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", job)
+
+    def status():
+        return emu.custom.get_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", "rayscale-tune")["status"]
+
+    assert procs.wait_for(lambda: status()["jobDeploymentStatus"] in ("Complete", "Failed"), 600, interval=2), status()
+    st = status()
+    logs = emu.submitter_logs("ml", "rayscale-tune")
+    assert st["jobDeploymentStatus"] == "Complete" and st["jobStatus"] == "SUCCEEDED", logs[-3000:]
+    (line,) = [x for x in logs.splitlines() if x.startswith("RAYSCALE_RESULT ")]
+    result = json.loads(line.split(" ", 1)[1])
+    assert result["trials_completed"] == 8 and result["cluster"]["worker_nodes"] == 2
+    on_node = Path(emu.claims[("ml", "rayscale-results")]["status"]["path"]) / result["name"] / "result.json"
+    assert on_node.stat().st_uid == 1000
+    emu.custom.delete_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", "rayscale-tune")
+    assert procs.wait_for(lambda: not _containers(emu), 90), "its cluster goes with the RayJob"
 
 
 # ---- the cloud profile ------------------------------------------------------------------------
