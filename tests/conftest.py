@@ -27,24 +27,35 @@ S3_VENV = ROOT / ".venv-s3"  # moto's server: its botocore pins clash with the k
 
 
 class S3:
-    """A local S3-compatible server (moto in server mode), for the object-storage paths."""
+    """A local S3-compatible server (moto in server mode), reached with pyarrow's S3 client:
+    signed requests, as the job makes them."""
+
+    ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
     def __init__(self, url: str):
+        from pyarrow import fs
+
         self.url = url
+        scheme, host = url.split("://", 1)
+        self.fs = fs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1", scheme=scheme,
+                                  endpoint_override=host, allow_bucket_creation=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**self.ENV, "AWS_ENDPOINT_URL": self.url}
 
     def make_bucket(self, name: str) -> None:
-        import urllib.request
+        self.fs.create_dir(name)
 
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/{name}", method="PUT"), timeout=10).close()
+    def put(self, key: str, body: bytes) -> None:
+        with self.fs.open_output_stream(key) as f:
+            f.write(body)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        import re
-        import urllib.parse
-        import urllib.request
+        from pyarrow import fs
 
-        q = urllib.parse.urlencode({"list-type": 2, "prefix": prefix, "max-keys": 1000})
-        with urllib.request.urlopen(f"{self.url}/{bucket}?{q}", timeout=10) as r:
-            return re.findall(r"<Key>([^<]+)</Key>", r.read().decode())
+        found = self.fs.get_file_info(fs.FileSelector(f"{bucket}/{prefix}".rstrip("/"), recursive=True))
+        return [i.path.split("/", 1)[1] for i in found if i.type == fs.FileType.File]
 
 
 @contextlib.contextmanager

@@ -49,6 +49,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
+import functools
 import json
 import math
 import os
@@ -72,11 +73,17 @@ CLOUD_CLASSES = {"gp3": ("ebs.csi.aws.com", True), "efs": ("efs.csi.aws.com", Fa
 RWX_PROVISIONERS = {"efs.csi.aws.com", "nfs.csi.k8s.io", "filestore.csi.storage.gke.io", "file.csi.azure.com"}
 
 
-def crd_schema(kind_file: str) -> dict:
+@functools.lru_cache(maxsize=None)
+def _crd_schema(kind_file: str) -> dict:
     import yaml
 
-    d = yaml.safe_load((CRDS / kind_file).read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 1-1.4 MB of YAML
+    d = yaml.load((CRDS / kind_file).read_text(), Loader=loader)
     return next(v for v in d["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+def crd_schema(kind_file: str) -> dict:
+    return copy.deepcopy(_crd_schema(kind_file))
 
 
 def api_error(status: int, reason: str, message: str = "", details: dict | None = None) -> ApiException:

@@ -111,8 +111,7 @@ def _storage_is_shared_or_refused(state, rec) -> None:
                       rec["network"]).stdout.strip()
     with s3_server(gateway) as s3:
         s3.make_bucket("runs")
-        env = [f"--env=AWS_ENDPOINT_URL={s3.url}", "--env=AWS_ACCESS_KEY_ID=test",
-               "--env=AWS_SECRET_ACCESS_KEY=test", "--env=AWS_DEFAULT_REGION=us-east-1"]
+        env = [f"--env={k}={v}" for k, v in s3.env.items()]
         p = run_cli("job", "submit", "--json", *env, "--", *TINY, "--num-samples", 2, "--scheduler", "fifo",
                     "--storage-path", "s3://runs/study", "--checkpoint-every", 5, state_dir=state, timeout=300)
         assert p.returncode == 0, p.stderr[-2000:]

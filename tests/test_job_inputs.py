@@ -113,17 +113,12 @@ def test_bad_job_input(tmp_path, make_args, needles):
 
 def test_data_from_object_storage(tmp_path):
     """--data s3://... through pyarrow, against a local S3-compatible server (moto), not a mock."""
-    import urllib.request
-
     from conftest import s3_server
 
     with s3_server() as s3:
         s3.make_bucket("tables")
-        body = (DATASETS / "concrete.csv").read_bytes()
-        urllib.request.urlopen(urllib.request.Request(f"{s3.url}/tables/concrete.csv", data=body, method="PUT"),
-                               timeout=10).close()
-        env = {"AWS_ENDPOINT_URL": s3.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-               "AWS_DEFAULT_REGION": "us-east-1"}
+        s3.put("tables/concrete.csv", (DATASETS / "concrete.csv").read_bytes())
+        env = s3.env
         t = _with_env(env, lambda: jobdata.load("s3://tables/concrete.csv", "strength"))
         assert t.rows == 1030 and t.features == 8
         with pytest.raises(jobdata.InputError, match="data object 's3://tables/nope.csv' not found"):

@@ -249,12 +249,12 @@ def test_an_image_no_registry_serves_fails_fast_emulated_kube(tmp_path, emulate)
 
 
 @needs_image
-def test_a_worker_that_does_not_fit_is_named_emulated_kube(tmp_path, emulate):
-    emu = emulate(node_cpus=2)  # a 2-CPU Docker: head 1 + autoscaler 0.5 + worker 1 > 2
+def test_a_pod_that_does_not_fit_is_named_emulated_kube(tmp_path, emulate):
+    emu = emulate(node_cpus=1)  # a 1-CPU node: the head (1) + its autoscaler sidecar (0.5) do not fit
     p = provider(tmp_path, emu, name="rs-small", profile="kind", image=IMAGE)
-    with pytest.raises(UserError, match="rs-small-workers-worker-.*Unschedulable: 0/1 nodes are available: "
-                                        "1 Insufficient cpu"):
-        p.up(1, timeout=25)
+    with pytest.raises(UserError, match="head pod of rs-small is not ready: Unschedulable: 0/1 nodes are "
+                                        "available: 1 Insufficient cpu"):
+        p.up(1, timeout=5)
     assert not emu.objects and p.state.read() is None
 
 
