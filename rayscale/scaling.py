@@ -66,6 +66,16 @@ def study_job_args(args: list[str]) -> list[str]:
     return args
 
 
+def search_note(args: list[str]) -> str | None:
+    """What an adaptive search means for the curve, or None for the default (random) search."""
+    alg = next((args[i + 1] for i, a in enumerate(args[:-1]) if a == "--search-alg"), None)
+    alg = alg or next((a.split("=", 1)[1] for a in args if a.startswith("--search-alg=")), "random")
+    if alg == "random":
+        return None
+    return (f"--search-alg {alg} is adaptive: its configs depend on the order results arrive, so each "
+            "point trains its own configs; read each point's best RMSE beside its time")
+
+
 class CpuSampler:
     """Samples each node's CPU time once a second while a run is in flight.
 
@@ -219,6 +229,9 @@ def run(provider: Provider, plan: StudyPlan, out: Path, say: Callable[[str], Non
     """Run the study on a cluster the provider manages (it must be up)."""
     job_dir = Path(job_dir or jobs.default_job_dir())
     job_args = study_job_args(plan.job_args)
+    note = search_note(job_args)
+    if note:
+        say(f"note: {note}")
     j = jobs.Jobs(provider.endpoint())
     runs = []
     for repeat, n in order(plan.workers, plan.repeats):
@@ -240,6 +253,7 @@ def run(provider: Provider, plan: StudyPlan, out: Path, say: Callable[[str], Non
         "baselines": baselines,
         "fit": fitmod.fit([p["workers"] for p in points], [p["speedup"] for p in points]),
         "data": data_label(job_args),
+        "search_note": note,
     }
     write_outputs(study, runs, out)
     return study

@@ -73,7 +73,7 @@ CLOUD_CLASSES = {"gp3": ("ebs.csi.aws.com", True), "efs": ("efs.csi.aws.com", Fa
 RWX_PROVISIONERS = {"efs.csi.aws.com", "nfs.csi.k8s.io", "filestore.csi.storage.gke.io", "file.csi.azure.com"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crd_schema(kind_file: str) -> dict:
     import yaml
 

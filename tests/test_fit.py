@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rayscale import fit
-from rayscale.scaling import order, study_job_args, summarise
+from rayscale.scaling import order, search_note, study_job_args, summarise
 
 
 def test_amdahl_recovers_serial_fraction():
@@ -62,3 +62,10 @@ def test_summarise_speedup_efficiency_overhead():
     assert p2["efficiency"] == pytest.approx(10 / 5.5 / 2, abs=1e-3)
     # (wall x CPUs - sum of train time) / trials = (5.5*2 - 9.5) / 10
     assert p2["overhead_per_trial_s"] == pytest.approx(0.15, abs=1e-4)
+
+
+def test_search_note_only_for_adaptive_searches():
+    assert search_note(["--num-samples", "4"]) is None
+    assert search_note(["--search-alg", "random"]) is None
+    assert "adaptive" in search_note(["--search-alg", "optuna"])
+    assert "adaptive" in search_note(["--search-alg=optuna"])

@@ -50,10 +50,15 @@ def test_scaling_study_on_one_and_two_workers(tmp_path):
 
 def test_scaling_uses_a_running_cluster_and_leaves_it_up(cluster, tmp_path):
     before = tree_pids([json.loads((cluster / "cluster.json").read_text())["head"]["proc"]])
+    # With an adaptive search, which the study runs unchanged and says what that means.
     p = run_cli("scaling", "--workers", "2", "--baselines", "none", "--out", tmp_path, "--",
-                *TINY, "--num-samples", 2, state_dir=cluster, timeout=300)
+                *TINY, "--num-samples", 2, "--search-alg", "optuna", state_dir=cluster, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "using the local cluster" in p.stdout
+    assert "note: --search-alg optuna is adaptive" in p.stdout
+    study = json.loads((tmp_path / "study.json").read_text())
+    assert "each point trains its own configs" in study["search_note"]
+    assert study["points"][0]["best_rmse"] > 0
     st = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)
     assert st["alive_workers"] == 2
     assert before <= tree_pids([json.loads((cluster / "cluster.json").read_text())["head"]["proc"]]) | before
