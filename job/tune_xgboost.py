@@ -278,6 +278,7 @@ def run_tune(a, configs, payload) -> dict:
             "node_id": m.get("node_id"),
             "error": trial_error(r.error) if r.error else None,
             "retries": progress.retried.get(m.get("trial_id"), 0),
+            "resumed_from": m.get("resumed_from"),
             "pid": m.get("pid"), "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
             "process_started_at": m.get("process_started_at"), "setup_s": m.get("setup_s"),
         })

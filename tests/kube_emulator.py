@@ -289,7 +289,7 @@ class KubeEmulator:
     """Pass `emu.api` as the kuberay provider's api; call `shutdown()` at the end."""
 
     def __init__(self, workdir: Path, namespaces=("default",), classes=None, default_class="standard",
-                 crd_installed: bool = True, autoscaler_delay_s: float = 5.0, docker: str | None = None,
+                 crd_installed: bool = True, autoscaler_delay_s: float = 2.0, docker: str | None = None,
                  node_cpus: float = 8, node_memory: str = "32Gi"):
         from rayscale import procs
 

@@ -78,8 +78,8 @@ def test_address_and_token_file_reach_the_cluster(cluster):
     (["--data", str(DATASETS / "insurance.csv"), "--target", "nope"], ["target column 'nope'", "columns are"]),
     (["--data", str(DATASETS / "insurance.csv"), "--target", "smoker"], ["not numeric"]),
     # More than any worker has (1 CPU, 1.5 GiB each): refused, not waited for forever.
-    ([*TINY, "--cpus-per-trial", "2"], ["asks for 2 CPUs", "biggest worker has 1 CPUs", "--cpus-per-trial"]),
-    ([*TINY, "--memory-per-trial", "64"], ["asks for 1 CPUs and 64 GiB", "biggest worker", "--memory-per-trial"]),
+    ([*TINY, "--cpus-per-trial", "2", "--memory-per-trial", "64"],
+     ["asks for 2 CPUs and 64 GiB", "biggest worker has 1 CPUs", "--cpus-per-trial"]),
 ])
 def test_bad_job_input_through_the_cluster(cluster, job_args, needles):
     p = submit(cluster, *job_args)
