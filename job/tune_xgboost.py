@@ -271,7 +271,8 @@ def run_tune(a, configs, payload) -> dict:
         m = r.metrics or {}
         trials.append({
             "trial_id": m.get("trial_id"),
-            "config": spacemod.normalise(r.config["cfg"], a.max_rounds),
+            # A trial that errored before its first report has no config in its result.
+            "config": spacemod.normalise(r.config["cfg"], a.max_rounds) if r.config else None,
             "rounds": m.get("rounds", 0),
             "train_s": round(m.get("train_s", 0.0), 4),
             "rmse": train.finite(m.get("rmse")),
