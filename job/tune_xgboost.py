@@ -231,7 +231,8 @@ def run_tune(a, configs, payload) -> dict:
     else:
         scheduler = FIFOScheduler()
     resources = trial_resources(a)
-    check_fits(resources)
+    workers = worker_nodes()
+    check_fits(resources, workers)
     trainable = tune.with_resources(tune.with_parameters(train.tune_trainable, data=payload), resources)
     run_config = tune.RunConfig(
         name=a.name,
@@ -246,14 +247,14 @@ def run_tune(a, configs, payload) -> dict:
 
         # TPE learns from finished trials: no more in flight than the cluster has slots, or
         # the first wave is as blind as a random search.
-        searcher = ConcurrencyLimiter(OptunaSearch(seed=a.seed), max_concurrent=trial_slots(resources))
+        searcher = ConcurrencyLimiter(OptunaSearch(seed=a.seed), max_concurrent=trial_slots(resources, workers))
         param_space = {"cfg": spacemod.tune_space(a.space, a.max_rounds)}
-        tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler, search_alg=searcher,
-                                      num_samples=a.num_samples, reuse_actors=True)
-    else:
+        num_samples = a.num_samples
+    else:  # the drawn configs as a grid: one sample of it
+        searcher, num_samples = None, 1
         param_space = {"cfg": tune.grid_search(trial_order(configs, a))}
-        tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler,
-                                      num_samples=1, reuse_actors=True)
+    tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler, search_alg=searcher,
+                                  num_samples=num_samples, reuse_actors=True)
     t0, t0_epoch = time.perf_counter(), time.time()
     path = f"{storage_path.rstrip('/')}/{a.name}"
     if a.restore:
@@ -308,19 +309,20 @@ def trial_resources(a) -> dict:
     return out
 
 
-def trial_slots(resources: dict) -> int:
-    """How many trials the cluster's workers can run at once."""
+def worker_nodes() -> list[dict]:
+    """The alive nodes that run trials (the head has no CPUs for them)."""
     import ray
 
-    return max(1, sum(int(n["Resources"].get("CPU", 0) // resources["cpu"]) for n in ray.nodes()
-                      if n["Alive"] and n["Resources"].get("CPU", 0) > 0))
+    return [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
 
 
-def check_fits(resources: dict) -> None:
+def trial_slots(resources: dict, nodes: list[dict]) -> int:
+    """How many trials the workers can run at once."""
+    return max(1, sum(int(n["Resources"]["CPU"] // resources["cpu"]) for n in nodes))
+
+
+def check_fits(resources: dict, nodes: list[dict]) -> None:
     """Refuse a trial no worker can host: Tune would wait for it forever."""
-    import ray
-
-    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
     if not nodes:
         return
     fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= resources["cpu"]

@@ -315,8 +315,8 @@ class KubeEmulator:
         self.calls: list[tuple] = []
         self.lock = threading.RLock()
         self.threads: list[threading.Thread] = []
-        self.schema = crd_schema("ray.io_rayclusters.yaml")
-        self.schemas = {"rayclusters": self.schema, "rayjobs": crd_schema("ray.io_rayjobs.yaml")}
+        self.schemas = {"rayclusters": crd_schema("ray.io_rayclusters.yaml"),
+                        "rayjobs": crd_schema("ray.io_rayjobs.yaml")}
         self._docker("network", "create", "--label", f"kubeemu={self.id}", self.network)
         self.custom, self.core, self.storage = _Custom(self), _Core(self), _Storage(self)
 
@@ -376,7 +376,8 @@ class KubeEmulator:
                 self.objects[(ns, cname)] = {
                     "apiVersion": "ray.io/v1", "kind": "RayCluster",
                     "metadata": {"name": cname, "namespace": ns, "uid": secrets.token_hex(8), "generation": 1,
-                                 "labels": {"ray.io/originated-from-cr-name": name}, "ownerRayJob": name},
+                                 "labels": {"ray.io/originated-from-cr-name": name},
+                                 "ownerReferences": [{"apiVersion": "ray.io/v1", "kind": "RayJob", "name": name}]},
                     "spec": copy.deepcopy(spec["rayClusterSpec"])}
             else:
                 cname = spec["clusterSelector"]["ray.io/cluster"]
@@ -397,8 +398,7 @@ class KubeEmulator:
                 st["endTime"] = time.monotonic()
         elif st["jobDeploymentStatus"] in ("Complete", "Failed") and spec.get("shutdownAfterJobFinishes") \
                 and rc is not None and time.monotonic() - st["endTime"] >= spec.get("ttlSecondsAfterFinished", 0):
-            self.objects.pop((ns, cname), None)
-            self.secrets.pop((ns, cname), None)
+            self._delete_cluster(ns, cname)
 
     def _cluster_ready(self, ns: str, cname: str, rc: dict) -> bool:
         """KubeRay's RayCluster state "ready": every Ray pod running and ready."""
@@ -408,8 +408,8 @@ class KubeEmulator:
         if len(pods) < want:
             return False
         info = self._inspect([n for p in pods for n in p.containers.values()])
-        return all(self.pod_model(p, info).status.container_statuses and
-                   self.pod_model(p, info).status.container_statuses[0].ready for p in pods)
+        statuses = [self.pod_model(p, info).status.container_statuses for p in pods]
+        return all(st and st[0].ready for st in statuses)
 
     def _create_submitter(self, ns: str, name: str, job: dict, rc: dict) -> None:
         st = job["status"]
@@ -435,12 +435,8 @@ class KubeEmulator:
                     "metadata": {"name": pod_name, "namespace": ns, "annotations": {},
                                  "labels": {"ray.io/originated-from-cr-name": name, "job-name": name}},
                     "spec": {"containers": [container], "restartPolicy": "Never"}}
-        pod = Pod(manifest, rc["metadata"]["name"], "submitter", "", [])
-        self.pods[(ns, pod_name)] = pod
+        self._admit_pod(Pod(manifest, rc["metadata"]["name"], "submitter", "", []))
         st["submitter"] = pod_name
-        t = threading.Thread(target=self._run_pod, args=(pod,), daemon=True)
-        self.threads.append(t)
-        t.start()
 
     def _dashboard_job_status(self, ns: str, cname: str, job_id: str) -> str:
         token = base64.b64decode(self.secrets[(ns, cname)]["auth_token"]).decode()
@@ -463,11 +459,23 @@ class KubeEmulator:
         name, ns = rc["metadata"]["name"], rc["metadata"]["namespace"]
         svc = f"{name}-head-svc"
         aliases = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"] if node_type == "head" else []
-        pod = Pod(manifest, name, node_type, "headgroup" if node_type == "head" else group["groupName"], aliases)
-        self.pods[(ns, pod_name)] = pod
-        t = threading.Thread(target=self._run_pod, args=(pod,), daemon=True)
-        self.threads.append(t)
+        self._admit_pod(Pod(manifest, name, node_type, "headgroup" if node_type == "head" else group["groupName"],
+                            aliases))
+
+    def _admit_pod(self, pod: Pod) -> None:
+        """A new pod: the API records it, the kubelet starts running it."""
+        self.pods[(pod.ns, pod.name)] = pod
+        self._background(self._run_pod, pod)
+
+    def _background(self, fn, *args) -> None:
+        t = threading.Thread(target=fn, args=args, daemon=True)
+        self.threads.append(t)  # shutdown() joins them
         t.start()
+
+    def _delete_cluster(self, ns: str, name: str) -> None:
+        """A RayCluster goes, and the token Secret it owns with it (its pods follow in reconcile)."""
+        self.objects.pop((ns, name), None)
+        self.secrets.pop((ns, name), None)
 
     def _delete_pod(self, pod: Pod) -> None:
         pod.deleting = True
@@ -482,9 +490,7 @@ class KubeEmulator:
             with self.lock:
                 self.pods.pop((pod.ns, pod.name), None)
 
-        t = threading.Thread(target=stop, daemon=True)
-        self.threads.append(t)
-        t.start()
+        self._background(stop)
 
     # ---- the kubelet ------------------------------------------------------------------------
 
@@ -827,7 +833,7 @@ class _Custom:
     def _admit(self, body: dict, plural: str = "rayclusters") -> dict:
         import jsonschema
 
-        schema = getattr(self.k, "schemas", {}).get(plural, self.k.schema)
+        schema = self.k.schemas[plural]
         obj = copy.deepcopy(body)
         dropped: list[str] = []
         prune(obj, schema, "", dropped)
@@ -878,19 +884,19 @@ class _Custom:
         self.k.calls.append(("delete", namespace, name))
         self._check(group, version, namespace, plural)
         with self.k.lock:
-            gone = self._store(plural).pop((namespace, name), None)
-            if gone is None:
+            if (namespace, name) not in self._store(plural):
                 raise api_error(404, "Not Found", f'{plural}.ray.io "{name}" not found')
             if plural == "rayjobs":  # owner references: its own cluster goes with it
-                for key, rc in list(self.k.objects.items()):
-                    if key[0] == namespace and rc["metadata"].get("ownerRayJob") == name:
-                        self.k.objects.pop(key)
-                        self.k.secrets.pop(key, None)
+                for (ns, cname), rc in list(self.k.objects.items()):
+                    owners = rc["metadata"].get("ownerReferences") or []
+                    if ns == namespace and any(o["kind"] == "RayJob" and o["name"] == name for o in owners):
+                        self.k._delete_cluster(ns, cname)
                 for p in list(self.k.pods.values()):
                     if p.node_type == "submitter" and p.manifest["metadata"]["labels"].get("job-name") == name:
                         self.k._delete_pod(p)
+                del self.k.rayjobs[(namespace, name)]
             else:
-                self.k.secrets.pop((namespace, name), None)  # owned by the RayCluster
+                self.k._delete_cluster(namespace, name)
         self.k.reconcile()
         return {"kind": "Status", "status": "Success"}
 

@@ -299,7 +299,7 @@ def test_api_prunes_unknown_fields_with_a_warning_and_refuses_bad_types():
     dropped: list[str] = []
     pruned = prune(copy.deepcopy(doc), schema, "", dropped)
     assert dropped == [".spec.workerGroupSpecs[0].replica"] and "replica" not in pruned["spec"]["workerGroupSpecs"][0]
-    api = _Custom(types.SimpleNamespace(schema=schema, warnings=[]))
+    api = _Custom(types.SimpleNamespace(schemas={"rayclusters": schema}, warnings=[]))
     assert "replica" not in api._admit(doc)["spec"]["workerGroupSpecs"][0]
     assert api.k.warnings == ['unknown field "spec.workerGroupSpecs[0].replica"']
     doc["spec"]["workerGroupSpecs"][0]["replicas"] = "two"
