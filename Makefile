@@ -23,7 +23,7 @@ DOCKER ?= docker
 # TLS-intercepting proxy: make image CA_CERTS=/usr/local/share/ca-certificates
 CA_CERTS ?=
 
-.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv search-compare \
+.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
         k8s-manifests e2e-kind
 
 install: $(STAMP)
@@ -32,7 +32,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,mlflow]'
 	@touch $(STAMP)
 
 cluster-up: install
@@ -52,7 +52,8 @@ demo: install
 	  $(BIN)/rayscale cluster down; exit $$rc
 
 S3_VENV ?= .venv-s3
-test: install scan $(S3_VENV)/.installed
+MLFLOW_VENV ?= .venv-mlflow
+test: install scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
 	$(BIN)/pytest -q
 
 $(S3_VENV)/.installed: pyproject.toml
@@ -61,6 +62,15 @@ $(S3_VENV)/.installed: pyproject.toml
 	@touch $@
 
 s3-venv: $(S3_VENV)/.installed
+
+# A real MLflow tracking server for the --mlflow tests; the full server pulls pins of its
+# own (pyarrow, python-dateutil), so it gets its own venv too.
+$(MLFLOW_VENV)/.installed: pyproject.toml
+	@test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["mlflowtest"]))')
+	@touch $@
+
+mlflow-venv: $(MLFLOW_VENV)/.installed
 
 SCAN_VENV ?= .venv-scan
 $(SCAN_VENV)/.installed: pyproject.toml
@@ -104,7 +114,7 @@ image-base:
 	DOCKER=$(DOCKER) docker/make-base.sh $(LOCAL_BASE)
 
 clean:
-	rm -rf $(VENV) $(SCAN_VENV) $(S3_VENV) .rayscale results/*.json
+	rm -rf $(VENV) $(SCAN_VENV) $(S3_VENV) $(MLFLOW_VENV) .rayscale results/*.json
 
 # Random vs Optuna's TPE at the same budget on the insurance table, with Ray (2 local
 # workers) and with no cluster (the plain loop / plain Optuna): results/search-compare/.

@@ -26,6 +26,7 @@ sys.path.insert(0, HERE)
 import data as datamod  # noqa: E402
 import space as spacemod  # noqa: E402
 import storage  # noqa: E402
+import tracking  # noqa: E402
 import train  # noqa: E402
 from data import InputError  # noqa: E402
 
@@ -98,6 +99,10 @@ def parse_args(argv=None):
                    help="Tune's storage, shared by every node: a shared directory, s3://bucket/path "
                         "or gs://bucket/path (AWS_ENDPOINT_URL for an S3-compatible store)")
     p.add_argument("--name", default=None, help="run name (default: tune-<time>)")
+    p.add_argument("--mlflow", metavar="URI", type=tracking.check_uri,
+                   help="log every trial and the outcome to this MLflow tracking server (http[s]://...)")
+    p.add_argument("--mlflow-experiment", default="rayscale", metavar="NAME",
+                   help="MLflow experiment for --mlflow (made if missing)")
     p.add_argument("--restore", action="store_true",
                    help="resume the search stored under --storage-path/--name (after a head loss)")
     a = p.parse_args(argv)
@@ -198,7 +203,7 @@ def trial_order(configs, a):
     return spacemod.longest_first(configs) if a.scheduler == "fifo" else configs
 
 
-def run_tune(a, configs, payload) -> dict:
+def run_tune(a, configs, payload, tracker=None) -> dict:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -238,7 +243,7 @@ def run_tune(a, configs, payload) -> dict:
         name=a.name,
         storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=a.max_failures),
-        callbacks=[progress.callback],
+        callbacks=[progress.callback, *([tracker.callback()] if tracker else [])],
         verbose=0,
     )
     if a.search_alg == "optuna":
@@ -456,6 +461,8 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     space = a.space = spacemod.load(a.search_space)
     configs = spacemod.draw(space, a.num_samples, a.seed, a.max_rounds)
+    # Before the data: a tracking server that cannot be reached fails the job in seconds.
+    tracker = tracking.Tracker(a.mlflow, a.mlflow_experiment, a.name) if a.mlflow else None
     table, payload, splits = prepare(a)
     print(f"data: {table.source}  rows={table.rows} features={table.features} "
           f"categorical={table.categorical or '-'}  configs={len(configs)} mode={a.mode} search={a.search_alg} "
@@ -463,7 +470,7 @@ def main(argv=None) -> int:
 
     runs = {}
     if a.mode in ("tune", "both"):
-        runs["tune"] = run_tune(a, configs, payload)
+        runs["tune"] = run_tune(a, configs, payload, tracker)
     if a.mode in ("sequential", "both"):
         runs["sequential"] = run_sequential(a, configs, payload)
     if a.mode == "joblib":
@@ -525,6 +532,8 @@ def main(argv=None) -> int:
                                              f"{len(configs)}); the first: {first}")
     else:
         record["status"] = "succeeded"
+    if tracker:
+        record["mlflow"] = tracker.record(record)
     record["result_path"] = storage.write_record(a.storage_path, a.name, json.dumps(record, indent=2))
     if best is None:
         raise SearchFailed(record["error"])

@@ -68,6 +68,9 @@ def show_result(rec: dict) -> None:
     say(f"cluster: {cl.get('nodes')} nodes, {cl.get('cpus')} CPUs · "
                   f"{rec.get('trials_completed')}/{rec.get('num_samples')} trials completed · "
                   f"result: {rec.get('result_path')}")
+    if ml := rec.get("mlflow"):
+        say(f"mlflow: experiment {ml['experiment']!r} at {ml['uri']}, summary run {ml.get('summary_run_id', '-')}"
+            + (f" · tracking stopped: {ml['error']}" if ml.get("error") else ""))
 
 
 def save_json(rec: dict, path: str) -> None:

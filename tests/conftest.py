@@ -24,6 +24,7 @@ TINY = ["--data", "synthetic:rows=600,features=6,noise=0.5,seed=1", "--max-round
 
 
 S3_VENV = ROOT / ".venv-s3"  # moto's server: its botocore pins clash with the kubernetes client
+MLFLOW_VENV = ROOT / ".venv-mlflow"  # the full MLflow server pins its own pyarrow and dateutil
 
 
 class S3:
@@ -58,22 +59,24 @@ class S3:
         return [i.path.split("/", 1)[1] for i in found if i.type == fs.FileType.File]
 
 
-@contextlib.contextmanager
-def s3_server(host: str = "127.0.0.1"):
+def _free_port(host: str) -> int:
     import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _server(exe: Path, make_target: str, args: list[str], url: str, what: str, wait_s: float = 30):
+    """A real server from a venv of its own (`make test` makes it), up until the block ends."""
     import urllib.request
 
-    exe = S3_VENV / "bin" / "moto_server"
     if not exe.exists():
         if os.environ.get("CI"):
             pytest.fail(f"{exe} is missing: `make test` installs it", pytrace=False)
-        pytest.skip(f"no S3-compatible server ({exe}; `make s3-venv`)")
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([str(exe), "-H", host, "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://{host}:{port}"
+        pytest.skip(f"no {what} ({exe}; `make {make_target}`)")
+    proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def up() -> bool:
         try:
@@ -85,11 +88,31 @@ def s3_server(host: str = "127.0.0.1"):
     try:
         from rayscale import procs
 
-        assert procs.wait_for(up, 30, interval=0.2), "the S3 server did not start"
-        yield S3(url)
+        assert procs.wait_for(up, wait_s, interval=0.2), f"the {what} did not start"
+        yield
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def s3_server(host: str = "127.0.0.1"):
+    port = _free_port(host)
+    url = f"http://{host}:{port}"
+    with _server(S3_VENV / "bin" / "moto_server", "s3-venv", ["-H", host, "-p", str(port)], url,
+                 "S3-compatible server"):
+        yield S3(url)
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, host: str = "127.0.0.1"):
+    """A real MLflow tracking server, SQLite backend; yields its URI."""
+    port = _free_port(host)
+    url = f"http://{host}:{port}"
+    args = ["server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--default-artifact-root",
+            str(root / "artifacts"), "--host", host, "--port", str(port), "--workers", "1"]
+    with _server(MLFLOW_VENV / "bin" / "mlflow", "mlflow-venv", args, f"{url}/health", "MLflow server", 90):
+        yield url
 
 
 def run_cli(*args, state_dir=None, env=None, timeout=300, check=False):

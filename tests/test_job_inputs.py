@@ -102,6 +102,10 @@ BAD = [
     (lambda t: ["--search-space", _write(t, "s.yaml", "eta_typo: {uniform: [0, 1]}")], ["unknown parameter"]),
     (lambda t: ["--search-space", _write(t, "s.yaml", "subsample: {uniform: [0.9, 0.5]}")], ["empty range"]),
     (lambda t: ["--search-space", t / "missing.yaml"], ["not found"]),
+    (lambda t: ["--mlflow", "file:///tmp/mlruns"], ["--mlflow", "not a tracking server URI", "http(s)://"]),
+    (lambda t: ["--mlflow", "http://"], ["--mlflow", "not a tracking server URI"]),
+    # Nothing listens on port 1: refused in seconds, not after the client's minutes of retries.
+    (lambda t: ["--mlflow", "http://127.0.0.1:1"], ["cannot reach the MLflow server at http://127.0.0.1:1"]),
 ]
 
 

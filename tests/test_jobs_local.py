@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DATASETS, ROOT, TINY, assert_one_line_error, run_cli
+from conftest import DATASETS, ROOT, TINY, assert_one_line_error, mlflow_server, run_cli
 
 pytestmark = pytest.mark.cluster
 
@@ -127,3 +127,41 @@ def test_optuna_search_and_its_plain_optuna_baseline(cluster, tmp_path):
     assert len({json.dumps(c, sort_keys=True) for c in cfgs}) == 6, "each trial its own config"
     assert all(isinstance(c["max_depth"], int) and 1 <= c["num_boost_round"] <= 20 for c in cfgs)
     assert rec["best_config"] in cfgs and rec["tuned"]["rmse"] > 0
+
+
+def test_mlflow_tracks_every_trial_and_the_outcome(cluster, tmp_path):
+    """--mlflow against a real MLflow tracking server (SQLite backend): a run per trial with
+    its config, its RMSE at each reported round and the node it ran on, and a summary run
+    with the baseline and tuned test scores."""
+    from mlflow.tracking import MlflowClient
+
+    with mlflow_server(tmp_path) as uri:
+        p = submit(cluster, *TINY, "--num-samples", 3, "--scheduler", "fifo", "--report-every", 5,
+                   "--mlflow", uri, "--mlflow-experiment", "xgb", "--name", "tracked",
+                   "--storage-path", tmp_path / "r")
+        assert p.returncode == 0, p.stderr
+        rec = json.loads(p.stdout)
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("xgb")
+        assert rec["mlflow"] == {"uri": uri, "experiment": "xgb", "experiment_id": exp.experiment_id,
+                                 "summary_run_id": rec["mlflow"]["summary_run_id"]}
+        runs = client.search_runs([exp.experiment_id], filter_string="tags.`rayscale.search` = 'tracked'")
+        trials = {r.data.tags["trial_id"]: r for r in runs if r.data.tags["rayscale.kind"] == "trial"}
+        (summary,) = [r for r in runs if r.data.tags["rayscale.kind"] == "summary"]
+        assert set(trials) == {t["trial_id"] for t in rec["trials"]}
+        for t in rec["trials"]:
+            run = trials[t["trial_id"]]
+            assert run.info.status == "FINISHED"
+            assert run.data.tags["node_id"] == t["node_id"]
+            assert int(run.data.params["num_boost_round"]) == t["config"]["num_boost_round"]
+            rmse = client.get_metric_history(run.info.run_id, "rmse")
+            steps = [m.step for m in rmse]
+            assert steps == sorted(steps) and steps[-1] == t["rounds"]
+            assert all(s % 5 == 0 for s in steps[:-1]), steps
+            assert rmse[-1].value == pytest.approx(t["rmse"])
+            assert client.get_metric_history(run.info.run_id, "train_s")[-1].value == pytest.approx(t["train_s"], abs=1e-3)
+        assert summary.info.run_id == rec["mlflow"]["summary_run_id"] and summary.info.status == "FINISHED"
+        for model in ("baseline", "tuned"):
+            for k in ("rmse", "r2"):
+                assert summary.data.metrics[f"{model}_{k}"] == pytest.approx(rec[model][k])
+        assert int(summary.data.params["best.num_boost_round"]) == rec["best_config"]["num_boost_round"]
