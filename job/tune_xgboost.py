@@ -262,14 +262,34 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
                                   num_samples=num_samples, reuse_actors=True)
     t0, t0_epoch = time.perf_counter(), time.time()
     path = f"{storage_path.rstrip('/')}/{a.name}"
+
+    def restored():
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
+                                   **({} if a.search_alg == "optuna" else {"param_space": param_space}))
+        # Tune restores the callbacks pickled with the search: copies, cut off from this
+        # process's progress counts and tracking. Put the live ones back.
+        tuner._local_tuner._run_config.callbacks = run_config.callbacks
+        return tuner
+
     if a.restore:
         if not tune.Tuner.can_restore(path):
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
-        extra = {} if a.search_alg == "optuna" else {"param_space": param_space}
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True, **extra)
+        tuner = restored()
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
+    # Tune retries a trial whose node died only if the trial was RUNNING; one still PENDING
+    # there (its actor starting, or being reset for it) ends in ERROR at once. Those are
+    # resumed here, from their last checkpoint, within the same --max-failures budget.
+    for _ in range(a.max_failures):
+        lost = [(r.metrics or {}).get("trial_id") or os.path.basename(r.path) for r in grid
+                if r.error and node_lost(r.error)]
+        if not lost:
+            break
+        print(f"resuming {len(lost)} trial(s) lost with their node: {', '.join(lost)}", flush=True)
+        for trial_id in lost:
+            progress.retried[trial_id] = progress.retried.get(trial_id, 0) + 1
+        grid = restored().fit()
     wall = time.perf_counter() - t0
 
     trials = []
@@ -295,6 +315,16 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     return {"wall_s": wall, "trials": trials, "cluster": cluster,
             "retried": {k: v for k, v in progress.retried.items()},
             "search_window": [t0_epoch, t0_epoch + wall]}
+
+
+def node_lost(e: BaseException) -> bool:
+    """The trial's process or node died under it (not an error of the trial's own)."""
+    from ray import exceptions as rx
+
+    lost = (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.LocalRayletDiedError, rx.OwnerDiedError)
+    names = {c.__name__ for c in lost} | {"ActorDiedError", "ActorUnavailableError"}
+    # Tune hands back the exception itself, or a TuneError carrying its text.
+    return isinstance(e, lost) or any(n in str(e) for n in names)
 
 
 def trial_error(e: BaseException) -> str:

@@ -137,32 +137,46 @@ def test_missing_image_is_a_clear_error(tmp_path):
 
 
 def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
-    """Worker loss on the docker provider: `docker kill` of a worker container mid-search."""
+    """Worker loss on the docker provider, with the search's storage in an S3 bucket (a local
+    S3-compatible server): `docker kill` of a worker mid-search; the lost trial resumes from
+    its checkpoint in the bucket and the search completes."""
     import time
+
+    from conftest import s3_server
 
     state = tmp_path / "state"
     run_cli("cluster", "up", "--provider", "docker", "--image", IMAGE, "--workers", 2,
             "--memory-per-worker", 1, state_dir=state, check=True, timeout=300)
     rec = json.loads((state / "cluster.json").read_text())
+    gateway = _docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+                      rec["network"]).stdout.strip()
     try:
-        job_id = run_cli("job", "submit", "--no-wait", "--", *FAULT_JOB, state_dir=state, check=True).stdout.strip()
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
+        with s3_server(gateway) as s3:
+            s3.make_bucket("runs")
+            env = [f"--env={k}={v}" for k, v in s3.env.items()]
+            job_id = run_cli("job", "submit", "--no-wait", *env, "--", *FAULT_JOB, "--storage-path", "s3://runs/kill",
+                             "--name", "kill", state_dir=state, check=True).stdout.strip()
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                logs = run_cli("job", "logs", job_id, state_dir=state).stdout
+                if "RAYSCALE_PROGRESS" in logs:
+                    break
+                time.sleep(0.5)
+            assert _docker("kill", rec["workers"][1]["name"]).returncode == 0
+            status = "RUNNING"
+            deadline = time.monotonic() + 400
+            while status in ("PENDING", "RUNNING") and time.monotonic() < deadline:
+                status = run_cli("job", "status", job_id, state_dir=state).stdout.strip()
+                time.sleep(1)
             logs = run_cli("job", "logs", job_id, state_dir=state).stdout
-            if "RAYSCALE_PROGRESS" in logs:
-                break
-            time.sleep(0.5)
-        assert _docker("kill", rec["workers"][1]["name"]).returncode == 0
-        status = "RUNNING"
-        deadline = time.monotonic() + 400
-        while status in ("PENDING", "RUNNING") and time.monotonic() < deadline:
-            status = run_cli("job", "status", job_id, state_dir=state).stdout.strip()
-            time.sleep(1)
-        logs = run_cli("job", "logs", job_id, state_dir=state).stdout
-        assert status == "SUCCEEDED", logs[-3000:]
-        res = _result(logs)
-        assert res["trials_completed"] == N and res["trials_errored"] == 0
-        assert res["retried_trials"], "the trial on the killed container must be retried"
+            assert status == "SUCCEEDED", logs[-3000:]
+            res = _result(logs)
+            assert res["trials_completed"] == N and res["trials_errored"] == 0, logs[-3000:]
+            assert res["retried_trials"], "the trial on the killed container must be retried"
+            keys = s3.keys("runs", "kill/kill/")  # <storage path>/<run name>/
+            assert "kill/kill/result.json" in keys and any("/checkpoint_" in k for k in keys)
+            assert any(k.startswith("kill/kill/experiment_state-") for k in keys), \
+                "Tune's experiment state is in the bucket (what `job resume` restores)"
     finally:
         run_cli("cluster", "down", state_dir=state, timeout=300)
     assert _leftovers(rec["cluster_id"]) == []
