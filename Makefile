@@ -54,7 +54,7 @@ demo: install
 S3_VENV ?= .venv-s3
 MLFLOW_VENV ?= .venv-mlflow
 test: install scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=12
 
 $(S3_VENV)/.installed: pyproject.toml
 	@test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
