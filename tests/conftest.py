@@ -13,7 +13,23 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def _shared(env: str, name: str) -> Path:
+    """Test inputs kept beside the repository (../shared/NAME) or wherever ENV points."""
+    return Path(os.environ.get(env) or ROOT.parent / "shared" / name)
+
+
+DATASETS = _shared("RAYSCALE_DATASETS", "datasets")
+CRDS = _shared("RAYSCALE_KUBERAY_CRDS", "kuberay-crds")
+# A clone on its own has neither: the tests that read them skip, saying how to provide them.
+needs_datasets = pytest.mark.skipif(
+    not (DATASETS / "insurance.csv").is_file() or not (DATASETS / "concrete.csv").is_file(),
+    reason=f"no datasets at {DATASETS}: set RAYSCALE_DATASETS to a folder with insurance.csv and concrete.csv")
+needs_crds = pytest.mark.skipif(
+    not (CRDS / "ray.io_rayclusters.yaml").is_file() or not (CRDS / "ray.io_rayjobs.yaml").is_file(),
+    reason=f"no KubeRay CRDs at {CRDS}: set RAYSCALE_KUBERAY_CRDS to a folder with KubeRay v1.7.0's "
+           "ray.io_rayclusters.yaml and ray.io_rayjobs.yaml (ray-operator/config/crd/bases)")
 RAYSCALE = str(Path(sys.executable).parent / "rayscale")
 # Trials of a few seconds each, so that a node killed right after the first trial ends is
 # always in the middle of one (the gap between trials on a node is ~0.05 s).

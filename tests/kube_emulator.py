@@ -64,8 +64,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client import ApiException
 
-CRDS = Path(os.environ.get("RAYSCALE_KUBERAY_CRDS",
-                           Path(__file__).resolve().parent.parent.parent / "shared" / "kuberay-crds"))
+CRDS = Path(os.environ.get("RAYSCALE_KUBERAY_CRDS")
+            or Path(__file__).resolve().parent.parent.parent / "shared" / "kuberay-crds")
 HEALTH_PATH, AGENT_PORT, METRICS_PORT = "/api/healthz", 52365, 8080
 # kind's default class, and what a cloud offers: block storage by default, a file class beside it.
 KIND_CLASSES = {"standard": ("rancher.io/local-path", True)}

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import DATASETS, ROOT, assert_one_line_error
+from conftest import DATASETS, ROOT, assert_one_line_error, needs_datasets
 
 sys.path.insert(0, str(ROOT / "job"))
 import data as jobdata  # noqa: E402
@@ -35,6 +35,7 @@ def test_synthetic_spec_parsing():
         jobdata.parse_synthetic("synthetic:rowz=100")
 
 
+@needs_datasets
 def test_categorical_columns_become_categories():
     t = jobdata.load(str(DATASETS / "insurance.csv"), "charges")
     assert t.rows == 1338 and sorted(t.categorical) == ["region", "sex", "smoker"]
@@ -43,6 +44,7 @@ def test_categorical_columns_become_categories():
     assert t2.categorical == [] and t2.features == 8
 
 
+@needs_datasets
 def test_parquet_reads_like_csv(tmp_path):
     import pandas as pd
 
@@ -60,6 +62,7 @@ def test_configs_are_the_same_for_the_same_seed():
     assert all(0.02 <= c["learning_rate"] <= 0.3 for c in a)
 
 
+@needs_datasets
 def test_sequential_mode_runs_and_reports(tmp_path):
     p = run_job("--mode", "sequential", "--data", DATASETS / "concrete.csv", "--target", "strength",
                 "--num-samples", 3, "--max-rounds", 30, "--storage-path", tmp_path, "--name", "s")
@@ -83,9 +86,9 @@ BAD = [
     (lambda t: ["--data", "/nope.csv"], ["not found"]),
     (lambda t: ["--data", _write(t, "empty.csv", "")], ["empty"]),
     (lambda t: ["--data", _write(t, "hdr.csv", "a,b\n"), "--target", "b"], ["no rows"]),
-    (lambda t: ["--data", DATASETS / "insurance.csv"], ["--target is required"]),
-    (lambda t: ["--data", DATASETS / "insurance.csv", "--target", "x"], ["target column 'x'"]),
-    (lambda t: ["--data", DATASETS / "insurance.csv", "--target", "region"], ["not numeric"]),
+    pytest.param(lambda t: ["--data", DATASETS / "insurance.csv"], ["--target is required"], marks=needs_datasets),
+    pytest.param(lambda t: ["--data", DATASETS / "insurance.csv", "--target", "x"], ["target column 'x'"], marks=needs_datasets),
+    pytest.param(lambda t: ["--data", DATASETS / "insurance.csv", "--target", "region"], ["not numeric"], marks=needs_datasets),
     (lambda t: ["--data", _write(t, "const.csv", "a,y\n" + "1,5\n" * 30), "--target", "y"], ["constant"]),
     (lambda t: ["--data", _write(t, "nan.csv", "a,b,y\n" + "".join(f"{i},,{i}\n" for i in range(30))),
                 "--target", "y"], ["entirely empty"]),
@@ -115,6 +118,7 @@ def test_bad_job_input(tmp_path, make_args, needles):
     assert_one_line_error(p, "error:", *needles)
 
 
+@needs_datasets
 def test_data_from_object_storage(tmp_path):
     """--data s3://... through pyarrow, against a local S3-compatible server (moto), not a mock."""
     from conftest import s3_server

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import DATASETS, ROOT, TINY, assert_one_line_error, mlflow_server, run_cli
+from conftest import (
+    DATASETS,
+    ROOT,
+    TINY,
+    assert_one_line_error,
+    mlflow_server,
+    needs_datasets,
+    run_cli,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -37,6 +45,7 @@ def test_tuning_job_end_to_end(cluster, results_dir):
     assert stored["trials"] == rec["trials"]
 
 
+@needs_datasets
 def test_real_data_with_categorical_columns(cluster, results_dir):
     p = submit(cluster, "--data", DATASETS / "insurance.csv", "--target", "charges",
                "--num-samples", 3, "--max-rounds", 30, "--mode", "both",
@@ -75,8 +84,8 @@ def test_address_and_token_file_reach_the_cluster(cluster):
 
 @pytest.mark.parametrize("job_args,needles", [
     (["--data", "/nonexistent/data.csv"], ["not found"]),
-    (["--data", str(DATASETS / "insurance.csv"), "--target", "nope"], ["target column 'nope'", "columns are"]),
-    (["--data", str(DATASETS / "insurance.csv"), "--target", "smoker"], ["not numeric"]),
+    pytest.param(["--data", str(DATASETS / "insurance.csv"), "--target", "nope"], ["target column 'nope'", "columns are"], marks=needs_datasets),
+    pytest.param(["--data", str(DATASETS / "insurance.csv"), "--target", "smoker"], ["not numeric"], marks=needs_datasets),
     # More than any worker has (1 CPU, 1.5 GiB each): refused, not waited for forever.
     ([*TINY, "--cpus-per-trial", "2", "--memory-per-trial", "64"],
      ["asks for 2 CPUs and 64 GiB", "biggest worker has 1 CPUs", "--cpus-per-trial"]),

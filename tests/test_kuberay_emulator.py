@@ -21,7 +21,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, needs_crds, run_cli
 from kube_emulator import CLOUD_CLASSES, KubeEmulator, _Custom, build_pod, crd_schema, prune
 from kubernetes.client import ApiException
 
@@ -29,6 +29,8 @@ from rayscale import jobs, manifests, procs, providers
 from rayscale.errors import UserError
 from rayscale.providers.kuberay import KubeRayProvider
 from rayscale.state import StateDir
+
+pytestmark = needs_crds  # the emulated API server validates against the real CRDs
 
 IMAGE = "rayscale:0.1.0"
 FAKE_KUBECTL = str(Path(__file__).with_name("fake_kubectl.py"))
