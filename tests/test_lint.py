@@ -1,4 +1,4 @@
-"""Static checks that need no engine: the Dockerfile is hadolint-clean (each ignore justified)."""
+"""Static checks that need no engine: the Dockerfile is hadolint-clean (each ignore justified), doc links resolve."""
 
 from __future__ import annotations
 
@@ -20,3 +20,17 @@ def test_every_hadolint_ignore_is_justified():
     for i, line in enumerate(lines):
         if "hadolint ignore=" in line:
             assert i > 0 and lines[i - 1].startswith("#") and len(lines[i - 1]) > 20, line
+
+
+def test_doc_links_resolve():
+    """Every relative link in the README and docs/ names a file that exists (docs move)."""
+    import re
+
+    broken = []
+    for md in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", md.read_text()):
+            if re.match(r"[a-z]+://|#|mailto:", target):
+                continue
+            if not (md.parent / target.split("#")[0]).exists():
+                broken.append(f"{md.relative_to(ROOT)}: {target}")
+    assert not broken, broken
