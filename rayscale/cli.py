@@ -11,7 +11,6 @@ import click
 
 from rayscale import __version__, connect, jobs, providers, report, scaling
 from rayscale.errors import UserError
-from rayscale.providers.base import NodeShape
 from rayscale.state import StateDir
 
 
@@ -63,10 +62,10 @@ def _address_options(f):
     return _state_option(f)
 
 def _shape_options(f):
-    f = click.option("--memory-per-worker", type=click.FloatRange(min=0.5), default=2.0,
-                     show_default=True, help="GiB of memory per worker node")(f)
-    f = click.option("--cpus-per-worker", type=click.IntRange(min=1), default=1,
-                     show_default=True, help="CPUs per worker node")(f)
+    f = click.option("--memory-per-worker", type=click.FloatRange(min=0.5), default=None,
+                     help="local, docker: GiB of memory per worker node [default 2]")(f)
+    f = click.option("--cpus-per-worker", type=click.IntRange(min=1), default=None,
+                     help="local, docker: CPUs per worker node [default 1]")(f)
     return f
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,15 +103,16 @@ _TIMEOUT_HELP = "seconds to wait for the workers [default 180; kuberay / kind 60
 @_provider_options
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
 @_shape_options
-@click.option("--dashboard", type=click.Choice(["jobs", "full"]), default="jobs", show_default=True,
-              help="jobs: only the Job API module (~0.9 GiB less head memory); full: the whole UI")
+@click.option("--dashboard", type=click.Choice(["jobs", "full"]), default=None,
+              help="local: jobs (the default) runs only the Job API module (~0.9 GiB less head memory); "
+                   "full: the whole UI")
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
 @_state_option
 def cluster_up(provider, image, config, context, namespace, storage_class, results_claim, workers, cpus_per_worker, memory_per_worker, dashboard,
                timeout, state_dir):
     """Start a head node (no trials) and WORKERS worker nodes."""
     state = StateDir(state_dir)
-    p = providers.get(provider, state, NodeShape.sized(cpus_per_worker, memory_per_worker),
+    p = providers.get(provider, state, cpus_per_worker=cpus_per_worker, memory_per_worker=memory_per_worker,
                       dashboard=dashboard, image=image, config=config, context=context, namespace=namespace,
                       storage_class=storage_class, results_claim=results_claim)
     t0 = time.perf_counter()
@@ -258,8 +258,8 @@ def scaling_cmd(provider, image, config, context, namespace, storage_class, resu
     plan = scaling.StudyPlan(workers, repeats, scaling.parse_baselines(baselines),
                              list(job_args), timeout)
     out = Path(out or time.strftime("results/scaling-%Y%m%d-%H%M%S"))
-    p = providers.get(provider, StateDir(state_dir), NodeShape.sized(cpus_per_worker, memory_per_worker),
-                      image=image, config=config, context=context, namespace=namespace,
+    p = providers.get(provider, StateDir(state_dir), cpus_per_worker=cpus_per_worker,
+                      memory_per_worker=memory_per_worker, image=image, config=config, context=context, namespace=namespace,
                       storage_class=storage_class, results_claim=results_claim)
     p.check_fits(max(workers))
     with scaling.cluster_for(p, workers[0], report.say):

@@ -233,6 +233,11 @@ def _connect(endpoint: Endpoint):
     return _translated(endpoint, JobSubmissionClient, endpoint.url, headers=headers)
 
 
+def _unreachable(endpoint: Endpoint) -> Unreachable:
+    return Unreachable(f"cannot reach the Ray dashboard at {endpoint.url}",
+                       "is the cluster up (`rayscale cluster status`)? check --address")
+
+
 def _translated(endpoint: Endpoint, fn, *args, **kwargs):
     """Call into Ray's client and turn its errors into one line a user can act on."""
     import requests
@@ -242,13 +247,18 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except AuthenticationError:
         if not endpoint.token:
+            # Ray refuses before connecting when token auth is on and no token is found, so
+            # an address where nothing listens must be told apart here.
+            try:
+                requests.get(f"{endpoint.url}/api/version", timeout=5)
+            except requests.exceptions.RequestException:
+                raise _unreachable(endpoint) from None
             raise UserError(f"the cluster at {endpoint.url} requires a token and none was sent",
                             "pass --token-file FILE or set RAY_AUTH_TOKEN") from None
         raise UserError(f"the cluster at {endpoint.url} rejected the token",
                         "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN") from None
     except (requests.exceptions.ConnectionError, ConnectionError):
-        raise Unreachable(f"cannot reach the Ray dashboard at {endpoint.url}",
-                        "is the cluster up (`rayscale cluster status`)? check --address") from None
+        raise _unreachable(endpoint) from None
     except RuntimeError as e:
         msg = str(e)
         if "401" in msg or "Missing authentication token" in msg or "Authentication required" in msg:
@@ -260,6 +270,5 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
         if "does not exist" in msg or "404" in msg:
             raise UserError(f"{msg.splitlines()[0]}", "list jobs with `rayscale job list`") from None
         if "Failed to connect" in msg or "Connection refused" in msg or "Timed out" in msg:
-            raise Unreachable(f"cannot reach the Ray dashboard at {endpoint.url}",
-                            "is the cluster up (`rayscale cluster status`)? check --address") from None
+            raise _unreachable(endpoint) from None
         raise

@@ -20,6 +20,11 @@ from conftest import assert_one_line_error, run_cli
     (["job", "status", "x", "--address", "http://127.0.0.1:9"], ["cannot reach"]),
     (["job", "submit", "--"], ["no cluster is recorded"]),
     (["cluster", "frobnicate"], ["no such command"]),
+    # An option the chosen provider would ignore is refused, naming the providers it is for.
+    (["cluster", "up", "--provider", "kuberay", "--cpus-per-worker", "4"],
+     ["--cpus-per-worker does not apply to the kuberay provider", "local, docker"]),
+    (["cluster", "up", "--image", "x:1"], ["--image does not apply to the local provider", "docker, kuberay, kind"]),
+    (["scaling", "--provider", "docker", "--config", "cluster/aws.yaml"], ["--config does not apply", "ray-up"]),
 ])
 def test_bad_cli_input(tmp_path, args, needles):
     p = run_cli(*args, state_dir=tmp_path / "state")
