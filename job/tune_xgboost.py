@@ -204,64 +204,27 @@ def trial_order(configs, a):
 
 
 def run_tune(a, configs, payload, tracker=None) -> dict:
-    import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if os.environ.get("RAY_ADDRESS"):  # inside a job: join the cluster
-        ray.init(logging_level="WARNING", log_to_driver=False)
-    else:  # from a shell: a private single-node Ray for this run
-        ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
-    # The driver's working dir is Ray's unpacked copy of job/. Where nodes share one session
-    # dir (Ray's fake multi-node clusters) another node's agent unpacks it again in place,
-    # and a cwd that vanished breaks Tune's relative-path handling: run from the storage
-    # path (or, for object storage, a directory of our own).
-    storage_path = a.storage_path
-    storage.prepare(storage_path)
-    storage.check_shared(storage_path)
-    if storage.is_uri(storage_path):
-        import tempfile
-
-        os.chdir(tempfile.mkdtemp(prefix="rayscale-driver-"))
-    else:
-        os.chdir(storage_path)
+    join_ray()
+    enter_storage(a.storage_path)
     progress = Progress(len(configs))
-    if a.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="rounds",
-            max_t=a.max_rounds,
-            grace_period=a.grace_rounds,
-            reduction_factor=a.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
     resources = trial_resources(a)
     workers = worker_nodes()
     check_fits(resources, workers)
     trainable = tune.with_resources(tune.with_parameters(train.tune_trainable, data=payload), resources)
     run_config = tune.RunConfig(
         name=a.name,
-        storage_path=storage_path,
+        storage_path=a.storage_path,
         failure_config=tune.FailureConfig(max_failures=a.max_failures),
         callbacks=[progress.callback, *([tracker.callback()] if tracker else [])],
         verbose=0,
     )
-    if a.search_alg == "optuna":
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-
-        # TPE learns from finished trials: no more in flight than the cluster has slots, or
-        # the first wave is as blind as a random search.
-        searcher = ConcurrencyLimiter(OptunaSearch(seed=a.seed), max_concurrent=trial_slots(resources, workers))
-        param_space = {"cfg": spacemod.tune_space(a.space, a.max_rounds)}
-        num_samples = a.num_samples
-    else:  # the drawn configs as a grid: one sample of it
-        searcher, num_samples = None, 1
-        param_space = {"cfg": tune.grid_search(trial_order(configs, a))}
-    tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler, search_alg=searcher,
+    searcher, param_space, num_samples = search(a, configs, trial_slots(resources, workers))
+    tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler(a), search_alg=searcher,
                                   num_samples=num_samples, reuse_actors=True)
     t0, t0_epoch = time.perf_counter(), time.time()
-    path = f"{storage_path.rstrip('/')}/{a.name}"
+    path = f"{a.storage_path.rstrip('/')}/{a.name}"
 
     def restored():
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
@@ -277,11 +240,68 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         tuner = restored()
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-    grid = tuner.fit()
-    # Tune retries a trial whose node died only if the trial was RUNNING; one still PENDING
-    # there (its actor starting, or being reset for it) ends in ERROR at once. Those are
-    # resumed here, from their last checkpoint, within the same --max-failures budget.
-    for _ in range(a.max_failures):
+    grid = resume_lost(tuner.fit(), restored, progress, a.max_failures)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "trials": [trial_row(r, a, progress) for r in grid], "cluster": cluster_size(),
+            "retried": dict(progress.retried), "search_window": [t0_epoch, t0_epoch + wall]}
+
+
+def join_ray() -> None:
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):  # inside a job: join the cluster
+        ray.init(logging_level="WARNING", log_to_driver=False)
+    else:  # from a shell: a private single-node Ray for this run
+        ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
+
+
+def enter_storage(storage_path: str) -> None:
+    """Check the storage path every node must share, and run the driver from it.
+
+    The driver's working dir is Ray's unpacked copy of job/. Where nodes share one session
+    dir (Ray's fake multi-node clusters) another node's agent unpacks it again in place,
+    and a cwd that vanished breaks Tune's relative-path handling: run from the storage
+    path (or, for object storage, a directory of our own)."""
+    storage.prepare(storage_path)
+    storage.check_shared(storage_path)
+    if storage.is_uri(storage_path):
+        import tempfile
+
+        os.chdir(tempfile.mkdtemp(prefix="rayscale-driver-"))
+    else:
+        os.chdir(storage_path)
+
+
+def scheduler(a):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if a.scheduler == "asha":
+        return ASHAScheduler(time_attr="rounds", max_t=a.max_rounds, grace_period=a.grace_rounds,
+                             reduction_factor=a.reduction_factor)
+    return FIFOScheduler()
+
+
+def search(a, configs, slots: int):
+    """(search algorithm, param space, num_samples) for --search-alg."""
+    from ray import tune
+
+    if a.search_alg == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        # TPE learns from finished trials: no more in flight than the cluster has slots, or
+        # the first wave is as blind as a random search.
+        return (ConcurrencyLimiter(OptunaSearch(seed=a.seed), max_concurrent=slots),
+                {"cfg": spacemod.tune_space(a.space, a.max_rounds)}, a.num_samples)
+    # The drawn configs as a grid: one sample of it.
+    return None, {"cfg": tune.grid_search(trial_order(configs, a))}, 1
+
+
+def resume_lost(grid, restored, progress, max_failures: int):
+    """Tune retries a trial whose node died only if the trial was RUNNING; one still PENDING
+    there (its actor starting, or being reset for it) ends in ERROR at once. Those are
+    resumed here, from their last checkpoint, within the same --max-failures budget."""
+    for _ in range(max_failures):
         lost = [(r.metrics or {}).get("trial_id") or os.path.basename(r.path) for r in grid
                 if r.error and node_lost(r.error)]
         if not lost:
@@ -290,31 +310,34 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         for trial_id in lost:
             progress.retried[trial_id] = progress.retried.get(trial_id, 0) + 1
         grid = restored().fit()
-    wall = time.perf_counter() - t0
+    return grid
 
-    trials = []
-    for r in grid:
-        m = r.metrics or {}
-        trials.append({
-            "trial_id": m.get("trial_id"),
-            # A trial that errored before its first report has no config in its result.
-            "config": spacemod.normalise(r.config["cfg"], a.max_rounds) if r.config else None,
-            "rounds": m.get("rounds", 0),
-            "train_s": round(m.get("train_s", 0.0), 4),
-            "rmse": train.finite(m.get("rmse")),
-            "node_id": m.get("node_id"),
-            "error": trial_error(r.error) if r.error else None,
-            "retries": progress.retried.get(m.get("trial_id"), 0),
-            "resumed_from": m.get("resumed_from"),
-            "pid": m.get("pid"), "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
-            "process_started_at": m.get("process_started_at"), "setup_s": m.get("setup_s"),
-        })
+
+def trial_row(r, a, progress) -> dict:
+    """One trial of the record, from Tune's result."""
+    m = r.metrics or {}
+    return {
+        "trial_id": m.get("trial_id"),
+        # A trial that errored before its first report has no config in its result.
+        "config": spacemod.normalise(r.config["cfg"], a.max_rounds) if r.config else None,
+        "rounds": m.get("rounds", 0),
+        "train_s": round(m.get("train_s", 0.0), 4),
+        "rmse": train.finite(m.get("rmse")),
+        "node_id": m.get("node_id"),
+        "error": trial_error(r.error) if r.error else None,
+        "retries": progress.retried.get(m.get("trial_id"), 0),
+        "resumed_from": m.get("resumed_from"),
+        "pid": m.get("pid"), "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
+        "process_started_at": m.get("process_started_at"), "setup_s": m.get("setup_s"),
+    }
+
+
+def cluster_size() -> dict:
+    import ray
+
     nodes = [n for n in ray.nodes() if n["Alive"]]
-    cluster = {"nodes": len(nodes), "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
-               "worker_nodes": sum(1 for n in nodes if n["Resources"].get("CPU", 0) > 0)}
-    return {"wall_s": wall, "trials": trials, "cluster": cluster,
-            "retried": {k: v for k, v in progress.retried.items()},
-            "search_window": [t0_epoch, t0_epoch + wall]}
+    return {"nodes": len(nodes), "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
+            "worker_nodes": sum(1 for n in nodes if n["Resources"].get("CPU", 0) > 0)}
 
 
 def node_lost(e: BaseException) -> bool:
@@ -498,6 +521,31 @@ def main(argv=None) -> int:
           f"categorical={table.categorical or '-'}  configs={len(configs)} mode={a.mode} search={a.search_alg} "
           f"scheduler={a.scheduler if a.mode in ('tune', 'both') else '-'}", flush=True)
 
+    runs = run_modes(a, configs, payload, tracker)
+    primary = runs["tune" if "tune" in runs else a.mode]
+    ok = [t for t in primary["trials"] if t.get("rmse") is not None and not t.get("error")]
+    best = min(ok, key=lambda t: t["rmse"]) if ok else None
+    baseline, tuned = final_scores(best["config"] if best else None, splits, a.cpus_per_trial,
+                                   remote="tune" in runs)
+    record = build_record(a, table, configs, runs, primary, best, baseline, tuned)
+    print_summary(record)
+    record["total_s"] = round(time.perf_counter() - t_start, 3)
+    if best is None:  # every trial failed: no config to report, and the record says so
+        first = next((t["error"] for t in primary["trials"] if t.get("error")), "no trial reported a metric")
+        record.update(status="failed", error=f"every trial failed ({len(primary['trials'])} of "
+                                             f"{len(configs)}); the first: {first}")
+    else:
+        record["status"] = "succeeded"
+    if tracker:
+        record["mlflow"] = tracker.record(record)
+    record["result_path"] = storage.write_record(a.storage_path, a.name, json.dumps(record, indent=2))
+    if best is None:
+        raise SearchFailed(record["error"])
+    emit(RESULT_MARKER, record)
+    return 0
+
+
+def run_modes(a, configs, payload, tracker) -> dict:
     runs = {}
     if a.mode in ("tune", "both"):
         runs["tune"] = run_tune(a, configs, payload, tracker)
@@ -505,14 +553,10 @@ def main(argv=None) -> int:
         runs["sequential"] = run_sequential(a, configs, payload)
     if a.mode == "joblib":
         runs["joblib"] = run_joblib(a, configs, payload)
+    return runs
 
-    main_mode = "tune" if "tune" in runs else a.mode
-    primary = runs[main_mode]
-    ok = [t for t in primary["trials"] if t.get("rmse") is not None and not t.get("error")]
-    best = min(ok, key=lambda t: t["rmse"]) if ok else None
-    baseline, tuned = final_scores(best["config"] if best else None, splits, a.cpus_per_trial,
-                                   remote="tune" in runs)
 
+def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dict:
     record = {
         "mode": a.mode,
         "name": a.name,
@@ -537,16 +581,23 @@ def main(argv=None) -> int:
         "versions": versions(),
         "total_s": None,
     }
+    # One mode's figures are the record's own; several (or the joblib baseline) side by side.
+    modes = {m: summarise(r, a) for m, r in runs.items()}
     if len(runs) > 1 or a.mode == "joblib":
-        record["modes"] = {m: summarise(r, a) for m, r in runs.items()}
+        record["modes"] = modes
         if "sequential" in runs and "tune" in runs:
             record["speedup_vs_sequential"] = round(runs["sequential"]["wall_s"] / runs["tune"]["wall_s"], 3)
+    return record
 
+
+def print_summary(record: dict) -> None:
+    """The job's own tables, for whoever reads its log (the launcher reads the record)."""
+    baseline, tuned = record["baseline"], record["tuned"]
     print_table("Test-set scores (retrained on the whole train split)",
                 [("model", "RMSE", "MAE", "R2"),
                  ("baseline (defaults)", fmt(baseline["rmse"]), fmt(baseline["mae"]), fmt(baseline["r2"])),
                  ("tuned (best config)", *(fmt(tuned[k]) if tuned else "-" for k in ("rmse", "mae", "r2")))])
-    modes = record.get("modes") or {main_mode: summarise(primary, a)}
+    modes = record.get("modes") or {record["mode"]: record}
     ref = modes.get("sequential", {}).get("wall_s")
     print_table("Execution",
                 [("mode", "train time s", "total s", "cores busy", "speedup"),
@@ -554,21 +605,6 @@ def main(argv=None) -> int:
                     fmt(ref / s["wall_s"], 2) + "x" if ref and s["wall_s"] else "-")
                    for m, s in modes.items()]])
     print(f"\nbest config: {json.dumps(record['best_config'])}", flush=True)
-
-    record["total_s"] = round(time.perf_counter() - t_start, 3)
-    if best is None:  # every trial failed: no config to report, and the record says so
-        first = next((t["error"] for t in primary["trials"] if t.get("error")), "no trial reported a metric")
-        record.update(status="failed", error=f"every trial failed ({len(primary['trials'])} of "
-                                             f"{len(configs)}); the first: {first}")
-    else:
-        record["status"] = "succeeded"
-    if tracker:
-        record["mlflow"] = tracker.record(record)
-    record["result_path"] = storage.write_record(a.storage_path, a.name, json.dumps(record, indent=2))
-    if best is None:
-        raise SearchFailed(record["error"])
-    emit(RESULT_MARKER, record)
-    return 0
 
 
 class SearchFailed(Exception):

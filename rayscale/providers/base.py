@@ -7,33 +7,34 @@ token, which is what the Job Submission API needs.
 Cluster shape. Every provider makes one head node that runs no trials (``num-cpus 0``)
 and ``n`` worker nodes that do. "Workers" always counts worker nodes, never the head.
 
-Node states, as the provider sees them:
+Node states (a closed set, ``NODE_STATES``), as the GCS reports them:
 
-    starting  -> the provider asked for the node; Ray has not yet registered it
     alive     -> the GCS lists the node as ALIVE
-    dead      -> the GCS lists it DEAD, or its process / container / pod is gone
-    removed   -> the provider stopped it on purpose (scale down, down)
+    dead      -> the GCS lists it DEAD (its process / container / pod is gone)
 
-Contract:
+Contract (every provider keeps each of these; each method's docstring says more):
 
 - ``up(workers)`` creates the cluster, records it in the state dir, and returns once the
-  head is alive and ``workers`` workers are alive (it calls ``wait_ready``). Refuses with
-  a UserError when the state dir already records a running cluster. If ``up`` fails or is
-  interrupted, it stops everything it started before it returns or re-raises.
-- ``scale(workers)`` adds or removes worker nodes until ``workers`` are requested and
-  returns when they are alive. Idempotent: scaling to the current size does nothing.
-  Scaling down removes the newest workers first.
+  head and ``workers`` workers are alive and the Job API answers. It is written once, here;
+  providers fill in ``_plan`` / ``_create`` / ``_teardown``. Refuses with a UserError when
+  the state dir records a running cluster. If it fails or is interrupted, it stops
+  everything it started, keeps the logs and clears the record before it re-raises.
+- ``scale(workers)`` adds or removes worker nodes until ``workers`` are alive. Idempotent:
+  scaling to the current size does nothing. Which workers go on a scale-down is the
+  provider's choice (local and docker: the newest; kuberay and ray-up: their autoscaler's).
 - ``wait_ready(workers, timeout)`` blocks until exactly ``workers`` worker nodes are alive
-  in the GCS (not ``ray status``: its output is for people), or raises UserError on
-  timeout naming the nodes that are missing. Safe to call any number of times.
+  (read from the GCS or the dashboard, never ``ray status``), or raises UserError on
+  timeout saying what is missing. Safe to call any number of times.
 - ``endpoint()`` returns ``Endpoint(url, token)``: a dashboard / Job API URL reachable
   from this machine (loopback or a managed port-forward) and the cluster's auth token.
-- ``status()`` returns the nodes the GCS knows, with their state and resources.
+- ``status()`` returns the nodes the cluster knows, with their state and resources.
 - ``down()`` stops exactly what this provider started (by PID, container id, resource
   name), removes its temp dirs and clears the state dir. Idempotent: ``down`` on a
   cluster that is already gone only clears the record.
-- ``is_running()`` tells whether the state dir records a cluster whose head still lives.
-- ``node_cpu_seconds()`` (optional) reports CPU time per node, for utilisation samples.
+- ``is_running()`` tells whether the recorded cluster still exists (its head process or
+  container lives; on Kubernetes, its RayCluster object).
+- ``check_fits(workers)`` (optional) refuses, before anything is made, a size this
+  machine cannot host; ``node_cpu_seconds()`` (optional) reports CPU time per node.
 
 Concurrency: one command at a time changes a cluster; the CLI holds the state dir's lock
 around up / scale / down. ``status``, ``endpoint`` and ``wait_ready`` only read and may
@@ -43,6 +44,7 @@ run at any time.
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -60,14 +62,35 @@ class Endpoint:
         return f"Endpoint(url={self.url!r}, token={'set' if self.token else None})"
 
 
+NODE_STATES = ("alive", "dead")
+
+
 @dataclass
 class NodeInfo:
     node_id: str
     role: str  # "head" | "worker"
-    state: str  # "alive" | "dead" | "starting"
+    state: str  # one of NODE_STATES
     cpus: float
     memory_gib: float
     address: str = ""
+
+    @classmethod
+    def of(cls, n: Any, address: str) -> NodeInfo:
+        """A node as the GCS or the dashboard lists it (rayscale.gcs / rayscale.dashboard)."""
+        return cls(node_id=n.node_id, role="head" if n.is_head else "worker",
+                   state="alive" if n.alive else "dead", cpus=n.cpus,
+                   memory_gib=round(n.memory_bytes / 1024**3, 2), address=address)
+
+
+def gcs_nodes(rec: dict[str, Any], token: str | None) -> list:
+    """The nodes the cluster's GCS lists (local and docker reach the GCS directly)."""
+    from rayscale import gcs
+
+    try:
+        return gcs.nodes(rec["gcs_address"], token)
+    except Exception as e:
+        raise UserError(f"cannot reach the cluster's GCS at {rec['gcs_address']} ({type(e).__name__})",
+                        "is it still running? `rayscale cluster down` clears a dead cluster") from None
 
 
 @dataclass
@@ -117,8 +140,56 @@ class Provider(abc.ABC):
         self.shape = shape or NodeShape()
         self.options = options
 
+    def up(self, workers: int, timeout: float | None = None) -> None:
+        """Create the cluster; return once the head and `workers` workers are alive and the
+        Job API answers with the cluster's token.
+
+        Written once for every provider: claim the state dir (refuse a running cluster,
+        clean one whose head died) -> `check_fits` -> `_plan` (checks and the record,
+        nothing made that `_undo_plan` cannot take back) -> `_create` -> `wait_ready` -> the
+        Job API. On any failure or interrupt it tears down what it made, keeps the logs,
+        clears the record and re-raises. `timeout` bounds the whole wait (default: the
+        provider's)."""
+        self._claim_state()
+        self.check_fits(workers)
+        rec = self._plan(workers)
+        deadline = time.monotonic() + (timeout or self._up_timeout(rec))
+
+        def left() -> float:
+            return max(1.0, deadline - time.monotonic())
+
+        try:
+            self.state.write(rec)
+            self._create(rec, workers, deadline)
+            self.state.write(rec)
+            self.wait_ready(workers, left())
+            # The Job API starts last on the head; give it at least a minute of its own.
+            wait_job_api(rec["dashboard_url"], self.state.token(), max(60.0, left()), self._log_hint(rec))
+        except BaseException:
+            self._teardown(rec)
+            self._undo_plan(rec)
+            self.state.clear(keep_logs=True)  # the error names a log; keep it
+            raise
+
     @abc.abstractmethod
-    def up(self, workers: int, timeout: float | None = None) -> None: ...
+    def _plan(self, workers: int) -> dict[str, Any]:
+        """Checks that need no resources (tools, image, config), a fresh token, and the new
+        cluster's record: `provider`, `created`, `dashboard_url` and what `_teardown` needs."""
+
+    @abc.abstractmethod
+    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
+        """Make the head and `workers` workers, recording each in `rec` as it is made (the
+        caller writes `rec` and waits for the workers and the Job API)."""
+
+    def _up_timeout(self, rec: dict[str, Any]) -> float:
+        return self.default_timeout
+
+    def _log_hint(self, rec: dict[str, Any]) -> str:
+        """Where a user reads why the head did not come up."""
+        return str(self.state.path / "logs")
+
+    def _undo_plan(self, rec: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """Take back what `_plan` made (e.g. a claim) after a failed `up`."""
 
     @abc.abstractmethod
     def _teardown(self, rec: dict[str, Any]) -> None:
@@ -250,8 +321,5 @@ def status_from_dashboard(provider: str, url: str, token: str | None, fix: str,
     for n in sorted(found, key=lambda n: (not n.is_head, n.address)):
         if not n.alive and not n.is_head:
             continue
-        st.nodes.append(NodeInfo(node_id=n.node_id, role="head" if n.is_head else "worker",
-                                 state="alive" if n.alive else "dead", cpus=n.cpus,
-                                 memory_gib=round(n.memory_bytes / 1024**3, 2),
-                                 address=(label or {}).get(n.address, n.address)))
+        st.nodes.append(NodeInfo.of(n, (label or {}).get(n.address, n.address)))
     return st

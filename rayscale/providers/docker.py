@@ -22,7 +22,7 @@ from typing import Any
 from rayscale import __version__, gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, wait_job_api
+from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, gcs_nodes
 
 GIB = 1024**3
 DEFAULT_IMAGE = f"rayscale:{__version__}"
@@ -94,37 +94,29 @@ class DockerProvider(Provider):
         state = self._docker("inspect", "-f", "{{.State.Running}}", rec["head"]["name"], check=False)
         return state == "true"
 
-    def up(self, workers: int, timeout: float | None = None) -> None:
-        timeout = timeout or self.default_timeout
-        self._claim_state()
+    def _plan(self, workers: int) -> dict[str, Any]:
         self._docker("version", "--format", "{{.Server.Version}}", timeout=30)
         if not self._docker("images", "-q", self.image):
             raise UserError(f"image {self.image} is not on this Docker engine",
                             "build it with `make image` (or pass --image)")
-        self.check_fits(workers)
         cid = secrets.token_hex(4)
         self.state.new_token()
-        rec: dict[str, Any] = {
+        gcs.preload()
+        return {
             "provider": self.name, "created": time.time(), "cluster_id": cid, "image": self.image,
             "network": f"rayscale-{cid}", "volume": f"rayscale-{cid}-results",
             "shape": dataclasses.asdict(self.shape), "workers": [], "next_worker": 0,
             "head": {"name": f"rayscale-{cid}-head"},
         }
-        gcs.preload()
-        try:
-            self.state.write(rec)
-            self._docker("network", "create", "--label", f"rayscale.cluster={cid}", rec["network"])
-            self._docker("volume", "create", "--label", f"rayscale.cluster={cid}", rec["volume"])
-            self._start_head(rec)
-            self._add_workers(rec, workers)
-            self.state.write(rec)
-            self.wait_ready(workers, timeout)
-            wait_job_api(rec["dashboard_url"], self.state.token(), timeout,
-                         f"`docker logs {rec['head']['name']}`")
-        except BaseException:
-            self._teardown(rec)
-            self.state.clear()
-            raise
+
+    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
+        self._docker("network", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["network"])
+        self._docker("volume", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["volume"])
+        self._start_head(rec)
+        self._add_workers(rec, workers)
+
+    def _log_hint(self, rec: dict[str, Any]) -> str:
+        return f"`docker logs {rec['head']['name']}`"
 
     def _run_args(self, rec: dict[str, Any], name: str, cpus: float, memory_gib: float) -> list[str]:
         shm = max(0.25, memory_gib / 3)  # Ray's object store lives in /dev/shm
@@ -250,17 +242,8 @@ class DockerProvider(Provider):
         rec = self._record()
         names = {self._ip(w["name"]): w["name"] for w in rec["workers"]}
         st = ClusterStatus(self.name, rec["dashboard_url"])
-        try:
-            found = gcs.nodes(rec["gcs_address"], self.state.token())
-        except Exception as e:
-            raise UserError(f"cannot reach the cluster's GCS at {rec['gcs_address']} ({type(e).__name__})",
-                            "is it still running? `rayscale cluster down` clears a dead cluster") from None
-        for n in sorted(found, key=lambda n: (not n.is_head, n.address)):
+        for n in sorted(gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.address)):
             if not n.is_head and n.address not in names:
                 continue  # a worker removed by an earlier scale-down
-            st.nodes.append(NodeInfo(
-                node_id=n.node_id, role="head" if n.is_head else "worker",
-                state="alive" if n.alive else "dead", cpus=n.cpus,
-                memory_gib=round(n.memory_bytes / GIB, 2),
-                address=rec["head"]["name"] if n.is_head else names[n.address]))
+            st.nodes.append(NodeInfo.of(n, rec["head"]["name"] if n.is_head else names[n.address]))
         return st

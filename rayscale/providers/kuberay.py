@@ -29,7 +29,6 @@ from rayscale.providers.base import (
     ClusterStatus,
     ForwardedProvider,
     status_from_dashboard,
-    wait_job_api,
 )
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
@@ -245,58 +244,52 @@ class KubeRayProvider(ForwardedProvider):
             raise UserError(f"StorageClass {sc.metadata.name} ({sc.provisioner}) cannot do ReadWriteMany, "
                             "and the cluster's pods on separate nodes must share the results volume", RWX_HINT)
 
-    def up(self, workers: int, timeout: float | None = None) -> None:
-        timeout = timeout or self.default_timeout
-        self._claim_state()
+    def _plan(self, workers: int) -> dict[str, Any]:
         kubectl()  # before anything is created: the port-forward needs it
         name = self.options.get("name") or f"rayscale-{secrets.token_hex(3)}"
         self._manifest(name, workers, manifests.RESULTS_CLAIM)  # refuse a bad request before any API call
-        custom, _ = self._apis()
+        self._apis()
         if self._context is None:  # an injected API (tests) still records the kubeconfig's context
             self._context = resolve_context(None)[1]
         claim, made_claim = self._ensure_claim(self._ns())
-        body = self._manifest(name, workers, claim)
-        rec: dict[str, Any] = {
+        port = procs.free_ports(1)[0]
+        return {
             # The resolved context, never "the current one": kubectl's may change later.
             "provider": self.name, "created": time.time(), "context": self._context,
-            "namespace": self._ns(), "name": name, "forward_port": procs.free_ports(1)[0],
-            "results_claim": claim, "made_claim": made_claim,
+            "namespace": self._ns(), "name": name, "forward_port": port,
+            "dashboard_url": f"http://127.0.0.1:{port}", "results_claim": claim, "made_claim": made_claim,
         }
-        rec["dashboard_url"] = f"http://127.0.0.1:{rec['forward_port']}"
-        try:
-            try:
-                custom.create_namespaced_custom_object(GROUP, VERSION, rec["namespace"], PLURAL, body)
-            except Exception as e:
-                status = getattr(e, "status", None)
-                if _missing_namespace(e):
-                    raise UserError(f"namespace {rec['namespace']!r} does not exist",
-                                    f"create it (kubectl create namespace {rec['namespace']}) "
-                                    "or pass another --namespace") from None
-                if status == 404:
-                    raise UserError("the cluster has no RayCluster API (ray.io/v1): the KubeRay CRDs are not "
-                                    "installed", INSTALL_OPERATOR) from None
-                if status == 409:
-                    raise UserError(f"a RayCluster named {name} already exists in {rec['namespace']}",
-                                    "delete it, or let rayscale pick a fresh name") from None
-                raise _api_error(e, "the API server refused the RayCluster",
-                                 "check --context / --namespace and your RBAC rights on ray.io") from None
-            rec["owned"] = True  # from here on, teardown deletes it
-            self.state.write(rec)
-            deadline = time.monotonic() + timeout
-            self._wait_head(rec, deadline)
-            self._fetch_token(rec, body)
-            self._open_forward(rec)
-            self.wait_ready(workers, max(1.0, deadline - time.monotonic()))
-            wait_job_api(rec["dashboard_url"], self.state.token(), 60, str(self.state.path / "logs"))
-        except BaseException:
-            self._teardown(rec)
-            if made_claim:  # an empty claim this failed `up` made: nothing is lost with it
-                import contextlib
 
-                with contextlib.suppress(Exception):
-                    self._apis(rec)[1].delete_namespaced_persistent_volume_claim(claim, rec["namespace"])
-            self.state.clear(keep_logs=True)
-            raise
+    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
+        body = self._manifest(rec["name"], workers, rec["results_claim"])
+        try:
+            self._apis(rec)[0].create_namespaced_custom_object(GROUP, VERSION, rec["namespace"], PLURAL, body)
+        except Exception as e:
+            status = getattr(e, "status", None)
+            if _missing_namespace(e):
+                raise UserError(f"namespace {rec['namespace']!r} does not exist",
+                                f"create it (kubectl create namespace {rec['namespace']}) "
+                                "or pass another --namespace") from None
+            if status == 404:
+                raise UserError("the cluster has no RayCluster API (ray.io/v1): the KubeRay CRDs are not "
+                                "installed", INSTALL_OPERATOR) from None
+            if status == 409:
+                raise UserError(f"a RayCluster named {rec['name']} already exists in {rec['namespace']}",
+                                "delete it, or let rayscale pick a fresh name") from None
+            raise _api_error(e, "the API server refused the RayCluster",
+                             "check --context / --namespace and your RBAC rights on ray.io") from None
+        rec["owned"] = True  # from here on, teardown deletes it
+        self.state.write(rec)
+        self._wait_head(rec, deadline)
+        self._fetch_token(rec, body)
+        self._open_forward(rec)
+
+    def _undo_plan(self, rec: dict[str, Any]) -> None:
+        if rec.get("made_claim"):  # an empty claim this failed `up` made: nothing is lost with it
+            import contextlib
+
+            with contextlib.suppress(Exception):
+                self._apis(rec)[1].delete_namespaced_persistent_volume_claim(rec["results_claim"], rec["namespace"])
 
     def _wait_head(self, rec: dict[str, Any], deadline: float) -> None:
         while True:

@@ -23,7 +23,7 @@ import psutil
 from rayscale import gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, wait_job_api
+from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, gcs_nodes
 
 GIB = 1024**3
 HEAD_MEMORY_GIB = 1.0
@@ -85,36 +85,30 @@ class LocalProvider(Provider):
                 "use fewer --workers or a smaller --memory-per-worker",
             )
 
-    def up(self, workers: int, timeout: float | None = None) -> None:
-        timeout = timeout or self.default_timeout
-        self._claim_state()
-        self.check_fits(workers)
+    def _plan(self, workers: int) -> dict[str, Any]:
         token_file = self.state.new_token()
-        base = Path(tempfile.mkdtemp(prefix="rayscale-"))
-        rec: dict[str, Any] = {
+        gcs.preload()
+        return {
             "provider": self.name,
             "created": time.time(),
-            "temp_root": str(base),
+            "temp_root": tempfile.mkdtemp(prefix="rayscale-"),
             "token_file": str(token_file),
             "shape": dataclasses.asdict(self.shape),
             "workers": [],
             "next_worker": 0,
             "dashboard": self.options.get("dashboard", "jobs"),
         }
-        gcs.preload()
-        try:
-            self._start_head(rec)
-            # Workers start at once, not when the GCS is up: `ray start --address`
-            # retries the GCS, and its own start-up (imports) overlaps the head's.
-            self._add_workers(rec, workers)
-            self.state.write(rec)
-            self._wait_head(rec)
-            self.wait_ready(workers, timeout)
-            wait_job_api(rec["dashboard_url"], self.state.token(), timeout, rec["head"]["proc"]["log"])
-        except BaseException:
-            self._teardown(rec)
-            self.state.clear(keep_logs=True)  # the error names a log; keep it
-            raise
+
+    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
+        self._start_head(rec)
+        # Workers start at once, not when the GCS is up: `ray start --address`
+        # retries the GCS, and its own start-up (imports) overlaps the head's.
+        self._add_workers(rec, workers)
+        self.state.write(rec)
+        self._wait_head(rec)
+
+    def _log_hint(self, rec: dict[str, Any]) -> str:
+        return rec["head"]["proc"]["log"] if rec.get("head") else super()._log_hint(rec)
 
     def _teardown(self, rec: dict[str, Any]) -> None:
         nodes = [w["proc"] for w in rec.get("workers", [])]
@@ -302,26 +296,10 @@ class LocalProvider(Provider):
         rec = self._record()
         ports = {w["node_manager_port"]: f"w{w['index']}" for w in rec["workers"]}
         st = ClusterStatus(self.name, rec["dashboard_url"])
-        try:
-            found = gcs.nodes(rec["gcs_address"], self.state.token())
-        except Exception as e:
-            raise UserError(
-                f"cannot reach the cluster's GCS at {rec['gcs_address']} ({type(e).__name__})",
-                "is it still running? `rayscale cluster down` clears a dead cluster",
-            ) from None
-        for n in sorted(found, key=lambda n: (not n.is_head, n.node_manager_port)):
+        for n in sorted(gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.node_manager_port)):
             if not n.alive and n.node_manager_port not in ports and not n.is_head:
                 continue  # a worker removed earlier by scale; not part of this cluster now
-            st.nodes.append(
-                NodeInfo(
-                    node_id=n.node_id,
-                    role="head" if n.is_head else "worker",
-                    state="alive" if n.alive else "dead",
-                    cpus=n.cpus,
-                    memory_gib=round(n.memory_bytes / GIB, 2),
-                    address=f"{n.address}:{n.node_manager_port}",
-                )
-            )
+            st.nodes.append(NodeInfo.of(n, f"{n.address}:{n.node_manager_port}"))
         return st
 
     def node_cpu_seconds(self) -> dict[str, dict[int, float]]:

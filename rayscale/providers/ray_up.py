@@ -45,7 +45,6 @@ from rayscale.providers.base import (
     ClusterStatus,
     ForwardedProvider,
     status_from_dashboard,
-    wait_job_api,
 )
 from rayscale.providers.local import node_env, ray_executable
 
@@ -247,34 +246,28 @@ class RayUpProvider(ForwardedProvider):
 
     # ---- up / scale / down ----------------------------------------------------------------
 
-    def up(self, workers: int, timeout: float | None = None) -> None:
-        self._claim_state()
+    def _plan(self, workers: int) -> dict[str, Any]:
         source = self.options.get("config")
         cfg = load_config(source)
         launcher_cls = FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
-        token_file = self.state.new_token()
-        rendered = render(cfg, workers, token_file)
+        self._rendered = render(cfg, workers, self.state.new_token())
         port = procs.free_ports(1)[0]
-        rec: dict[str, Any] = {
+        return {
             "provider": self.name, "created": time.time(), "source_config": str(Path(source).resolve()),
-            "cluster_name": rendered.get("cluster_name", "default"), "launcher": launcher_cls.kind,
+            "cluster_name": self._rendered.get("cluster_name", "default"), "launcher": launcher_cls.kind,
             "config": str(self.state.config_dir / "cluster.yaml"),
             "forward_port": port, "dashboard_url": f"http://127.0.0.1:{port}",
         }
+
+    def _up_timeout(self, rec: dict[str, Any]) -> float:
+        return self._launcher(rec).timeout
+
+    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
         launcher = self._launcher(rec)
-        timeout = timeout or launcher.timeout
-        try:
-            launcher.prepare(rec, rendered)
-            self._write_config(rec, rendered)
-            self.state.write(rec)
-            launcher.start(rec)
-            self.state.write(rec)
-            self.wait_ready(workers, timeout)
-            wait_job_api(rec["dashboard_url"], self.state.token(), timeout, str(self.state.path / "logs"))
-        except BaseException:
-            self._teardown(rec)
-            self.state.clear(keep_logs=True)
-            raise
+        launcher.prepare(rec, self._rendered)
+        self._write_config(rec, self._rendered)
+        self.state.write(rec)
+        launcher.start(rec)
 
     def scale(self, workers: int, timeout: float | None = None) -> None:
         rec = self._record()
