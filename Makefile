@@ -53,7 +53,7 @@ demo: install
 
 S3_VENV ?= .venv-s3
 MLFLOW_VENV ?= .venv-mlflow
-test: install scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
+test: install lint scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
 	$(BIN)/pytest -q --durations=12
 
 $(S3_VENV)/.installed: pyproject.toml
@@ -98,6 +98,7 @@ e2e-kind: $(STAMP)
 
 lint: install
 	$(BIN)/ruff check rayscale job tests
+	$(BIN)/ruff format --check rayscale job tests
 	$(BIN)/hadolint docker/Dockerfile
 
 # Build the image (BuildKit). Where no registry is reachable: make image-base first, then

@@ -91,7 +91,9 @@ def _is_url(src: str) -> bool:
 def read_frame(src: str) -> pd.DataFrame:
     if not _is_url(src):
         if not os.path.exists(src):
-            raise InputError(f"data file {src!r} not found; pass an existing CSV/Parquet path or URL")
+            raise InputError(
+                f"data file {src!r} not found; pass an existing CSV/Parquet path or URL"
+            )
         if os.path.isdir(src) and not src.rstrip("/").endswith((".parquet", ".pq")):
             raise InputError(f"data path {src!r} is a directory; pass a CSV or Parquet file")
         if not os.access(src, os.R_OK):
@@ -105,7 +107,9 @@ def read_frame(src: str) -> pd.DataFrame:
             return pd.read_parquet(src)
         return pd.read_csv(src)
     except pd.errors.EmptyDataError:
-        raise InputError(f"data file {src!r} is empty; it needs a header row and data rows") from None
+        raise InputError(
+            f"data file {src!r} is empty; it needs a header row and data rows"
+        ) from None
     except pd.errors.ParserError as e:
         first = str(e).splitlines()[0]
         raise InputError(f"data file {src!r} is not valid CSV ({first})") from None
@@ -126,8 +130,10 @@ def _read_object(src: str, parquet: bool) -> pd.DataFrame:
         raise OSError(str(e).splitlines()[0] if str(e) else "malformed URI") from None
     info = fs.get_file_info(path)
     if info.type == pyarrow.fs.FileType.NotFound:
-        raise InputError(f"data object {src!r} not found; check the bucket and key (and AWS_ENDPOINT_URL "
-                         "for an S3-compatible store)")
+        raise InputError(
+            f"data object {src!r} not found; check the bucket and key (and AWS_ENDPOINT_URL "
+            "for an S3-compatible store)"
+        )
     with fs.open_input_file(path) as f:
         return pd.read_parquet(f) if parquet else pd.read_csv(f)
 
@@ -145,7 +151,9 @@ def prepare(df: pd.DataFrame, target: str | None, src: str) -> Table:
     if df.empty or len(df.columns) == 0:
         raise InputError(f"data {src!r} has no rows; it needs a header row and data rows")
     if not target:
-        raise InputError(f"--target is required for {src!r}; name one of: {', '.join(map(str, df.columns[:12]))}")
+        raise InputError(
+            f"--target is required for {src!r}; name one of: {', '.join(map(str, df.columns[:12]))}"
+        )
     if target not in df.columns:
         raise InputError(
             f"target column {target!r} not in {src!r}; columns are: {', '.join(map(str, df.columns[:12]))}"
@@ -153,7 +161,9 @@ def prepare(df: pd.DataFrame, target: str | None, src: str) -> Table:
     y_raw = df[target]
     y = pd.to_numeric(y_raw, errors="coerce")
     if y.isna().all():
-        raise InputError(f"target column {target!r} is not numeric; regression needs a numeric target")
+        raise InputError(
+            f"target column {target!r} is not numeric; regression needs a numeric target"
+        )
     bad = int(y.isna().sum() - y_raw.isna().sum())
     if bad:
         raise InputError(
@@ -187,5 +197,7 @@ def split(table: Table, test_size: float, seed: int):
     from sklearn.model_selection import train_test_split
 
     if not 0.05 <= test_size <= 0.5:
-        raise InputError(f"--test-size {test_size} is out of range; use a fraction between 0.05 and 0.5")
+        raise InputError(
+            f"--test-size {test_size} is out of range; use a fraction between 0.05 and 0.5"
+        )
     return train_test_split(table.X, table.y, test_size=test_size, random_state=seed)

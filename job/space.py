@@ -31,13 +31,19 @@ def load(path: str) -> dict:
         with open(path) as f:
             raw = yaml.safe_load(f)
     except FileNotFoundError:
-        raise InputError(f"search space file {path!r} not found; pass an existing --search-space YAML") from None
+        raise InputError(
+            f"search space file {path!r} not found; pass an existing --search-space YAML"
+        ) from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""
-        raise InputError(f"search space file {path!r} is not valid YAML{at}; fix its syntax") from None
+        raise InputError(
+            f"search space file {path!r} is not valid YAML{at}; fix its syntax"
+        ) from None
     if not isinstance(raw, dict) or not raw:
-        raise InputError(f"search space file {path!r} must be a mapping of parameter: {{kind: bounds}}")
+        raise InputError(
+            f"search space file {path!r} must be a mapping of parameter: {{kind: bounds}}"
+        )
     unknown = sorted(set(raw) - KNOWN)
     if unknown:
         raise InputError(
@@ -59,10 +65,14 @@ def load(path: str) -> dict:
                 or len(bounds) != 2
                 or not all(isinstance(b, (int, float)) for b in bounds)
             ):
-                raise InputError(f"search space parameter {name!r}: {kind} needs [low, high] numbers")
+                raise InputError(
+                    f"search space parameter {name!r}: {kind} needs [low, high] numbers"
+                )
             low, high = bounds
             if not low < high and not (kind == "randint" and low == high):
-                raise InputError(f"search space parameter {name!r} has an empty range [{low}, {high}]; low must be below high")
+                raise InputError(
+                    f"search space parameter {name!r} has an empty range [{low}, {high}]; low must be below high"
+                )
             if kind == "loguniform" and low <= 0:
                 raise InputError(f"search space parameter {name!r}: loguniform needs low > 0")
         space[name] = (kind, bounds)
@@ -143,8 +153,12 @@ def cost(cfg: dict) -> float:
     """Relative training cost of a config: per round, work grows with the number of leaves
     (2^depth; measured here: depth 9 trees cost ~4x depth 6 per round) and with the sampled
     fraction of rows and columns."""
-    return (float(cfg.get("num_boost_round", 100)) * 2.0 ** float(cfg.get("max_depth", 6))
-            * float(cfg.get("subsample", 1.0)) * float(cfg.get("colsample_bytree", 1.0)))
+    return (
+        float(cfg.get("num_boost_round", 100))
+        * 2.0 ** float(cfg.get("max_depth", 6))
+        * float(cfg.get("subsample", 1.0))
+        * float(cfg.get("colsample_bytree", 1.0))
+    )
 
 
 def longest_first(configs: list[dict]) -> list[dict]:

@@ -16,9 +16,11 @@ import uuid
 
 from data import InputError
 
-SHARED_HINT = ("Tune needs storage every node shares: a path on a shared volume or filesystem "
-               "(NFS; the docker provider's /home/ray/rayscale_results; a ReadWriteMany claim on "
-               "Kubernetes) or object storage: --storage-path s3://bucket/path or gs://bucket/path")
+SHARED_HINT = (
+    "Tune needs storage every node shares: a path on a shared volume or filesystem "
+    "(NFS; the docker provider's /home/ray/rayscale_results; a ReadWriteMany claim on "
+    "Kubernetes) or object storage: --storage-path s3://bucket/path or gs://bucket/path"
+)
 
 
 def is_uri(path: str) -> bool:
@@ -35,8 +37,10 @@ def _fs(uri: str):
     try:
         return pyarrow.fs.FileSystem.from_uri(uri)
     except (pyarrow.ArrowInvalid, OSError, ValueError) as e:
-        raise InputError(f"--storage-path {uri} cannot be opened ({_first_line(e)}); "
-                         "check the scheme (s3://, gs://) and the bucket name") from None
+        raise InputError(
+            f"--storage-path {uri} cannot be opened ({_first_line(e)}); "
+            "check the scheme (s3://, gs://) and the bucket name"
+        ) from None
 
 
 def _first_line(e: BaseException) -> str:
@@ -49,8 +53,10 @@ def prepare(path: str) -> None:
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
-            raise InputError(f"--storage-path {path} cannot be created ({e.strerror}); "
-                             "pass a path this cluster's user can write") from None
+            raise InputError(
+                f"--storage-path {path} cannot be created ({e.strerror}); "
+                "pass a path this cluster's user can write"
+            ) from None
         return
     fs, base = _fs(path)
     probe = f"{base}/.rayscale-probe-{uuid.uuid4().hex[:8]}"
@@ -59,8 +65,10 @@ def prepare(path: str) -> None:
             f.write(b"ok")
         fs.delete_file(probe)
     except OSError as e:
-        raise InputError(f"cannot write to --storage-path {path} ({_first_line(e)}); check the bucket, "
-                         "the credentials every node has, and AWS_ENDPOINT_URL for an S3-compatible store") from None
+        raise InputError(
+            f"cannot write to --storage-path {path} ({_first_line(e)}); check the bucket, "
+            "the credentials every node has, and AWS_ENDPOINT_URL for an S3-compatible store"
+        ) from None
 
 
 def check_shared(path: str) -> None:
@@ -75,8 +83,13 @@ def check_shared(path: str) -> None:
     driver_ip = next((n["NodeManagerAddress"] for n in alive if n["NodeID"] == here), None)
     # A node at the driver's own address is a process on the driver's machine, with its
     # disk (the local provider, Ray's fake multi-node clusters): nothing to probe.
-    workers = [n for n in alive if n["NodeID"] != here and n["Resources"].get("CPU", 0) > 0
-               and n["NodeManagerAddress"] != driver_ip]
+    workers = [
+        n
+        for n in alive
+        if n["NodeID"] != here
+        and n["Resources"].get("CPU", 0) > 0
+        and n["NodeManagerAddress"] != driver_ip
+    ]
     if not workers:
         return
     token = uuid.uuid4().hex
@@ -93,15 +106,21 @@ def check_shared(path: str) -> None:
             return None
 
     try:
-        refs = [sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(marker)
-                for n in workers]
+        refs = [
+            sees.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(marker)
+            for n in workers
+        ]
         seen = ray.get(refs, timeout=120)
     finally:
         os.remove(marker)
     blind = [n["NodeManagerAddress"] for n, s in zip(workers, seen, strict=True) if s != token]
     if blind:
-        raise InputError(f"--storage-path {path} is not shared: worker node(s) {', '.join(blind)} cannot see "
-                         f"what the driver writes there; {SHARED_HINT}")
+        raise InputError(
+            f"--storage-path {path} is not shared: worker node(s) {', '.join(blind)} cannot see "
+            f"what the driver writes there; {SHARED_HINT}"
+        )
 
 
 def write_record(path: str, name: str, text: str) -> str:

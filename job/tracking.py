@@ -23,9 +23,11 @@ TRIAL_METRICS = ("rmse", "train_s")
 def check_uri(uri: str) -> str:
     scheme = urlparse(uri).scheme
     if scheme not in SCHEMES or (scheme != "databricks" and not urlparse(uri).netloc):
-        raise InputError(f"--mlflow {uri!r} is not a tracking server URI; give http(s)://HOST:PORT "
-                         "(the driver runs on the cluster's head: a file or database URI would be "
-                         "written there and lost with the cluster)")
+        raise InputError(
+            f"--mlflow {uri!r} is not a tracking server URI; give http(s)://HOST:PORT "
+            "(the driver runs on the cluster's head: a file or database URI would be "
+            "written there and lost with the cluster)"
+        )
     return uri.rstrip("/")
 
 
@@ -61,21 +63,30 @@ class Tracker:
         try:
             from mlflow.tracking import MlflowClient
         except ImportError:
-            raise InputError("--mlflow needs the MLflow client on the cluster's head: pip install "
-                             "'rayscale[mlflow]' (or mlflow-skinny) into the job's environment") from None
+            raise InputError(
+                "--mlflow needs the MLflow client on the cluster's head: pip install "
+                "'rayscale[mlflow]' (or mlflow-skinny) into the job's environment"
+            ) from None
         self.uri, self.experiment, self.search = uri, experiment, search
         self.failed: str | None = None
         self.client = MlflowClient(tracking_uri=uri)
         with _quick_failure():
             try:
                 found = self.client.get_experiment_by_name(experiment)
-                self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+                self.experiment_id = (
+                    found.experiment_id if found else self.client.create_experiment(experiment)
+                )
             except Exception as e:  # mlflow raises MlflowException or a requests error
                 text = str(e).strip()
-                why = ("nothing answers there" if "Max retries exceeded" in text or "refused" in text
-                       else (text.splitlines() or [type(e).__name__])[0][:160])
-                raise InputError(f"cannot reach the MLflow server at {uri} ({why}); start it, or fix "
-                                 "--mlflow (the URI must be reachable from the cluster's head)") from None
+                why = (
+                    "nothing answers there"
+                    if "Max retries exceeded" in text or "refused" in text
+                    else (text.splitlines() or [type(e).__name__])[0][:160]
+                )
+                raise InputError(
+                    f"cannot reach the MLflow server at {uri} ({why}); start it, or fix "
+                    "--mlflow (the URI must be reachable from the cluster's head)"
+                ) from None
 
     def _guarded(self, fn, *args, **kwargs) -> None:
         """A tracking server that fails mid-search must not take the search down with it:
@@ -86,17 +97,22 @@ class Tracker:
             fn(*args, **kwargs)
         except Exception as e:
             self.failed = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
-            print(f"warning: MLflow tracking stopped ({self.failed}); the search goes on", flush=True)
+            print(
+                f"warning: MLflow tracking stopped ({self.failed}); the search goes on", flush=True
+            )
 
     def _tags(self, kind: str, **more) -> list:
         from mlflow.entities import RunTag
 
-        return [RunTag(k, str(v)) for k, v in {"rayscale.search": self.search, "rayscale.kind": kind,
-                                               **more}.items()]
+        return [
+            RunTag(k, str(v))
+            for k, v in {"rayscale.search": self.search, "rayscale.kind": kind, **more}.items()
+        ]
 
     def _start(self, name: str, kind: str) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={
-            t.key: t.value for t in self._tags(kind)})
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={t.key: t.value for t in self._tags(kind)}
+        )
         return run.info.run_id
 
     def callback(self):
@@ -130,21 +146,30 @@ class Tracker:
                 run_id = outer._start(str(trial), "trial")
                 self.runs[trial.trial_id] = run_id
                 params = _flat(trial.config.get("cfg", trial.config))
-                outer.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                                       tags=[RunTag("trial_id", trial.trial_id)])
+                outer.client.log_batch(
+                    run_id,
+                    params=[Param(k, str(v)) for k, v in params.items()],
+                    tags=[RunTag("trial_id", trial.trial_id)],
+                )
 
             def log_trial_result(self, iteration, trial, result):
                 run_id = self.runs.get(trial.trial_id)
                 if run_id is None:
                     return
                 step, now = int(result.get("rounds", iteration)), int(time.time() * 1000)
-                metrics = [Metric(k, float(result[k]), now, step) for k in TRIAL_METRICS
-                           if isinstance(result.get(k), (int, float))]
+                metrics = [
+                    Metric(k, float(result[k]), now, step)
+                    for k in TRIAL_METRICS
+                    if isinstance(result.get(k), (int, float))
+                ]
                 tags = []
                 if trial.trial_id not in self.placed:  # where it ran, once
                     self.placed.add(trial.trial_id)
-                    tags = [RunTag(k, str(result[k])) for k in ("node_id", "node_ip", "hostname", "pid")
-                            if result.get(k) is not None]
+                    tags = [
+                        RunTag(k, str(result[k]))
+                        for k in ("node_id", "node_ip", "hostname", "pid")
+                        if result.get(k) is not None
+                    ]
                 outer.client.log_batch(run_id, metrics=metrics, tags=tags)
 
             def log_trial_end(self, trial, failed=False):
@@ -161,17 +186,44 @@ class Tracker:
 
         run_id = self._start(f"{self.search}-summary", "summary")
         now = int(time.time() * 1000)
-        settings = {k: record.get(k) for k in ("mode", "data", "search_alg", "scheduler", "num_samples",
-                                                "cpus_per_trial", "max_rounds")}
-        params = {**settings, **{f"best.{k}": v for k, v in (record.get("best_config") or {}).items()}}
-        scores = {f"{model}_{k}": (record.get(model) or {}).get(k) for model in ("baseline", "tuned")
-                  for k in ("rmse", "mae", "r2")}
-        scores.update(wall_s=record.get("wall_s"), trials_completed=record.get("trials_completed"),
-                      trials_errored=record.get("trials_errored"))
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items() if v is not None],
-                              metrics=[Metric(k, float(v), now, 0) for k, v in scores.items()
-                                       if isinstance(v, (int, float))])
-        self.client.set_terminated(run_id, "FINISHED" if record.get("status") == "succeeded" else "FAILED")
+        settings = {
+            k: record.get(k)
+            for k in (
+                "mode",
+                "data",
+                "search_alg",
+                "scheduler",
+                "num_samples",
+                "cpus_per_trial",
+                "max_rounds",
+            )
+        }
+        params = {
+            **settings,
+            **{f"best.{k}": v for k, v in (record.get("best_config") or {}).items()},
+        }
+        scores = {
+            f"{model}_{k}": (record.get(model) or {}).get(k)
+            for model in ("baseline", "tuned")
+            for k in ("rmse", "mae", "r2")
+        }
+        scores.update(
+            wall_s=record.get("wall_s"),
+            trials_completed=record.get("trials_completed"),
+            trials_errored=record.get("trials_errored"),
+        )
+        self.client.log_batch(
+            run_id,
+            params=[Param(k, str(v)) for k, v in params.items() if v is not None],
+            metrics=[
+                Metric(k, float(v), now, 0)
+                for k, v in scores.items()
+                if isinstance(v, (int, float))
+            ],
+        )
+        self.client.set_terminated(
+            run_id, "FINISHED" if record.get("status") == "succeeded" else "FAILED"
+        )
         return run_id
 
     def record(self, record: dict) -> dict:
@@ -181,4 +233,3 @@ class Tracker:
         if self.failed:
             out["error"] = self.failed
         return out
-

@@ -14,7 +14,12 @@ import time
 import numpy as np
 import xgboost as xgb
 
-FIXED = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "verbosity": 0}
+FIXED = {
+    "objective": "reg:squarederror",
+    "eval_metric": "rmse",
+    "tree_method": "hist",
+    "verbosity": 0,
+}
 
 
 def params(cfg: dict, nthread: int) -> dict:
@@ -44,7 +49,12 @@ def dmatrices(data: dict, nthread: int):
 
 class _At(xgb.callback.TrainingCallback):
     def __init__(self, rounds, total: int, first_round: int, on_report):
-        self.rounds, self.total, self.first, self.on_report = set(rounds), total, first_round, on_report
+        self.rounds, self.total, self.first, self.on_report = (
+            set(rounds),
+            total,
+            first_round,
+            on_report,
+        )
 
     def after_iteration(self, model, epoch, evals_log) -> bool:
         done = self.first + epoch + 1
@@ -53,8 +63,16 @@ class _At(xgb.callback.TrainingCallback):
         return False
 
 
-def fit(cfg: dict, dtrain, dvalid, nthread: int, report_rounds=None, on_report=None,
-        model: xgb.Booster | None = None, first_round: int = 0):
+def fit(
+    cfg: dict,
+    dtrain,
+    dvalid,
+    nthread: int,
+    report_rounds=None,
+    on_report=None,
+    model: xgb.Booster | None = None,
+    first_round: int = 0,
+):
     """Train cfg for its num_boost_round rounds (continuing `model` from `first_round`).
 
     on_report(booster, rounds, rmse) is called at each of report_rounds and at the end.
@@ -144,9 +162,18 @@ def tune_trainable(config: dict, data: dict) -> None:
     def report(booster, rounds, rmse):
         t_in = time.perf_counter()
         train_s = spent + t_in - started - blocked[0]
-        m = {"rmse": rmse, "rounds": rounds, "train_s": train_s, "node_id": node, "resumed_from": first,
-             "pid": os.getpid(), "started_at": started_at, "ended_at": time.time(),
-             "process_started_at": _process_started(), "setup_s": started_at - entered}
+        m = {
+            "rmse": rmse,
+            "rounds": rounds,
+            "train_s": train_s,
+            "node_id": node,
+            "resumed_from": first,
+            "pid": os.getpid(),
+            "started_at": started_at,
+            "ended_at": time.time(),
+            "process_started_at": _process_started(),
+            "setup_s": started_at - entered,
+        }
         if every_ckpt and (rounds % every_ckpt == 0) and rounds < int(cfg["num_boost_round"]):
             with tempfile.TemporaryDirectory() as d:
                 booster.save_model(os.path.join(d, "model.ubj"))
@@ -166,9 +193,16 @@ def sequential_one(cfg: dict, data: dict, nthread: int) -> dict:
     started_at = time.time()
     dtrain, dvalid = dmatrices(data, nthread)
     _, rmse, train_s = fit(cfg, dtrain, dvalid, nthread)
-    return {"config": cfg, "rounds": int(cfg["num_boost_round"]), "train_s": round(train_s, 4),
-            "rmse": rmse, "node_id": "local", "pid": os.getpid(), "started_at": started_at,
-            "ended_at": time.time()}
+    return {
+        "config": cfg,
+        "rounds": int(cfg["num_boost_round"]),
+        "train_s": round(train_s, 4),
+        "rmse": rmse,
+        "node_id": "local",
+        "pid": os.getpid(),
+        "started_at": started_at,
+        "ended_at": time.time(),
+    }
 
 
 def finite(x: float) -> float | None:

@@ -66,58 +66,112 @@ def positive_float(s: str) -> float:
 
 def parse_args(argv=None):
     p = _Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="synthetic:rows=5000,features=20,noise=1.0,seed=0",
-                   help="CSV/Parquet path or URL, or synthetic:rows=R,features=F,noise=X,seed=S")
+    p.add_argument(
+        "--data",
+        default="synthetic:rows=5000,features=20,noise=1.0,seed=0",
+        help="CSV/Parquet path or URL, or synthetic:rows=R,features=F,noise=X,seed=S",
+    )
     p.add_argument("--target", help="target column (not needed for synthetic data)")
     p.add_argument("--test-size", type=float, default=0.2)
-    p.add_argument("--valid-size", type=float, default=0.2,
-                   help="fraction of the train split held out to score trials")
+    p.add_argument(
+        "--valid-size",
+        type=float,
+        default=0.2,
+        help="fraction of the train split held out to score trials",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=positive_int, default=16, help="number of configs tried")
     p.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
-    p.add_argument("--search-alg", choices=["random", "optuna"], default="random",
-                   help="random: configs drawn up front (the same in every mode and at every point of a "
-                        "scaling study); optuna: Optuna's TPE picks each config from the results so far")
-    p.add_argument("--max-rounds", type=positive_int, default=300, help="boosting rounds cap per trial")
-    p.add_argument("--grace-rounds", type=positive_int, default=None,
-                   help="ASHA never stops a trial before this many rounds (default: max-rounds / 4)")
+    p.add_argument(
+        "--search-alg",
+        choices=["random", "optuna"],
+        default="random",
+        help="random: configs drawn up front (the same in every mode and at every point of a "
+        "scaling study); optuna: Optuna's TPE picks each config from the results so far",
+    )
+    p.add_argument(
+        "--max-rounds", type=positive_int, default=300, help="boosting rounds cap per trial"
+    )
+    p.add_argument(
+        "--grace-rounds",
+        type=positive_int,
+        default=None,
+        help="ASHA never stops a trial before this many rounds (default: max-rounds / 4)",
+    )
     p.add_argument("--reduction-factor", type=positive_int, default=3)
-    p.add_argument("--report-every", type=int, default=0,
-                   help="rounds between reports to Tune; 0 (default) reports only where needed: "
-                        "at ASHA's rungs, at checkpoints and at the end")
-    p.add_argument("--checkpoint-every", type=int, default=None,
-                   help="rounds between trial checkpoints, 0 = off (default: max-rounds / 4)")
-    p.add_argument("--cpus-per-trial", type=positive_int, default=1,
-                   help="Tune's CPUs per trial, and XGBoost's nthread")
-    p.add_argument("--memory-per-trial", type=positive_float, default=None, metavar="GIB",
-                   help="Tune's memory per trial in GiB (Ray schedules on it; default: none asked)")
+    p.add_argument(
+        "--report-every",
+        type=int,
+        default=0,
+        help="rounds between reports to Tune; 0 (default) reports only where needed: "
+        "at ASHA's rungs, at checkpoints and at the end",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="rounds between trial checkpoints, 0 = off (default: max-rounds / 4)",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=positive_int,
+        default=1,
+        help="Tune's CPUs per trial, and XGBoost's nthread",
+    )
+    p.add_argument(
+        "--memory-per-trial",
+        type=positive_float,
+        default=None,
+        metavar="GIB",
+        help="Tune's memory per trial in GiB (Ray schedules on it; default: none asked)",
+    )
     p.add_argument("--max-failures", type=int, default=3, help="retries per trial on node loss")
     p.add_argument("--search-space", default=os.path.join(HERE, "search_space.yaml"))
     p.add_argument("--mode", choices=["tune", "sequential", "joblib", "both"], default="tune")
     p.add_argument("--n-jobs", type=positive_int, default=2, help="processes for --mode joblib")
-    p.add_argument("--storage-path", default=os.path.expanduser("~/rayscale_results"),
-                   help="Tune's storage, shared by every node: a shared directory, s3://bucket/path "
-                        "or gs://bucket/path (AWS_ENDPOINT_URL for an S3-compatible store)")
+    p.add_argument(
+        "--storage-path",
+        default=os.path.expanduser("~/rayscale_results"),
+        help="Tune's storage, shared by every node: a shared directory, s3://bucket/path "
+        "or gs://bucket/path (AWS_ENDPOINT_URL for an S3-compatible store)",
+    )
     p.add_argument("--name", default=None, help="run name (default: tune-<time>)")
-    p.add_argument("--mlflow", metavar="URI", type=tracking.check_uri,
-                   help="log every trial and the outcome to this MLflow tracking server (http[s]://...)")
-    p.add_argument("--mlflow-experiment", default="rayscale", metavar="NAME",
-                   help="MLflow experiment for --mlflow (made if missing)")
-    p.add_argument("--restore", action="store_true",
-                   help="resume the search stored under --storage-path/--name (after a head loss)")
+    p.add_argument(
+        "--mlflow",
+        metavar="URI",
+        type=tracking.check_uri,
+        help="log every trial and the outcome to this MLflow tracking server (http[s]://...)",
+    )
+    p.add_argument(
+        "--mlflow-experiment",
+        default="rayscale",
+        metavar="NAME",
+        help="MLflow experiment for --mlflow (made if missing)",
+    )
+    p.add_argument(
+        "--restore",
+        action="store_true",
+        help="resume the search stored under --storage-path/--name (after a head loss)",
+    )
     a = p.parse_args(argv)
     if a.scheduler == "asha" and a.num_samples < 2:
-        raise InputError("--scheduler asha needs --num-samples >= 2; use --scheduler fifo for one config")
+        raise InputError(
+            "--scheduler asha needs --num-samples >= 2; use --scheduler fifo for one config"
+        )
     a.grace_rounds = a.grace_rounds or max(1, a.max_rounds // 4)
     if a.checkpoint_every is None:
         a.checkpoint_every = max(1, a.max_rounds // 4)
     if a.report_every < 0:
-        raise InputError("--report-every must be >= 0 (0 reports only at rungs, checkpoints and the end)")
+        raise InputError(
+            "--report-every must be >= 0 (0 reports only at rungs, checkpoints and the end)"
+        )
     a.report_rounds = report_rounds(a)
     if a.checkpoint_every < 0:
         raise InputError("--checkpoint-every must be >= 0 (0 turns checkpoints off)")
     if a.grace_rounds > a.max_rounds:
-        raise InputError(f"--grace-rounds {a.grace_rounds} exceeds --max-rounds {a.max_rounds}; lower it")
+        raise InputError(
+            f"--grace-rounds {a.grace_rounds} exceeds --max-rounds {a.max_rounds}; lower it"
+        )
     a.name = a.name or time.strftime("tune-%Y%m%d-%H%M%S")
     a.storage_path = storage.normalise(a.storage_path)
     return a
@@ -153,11 +207,17 @@ def prepare(a):
     X_fit, X_valid, y_fit, y_valid = train_test_split(
         X_train, y_train, test_size=a.valid_size, random_state=a.seed + 1
     )
-    key = hashlib.sha1(f"{a.data}|{a.target}|{a.seed}|{a.test_size}|{a.valid_size}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        f"{a.data}|{a.target}|{a.seed}|{a.test_size}|{a.valid_size}".encode()
+    ).hexdigest()[:16]
     payload = {
         "key": key,
-        "X_train": X_fit, "y_train": y_fit, "X_valid": X_valid, "y_valid": y_valid,
-        "nthread": a.cpus_per_trial, "report_rounds": a.report_rounds,
+        "X_train": X_fit,
+        "y_train": y_fit,
+        "X_valid": X_valid,
+        "y_valid": y_valid,
+        "nthread": a.cpus_per_trial,
+        "report_rounds": a.report_rounds,
         "checkpoint_every": a.checkpoint_every,
     }
     return table, payload, (X_train, y_train, X_test, y_test)
@@ -180,8 +240,15 @@ class Progress:
                 rmse = trial.last_result.get("rmse")
                 if rmse is not None and (outer.best is None or rmse < outer.best):
                     outer.best = rmse
-                emit(PROGRESS_MARKER, {"done": outer.done, "total": outer.total,
-                                       "best_rmse": outer.best, "trial": trial.trial_id})
+                emit(
+                    PROGRESS_MARKER,
+                    {
+                        "done": outer.done,
+                        "total": outer.total,
+                        "best_rmse": outer.best,
+                        "trial": trial.trial_id,
+                    },
+                )
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 outer.errored.add(trial.trial_id)
@@ -212,7 +279,9 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     resources = trial_resources(a)
     workers = worker_nodes()
     check_fits(resources, workers)
-    trainable = tune.with_resources(tune.with_parameters(train.tune_trainable, data=payload), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(train.tune_trainable, data=payload), resources
+    )
     run_config = tune.RunConfig(
         name=a.name,
         storage_path=a.storage_path,
@@ -221,14 +290,24 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         verbose=0,
     )
     searcher, param_space, num_samples = search(a, configs, trial_slots(resources, workers))
-    tune_config = tune.TuneConfig(metric="rmse", mode="min", scheduler=scheduler(a), search_alg=searcher,
-                                  num_samples=num_samples, reuse_actors=True)
+    tune_config = tune.TuneConfig(
+        metric="rmse",
+        mode="min",
+        scheduler=scheduler(a),
+        search_alg=searcher,
+        num_samples=num_samples,
+        reuse_actors=True,
+    )
     t0, t0_epoch = time.perf_counter(), time.time()
     path = f"{a.storage_path.rstrip('/')}/{a.name}"
 
     def restored():
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True,
-                                   **({} if a.search_alg == "optuna" else {"param_space": param_space}))
+        tuner = tune.Tuner.restore(
+            path,
+            trainable=trainable,
+            resume_errored=True,
+            **({} if a.search_alg == "optuna" else {"param_space": param_space}),
+        )
         # Tune restores the callbacks pickled with the search: copies, cut off from this
         # process's progress counts and tracking. Put the live ones back.
         tuner._local_tuner._run_config.callbacks = run_config.callbacks
@@ -239,11 +318,18 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
         tuner = restored()
     else:
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+        tuner = tune.Tuner(
+            trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
+        )
     grid = resume_lost(tuner.fit(), restored, progress, a.max_failures)
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "trials": [trial_row(r, a, progress) for r in grid], "cluster": cluster_size(),
-            "retried": dict(progress.retried), "search_window": [t0_epoch, t0_epoch + wall]}
+    return {
+        "wall_s": wall,
+        "trials": [trial_row(r, a, progress) for r in grid],
+        "cluster": cluster_size(),
+        "retried": dict(progress.retried),
+        "search_window": [t0_epoch, t0_epoch + wall],
+    }
 
 
 def join_ray() -> None:
@@ -276,8 +362,12 @@ def scheduler(a):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     if a.scheduler == "asha":
-        return ASHAScheduler(time_attr="rounds", max_t=a.max_rounds, grace_period=a.grace_rounds,
-                             reduction_factor=a.reduction_factor)
+        return ASHAScheduler(
+            time_attr="rounds",
+            max_t=a.max_rounds,
+            grace_period=a.grace_rounds,
+            reduction_factor=a.reduction_factor,
+        )
     return FIFOScheduler()
 
 
@@ -291,8 +381,11 @@ def search(a, configs, slots: int):
 
         # TPE learns from finished trials: no more in flight than the cluster has slots, or
         # the first wave is as blind as a random search.
-        return (ConcurrencyLimiter(OptunaSearch(seed=a.seed), max_concurrent=slots),
-                {"cfg": spacemod.tune_space(a.space, a.max_rounds)}, a.num_samples)
+        return (
+            ConcurrencyLimiter(OptunaSearch(seed=a.seed), max_concurrent=slots),
+            {"cfg": spacemod.tune_space(a.space, a.max_rounds)},
+            a.num_samples,
+        )
     # The drawn configs as a grid: one sample of it.
     return None, {"cfg": tune.grid_search(trial_order(configs, a))}, 1
 
@@ -302,8 +395,11 @@ def resume_lost(grid, restored, progress, max_failures: int):
     there (its actor starting, or being reset for it) ends in ERROR at once. Those are
     resumed here, from their last checkpoint, within the same --max-failures budget."""
     for _ in range(max_failures):
-        lost = [(r.metrics or {}).get("trial_id") or os.path.basename(r.path) for r in grid
-                if r.error and node_lost(r.error)]
+        lost = [
+            (r.metrics or {}).get("trial_id") or os.path.basename(r.path)
+            for r in grid
+            if r.error and node_lost(r.error)
+        ]
         if not lost:
             break
         print(f"resuming {len(lost)} trial(s) lost with their node: {', '.join(lost)}", flush=True)
@@ -327,8 +423,11 @@ def trial_row(r, a, progress) -> dict:
         "error": trial_error(r.error) if r.error else None,
         "retries": progress.retried.get(m.get("trial_id"), 0),
         "resumed_from": m.get("resumed_from"),
-        "pid": m.get("pid"), "started_at": m.get("started_at"), "ended_at": m.get("ended_at"),
-        "process_started_at": m.get("process_started_at"), "setup_s": m.get("setup_s"),
+        "pid": m.get("pid"),
+        "started_at": m.get("started_at"),
+        "ended_at": m.get("ended_at"),
+        "process_started_at": m.get("process_started_at"),
+        "setup_s": m.get("setup_s"),
     }
 
 
@@ -336,15 +435,24 @@ def cluster_size() -> dict:
     import ray
 
     nodes = [n for n in ray.nodes() if n["Alive"]]
-    return {"nodes": len(nodes), "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
-            "worker_nodes": sum(1 for n in nodes if n["Resources"].get("CPU", 0) > 0)}
+    return {
+        "nodes": len(nodes),
+        "cpus": sum(n["Resources"].get("CPU", 0) for n in nodes),
+        "worker_nodes": sum(1 for n in nodes if n["Resources"].get("CPU", 0) > 0),
+    }
 
 
 def node_lost(e: BaseException) -> bool:
     """The trial's process or node died under it (not an error of the trial's own)."""
     from ray import exceptions as rx
 
-    lost = (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.LocalRayletDiedError, rx.OwnerDiedError)
+    lost = (
+        rx.RayActorError,
+        rx.WorkerCrashedError,
+        rx.NodeDiedError,
+        rx.LocalRayletDiedError,
+        rx.OwnerDiedError,
+    )
     names = {c.__name__ for c in lost} | {"ActorDiedError", "ActorUnavailableError"}
     # Tune hands back the exception itself, or a TuneError carrying its text.
     return isinstance(e, lost) or any(n in str(e) for n in names)
@@ -383,14 +491,24 @@ def check_fits(resources: dict, nodes: list[dict]) -> None:
     """Refuse a trial no worker can host: Tune would wait for it forever."""
     if not nodes:
         return
-    fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= resources["cpu"]
-            and n["Resources"].get("memory", 0) >= resources.get("memory", 0)]
+    fits = [
+        n
+        for n in nodes
+        if n["Resources"].get("CPU", 0) >= resources["cpu"]
+        and n["Resources"].get("memory", 0) >= resources.get("memory", 0)
+    ]
     if not fits:
-        big = max(nodes, key=lambda n: (n["Resources"].get("CPU", 0), n["Resources"].get("memory", 0)))
-        asked = f"{resources['cpu']} CPUs" + (f" and {resources['memory'] / 2**30:g} GiB" if "memory" in resources else "")
-        raise InputError(f"a trial asks for {asked}, but the biggest worker has {big['Resources'].get('CPU', 0):g} "
-                         f"CPUs and {big['Resources'].get('memory', 0) / 2**30:.1f} GiB; lower --cpus-per-trial / "
-                         "--memory-per-trial or add bigger workers")
+        big = max(
+            nodes, key=lambda n: (n["Resources"].get("CPU", 0), n["Resources"].get("memory", 0))
+        )
+        asked = f"{resources['cpu']} CPUs" + (
+            f" and {resources['memory'] / 2**30:g} GiB" if "memory" in resources else ""
+        )
+        raise InputError(
+            f"a trial asks for {asked}, but the biggest worker has {big['Resources'].get('CPU', 0):g} "
+            f"CPUs and {big['Resources'].get('memory', 0) / 2**30:.1f} GiB; lower --cpus-per-trial / "
+            "--memory-per-trial or add bigger workers"
+        )
 
 
 def run_optuna_local(a, payload, n_jobs: int) -> dict:
@@ -401,22 +519,35 @@ def run_optuna_local(a, payload, n_jobs: int) -> dict:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=a.seed))
+    study = optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.TPESampler(seed=a.seed)
+    )
     trials: list[dict] = []
     lock = threading.Lock()
 
     def objective(trial):
-        t = train.sequential_one(spacemod.suggest(trial, a.space, a.max_rounds), payload, a.cpus_per_trial)
+        t = train.sequential_one(
+            spacemod.suggest(trial, a.space, a.max_rounds), payload, a.cpus_per_trial
+        )
         with lock:
             trials.append(t)
-            emit(PROGRESS_MARKER, {"done": len(trials), "total": a.num_samples,
-                                   "best_rmse": min(x["rmse"] for x in trials)})
+            emit(
+                PROGRESS_MARKER,
+                {
+                    "done": len(trials),
+                    "total": a.num_samples,
+                    "best_rmse": min(x["rmse"] for x in trials),
+                },
+            )
         return t["rmse"]
 
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=a.num_samples, n_jobs=n_jobs)
-    return {"wall_s": time.perf_counter() - t0, "trials": trials,
-            "cluster": {"nodes": 1, "cpus": n_jobs * a.cpus_per_trial, "worker_nodes": 0}}
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "trials": trials,
+        "cluster": {"nodes": 1, "cpus": n_jobs * a.cpus_per_trial, "worker_nodes": 0},
+    }
 
 
 def run_sequential(a, configs, payload) -> dict:
@@ -428,8 +559,11 @@ def run_sequential(a, configs, payload) -> dict:
         trials.append(train.sequential_one(cfg, payload, a.cpus_per_trial))
         best = min(t["rmse"] for t in trials)
         emit(PROGRESS_MARKER, {"done": i + 1, "total": len(configs), "best_rmse": best})
-    return {"wall_s": time.perf_counter() - t0, "trials": trials,
-            "cluster": {"nodes": 1, "cpus": a.cpus_per_trial, "worker_nodes": 0}}
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "trials": trials,
+        "cluster": {"nodes": 1, "cpus": a.cpus_per_trial, "worker_nodes": 0},
+    }
 
 
 def run_joblib(a, configs, payload) -> dict:
@@ -442,8 +576,11 @@ def run_joblib(a, configs, payload) -> dict:
         delayed(train.sequential_one)(cfg, payload, a.cpus_per_trial)
         for cfg in spacemod.longest_first(configs)
     )
-    return {"wall_s": time.perf_counter() - t0, "trials": list(trials),
-            "cluster": {"nodes": 1, "cpus": a.n_jobs * a.cpus_per_trial, "worker_nodes": 0}}
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "trials": list(trials),
+        "cluster": {"nodes": 1, "cpus": a.n_jobs * a.cpus_per_trial, "worker_nodes": 0},
+    }
 
 
 def final_scores(best_cfg, splits, nthread, remote: bool) -> tuple[dict, dict]:
@@ -454,9 +591,12 @@ def final_scores(best_cfg, splits, nthread, remote: bool) -> tuple[dict, dict]:
     X_train, y_train, X_test, y_test = splits
 
     def both():
-        return (train.fit_and_score(None, X_train, y_train, X_test, y_test, nthread),
-                train.fit_and_score(best_cfg, X_train, y_train, X_test, y_test, nthread)
-                if best_cfg else None)
+        return (
+            train.fit_and_score(None, X_train, y_train, X_test, y_test, nthread),
+            train.fit_and_score(best_cfg, X_train, y_train, X_test, y_test, nthread)
+            if best_cfg
+            else None,
+        )
 
     if not remote:
         return both()
@@ -487,8 +627,12 @@ def versions() -> dict:
     import sklearn
     import xgboost
 
-    out = {"python": platform.python_version(), "xgboost": xgboost.__version__,
-           "sklearn": sklearn.__version__, "pandas": pandas.__version__}
+    out = {
+        "python": platform.python_version(),
+        "xgboost": xgboost.__version__,
+        "sklearn": sklearn.__version__,
+        "pandas": pandas.__version__,
+    }
     try:
         import ray
 
@@ -517,28 +661,39 @@ def main(argv=None) -> int:
     # Before the data: a tracking server that cannot be reached fails the job in seconds.
     tracker = tracking.Tracker(a.mlflow, a.mlflow_experiment, a.name) if a.mlflow else None
     table, payload, splits = prepare(a)
-    print(f"data: {table.source}  rows={table.rows} features={table.features} "
-          f"categorical={table.categorical or '-'}  configs={len(configs)} mode={a.mode} search={a.search_alg} "
-          f"scheduler={a.scheduler if a.mode in ('tune', 'both') else '-'}", flush=True)
+    print(
+        f"data: {table.source}  rows={table.rows} features={table.features} "
+        f"categorical={table.categorical or '-'}  configs={len(configs)} mode={a.mode} search={a.search_alg} "
+        f"scheduler={a.scheduler if a.mode in ('tune', 'both') else '-'}",
+        flush=True,
+    )
 
     runs = run_modes(a, configs, payload, tracker)
     primary = runs["tune" if "tune" in runs else a.mode]
     ok = [t for t in primary["trials"] if t.get("rmse") is not None and not t.get("error")]
     best = min(ok, key=lambda t: t["rmse"]) if ok else None
-    baseline, tuned = final_scores(best["config"] if best else None, splits, a.cpus_per_trial,
-                                   remote="tune" in runs)
+    baseline, tuned = final_scores(
+        best["config"] if best else None, splits, a.cpus_per_trial, remote="tune" in runs
+    )
     record = build_record(a, table, configs, runs, primary, best, baseline, tuned)
     print_summary(record)
     record["total_s"] = round(time.perf_counter() - t_start, 3)
     if best is None:  # every trial failed: no config to report, and the record says so
-        first = next((t["error"] for t in primary["trials"] if t.get("error")), "no trial reported a metric")
-        record.update(status="failed", error=f"every trial failed ({len(primary['trials'])} of "
-                                             f"{len(configs)}); the first: {first}")
+        first = next(
+            (t["error"] for t in primary["trials"] if t.get("error")), "no trial reported a metric"
+        )
+        record.update(
+            status="failed",
+            error=f"every trial failed ({len(primary['trials'])} of "
+            f"{len(configs)}); the first: {first}",
+        )
     else:
         record["status"] = "succeeded"
     if tracker:
         record["mlflow"] = tracker.record(record)
-    record["result_path"] = storage.write_record(a.storage_path, a.name, json.dumps(record, indent=2))
+    record["result_path"] = storage.write_record(
+        a.storage_path, a.name, json.dumps(record, indent=2)
+    )
     if best is None:
         raise SearchFailed(record["error"])
     emit(RESULT_MARKER, record)
@@ -586,24 +741,49 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
     if len(runs) > 1 or a.mode == "joblib":
         record["modes"] = modes
         if "sequential" in runs and "tune" in runs:
-            record["speedup_vs_sequential"] = round(runs["sequential"]["wall_s"] / runs["tune"]["wall_s"], 3)
+            record["speedup_vs_sequential"] = round(
+                runs["sequential"]["wall_s"] / runs["tune"]["wall_s"], 3
+            )
     return record
 
 
 def print_summary(record: dict) -> None:
     """The job's own tables, for whoever reads its log (the launcher reads the record)."""
     baseline, tuned = record["baseline"], record["tuned"]
-    print_table("Test-set scores (retrained on the whole train split)",
-                [("model", "RMSE", "MAE", "R2"),
-                 ("baseline (defaults)", fmt(baseline["rmse"]), fmt(baseline["mae"]), fmt(baseline["r2"])),
-                 ("tuned (best config)", *(fmt(tuned[k]) if tuned else "-" for k in ("rmse", "mae", "r2")))])
+    print_table(
+        "Test-set scores (retrained on the whole train split)",
+        [
+            ("model", "RMSE", "MAE", "R2"),
+            (
+                "baseline (defaults)",
+                fmt(baseline["rmse"]),
+                fmt(baseline["mae"]),
+                fmt(baseline["r2"]),
+            ),
+            (
+                "tuned (best config)",
+                *(fmt(tuned[k]) if tuned else "-" for k in ("rmse", "mae", "r2")),
+            ),
+        ],
+    )
     modes = record.get("modes") or {record["mode"]: record}
     ref = modes.get("sequential", {}).get("wall_s")
-    print_table("Execution",
-                [("mode", "train time s", "total s", "cores busy", "speedup"),
-                 *[(m, fmt(s["sum_train_s"], 1), fmt(s["wall_s"], 1), fmt(s["cores_busy_avg"], 2),
-                    fmt(ref / s["wall_s"], 2) + "x" if ref and s["wall_s"] else "-")
-                   for m, s in modes.items()]])
+    print_table(
+        "Execution",
+        [
+            ("mode", "train time s", "total s", "cores busy", "speedup"),
+            *[
+                (
+                    m,
+                    fmt(s["sum_train_s"], 1),
+                    fmt(s["wall_s"], 1),
+                    fmt(s["cores_busy_avg"], 2),
+                    fmt(ref / s["wall_s"], 2) + "x" if ref and s["wall_s"] else "-",
+                )
+                for m, s in modes.items()
+            ],
+        ],
+    )
     print(f"\nbest config: {json.dumps(record['best_config'])}", flush=True)
 
 

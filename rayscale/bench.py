@@ -17,10 +17,26 @@ from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
 
-STANDARD = ["--data", "synthetic:rows=50000,features=40,noise=1.0,seed=0", "--num-samples", "16",
-            "--max-rounds", "300", "--seed", "0"]
-TINY = ["--data", "synthetic:rows=500,features=5,noise=1.0,seed=0", "--num-samples", "2",
-        "--max-rounds", "5", "--scheduler", "fifo"]
+STANDARD = [
+    "--data",
+    "synthetic:rows=50000,features=40,noise=1.0,seed=0",
+    "--num-samples",
+    "16",
+    "--max-rounds",
+    "300",
+    "--seed",
+    "0",
+]
+TINY = [
+    "--data",
+    "synthetic:rows=500,features=5,noise=1.0,seed=0",
+    "--num-samples",
+    "2",
+    "--max-rounds",
+    "5",
+    "--scheduler",
+    "fifo",
+]
 
 TARGETS = {
     "speedup_1_to_2": (">=", 1.85),
@@ -68,13 +84,16 @@ def main(argv=None) -> int:
         figures["idle_head_rss_gib"] = round(procs.rss_bytes(p.head_pids()) / 2**30, 3)
         j = jobs.Jobs(p.endpoint())
         figures["submit_to_running_s"] = round(submit_to_running(j, (out / "probe").resolve()), 3)
-        plan = scaling.StudyPlan([1, 2], a.repeats, ["sequential", "joblib"],
-                                 STANDARD + ["--scheduler", "fifo"])
+        plan = scaling.StudyPlan(
+            [1, 2], a.repeats, ["sequential", "joblib"], STANDARD + ["--scheduler", "fifo"]
+        )
         study = scaling.run(p, plan, out, report.say)
         report.show_study(study, out)
         two = next(q for q in study["points"] if q["workers"] == 2)
         figures["speedup_1_to_2"] = two["speedup"]
-        figures["tune_over_joblib_wall"] = round(two["wall_s_median"] / study["baselines"]["joblib"]["wall_s"], 3)
+        figures["tune_over_joblib_wall"] = round(
+            two["wall_s_median"] / study["baselines"]["joblib"]["wall_s"], 3
+        )
         figures["overhead_per_trial_s"] = two["overhead_per_trial_s"]
         # ASHA on the same 16 configs, 2 workers, against FIFO's runs at that point.
         report.say("  ASHA on the same configs at 2 workers ...")
@@ -93,10 +112,18 @@ def main(argv=None) -> int:
     verdicts = {}
     for k, (op, target) in TARGETS.items():
         v = figures[k]
-        verdicts[k] = {"value": v, "target": f"{op} {target}",
-                       "met": v >= target if op == ">=" else v <= target}
-    bench = {"figures": figures, "targets": verdicts, "study": str(out / "study.json"),
-             "machine": study["machine"], "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        verdicts[k] = {
+            "value": v,
+            "target": f"{op} {target}",
+            "met": v >= target if op == ">=" else v <= target,
+        }
+    bench = {
+        "figures": figures,
+        "targets": verdicts,
+        "study": str(out / "study.json"),
+        "machine": study["machine"],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(bench, indent=2))
     report.show_bench(verdicts)

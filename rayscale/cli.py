@@ -26,9 +26,13 @@ class WorkerCount(click.ParamType):
             except ValueError:
                 self.fail(f"{value!r} is not a whole number; pass e.g. --workers 2", param, ctx)
         if n < 1:
-            self.fail(f"{value} must be at least 1 (the head runs no trials); pass e.g. --workers 2",
-                      param, ctx)
+            self.fail(
+                f"{value} must be at least 1 (the head runs no trials); pass e.g. --workers 2",
+                param,
+                ctx,
+            )
         return n
+
 
 class WorkerList(click.ParamType):
     name = "N,N,..."
@@ -41,85 +45,169 @@ class WorkerList(click.ParamType):
             self.fail("is empty; pass worker counts like 1,2,4", param, ctx)
         counts = [WorkerCount().convert(p, param, ctx) for p in parts]
         if len(set(counts)) != len(counts):
-            self.fail(f"{value!r} repeats a count; use --repeats to run a point more than once",
-                      param, ctx)
+            self.fail(
+                f"{value!r} repeats a count; use --repeats to run a point more than once",
+                param,
+                ctx,
+            )
         return sorted(counts)
 
+
 def _state_option(f):
-    return click.option("--state-dir", envvar="RAYSCALE_STATE_DIR", default=None,
-                        help="where the cluster is recorded [env RAYSCALE_STATE_DIR, default .rayscale/]")(f)
+    return click.option(
+        "--state-dir",
+        envvar="RAYSCALE_STATE_DIR",
+        default=None,
+        help="where the cluster is recorded [env RAYSCALE_STATE_DIR, default .rayscale/]",
+    )(f)
+
 
 def _env_option(f):
-    return click.option("--env", "env", multiple=True, metavar="NAME[=VALUE]",
-                        help="a variable for the job on every node, e.g. AWS_ENDPOINT_URL (repeatable; "
-                             "NAME alone takes its value here)")(f)
+    return click.option(
+        "--env",
+        "env",
+        multiple=True,
+        metavar="NAME[=VALUE]",
+        help="a variable for the job on every node, e.g. AWS_ENDPOINT_URL (repeatable; "
+        "NAME alone takes its value here)",
+    )(f)
+
 
 def _address_options(f):
-    f = click.option("--token-file", default=None,
-                     help="file holding the cluster's auth token [env RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN]")(f)
-    f = click.option("--address", default=None,
-                     help="dashboard / Job API URL of any Ray cluster [env RAY_API_SERVER_ADDRESS]")(f)
+    f = click.option(
+        "--token-file",
+        default=None,
+        help="file holding the cluster's auth token [env RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN]",
+    )(f)
+    f = click.option(
+        "--address",
+        default=None,
+        help="dashboard / Job API URL of any Ray cluster [env RAY_API_SERVER_ADDRESS]",
+    )(f)
     return _state_option(f)
 
+
 def _shape_options(f):
-    f = click.option("--memory-per-worker", type=click.FloatRange(min=0.5), default=None,
-                     help="local, docker: GiB of memory per worker node [default 2]")(f)
-    f = click.option("--cpus-per-worker", type=click.IntRange(min=1), default=None,
-                     help="local, docker: CPUs per worker node [default 1]")(f)
+    f = click.option(
+        "--memory-per-worker",
+        type=click.FloatRange(min=0.5),
+        default=None,
+        help="local, docker: GiB of memory per worker node [default 2]",
+    )(f)
+    f = click.option(
+        "--cpus-per-worker",
+        type=click.IntRange(min=1),
+        default=None,
+        help="local, docker: CPUs per worker node [default 1]",
+    )(f)
     return f
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rayscale")
 def cli():
     """Stand up a Ray cluster, run the XGBoost tuning job on it, and measure its scaling."""
 
+
 # ---- cluster ----------------------------------------------------------------------------
+
 
 @cli.group()
 def cluster():
     """Create, resize, inspect and remove a cluster."""
 
-def _provider_options(f):
-    f = click.option("--results-claim", default=None,
-                     help="kuberay, kind: an existing PersistentVolumeClaim for Tune's storage "
-                          "[default: rayscale-results, made if missing]")(f)
-    f = click.option("--storage-class", default=None,
-                     help="kuberay: the StorageClass of the results claim rayscale makes; "
-                          "ReadWriteMany on a cloud [default: the cluster's default]")(f)
-    f = click.option("--namespace", default=None,
-                     help="kuberay: the Kubernetes namespace [default: default]")(f)
-    f = click.option("--context", default=None,
-                     help="kuberay: the kubeconfig context [default: the current one]")(f)
-    f = click.option("--config", default=None,
-                     help="ray-up: the cluster launcher YAML, e.g. cluster/aws.yaml")(f)
-    f = click.option("--image", default=None,
-                     help="docker, kind, kuberay: the kit's image [default rayscale:<version>]")(f)
-    return click.option("--provider", default="local", show_default=True,
-                        help=f"one of {', '.join(providers.NAMES)}")(f)
 
-_TIMEOUT_HELP = "seconds to wait for the workers [default 180; kuberay / kind 600; ray-up on a cloud 900]"
+def _provider_options(f):
+    f = click.option(
+        "--results-claim",
+        default=None,
+        help="kuberay, kind: an existing PersistentVolumeClaim for Tune's storage "
+        "[default: rayscale-results, made if missing]",
+    )(f)
+    f = click.option(
+        "--storage-class",
+        default=None,
+        help="kuberay: the StorageClass of the results claim rayscale makes; "
+        "ReadWriteMany on a cloud [default: the cluster's default]",
+    )(f)
+    f = click.option(
+        "--namespace", default=None, help="kuberay: the Kubernetes namespace [default: default]"
+    )(f)
+    f = click.option(
+        "--context", default=None, help="kuberay: the kubeconfig context [default: the current one]"
+    )(f)
+    f = click.option(
+        "--config", default=None, help="ray-up: the cluster launcher YAML, e.g. cluster/aws.yaml"
+    )(f)
+    f = click.option(
+        "--image",
+        default=None,
+        help="docker, kind, kuberay: the kit's image [default rayscale:<version>]",
+    )(f)
+    return click.option(
+        "--provider",
+        default="local",
+        show_default=True,
+        help=f"one of {', '.join(providers.NAMES)}",
+    )(f)
+
+
+_TIMEOUT_HELP = (
+    "seconds to wait for the workers [default 180; kuberay / kind 600; ray-up on a cloud 900]"
+)
+
 
 @cluster.command("up")
 @_provider_options
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
 @_shape_options
-@click.option("--dashboard", type=click.Choice(["jobs", "full"]), default=None,
-              help="local: jobs (the default) runs only the Job API module (~0.9 GiB less head memory); "
-                   "full: the whole UI")
+@click.option(
+    "--dashboard",
+    type=click.Choice(["jobs", "full"]),
+    default=None,
+    help="local: jobs (the default) runs only the Job API module (~0.9 GiB less head memory); "
+    "full: the whole UI",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
 @_state_option
-def cluster_up(provider, image, config, context, namespace, storage_class, results_claim, workers, cpus_per_worker, memory_per_worker, dashboard,
-               timeout, state_dir):
+def cluster_up(
+    provider,
+    image,
+    config,
+    context,
+    namespace,
+    storage_class,
+    results_claim,
+    workers,
+    cpus_per_worker,
+    memory_per_worker,
+    dashboard,
+    timeout,
+    state_dir,
+):
     """Start a head node (no trials) and WORKERS worker nodes."""
     state = StateDir(state_dir)
-    p = providers.get(provider, state, cpus_per_worker=cpus_per_worker, memory_per_worker=memory_per_worker,
-                      dashboard=dashboard, image=image, config=config, context=context, namespace=namespace,
-                      storage_class=storage_class, results_claim=results_claim)
+    p = providers.get(
+        provider,
+        state,
+        cpus_per_worker=cpus_per_worker,
+        memory_per_worker=memory_per_worker,
+        dashboard=dashboard,
+        image=image,
+        config=config,
+        context=context,
+        namespace=namespace,
+        storage_class=storage_class,
+        results_claim=results_claim,
+    )
     t0 = time.perf_counter()
     with state.lock():
         p.up(workers, timeout)
-    report.say(f"cluster up in {time.perf_counter() - t0:.1f} s: {workers} workers · "
-                         f"dashboard and Job API {p.endpoint().url} · token {state.token_file}")
+    report.say(
+        f"cluster up in {time.perf_counter() - t0:.1f} s: {workers} workers · "
+        f"dashboard and Job API {p.endpoint().url} · token {state.token_file}"
+    )
+
 
 @cluster.command("scale")
 @click.option("--workers", type=WorkerCount(), required=True)
@@ -133,12 +221,14 @@ def cluster_scale(workers, timeout, state_dir):
         providers.recorded(state).scale(workers, timeout)
     report.say(f"{workers} workers alive ({time.perf_counter() - t0:.1f} s)")
 
+
 @cluster.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @_state_option
 def cluster_status(as_json, state_dir):
     """List the cluster's nodes: state, CPUs, memory."""
     report.show_cluster(providers.recorded(StateDir(state_dir)).status(), as_json)
+
 
 @cluster.command("down")
 @_state_option
@@ -152,23 +242,36 @@ def cluster_down(state_dir):
         providers.recorded(state).down()
     report.say("cluster down")
 
+
 # ---- job --------------------------------------------------------------------------------
+
 
 @cli.group()
 def job():
     """Submit the tuning job through Ray Job Submission and follow it."""
 
+
 @job.command("submit", context_settings={"ignore_unknown_options": True})
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
-@click.option("--save", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="also write the result record to this file")
+@click.option(
+    "--save",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="also write the result record to this file",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
-@click.option("--job-dir", default=None, help="the job folder shipped as working_dir [default: the kit's job/]")
+@click.option(
+    "--job-dir",
+    default=None,
+    help="the job folder shipped as working_dir [default: the kit's job/]",
+)
 @_env_option
 @_address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
-def job_submit(wait, as_json, save, timeout, job_dir, env, address, token_file, state_dir, job_args):
+def job_submit(
+    wait, as_json, save, timeout, job_dir, env, address, token_file, state_dir, job_args
+):
     """Submit job/ with JOB_ARGS (after --), e.g. -- --data synthetic:rows=5000 --num-samples 8."""
     j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
     job_id = j.submit(list(job_args), job_dir, env=jobs.env_vars(env))
@@ -189,6 +292,7 @@ def _follow(j: jobs.Jobs, job_id: str, as_json: bool, timeout, save=None) -> Non
         print(json.dumps(rec))
     else:
         report.show_result(rec)
+
 
 @job.command("resume", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
@@ -212,12 +316,16 @@ def job_status(job_id, address, token_file, state_dir):
     """Print a job's status."""
     print(jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).status(job_id))
 
+
 @job.command("logs")
 @click.argument("job_id")
 @_address_options
 def job_logs(job_id, address, token_file, state_dir):
     """Print a job's log."""
-    sys.stdout.write(jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).logs(job_id))
+    sys.stdout.write(
+        jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).logs(job_id)
+    )
+
 
 @job.command("stop")
 @click.argument("job_id")
@@ -227,6 +335,7 @@ def job_stop(job_id, address, token_file, state_dir):
     stopped = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).stop(job_id)
     print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
 
+
 @job.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @_address_options
@@ -235,32 +344,77 @@ def job_list(as_json, address, token_file, state_dir):
     rows = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).list()
     report.show_jobs(rows, as_json)
 
+
 # ---- scaling ----------------------------------------------------------------------------
 
 
 @cli.command("scaling", context_settings={"ignore_unknown_options": True})
 @_provider_options
-@click.option("--workers", type=WorkerList(), default="1,2", show_default=True,
-              help="worker counts to measure, e.g. 1,2,4")
-@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-              help="runs per point (order interleaved across repeats)")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="output dir [default: results/scaling-<time>]")
-@click.option("--baselines", default="sequential,joblib", show_default=True,
-              help="no-cluster baselines on the same configs: sequential, joblib, or none")
+@click.option(
+    "--workers",
+    type=WorkerList(),
+    default="1,2",
+    show_default=True,
+    help="worker counts to measure, e.g. 1,2,4",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="runs per point (order interleaved across repeats)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="output dir [default: results/scaling-<time>]",
+)
+@click.option(
+    "--baselines",
+    default="sequential,joblib",
+    show_default=True,
+    help="no-cluster baselines on the same configs: sequential, joblib, or none",
+)
 @_shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds per job")
 @_state_option
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
-def scaling_cmd(provider, image, config, context, namespace, storage_class, results_claim, workers, repeats, out, baselines, cpus_per_worker, memory_per_worker,
-                timeout, state_dir, job_args):
+def scaling_cmd(
+    provider,
+    image,
+    config,
+    context,
+    namespace,
+    storage_class,
+    results_claim,
+    workers,
+    repeats,
+    out,
+    baselines,
+    cpus_per_worker,
+    memory_per_worker,
+    timeout,
+    state_dir,
+    job_args,
+):
     """Measure how the job's time falls as workers are added; fit and plot the curve."""
-    plan = scaling.StudyPlan(workers, repeats, scaling.parse_baselines(baselines),
-                             list(job_args), timeout)
+    plan = scaling.StudyPlan(
+        workers, repeats, scaling.parse_baselines(baselines), list(job_args), timeout
+    )
     out = Path(out or time.strftime("results/scaling-%Y%m%d-%H%M%S"))
-    p = providers.get(provider, StateDir(state_dir), cpus_per_worker=cpus_per_worker,
-                      memory_per_worker=memory_per_worker, image=image, config=config, context=context, namespace=namespace,
-                      storage_class=storage_class, results_claim=results_claim)
+    p = providers.get(
+        provider,
+        StateDir(state_dir),
+        cpus_per_worker=cpus_per_worker,
+        memory_per_worker=memory_per_worker,
+        image=image,
+        config=config,
+        context=context,
+        namespace=namespace,
+        storage_class=storage_class,
+        results_claim=results_claim,
+    )
     p.check_fits(max(workers))
     with scaling.cluster_for(p, workers[0], report.say):
         study = scaling.run(p, plan, out, report.say)
@@ -279,6 +433,7 @@ def main() -> None:
     except (click.Abort, KeyboardInterrupt):
         report.error_line("interrupted")
         sys.exit(130)
+
 
 if __name__ == "__main__":
     main()

@@ -18,8 +18,9 @@ def read_token(token_file: str | None) -> str | None:
         try:
             token = Path(path).expanduser().read_text().strip()
         except OSError as e:
-            raise UserError(f"cannot read token file {path}: {e.strerror}",
-                            "pass a readable --token-file") from None
+            raise UserError(
+                f"cannot read token file {path}: {e.strerror}", "pass a readable --token-file"
+            ) from None
         if not token:
             raise UserError(f"token file {path} is empty", "pass the cluster's token file")
         return token
@@ -30,13 +31,17 @@ def normalise_address(address: str) -> str:
     url = address if "://" in address else f"http://{address}"
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise UserError(f"bad address {address!r}",
-                        "pass the dashboard / Job API URL, e.g. --address http://127.0.0.1:8265")
+        raise UserError(
+            f"bad address {address!r}",
+            "pass the dashboard / Job API URL, e.g. --address http://127.0.0.1:8265",
+        )
     try:
         _ = parsed.port  # raises on a port that is not a number in range
     except ValueError:
-        raise UserError(f"bad port in address {address!r}",
-                        "pass the dashboard / Job API URL, e.g. --address http://127.0.0.1:8265") from None
+        raise UserError(
+            f"bad port in address {address!r}",
+            "pass the dashboard / Job API URL, e.g. --address http://127.0.0.1:8265",
+        ) from None
     return url.rstrip("/")
 
 

@@ -28,15 +28,17 @@ def nodes(url: str, token: str | None, timeout: float = 5.0) -> list[GcsNode]:
     for entry in body.get("data", {}).get("summary", []):
         raylet = entry.get("raylet", {})
         res = raylet.get("resourcesTotal", {})
-        out.append(GcsNode(
-            node_id=raylet.get("nodeId", ""),
-            alive=raylet.get("state") == "ALIVE",
-            is_head=bool(raylet.get("isHeadNode")),
-            node_manager_port=int(raylet.get("nodeManagerPort", 0)),
-            address=raylet.get("nodeManagerAddress", entry.get("ip", "")),
-            cpus=float(res.get("CPU", 0.0)),
-            memory_bytes=float(res.get("memory", 0.0)),
-        ))
+        out.append(
+            GcsNode(
+                node_id=raylet.get("nodeId", ""),
+                alive=raylet.get("state") == "ALIVE",
+                is_head=bool(raylet.get("isHeadNode")),
+                node_manager_port=int(raylet.get("nodeManagerPort", 0)),
+                address=raylet.get("nodeManagerAddress", entry.get("ip", "")),
+                cpus=float(res.get("CPU", 0.0)),
+                memory_bytes=float(res.get("memory", 0.0)),
+            )
+        )
     return out
 
 

@@ -42,8 +42,14 @@ def fit(workers: list[float], speedups: list[float], extrapolate: int = 8) -> di
     top = int(max(workers) * extrapolate)
     grid = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, *map(int, workers)} | {top})
     grid = [g for g in grid if g <= top]
-    out: dict = {"amdahl_serial_fraction": None, "usl_sigma": None, "usl_kappa": None,
-                 "predicted": [], "peak_workers": None, "points_used": len(n)}
+    out: dict = {
+        "amdahl_serial_fraction": None,
+        "usl_sigma": None,
+        "usl_kappa": None,
+        "predicted": [],
+        "peak_workers": None,
+        "points_used": len(n),
+    }
     if len(set(n.tolist())) < 2:
         return out
     (serial,) = _fit(amdahl, n, s, [0.1], ([0.0], [1.0]))
@@ -59,8 +65,14 @@ def fit(workers: list[float], speedups: list[float], extrapolate: int = 8) -> di
         amdahl_serial_fraction=round(serial, 5),
         usl_sigma=round(sigma, 5),
         usl_kappa=round(kappa, 6),
-        predicted=[{"workers": g, "speedup": round(float(usl(g, sigma, kappa)), 3),
-                    "amdahl_speedup": round(float(amdahl(g, serial)), 3)} for g in grid],
+        predicted=[
+            {
+                "workers": g,
+                "speedup": round(float(usl(g, sigma, kappa)), 3),
+                "amdahl_speedup": round(float(amdahl(g, serial)), 3),
+            }
+            for g in grid
+        ],
         peak_workers=int(peak),
     )
     return out

@@ -24,27 +24,35 @@ from rayscale import procs
 BACKOFF_MAX = 5.0
 
 
-def start(argv: list[str], port: int, log: Path, env: dict[str, str] | None = None,
-          timeout: float = 30.0) -> dict:
+def start(
+    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> dict:
     """Start the supervised tunnel; return its process record once 127.0.0.1:port answers.
 
     Raises TimeoutError (with the log's last line) when it never answers.
     """
-    rec = procs.spawn([sys.executable, "-m", "rayscale.forward", "--", *argv],
-                      dict(env or os.environ), log)
+    rec = procs.spawn(
+        [sys.executable, "-m", "rayscale.forward", "--", *argv], dict(env or os.environ), log
+    )
     rec["port"] = port
     if not wait(rec, timeout):
         procs.stop(rec, grace=3)
-        said = [ln for ln in log.read_text(errors="replace").splitlines()
-                if ln.strip() and not ln.startswith("rayscale.forward:")]
+        said = [
+            ln
+            for ln in log.read_text(errors="replace").splitlines()
+            if ln.strip() and not ln.startswith("rayscale.forward:")
+        ]
         tail = said[-1].strip() if said else "no output"
         raise TimeoutError(tail)
     return rec
 
 
 def wait(rec: dict, timeout: float) -> bool:
-    return procs.wait_for(lambda: procs.port_open("127.0.0.1", rec["port"]) or not procs.alive(rec),
-                          timeout, interval=0.1) and procs.alive(rec)
+    return procs.wait_for(
+        lambda: procs.port_open("127.0.0.1", rec["port"]) or not procs.alive(rec),
+        timeout,
+        interval=0.1,
+    ) and procs.alive(rec)
 
 
 def supervise(argv: list[str]) -> int:
@@ -71,8 +79,11 @@ def supervise(argv: list[str]) -> int:
         # straight away backs off, so a dead cluster does not spin the CPU.
         backoff = 0.5 if time.monotonic() - started > 10 else min(BACKOFF_MAX, backoff * 2)
         restarts += 1
-        print(f"rayscale.forward: tunnel exited with {child.returncode}; restart {restarts} "
-              f"in {backoff:.1f} s", flush=True)
+        print(
+            f"rayscale.forward: tunnel exited with {child.returncode}; restart {restarts} "
+            f"in {backoff:.1f} s",
+            flush=True,
+        )
         time.sleep(backoff)
     if child and child.poll() is None:
         with contextlib.suppress(subprocess.TimeoutExpired):

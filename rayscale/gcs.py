@@ -62,7 +62,9 @@ def nodes(gcs_address: str, token: str | None, timeout: float = 5.0) -> list[Gcs
         res = dict(info.resources_total)
         out.append(
             GcsNode(
-                node_id=info.node_id.hex() if isinstance(info.node_id, bytes) else str(info.node_id),
+                node_id=info.node_id.hex()
+                if isinstance(info.node_id, bytes)
+                else str(info.node_id),
                 alive=info.state == 0,  # GcsNodeInfo.GcsNodeState.ALIVE
                 is_head=bool(info.is_head_node),
                 node_manager_port=int(info.node_manager_port),

@@ -29,8 +29,22 @@ RECONNECT_GRACE = 60.0
 AGENT_GRACE = 30.0
 
 # Never shipped to the cluster: VCS data, caches, and data files (data goes by path or URL).
-EXCLUDES = [".git", "__pycache__", "*.pyc", ".pytest_cache", "*.csv", "*.parquet", "*.pq",
-            "*.feather", "*.npy", "*.npz", "*.zip", "*.tar*", "results", ".venv"]
+EXCLUDES = [
+    ".git",
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    "*.csv",
+    "*.parquet",
+    "*.pq",
+    "*.feather",
+    "*.npy",
+    "*.npz",
+    "*.zip",
+    "*.tar*",
+    "results",
+    ".venv",
+]
 
 
 def default_job_dir() -> Path:
@@ -56,8 +70,10 @@ def size_limit() -> int:
 
 def check_job_dir(job_dir: Path, limit: int | None = None) -> None:
     if not (job_dir / "tune_xgboost.py").is_file():
-        raise UserError(f"job dir {job_dir} has no tune_xgboost.py",
-                        "point --job-dir (or RAYSCALE_JOB_DIR) at the kit's job/ folder")
+        raise UserError(
+            f"job dir {job_dir} has no tune_xgboost.py",
+            "point --job-dir (or RAYSCALE_JOB_DIR) at the kit's job/ folder",
+        )
     limit = limit or size_limit()
     size = working_dir_size(job_dir)
     if size >= limit:
@@ -74,6 +90,7 @@ def localise_paths(args: list[str]) -> list[str]:
     The job runs in a copy of job/ elsewhere on disk, so a relative path would point
     nowhere. On a remote cluster a local path means nothing at all: use a URL there.
     """
+
     def local(flag: str, cand: str) -> str:
         if ":" not in cand and (os.path.exists(cand) or flag == "--storage-path"):
             return os.path.abspath(os.path.expanduser(cand))
@@ -101,9 +118,14 @@ class Jobs:
         # local mistakes (a job dir too large) are reported before any network error.
         return _connect(self.endpoint)
 
-    def submit(self, job_args: list[str], job_dir: Path | None = None,
-               submission_id: str | None = None, metadata: dict | None = None,
-               env: dict[str, str] | None = None) -> str:
+    def submit(
+        self,
+        job_args: list[str],
+        job_dir: Path | None = None,
+        submission_id: str | None = None,
+        metadata: dict | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
         """env: variables for the driver and every trial process on every node (the job's
         runtime env), e.g. object-storage credentials; readable by holders of the token."""
         job_dir = Path(job_dir or default_job_dir())
@@ -115,20 +137,32 @@ class Jobs:
         deadline = time.monotonic() + AGENT_GRACE
         while True:
             try:
-                return self._call(self._client.submit_job, entrypoint=entrypoint, runtime_env=runtime_env,
-                                  submission_id=submission_id, metadata=metadata or {})
+                return self._call(
+                    self._client.submit_job,
+                    entrypoint=entrypoint,
+                    runtime_env=runtime_env,
+                    submission_id=submission_id,
+                    metadata=metadata or {},
+                )
             except RuntimeError as e:
                 # Ray's own advice for this one: the head's job agent is (re)registering,
                 # seen right after the autoscaler removed nodes.
                 if "No available agent" not in str(e):
                     raise
                 if time.monotonic() > deadline:
-                    raise UserError(f"the head's job agent did not take the job in {AGENT_GRACE:.0f} s",
-                                    "submit again; if it persists read the head's dashboard_agent.log") from None
+                    raise UserError(
+                        f"the head's job agent did not take the job in {AGENT_GRACE:.0f} s",
+                        "submit again; if it persists read the head's dashboard_agent.log",
+                    ) from None
                 time.sleep(1.0)
 
-    def resume(self, name: str, job_args: list[str], job_dir: Path | None = None,
-               env: dict[str, str] | None = None) -> str:
+    def resume(
+        self,
+        name: str,
+        job_args: list[str],
+        job_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
         """Resubmit a search that lost its head: Tune restores it from its storage path.
 
         job_args must be the original ones (same data, seed, --storage-path): the trials
@@ -136,8 +170,10 @@ class Jobs:
         """
         args = [a for a in job_args if a != "--restore"]
         if any(a == "--name" or a.startswith("--name=") for a in args):
-            raise UserError("pass the run name as `rayscale job resume NAME`, not --name",
-                            "remove --name from the job args")
+            raise UserError(
+                "pass the run name as `rayscale job resume NAME`, not --name",
+                "remove --name from the job args",
+            )
         return self.submit([*args, "--name", name, "--restore"], job_dir, env=env)
 
     def status(self, job_id: str) -> str:
@@ -152,8 +188,13 @@ class Jobs:
     def list(self):
         return self._call(self._client.list_jobs)
 
-    def wait(self, job_id: str, timeout: float | None = None,
-             on_progress: Callable[[dict], None] | None = None, poll: float = 0.5) -> str:
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        on_progress: Callable[[dict], None] | None = None,
+        poll: float = 0.5,
+    ) -> str:
         """Follow the job until it ends; hand each progress record to on_progress."""
         deadline = time.monotonic() + timeout if timeout else None
         seen = 0
@@ -172,13 +213,15 @@ class Jobs:
             if on_progress:
                 for line in text[seen:].splitlines():
                     if line.startswith(PROGRESS_MARKER):
-                        on_progress(json.loads(line[len(PROGRESS_MARKER):]))
+                        on_progress(json.loads(line[len(PROGRESS_MARKER) :]))
                 seen = len(text) - len(text.rsplit("\n", 1)[-1])  # re-read a partial last line
             if status in TERMINAL:
                 return status
             if deadline and time.monotonic() > deadline:
-                raise UserError(f"job {job_id} still {status} after {timeout:.0f} s",
-                                f"follow it with `rayscale job logs {job_id}` or stop it with `rayscale job stop {job_id}`")
+                raise UserError(
+                    f"job {job_id} still {status} after {timeout:.0f} s",
+                    f"follow it with `rayscale job logs {job_id}` or stop it with `rayscale job stop {job_id}`",
+                )
             time.sleep(poll)
 
     def result(self, job_id: str, status: str | None = None) -> dict:
@@ -195,10 +238,14 @@ def env_vars(specs: tuple[str, ...] | list[str]) -> dict[str, str]:
     for spec in specs:
         name, eq, value = spec.partition("=")
         if not name or not name.replace("_", "a").isalnum():
-            raise UserError(f"--env {spec!r} is not NAME or NAME=VALUE", "e.g. --env AWS_ENDPOINT_URL")
+            raise UserError(
+                f"--env {spec!r} is not NAME or NAME=VALUE", "e.g. --env AWS_ENDPOINT_URL"
+            )
         if not eq:
             if name not in os.environ:
-                raise UserError(f"--env {name}: {name} is not set here", f"set it, or pass --env {name}=VALUE")
+                raise UserError(
+                    f"--env {name}: {name} is not set here", f"set it, or pass --env {name}=VALUE"
+                )
             value = os.environ[name]
         out[name] = value
     return out
@@ -208,17 +255,21 @@ def parse_result(job_id: str, text: str, status: str) -> dict:
     if status == "SUCCEEDED":
         for line in reversed(text.splitlines()):
             if line.startswith(RESULT_MARKER):
-                return json.loads(line[len(RESULT_MARKER):])
+                return json.loads(line[len(RESULT_MARKER) :])
     for line in reversed(text.splitlines()):
         if line.startswith(ERROR_MARKER):
-            said = json.loads(line[len(ERROR_MARKER):])
+            said = json.loads(line[len(ERROR_MARKER) :])
             if said.get("kind") == "search":
-                raise UserError(f"job {job_id} failed: {said['error']}",
-                                f"the record is in its storage path; read `rayscale job logs {job_id}`")
+                raise UserError(
+                    f"job {job_id} failed: {said['error']}",
+                    f"the record is in its storage path; read `rayscale job logs {job_id}`",
+                )
             raise UserError(f"job {job_id} rejected its input: {said['error']}")
     tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:]) or "no output"
-    raise UserError(f"job {job_id} ended {status} without a result ({tail[:300]})",
-                    f"read the whole log with `rayscale job logs {job_id}`")
+    raise UserError(
+        f"job {job_id} ended {status} without a result ({tail[:300]})",
+        f"read the whole log with `rayscale job logs {job_id}`",
+    )
 
 
 def _connect(endpoint: Endpoint):
@@ -234,8 +285,10 @@ def _connect(endpoint: Endpoint):
 
 
 def _unreachable(endpoint: Endpoint) -> Unreachable:
-    return Unreachable(f"cannot reach the Ray dashboard at {endpoint.url}",
-                       "is the cluster up (`rayscale cluster status`)? check --address")
+    return Unreachable(
+        f"cannot reach the Ray dashboard at {endpoint.url}",
+        "is the cluster up (`rayscale cluster status`)? check --address",
+    )
 
 
 def _translated(endpoint: Endpoint, fn, *args, **kwargs):
@@ -253,22 +306,36 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
                 requests.get(f"{endpoint.url}/api/version", timeout=5)
             except requests.exceptions.RequestException:
                 raise _unreachable(endpoint) from None
-            raise UserError(f"the cluster at {endpoint.url} requires a token and none was sent",
-                            "pass --token-file FILE or set RAY_AUTH_TOKEN") from None
-        raise UserError(f"the cluster at {endpoint.url} rejected the token",
-                        "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN") from None
+            raise UserError(
+                f"the cluster at {endpoint.url} requires a token and none was sent",
+                "pass --token-file FILE or set RAY_AUTH_TOKEN",
+            ) from None
+        raise UserError(
+            f"the cluster at {endpoint.url} rejected the token",
+            "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN",
+        ) from None
     except (requests.exceptions.ConnectionError, ConnectionError):
         raise _unreachable(endpoint) from None
     except RuntimeError as e:
         msg = str(e)
-        if "401" in msg or "Missing authentication token" in msg or "Authentication required" in msg:
-            raise UserError(f"the cluster at {endpoint.url} requires a token and none was sent",
-                            "pass --token-file FILE or set RAY_AUTH_TOKEN") from None
+        if (
+            "401" in msg
+            or "Missing authentication token" in msg
+            or "Authentication required" in msg
+        ):
+            raise UserError(
+                f"the cluster at {endpoint.url} requires a token and none was sent",
+                "pass --token-file FILE or set RAY_AUTH_TOKEN",
+            ) from None
         if "403" in msg or "Invalid authentication token" in msg or "invalid or incorrect" in msg:
-            raise UserError(f"the cluster at {endpoint.url} rejected the token",
-                            "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN") from None
+            raise UserError(
+                f"the cluster at {endpoint.url} rejected the token",
+                "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN",
+            ) from None
         if "does not exist" in msg or "404" in msg:
-            raise UserError(f"{msg.splitlines()[0]}", "list jobs with `rayscale job list`") from None
+            raise UserError(
+                f"{msg.splitlines()[0]}", "list jobs with `rayscale job list`"
+            ) from None
         if "Failed to connect" in msg or "Connection refused" in msg or "Timed out" in msg:
             raise _unreachable(endpoint) from None
         raise

@@ -45,7 +45,9 @@ class Profile:
     head_memory: str
     worker_cpu: str
     worker_memory: str
-    max_workers: int  # the autoscaler's ceiling in the shipped manifests (rayscale pins min = max = N)
+    max_workers: (
+        int  # the autoscaler's ceiling in the shipped manifests (rayscale pins min = max = N)
+    )
     idle_timeout_s: int
     # Tune keeps trial checkpoints on a claim every pod mounts: its access mode and class.
     results_access: str
@@ -60,25 +62,52 @@ class Profile:
 PROFILES = {
     # kind: one Docker container is the whole Kubernetes node; the image is `kind load`ed.
     "kind": Profile(
-        name="kind", image=f"rayscale:{__version__}",
-        head_cpu="1", head_memory="2Gi", worker_cpu="1", worker_memory="2Gi",
-        max_workers=4, idle_timeout_s=60,
+        name="kind",
+        image=f"rayscale:{__version__}",
+        head_cpu="1",
+        head_memory="2Gi",
+        worker_cpu="1",
+        worker_memory="2Gi",
+        max_workers=4,
+        idle_timeout_s=60,
         # kind's default class: one node, so ReadWriteOnce is shared by every pod.
-        results_access="ReadWriteOnce", storage_class="standard", results_size="5Gi",
-        job_args=("--data", "synthetic:rows=5000,features=20,noise=1.0,seed=0", "--num-samples", "8",
-                  "--max-rounds", "200"),
+        results_access="ReadWriteOnce",
+        storage_class="standard",
+        results_size="5Gi",
+        job_args=(
+            "--data",
+            "synthetic:rows=5000,features=20,noise=1.0,seed=0",
+            "--num-samples",
+            "8",
+            "--max-rounds",
+            "200",
+        ),
     ),
     # A cloud cluster: one worker pod per 8-vCPU node, the image from your registry, and a
     # ReadWriteMany claim (EFS, Filestore, Azure Files) for checkpoints; the class is the
     # cluster's default unless --storage-class names one.
     "cloud": Profile(
-        name="cloud", image=f"registry.example.com/you/rayscale:{__version__}",
-        head_cpu="2", head_memory="8Gi", worker_cpu="7", worker_memory="28Gi",
-        max_workers=16, idle_timeout_s=300,
-        results_access="ReadWriteMany", storage_class=None, results_size="20Gi", image_required=True,
+        name="cloud",
+        image=f"registry.example.com/you/rayscale:{__version__}",
+        head_cpu="2",
+        head_memory="8Gi",
+        worker_cpu="7",
+        worker_memory="28Gi",
+        max_workers=16,
+        idle_timeout_s=300,
+        results_access="ReadWriteMany",
+        storage_class=None,
+        results_size="20Gi",
+        image_required=True,
         node_selector={"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
-        job_args=("--data", "synthetic:rows=200000,features=30,noise=1.0,seed=0", "--num-samples", "32",
-                  "--max-rounds", "500"),
+        job_args=(
+            "--data",
+            "synthetic:rows=200000,features=30,noise=1.0,seed=0",
+            "--num-samples",
+            "32",
+            "--max-rounds",
+            "500",
+        ),
     ),
 }
 
@@ -107,14 +136,18 @@ HEAD_SCAN_SKIPS = {"CKV_K8S_38": "the autoscaler sidecar on the head calls the K
 
 
 def _skip_annotations(skips: dict[str, str]) -> dict[str, str]:
-    return {f"checkov.io/skip{i}": f"{check}={why}" for i, (check, why) in enumerate(skips.items(), 1)}
+    return {
+        f"checkov.io/skip{i}": f"{check}={why}" for i, (check, why) in enumerate(skips.items(), 1)
+    }
 
 
 def profile(name: str) -> Profile:
     from rayscale.errors import UserError
 
     if name not in PROFILES:
-        raise UserError(f"unknown manifest profile {name!r}", f"choose one of: {', '.join(PROFILES)}")
+        raise UserError(
+            f"unknown manifest profile {name!r}", f"choose one of: {', '.join(PROFILES)}"
+        )
     return PROFILES[name]
 
 
@@ -122,8 +155,15 @@ def _resources(cpu: str, memory: str) -> dict[str, Any]:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
 
 
-def _pod(p: Profile, image: str, container: str, cpu: str, memory: str, claim: str,
-         ports: list | None = None) -> dict:
+def _pod(
+    p: Profile,
+    image: str,
+    container: str,
+    cpu: str,
+    memory: str,
+    claim: str,
+    ports: list | None = None,
+) -> dict:
     c: dict[str, Any] = {
         "name": container,
         "image": image,
@@ -144,7 +184,11 @@ def _pod(p: Profile, image: str, container: str, cpu: str, memory: str, claim: s
     spec: dict[str, Any] = {
         "restartPolicy": "Never",  # autoscaler v2 replaces failed pods itself
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [c],
         "volumes": [
             {"name": "results", "persistentVolumeClaim": {"claimName": claim}},
@@ -158,17 +202,30 @@ def _pod(p: Profile, image: str, container: str, cpu: str, memory: str, claim: s
     return {"metadata": {"annotations": _skip_annotations(SCAN_SKIPS)}, "spec": spec}
 
 
-def cluster_spec(p: Profile, workers: int, image: str | None = None, claim: str = RESULTS_CLAIM,
-                 max_workers: int | None = None) -> dict[str, Any]:
+def cluster_spec(
+    p: Profile,
+    workers: int,
+    image: str | None = None,
+    claim: str = RESULTS_CLAIM,
+    max_workers: int | None = None,
+) -> dict[str, Any]:
     """max_workers: the autoscaler's ceiling; rayscale passes `workers` so that a cluster it
     holds at N stays at N (min = max = replicas), the shipped files the profile's ceiling."""
     image = image or p.image
     max_workers = max(max_workers or p.max_workers, workers)
-    head = _pod(p, image, "ray-head", p.head_cpu, p.head_memory, claim, ports=[
-        {"containerPort": 6379, "name": "gcs-server"},
-        {"containerPort": 8265, "name": "dashboard"},
-        {"containerPort": 10001, "name": "client"},
-    ])
+    head = _pod(
+        p,
+        image,
+        "ray-head",
+        p.head_cpu,
+        p.head_memory,
+        claim,
+        ports=[
+            {"containerPort": 6379, "name": "gcs-server"},
+            {"containerPort": 8265, "name": "dashboard"},
+            {"containerPort": 10001, "name": "client"},
+        ],
+    )
     # The head's autoscaler sidecar talks to the API server: it alone needs the token.
     head["spec"]["automountServiceAccountToken"] = True
     head["metadata"]["annotations"] = _skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
@@ -190,35 +247,55 @@ def cluster_spec(p: Profile, workers: int, image: str | None = None, claim: str 
             "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
             "template": head,
         },
-        "workerGroupSpecs": [{
-            "groupName": GROUP,
-            "replicas": workers,
-            "minReplicas": workers,
-            "maxReplicas": max_workers,
-            "rayStartParams": {},
-            "template": worker,
-        }],
+        "workerGroupSpecs": [
+            {
+                "groupName": GROUP,
+                "replicas": workers,
+                "minReplicas": workers,
+                "maxReplicas": max_workers,
+                "rayStartParams": {},
+                "template": worker,
+            }
+        ],
     }
 
 
 def _meta(name: str, namespace: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/name": "rayscale",
-                                                     "app.kubernetes.io/version": __version__}}
+    meta: dict[str, Any] = {
+        "name": name,
+        "labels": {"app.kubernetes.io/name": "rayscale", "app.kubernetes.io/version": __version__},
+    }
     if namespace:
         meta["namespace"] = namespace
     return meta
 
 
-def raycluster(name: str, workers: int, p: Profile, image: str | None = None,
-               namespace: str | None = None, claim: str = RESULTS_CLAIM,
-               max_workers: int | None = None) -> dict[str, Any]:
-    return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": _meta(name, namespace),
-            "spec": cluster_spec(p, workers, image, claim, max_workers)}
+def raycluster(
+    name: str,
+    workers: int,
+    p: Profile,
+    image: str | None = None,
+    namespace: str | None = None,
+    claim: str = RESULTS_CLAIM,
+    max_workers: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": _meta(name, namespace),
+        "spec": cluster_spec(p, workers, image, claim, max_workers),
+    }
 
 
-def rayjob(name: str, p: Profile, workers: int = 2, image: str | None = None,
-           namespace: str | None = None, cluster: str | None = None,
-           job_args: list[str] | None = None) -> dict[str, Any]:
+def rayjob(
+    name: str,
+    p: Profile,
+    workers: int = 2,
+    image: str | None = None,
+    namespace: str | None = None,
+    cluster: str | None = None,
+    job_args: list[str] | None = None,
+) -> dict[str, Any]:
     """The tuning job as a RayJob: on its own cluster, or (cluster=NAME) on a running one."""
     import shlex
 
@@ -232,18 +309,37 @@ def rayjob(name: str, p: Profile, workers: int = 2, image: str | None = None,
         # KubeRay refuses shutdown / TTL / backoff on a cluster it did not make.
         spec["clusterSelector"] = {"ray.io/cluster": cluster}
     else:
-        spec.update(shutdownAfterJobFinishes=True, ttlSecondsAfterFinished=300,
-                    rayClusterSpec=cluster_spec(p, workers, image))
-    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": _meta(name, namespace), "spec": spec}
+        spec.update(
+            shutdownAfterJobFinishes=True,
+            ttlSecondsAfterFinished=300,
+            rayClusterSpec=cluster_spec(p, workers, image),
+        )
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": _meta(name, namespace),
+        "spec": spec,
+    }
 
 
-def results_claim(p: Profile, namespace: str | None = None, name: str = RESULTS_CLAIM,
-                  storage_class: str | None = None) -> dict[str, Any]:
-    spec: dict[str, Any] = {"accessModes": [p.results_access],
-                            "resources": {"requests": {"storage": p.results_size}}}
+def results_claim(
+    p: Profile,
+    namespace: str | None = None,
+    name: str = RESULTS_CLAIM,
+    storage_class: str | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": [p.results_access],
+        "resources": {"requests": {"storage": p.results_size}},
+    }
     if storage_class or p.storage_class:
         spec["storageClassName"] = storage_class or p.storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(name, namespace), "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(name, namespace),
+        "spec": spec,
+    }
 
 
 def kind_config(name: str = "rayscale") -> dict[str, Any]:
@@ -266,6 +362,7 @@ OPERATOR_VALUES = {
 
 # ---- KubeRay's own admission rules (ray-operator/controllers/ray/utils/validation.go) ------
 
+
 def kuberay_rules(spec: dict[str, Any]) -> list[str]:
     """The RayCluster spec rules KubeRay v1.7 enforces that a JSON schema cannot express."""
     errs = []
@@ -276,7 +373,9 @@ def kuberay_rules(spec: dict[str, Any]) -> list[str]:
     groups = [("Head", head)] + [(g["groupName"], g) for g in spec.get("workerGroupSpecs", [])]
     for name, g in groups:
         rsp = g.get("rayStartParams", {})
-        if any(rsp.get(k) for k in ("num-cpus", "num-gpus", "memory", "resources")) and g.get("resources"):
+        if any(rsp.get(k) for k in ("num-cpus", "num-gpus", "memory", "resources")) and g.get(
+            "resources"
+        ):
             errs.append(f"resource fields set in both rayStartParams and resources for {name}")
         if "labels" in rsp:
             errs.append(f"rayStartParams['labels'] is not supported for {name}")
@@ -328,7 +427,9 @@ def shipped() -> dict[str, Any]:
     for name, p in PROFILES.items():
         out[f"k8s/{name}/raycluster.yaml"] = raycluster("rayscale", 2, p)
         out[f"k8s/{name}/rayjob.yaml"] = rayjob("rayscale-tune", p)
-        out[f"k8s/{name}/rayjob-on-existing.yaml"] = rayjob("rayscale-tune-existing", p, cluster="rayscale")
+        out[f"k8s/{name}/rayjob-on-existing.yaml"] = rayjob(
+            "rayscale-tune-existing", p, cluster="rayscale"
+        )
         out[f"k8s/{name}/results-pvc.yaml"] = results_claim(p)
     return out
 
@@ -338,8 +439,10 @@ def write_shipped(root) -> list[str]:
 
     import yaml
 
-    header = ("# Generated by `make k8s-manifests` from rayscale/manifests.py (the one source of\n"
-              "# truth); edit the profile there, not this file.\n")
+    header = (
+        "# Generated by `make k8s-manifests` from rayscale/manifests.py (the one source of\n"
+        "# truth); edit the profile there, not this file.\n"
+    )
     written = []
     for rel, doc in shipped().items():
         path = pathlib.Path(root) / rel
@@ -352,15 +455,28 @@ def write_shipped(root) -> list[str]:
 def scan_pods(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The Pods a RayCluster / RayJob makes, as plain Pod manifests: checkov does not read
     pod templates inside custom resources, so `make scan` checks these instead."""
-    spec = doc["spec"] if doc.get("kind") == "RayCluster" else doc.get("spec", {}).get("rayClusterSpec")
+    spec = (
+        doc["spec"]
+        if doc.get("kind") == "RayCluster"
+        else doc.get("spec", {}).get("rayClusterSpec")
+    )
     if not spec:
         return []
     groups = [("head", spec["headGroupSpec"]["template"])]
     groups += [(g["groupName"], g["template"]) for g in spec.get("workerGroupSpecs", [])]
-    return [{"apiVersion": "v1", "kind": "Pod",
-             "metadata": {"name": f"{doc['metadata']['name']}-{role}", "namespace": "rayscale",
-                          **copy.deepcopy(t.get("metadata") or {})},
-             "spec": copy.deepcopy(t["spec"])} for role, t in groups]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{doc['metadata']['name']}-{role}",
+                "namespace": "rayscale",
+                **copy.deepcopy(t.get("metadata") or {}),
+            },
+            "spec": copy.deepcopy(t["spec"]),
+        }
+        for role, t in groups
+    ]
 
 
 def write_scan_pods(k8s_dir, out_dir) -> int:

@@ -50,8 +50,12 @@ def spawn(argv: list[str], env: dict[str, str], log: Path) -> dict:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return {"pid": p.pid, "create_time": psutil.Process(p.pid).create_time(),
-            "start_ticks": start_ticks(p.pid), "log": str(log)}
+    return {
+        "pid": p.pid,
+        "create_time": psutil.Process(p.pid).create_time(),
+        "start_ticks": start_ticks(p.pid),
+        "log": str(log),
+    }
 
 
 def start_ticks(pid: int) -> int | None:
@@ -180,17 +184,26 @@ def run_logged(argv: list[str], log: Path, timeout: float = 900.0, check: bool =
         out.write(f"$ {' '.join(argv)}\n".encode())
         out.flush()
         try:
-            rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                timeout=timeout).returncode
+            rc = subprocess.run(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+            ).returncode
         except FileNotFoundError:
-            raise UserError(f"the command {argv[0]} is not installed",
-                            "install it, or point the matching RAYSCALE_* variable at it") from None
+            raise UserError(
+                f"the command {argv[0]} is not installed",
+                "install it, or point the matching RAYSCALE_* variable at it",
+            ) from None
         except subprocess.TimeoutExpired:
             out.write(f"timed out after {timeout:.0f} s\n".encode())
             rc = -1
     if check and rc != 0:
         said = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
         name = os.path.basename(argv[0])
-        raise UserError(f"`{name} {argv[1] if len(argv) > 1 else ''}` failed: {said[-1][:300] if said else rc}",
-                        f"read {log}")
+        raise UserError(
+            f"`{name} {argv[1] if len(argv) > 1 else ''}` failed: {said[-1][:300] if said else rc}",
+            f"read {log}",
+        )
     return rc

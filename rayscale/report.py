@@ -45,8 +45,10 @@ def show_cluster(st: ClusterStatus, as_json: bool = False) -> None:
 
 
 def show_result(rec: dict) -> None:
-    say(f"job result: {rec.get('name')} ({rec.get('mode')}, {rec.get('rows')} rows x "
-        f"{rec.get('features')} features, {rec.get('num_samples')} configs)")
+    say(
+        f"job result: {rec.get('name')} ({rec.get('mode')}, {rec.get('rows')} rows x "
+        f"{rec.get('features')} features, {rec.get('num_samples')} configs)"
+    )
     t = Table(title="test-set scores", title_justify="left")
     for col in ("model", "RMSE", "MAE", "R²"):
         t.add_column(col, justify="right" if col != "model" else "left")
@@ -60,17 +62,26 @@ def show_result(rec: dict) -> None:
     for col in ("mode", "trials", "train time s", "wall s", "cores busy", "speedup vs sequential"):
         e.add_column(col, justify="right" if col != "mode" else "left")
     for mode, s in modes.items():
-        e.add_row(str(mode), str(s.get("trials_completed", "-")), f"{s['sum_train_s']:.1f}",
-                  f"{s['wall_s']:.1f}", f"{s['cores_busy_avg']:.2f}",
-                  f"{ref / s['wall_s']:.2f}x" if ref else "-")
+        e.add_row(
+            str(mode),
+            str(s.get("trials_completed", "-")),
+            f"{s['sum_train_s']:.1f}",
+            f"{s['wall_s']:.1f}",
+            f"{s['cores_busy_avg']:.2f}",
+            f"{ref / s['wall_s']:.2f}x" if ref else "-",
+        )
     console.print(e)
     cl = rec.get("cluster", {})
-    say(f"cluster: {cl.get('nodes')} nodes, {cl.get('cpus')} CPUs · "
-                  f"{rec.get('trials_completed')}/{rec.get('num_samples')} trials completed · "
-                  f"result: {rec.get('result_path')}")
+    say(
+        f"cluster: {cl.get('nodes')} nodes, {cl.get('cpus')} CPUs · "
+        f"{rec.get('trials_completed')}/{rec.get('num_samples')} trials completed · "
+        f"result: {rec.get('result_path')}"
+    )
     if ml := rec.get("mlflow"):
-        say(f"mlflow: experiment {ml['experiment']!r} at {ml['uri']}, summary run {ml.get('summary_run_id', '-')}"
-            + (f" · tracking stopped: {ml['error']}" if ml.get("error") else ""))
+        say(
+            f"mlflow: experiment {ml['experiment']!r} at {ml['uri']}, summary run {ml.get('summary_run_id', '-')}"
+            + (f" · tracking stopped: {ml['error']}" if ml.get("error") else "")
+        )
 
 
 def save_json(rec: dict, path: str) -> None:
@@ -81,8 +92,17 @@ def save_json(rec: dict, path: str) -> None:
 
 
 def show_jobs(rows, as_json: bool = False) -> None:
-    data = [{"submission_id": r.submission_id, "status": str(r.status), "entrypoint": r.entrypoint,
-             "start_time": r.start_time, "end_time": r.end_time, "message": r.message} for r in rows]
+    data = [
+        {
+            "submission_id": r.submission_id,
+            "status": str(r.status),
+            "entrypoint": r.entrypoint,
+            "start_time": r.start_time,
+            "end_time": r.end_time,
+            "message": r.message,
+        }
+        for r in rows
+    ]
     data.sort(key=lambda d: d["start_time"] or 0)
     if as_json:
         print(json.dumps(data, indent=2))
@@ -91,9 +111,15 @@ def show_jobs(rows, as_json: bool = False) -> None:
     for col in ("submission id", "status", "seconds", "entrypoint"):
         t.add_column(col)
     for d in data:
-        secs = (d["end_time"] - d["start_time"]) / 1000 if d["end_time"] and d["start_time"] else None
-        t.add_row(d["submission_id"] or "-", d["status"], f"{secs:.1f}" if secs else "-",
-                  (d["entrypoint"] or "")[:70])
+        secs = (
+            (d["end_time"] - d["start_time"]) / 1000 if d["end_time"] and d["start_time"] else None
+        )
+        t.add_row(
+            d["submission_id"] or "-",
+            d["status"],
+            f"{secs:.1f}" if secs else "-",
+            (d["entrypoint"] or "")[:70],
+        )
     console.print(t)
 
 
@@ -108,43 +134,74 @@ def trial_progress(job_id: str, enabled: bool = True) -> Iterator:
         def line(rec: dict) -> None:
             best = rec.get("best_rmse")
             shown = f"{best:.4g}" if best is not None else "-"
-            print(f"  {job_id}: trials {rec['done']}/{rec['total']}, best RMSE {shown}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {job_id}: trials {rec['done']}/{rec['total']}, best RMSE {shown}",
+                file=sys.stderr,
+                flush=True,
+            )
 
         yield line
         return
-    bar = Progress(TextColumn(f"[bold]{job_id}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("best RMSE {task.fields[best]}"), TimeElapsedColumn(),
-                   console=err_console, transient=True)
+    bar = Progress(
+        TextColumn(f"[bold]{job_id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("best RMSE {task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
     with bar:
         task = bar.add_task("trials", total=None, best="-")
 
         def update(rec: dict) -> None:
             best = rec.get("best_rmse")
-            bar.update(task, total=rec["total"], completed=rec["done"],
-                       best=f"{best:.4g}" if best is not None else "-")
+            bar.update(
+                task,
+                total=rec["total"],
+                completed=rec["done"],
+                best=f"{best:.4g}" if best is not None else "-",
+            )
 
         yield update
 
 
 def show_study(study: dict, out) -> None:
     t = Table(title=f"scaling study · {study['provider']} · {study['data']}", title_justify="left")
-    for col in ("workers", "CPUs", "runs", "wall s (median)", "speedup", "efficiency",
-                "overhead/trial s", "best RMSE", "CPU busy"):
+    for col in (
+        "workers",
+        "CPUs",
+        "runs",
+        "wall s (median)",
+        "speedup",
+        "efficiency",
+        "overhead/trial s",
+        "best RMSE",
+        "CPU busy",
+    ):
         t.add_column(col, justify="right")
     for p in study["points"]:
-        t.add_row(str(p["workers"]), f"{p['cpus']:g}", str(len(p["runs"])), f"{p['wall_s_median']:.2f}",
-                  f"{p['speedup']:.2f}x", f"{p['efficiency']:.0%}", f"{p['overhead_per_trial_s']:.3f}",
-                  f"{p['best_rmse']:.4g}",
-                  f"{p['cpu_busy_avg']:.0%}" if p.get("cpu_busy_avg") is not None else "-")
+        t.add_row(
+            str(p["workers"]),
+            f"{p['cpus']:g}",
+            str(len(p["runs"])),
+            f"{p['wall_s_median']:.2f}",
+            f"{p['speedup']:.2f}x",
+            f"{p['efficiency']:.0%}",
+            f"{p['overhead_per_trial_s']:.3f}",
+            f"{p['best_rmse']:.4g}",
+            f"{p['cpu_busy_avg']:.0%}" if p.get("cpu_busy_avg") is not None else "-",
+        )
     console.print(t)
     for name, b in study["baselines"].items():
         extra = f" (n_jobs={b['n_jobs']})" if "n_jobs" in b else ""
         say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s, best RMSE {b['best_rmse']:.4g}")
     f = study["fit"]
     if f.get("amdahl_serial_fraction") is not None:
-        say(f"fit: Amdahl serial fraction {f['amdahl_serial_fraction']:.3f}; USL sigma "
-            f"{f['usl_sigma']:.3f} kappa {f['usl_kappa']:.4f}; peak at {f['peak_workers']} workers")
+        say(
+            f"fit: Amdahl serial fraction {f['amdahl_serial_fraction']:.3f}; USL sigma "
+            f"{f['usl_sigma']:.3f} kappa {f['usl_kappa']:.4f}; peak at {f['peak_workers']} workers"
+        )
     say(f"wrote {out}/study.json, {out}/points.csv, {out}/scaling.png")
 
 

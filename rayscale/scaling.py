@@ -58,7 +58,9 @@ def study_job_args(args: list[str]) -> list[str]:
     args = list(args)
     for flag in ("--mode", "--name", "--restore"):
         if _has(args, flag):
-            raise UserError(f"{flag} is set by the scaling study itself", f"remove {flag} from the job args")
+            raise UserError(
+                f"{flag} is set by the scaling study itself", f"remove {flag} from the job args"
+            )
     if not _has(args, "--scheduler"):
         args += ["--scheduler", "fifo"]
     if not _has(args, "--seed"):
@@ -72,8 +74,10 @@ def search_note(args: list[str]) -> str | None:
     alg = alg or next((a.split("=", 1)[1] for a in args if a.startswith("--search-alg=")), "random")
     if alg == "random":
         return None
-    return (f"--search-alg {alg} is adaptive: its configs depend on the order results arrive, so each "
-            "point trains its own configs; read each point's best RMSE beside its time")
+    return (
+        f"--search-alg {alg} is adaptive: its configs depend on the order results arrive, so each "
+        "point trains its own configs; read each point's best RMSE beside its time"
+    )
 
 
 class CpuSampler:
@@ -127,13 +131,25 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"hostname": platform.node(), "cpus": os.cpu_count(), "cpu_model": model or platform.processor(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(), "python": platform.python_version()}
+    return {
+        "hostname": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": model or platform.processor(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
-def run_point(provider: Provider, j: jobs.Jobs, n: int, repeat: int, job_args: list[str],
-              timeout: float | None, say: Callable[[str], None]) -> dict:
+def run_point(
+    provider: Provider,
+    j: jobs.Jobs,
+    n: int,
+    repeat: int,
+    job_args: list[str],
+    timeout: float | None,
+    say: Callable[[str], None],
+) -> dict:
     provider.scale(n)
     with CpuSampler(provider) as cpu:
         job_id = j.submit(job_args + ["--name", f"scaling-w{n}-r{repeat}-{int(time.time())}"])
@@ -143,34 +159,57 @@ def run_point(provider: Provider, j: jobs.Jobs, n: int, repeat: int, job_args: l
     workers_busy = [v for k, v in busy.items() if k != "head"]
     cpus = rec["cluster"]["cpus"]
     row = {
-        "workers": n, "repeat": repeat, "job_id": job_id, "cpus": cpus,
-        "wall_s": rec["wall_s"], "sum_train_s": rec["sum_train_s"],
-        "trials_completed": rec["trials_completed"], "trials": rec["num_samples"],
-        "best_rmse": rec["best_valid_rmse"], "test_rmse": (rec.get("tuned") or {}).get("rmse"),
+        "workers": n,
+        "repeat": repeat,
+        "job_id": job_id,
+        "cpus": cpus,
+        "wall_s": rec["wall_s"],
+        "sum_train_s": rec["sum_train_s"],
+        "trials_completed": rec["trials_completed"],
+        "trials": rec["num_samples"],
+        "best_rmse": rec["best_valid_rmse"],
+        "test_rmse": (rec.get("tuned") or {}).get("rmse"),
         "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
-        "cpu_busy_by_node": busy, "job_total_s": rec["total_s"],
+        "cpu_busy_by_node": busy,
+        "job_total_s": rec["total_s"],
     }
-    say(f"  workers={n} repeat={repeat}: wall {row['wall_s']:.1f} s, "
+    say(
+        f"  workers={n} repeat={repeat}: wall {row['wall_s']:.1f} s, "
         f"{row['trials_completed']}/{row['trials']} trials, best RMSE {row['best_rmse']:.4g}, "
-        f"cores busy {busy}")
+        f"cores busy {busy}"
+    )
     return row
 
 
-def run_baseline(kind: str, job_args: list[str], n_jobs: int, job_dir: Path, timeout: float | None) -> dict:
+def run_baseline(
+    kind: str, job_args: list[str], n_jobs: int, job_dir: Path, timeout: float | None
+) -> dict:
     """The same configs without a cluster, on this machine: what a user would do instead."""
-    args = [sys.executable, str(job_dir / "tune_xgboost.py"), *jobs.localise_paths(job_args),
-            "--mode", kind, "--name", f"baseline-{kind}-{int(time.time())}"]
+    args = [
+        sys.executable,
+        str(job_dir / "tune_xgboost.py"),
+        *jobs.localise_paths(job_args),
+        "--mode",
+        kind,
+        "--name",
+        f"baseline-{kind}-{int(time.time())}",
+    ]
     if kind == "joblib":
         args += ["--n-jobs", str(n_jobs)]
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     try:
-        rec = jobs.parse_result(f"baseline-{kind}", p.stdout + p.stderr,
-                                "SUCCEEDED" if p.returncode == 0 else "FAILED")
+        rec = jobs.parse_result(
+            f"baseline-{kind}", p.stdout + p.stderr, "SUCCEEDED" if p.returncode == 0 else "FAILED"
+        )
     except UserError as e:
         raise UserError(f"the {kind} baseline failed: {e.problem}") from None
-    out = {"wall_s": rec["wall_s"], "sum_train_s": rec["sum_train_s"],
-           "trials_completed": rec["trials_completed"], "best_rmse": rec["best_valid_rmse"]}
+    out = {
+        "wall_s": rec["wall_s"],
+        "sum_train_s": rec["sum_train_s"],
+        "trials_completed": rec["trials_completed"],
+        "best_rmse": rec["best_valid_rmse"],
+    }
     if kind == "joblib":
         out["n_jobs"] = n_jobs
     return out
@@ -191,30 +230,59 @@ def summarise(runs: list[dict]) -> list[dict]:
         speedup = base_n * base_wall / wall
         cpus = rs[0]["cpus"]
         overhead = statistics.median(
-            (r["wall_s"] * r["cpus"] - r["sum_train_s"]) / max(1, r["trials_completed"]) for r in rs)
+            (r["wall_s"] * r["cpus"] - r["sum_train_s"]) / max(1, r["trials_completed"]) for r in rs
+        )
         busy = [r["cpu_busy_avg"] for r in rs if r["cpu_busy_avg"] is not None]
-        points.append({
-            "workers": n, "cpus": cpus,
-            "runs": [{k: r[k] for k in ("wall_s", "sum_train_s", "trials_completed", "best_rmse",
-                                        "cpu_busy_avg", "cpu_busy_by_node", "job_id", "repeat")}
-                     for r in rs],
-            "wall_s_median": round(wall, 3),
-            "wall_s_min": round(min(r["wall_s"] for r in rs), 3),
-            "wall_s_max": round(max(r["wall_s"] for r in rs), 3),
-            "speedup": round(speedup, 3),
-            "efficiency": round(speedup / n, 3),
-            "overhead_per_trial_s": round(overhead, 4),
-            "best_rmse": min(r["best_rmse"] for r in rs),
-            "cpu_busy_avg": round(statistics.median(busy), 3) if busy else None,
-        })
+        points.append(
+            {
+                "workers": n,
+                "cpus": cpus,
+                "runs": [
+                    {
+                        k: r[k]
+                        for k in (
+                            "wall_s",
+                            "sum_train_s",
+                            "trials_completed",
+                            "best_rmse",
+                            "cpu_busy_avg",
+                            "cpu_busy_by_node",
+                            "job_id",
+                            "repeat",
+                        )
+                    }
+                    for r in rs
+                ],
+                "wall_s_median": round(wall, 3),
+                "wall_s_min": round(min(r["wall_s"] for r in rs), 3),
+                "wall_s_max": round(max(r["wall_s"] for r in rs), 3),
+                "speedup": round(speedup, 3),
+                "efficiency": round(speedup / n, 3),
+                "overhead_per_trial_s": round(overhead, 4),
+                "best_rmse": min(r["best_rmse"] for r in rs),
+                "cpu_busy_avg": round(statistics.median(busy), 3) if busy else None,
+            }
+        )
     return points
 
 
 def write_outputs(study: dict, runs: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(study, indent=2))
-    cols = ["workers", "repeat", "job_id", "cpus", "wall_s", "sum_train_s", "trials_completed",
-            "trials", "best_rmse", "test_rmse", "cpu_busy_avg", "job_total_s"]
+    cols = [
+        "workers",
+        "repeat",
+        "job_id",
+        "cpus",
+        "wall_s",
+        "sum_train_s",
+        "trials_completed",
+        "trials",
+        "best_rmse",
+        "test_rmse",
+        "cpu_busy_avg",
+        "job_total_s",
+    ]
     with open(out / "points.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -224,8 +292,13 @@ def write_outputs(study: dict, runs: list[dict], out: Path) -> None:
     plot.scaling_png(study, out / "scaling.png")
 
 
-def run(provider: Provider, plan: StudyPlan, out: Path, say: Callable[[str], None],
-        job_dir: Path | None = None) -> dict:
+def run(
+    provider: Provider,
+    plan: StudyPlan,
+    out: Path,
+    say: Callable[[str], None],
+    job_dir: Path | None = None,
+) -> dict:
     """Run the study on a cluster the provider manages (it must be up)."""
     job_dir = Path(job_dir or jobs.default_job_dir())
     job_args = study_job_args(plan.job_args)
@@ -263,7 +336,9 @@ def parse_baselines(text: str) -> list[str]:
     names = [b.strip() for b in text.split(",") if b.strip() and b.strip() != "none"]
     bad = [b for b in names if b not in BASELINES]
     if bad:
-        raise UserError(f"unknown baseline {bad[0]!r}", f"choose from {', '.join(BASELINES)} or none")
+        raise UserError(
+            f"unknown baseline {bad[0]!r}", f"choose from {', '.join(BASELINES)} or none"
+        )
     return names
 
 
@@ -275,8 +350,11 @@ def cluster_for(provider: Provider, workers: int, say: Callable[[str], None]) ->
     """
     rec = provider.state.read()
     if rec and rec.get("provider") != provider.name:
-        raise UserError(f"the state dir {provider.state.path} holds a {rec['provider']} cluster, "
-                        f"not {provider.name}", "pass --provider to match it, or another --state-dir")
+        raise UserError(
+            f"the state dir {provider.state.path} holds a {rec['provider']} cluster, "
+            f"not {provider.name}",
+            "pass --provider to match it, or another --state-dir",
+        )
     if provider.is_running():
         say(f"using the {provider.name} cluster recorded in {provider.state.path}")
         yield
@@ -295,7 +373,9 @@ def cluster_for(provider: Provider, workers: int, say: Callable[[str], None]) ->
 def data_label(job_args: list[str]) -> str:
     for i, a in enumerate(job_args):
         if a == "--data" and i + 1 < len(job_args):
-            return os.path.basename(job_args[i + 1]) if ":" not in job_args[i + 1] else job_args[i + 1]
+            return (
+                os.path.basename(job_args[i + 1]) if ":" not in job_args[i + 1] else job_args[i + 1]
+            )
         if a.startswith("--data="):
             return a.split("=", 1)[1]
     return "synthetic (job default)"

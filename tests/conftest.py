@@ -25,16 +25,31 @@ CRDS = _shared("RAYSCALE_KUBERAY_CRDS", "kuberay-crds")
 # A clone on its own has neither: the tests that read them skip, saying how to provide them.
 needs_datasets = pytest.mark.skipif(
     not (DATASETS / "insurance.csv").is_file() or not (DATASETS / "concrete.csv").is_file(),
-    reason=f"no datasets at {DATASETS}: set RAYSCALE_DATASETS to a folder with insurance.csv and concrete.csv")
+    reason=f"no datasets at {DATASETS}: set RAYSCALE_DATASETS to a folder with insurance.csv and concrete.csv",
+)
 needs_crds = pytest.mark.skipif(
-    not (CRDS / "ray.io_rayclusters.yaml").is_file() or not (CRDS / "ray.io_rayjobs.yaml").is_file(),
+    not (CRDS / "ray.io_rayclusters.yaml").is_file()
+    or not (CRDS / "ray.io_rayjobs.yaml").is_file(),
     reason=f"no KubeRay CRDs at {CRDS}: set RAYSCALE_KUBERAY_CRDS to a folder with KubeRay v1.7.0's "
-           "ray.io_rayclusters.yaml and ray.io_rayjobs.yaml (ray-operator/config/crd/bases)")
+    "ray.io_rayclusters.yaml and ray.io_rayjobs.yaml (ray-operator/config/crd/bases)",
+)
 RAYSCALE = str(Path(sys.executable).parent / "rayscale")
 # Trials of a few seconds each, so that a node killed right after the first trial ends is
 # always in the middle of one (the gap between trials on a node is ~0.05 s).
-FAULT_JOB = ["--data", "synthetic:rows=40000,features=20,noise=1.0,seed=3", "--num-samples", 8,
-             "--max-rounds", 300, "--scheduler", "fifo", "--checkpoint-every", 50, "--seed", 5]
+FAULT_JOB = [
+    "--data",
+    "synthetic:rows=40000,features=20,noise=1.0,seed=3",
+    "--num-samples",
+    8,
+    "--max-rounds",
+    300,
+    "--scheduler",
+    "fifo",
+    "--checkpoint-every",
+    50,
+    "--seed",
+    5,
+]
 N = 8  # FAULT_JOB's --num-samples
 TINY = ["--data", "synthetic:rows=600,features=6,noise=0.5,seed=1", "--max-rounds", "20"]
 
@@ -47,15 +62,25 @@ class S3:
     """A local S3-compatible server (moto in server mode), reached with pyarrow's S3 client:
     signed requests, as the job makes them."""
 
-    ENV = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    ENV = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
 
     def __init__(self, url: str):
         from pyarrow import fs
 
         self.url = url
         scheme, host = url.split("://", 1)
-        self.fs = fs.S3FileSystem(access_key="test", secret_key="test", region="us-east-1", scheme=scheme,
-                                  endpoint_override=host, allow_bucket_creation=True)
+        self.fs = fs.S3FileSystem(
+            access_key="test",
+            secret_key="test",
+            region="us-east-1",
+            scheme=scheme,
+            endpoint_override=host,
+            allow_bucket_creation=True,
+        )
 
     @property
     def env(self) -> dict[str, str]:
@@ -71,7 +96,9 @@ class S3:
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         from pyarrow import fs
 
-        found = self.fs.get_file_info(fs.FileSelector(f"{bucket}/{prefix}".rstrip("/"), recursive=True))
+        found = self.fs.get_file_info(
+            fs.FileSelector(f"{bucket}/{prefix}".rstrip("/"), recursive=True)
+        )
         return [i.path.split("/", 1)[1] for i in found if i.type == fs.FileType.File]
 
 
@@ -115,8 +142,13 @@ def _server(exe: Path, make_target: str, args: list[str], url: str, what: str, w
 def s3_server(host: str = "127.0.0.1"):
     port = _free_port(host)
     url = f"http://{host}:{port}"
-    with _server(S3_VENV / "bin" / "moto_server", "s3-venv", ["-H", host, "-p", str(port)], url,
-                 "S3-compatible server"):
+    with _server(
+        S3_VENV / "bin" / "moto_server",
+        "s3-venv",
+        ["-H", host, "-p", str(port)],
+        url,
+        "S3-compatible server",
+    ):
         yield S3(url)
 
 
@@ -125,9 +157,22 @@ def mlflow_server(root: Path, host: str = "127.0.0.1"):
     """A real MLflow tracking server, SQLite backend; yields its URI."""
     port = _free_port(host)
     url = f"http://{host}:{port}"
-    args = ["server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--default-artifact-root",
-            str(root / "artifacts"), "--host", host, "--port", str(port), "--workers", "1"]
-    with _server(MLFLOW_VENV / "bin" / "mlflow", "mlflow-venv", args, f"{url}/health", "MLflow server", 90):
+    args = [
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root}/mlflow.db",
+        "--default-artifact-root",
+        str(root / "artifacts"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with _server(
+        MLFLOW_VENV / "bin" / "mlflow", "mlflow-venv", args, f"{url}/health", "MLflow server", 90
+    ):
         yield url
 
 
@@ -138,8 +183,14 @@ def run_cli(*args, state_dir=None, env=None, timeout=300, check=False):
     if state_dir:
         e["RAYSCALE_STATE_DIR"] = str(state_dir)
     e.update(env or {})
-    p = subprocess.run([RAYSCALE, *map(str, args)], capture_output=True, text=True, env=e,
-                       timeout=timeout, cwd=ROOT)
+    p = subprocess.run(
+        [RAYSCALE, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"rayscale {' '.join(map(str, args))} failed:\n{p.stdout}\n{p.stderr}")
     return p
@@ -190,7 +241,11 @@ def kill_all(pids: set[int]) -> None:
 
 
 def assert_all_gone(pids: set[int], temp_root: str | None = None):
-    alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    alive = [
+        p
+        for p in pids
+        if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+    ]
     assert not alive, f"processes left behind: {alive}"
     if temp_root:
         assert not Path(temp_root).exists(), f"temp dir left behind: {temp_root}"
@@ -200,7 +255,9 @@ def assert_all_gone(pids: set[int], temp_root: str | None = None):
 def cluster(tmp_path_factory):
     """A real local cluster: head (num-cpus 0) + 2 one-CPU workers. Torn down and checked."""
     state = tmp_path_factory.mktemp("state")
-    run_cli("cluster", "up", "--workers", 2, "--memory-per-worker", 1.5, state_dir=state, check=True)
+    run_cli(
+        "cluster", "up", "--workers", 2, "--memory-per-worker", 1.5, state_dir=state, check=True
+    )
     procs, rec = recorded_pids(state)
     try:
         yield state

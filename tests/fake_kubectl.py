@@ -10,7 +10,7 @@ import sys
 args = sys.argv[1:]
 if "port-forward" not in args:
     sys.exit("fake kubectl: only port-forward is supported")
-svc = next(a for a in args if a.startswith("svc/"))[len("svc/"):]
+svc = next(a for a in args if a.startswith("svc/"))[len("svc/") :]
 local = int(next(a for a in args if a.endswith(":8265")).split(":")[0])
 targets = json.load(open(os.environ["FAKE_KUBE_TARGETS"]))
 if svc not in targets:

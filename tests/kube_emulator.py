@@ -64,13 +64,20 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client import ApiException
 
-CRDS = Path(os.environ.get("RAYSCALE_KUBERAY_CRDS")
-            or Path(__file__).resolve().parent.parent.parent / "shared" / "kuberay-crds")
+CRDS = Path(
+    os.environ.get("RAYSCALE_KUBERAY_CRDS")
+    or Path(__file__).resolve().parent.parent.parent / "shared" / "kuberay-crds"
+)
 HEALTH_PATH, AGENT_PORT, METRICS_PORT = "/api/healthz", 52365, 8080
 # kind's default class, and what a cloud offers: block storage by default, a file class beside it.
 KIND_CLASSES = {"standard": ("rancher.io/local-path", True)}
 CLOUD_CLASSES = {"gp3": ("ebs.csi.aws.com", True), "efs": ("efs.csi.aws.com", False)}
-RWX_PROVISIONERS = {"efs.csi.aws.com", "nfs.csi.k8s.io", "filestore.csi.storage.gke.io", "file.csi.azure.com"}
+RWX_PROVISIONERS = {
+    "efs.csi.aws.com",
+    "nfs.csi.k8s.io",
+    "filestore.csi.storage.gke.io",
+    "file.csi.azure.com",
+}
 
 
 @functools.cache
@@ -86,17 +93,37 @@ def crd_schema(kind_file: str) -> dict:
     return copy.deepcopy(_crd_schema(kind_file))
 
 
-def api_error(status: int, reason: str, message: str = "", details: dict | None = None) -> ApiException:
+def api_error(
+    status: int, reason: str, message: str = "", details: dict | None = None
+) -> ApiException:
     e = ApiException(status=status, reason=reason)
-    e.body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-                         "reason": reason.replace(" ", ""), "details": details or {}, "code": status})
+    e.body = json.dumps(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "reason": reason.replace(" ", ""),
+            "details": details or {},
+            "code": status,
+        }
+    )
     return e
 
 
 def quantity(q: Any) -> float:
     """A Kubernetes quantity ("500m", "2Gi", "1") as a float of its base unit."""
     s = str(q)
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "m": 1e-3}
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "m": 1e-3,
+    }
     for suffix, factor in units.items():
         if s.endswith(suffix):
             return float(s[: -len(suffix)]) * factor
@@ -105,7 +132,11 @@ def quantity(q: Any) -> float:
 
 def prune(obj: Any, schema: dict, path: str, dropped: list[str]) -> Any:
     """Drop fields the structural schema does not know, as the API server does."""
-    if isinstance(obj, dict) and schema.get("type") == "object" and not schema.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        isinstance(obj, dict)
+        and schema.get("type") == "object"
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
         props = schema.get("properties")
         extra = schema.get("additionalProperties")
         if props is not None:
@@ -125,7 +156,10 @@ def prune(obj: Any, schema: dict, path: str, dropped: list[str]) -> Any:
 
 # ---- the operator: pods as KubeRay 1.7 builds them ----------------------------------------
 
-def _ray_start_params(params: dict[str, str], head: bool, fqdn: str, port: str, limits: dict) -> dict[str, str]:
+
+def _ray_start_params(
+    params: dict[str, str], head: bool, fqdn: str, port: str, limits: dict
+) -> dict[str, str]:
     p = dict(params)
     if head:
         p.setdefault("dashboard-host", "0.0.0.0")
@@ -157,9 +191,15 @@ def _flags(params: dict[str, str]) -> str:
 def _token_env(cluster: str, auth: dict | None) -> list[dict]:
     if (auth or {}).get("mode") != "token":
         return []
-    return [{"name": "RAY_AUTH_MODE", "value": "token"},
-            {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
-                "name": auth.get("secretName") or cluster, "key": "auth_token"}}}]
+    return [
+        {"name": "RAY_AUTH_MODE", "value": "token"},
+        {
+            "name": "RAY_AUTH_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": auth.get("secretName") or cluster, "key": "auth_token"}
+            },
+        },
+    ]
 
 
 def _add_env(container: dict, env: list[dict]) -> None:
@@ -192,34 +232,62 @@ def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
     auth = spec.get("authOptions")
     autoscaling = bool(spec.get("enableInTreeAutoscaling"))
     group_name = "headgroup" if head else group["groupName"]
-    labels = {**(template.get("metadata", {}).get("labels") or {}),
-              "ray.io/cluster": name, "ray.io/node-type": node_type, "ray.io/group": group_name,
-              "ray.io/identifier": f"{name}-{node_type}", "ray.io/is-ray-node": "yes",
-              "app.kubernetes.io/name": "kuberay", "app.kubernetes.io/created-by": "kuberay-operator"}
+    labels = {
+        **(template.get("metadata", {}).get("labels") or {}),
+        "ray.io/cluster": name,
+        "ray.io/node-type": node_type,
+        "ray.io/group": group_name,
+        "ray.io/identifier": f"{name}-{node_type}",
+        "ray.io/is-ray-node": "yes",
+        "app.kubernetes.io/name": "kuberay",
+        "app.kubernetes.io/created-by": "kuberay-operator",
+    }
     if not head:  # ENABLE_INIT_CONTAINER_INJECTION defaults to true
-        script = (f"SECONDS=0; while true; do if ray health-check --address {fqdn}:{port} >/dev/null 2>&1; then "
-                  f'echo "GCS is ready."; break; fi; echo "$SECONDS seconds elapsed: Waiting for GCS to be ready."; '
-                  "sleep 5; done")
-        init = {"name": "wait-gcs-ready", "image": ray["image"], "imagePullPolicy": ray.get("imagePullPolicy"),
-                "command": ["/bin/bash", "-c", "--"], "args": [script],
-                "securityContext": copy.deepcopy(ray.get("securityContext")),
-                "env": copy.deepcopy(ray.get("env", [])), "volumeMounts": copy.deepcopy(ray.get("volumeMounts", [])),
-                "resources": {"limits": {"cpu": "200m", "memory": "256Mi"}, "requests": {"cpu": "200m", "memory": "256Mi"}}}
+        script = (
+            f"SECONDS=0; while true; do if ray health-check --address {fqdn}:{port} >/dev/null 2>&1; then "
+            f'echo "GCS is ready."; break; fi; echo "$SECONDS seconds elapsed: Waiting for GCS to be ready."; '
+            "sleep 5; done"
+        )
+        init = {
+            "name": "wait-gcs-ready",
+            "image": ray["image"],
+            "imagePullPolicy": ray.get("imagePullPolicy"),
+            "command": ["/bin/bash", "-c", "--"],
+            "args": [script],
+            "securityContext": copy.deepcopy(ray.get("securityContext")),
+            "env": copy.deepcopy(ray.get("env", [])),
+            "volumeMounts": copy.deepcopy(ray.get("volumeMounts", [])),
+            "resources": {
+                "limits": {"cpu": "200m", "memory": "256Mi"},
+                "requests": {"cpu": "200m", "memory": "256Mi"},
+            },
+        }
         pod_spec.setdefault("initContainers", []).append(init)
-    params = _ray_start_params(group.get("rayStartParams") or {}, head, fqdn, port,
-                               (ray.get("resources") or {}).get("limits") or {})
+    params = _ray_start_params(
+        group.get("rayStartParams") or {},
+        head,
+        fqdn,
+        port,
+        (ray.get("resources") or {}).get("limits") or {},
+    )
     if head and autoscaling:
         params["no-monitor"] = "true"
-        scaler = {"name": "autoscaler", "image": ray["image"], "command": ["/bin/bash", "-lc", "--"],
-                  "args": ["ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) "
-                           "--cluster-namespace $(RAY_CLUSTER_NAMESPACE)"]}
+        scaler = {
+            "name": "autoscaler",
+            "image": ray["image"],
+            "command": ["/bin/bash", "-lc", "--"],
+            "args": [
+                "ray kuberay-autoscaler --cluster-name $(RAY_CLUSTER_NAME) "
+                "--cluster-namespace $(RAY_CLUSTER_NAMESPACE)"
+            ],
+        }
         opts = spec.get("autoscalerOptions") or {}
         for k in ("resources", "securityContext", "imagePullPolicy"):
             if k in opts:
                 scaler[k] = copy.deepcopy(opts[k])
         _add_env(scaler, _token_env(name, auth))
         pod_spec["containers"].append(scaler)
-        if (opts.get("version") == "v2"):
+        if opts.get("version") == "v2":
             _add_env(ray, [{"name": "RAY_ENABLE_AUTOSCALER_V2", "value": "true"}])
             pod_spec["restartPolicy"] = "Never"
     if not head and autoscaling and (spec.get("autoscalerOptions") or {}).get("version") == "v2":
@@ -244,10 +312,22 @@ def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
     if not head:
         env += [{"name": "FQ_RAY_IP", "value": fqdn}, {"name": "RAY_IP", "value": svc}]
     env += [
-        {"name": "RAY_CLUSTER_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/cluster']"}}},
-        {"name": "RAY_CLUSTER_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "RAY_CLOUD_INSTANCE_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "RAY_NODE_TYPE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/group']"}}},
+        {
+            "name": "RAY_CLUSTER_NAME",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/cluster']"}},
+        },
+        {
+            "name": "RAY_CLUSTER_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
+        {
+            "name": "RAY_CLOUD_INSTANCE_ID",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+        },
+        {
+            "name": "RAY_NODE_TYPE_NAME",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['ray.io/group']"}},
+        },
         {"name": "KUBERAY_GEN_RAY_START_CMD", "value": start},
         {"name": "RAY_PORT", "value": port},
         {"name": "RAY_ADDRESS", "value": f"{'127.0.0.1' if head else fqdn}:{port}"},
@@ -255,20 +335,34 @@ def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
         {"name": "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE", "value": "1"},
     ]
     _add_env(ray, env)
-    probe = {"httpGet": {"path": HEALTH_PATH, "port": int(params["dashboard-agent-listen-port"])},
-             "initialDelaySeconds": 10, "periodSeconds": 5, "failureThreshold": 10}
+    probe = {
+        "httpGet": {"path": HEALTH_PATH, "port": int(params["dashboard-agent-listen-port"])},
+        "initialDelaySeconds": 10,
+        "periodSeconds": 5,
+        "failureThreshold": 10,
+    }
     ray.setdefault("readinessProbe", probe)
     ray.setdefault("livenessProbe", {**probe, "initialDelaySeconds": 30})
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
-                         "annotations": (template.get("metadata") or {}).get("annotations") or {}},
-            "spec": pod_spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name,
+            "namespace": ns,
+            "labels": labels,
+            "annotations": (template.get("metadata") or {}).get("annotations") or {},
+        },
+        "spec": pod_spec,
+    }
 
 
 # ---- the kubelet: a pod as Docker containers ----------------------------------------------
 
+
 class Pod:
-    def __init__(self, manifest: dict, cluster: str, node_type: str, group: str, aliases: list[str]):
+    def __init__(
+        self, manifest: dict, cluster: str, node_type: str, group: str, aliases: list[str]
+    ):
         self.manifest = manifest
         self.name = manifest["metadata"]["name"]
         self.ns = manifest["metadata"]["namespace"]
@@ -288,15 +382,26 @@ class Pod:
 class KubeEmulator:
     """Pass `emu.api` as the kuberay provider's api; call `shutdown()` at the end."""
 
-    def __init__(self, workdir: Path, namespaces=("default",), classes=None, default_class="standard",
-                 crd_installed: bool = True, autoscaler_delay_s: float = 2.0, docker: str | None = None,
-                 node_cpus: float = 8, node_memory: str = "32Gi"):
+    def __init__(
+        self,
+        workdir: Path,
+        namespaces=("default",),
+        classes=None,
+        default_class="standard",
+        crd_installed: bool = True,
+        autoscaler_delay_s: float = 2.0,
+        docker: str | None = None,
+        node_cpus: float = 8,
+        node_memory: str = "32Gi",
+    ):
         from rayscale import procs
 
         self.id = secrets.token_hex(3)
         self.docker = docker or procs.tool("docker")
         self.workdir = Path(workdir)
-        self.node_dir = self.workdir / "node"  # the kind node's filesystem (hostPath, local-path volumes)
+        self.node_dir = (
+            self.workdir / "node"
+        )  # the kind node's filesystem (hostPath, local-path volumes)
         self.node_dir.mkdir(parents=True, exist_ok=True)
         self.network = f"kubeemu-{self.id}"
         self.namespaces = set(namespaces)
@@ -315,8 +420,10 @@ class KubeEmulator:
         self.calls: list[tuple] = []
         self.lock = threading.RLock()
         self.threads: list[threading.Thread] = []
-        self.schemas = {"rayclusters": crd_schema("ray.io_rayclusters.yaml"),
-                        "rayjobs": crd_schema("ray.io_rayjobs.yaml")}
+        self.schemas = {
+            "rayclusters": crd_schema("ray.io_rayclusters.yaml"),
+            "rayjobs": crd_schema("ray.io_rayjobs.yaml"),
+        }
         self._docker("network", "create", "--label", f"kubeemu={self.id}", self.network)
         self.custom, self.core, self.storage = _Custom(self), _Core(self), _Storage(self)
 
@@ -324,7 +431,9 @@ class KubeEmulator:
     def api(self):
         return (self.custom, self.core, self.storage)
 
-    def _docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    def _docker(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         p = subprocess.run([self.docker, *args], capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args[:3])}: {p.stderr.strip()[-500:]}")
@@ -337,18 +446,34 @@ class KubeEmulator:
             for key, job in list(self.rayjobs.items()):
                 self._reconcile_rayjob(key, job)
             for (ns, name), rc in list(self.objects.items()):
-                self.secrets.setdefault((ns, name), {"auth_token": base64.b64encode(
-                    secrets.token_hex(32).encode()).decode()})
-                members = [p for p in self.pods.values() if p.cluster == name and p.ns == ns and not p.deleting]
+                self.secrets.setdefault(
+                    (ns, name),
+                    {"auth_token": base64.b64encode(secrets.token_hex(32).encode()).decode()},
+                )
+                members = [
+                    p
+                    for p in self.pods.values()
+                    if p.cluster == name and p.ns == ns and not p.deleting
+                ]
                 if not any(p.node_type == "head" for p in members):
-                    self._create_pod(rc, "head", rc["spec"]["headGroupSpec"], f"{name}-head-{_suffix()}")
+                    self._create_pod(
+                        rc, "head", rc["spec"]["headGroupSpec"], f"{name}-head-{_suffix()}"
+                    )
                 for g in rc["spec"].get("workerGroupSpecs", []):
-                    mine = sorted((p for p in members if p.node_type == "worker" and p.group == g["groupName"]),
-                                  key=lambda p: p.created)
+                    mine = sorted(
+                        (
+                            p
+                            for p in members
+                            if p.node_type == "worker" and p.group == g["groupName"]
+                        ),
+                        key=lambda p: p.created,
+                    )
                     want = min(g.get("replicas", 0), g.get("maxReplicas", 2**31))
                     key = (ns, f"{name}/{g['groupName']}")
                     for _ in range(want - len(mine)):
-                        self._create_pod(rc, "worker", g, f"{name}-{g['groupName']}-worker-{_suffix()}")
+                        self._create_pod(
+                            rc, "worker", g, f"{name}-{g['groupName']}-worker-{_suffix()}"
+                        )
                     if len(mine) > want and rc["spec"].get("enableInTreeAutoscaling"):
                         # KubeRay leaves extra pods to the autoscaler, which removes them later.
                         since = self.excess_since.setdefault(key, time.monotonic())
@@ -374,18 +499,35 @@ class KubeEmulator:
             if spec.get("rayClusterSpec"):
                 cname = f"{name}-{_suffix()}"
                 self.objects[(ns, cname)] = {
-                    "apiVersion": "ray.io/v1", "kind": "RayCluster",
-                    "metadata": {"name": cname, "namespace": ns, "uid": secrets.token_hex(8), "generation": 1,
-                                 "labels": {"ray.io/originated-from-cr-name": name},
-                                 "ownerReferences": [{"apiVersion": "ray.io/v1", "kind": "RayJob", "name": name}]},
-                    "spec": copy.deepcopy(spec["rayClusterSpec"])}
+                    "apiVersion": "ray.io/v1",
+                    "kind": "RayCluster",
+                    "metadata": {
+                        "name": cname,
+                        "namespace": ns,
+                        "uid": secrets.token_hex(8),
+                        "generation": 1,
+                        "labels": {"ray.io/originated-from-cr-name": name},
+                        "ownerReferences": [
+                            {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": name}
+                        ],
+                    },
+                    "spec": copy.deepcopy(spec["rayClusterSpec"]),
+                }
             else:
                 cname = spec["clusterSelector"]["ray.io/cluster"]
-            st.update(rayClusterName=cname, jobId=f"{name}-{_suffix()}", jobDeploymentStatus="Initializing",
-                      dashboardURL=f"{cname}-head-svc.{ns}.svc.cluster.local:8265")
+            st.update(
+                rayClusterName=cname,
+                jobId=f"{name}-{_suffix()}",
+                jobDeploymentStatus="Initializing",
+                dashboardURL=f"{cname}-head-svc.{ns}.svc.cluster.local:8265",
+            )
         cname = st["rayClusterName"]
         rc = self.objects.get((ns, cname))
-        if st["jobDeploymentStatus"] == "Initializing" and rc is not None and self._cluster_ready(ns, cname, rc):
+        if (
+            st["jobDeploymentStatus"] == "Initializing"
+            and rc is not None
+            and self._cluster_ready(ns, cname, rc)
+        ):
             self._create_submitter(ns, name, job, rc)
             st["jobDeploymentStatus"] = "Running"
         elif st["jobDeploymentStatus"] == "Running":
@@ -394,16 +536,30 @@ class KubeEmulator:
             d = next(iter(info.values()), None)
             if d is not None and not d["State"]["Running"]:
                 st["jobStatus"] = self._dashboard_job_status(ns, cname, st["jobId"])
-                st["jobDeploymentStatus"] = "Complete" if st["jobStatus"] in ("SUCCEEDED", "FAILED", "STOPPED") else "Failed"
+                st["jobDeploymentStatus"] = (
+                    "Complete"
+                    if st["jobStatus"] in ("SUCCEEDED", "FAILED", "STOPPED")
+                    else "Failed"
+                )
                 st["endTime"] = time.monotonic()
-        elif st["jobDeploymentStatus"] in ("Complete", "Failed") and spec.get("shutdownAfterJobFinishes") \
-                and rc is not None and time.monotonic() - st["endTime"] >= spec.get("ttlSecondsAfterFinished", 0):
+        elif (
+            st["jobDeploymentStatus"] in ("Complete", "Failed")
+            and spec.get("shutdownAfterJobFinishes")
+            and rc is not None
+            and time.monotonic() - st["endTime"] >= spec.get("ttlSecondsAfterFinished", 0)
+        ):
             self._delete_cluster(ns, cname)
 
     def _cluster_ready(self, ns: str, cname: str, rc: dict) -> bool:
         """KubeRay's RayCluster state "ready": every Ray pod running and ready."""
-        pods = [p for p in self.pods.values() if p.ns == ns and p.cluster == cname and not p.deleting
-                and p.node_type in ("head", "worker")]
+        pods = [
+            p
+            for p in self.pods.values()
+            if p.ns == ns
+            and p.cluster == cname
+            and not p.deleting
+            and p.node_type in ("head", "worker")
+        ]
         want = 1 + sum(g.get("replicas", 0) for g in rc["spec"].get("workerGroupSpecs", []))
         if len(pods) < want:
             return False
@@ -414,34 +570,55 @@ class KubeEmulator:
     def _create_submitter(self, ns: str, name: str, job: dict, rc: dict) -> None:
         st = job["status"]
         address = f"http://{st['dashboardURL']}"
-        health = (f'python -c "import urllib.request; r=urllib.request.urlopen(\'{address}/api/gcs_healthz\', '
-                  f'timeout=10); exit(0 if b\'success\' in r.read() else 1)"')
-        cmd = (f'until {health} >/dev/null 2>&1 ; do echo "Waiting for Ray Dashboard GCS to become healthy at '
-               f'{address} ..." ; sleep 2 ; done ; if ! ray job status --address {address} {st["jobId"]} '
-               f'>/dev/null 2>&1 ; then ray job submit --address {address} --no-wait --submission-id '
-               f'{st["jobId"]} -- {job["spec"]["entrypoint"].strip()} ; fi ; '
-               f'ray job logs --address {address} --follow {st["jobId"]}')
+        health = (
+            f"python -c \"import urllib.request; r=urllib.request.urlopen('{address}/api/gcs_healthz', "
+            f"timeout=10); exit(0 if b'success' in r.read() else 1)\""
+        )
+        cmd = (
+            f'until {health} >/dev/null 2>&1 ; do echo "Waiting for Ray Dashboard GCS to become healthy at '
+            f'{address} ..." ; sleep 2 ; done ; if ! ray job status --address {address} {st["jobId"]} '
+            f">/dev/null 2>&1 ; then ray job submit --address {address} --no-wait --submission-id "
+            f"{st['jobId']} -- {job['spec']['entrypoint'].strip()} ; fi ; "
+            f"ray job logs --address {address} --follow {st['jobId']}"
+        )
         head = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-        container = {"name": "ray-job-submitter", "image": head["image"],
-                     "resources": {"limits": {"cpu": "1", "memory": "1Gi"},
-                                   "requests": {"cpu": "500m", "memory": "200Mi"}},
-                     "command": ["/bin/bash", "-ce", "--"], "args": [cmd],
-                     "env": [{"name": "PYTHONUNBUFFERED", "value": "1"},
-                             {"name": "RAY_DASHBOARD_ADDRESS", "value": st["dashboardURL"]},
-                             {"name": "RAY_JOB_SUBMISSION_ID", "value": st["jobId"]},
-                             *_token_env(rc["metadata"]["name"], rc["spec"].get("authOptions"))]}
+        container = {
+            "name": "ray-job-submitter",
+            "image": head["image"],
+            "resources": {
+                "limits": {"cpu": "1", "memory": "1Gi"},
+                "requests": {"cpu": "500m", "memory": "200Mi"},
+            },
+            "command": ["/bin/bash", "-ce", "--"],
+            "args": [cmd],
+            "env": [
+                {"name": "PYTHONUNBUFFERED", "value": "1"},
+                {"name": "RAY_DASHBOARD_ADDRESS", "value": st["dashboardURL"]},
+                {"name": "RAY_JOB_SUBMISSION_ID", "value": st["jobId"]},
+                *_token_env(rc["metadata"]["name"], rc["spec"].get("authOptions")),
+            ],
+        }
         pod_name = f"{name}-{_suffix()}"
-        manifest = {"apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": pod_name, "namespace": ns, "annotations": {},
-                                 "labels": {"ray.io/originated-from-cr-name": name, "job-name": name}},
-                    "spec": {"containers": [container], "restartPolicy": "Never"}}
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": ns,
+                "annotations": {},
+                "labels": {"ray.io/originated-from-cr-name": name, "job-name": name},
+            },
+            "spec": {"containers": [container], "restartPolicy": "Never"},
+        }
         self._admit_pod(Pod(manifest, rc["metadata"]["name"], "submitter", "", []))
         st["submitter"] = pod_name
 
     def _dashboard_job_status(self, ns: str, cname: str, job_id: str) -> str:
         token = base64.b64decode(self.secrets[(ns, cname)]["auth_token"]).decode()
-        req = urllib.request.Request(f"http://{self.head_address(ns, cname)}/api/jobs/{job_id}",
-                                     headers={"Authorization": f"Bearer {token}"})
+        req = urllib.request.Request(
+            f"http://{self.head_address(ns, cname)}/api/jobs/{job_id}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 return json.load(r)["status"]
@@ -458,9 +635,20 @@ class KubeEmulator:
         manifest = build_pod(rc, node_type, group, pod_name)
         name, ns = rc["metadata"]["name"], rc["metadata"]["namespace"]
         svc = f"{name}-head-svc"
-        aliases = [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"] if node_type == "head" else []
-        self._admit_pod(Pod(manifest, name, node_type, "headgroup" if node_type == "head" else group["groupName"],
-                            aliases))
+        aliases = (
+            [svc, f"{svc}.{ns}", f"{svc}.{ns}.svc", f"{svc}.{ns}.svc.cluster.local"]
+            if node_type == "head"
+            else []
+        )
+        self._admit_pod(
+            Pod(
+                manifest,
+                name,
+                node_type,
+                "headgroup" if node_type == "head" else group["groupName"],
+                aliases,
+            )
+        )
 
     def _admit_pod(self, pod: Pod) -> None:
         """A new pod: the API records it, the kubelet starts running it."""
@@ -496,7 +684,11 @@ class KubeEmulator:
 
     def _requests(self, pod: Pod) -> tuple[float, float]:
         def req(c):
-            r = (c.get("resources") or {}).get("requests") or (c.get("resources") or {}).get("limits") or {}
+            r = (
+                (c.get("resources") or {}).get("requests")
+                or (c.get("resources") or {}).get("limits")
+                or {}
+            )
             return quantity(r.get("cpu", 0)), quantity(r.get("memory", 0))
 
         spec = pod.manifest["spec"]
@@ -507,14 +699,26 @@ class KubeEmulator:
 
     def _schedule(self, pod: Pod) -> None:
         with self.lock:
-            placed = [p for p in self.pods.values() if p is not pod and p.scheduled and not p.deleting]
+            placed = [
+                p for p in self.pods.values() if p is not pod and p.scheduled and not p.deleting
+            ]
             cpu, mem = self._requests(pod)
             used_cpu = sum(self._requests(p)[0] for p in placed)
             used_mem = sum(self._requests(p)[1] for p in placed)
-            short = [what for what, need, have in (("cpu", used_cpu + cpu, self.allocatable[0]),
-                                                    ("memory", used_mem + mem, self.allocatable[1])) if need > have]
+            short = [
+                what
+                for what, need, have in (
+                    ("cpu", used_cpu + cpu, self.allocatable[0]),
+                    ("memory", used_mem + mem, self.allocatable[1]),
+                )
+                if need > have
+            ]
             if short:
-                raise _Pending("0/1 nodes are available: " + ", ".join(f"1 Insufficient {w}" for w in short) + ".")
+                raise _Pending(
+                    "0/1 nodes are available: "
+                    + ", ".join(f"1 Insufficient {w}" for w in short)
+                    + "."
+                )
             pod.scheduled = True
 
     def _run_pod(self, pod: Pod) -> None:
@@ -549,7 +753,10 @@ class KubeEmulator:
         if self._docker("image", "inspect", c["image"], check=False).returncode == 0:
             return True
         if c.get("imagePullPolicy") == "Never":
-            pod.waiting = ("ErrImageNeverPull", f'Container image "{c["image"]}" is not present with pull policy of Never')
+            pod.waiting = (
+                "ErrImageNeverPull",
+                f'Container image "{c["image"]}" is not present with pull policy of Never',
+            )
         else:  # no registry answers here: what the kubelet reports after its first pull fails
             pod.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c["image"]}"')
         return False
@@ -566,15 +773,21 @@ class KubeEmulator:
                 ref = src["secretKeyRef"]
                 data = self.secrets.get((pod.ns, ref["name"]))
                 if data is None or ref["key"] not in data:
-                    pod.waiting = ("CreateContainerConfigError", f'secret "{ref["name"]}" not found')
+                    pod.waiting = (
+                        "CreateContainerConfigError",
+                        f'secret "{ref["name"]}" not found',
+                    )
                     return None
                 out.append(f"{e['name']}={base64.b64decode(data[ref['key']]).decode()}")
             elif "fieldRef" in src:
                 path = src["fieldRef"]["fieldPath"]
                 if path.startswith("metadata.labels['"):
-                    value = meta["labels"].get(path[len("metadata.labels['"):-2], "")
+                    value = meta["labels"].get(path[len("metadata.labels['") : -2], "")
                 else:
-                    value = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"]}[path]
+                    value = {
+                        "metadata.name": meta["name"],
+                        "metadata.namespace": meta["namespace"],
+                    }[path]
                 out.append(f"{e['name']}={value}")
         return out
 
@@ -598,10 +811,15 @@ class KubeEmulator:
                 if v["hostPath"].get("type") == "DirectoryOrCreate" and not d.exists():
                     d.mkdir(parents=True)
                     os.chown(d, 0, 0)
-                    os.chmod(d, 0o755)  # as the kubelet makes it; fsGroup does not apply to hostPath
+                    os.chmod(
+                        d, 0o755
+                    )  # as the kubelet makes it; fsGroup does not apply to hostPath
                 out[name] = ("bind", str(d))
             elif "persistentVolumeClaim" in v:
-                out[name] = ("bind", self._bind_claim(pod.ns, v["persistentVolumeClaim"]["claimName"]))
+                out[name] = (
+                    "bind",
+                    self._bind_claim(pod.ns, v["persistentVolumeClaim"]["claimName"]),
+                )
             else:
                 raise RuntimeError(f"the emulator does not support volume {v}")
         return out
@@ -614,39 +832,70 @@ class KubeEmulator:
             if claim["status"]["phase"] != "Bound":
                 cls = claim["spec"].get("storageClassName") or self.default_class
                 if cls not in self.classes:
-                    raise _Pending("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims")
+                    raise _Pending(
+                        "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims"
+                    )
                 provisioner, _ = self.classes[cls]
-                if "ReadWriteMany" in claim["spec"]["accessModes"] and provisioner not in RWX_PROVISIONERS:
-                    raise _Pending(f'running PreBind plugin "VolumeBinding": failed to provision volume with '
-                                   f'StorageClass "{cls}": {provisioner} does not support ReadWriteMany')
+                if (
+                    "ReadWriteMany" in claim["spec"]["accessModes"]
+                    and provisioner not in RWX_PROVISIONERS
+                ):
+                    raise _Pending(
+                        f'running PreBind plugin "VolumeBinding": failed to provision volume with '
+                        f'StorageClass "{cls}": {provisioner} does not support ReadWriteMany'
+                    )
                 d = self.node_dir / "pv" / f"pvc-{claim['metadata']['uid']}"
                 d.mkdir(parents=True, exist_ok=True)
                 os.chmod(d, 0o777)  # local-path's setup script: mkdir -m 0777
                 claim["status"] = {"phase": "Bound", "path": str(d)}
             return claim["status"]["path"]
 
-    def _run_args(self, pod: Pod, c: dict, volumes: dict, suffix: str, detach: bool = False) -> list[str] | None:
+    def _run_args(
+        self, pod: Pod, c: dict, volumes: dict, suffix: str, detach: bool = False
+    ) -> list[str] | None:
         if not self._image_ok(pod, c):
             return None
         env = self._env(pod, c)
         if env is None:
             return None
         pod_sc = pod.manifest["spec"].get("securityContext") or {}
-        sc = {**{k: v for k, v in pod_sc.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot")},
-              **(c.get("securityContext") or {})}
+        sc = {
+            **{k: v for k, v in pod_sc.items() if k in ("runAsUser", "runAsGroup", "runAsNonRoot")},
+            **(c.get("securityContext") or {}),
+        }
         uid = sc.get("runAsUser")
         if uid is None:
-            user = self._docker("image", "inspect", "-f", "{{.Config.User}}", c["image"]).stdout.strip()
-            uid = int(user.split(":")[0]) if user.split(":")[0].isdigit() else (0 if not user else None)
+            user = self._docker(
+                "image", "inspect", "-f", "{{.Config.User}}", c["image"]
+            ).stdout.strip()
+            uid = (
+                int(user.split(":")[0])
+                if user.split(":")[0].isdigit()
+                else (0 if not user else None)
+            )
         if sc.get("runAsNonRoot") and uid in (0, None):
-            pod.waiting = ("CreateContainerConfigError",
-                           "container has runAsNonRoot and image will run as root" if uid == 0 else
-                           "container has runAsNonRoot and image has non-numeric user, cannot verify user is non-root")
+            pod.waiting = (
+                "CreateContainerConfigError",
+                "container has runAsNonRoot and image will run as root"
+                if uid == 0
+                else "container has runAsNonRoot and image has non-numeric user, cannot verify user is non-root",
+            )
             return None
         name = f"kubeemu-{self.id}-{pod.name}-{suffix}"[:120]
         pod.containers[c["name"]] = name
-        args = ["run", "--name", name, "--hostname", pod.name, "--network", self.network,
-                "--label", f"kubeemu={self.id}", "--user", f"{uid}:{sc.get('runAsGroup', 0)}"]
+        args = [
+            "run",
+            "--name",
+            name,
+            "--hostname",
+            pod.name,
+            "--network",
+            self.network,
+            "--label",
+            f"kubeemu={self.id}",
+            "--user",
+            f"{uid}:{sc.get('runAsGroup', 0)}",
+        ]
         if detach:
             args.insert(1, "-d")
         for a in pod.aliases:
@@ -655,7 +904,9 @@ class KubeEmulator:
             if g is not None:
                 args += ["--group-add", str(g)]
         caps = sc.get("capabilities") or {}
-        args += [f"--cap-drop={x}" for x in caps.get("drop", [])] + [f"--cap-add={x}" for x in caps.get("add", [])]
+        args += [f"--cap-drop={x}" for x in caps.get("drop", [])] + [
+            f"--cap-add={x}" for x in caps.get("add", [])
+        ]
         if sc.get("allowPrivilegeEscalation") is False:
             args += ["--security-opt", "no-new-privileges"]
         if sc.get("readOnlyRootFilesystem"):
@@ -675,7 +926,10 @@ class KubeEmulator:
                 if m["mountPath"] == "/dev/shm":
                     args.append(f"--shm-size={size}")
                 else:
-                    args += ["--mount", f"type=tmpfs,destination={m['mountPath']},tmpfs-size={size},tmpfs-mode=1777"]
+                    args += [
+                        "--mount",
+                        f"type=tmpfs,destination={m['mountPath']},tmpfs-size={size},tmpfs-mode=1777",
+                    ]
             else:
                 path = os.path.join(src, m["subPath"]) if m.get("subPath") else src
                 args += ["--mount", f"type=bind,source={path},destination={m['mountPath']}{ro}"]
@@ -696,13 +950,30 @@ class KubeEmulator:
 
     def pod_model(self, pod: Pod, info: dict[str, dict]) -> client.V1Pod:
         cstate = client.V1ContainerState
-        inits = [client.V1ContainerStatus(
-            name=n, ready=False, restart_count=0, image="", image_id="",
-            state=cstate(running=client.V1ContainerStateRunning()) if s["state"] == "running" else
-            cstate(terminated=client.V1ContainerStateTerminated(exit_code=s["code"], reason="Completed" if s["code"] == 0 else "Error"))
-            if s["state"] == "terminated" else cstate(waiting=client.V1ContainerStateWaiting(
-                reason=pod.waiting[0] if pod.waiting else "PodInitializing", message=pod.waiting[1] if pod.waiting else None)))
-            for n, s in pod.init.items()]
+        inits = [
+            client.V1ContainerStatus(
+                name=n,
+                ready=False,
+                restart_count=0,
+                image="",
+                image_id="",
+                state=cstate(running=client.V1ContainerStateRunning())
+                if s["state"] == "running"
+                else cstate(
+                    terminated=client.V1ContainerStateTerminated(
+                        exit_code=s["code"], reason="Completed" if s["code"] == 0 else "Error"
+                    )
+                )
+                if s["state"] == "terminated"
+                else cstate(
+                    waiting=client.V1ContainerStateWaiting(
+                        reason=pod.waiting[0] if pod.waiting else "PodInitializing",
+                        message=pod.waiting[1] if pod.waiting else None,
+                    )
+                ),
+            )
+            for n, s in pod.init.items()
+        ]
         ray_name = pod.manifest["spec"]["containers"][0]["name"]
         d = info.get(pod.containers.get(ray_name, ""))
         ip, phase, ready = None, "Pending", False
@@ -715,28 +986,66 @@ class KubeEmulator:
                 ready = self._probe(pod, ip)
             else:
                 phase = "Succeeded" if st["ExitCode"] == 0 else "Failed"
-                state = cstate(terminated=client.V1ContainerStateTerminated(
-                    exit_code=st["ExitCode"], reason="OOMKilled" if st["OOMKilled"] else ("Completed" if st["ExitCode"] == 0 else "Error")))
+                state = cstate(
+                    terminated=client.V1ContainerStateTerminated(
+                        exit_code=st["ExitCode"],
+                        reason="OOMKilled"
+                        if st["OOMKilled"]
+                        else ("Completed" if st["ExitCode"] == 0 else "Error"),
+                    )
+                )
         elif pod.waiting and not pod.init.get("wait-gcs-ready", {}).get("state") == "waiting":
-            state = cstate(waiting=client.V1ContainerStateWaiting(reason=pod.waiting[0], message=pod.waiting[1]))
+            state = cstate(
+                waiting=client.V1ContainerStateWaiting(
+                    reason=pod.waiting[0], message=pod.waiting[1]
+                )
+            )
         else:
-            state = cstate(waiting=client.V1ContainerStateWaiting(reason="PodInitializing" if pod.init else "ContainerCreating"))
-        statuses = [client.V1ContainerStatus(name=ray_name, ready=ready, restart_count=0, image="", image_id="", state=state)]
+            state = cstate(
+                waiting=client.V1ContainerStateWaiting(
+                    reason="PodInitializing" if pod.init else "ContainerCreating"
+                )
+            )
+        statuses = [
+            client.V1ContainerStatus(
+                name=ray_name, ready=ready, restart_count=0, image="", image_id="", state=state
+            )
+        ]
         conds = [client.V1PodCondition(type="PodScheduled", status="True")]
         if pod.unschedulable:
-            conds = [client.V1PodCondition(type="PodScheduled", status="False", reason="Unschedulable",
-                                           message=pod.unschedulable)]
+            conds = [
+                client.V1PodCondition(
+                    type="PodScheduled",
+                    status="False",
+                    reason="Unschedulable",
+                    message=pod.unschedulable,
+                )
+            ]
             statuses, inits = None, None
         conds.append(client.V1PodCondition(type="Ready", status="True" if ready else "False"))
         meta = pod.manifest["metadata"]
         return client.V1Pod(
-            metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.ns, labels=dict(meta["labels"]),
-                                         creation_timestamp=pod.created,
-                                         deletion_timestamp=pod.created if pod.deleting else None),
-            spec=client.V1PodSpec(containers=[client.V1Container(name=c["name"], image=c["image"])
-                                              for c in pod.manifest["spec"]["containers"]]),
-            status=client.V1PodStatus(phase=phase, pod_ip=ip, conditions=conds, container_statuses=statuses,
-                                      init_container_statuses=inits or None))
+            metadata=client.V1ObjectMeta(
+                name=pod.name,
+                namespace=pod.ns,
+                labels=dict(meta["labels"]),
+                creation_timestamp=pod.created,
+                deletion_timestamp=pod.created if pod.deleting else None,
+            ),
+            spec=client.V1PodSpec(
+                containers=[
+                    client.V1Container(name=c["name"], image=c["image"])
+                    for c in pod.manifest["spec"]["containers"]
+                ]
+            ),
+            status=client.V1PodStatus(
+                phase=phase,
+                pod_ip=ip,
+                conditions=conds,
+                container_statuses=statuses,
+                init_container_statuses=inits or None,
+            ),
+        )
 
     def _probe(self, pod: Pod, ip: str | None) -> bool:
         """The readiness probe KubeRay sets: an HTTP GET on the node's agent, after its delay."""
@@ -753,7 +1062,9 @@ class KubeEmulator:
         pod.last_probe = now
         get = probe.get("httpGet") or {}
         try:
-            with urllib.request.urlopen(f"http://{ip}:{get.get('port')}{get.get('path')}", timeout=2) as r:
+            with urllib.request.urlopen(
+                f"http://{ip}:{get.get('port')}{get.get('path')}", timeout=2
+            ) as r:
                 pod.ready = r.status == 200
         except OSError:
             pod.ready = False
@@ -764,29 +1075,46 @@ class KubeEmulator:
     def head_address(self, ns: str, name: str, port: int = 8265) -> str:
         """host:port behind svc/<name>-head-svc (the port-forward stand-in's target)."""
         with self.lock:
-            head = next((p for p in self.pods.values() if p.ns == ns and p.cluster == name
-                         and p.node_type == "head" and not p.deleting), None)
+            head = next(
+                (
+                    p
+                    for p in self.pods.values()
+                    if p.ns == ns and p.cluster == name and p.node_type == "head" and not p.deleting
+                ),
+                None,
+            )
         if head is None:
             return ""
-        d = self._inspect([head.containers.get("ray-head", "")]).get(head.containers.get("ray-head", ""))
+        d = self._inspect([head.containers.get("ray-head", "")]).get(
+            head.containers.get("ray-head", "")
+        )
         ip = next(iter(d["NetworkSettings"]["Networks"].values()))["IPAddress"] if d else ""
         return f"{ip}:{port}" if ip else ""
 
     def exec(self, pod_name: str, ns: str, *cmd: str) -> subprocess.CompletedProcess:
         """`kubectl exec` into a pod's Ray container (as the container's user)."""
         pod = self.pods[(ns, pod_name)]
-        return self._docker("exec", pod.containers[pod.manifest["spec"]["containers"][0]["name"]], *cmd,
-                            check=False)
+        return self._docker(
+            "exec", pod.containers[pod.manifest["spec"]["containers"][0]["name"]], *cmd, check=False
+        )
 
     def pod_names(self, ns: str, cluster: str, node_type: str | None = None) -> list[str]:
         with self.lock:
-            return [p.name for p in self.pods.values() if p.ns == ns and p.cluster == cluster
-                    and not p.deleting and (node_type is None or p.node_type == node_type)]
+            return [
+                p.name
+                for p in self.pods.values()
+                if p.ns == ns
+                and p.cluster == cluster
+                and not p.deleting
+                and (node_type is None or p.node_type == node_type)
+            ]
 
     def leftovers(self) -> list[str]:
         out = []
         for what in (["ps", "-aq"], ["network", "ls", "-q"]):
-            out += self._docker(*what, "--filter", f"label=kubeemu={self.id}", check=False).stdout.split()
+            out += self._docker(
+                *what, "--filter", f"label=kubeemu={self.id}", check=False
+            ).stdout.split()
         return out
 
     def shutdown(self) -> None:
@@ -795,12 +1123,16 @@ class KubeEmulator:
             names = [n for p in self.pods.values() for n in p.containers.values()]
             for p in self.pods.values():
                 p.deleting = True
-        ids = self._docker("ps", "-aq", "--filter", f"label=kubeemu={self.id}", check=False).stdout.split()
+        ids = self._docker(
+            "ps", "-aq", "--filter", f"label=kubeemu={self.id}", check=False
+        ).stdout.split()
         if ids or names:
             self._docker("rm", "-f", *ids, check=False, timeout=120)
         for t in self.threads:
             t.join(timeout=60)
-        ids = self._docker("ps", "-aq", "--filter", f"label=kubeemu={self.id}", check=False).stdout.split()
+        ids = self._docker(
+            "ps", "-aq", "--filter", f"label=kubeemu={self.id}", check=False
+        ).stdout.split()
         if ids:  # an init container started while we stopped the others
             self._docker("rm", "-f", *ids, check=False, timeout=120)
         self._docker("network", "rm", self.network, check=False)
@@ -816,6 +1148,7 @@ def _suffix() -> str:
 
 # ---- the API ----------------------------------------------------------------------------------
 
+
 class _Custom:
     def __init__(self, k: KubeEmulator):
         self.k = k
@@ -824,11 +1157,19 @@ class _Custom:
         return self.k.objects if plural == "rayclusters" else self.k.rayjobs
 
     def _check(self, group, version, namespace, plural):
-        if not self.k.crd_installed or (group, version) != ("ray.io", "v1") or plural not in self.k.schemas:
+        if (
+            not self.k.crd_installed
+            or (group, version) != ("ray.io", "v1")
+            or plural not in self.k.schemas
+        ):
             raise api_error(404, "Not Found", "the server could not find the requested resource")
         if namespace not in self.k.namespaces:
-            raise api_error(404, "Not Found", f'namespaces "{namespace}" not found',
-                            {"name": namespace, "kind": "namespaces"})
+            raise api_error(
+                404,
+                "Not Found",
+                f'namespaces "{namespace}" not found',
+                {"name": namespace, "kind": "namespaces"},
+            )
 
     def _admit(self, body: dict, plural: str = "rayclusters") -> dict:
         import jsonschema
@@ -841,7 +1182,9 @@ class _Custom:
         try:
             jsonschema.validate(obj, schema)
         except jsonschema.ValidationError as e:
-            raise api_error(422, "Unprocessable Entity", f"{body.get('kind')} is invalid: {e.message}") from None
+            raise api_error(
+                422, "Unprocessable Entity", f"{body.get('kind')} is invalid: {e.message}"
+            ) from None
         return obj
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
@@ -874,7 +1217,9 @@ class _Custom:
             obj = self.k.objects.get((namespace, name))
             if obj is None:
                 raise api_error(404, "Not Found", f'rayclusters.ray.io "{name}" not found')
-            merged = self._admit(_merge(copy.deepcopy(obj), body))  # merge patch: lists replaced whole
+            merged = self._admit(
+                _merge(copy.deepcopy(obj), body)
+            )  # merge patch: lists replaced whole
             merged["metadata"]["generation"] += 1
             self.k.objects[(namespace, name)] = merged
         self.k.reconcile()
@@ -889,10 +1234,15 @@ class _Custom:
             if plural == "rayjobs":  # owner references: its own cluster goes with it
                 for (ns, cname), rc in list(self.k.objects.items()):
                     owners = rc["metadata"].get("ownerReferences") or []
-                    if ns == namespace and any(o["kind"] == "RayJob" and o["name"] == name for o in owners):
+                    if ns == namespace and any(
+                        o["kind"] == "RayJob" and o["name"] == name for o in owners
+                    ):
                         self.k._delete_cluster(ns, cname)
                 for p in list(self.k.pods.values()):
-                    if p.node_type == "submitter" and p.manifest["metadata"]["labels"].get("job-name") == name:
+                    if (
+                        p.node_type == "submitter"
+                        and p.manifest["metadata"]["labels"].get("job-name") == name
+                    ):
                         self.k._delete_pod(p)
                 del self.k.rayjobs[(namespace, name)]
             else:
@@ -907,15 +1257,23 @@ class _Core:
 
     def _ns(self, namespace):
         if namespace not in self.k.namespaces:
-            raise api_error(404, "Not Found", f'namespaces "{namespace}" not found',
-                            {"name": namespace, "kind": "namespaces"})
+            raise api_error(
+                404,
+                "Not Found",
+                f'namespaces "{namespace}" not found',
+                {"name": namespace, "kind": "namespaces"},
+            )
 
     def list_namespaced_pod(self, namespace, label_selector=""):
         self.k.reconcile()
         want = dict(kv.split("=", 1) for kv in label_selector.split(",") if kv)
         with self.k.lock:
-            pods = [p for p in self.k.pods.values() if p.ns == namespace
-                    and all(p.manifest["metadata"]["labels"].get(k) == v for k, v in want.items())]
+            pods = [
+                p
+                for p in self.k.pods.values()
+                if p.ns == namespace
+                and all(p.manifest["metadata"]["labels"].get(k) == v for k, v in want.items())
+            ]
         info = self.k._inspect([n for p in pods for n in p.containers.values()])
         return client.V1PodList(items=[self.k.pod_model(p, info) for p in pods])
 
@@ -925,7 +1283,9 @@ class _Core:
         data = self.k.secrets.get((namespace, name))
         if data is None:
             raise api_error(404, "Not Found", f'secrets "{name}" not found')
-        return client.V1Secret(metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=dict(data))
+        return client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=dict(data)
+        )
 
     def read_namespaced_persistent_volume_claim(self, name, namespace):
         self.k.calls.append(("read_pvc", namespace, name))
@@ -935,9 +1295,12 @@ class _Core:
             raise api_error(404, "Not Found", f'persistentvolumeclaims "{name}" not found')
         return client.V1PersistentVolumeClaim(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace),
-            spec=client.V1PersistentVolumeClaimSpec(access_modes=list(c["spec"]["accessModes"]),
-                                                    storage_class_name=c["spec"].get("storageClassName")),
-            status=client.V1PersistentVolumeClaimStatus(phase=c["status"]["phase"]))
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=list(c["spec"]["accessModes"]),
+                storage_class_name=c["spec"].get("storageClassName"),
+            ),
+            status=client.V1PersistentVolumeClaimStatus(phase=c["status"]["phase"]),
+        )
 
     def delete_namespaced_persistent_volume_claim(self, name, namespace):
         self.k.calls.append(("delete_pvc", namespace, name))
@@ -966,10 +1329,20 @@ class _Storage:
         self.k = k
 
     def list_storage_class(self):
-        return client.V1StorageClassList(items=[
-            client.V1StorageClass(metadata=client.V1ObjectMeta(
-                name=n, annotations={"storageclass.kubernetes.io/is-default-class": "true"} if n == self.k.default_class else {}),
-                provisioner=prov) for n, (prov, _) in self.k.classes.items()])
+        return client.V1StorageClassList(
+            items=[
+                client.V1StorageClass(
+                    metadata=client.V1ObjectMeta(
+                        name=n,
+                        annotations={"storageclass.kubernetes.io/is-default-class": "true"}
+                        if n == self.k.default_class
+                        else {},
+                    ),
+                    provisioner=prov,
+                )
+                for n, (prov, _) in self.k.classes.items()
+            ]
+        )
 
 
 def _merge(target: dict, patch: dict) -> dict:

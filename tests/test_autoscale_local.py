@@ -47,22 +47,48 @@ def test_demand_launches_workers_and_idle_ones_go(tmp_path):
     cfg["provider"]["gcs_address"] = f"127.0.0.1:{port}"
     (tmp_path / "autoscale.yaml").write_text(yaml.safe_dump(cfg))
     token = secrets.token_hex(16)
-    env = dict(os.environ, RAY_FAKE_CLUSTER="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token,
-               RAY_USAGE_STATS_ENABLED="0")
+    env = dict(
+        os.environ,
+        RAY_FAKE_CLUSTER="1",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=token,
+        RAY_USAGE_STATS_ENABLED="0",
+    )
     temp = Path(tempfile.mkdtemp(prefix="rayscale-"))
     ray = str(Path(sys.executable).parent / "ray")
-    head = procs.spawn([ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=0",
-                        f"--temp-dir={temp}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                        f"--ray-client-server-port={client}", f"--metrics-export-port={metrics}",
-                        f"--autoscaling-config={tmp_path / 'autoscale.yaml'}", "--disable-usage-stats"],
-                       env, tmp_path / "head.log")
+    head = procs.spawn(
+        [
+            ray,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=0",
+            f"--temp-dir={temp}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--ray-client-server-port={client}",
+            f"--metrics-export-port={metrics}",
+            f"--autoscaling-config={tmp_path / 'autoscale.yaml'}",
+            "--disable-usage-stats",
+        ],
+        env,
+        tmp_path / "head.log",
+    )
     address = f"127.0.0.1:{port}"
     seen: set[int] = set()
     try:
-        assert procs.wait_for(lambda: procs.port_open("127.0.0.1", port), 60), (tmp_path / "head.log").read_text()
+        assert procs.wait_for(lambda: procs.port_open("127.0.0.1", port), 60), (
+            tmp_path / "head.log"
+        ).read_text()
         assert _workers(address, token) == 0  # min_workers 0: nothing runs without demand
-        driver = subprocess.Popen([sys.executable, "-c", DRIVER, address, "3"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        driver = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, address, "3"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         peak, deadline = 0, time.monotonic() + 90
         while peak < 3 and time.monotonic() < deadline:
             peak = max(peak, _workers(address, token))
@@ -73,8 +99,9 @@ def test_demand_launches_workers_and_idle_ones_go(tmp_path):
         assert driver.returncode == 0, err[-2000:]
         assert int(out.strip().splitlines()[-1]) >= 2  # the tasks really ran on the new nodes
         # idle_timeout_minutes 0.25: idle workers are removed.
-        assert procs.wait_for(lambda: _workers(address, token) == 0, 90, interval=1), \
+        assert procs.wait_for(lambda: _workers(address, token) == 0, 90, interval=1), (
             "idle workers were not removed"
+        )
     finally:
         seen |= tree_pids([head])
         procs.stop(head)

@@ -39,8 +39,11 @@ def test_token_file_is_private_and_dashboard_on_loopback(cluster):
     assert mode == 0o600
     procs, rec = recorded_pids(cluster)
     port = int(rec["dashboard_url"].rsplit(":", 1)[1])
-    listening = [c for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
-                 and c.status == psutil.CONN_LISTEN]
+    listening = [
+        c
+        for c in psutil.net_connections("tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+    ]
     assert listening, "dashboard is not listening"
     assert all(c.laddr.ip == "127.0.0.1" for c in listening), listening
     # The token is never printed by status.
@@ -67,7 +70,9 @@ def test_scale_down_and_up_again(cluster):
 
 def test_down_stops_every_process_and_temp_dir(tmp_path):
     """A cluster of its own, so the shared one stays up for the other tests."""
-    run_cli("cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True)
+    run_cli(
+        "cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True
+    )
     procs, rec = recorded_pids(tmp_path)
     pids = tree_pids(procs)
     assert len(pids) >= 6  # ray start + gcs + raylets + dashboard + agents, really started
@@ -80,12 +85,16 @@ def test_down_stops_every_process_and_temp_dir(tmp_path):
 
 
 def test_dead_cluster_record_is_detected_and_cleaned(tmp_path):
-    run_cli("cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True)
+    run_cli(
+        "cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True
+    )
     procs, rec = recorded_pids(tmp_path)
     pids = tree_pids(procs)
     kill_all(pids)  # the machine "crashes": every process of the cluster dies at once
     # A new `up` on that state dir notices the dead record, cleans it and starts afresh.
-    run_cli("cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True)
+    run_cli(
+        "cluster", "up", "--workers", 1, "--memory-per-worker", 1, state_dir=tmp_path, check=True
+    )
     assert not __import__("os").path.exists(rec["temp_root"])
     procs2, rec2 = recorded_pids(tmp_path)
     pids2 = tree_pids(procs2)

@@ -19,7 +19,9 @@ from conftest import ROOT
 
 FILES = sorted((ROOT / "cluster").glob("*.yaml"))
 CLOUD = [f for f in FILES if f.name in ("aws.yaml", "gcp.yaml", "onprem.yaml")]
-SCHEMA = json.loads(open(os.path.join(os.path.dirname(ray.__file__), "autoscaler", "ray-schema.json")).read())
+SCHEMA = json.loads(
+    open(os.path.join(os.path.dirname(ray.__file__), "autoscaler", "ray-schema.json")).read()
+)
 
 
 def load(f):
@@ -38,8 +40,14 @@ def test_valid_for_the_installed_ray(f):
     jsonschema.validate(cfg, SCHEMA)
     validate_config(prepare_config(cfg))
     # Keys removed from the launcher: their presence means an outdated example was copied.
-    for old in ("min_workers", "initial_workers", "target_utilization_fraction", "autoscaling_mode",
-                "head_node", "worker_nodes"):
+    for old in (
+        "min_workers",
+        "initial_workers",
+        "target_utilization_fraction",
+        "autoscaling_mode",
+        "head_node",
+        "worker_nodes",
+    ):
         assert old not in cfg, f"{f.name}: {old} is no longer a top-level key"
 
 
@@ -47,7 +55,9 @@ def test_valid_for_the_installed_ray(f):
 def test_policy(f):
     cfg = load(f)
     image = cfg["docker"]["image"]
-    assert re.search(r":\d+\.\d+\.\d+$", image), f"{f.name}: image {image} is not pinned to a version"
+    assert re.search(r":\d+\.\d+\.\d+$", image), (
+        f"{f.name}: image {image} is not pinned to a version"
+    )
     assert not image.endswith(":latest")
     head = " ".join(cfg["head_start_ray_commands"])
     worker = " ".join(cfg["worker_start_ray_commands"])
@@ -68,7 +78,9 @@ def test_policy(f):
             assert spec["min_workers"] >= 0 and spec["max_workers"] >= 1
             # Workers write trial checkpoints: they need credentials for the shared bucket
             # (Ray's launcher gives only the head an identity of its own).
-            creds = spec["node_config"].get("IamInstanceProfile") or spec["node_config"].get("serviceAccounts")
+            creds = spec["node_config"].get("IamInstanceProfile") or spec["node_config"].get(
+                "serviceAccounts"
+            )
             assert creds, f"{f.name}: {node_type} cannot write a results bucket"
     if cfg["provider"]["type"] == "local":  # on-prem: a shared mount as the default storage path
         assert any(o.endswith(":/home/ray/rayscale_results") for o in cfg["docker"]["run_options"])

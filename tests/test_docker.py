@@ -20,7 +20,9 @@ IMAGE = os.environ.get("RAYSCALE_IMAGE", "rayscale:0.1.0")
 
 
 def _docker(*args, timeout=300):
-    return subprocess.run([DOCKER, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [DOCKER, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _ready() -> str | None:
@@ -46,8 +48,20 @@ def _result(text: str) -> dict:
 
 
 def test_image_runs_the_job_as_non_root():
-    p = _docker("run", "--rm", IMAGE, "python", "tune_xgboost.py", "--mode", "sequential", *TINY,
-                "--num-samples", 2, "--storage-path", "/tmp/results")
+    p = _docker(
+        "run",
+        "--rm",
+        IMAGE,
+        "python",
+        "tune_xgboost.py",
+        "--mode",
+        "sequential",
+        *TINY,
+        "--num-samples",
+        2,
+        "--storage-path",
+        "/tmp/results",
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     rec = _result(p.stdout)
     assert rec["trials_completed"] == 2 and rec["versions"]["ray"] == "2.60.0"
@@ -68,8 +82,20 @@ def _leftovers(cid: str) -> list[str]:
 
 def test_docker_provider_cluster_end_to_end(tmp_path):
     state = tmp_path / "state"
-    up = run_cli("cluster", "up", "--provider", "docker", "--image", IMAGE, "--workers", 2,
-                 "--memory-per-worker", 1, state_dir=state, timeout=300)
+    up = run_cli(
+        "cluster",
+        "up",
+        "--provider",
+        "docker",
+        "--image",
+        IMAGE,
+        "--workers",
+        2,
+        "--memory-per-worker",
+        1,
+        state_dir=state,
+        timeout=300,
+    )
     assert up.returncode == 0, up.stdout + up.stderr
     rec = json.loads((state / "cluster.json").read_text())
     cid = rec["cluster_id"]
@@ -78,9 +104,22 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         ports = _docker("port", rec["head"]["name"]).stdout
         assert "0.0.0.0" not in ports and "127.0.0.1" in ports  # nothing published beyond loopback
         st = json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
-        assert st["alive_workers"] == 2 and [n["cpus"] for n in st["nodes"] if n["role"] == "head"] == [0]
-        p = run_cli("job", "submit", "--json", "--", *TINY, "--num-samples", 4, "--scheduler", "fifo",
-                    state_dir=state, timeout=300)
+        assert st["alive_workers"] == 2 and [
+            n["cpus"] for n in st["nodes"] if n["role"] == "head"
+        ] == [0]
+        p = run_cli(
+            "job",
+            "submit",
+            "--json",
+            "--",
+            *TINY,
+            "--num-samples",
+            4,
+            "--scheduler",
+            "fifo",
+            state_dir=state,
+            timeout=300,
+        )
         assert p.returncode == 0, p.stderr
         res = json.loads(p.stdout)
         assert res["trials_completed"] == 4 and res["cluster"]["worker_nodes"] == 2
@@ -89,7 +128,9 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         run_cli("cluster", "scale", "--workers", 1, state_dir=state, check=True, timeout=300)
         st = json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
         assert st["alive_workers"] == 1
-        p = run_cli("job", "submit", "--json", "--", *TINY, "--num-samples", 2, state_dir=state, timeout=300)
+        p = run_cli(
+            "job", "submit", "--json", "--", *TINY, "--num-samples", 2, state_dir=state, timeout=300
+        )
         assert p.returncode == 0, p.stderr
         assert json.loads(p.stdout)["cluster"]["worker_nodes"] == 1
     finally:
@@ -103,17 +144,46 @@ def _storage_is_shared_or_refused(state, rec) -> None:
     one line; object storage (a local S3-compatible server) takes checkpoints and the record."""
     from conftest import assert_one_line_error, s3_server
 
-    p = run_cli("job", "submit", "--", *TINY, "--num-samples", 2, "--storage-path", "/tmp/node-local",
-                "--checkpoint-every", 5, state_dir=state, timeout=300)
+    p = run_cli(
+        "job",
+        "submit",
+        "--",
+        *TINY,
+        "--num-samples",
+        2,
+        "--storage-path",
+        "/tmp/node-local",
+        "--checkpoint-every",
+        5,
+        state_dir=state,
+        timeout=300,
+    )
     assert_one_line_error(p, "--storage-path /tmp/node-local is not shared", "s3://bucket/path")
     # The S3 server listens on this cluster's network only (its gateway on this machine).
-    gateway = _docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-                      rec["network"]).stdout.strip()
+    gateway = _docker(
+        "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", rec["network"]
+    ).stdout.strip()
     with s3_server(gateway) as s3:
         s3.make_bucket("runs")
         env = [f"--env={k}={v}" for k, v in s3.env.items()]
-        p = run_cli("job", "submit", "--json", *env, "--", *TINY, "--num-samples", 2, "--scheduler", "fifo",
-                    "--storage-path", "s3://runs/study", "--checkpoint-every", 5, state_dir=state, timeout=300)
+        p = run_cli(
+            "job",
+            "submit",
+            "--json",
+            *env,
+            "--",
+            *TINY,
+            "--num-samples",
+            2,
+            "--scheduler",
+            "fifo",
+            "--storage-path",
+            "s3://runs/study",
+            "--checkpoint-every",
+            5,
+            state_dir=state,
+            timeout=300,
+        )
         assert p.returncode == 0, p.stderr[-2000:]
         res = json.loads(p.stdout)
         assert res["result_path"] == f"s3://runs/study/{res['name']}/result.json"
@@ -122,14 +192,32 @@ def _storage_is_shared_or_refused(state, rec) -> None:
         assert any("/checkpoint_" in k for k in keys), "trial checkpoints went to the bucket"
         # An unreachable store is one line too, before any trial runs.
         bad = [e.replace(s3.url, "http://127.0.0.1:9") for e in env]
-        p = run_cli("job", "submit", *bad, "--", *TINY, "--num-samples", 2, "--storage-path", "s3://runs/x",
-                    state_dir=state, timeout=300)
+        p = run_cli(
+            "job",
+            "submit",
+            *bad,
+            "--",
+            *TINY,
+            "--num-samples",
+            2,
+            "--storage-path",
+            "s3://runs/x",
+            state_dir=state,
+            timeout=300,
+        )
         assert_one_line_error(p, "cannot write to --storage-path s3://runs/x", "AWS_ENDPOINT_URL")
 
 
 def test_missing_image_is_a_clear_error(tmp_path):
-    p = run_cli("cluster", "up", "--provider", "docker", "--image", "rayscale:no-such-tag",
-                state_dir=tmp_path / "s")
+    p = run_cli(
+        "cluster",
+        "up",
+        "--provider",
+        "docker",
+        "--image",
+        "rayscale:no-such-tag",
+        state_dir=tmp_path / "s",
+    )
     from conftest import assert_one_line_error
 
     assert_one_line_error(p, "rayscale:no-such-tag", "make image")
@@ -145,17 +233,43 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
     from conftest import s3_server
 
     state = tmp_path / "state"
-    run_cli("cluster", "up", "--provider", "docker", "--image", IMAGE, "--workers", 2,
-            "--memory-per-worker", 1, state_dir=state, check=True, timeout=300)
+    run_cli(
+        "cluster",
+        "up",
+        "--provider",
+        "docker",
+        "--image",
+        IMAGE,
+        "--workers",
+        2,
+        "--memory-per-worker",
+        1,
+        state_dir=state,
+        check=True,
+        timeout=300,
+    )
     rec = json.loads((state / "cluster.json").read_text())
-    gateway = _docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-                      rec["network"]).stdout.strip()
+    gateway = _docker(
+        "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", rec["network"]
+    ).stdout.strip()
     try:
         with s3_server(gateway) as s3:
             s3.make_bucket("runs")
             env = [f"--env={k}={v}" for k, v in s3.env.items()]
-            job_id = run_cli("job", "submit", "--no-wait", *env, "--", *FAULT_JOB, "--storage-path", "s3://runs/kill",
-                             "--name", "kill", state_dir=state, check=True).stdout.strip()
+            job_id = run_cli(
+                "job",
+                "submit",
+                "--no-wait",
+                *env,
+                "--",
+                *FAULT_JOB,
+                "--storage-path",
+                "s3://runs/kill",
+                "--name",
+                "kill",
+                state_dir=state,
+                check=True,
+            ).stdout.strip()
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 logs = run_cli("job", "logs", job_id, state_dir=state).stdout
@@ -175,8 +289,9 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
             assert res["retried_trials"], "the trial on the killed container must be retried"
             keys = s3.keys("runs", "kill/kill/")  # <storage path>/<run name>/
             assert "kill/kill/result.json" in keys and any("/checkpoint_" in k for k in keys)
-            assert any(k.startswith("kill/kill/experiment_state-") for k in keys), \
+            assert any(k.startswith("kill/kill/experiment_state-") for k in keys), (
                 "Tune's experiment state is in the bucket (what `job resume` restores)"
+            )
     finally:
         run_cli("cluster", "down", state_dir=state, timeout=300)
     assert _leftovers(rec["cluster_id"]) == []
@@ -190,15 +305,35 @@ def test_ctrl_c_during_docker_cluster_up_leaves_nothing(tmp_path):
 
     state = tmp_path / "state"
     env = dict(os.environ, RAYSCALE_STATE_DIR=str(state), RAYSCALE_DOCKER=DOCKER)
-    cli = subprocess.Popen([RAYSCALE, "cluster", "up", "--provider", "docker", "--image", IMAGE,
-                            "--workers", "2", "--memory-per-worker", "1"],
-                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [
+            RAYSCALE,
+            "cluster",
+            "up",
+            "--provider",
+            "docker",
+            "--image",
+            IMAGE,
+            "--workers",
+            "2",
+            "--memory-per-worker",
+            "1",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     cid = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until the head container exists
         if (state / "cluster.json").exists():
             cid = json.loads((state / "cluster.json").read_text()).get("cluster_id")
-            if cid and _docker("ps", "-q", "--filter", f"label=rayscale.cluster={cid}").stdout.strip():
+            if (
+                cid
+                and _docker("ps", "-q", "--filter", f"label=rayscale.cluster={cid}").stdout.strip()
+            ):
                 break
         time.sleep(0.2)
     assert cid, "the cluster never started"

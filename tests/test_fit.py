@@ -46,16 +46,47 @@ def test_order_interleaves_repeats():
 
 
 def test_study_job_args_pins_fifo_and_seed_but_respects_the_user():
-    assert study_job_args(["--num-samples", "4"]) == ["--num-samples", "4", "--scheduler", "fifo", "--seed", "0"]
-    assert study_job_args(["--scheduler", "asha", "--seed=3"]) == ["--scheduler", "asha", "--seed=3"]
+    assert study_job_args(["--num-samples", "4"]) == [
+        "--num-samples",
+        "4",
+        "--scheduler",
+        "fifo",
+        "--seed",
+        "0",
+    ]
+    assert study_job_args(["--scheduler", "asha", "--seed=3"]) == [
+        "--scheduler",
+        "asha",
+        "--seed=3",
+    ]
 
 
 def test_summarise_speedup_efficiency_overhead():
     runs = [
-        {"workers": 1, "cpus": 1, "wall_s": 10.0, "sum_train_s": 9.0, "trials_completed": 10,
-         "best_rmse": 1.0, "cpu_busy_avg": 0.9, "cpu_busy_by_node": {}, "job_id": "a", "repeat": 0},
-        {"workers": 2, "cpus": 2, "wall_s": 5.5, "sum_train_s": 9.5, "trials_completed": 10,
-         "best_rmse": 1.0, "cpu_busy_avg": 0.85, "cpu_busy_by_node": {}, "job_id": "b", "repeat": 0},
+        {
+            "workers": 1,
+            "cpus": 1,
+            "wall_s": 10.0,
+            "sum_train_s": 9.0,
+            "trials_completed": 10,
+            "best_rmse": 1.0,
+            "cpu_busy_avg": 0.9,
+            "cpu_busy_by_node": {},
+            "job_id": "a",
+            "repeat": 0,
+        },
+        {
+            "workers": 2,
+            "cpus": 2,
+            "wall_s": 5.5,
+            "sum_train_s": 9.5,
+            "trials_completed": 10,
+            "best_rmse": 1.0,
+            "cpu_busy_avg": 0.85,
+            "cpu_busy_by_node": {},
+            "job_id": "b",
+            "repeat": 0,
+        },
     ]
     p1, p2 = summarise(runs)
     assert p1["speedup"] == 1.0 and p2["speedup"] == pytest.approx(10 / 5.5, abs=1e-3)

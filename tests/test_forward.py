@@ -45,15 +45,37 @@ def test_tunnel_is_restarted_and_a_followed_job_survives_the_drop(cluster, tmp_p
     target = rec["dashboard_url"].rsplit(":", 1)[1]
     port = procs.free_ports(1)[0]
     url = f"http://127.0.0.1:{port}"
-    sup = forward.start([sys.executable, PROXY, str(port), "127.0.0.1", target], port, tmp_path / "fwd.log")
+    sup = forward.start(
+        [sys.executable, PROXY, str(port), "127.0.0.1", target], port, tmp_path / "fwd.log"
+    )
     seen = {sup["pid"]}
     try:
         assert _answers(url, token)
         # Follow a job through the tunnel, and drop the tunnel twice while it runs.
         follower = subprocess.Popen(
-            [RAYSCALE, "job", "submit", "--json", "--address", url, "--token-file", str(cluster / "auth_token"),
-             "--", *TINY, "--num-samples", "6", "--max-rounds", "200", "--scheduler", "fifo"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            [
+                RAYSCALE,
+                "job",
+                "submit",
+                "--json",
+                "--address",
+                url,
+                "--token-file",
+                str(cluster / "auth_token"),
+                "--",
+                *TINY,
+                "--num-samples",
+                "6",
+                "--max-rounds",
+                "200",
+                "--scheduler",
+                "fifo",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         for _ in range(2):
             time.sleep(2)
             old = _tunnel(sup)
@@ -68,7 +90,9 @@ def test_tunnel_is_restarted_and_a_followed_job_survives_the_drop(cluster, tmp_p
         assert result["trials_completed"] == 6 and result["trials_errored"] == 0
         assert (tmp_path / "fwd.log").read_text().count("restart") >= 2
     finally:
-        seen |= {c.pid for c in psutil.Process(sup["pid"]).children()} if procs.alive(sup) else set()
+        seen |= (
+            {c.pid for c in psutil.Process(sup["pid"]).children()} if procs.alive(sup) else set()
+        )
         procs.stop(sup, grace=5)
     assert_all_gone(seen)
     assert not _answers(url, token)
@@ -77,5 +101,9 @@ def test_tunnel_is_restarted_and_a_followed_job_survives_the_drop(cluster, tmp_p
 def test_a_tunnel_that_never_opens_is_reported(tmp_path):
     port = procs.free_ports(1)[0]
     with pytest.raises(TimeoutError, match="no such host"):
-        forward.start([sys.executable, "-c", "import sys; print('no such host'); sys.exit(1)"],
-                      port, tmp_path / "fwd.log", timeout=3)
+        forward.start(
+            [sys.executable, "-c", "import sys; print('no such host'); sys.exit(1)"],
+            port,
+            tmp_path / "fwd.log",
+            timeout=3,
+        )

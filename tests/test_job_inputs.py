@@ -15,8 +15,13 @@ import space as jobspace  # noqa: E402
 
 
 def run_job(*args, cwd=None):
-    return subprocess.run([sys.executable, str(ROOT / "job" / "tune_xgboost.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=120, cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "job" / "tune_xgboost.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd or ROOT,
+    )
 
 
 def test_synthetic_is_deterministic_and_sized():
@@ -30,7 +35,11 @@ def test_synthetic_is_deterministic_and_sized():
 
 def test_synthetic_spec_parsing():
     assert jobdata.parse_synthetic("synthetic:rows=100,features=3,noise=0,seed=2") == {
-        "rows": 100, "features": 3, "noise": 0.0, "seed": 2}
+        "rows": 100,
+        "features": 3,
+        "noise": 0.0,
+        "seed": 2,
+    }
     with pytest.raises(jobdata.InputError, match="unknown part"):
         jobdata.parse_synthetic("synthetic:rowz=100")
 
@@ -64,8 +73,22 @@ def test_configs_are_the_same_for_the_same_seed():
 
 @needs_datasets
 def test_sequential_mode_runs_and_reports(tmp_path):
-    p = run_job("--mode", "sequential", "--data", DATASETS / "concrete.csv", "--target", "strength",
-                "--num-samples", 3, "--max-rounds", 30, "--storage-path", tmp_path, "--name", "s")
+    p = run_job(
+        "--mode",
+        "sequential",
+        "--data",
+        DATASETS / "concrete.csv",
+        "--target",
+        "strength",
+        "--num-samples",
+        3,
+        "--max-rounds",
+        30,
+        "--storage-path",
+        tmp_path,
+        "--name",
+        "s",
+    )
     assert p.returncode == 0, p.stderr
     line = [x for x in p.stdout.splitlines() if x.startswith("RAYSCALE_RESULT ")]
     assert len(line) == 1
@@ -73,7 +96,10 @@ def test_sequential_mode_runs_and_reports(tmp_path):
 
     rec = json.loads(line[0].split(" ", 1)[1])
     assert rec["trials_completed"] == 3 and rec["tuned"]["r2"] > 0.5
-    assert json.loads((tmp_path / "s" / "result.json").read_text())["best_config"] == rec["best_config"]
+    assert (
+        json.loads((tmp_path / "s" / "result.json").read_text())["best_config"]
+        == rec["best_config"]
+    )
 
 
 def _write(tmp_path, name, text):
@@ -86,12 +112,34 @@ BAD = [
     (lambda t: ["--data", "/nope.csv"], ["not found"]),
     (lambda t: ["--data", _write(t, "empty.csv", "")], ["empty"]),
     (lambda t: ["--data", _write(t, "hdr.csv", "a,b\n"), "--target", "b"], ["no rows"]),
-    pytest.param(lambda t: ["--data", DATASETS / "insurance.csv"], ["--target is required"], marks=needs_datasets),
-    pytest.param(lambda t: ["--data", DATASETS / "insurance.csv", "--target", "x"], ["target column 'x'"], marks=needs_datasets),
-    pytest.param(lambda t: ["--data", DATASETS / "insurance.csv", "--target", "region"], ["not numeric"], marks=needs_datasets),
-    (lambda t: ["--data", _write(t, "const.csv", "a,y\n" + "1,5\n" * 30), "--target", "y"], ["constant"]),
-    (lambda t: ["--data", _write(t, "nan.csv", "a,b,y\n" + "".join(f"{i},,{i}\n" for i in range(30))),
-                "--target", "y"], ["entirely empty"]),
+    pytest.param(
+        lambda t: ["--data", DATASETS / "insurance.csv"],
+        ["--target is required"],
+        marks=needs_datasets,
+    ),
+    pytest.param(
+        lambda t: ["--data", DATASETS / "insurance.csv", "--target", "x"],
+        ["target column 'x'"],
+        marks=needs_datasets,
+    ),
+    pytest.param(
+        lambda t: ["--data", DATASETS / "insurance.csv", "--target", "region"],
+        ["not numeric"],
+        marks=needs_datasets,
+    ),
+    (
+        lambda t: ["--data", _write(t, "const.csv", "a,y\n" + "1,5\n" * 30), "--target", "y"],
+        ["constant"],
+    ),
+    (
+        lambda t: [
+            "--data",
+            _write(t, "nan.csv", "a,b,y\n" + "".join(f"{i},,{i}\n" for i in range(30))),
+            "--target",
+            "y",
+        ],
+        ["entirely empty"],
+    ),
     (lambda t: ["--data", _write(t, "bad.csv", 'a,y\n"1,2\n3,4,5,6\n'), "--target", "y"], ["csv"]),
     (lambda t: ["--data", "synthetic:rows=abc"], ["synthetic"]),
     (lambda t: ["--num-samples", "0"], ["--num-samples"]),
@@ -102,13 +150,25 @@ BAD = [
     (lambda t: ["--test-size", "0.9"], ["--test-size"]),
     (lambda t: ["--grace-rounds", "500", "--max-rounds", "100"], ["--grace-rounds"]),
     (lambda t: ["--search-space", _write(t, "s.yaml", "a: [unclosed")], ["not valid yaml"]),
-    (lambda t: ["--search-space", _write(t, "s.yaml", "eta_typo: {uniform: [0, 1]}")], ["unknown parameter"]),
-    (lambda t: ["--search-space", _write(t, "s.yaml", "subsample: {uniform: [0.9, 0.5]}")], ["empty range"]),
+    (
+        lambda t: ["--search-space", _write(t, "s.yaml", "eta_typo: {uniform: [0, 1]}")],
+        ["unknown parameter"],
+    ),
+    (
+        lambda t: ["--search-space", _write(t, "s.yaml", "subsample: {uniform: [0.9, 0.5]}")],
+        ["empty range"],
+    ),
     (lambda t: ["--search-space", t / "missing.yaml"], ["not found"]),
-    (lambda t: ["--mlflow", "file:///tmp/mlruns"], ["--mlflow", "not a tracking server URI", "http(s)://"]),
+    (
+        lambda t: ["--mlflow", "file:///tmp/mlruns"],
+        ["--mlflow", "not a tracking server URI", "http(s)://"],
+    ),
     (lambda t: ["--mlflow", "http://"], ["--mlflow", "not a tracking server URI"]),
     # Nothing listens on port 1: refused in seconds, not after the client's minutes of retries.
-    (lambda t: ["--mlflow", "http://127.0.0.1:1"], ["cannot reach the MLflow server at http://127.0.0.1:1"]),
+    (
+        lambda t: ["--mlflow", "http://127.0.0.1:1"],
+        ["cannot reach the MLflow server at http://127.0.0.1:1"],
+    ),
 ]
 
 
@@ -129,11 +189,15 @@ def test_data_from_object_storage(tmp_path):
         env = s3.env
         t = _with_env(env, lambda: jobdata.load("s3://tables/concrete.csv", "strength"))
         assert t.rows == 1030 and t.features == 8
-        with pytest.raises(jobdata.InputError, match="data object 's3://tables/nope.csv' not found"):
+        with pytest.raises(
+            jobdata.InputError, match="data object 's3://tables/nope.csv' not found"
+        ):
             _with_env(env, lambda: jobdata.load("s3://tables/nope.csv", "strength"))
         with pytest.raises(jobdata.InputError, match="cannot read data 's3://tables/concrete.csv'"):
-            _with_env({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
-                      lambda: jobdata.load("s3://tables/concrete.csv", "strength"))
+            _with_env(
+                {**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                lambda: jobdata.load("s3://tables/concrete.csv", "strength"),
+            )
 
 
 def _with_env(env: dict, fn):

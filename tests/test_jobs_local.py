@@ -23,8 +23,18 @@ def submit(state, *job_args, extra=(), env=None):
 
 
 def test_tuning_job_end_to_end(cluster, results_dir):
-    p = submit(cluster, *TINY, "--num-samples", 4, "--scheduler", "fifo",
-               "--storage-path", results_dir, "--name", "e2e")
+    p = submit(
+        cluster,
+        *TINY,
+        "--num-samples",
+        4,
+        "--scheduler",
+        "fifo",
+        "--storage-path",
+        results_dir,
+        "--name",
+        "e2e",
+    )
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout)
     assert rec["mode"] == "tune" and rec["num_samples"] == 4
@@ -47,9 +57,21 @@ def test_tuning_job_end_to_end(cluster, results_dir):
 
 @needs_datasets
 def test_real_data_with_categorical_columns(cluster, results_dir):
-    p = submit(cluster, "--data", DATASETS / "insurance.csv", "--target", "charges",
-               "--num-samples", 3, "--max-rounds", 30, "--mode", "both",
-               "--storage-path", results_dir)
+    p = submit(
+        cluster,
+        "--data",
+        DATASETS / "insurance.csv",
+        "--target",
+        "charges",
+        "--num-samples",
+        3,
+        "--max-rounds",
+        30,
+        "--mode",
+        "both",
+        "--storage-path",
+        results_dir,
+    )
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout)
     assert rec["rows"] == 1338 and rec["features"] == 6
@@ -61,13 +83,17 @@ def test_real_data_with_categorical_columns(cluster, results_dir):
 
 
 def test_submit_without_token_is_refused_clearly(cluster):
-    url = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)["dashboard_url"]
+    url = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)[
+        "dashboard_url"
+    ]
     p = run_cli("job", "submit", "--address", url, "--", *TINY, env={"RAY_AUTH_TOKEN": ""})
     assert_one_line_error(p, "requires a token", "--token-file")
 
 
 def test_submit_with_wrong_token_is_refused_clearly(cluster, tmp_path):
-    url = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)["dashboard_url"]
+    url = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)[
+        "dashboard_url"
+    ]
     bad = tmp_path / "token"
     bad.write_text("not-the-token")
     p = run_cli("job", "submit", "--address", url, "--token-file", bad, "--", *TINY)
@@ -76,32 +102,51 @@ def test_submit_with_wrong_token_is_refused_clearly(cluster, tmp_path):
 
 def test_address_and_token_file_reach_the_cluster(cluster):
     """--address + --token-file: how a user reaches any cluster, e.g. one in the cloud."""
-    url = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)["dashboard_url"]
+    url = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)[
+        "dashboard_url"
+    ]
     p = run_cli("job", "list", "--json", "--address", url, "--token-file", cluster / "auth_token")
     assert p.returncode == 0, p.stderr
     assert isinstance(json.loads(p.stdout), list)
 
 
-@pytest.mark.parametrize("job_args,needles", [
-    (["--data", "/nonexistent/data.csv"], ["not found"]),
-    pytest.param(["--data", str(DATASETS / "insurance.csv"), "--target", "nope"], ["target column 'nope'", "columns are"], marks=needs_datasets),
-    pytest.param(["--data", str(DATASETS / "insurance.csv"), "--target", "smoker"], ["not numeric"], marks=needs_datasets),
-    # More than any worker has (1 CPU, 1.5 GiB each): refused, not waited for forever.
-    ([*TINY, "--cpus-per-trial", "2", "--memory-per-trial", "64"],
-     ["asks for 2 CPUs and 64 GiB", "biggest worker has 1 CPUs", "--cpus-per-trial"]),
-])
+@pytest.mark.parametrize(
+    "job_args,needles",
+    [
+        (["--data", "/nonexistent/data.csv"], ["not found"]),
+        pytest.param(
+            ["--data", str(DATASETS / "insurance.csv"), "--target", "nope"],
+            ["target column 'nope'", "columns are"],
+            marks=needs_datasets,
+        ),
+        pytest.param(
+            ["--data", str(DATASETS / "insurance.csv"), "--target", "smoker"],
+            ["not numeric"],
+            marks=needs_datasets,
+        ),
+        # More than any worker has (1 CPU, 1.5 GiB each): refused, not waited for forever.
+        (
+            [*TINY, "--cpus-per-trial", "2", "--memory-per-trial", "64"],
+            ["asks for 2 CPUs and 64 GiB", "biggest worker has 1 CPUs", "--cpus-per-trial"],
+        ),
+    ],
+)
 def test_bad_job_input_through_the_cluster(cluster, job_args, needles):
     p = submit(cluster, *job_args)
     assert_one_line_error(p, *needles)
 
 
 def test_no_wait_then_status_logs_and_list(cluster):
-    p = run_cli("job", "submit", "--no-wait", "--", *TINY, "--num-samples", 2, state_dir=cluster,
-                check=True)
+    p = run_cli(
+        "job", "submit", "--no-wait", "--", *TINY, "--num-samples", 2, state_dir=cluster, check=True
+    )
     job_id = p.stdout.strip()
     assert job_id.startswith("raysubmit_")
     assert run_cli("job", "status", job_id, state_dir=cluster).stdout.strip() in {
-        "PENDING", "RUNNING", "SUCCEEDED"}
+        "PENDING",
+        "RUNNING",
+        "SUCCEEDED",
+    }
     listed = json.loads(run_cli("job", "list", "--json", state_dir=cluster, check=True).stdout)
     assert job_id in [j["submission_id"] for j in listed]
     assert_one_line_error(run_cli("job", "status", "raysubmit_nope", state_dir=cluster), "nope")
@@ -114,20 +159,55 @@ def test_a_search_whose_every_trial_fails_ends_non_zero(cluster, tmp_path):
 
     job_dir = tmp_path / "job"
     shutil.copytree(ROOT / "job", job_dir, ignore=shutil.ignore_patterns("__pycache__"))
-    (job_dir / "bad_space.yaml").write_text("subsample: {choice: [1.5]}\nmax_depth: {randint: [2, 3]}\n")
-    p = run_cli("job", "submit", "--job-dir", job_dir, "--", *TINY, "--num-samples", 2, "--scheduler", "fifo",
-                "--search-space", "bad_space.yaml", "--max-failures", 0, "--storage-path", tmp_path / "r",
-                "--name", "doomed", state_dir=cluster, timeout=300)
+    (job_dir / "bad_space.yaml").write_text(
+        "subsample: {choice: [1.5]}\nmax_depth: {randint: [2, 3]}\n"
+    )
+    p = run_cli(
+        "job",
+        "submit",
+        "--job-dir",
+        job_dir,
+        "--",
+        *TINY,
+        "--num-samples",
+        2,
+        "--scheduler",
+        "fifo",
+        "--search-space",
+        "bad_space.yaml",
+        "--max-failures",
+        0,
+        "--storage-path",
+        tmp_path / "r",
+        "--name",
+        "doomed",
+        state_dir=cluster,
+        timeout=300,
+    )
     assert_one_line_error(p, "failed: every trial failed (2 of 2); the first:", "subsample")
     rec = json.loads((tmp_path / "r" / "doomed" / "result.json").read_text())
-    assert rec["status"] == "failed" and rec["trials_completed"] == 0 and "subsample" in rec["error"]
+    assert (
+        rec["status"] == "failed" and rec["trials_completed"] == 0 and "subsample" in rec["error"]
+    )
 
 
 def test_optuna_search_and_its_plain_optuna_baseline(cluster, tmp_path):
     """--search-alg optuna: TPE through Tune's OptunaSearch with ASHA on the cluster, and
     plain Optuna on one machine (the baseline) with the same budget."""
-    p = submit(cluster, *TINY, "--num-samples", 6, "--search-alg", "optuna", "--scheduler", "asha",
-               "--mode", "both", "--storage-path", tmp_path)
+    p = submit(
+        cluster,
+        *TINY,
+        "--num-samples",
+        6,
+        "--search-alg",
+        "optuna",
+        "--scheduler",
+        "asha",
+        "--mode",
+        "both",
+        "--storage-path",
+        tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout)
     assert rec["search_alg"] == "optuna" and set(rec["modes"]) == {"tune", "sequential"}
@@ -145,17 +225,40 @@ def test_mlflow_tracks_every_trial_and_the_outcome(cluster, tmp_path):
     from mlflow.tracking import MlflowClient
 
     with mlflow_server(tmp_path) as uri:
-        p = submit(cluster, *TINY, "--num-samples", 3, "--scheduler", "fifo", "--report-every", 5,
-                   "--mlflow", uri, "--mlflow-experiment", "xgb", "--name", "tracked",
-                   "--storage-path", tmp_path / "r")
+        p = submit(
+            cluster,
+            *TINY,
+            "--num-samples",
+            3,
+            "--scheduler",
+            "fifo",
+            "--report-every",
+            5,
+            "--mlflow",
+            uri,
+            "--mlflow-experiment",
+            "xgb",
+            "--name",
+            "tracked",
+            "--storage-path",
+            tmp_path / "r",
+        )
         assert p.returncode == 0, p.stderr
         rec = json.loads(p.stdout)
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("xgb")
-        assert rec["mlflow"] == {"uri": uri, "experiment": "xgb", "experiment_id": exp.experiment_id,
-                                 "summary_run_id": rec["mlflow"]["summary_run_id"]}
-        runs = client.search_runs([exp.experiment_id], filter_string="tags.`rayscale.search` = 'tracked'")
-        trials = {r.data.tags["trial_id"]: r for r in runs if r.data.tags["rayscale.kind"] == "trial"}
+        assert rec["mlflow"] == {
+            "uri": uri,
+            "experiment": "xgb",
+            "experiment_id": exp.experiment_id,
+            "summary_run_id": rec["mlflow"]["summary_run_id"],
+        }
+        runs = client.search_runs(
+            [exp.experiment_id], filter_string="tags.`rayscale.search` = 'tracked'"
+        )
+        trials = {
+            r.data.tags["trial_id"]: r for r in runs if r.data.tags["rayscale.kind"] == "trial"
+        }
         (summary,) = [r for r in runs if r.data.tags["rayscale.kind"] == "summary"]
         assert set(trials) == {t["trial_id"] for t in rec["trials"]}
         for t in rec["trials"]:
@@ -168,9 +271,17 @@ def test_mlflow_tracks_every_trial_and_the_outcome(cluster, tmp_path):
             assert steps == sorted(steps) and steps[-1] == t["rounds"]
             assert all(s % 5 == 0 for s in steps[:-1]), steps
             assert rmse[-1].value == pytest.approx(t["rmse"])
-            assert client.get_metric_history(run.info.run_id, "train_s")[-1].value == pytest.approx(t["train_s"], abs=1e-3)
-        assert summary.info.run_id == rec["mlflow"]["summary_run_id"] and summary.info.status == "FINISHED"
+            assert client.get_metric_history(run.info.run_id, "train_s")[-1].value == pytest.approx(
+                t["train_s"], abs=1e-3
+            )
+        assert (
+            summary.info.run_id == rec["mlflow"]["summary_run_id"]
+            and summary.info.status == "FINISHED"
+        )
         for model in ("baseline", "tuned"):
             for k in ("rmse", "r2"):
                 assert summary.data.metrics[f"{model}_{k}"] == pytest.approx(rec[model][k])
-        assert int(summary.data.params["best.num_boost_round"]) == rec["best_config"]["num_boost_round"]
+        assert (
+            int(summary.data.params["best.num_boost_round"])
+            == rec["best_config"]["num_boost_round"]
+        )

@@ -32,8 +32,11 @@ def strict(schema):
 
     def walk(node):
         if isinstance(node, dict):
-            if ("properties" in node and "additionalProperties" not in node
-                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
                 node["additionalProperties"] = False
             for v in node.values():
                 walk(v)
@@ -58,7 +61,10 @@ def rendered():
     for name, p in manifests.PROFILES.items():
         for n in (1, 3, 20):
             yield f"{name}-raycluster-{n}", manifests.raycluster("rs", n, p, namespace="ml")
-        yield f"{name}-rayjob-args", manifests.rayjob("rs-job", p, 4, job_args=["--num-samples", "4"])
+        yield (
+            f"{name}-rayjob-args",
+            manifests.rayjob("rs-job", p, 4, job_args=["--num-samples", "4"]),
+        )
 
 
 ALL = [*SHIPPED.items(), *rendered()]
@@ -70,14 +76,20 @@ def test_shipped_files_are_the_template_output():
     on_disk = {str(p.relative_to(ROOT)) for p in (ROOT / "k8s").rglob("*.yaml")}
     assert on_disk == set(SHIPPED), "run `make k8s-manifests`"
     for rel, doc in SHIPPED.items():
-        assert yaml.safe_load((ROOT / rel).read_text()) == doc, f"{rel} drifted: run `make k8s-manifests`"
+        assert yaml.safe_load((ROOT / rel).read_text()) == doc, (
+            f"{rel} drifted: run `make k8s-manifests`"
+        )
 
 
 @needs_crds
 @pytest.mark.parametrize("key,doc", RAY, ids=[k for k, _ in RAY])
 def test_kuberay_resources_match_the_v1_crd_schema(key, doc):
     jsonschema.validate(doc, schema(doc["kind"]))
-    rules = manifests.kuberay_rules(doc["spec"]) if doc["kind"] == "RayCluster" else manifests.rayjob_rules(doc)
+    rules = (
+        manifests.kuberay_rules(doc["spec"])
+        if doc["kind"] == "RayCluster"
+        else manifests.rayjob_rules(doc)
+    )
     assert rules == []
 
 
@@ -89,7 +101,9 @@ def test_every_ray_pod_is_a_valid_pod(key, doc):
 
 def test_core_resources_are_valid():
     for profile in manifests.PROFILES:
-        kubernetes_validate.validate(SHIPPED[f"k8s/{profile}/results-pvc.yaml"], K8S_VERSION, strict=True)
+        kubernetes_validate.validate(
+            SHIPPED[f"k8s/{profile}/results-pvc.yaml"], K8S_VERSION, strict=True
+        )
     assert SHIPPED["k8s/cloud/results-pvc.yaml"]["spec"]["accessModes"] == ["ReadWriteMany"]
     assert SHIPPED["k8s/kind/results-pvc.yaml"]["spec"]["storageClassName"] == "standard"
     assert SHIPPED["k8s/kind-config.yaml"]["apiVersion"] == "kind.x-k8s.io/v1alpha4"
@@ -114,7 +128,9 @@ def test_the_checks_can_fail():
     job["spec"]["ttlSecondsAfterFinished"] = 60
     assert manifests.rayjob_rules(job) == ["ttlSecondsAfterFinished needs shutdownAfterJobFinishes"]
     pod = manifests.scan_pods(doc)[0]
-    pod["spec"]["containers"][0]["resource"] = {"limits": {"cpu": "1"}}  # misspelt: strict rejects it
+    pod["spec"]["containers"][0]["resource"] = {
+        "limits": {"cpu": "1"}
+    }  # misspelt: strict rejects it
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
 
@@ -133,9 +149,14 @@ def test_policy(key, doc):
         return
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0", "the head runs no trials"
     assert spec["authOptions"]["mode"] == "token"
-    assert spec["headGroupSpec"]["serviceType"] == "ClusterIP" and not spec["headGroupSpec"].get("enableIngress")
+    assert spec["headGroupSpec"]["serviceType"] == "ClusterIP" and not spec["headGroupSpec"].get(
+        "enableIngress"
+    )
     assert spec["enableInTreeAutoscaling"] is True
-    assert spec["autoscalerOptions"]["version"] == "v2" and spec["autoscalerOptions"]["idleTimeoutSeconds"] > 0
+    assert (
+        spec["autoscalerOptions"]["version"] == "v2"
+        and spec["autoscalerOptions"]["idleTimeoutSeconds"] > 0
+    )
     for _, c in _containers(spec):
         assert re.search(r":\d+\.\d+\.\d+$", c["image"]) and not c["image"].endswith(":latest")
         assert c["imagePullPolicy"] == "IfNotPresent"
@@ -148,8 +169,15 @@ def test_policy(key, doc):
         for t in (g["template"], spec["headGroupSpec"]["template"]):
             vols = {v["name"]: v for v in t["spec"]["volumes"]}
             # hostPath is made by root 0755 and fsGroup does not apply: uid 1000 cannot write it.
-            assert "persistentVolumeClaim" in vols["results"] and not any("hostPath" in v for v in vols.values())
+            assert "persistentVolumeClaim" in vols["results"] and not any(
+                "hostPath" in v for v in vols.values()
+            )
             assert "ray-logs" in vols, "KubeRay shares logs with the autoscaler only by this name"
     if doc["kind"] == "RayJob":
-        assert doc["spec"]["shutdownAfterJobFinishes"] is True and doc["spec"]["ttlSecondsAfterFinished"] > 0
-        assert "/opt/rayscale/job/tune_xgboost.py" in doc["spec"]["entrypoint"], "the job ships in the image"
+        assert (
+            doc["spec"]["shutdownAfterJobFinishes"] is True
+            and doc["spec"]["ttlSecondsAfterFinished"] > 0
+        )
+        assert "/opt/rayscale/job/tune_xgboost.py" in doc["spec"]["entrypoint"], (
+            "the job ships in the image"
+        )

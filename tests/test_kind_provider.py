@@ -20,12 +20,23 @@ def test_missing_tools_are_named_with_the_no_kubernetes_alternative(tmp_path):
     empty.mkdir()
     # RAYSCALE_DOCKER (set by .ci/run) and friends would point at tools anyway: unset them.
     unset = {f"RAYSCALE_{t}": "" for t in ("DOCKER", "KIND", "KUBECTL", "HELM", "GIT")}
-    p = run_cli("cluster", "up", "--provider", "kind", "--workers", 1, state_dir=tmp_path / "s",
-                env={"PATH": str(empty), **unset})
-    line = assert_one_line_error(p, "docker, kind, kubectl, helm, git", "not found",
-                                 "make cluster-up PROVIDER=local")
+    p = run_cli(
+        "cluster",
+        "up",
+        "--provider",
+        "kind",
+        "--workers",
+        1,
+        state_dir=tmp_path / "s",
+        env={"PATH": str(empty), **unset},
+    )
+    line = assert_one_line_error(
+        p, "docker, kind, kubectl, helm, git", "not found", "make cluster-up PROVIDER=local"
+    )
     assert "kind.sigs.k8s.io" in line and "helm.sh" in line and "git-scm.com" in line
-    assert not (tmp_path / "s" / "cluster.json").exists(), "nothing recorded, no provider switched to"
+    assert not (tmp_path / "s" / "cluster.json").exists(), (
+        "nothing recorded, no provider switched to"
+    )
 
 
 def _stand_in(path, body):
@@ -45,14 +56,18 @@ def _tools(tmp_path, docker_info: str, kind_body: str = "exit 0") -> dict[str, s
 
 def test_docker_too_small_for_the_workers_fake_tools(tmp_path):
     env = _tools(tmp_path, '{"MemTotal": 4294967296, "NCPU": 16}')  # 4 GiB
-    p = run_cli("cluster", "up", "--provider", "kind", "--workers", 3, state_dir=tmp_path / "s", env=env)
+    p = run_cli(
+        "cluster", "up", "--provider", "kind", "--workers", 3, state_dir=tmp_path / "s", env=env
+    )
     assert_one_line_error(p, "3 workers need about 9.5 GiB but Docker has 4.0 GiB", "more memory")
 
 
 def test_docker_short_of_cpus_for_the_workers_fake_tools(tmp_path):
     """Pods are scheduled on CPU requests: a worker that cannot fit is refused up front."""
     env = _tools(tmp_path, '{"MemTotal": 68719476736, "NCPU": 4}')  # 64 GiB, 4 CPUs
-    p = run_cli("cluster", "up", "--provider", "kind", "--workers", 3, state_dir=tmp_path / "s", env=env)
+    p = run_cli(
+        "cluster", "up", "--provider", "kind", "--workers", 3, state_dir=tmp_path / "s", env=env
+    )
     assert_one_line_error(p, "3 workers need about 5.5 CPUs on kind but Docker has 4", "more CPUs")
     assert not (tmp_path / "s" / "cluster.json").exists()
 
@@ -60,9 +75,14 @@ def test_docker_short_of_cpus_for_the_workers_fake_tools(tmp_path):
 def test_a_failing_kind_get_clusters_stops_up_fake_tools(tmp_path):
     """Never read a failure as "no clusters": up would create, and on failure delete, one
     named like a cluster it could not see."""
-    env = _tools(tmp_path, '{"MemTotal": 68719476736, "NCPU": 16}',
-                 kind_body='echo "ERROR: failed to list clusters: permission denied" >&2; exit 1')
-    p = run_cli("cluster", "up", "--provider", "kind", "--workers", 1, state_dir=tmp_path / "s", env=env)
+    env = _tools(
+        tmp_path,
+        '{"MemTotal": 68719476736, "NCPU": 16}',
+        kind_body='echo "ERROR: failed to list clusters: permission denied" >&2; exit 1',
+    )
+    p = run_cli(
+        "cluster", "up", "--provider", "kind", "--workers", 1, state_dir=tmp_path / "s", env=env
+    )
     assert_one_line_error(p, "`kind get clusters` failed: ERROR: failed to list clusters", "docker")
     assert not (tmp_path / "s" / "logs" / "kind-up.log").exists(), "nothing was run"
 
@@ -73,7 +93,9 @@ def test_the_plan_it_runs(tmp_path):
     first = k.commands(create=True, build=True)
     names = [" ".join(c[1:4]) for c in first]
     assert names[0].startswith("create cluster --name")
-    assert any("apply --server-side" in " ".join(c) and CRDS in c for c in first), "CRDs server-side"
+    assert any("apply --server-side" in " ".join(c) and CRDS in c for c in first), (
+        "CRDs server-side"
+    )
     helm = next(c for c in first if "upgrade" in c)
     assert helm[helm.index("--version") + 1] == "1.7.0" and "--skip-crds" in helm
     assert str(ROOT / "k8s" / "operator-values.yaml") in helm

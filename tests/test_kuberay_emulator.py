@@ -39,21 +39,37 @@ CONTEXT = "emulated-kind"
 
 def _image_built() -> bool:
     docker = procs.tool("docker")
-    return bool(docker) and subprocess.run([docker, "image", "inspect", IMAGE], capture_output=True).returncode == 0
+    return (
+        bool(docker)
+        and subprocess.run([docker, "image", "inspect", IMAGE], capture_output=True).returncode == 0
+    )
 
 
 if not _image_built() and os.environ.get("CI"):
-    pytest.fail(f"the emulator's pods cannot run under CI: no Docker engine or no {IMAGE}", pytrace=False)
-needs_image = pytest.mark.skipif(not _image_built(), reason=f"needs a Docker engine and {IMAGE} (make image)")
+    pytest.fail(
+        f"the emulator's pods cannot run under CI: no Docker engine or no {IMAGE}", pytrace=False
+    )
+needs_image = pytest.mark.skipif(
+    not _image_built(), reason=f"needs a Docker engine and {IMAGE} (make image)"
+)
 
 
 def kubeconfig(path: Path, current: str = CONTEXT, server: str = "https://127.0.0.1:1") -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": current,
-        "clusters": [{"name": "c", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "x"}}],
-        "contexts": [{"name": n, "context": {"cluster": "c", "user": "u"}} for n in (CONTEXT, "other")],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": current,
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "x"}}],
+                "contexts": [
+                    {"name": n, "context": {"cluster": "c", "user": "u"}}
+                    for n in (CONTEXT, "other")
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -70,8 +86,12 @@ def emulate(tmp_path, monkeypatch):
 
     def follow():  # svc/<name>-head-svc -> the head pod's IP, as the Service's endpoints would
         while not stop.wait(0.5):
-            found = {f"{n}-head-svc": a for e in made for (ns, n) in list(e.objects)
-                     if (a := e.head_address(ns, n))}
+            found = {
+                f"{n}-head-svc": a
+                for e in made
+                for (ns, n) in list(e.objects)
+                if (a := e.head_address(ns, n))
+            }
             targets.write_text(json.dumps(found))
 
     threading.Thread(target=follow, daemon=True).start()
@@ -93,10 +113,13 @@ def provider(tmp_path, emu, **options) -> KubeRayProvider:
 
 
 def _containers(emu) -> list[str]:
-    return emu._docker("ps", "-aq", "--filter", f"label=kubeemu={emu.id}", check=False).stdout.split()
+    return emu._docker(
+        "ps", "-aq", "--filter", f"label=kubeemu={emu.id}", check=False
+    ).stdout.split()
 
 
 # ---- the kind profile, end to end --------------------------------------------------------------
+
 
 @needs_image
 def test_kind_profile_job_on_its_claim_scale_and_down_emulated_kube(tmp_path, emulate, capfd):
@@ -115,7 +138,10 @@ def test_kind_profile_job_on_its_claim_scale_and_down_emulated_kube(tmp_path, em
     assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 1, "pinned at N"
     # KubeRay shares Ray's logs with the autoscaler only through a volume named ray-logs.
     head = emu.pods[("ml", emu.pod_names("ml", "rs-kind", "head")[0])].manifest["spec"]
-    mounts = {c["name"]: {m["mountPath"]: m["name"] for m in c["volumeMounts"]} for c in head["containers"]}
+    mounts = {
+        c["name"]: {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        for c in head["containers"]
+    }
     assert mounts["ray-head"]["/tmp/ray"] == mounts["autoscaler"]["/tmp/ray"] == "ray-logs"
 
     # The job with its default storage path (the claim) and checkpoints on, as `make submit`.
@@ -124,12 +150,18 @@ def test_kind_profile_job_on_its_claim_scale_and_down_emulated_kube(tmp_path, em
     assert j.wait(job, 240) == "SUCCEEDED", j.logs(job)[-3000:]
     result = j.result(job)
     assert result["trials_completed"] == 2
-    on_node = Path(emu.claims[("ml", "rayscale-results")]["status"]["path"]) / result["name"] / "result.json"
+    on_node = (
+        Path(emu.claims[("ml", "rayscale-results")]["status"]["path"])
+        / result["name"]
+        / "result.json"
+    )
     assert on_node.stat().st_uid == 1000, "written by the pods' user"
 
     p.scale(2, timeout=240)
     assert p.status().alive_workers == 2
-    p.scale(1, timeout=240)  # through the emulated autoscaler: pods over the target go after its delay
+    p.scale(
+        1, timeout=240
+    )  # through the emulated autoscaler: pods over the target go after its delay
     patch = [c for c in emu.calls if c[0] == "patch"][-1][3]
     g = patch["spec"]["workerGroupSpecs"][0]
     assert g["replicas"] == g["minReplicas"] == g["maxReplicas"] == 1
@@ -147,11 +179,18 @@ def test_kind_profile_job_on_its_claim_scale_and_down_emulated_kube(tmp_path, em
 def test_hostpath_results_are_not_writable_by_the_pods_emulated_kube(tmp_path, emulate):
     """The kind profile's former results volume, run as the kubelet runs it: EACCES."""
     emu = emulate()
-    doc = manifests.raycluster("rs-hostpath", 0, manifests.PROFILES["kind"], image=IMAGE, namespace="ml")
-    for t in (doc["spec"]["headGroupSpec"]["template"], doc["spec"]["workerGroupSpecs"][0]["template"]):
+    doc = manifests.raycluster(
+        "rs-hostpath", 0, manifests.PROFILES["kind"], image=IMAGE, namespace="ml"
+    )
+    for t in (
+        doc["spec"]["headGroupSpec"]["template"],
+        doc["spec"]["workerGroupSpecs"][0]["template"],
+    ):
         vols = t["spec"]["volumes"]
         vols[[v["name"] for v in vols].index("results")] = {
-            "name": "results", "hostPath": {"path": "/var/lib/rayscale-results", "type": "DirectoryOrCreate"}}
+            "name": "results",
+            "hostPath": {"path": "/var/lib/rayscale-results", "type": "DirectoryOrCreate"},
+        }
     emu.custom.create_namespaced_custom_object("ray.io", "v1", "ml", "rayclusters", doc)
 
     def running():
@@ -173,21 +212,30 @@ def test_shipped_rayjob_runs_on_its_own_cluster_emulated_kube(tmp_path, emulate)
 
     emu = emulate()
     emu.core.create_namespaced_persistent_volume_claim(
-        "ml", yaml.safe_load((ROOT / "k8s/kind/results-pvc.yaml").read_text()))
+        "ml", yaml.safe_load((ROOT / "k8s/kind/results-pvc.yaml").read_text())
+    )
     job = yaml.safe_load((ROOT / "k8s/kind/rayjob.yaml").read_text())
     emu.custom.create_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", job)
 
     def status():
-        return emu.custom.get_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", "rayscale-tune")["status"]
+        return emu.custom.get_namespaced_custom_object(
+            "ray.io", "v1", "ml", "rayjobs", "rayscale-tune"
+        )["status"]
 
-    assert procs.wait_for(lambda: status()["jobDeploymentStatus"] in ("Complete", "Failed"), 600, interval=2), status()
+    assert procs.wait_for(
+        lambda: status()["jobDeploymentStatus"] in ("Complete", "Failed"), 600, interval=2
+    ), status()
     st = status()
     logs = emu.submitter_logs("ml", "rayscale-tune")
     assert st["jobDeploymentStatus"] == "Complete" and st["jobStatus"] == "SUCCEEDED", logs[-3000:]
     (line,) = [x for x in logs.splitlines() if x.startswith("RAYSCALE_RESULT ")]
     result = json.loads(line.split(" ", 1)[1])
     assert result["trials_completed"] == 8 and result["cluster"]["worker_nodes"] == 2
-    on_node = Path(emu.claims[("ml", "rayscale-results")]["status"]["path"]) / result["name"] / "result.json"
+    on_node = (
+        Path(emu.claims[("ml", "rayscale-results")]["status"]["path"])
+        / result["name"]
+        / "result.json"
+    )
     assert on_node.stat().st_uid == 1000
     emu.custom.delete_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", "rayscale-tune")
     assert procs.wait_for(lambda: not _containers(emu), 90), "its cluster goes with the RayJob"
@@ -195,16 +243,21 @@ def test_shipped_rayjob_runs_on_its_own_cluster_emulated_kube(tmp_path, emulate)
 
 # ---- the cloud profile ------------------------------------------------------------------------
 
+
 @needs_image
 def test_cloud_profile_needs_an_image_and_a_shared_claim_emulated_kube(tmp_path, emulate):
     emu = emulate(classes=CLOUD_CLASSES, default_class="gp3", node_cpus=16, node_memory="64Gi")
     with pytest.raises(UserError, match="placeholder.*pass --image"):
         provider(tmp_path, emu, name="rs-cloud").up(1, timeout=30)
     assert emu.calls == [], "refused before any API call"
-    with pytest.raises(UserError, match=r"gp3 \(ebs.csi.aws.com\) cannot do ReadWriteMany.*--storage-class"):
+    with pytest.raises(
+        UserError, match=r"gp3 \(ebs.csi.aws.com\) cannot do ReadWriteMany.*--storage-class"
+    ):
         provider(tmp_path, emu, name="rs-cloud", image=IMAGE).up(1, timeout=30)
     assert not emu.claims and not emu.objects
-    with pytest.raises(UserError, match=r"StorageClass 'nfs' does not exist \(the cluster has: gp3, efs\)"):
+    with pytest.raises(
+        UserError, match=r"StorageClass 'nfs' does not exist \(the cluster has: gp3, efs\)"
+    ):
         provider(tmp_path, emu, name="rs-cloud", image=IMAGE, storage_class="nfs").up(1, timeout=30)
 
     p = provider(tmp_path, emu, name="rs-cloud", image=IMAGE, storage_class="efs")
@@ -217,21 +270,33 @@ def test_cloud_profile_needs_an_image_and_a_shared_claim_emulated_kube(tmp_path,
     finally:
         p.down()
     # An existing claim that is not ReadWriteMany is refused by name.
-    emu.claims[("ml", "mine")] = {"metadata": {"name": "mine", "uid": "u"}, "status": {"phase": "Bound"},
-                                  "spec": {"accessModes": ["ReadWriteOnce"]}}
+    emu.claims[("ml", "mine")] = {
+        "metadata": {"name": "mine", "uid": "u"},
+        "status": {"phase": "Bound"},
+        "spec": {"accessModes": ["ReadWriteOnce"]},
+    }
     with pytest.raises(UserError, match="mine is ReadWriteOnce.*ReadWriteMany"):
-        provider(tmp_path, emu, name="rs-cloud", image=IMAGE, results_claim="mine").up(1, timeout=30)
+        provider(tmp_path, emu, name="rs-cloud", image=IMAGE, results_claim="mine").up(
+            1, timeout=30
+        )
 
 
 # ---- what goes wrong, named at once ---------------------------------------------------------
 
+
 def test_missing_namespace_and_operator_are_told_apart_emulated_kube(tmp_path, emulate):
     emu = emulate()
-    with pytest.raises(UserError, match="namespace 'nope' does not exist.*kubectl create namespace nope"):
-        KubeRayProvider(StateDir(tmp_path / "s"), api=emu.api, namespace="nope", profile="kind").up(1, timeout=10)
+    with pytest.raises(
+        UserError, match="namespace 'nope' does not exist.*kubectl create namespace nope"
+    ):
+        KubeRayProvider(StateDir(tmp_path / "s"), api=emu.api, namespace="nope", profile="kind").up(
+            1, timeout=10
+        )
     emu.crd_installed = False
     p = provider(tmp_path, emu, name="rs-x", profile="kind")
-    with pytest.raises(UserError, match="KubeRay CRDs are not installed.*helm install kuberay-operator"):
+    with pytest.raises(
+        UserError, match="KubeRay CRDs are not installed.*helm install kuberay-operator"
+    ):
         p.up(1, timeout=10)
     assert not emu.claims, "the claim this failed up made is gone again"
     assert p.state.read() is None
@@ -242,7 +307,9 @@ def test_an_image_no_registry_serves_fails_fast_emulated_kube(tmp_path, emulate)
     emu = emulate()
     p = provider(tmp_path, emu, name="rs-img", profile="kind", image="rayscale:never-built")
     t0 = time.monotonic()
-    with pytest.raises(UserError, match="head pod of rs-img cannot start: container ray-head: ImagePullBackOff"):
+    with pytest.raises(
+        UserError, match="head pod of rs-img cannot start: container ray-head: ImagePullBackOff"
+    ):
         p.up(1, timeout=300)
     assert time.monotonic() - t0 < 60, "named at once, not after the timeout"
     assert ("delete", "ml", "rs-img") in emu.calls and p.state.read() is None
@@ -250,17 +317,25 @@ def test_an_image_no_registry_serves_fails_fast_emulated_kube(tmp_path, emulate)
 
 @needs_image
 def test_a_pod_that_does_not_fit_is_named_emulated_kube(tmp_path, emulate):
-    emu = emulate(node_cpus=1)  # a 1-CPU node: the head (1) + its autoscaler sidecar (0.5) do not fit
+    emu = emulate(
+        node_cpus=1
+    )  # a 1-CPU node: the head (1) + its autoscaler sidecar (0.5) do not fit
     p = provider(tmp_path, emu, name="rs-small", profile="kind", image=IMAGE)
-    with pytest.raises(UserError, match="head pod of rs-small is not ready: Unschedulable: 0/1 nodes are "
-                                        "available: 1 Insufficient cpu"):
+    with pytest.raises(
+        UserError,
+        match="head pod of rs-small is not ready: Unschedulable: 0/1 nodes are "
+        "available: 1 Insufficient cpu",
+    ):
         p.up(1, timeout=5)
     assert not emu.objects and p.state.read() is None
 
 
 def test_name_clash_is_refused_and_kept_emulated_kube(tmp_path, emulate):
     emu = emulate()
-    emu.objects[("ml", "rs-test")] = {"metadata": {"name": "rs-test", "namespace": "ml"}, "spec": {}}  # someone else's
+    emu.objects[("ml", "rs-test")] = {
+        "metadata": {"name": "rs-test", "namespace": "ml"},
+        "spec": {},
+    }  # someone else's
     emu.reconcile = lambda: None  # no operator: nothing of theirs to run
     with pytest.raises(UserError, match="already exists"):
         provider(tmp_path, emu, name="rs-test", profile="kind").up(1, timeout=5)
@@ -271,7 +346,9 @@ def test_unknown_context_lists_the_known_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig")))
     monkeypatch.setenv("RAYSCALE_KUBECTL", FAKE_KUBECTL)
     p = KubeRayProvider(StateDir(tmp_path / "state"), context="prod", image=IMAGE)
-    with pytest.raises(UserError, match=rf"no context 'prod' \(it has: {CONTEXT}, other\).*--context"):
+    with pytest.raises(
+        UserError, match=rf"no context 'prod' \(it has: {CONTEXT}, other\).*--context"
+    ):
         p.up(1)
     assert p.state.read() is None  # refused before anything was created
 
@@ -282,9 +359,19 @@ def test_down_clears_a_cluster_that_is_gone(tmp_path, gone):
     state = tmp_path / "state"
     state.mkdir()
     ctx = "kind-vanished" if gone == "context deleted" else CONTEXT
-    (state / "cluster.json").write_text(json.dumps({
-        "provider": "kuberay", "context": ctx, "namespace": "ml", "name": "rs-gone", "owned": True,
-        "forward_port": 1, "dashboard_url": "http://127.0.0.1:1"}))
+    (state / "cluster.json").write_text(
+        json.dumps(
+            {
+                "provider": "kuberay",
+                "context": ctx,
+                "namespace": "ml",
+                "name": "rs-gone",
+                "owned": True,
+                "forward_port": 1,
+                "dashboard_url": "http://127.0.0.1:1",
+            }
+        )
+    )
     env = {"KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig")), "RAYSCALE_KUBECTL": FAKE_KUBECTL}
     p = run_cli("cluster", "down", state_dir=state, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -294,13 +381,17 @@ def test_down_clears_a_cluster_that_is_gone(tmp_path, gone):
 
 # ---- the emulator behaves as the system it stands in for ---------------------------------------
 
+
 def test_api_prunes_unknown_fields_with_a_warning_and_refuses_bad_types():
     schema = crd_schema("ray.io_rayclusters.yaml")
     doc = manifests.raycluster("rs", 1, manifests.PROFILES["kind"], namespace="ml")
     doc["spec"]["workerGroupSpecs"][0]["replica"] = 3  # a typo the API server drops, not refuses
     dropped: list[str] = []
     pruned = prune(copy.deepcopy(doc), schema, "", dropped)
-    assert dropped == [".spec.workerGroupSpecs[0].replica"] and "replica" not in pruned["spec"]["workerGroupSpecs"][0]
+    assert (
+        dropped == [".spec.workerGroupSpecs[0].replica"]
+        and "replica" not in pruned["spec"]["workerGroupSpecs"][0]
+    )
     api = _Custom(types.SimpleNamespace(schemas={"rayclusters": schema}, warnings=[]))
     assert "replica" not in api._admit(doc)["spec"]["workerGroupSpecs"][0]
     assert api.k.warnings == ['unknown field "spec.workerGroupSpecs[0].replica"']
@@ -317,19 +408,28 @@ def test_pods_are_built_as_kuberay_builds_them():
     head = build_pod(rc, "head", rc["spec"]["headGroupSpec"], "rs-head-abcde")
     worker = build_pod(rc, "worker", rc["spec"]["workerGroupSpecs"][0], "rs-workers-worker-abcde")
     h, w = head["spec"]["containers"][0], worker["spec"]["containers"][0]
-    assert h["args"] == ["ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}; ray start --head --block "
-                         "--dashboard-agent-listen-port=52365 --dashboard-host=0.0.0.0 --memory=2147483648 "
-                         "--metrics-export-port=8080 --no-monitor --num-cpus=0"]
-    assert w["args"][0].endswith("ray start --address=rs-head-svc.ml.svc.cluster.local:6379 --block "
-                                 "--dashboard-agent-listen-port=52365 --memory=2147483648 "
-                                 "--metrics-export-port=8080 --num-cpus=1")
+    assert h["args"] == [
+        "ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}; ray start --head --block "
+        "--dashboard-agent-listen-port=52365 --dashboard-host=0.0.0.0 --memory=2147483648 "
+        "--metrics-export-port=8080 --no-monitor --num-cpus=0"
+    ]
+    assert w["args"][0].endswith(
+        "ray start --address=rs-head-svc.ml.svc.cluster.local:6379 --block "
+        "--dashboard-agent-listen-port=52365 --memory=2147483648 "
+        "--metrics-export-port=8080 --num-cpus=1"
+    )
     env = {e["name"]: e for e in w["env"]}
     assert env["RAY_AUTH_MODE"]["value"] == "token"
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "rs", "key": "auth_token"}
     assert env["RAY_ADDRESS"]["value"] == "rs-head-svc.ml.svc.cluster.local:6379"
     init = worker["spec"]["initContainers"][0]
     assert init["name"] == "wait-gcs-ready" and "ray health-check" in init["args"][0]
-    assert "RAY_AUTH_TOKEN" in {e["name"] for e in init["env"]}, "the init container needs the token too"
+    assert "RAY_AUTH_TOKEN" in {e["name"] for e in init["env"]}, (
+        "the init container needs the token too"
+    )
     # The kit mounts /dev/shm and /tmp/ray itself, under KubeRay's names: nothing is added.
     assert [v["name"] for v in head["spec"]["volumes"]] == ["results", "ray-logs", "shared-mem"]
-    assert head["spec"]["containers"][1]["name"] == "autoscaler" and head["spec"]["restartPolicy"] == "Never"
+    assert (
+        head["spec"]["containers"][1]["name"] == "autoscaler"
+        and head["spec"]["restartPolicy"] == "Never"
+    )

@@ -11,7 +11,9 @@ from conftest import ROOT
 
 def test_dockerfile_is_hadolint_clean():
     hadolint = Path(sys.executable).parent / "hadolint"
-    p = subprocess.run([str(hadolint), str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True)
+    p = subprocess.run(
+        [str(hadolint), str(ROOT / "docker" / "Dockerfile")], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stdout + p.stderr
 
 

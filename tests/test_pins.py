@@ -27,5 +27,8 @@ def test_image_requirements_match_pyproject():
     for name, version in image.items():
         assert kit.get(name) == version, f"{name}: image {version}, pyproject {kit.get(name)}"
     # Every job requirement is pinned exactly.
-    assert all("==" in line for line in (ROOT / "job" / "requirements.txt").read_text().splitlines()
-               if line.strip() and not line.startswith("#"))
+    assert all(
+        "==" in line
+        for line in (ROOT / "job" / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )

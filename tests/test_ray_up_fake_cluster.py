@@ -23,8 +23,18 @@ def _status(state):
 
 def test_scale_and_wait_drive_the_autoscaler(tmp_path):
     state = tmp_path / "state"
-    run_cli("cluster", "up", "--provider", "ray-up", "--config", CONFIG, "--workers", 1,
-            state_dir=state, check=True)
+    run_cli(
+        "cluster",
+        "up",
+        "--provider",
+        "ray-up",
+        "--config",
+        CONFIG,
+        "--workers",
+        1,
+        state_dir=state,
+        check=True,
+    )
     rec = json.loads((state / "cluster.json").read_text())
     seen = tree_pids([rec["head"]])
     try:
@@ -38,11 +48,15 @@ def test_scale_and_wait_drive_the_autoscaler(tmp_path):
         # Scaling down is not left to the idle timeout: max_workers drops to 1.
         p = run_cli("cluster", "scale", "--workers", 1, state_dir=state, check=True)
         assert _status(state)["alive_workers"] == 1, p.stderr
-        p = run_cli("job", "submit", "--json", "--", *TINY, "--num-samples", 2, state_dir=state, check=True)
+        p = run_cli(
+            "job", "submit", "--json", "--", *TINY, "--num-samples", 2, state_dir=state, check=True
+        )
         res = json.loads(p.stdout.strip().splitlines()[-1])
         assert res["trials_completed"] == 2 and res["cluster"]["worker_nodes"] == 1
         # A second `up` on the same state dir is refused while this one lives.
-        again = run_cli("cluster", "up", "--provider", "ray-up", "--config", CONFIG, state_dir=state)
+        again = run_cli(
+            "cluster", "up", "--provider", "ray-up", "--config", CONFIG, state_dir=state
+        )
         assert again.returncode != 0 and "already runs" in again.stderr
     finally:
         seen |= tree_pids([rec["head"]])

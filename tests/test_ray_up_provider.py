@@ -50,15 +50,41 @@ def test_rendered_config_pins_n_workers_and_this_clusters_token(f, n, tmp_path):
 def test_commands_it_runs():
     cli = ray_up.ray_cli()
     L = ray_up.CloudLauncher
-    assert L.up_argv("/s/config/cluster.yaml") == [cli, "up", "-y", "--no-config-cache", "/s/config/cluster.yaml"]
-    assert L.apply_argv("c.yaml") == [cli, "up", "-y", "--no-restart", "--no-config-cache", "c.yaml"]
+    assert L.up_argv("/s/config/cluster.yaml") == [
+        cli,
+        "up",
+        "-y",
+        "--no-config-cache",
+        "/s/config/cluster.yaml",
+    ]
+    assert L.apply_argv("c.yaml") == [
+        cli,
+        "up",
+        "-y",
+        "--no-restart",
+        "--no-config-cache",
+        "c.yaml",
+    ]
     assert L.down_argv("c.yaml") == [cli, "down", "-y", "c.yaml"]
-    assert L.forward_argv("c.yaml", 18265) == [cli, "dashboard", "--port", "18265", "--remote-port",
-                                               "8265", "--no-config-cache", "c.yaml"]
+    assert L.forward_argv("c.yaml", 18265) == [
+        cli,
+        "dashboard",
+        "--port",
+        "18265",
+        "--remote-port",
+        "8265",
+        "--no-config-cache",
+        "c.yaml",
+    ]
     # Every one of them parses with the installed `ray` CLI's own options.
     from ray.scripts.scripts import cli as ray_click
 
-    for argv in (L.up_argv("c.yaml"), L.apply_argv("c.yaml"), L.down_argv("c.yaml"), L.forward_argv("c.yaml", 1)):
+    for argv in (
+        L.up_argv("c.yaml"),
+        L.apply_argv("c.yaml"),
+        L.down_argv("c.yaml"),
+        L.forward_argv("c.yaml", 1),
+    ):
         cmd = ray_click.commands[argv[1]]
         ctx = cmd.make_context(argv[1], argv[2:], resilient_parsing=False)
         assert ctx.params["cluster_config_file"] == "c.yaml", argv
@@ -72,7 +98,9 @@ def test_onprem_cannot_pin_more_workers_than_hosts(tmp_path):
 
 def test_worker_type_must_be_one():
     cfg = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
-    cfg["available_node_types"]["ray.worker.gpu"] = dict(cfg["available_node_types"]["ray.worker.cpu"])
+    cfg["available_node_types"]["ray.worker.gpu"] = dict(
+        cfg["available_node_types"]["ray.worker.cpu"]
+    )
     with pytest.raises(UserError, match="exactly one worker node type"):
         ray_up.worker_type(cfg)
 
@@ -84,12 +112,16 @@ def test_config_without_token_mount_is_refused(tmp_path):
         ray_up.render(cfg, 2, tmp_path / "t")
 
 
-@pytest.mark.parametrize("content,needles", [
-    (None, ["needs a cluster config", "--config"]),
-    ("MISSING", ["cannot read cluster config", "c.yaml"]),
-    ("cluster_name: [unclosed\n", ["not valid YAML"]),
-    ("cluster_name: x\n", ["no provider section"]),
-], ids=["no-config", "missing", "bad-yaml", "no-provider"])
+@pytest.mark.parametrize(
+    "content,needles",
+    [
+        (None, ["needs a cluster config", "--config"]),
+        ("MISSING", ["cannot read cluster config", "c.yaml"]),
+        ("cluster_name: [unclosed\n", ["not valid YAML"]),
+        ("cluster_name: x\n", ["no provider section"]),
+    ],
+    ids=["no-config", "missing", "bad-yaml", "no-provider"],
+)
 def test_bad_config_one_line(content, needles, tmp_path):
     args = [] if content is None else ["--config", tmp_path / "c.yaml"]
     if content not in (None, "MISSING"):
@@ -118,8 +150,18 @@ def test_failed_ray_up_is_one_line_and_runs_ray_down_fake_ray(tmp_path):
     fake.write_text(FAKE_RAY.format(calls=calls))
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     state = tmp_path / "state"
-    p = run_cli("cluster", "up", "--provider", "ray-up", "--config", ROOT / "cluster" / "aws.yaml",
-                "--workers", 2, state_dir=state, env={"RAYSCALE_RAY": str(fake)})
+    p = run_cli(
+        "cluster",
+        "up",
+        "--provider",
+        "ray-up",
+        "--config",
+        ROOT / "cluster" / "aws.yaml",
+        "--workers",
+        2,
+        state_dir=state,
+        env={"RAYSCALE_RAY": str(fake)},
+    )
     line = assert_one_line_error(p, "`ray up` failed", "NoCredentialsError", "ray-up.log")
     assert str(state / "logs" / "ray-up.log") in line
     made = calls.read_text().splitlines()
@@ -135,13 +177,26 @@ def test_rendered_config_is_what_ray_up_gets_fake_ray(tmp_path):
     """The file handed to `ray up` holds the N workers and the token path (read back before cleanup)."""
     calls = tmp_path / "calls"
     fake = tmp_path / "ray"
-    fake.write_text(FAKE_RAY.replace('echo "$@" >> "{calls}"',
-                                     'echo "$@" >> "{calls}"; [ "$1" = up ] && cp "$4" "{calls}.yaml"')
-                    .format(calls=calls))
+    fake.write_text(
+        FAKE_RAY.replace(
+            'echo "$@" >> "{calls}"',
+            'echo "$@" >> "{calls}"; [ "$1" = up ] && cp "$4" "{calls}.yaml"',
+        ).format(calls=calls)
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     state = tmp_path / "state"
-    run_cli("cluster", "up", "--provider", "ray-up", "--config", ROOT / "cluster" / "gcp.yaml",
-            "--workers", 5, state_dir=state, env={"RAYSCALE_RAY": str(fake)})
+    run_cli(
+        "cluster",
+        "up",
+        "--provider",
+        "ray-up",
+        "--config",
+        ROOT / "cluster" / "gcp.yaml",
+        "--workers",
+        5,
+        state_dir=state,
+        env={"RAYSCALE_RAY": str(fake)},
+    )
     got = yaml.safe_load(Path(f"{calls}.yaml").read_text())
     wt = got["available_node_types"][ray_up.worker_type(got)]
     assert wt["min_workers"] == wt["max_workers"] == 5

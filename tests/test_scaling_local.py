@@ -14,8 +14,21 @@ pytestmark = pytest.mark.cluster
 def test_scaling_study_on_one_and_two_workers(tmp_path):
     out = tmp_path / "study"
     state = tmp_path / "state"
-    p = run_cli("scaling", "--workers", "1,2", "--memory-per-worker", 1, "--out", out, "--",
-                *TINY, "--num-samples", 4, state_dir=state, timeout=600)
+    p = run_cli(
+        "scaling",
+        "--workers",
+        "1,2",
+        "--memory-per-worker",
+        1,
+        "--out",
+        out,
+        "--",
+        *TINY,
+        "--num-samples",
+        4,
+        state_dir=state,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     study = json.loads((out / "study.json").read_text())
     assert study["provider"] == "local"
@@ -24,10 +37,23 @@ def test_scaling_study_on_one_and_two_workers(tmp_path):
     assert [pt["workers"] for pt in study["points"]] == [1, 2]
     assert [pt["cpus"] for pt in study["points"]] == [1, 2]
     for pt in study["points"]:
-        assert set(pt) >= {"workers", "cpus", "runs", "wall_s_median", "speedup", "efficiency",
-                           "overhead_per_trial_s"}
+        assert set(pt) >= {
+            "workers",
+            "cpus",
+            "runs",
+            "wall_s_median",
+            "speedup",
+            "efficiency",
+            "overhead_per_trial_s",
+        }
         (run,) = pt["runs"]
-        assert set(run) >= {"wall_s", "sum_train_s", "trials_completed", "best_rmse", "cpu_busy_avg"}
+        assert set(run) >= {
+            "wall_s",
+            "sum_train_s",
+            "trials_completed",
+            "best_rmse",
+            "cpu_busy_avg",
+        }
         assert run["trials_completed"] == 4 and run["wall_s"] > 0
         assert 0 < run["cpu_busy_avg"] <= 1.5  # utilisation was really sampled
     assert study["points"][0]["speedup"] == 1.0 and study["points"][0]["efficiency"] == 1.0
@@ -51,8 +77,23 @@ def test_scaling_study_on_one_and_two_workers(tmp_path):
 def test_scaling_uses_a_running_cluster_and_leaves_it_up(cluster, tmp_path):
     before = tree_pids([json.loads((cluster / "cluster.json").read_text())["head"]["proc"]])
     # With an adaptive search, which the study runs unchanged and says what that means.
-    p = run_cli("scaling", "--workers", "2", "--baselines", "none", "--out", tmp_path, "--",
-                *TINY, "--num-samples", 2, "--search-alg", "optuna", state_dir=cluster, timeout=300)
+    p = run_cli(
+        "scaling",
+        "--workers",
+        "2",
+        "--baselines",
+        "none",
+        "--out",
+        tmp_path,
+        "--",
+        *TINY,
+        "--num-samples",
+        2,
+        "--search-alg",
+        "optuna",
+        state_dir=cluster,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert "using the local cluster" in p.stdout
     assert "note: --search-alg optuna is adaptive" in p.stdout
@@ -61,15 +102,21 @@ def test_scaling_uses_a_running_cluster_and_leaves_it_up(cluster, tmp_path):
     assert study["points"][0]["best_rmse"] > 0
     st = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)
     assert st["alive_workers"] == 2
-    assert before <= tree_pids([json.loads((cluster / "cluster.json").read_text())["head"]["proc"]]) | before
+    assert (
+        before
+        <= tree_pids([json.loads((cluster / "cluster.json").read_text())["head"]["proc"]]) | before
+    )
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--workers", "1,1"], "repeats a count"),
-    (["--workers", "0,2"], "at least 1"),
-    (["--baselines", "dask"], "unknown baseline 'dask'"),
-    (["--workers", "2", "--", "--mode", "tune"], "--mode is set by the scaling study"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--workers", "1,1"], "repeats a count"),
+        (["--workers", "0,2"], "at least 1"),
+        (["--baselines", "dask"], "unknown baseline 'dask'"),
+        (["--workers", "2", "--", "--mode", "tune"], "--mode is set by the scaling study"),
+    ],
+)
 def test_scaling_bad_input(tmp_path, args, needle):
     from conftest import assert_one_line_error
 

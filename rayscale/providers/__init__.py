@@ -39,12 +39,16 @@ def get(name: str, state: StateDir, **options) -> Provider:
     for option in given:
         if option not in takes:
             users = [n for n, (_, t) in REGISTRY.items() if option in t]
-            raise UserError(f"{_flag(option)} does not apply to the {name} provider",
-                            f"drop it (it is for {', '.join(users) or 'no provider'})")
+            raise UserError(
+                f"{_flag(option)} does not apply to the {name} provider",
+                f"drop it (it is for {', '.join(users) or 'no provider'})",
+            )
     shape = None
     if "cpus_per_worker" in takes:
-        shape = NodeShape.sized(given.pop("cpus_per_worker", NodeShape.cpus_per_worker),
-                                given.pop("memory_per_worker", NodeShape.memory_per_worker_gib))
+        shape = NodeShape.sized(
+            given.pop("cpus_per_worker", NodeShape.cpus_per_worker),
+            given.pop("memory_per_worker", NodeShape.memory_per_worker_gib),
+        )
     module, cls = target.split(":")
     return getattr(importlib.import_module(module), cls)(state, shape, **given)
 

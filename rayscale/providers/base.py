@@ -77,9 +77,14 @@ class NodeInfo:
     @classmethod
     def of(cls, n: Any, address: str) -> NodeInfo:
         """A node as the GCS or the dashboard lists it (rayscale.gcs / rayscale.dashboard)."""
-        return cls(node_id=n.node_id, role="head" if n.is_head else "worker",
-                   state="alive" if n.alive else "dead", cpus=n.cpus,
-                   memory_gib=round(n.memory_bytes / 1024**3, 2), address=address)
+        return cls(
+            node_id=n.node_id,
+            role="head" if n.is_head else "worker",
+            state="alive" if n.alive else "dead",
+            cpus=n.cpus,
+            memory_gib=round(n.memory_bytes / 1024**3, 2),
+            address=address,
+        )
 
 
 def gcs_nodes(rec: dict[str, Any], token: str | None) -> list:
@@ -89,8 +94,10 @@ def gcs_nodes(rec: dict[str, Any], token: str | None) -> list:
     try:
         return gcs.nodes(rec["gcs_address"], token)
     except Exception as e:
-        raise UserError(f"cannot reach the cluster's GCS at {rec['gcs_address']} ({type(e).__name__})",
-                        "is it still running? `rayscale cluster down` clears a dead cluster") from None
+        raise UserError(
+            f"cannot reach the cluster's GCS at {rec['gcs_address']} ({type(e).__name__})",
+            "is it still running? `rayscale cluster down` clears a dead cluster",
+        ) from None
 
 
 @dataclass
@@ -164,7 +171,9 @@ class Provider(abc.ABC):
             self.state.write(rec)
             self.wait_ready(workers, left())
             # The Job API starts last on the head; give it at least a minute of its own.
-            wait_job_api(rec["dashboard_url"], self.state.token(), max(60.0, left()), self._log_hint(rec))
+            wait_job_api(
+                rec["dashboard_url"], self.state.token(), max(60.0, left()), self._log_hint(rec)
+            )
         except BaseException:
             self._teardown(rec)
             self._undo_plan(rec)
@@ -270,14 +279,20 @@ class ForwardedProvider(Provider):
     def _open_forward(self, rec: dict[str, Any]) -> None:
         log = self.state.path / "logs" / "forward.log"
         try:
-            rec["forward"] = forward.start(self._forward_argv(rec), rec["forward_port"], log, timeout=60)
+            rec["forward"] = forward.start(
+                self._forward_argv(rec), rec["forward_port"], log, timeout=60
+            )
         except TimeoutError as e:
-            raise UserError(f"the forward to the dashboard did not open: {e}", f"read {log}") from None
+            raise UserError(
+                f"the forward to the dashboard did not open: {e}", f"read {log}"
+            ) from None
         self.state.write(rec)
 
     def _ensure_forward(self, rec: dict[str, Any]) -> None:
         """Restart the forward's supervisor if it is gone (the supervisor restarts the tunnel)."""
-        if self._forward_argv(rec) is not None and not procs.alive(rec.get("forward") or {"pid": -1}):
+        if self._forward_argv(rec) is not None and not procs.alive(
+            rec.get("forward") or {"pid": -1}
+        ):
             self._open_forward(rec)
 
     def _stop_forward(self, rec: dict[str, Any]) -> None:
@@ -296,17 +311,22 @@ def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> Non
     import urllib.request
 
     def ready() -> bool:
-        req = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
+        req = urllib.request.Request(
+            url + "/api/version", headers={"Authorization": f"Bearer {token}"}
+        )
         with contextlib.suppress(OSError), urllib.request.urlopen(req, timeout=1) as r:
             return r.status == 200
         return False
 
     if not procs.wait_for(ready, timeout, interval=0.1):
-        raise UserError(f"the Job API at {url} did not answer within {timeout:.0f} s", f"read {where}")
+        raise UserError(
+            f"the Job API at {url} did not answer within {timeout:.0f} s", f"read {where}"
+        )
 
 
-def status_from_dashboard(provider: str, url: str, token: str | None, fix: str,
-                          label: dict[str, str] | None = None) -> ClusterStatus:
+def status_from_dashboard(
+    provider: str, url: str, token: str | None, fix: str, label: dict[str, str] | None = None
+) -> ClusterStatus:
     """The nodes of a cluster reached through a forwarded dashboard (ray-up, kuberay).
 
     Workers the autoscaler removed are left out; `label` names nodes by address (pod names).

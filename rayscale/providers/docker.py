@@ -33,8 +33,10 @@ RESULTS = "/home/ray/rayscale_results"
 def docker_binary() -> str:
     found = procs.tool("docker")
     if not found:
-        raise UserError("the `docker` command is not installed",
-                        "install Docker (Debian: apt-get install docker.io), or use --provider local")
+        raise UserError(
+            "the `docker` command is not installed",
+            "install Docker (Debian: apt-get install docker.io), or use --provider local",
+        )
     return found
 
 
@@ -42,8 +44,12 @@ def engine_info() -> dict[str, Any]:
     """`docker info` as a dict (MemTotal bytes, NCPU, ...); {} where the engine cannot say
     (then `docker run` / `kind create` judge, and say what is wrong)."""
     try:
-        out = subprocess.run([docker_binary(), "info", "--format", "{{json .}}"],
-                             capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            [docker_binary(), "info", "--format", "{{json .}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
         return json.loads(out or "{}")
     except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
         return {}
@@ -63,15 +69,21 @@ class DockerProvider(Provider):
 
     def _docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         try:
-            p = subprocess.run([docker_binary(), *args], capture_output=True, text=True, timeout=timeout)
+            p = subprocess.run(
+                [docker_binary(), *args], capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired:
-            raise UserError(f"`docker {args[0]}` did not answer in {timeout:.0f} s",
-                            "is the Docker engine healthy? (`docker info`)") from None
+            raise UserError(
+                f"`docker {args[0]}` did not answer in {timeout:.0f} s",
+                "is the Docker engine healthy? (`docker info`)",
+            ) from None
         if check and p.returncode != 0:
             err = (p.stderr.strip().splitlines() or ["no output"])[-1]
             if "Cannot connect to the Docker daemon" in err or "connect: no such file" in err:
-                raise UserError("no Docker engine answers",
-                                "start it (`dockerd`, or Docker Desktop) or use --provider local")
+                raise UserError(
+                    "no Docker engine answers",
+                    "start it (`dockerd`, or Docker Desktop) or use --provider local",
+                )
             raise UserError(f"`docker {' '.join(args[:2])}` failed: {err}")
         return p.stdout.strip()
 
@@ -91,55 +103,104 @@ class DockerProvider(Provider):
         rec = self.state.read()
         if not rec or rec.get("provider") != self.name:
             return False
-        state = self._docker("inspect", "-f", "{{.State.Running}}", rec["head"]["name"], check=False)
+        state = self._docker(
+            "inspect", "-f", "{{.State.Running}}", rec["head"]["name"], check=False
+        )
         return state == "true"
 
     def _plan(self, workers: int) -> dict[str, Any]:
         self._docker("version", "--format", "{{.Server.Version}}", timeout=30)
         if not self._docker("images", "-q", self.image):
-            raise UserError(f"image {self.image} is not on this Docker engine",
-                            "build it with `make image` (or pass --image)")
+            raise UserError(
+                f"image {self.image} is not on this Docker engine",
+                "build it with `make image` (or pass --image)",
+            )
         cid = secrets.token_hex(4)
         self.state.new_token()
         gcs.preload()
         return {
-            "provider": self.name, "created": time.time(), "cluster_id": cid, "image": self.image,
-            "network": f"rayscale-{cid}", "volume": f"rayscale-{cid}-results",
-            "shape": dataclasses.asdict(self.shape), "workers": [], "next_worker": 0,
+            "provider": self.name,
+            "created": time.time(),
+            "cluster_id": cid,
+            "image": self.image,
+            "network": f"rayscale-{cid}",
+            "volume": f"rayscale-{cid}-results",
+            "shape": dataclasses.asdict(self.shape),
+            "workers": [],
+            "next_worker": 0,
             "head": {"name": f"rayscale-{cid}-head"},
         }
 
     def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
-        self._docker("network", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["network"])
-        self._docker("volume", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["volume"])
+        self._docker(
+            "network", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["network"]
+        )
+        self._docker(
+            "volume", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["volume"]
+        )
         self._start_head(rec)
         self._add_workers(rec, workers)
 
     def _log_hint(self, rec: dict[str, Any]) -> str:
         return f"`docker logs {rec['head']['name']}`"
 
-    def _run_args(self, rec: dict[str, Any], name: str, cpus: float, memory_gib: float) -> list[str]:
+    def _run_args(
+        self, rec: dict[str, Any], name: str, cpus: float, memory_gib: float
+    ) -> list[str]:
         shm = max(0.25, memory_gib / 3)  # Ray's object store lives in /dev/shm
         return [
-            "run", "-d", "--init", "--name", name, "--hostname", name,
-            "--network", rec["network"], "--label", f"rayscale.cluster={rec['cluster_id']}",
-            f"--cpus={cpus:g}", f"--memory={int(memory_gib * GIB)}", f"--shm-size={int(shm * GIB)}",
-            "--security-opt", "no-new-privileges", "--cap-drop", "ALL",
-            "-v", f"{rec['volume']}:{RESULTS}",
-            "-e", "RAY_AUTH_MODE=token", "-e", f"RAY_AUTH_TOKEN={self.state.token()}",
-            "-e", "RAY_enable_metrics_collection=0",
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            name,
+            "--hostname",
+            name,
+            "--network",
+            rec["network"],
+            "--label",
+            f"rayscale.cluster={rec['cluster_id']}",
+            f"--cpus={cpus:g}",
+            f"--memory={int(memory_gib * GIB)}",
+            f"--shm-size={int(shm * GIB)}",
+            "--security-opt",
+            "no-new-privileges",
+            "--cap-drop",
+            "ALL",
+            "-v",
+            f"{rec['volume']}:{RESULTS}",
+            "-e",
+            "RAY_AUTH_MODE=token",
+            "-e",
+            f"RAY_AUTH_TOKEN={self.state.token()}",
+            "-e",
+            "RAY_enable_metrics_collection=0",
         ]
 
     def _start_head(self, rec: dict[str, Any]) -> None:
         name = rec["head"]["name"]
         args = self._run_args(rec, name, 1, HEAD_MEMORY_GIB) + [
             # Published on loopback only; the host port is chosen by Docker.
-            "-p", "127.0.0.1::8265", "-p", "127.0.0.1::6379",
-            "-e", f"RAYSCALE_DASHBOARD_MODULES={LEAN_MODULES}",
-            self.image, "python", "/opt/rayscale/headnode.py", "start", "--head", "--block",
-            "--port=6379", "--num-cpus=0", "--dashboard-host=0.0.0.0", "--dashboard-port=8265",
-            f"--memory={int(1.0 * GIB)}", f"--object-store-memory={int(0.3 * GIB)}",
-            "--include-log-monitor=false", "--disable-usage-stats",
+            "-p",
+            "127.0.0.1::8265",
+            "-p",
+            "127.0.0.1::6379",
+            "-e",
+            f"RAYSCALE_DASHBOARD_MODULES={LEAN_MODULES}",
+            self.image,
+            "python",
+            "/opt/rayscale/headnode.py",
+            "start",
+            "--head",
+            "--block",
+            "--port=6379",
+            "--num-cpus=0",
+            "--dashboard-host=0.0.0.0",
+            "--dashboard-port=8265",
+            f"--memory={int(1.0 * GIB)}",
+            f"--object-store-memory={int(0.3 * GIB)}",
+            "--include-log-monitor=false",
+            "--disable-usage-stats",
         ]
         rec["head"]["id"] = self._docker(*args)
         rec["dashboard_url"] = f"http://{self._published(name, 8265)}"
@@ -158,25 +219,42 @@ class DockerProvider(Provider):
             idx = rec["next_worker"]
             rec["next_worker"] += 1
             name = f"rayscale-{rec['cluster_id']}-w{idx}"
-            cid = self._docker(*self._run_args(rec, name, shape["cpus_per_worker"],
-                                               shape["memory_per_worker_gib"] + shape["object_store_gib"]),
-                               self.image, "ray", "start", "--block",
-                               f"--address={rec['head']['name']}:6379",
-                               f"--num-cpus={shape['cpus_per_worker']}",
-                               f"--memory={int(shape['memory_per_worker_gib'] * GIB)}",
-                               f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
-                               "--include-log-monitor=false", "--disable-usage-stats")
+            cid = self._docker(
+                *self._run_args(
+                    rec,
+                    name,
+                    shape["cpus_per_worker"],
+                    shape["memory_per_worker_gib"] + shape["object_store_gib"],
+                ),
+                self.image,
+                "ray",
+                "start",
+                "--block",
+                f"--address={rec['head']['name']}:6379",
+                f"--num-cpus={shape['cpus_per_worker']}",
+                f"--memory={int(shape['memory_per_worker_gib'] * GIB)}",
+                f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
+                "--include-log-monitor=false",
+                "--disable-usage-stats",
+            )
             rec["workers"].append({"index": idx, "name": name, "id": cid})
 
     def _ip(self, name: str) -> str:
-        return self._docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                            name, check=False)
+        return self._docker(
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            name,
+            check=False,
+        )
 
     def _teardown(self, rec: dict[str, Any]) -> None:
         cid = rec.get("cluster_id")
         if not cid:
             return
-        ids = self._docker("ps", "-aq", "--filter", f"label=rayscale.cluster={cid}", check=False).split()
+        ids = self._docker(
+            "ps", "-aq", "--filter", f"label=rayscale.cluster={cid}", check=False
+        ).split()
         if ids:
             # SIGTERM lets each `ray start` drain its node; whatever remains after 10 s is killed.
             self._docker("stop", "-t", "10", *ids, check=False, timeout=60)
@@ -188,10 +266,15 @@ class DockerProvider(Provider):
         timeout = timeout or self.default_timeout
         rec = self._record()
         if not self.is_running():
-            raise UserError("the cluster's head container is not running",
-                            "run `rayscale cluster down` then `rayscale cluster up` again")
-        running = set(self._docker("ps", "-q", "--no-trunc", "--filter",
-                                   f"label=rayscale.cluster={rec['cluster_id']}").split())
+            raise UserError(
+                "the cluster's head container is not running",
+                "run `rayscale cluster down` then `rayscale cluster up` again",
+            )
+        running = set(
+            self._docker(
+                "ps", "-q", "--no-trunc", "--filter", f"label=rayscale.cluster={rec['cluster_id']}"
+            ).split()
+        )
         gone = [w for w in rec["workers"] if w["id"] not in running]
         if gone:
             self._docker("rm", "-f", *(w["id"] for w in gone), check=False)
@@ -216,23 +299,30 @@ class DockerProvider(Provider):
         rec = self._record()
         want = {w["name"]: "" for w in rec["workers"]}
         if len(want) != workers:
-            raise UserError(f"the cluster has {len(want)} workers, not {workers}",
-                            f"run `rayscale cluster scale --workers {workers}`")
+            raise UserError(
+                f"the cluster has {len(want)} workers, not {workers}",
+                f"run `rayscale cluster scale --workers {workers}`",
+            )
         deadline = time.monotonic() + timeout
         while True:
             for name in want:
                 want[name] = want[name] or self._ip(name)
             try:
-                alive = {n.address for n in gcs.nodes(rec["gcs_address"], self.state.token())
-                         if n.alive and not n.is_head}
+                alive = {
+                    n.address
+                    for n in gcs.nodes(rec["gcs_address"], self.state.token())
+                    if n.alive and not n.is_head
+                }
             except Exception:  # the GCS may still be starting
                 alive = set()
             if set(want.values()) == alive and all(want.values()):
                 return
             if time.monotonic() > deadline:
                 missing = [n for n, ip in want.items() if ip not in alive]
-                raise UserError(f"workers {', '.join(missing)} not alive after {timeout:.0f} s",
-                                f"read `docker logs {missing[0] if missing else rec['head']['name']}`")
+                raise UserError(
+                    f"workers {', '.join(missing)} not alive after {timeout:.0f} s",
+                    f"read `docker logs {missing[0] if missing else rec['head']['name']}`",
+                )
             time.sleep(0.25)
 
     def endpoint(self) -> Endpoint:
@@ -242,7 +332,9 @@ class DockerProvider(Provider):
         rec = self._record()
         names = {self._ip(w["name"]): w["name"] for w in rec["workers"]}
         st = ClusterStatus(self.name, rec["dashboard_url"])
-        for n in sorted(gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.address)):
+        for n in sorted(
+            gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.address)
+        ):
             if not n.is_head and n.address not in names:
                 continue  # a worker removed by an earlier scale-down
             st.nodes.append(NodeInfo.of(n, rec["head"]["name"] if n.is_head else names[n.address]))

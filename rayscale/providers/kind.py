@@ -55,7 +55,9 @@ class KindProvider(KubeRayProvider):
 
     def __init__(self, state, shape=None, api=None, **options: Any):
         # The CLI passes None for options not given.
-        options["context"] = options.get("context") or f"kind-{options.get('kind_cluster') or KIND_CLUSTER}"
+        options["context"] = (
+            options.get("context") or f"kind-{options.get('kind_cluster') or KIND_CLUSTER}"
+        )
         options["namespace"] = options.get("namespace") or "default"
         super().__init__(state, shape, api, **options)
 
@@ -71,8 +73,10 @@ class KindProvider(KubeRayProvider):
         gone = missing_tools()
         if gone:
             how = "; ".join(f"{t}: {INSTALL[t]}" for t in gone)
-            raise UserError(f"the kind provider needs {', '.join(gone)}, not found on PATH ({how})",
-                            "or run without Kubernetes: make cluster-up PROVIDER=local")
+            raise UserError(
+                f"the kind provider needs {', '.join(gone)}, not found on PATH ({how})",
+                "or run without Kubernetes: make cluster-up PROVIDER=local",
+            )
 
     def check_fits(self, workers: int) -> None:
         p = manifests.PROFILES["kind"]
@@ -82,7 +86,8 @@ class KindProvider(KubeRayProvider):
         if have and need > have:
             raise UserError(
                 f"{workers} workers need about {need:.1f} GiB but Docker has {have:.1f} GiB",
-                "give Docker more memory (Docker Desktop: Settings > Resources) or use fewer --workers")
+                "give Docker more memory (Docker Desktop: Settings > Resources) or use fewer --workers",
+            )
         # The scheduler places pods on their CPU requests: short of them, a worker stays
         # Pending and `up` would only fail after its timeout.
         need_cpus = KIND_OVERHEAD_CPUS + float(p.head_cpu) + workers * float(p.worker_cpu)
@@ -91,24 +96,54 @@ class KindProvider(KubeRayProvider):
             raise UserError(
                 f"{workers} workers need about {need_cpus:.1f} CPUs on kind but Docker has {have_cpus}",
                 "give Docker more CPUs (Docker Desktop: Settings > Resources), use fewer --workers, "
-                "or run without Kubernetes: make cluster-up PROVIDER=local")
+                "or run without Kubernetes: make cluster-up PROVIDER=local",
+            )
 
     # ---- the commands up runs, in order (read by tests and by scripts/e2e-kind.sh) ------
 
     def commands(self, create: bool, build: bool) -> list[list[str]]:
-        kind, kubectl, helm = tool("kind") or "kind", tool("kubectl") or "kubectl", tool("helm") or "helm"
+        kind, kubectl, helm = (
+            tool("kind") or "kind",
+            tool("kubectl") or "kubectl",
+            tool("helm") or "helm",
+        )
         ctx = ["--context", self.options["context"]]
         cmds = []
         if create:
-            cmds.append([kind, "create", "cluster", "--name", self.kind_cluster,
-                         "--config", str(ROOT / "k8s" / "kind-config.yaml"), "--wait", "120s"])
+            cmds.append(
+                [
+                    kind,
+                    "create",
+                    "cluster",
+                    "--name",
+                    self.kind_cluster,
+                    "--config",
+                    str(ROOT / "k8s" / "kind-config.yaml"),
+                    "--wait",
+                    "120s",
+                ]
+            )
         cmds += [
             # The CRDs are too large for client-side apply (annotation limit): server-side.
             [kubectl, *ctx, "apply", "--server-side", "--force-conflicts", "-k", CRDS],
             [helm, "repo", "add", "--force-update", "kuberay", HELM_REPO],
-            [helm, "--kube-context", self.options["context"], "upgrade", "--install", "kuberay-operator",
-             "kuberay/kuberay-operator", "--version", manifests.KUBERAY_VERSION, "--skip-crds",
-             "--values", str(ROOT / "k8s" / "operator-values.yaml"), "--wait", "--timeout", "5m"],
+            [
+                helm,
+                "--kube-context",
+                self.options["context"],
+                "upgrade",
+                "--install",
+                "kuberay-operator",
+                "kuberay/kuberay-operator",
+                "--version",
+                manifests.KUBERAY_VERSION,
+                "--skip-crds",
+                "--values",
+                str(ROOT / "k8s" / "operator-values.yaml"),
+                "--wait",
+                "--timeout",
+                "5m",
+            ],
         ]
         if build:
             cmds.append(["make", "-C", str(ROOT), "image", f"IMAGE={self.image}"])
@@ -118,9 +153,13 @@ class KindProvider(KubeRayProvider):
         """`kind load docker-image`, and its fallback: Docker engines on the containerd image
         store (Docker 29's default) make it fail (kind issue 3795); an archive always loads."""
         kind, docker = tool("kind") or "kind", tool("docker") or "docker"
-        return ([kind, "load", "docker-image", self.image, "--name", self.kind_cluster],
-                [[docker, "save", "-o", archive, self.image],
-                 [kind, "load", "image-archive", archive, "--name", self.kind_cluster]])
+        return (
+            [kind, "load", "docker-image", self.image, "--name", self.kind_cluster],
+            [
+                [docker, "save", "-o", archive, self.image],
+                [kind, "load", "image-archive", archive, "--name", self.kind_cluster],
+            ],
+        )
 
     def _load_image(self, log: Path) -> None:
         with tempfile.TemporaryDirectory(prefix="rayscale-kind-") as tmp:
@@ -132,10 +171,14 @@ class KindProvider(KubeRayProvider):
     def existing_clusters(self) -> list[str]:
         """kind's clusters; a failure is an error, never "none": `up` must not create (and on
         failure delete) a cluster named like one it could not see."""
-        p = subprocess.run([tool("kind"), "get", "clusters"], capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [tool("kind"), "get", "clusters"], capture_output=True, text=True, timeout=60
+        )
         if p.returncode != 0:
             last = (p.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UserError(f"`kind get clusters` failed: {last}", "is Docker running? (`docker info`)")
+            raise UserError(
+                f"`kind get clusters` failed: {last}", "is Docker running? (`docker info`)"
+            )
         return p.stdout.split()
 
     def up(self, workers: int, timeout: float | None = None) -> None:
@@ -143,8 +186,9 @@ class KindProvider(KubeRayProvider):
         self._claim_state()
         self.check_fits(workers)
         create = self.kind_cluster not in self.existing_clusters()
-        build = not subprocess.run([tool("docker"), "images", "-q", self.image], capture_output=True,
-                                   text=True, timeout=60).stdout.strip()
+        build = not subprocess.run(
+            [tool("docker"), "images", "-q", self.image], capture_output=True, text=True, timeout=60
+        ).stdout.strip()
         log = self.state.path / "logs" / "kind-up.log"
         try:
             for argv in self.commands(create, build):
@@ -153,7 +197,11 @@ class KindProvider(KubeRayProvider):
             super().up(workers, timeout)
         except BaseException:
             if create:
-                procs.run_logged([tool("kind"), "delete", "cluster", "--name", self.kind_cluster], log, check=False)
+                procs.run_logged(
+                    [tool("kind"), "delete", "cluster", "--name", self.kind_cluster],
+                    log,
+                    check=False,
+                )
             raise
         rec = self._record()
         rec.update(kind_cluster=self.kind_cluster, created_kind=create)
@@ -174,8 +222,11 @@ class KindProvider(KubeRayProvider):
             super()._teardown(rec)
         finally:
             if rec.get("created_kind"):
-                procs.run_logged([tool("kind") or "kind", "delete", "cluster", "--name", rec["kind_cluster"]],
-                                 self.state.path / "logs" / "kind-down.log", check=False)
+                procs.run_logged(
+                    [tool("kind") or "kind", "delete", "cluster", "--name", rec["kind_cluster"]],
+                    self.state.path / "logs" / "kind-down.log",
+                    check=False,
+                )
 
 
 def _gib(quantity: str) -> float:

@@ -32,27 +32,41 @@ from rayscale.providers.base import (
 )
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
-INSTALL_OPERATOR = ("install the KubeRay operator 1.7.0: kubectl apply --server-side -k "
-                    "'github.com/ray-project/kuberay/ray-operator/config/crd?ref=v1.7.0' && helm install "
-                    "kuberay-operator kuberay/kuberay-operator --version 1.7.0 --skip-crds")
+INSTALL_OPERATOR = (
+    "install the KubeRay operator 1.7.0: kubectl apply --server-side -k "
+    "'github.com/ray-project/kuberay/ray-operator/config/crd?ref=v1.7.0' && helm install "
+    "kuberay-operator kuberay/kuberay-operator --version 1.7.0 --skip-crds"
+)
 
 
 def kubectl() -> str:
     found = procs.tool("kubectl")
     if not found:
-        raise UserError("the `kubectl` command is not installed (rayscale port-forwards the dashboard with it)",
-                        "install it (https://kubernetes.io/docs/tasks/tools/), or use --provider local")
+        raise UserError(
+            "the `kubectl` command is not installed (rayscale port-forwards the dashboard with it)",
+            "install it (https://kubernetes.io/docs/tasks/tools/), or use --provider local",
+        )
     return found
 
 
 # Provisioners of block storage: one node at a time, never ReadWriteMany.
 RWO_ONLY = {
-    "ebs.csi.aws.com", "kubernetes.io/aws-ebs", "pd.csi.storage.gke.io", "kubernetes.io/gce-pd",
-    "disk.csi.azure.com", "kubernetes.io/azure-disk", "rancher.io/local-path", "openebs.io/local",
-    "kubernetes.io/cinder", "cinder.csi.openstack.org", "dobs.csi.digitalocean.com",
+    "ebs.csi.aws.com",
+    "kubernetes.io/aws-ebs",
+    "pd.csi.storage.gke.io",
+    "kubernetes.io/gce-pd",
+    "disk.csi.azure.com",
+    "kubernetes.io/azure-disk",
+    "rancher.io/local-path",
+    "openebs.io/local",
+    "kubernetes.io/cinder",
+    "cinder.csi.openstack.org",
+    "dobs.csi.digitalocean.com",
 }
-RWX_HINT = ("pass --storage-class with a ReadWriteMany class (EFS: efs.csi.aws.com, Filestore: "
-            "filestore.csi.storage.gke.io, Azure Files: file.csi.azure.com, NFS), or --results-claim NAME")
+RWX_HINT = (
+    "pass --storage-class with a ReadWriteMany class (EFS: efs.csi.aws.com, Filestore: "
+    "filestore.csi.storage.gke.io, Azure Files: file.csi.azure.com, NFS), or --results-claim NAME"
+)
 
 
 class ClusterGone(UserError):
@@ -69,12 +83,16 @@ def resolve_context(context: str | None) -> tuple[str, str]:
     try:
         contexts, current = config.list_kube_config_contexts(config_file=path)
     except config.ConfigException as e:
-        raise UserError(f"no usable kubeconfig ({str(e).splitlines()[0]})",
-                        "set KUBECONFIG or create ~/.kube/config (kind, gcloud, aws eks update-kubeconfig)") from None
+        raise UserError(
+            f"no usable kubeconfig ({str(e).splitlines()[0]})",
+            "set KUBECONFIG or create ~/.kube/config (kind, gcloud, aws eks update-kubeconfig)",
+        ) from None
     names = [c["name"] for c in contexts]
     if context and context not in names:
-        raise ClusterGone(f"kubeconfig has no context {context!r} (it has: {', '.join(names) or 'none'})",
-                          "pass one of those with --context")
+        raise ClusterGone(
+            f"kubeconfig has no context {context!r} (it has: {', '.join(names) or 'none'})",
+            "pass one of those with --context",
+        )
     if not context and not current:
         raise UserError("kubeconfig has no current context", "pass --context")
     return path, context or current["name"]
@@ -92,8 +110,10 @@ def load_api(context: str | None):
 def _api_error(e: Exception, what: str, fix: str) -> UserError:
     status = getattr(e, "status", None)
     if status is None:  # no answer at all: urllib3's MaxRetryError, a refused connection
-        return ClusterGone(f"{what}: the API server does not answer ({type(e).__name__})",
-                           "is the cluster up? (kind: `kind get clusters`; check `kubectl cluster-info`)")
+        return ClusterGone(
+            f"{what}: the API server does not answer ({type(e).__name__})",
+            "is the cluster up? (kind: `kind get clusters`; check `kubectl cluster-info`)",
+        )
     reason = getattr(e, "reason", "") or type(e).__name__
     return UserError(f"{what}: {status} {reason}".strip(), fix)
 
@@ -108,7 +128,10 @@ def _status_body(e: Exception) -> dict[str, Any]:
 
 def _missing_namespace(e: Exception) -> bool:
     """A 404 for a namespace that does not exist (not for a missing resource type)."""
-    return getattr(e, "status", None) == 404 and (_status_body(e).get("details") or {}).get("kind") == "namespaces"
+    return (
+        getattr(e, "status", None) == 404
+        and (_status_body(e).get("details") or {}).get("kind") == "namespaces"
+    )
 
 
 class KubeRayProvider(ForwardedProvider):
@@ -126,7 +149,9 @@ class KubeRayProvider(ForwardedProvider):
 
     def _apis(self, rec: dict[str, Any] | None = None):
         if self._api is None:
-            custom, core, storage, self._context = load_api((rec or {}).get("context") or self.options.get("context"))
+            custom, core, storage, self._context = load_api(
+                (rec or {}).get("context") or self.options.get("context")
+            )
             self._api = (custom, core, storage)
         return self._api[:2]
 
@@ -140,12 +165,17 @@ class KubeRayProvider(ForwardedProvider):
     def _get(self, rec: dict[str, Any]) -> dict[str, Any] | None:
         custom, _ = self._apis(rec)
         try:
-            return custom.get_namespaced_custom_object(GROUP, VERSION, rec["namespace"], PLURAL, rec["name"])
+            return custom.get_namespaced_custom_object(
+                GROUP, VERSION, rec["namespace"], PLURAL, rec["name"]
+            )
         except Exception as e:
             if getattr(e, "status", None) == 404:
                 return None
-            raise _api_error(e, f"cannot read RayCluster {rec['name']}",
-                             "check --context / --namespace and your access to ray.io resources") from None
+            raise _api_error(
+                e,
+                f"cannot read RayCluster {rec['name']}",
+                "check --context / --namespace and your access to ray.io resources",
+            ) from None
 
     def _pods(self, rec: dict[str, Any], node_type: str) -> list:
         _, core = self._apis(rec)
@@ -156,21 +186,37 @@ class KubeRayProvider(ForwardedProvider):
         argv = [kubectl()]
         if rec.get("context"):
             argv += ["--context", rec["context"]]
-        return argv + ["--namespace", rec["namespace"], "port-forward", "--address", "127.0.0.1",
-                       f"svc/{rec['name']}-head-svc", f"{rec['forward_port']}:8265"]
+        return argv + [
+            "--namespace",
+            rec["namespace"],
+            "port-forward",
+            "--address",
+            "127.0.0.1",
+            f"svc/{rec['name']}-head-svc",
+            f"{rec['forward_port']}:8265",
+        ]
 
     # ---- up / scale / down ------------------------------------------------------------
 
     def _manifest(self, name: str, workers: int, claim: str) -> dict[str, Any]:
         p = self._profile
         if p.image_required and not self.options.get("image"):
-            raise UserError(f"the {p.name} profile has no public image ({p.image} is a placeholder)",
-                            "push the kit's image where your nodes can pull it (make image IMAGE=REG/rayscale:"
-                            f"{p.image.rsplit(':', 1)[1]} && docker push ...) and pass --image")
+            raise UserError(
+                f"the {p.name} profile has no public image ({p.image} is a placeholder)",
+                "push the kit's image where your nodes can pull it (make image IMAGE=REG/rayscale:"
+                f"{p.image.rsplit(':', 1)[1]} && docker push ...) and pass --image",
+            )
         # Pinned: min = max = replicas = N, so the autoscaler neither adds nor removes workers
         # while rayscale holds this size (a job's demand could grow the cluster otherwise).
-        body = manifests.raycluster(name, workers, p, image=self.options.get("image"), namespace=self._ns(),
-                                    claim=claim, max_workers=workers)
+        body = manifests.raycluster(
+            name,
+            workers,
+            p,
+            image=self.options.get("image"),
+            namespace=self._ns(),
+            claim=claim,
+            max_workers=workers,
+        )
         problems = manifests.kuberay_rules(body["spec"])
         if (body["spec"].get("authOptions") or {}).get("mode") != "token":
             problems.append("authOptions.mode must be token")
@@ -190,21 +236,31 @@ class KubeRayProvider(ForwardedProvider):
             claim = core.read_namespaced_persistent_volume_claim(name, ns)
         except Exception as e:
             if getattr(e, "status", None) != 404:
-                raise _api_error(e, f"cannot read PersistentVolumeClaim {name}",
-                                 "your role needs `get` on persistentvolumeclaims in this namespace") from None
+                raise _api_error(
+                    e,
+                    f"cannot read PersistentVolumeClaim {name}",
+                    "your role needs `get` on persistentvolumeclaims in this namespace",
+                ) from None
             if _missing_namespace(e):
-                raise UserError(f"namespace {ns!r} does not exist",
-                                f"create it (kubectl create namespace {ns}) or pass another --namespace") from None
+                raise UserError(
+                    f"namespace {ns!r} does not exist",
+                    f"create it (kubectl create namespace {ns}) or pass another --namespace",
+                ) from None
             claim = None
         if claim is not None:
             modes = list(claim.spec.access_modes or [])
             if p.results_access == "ReadWriteMany" and "ReadWriteMany" not in modes:
-                raise UserError(f"PersistentVolumeClaim {name} is {', '.join(modes) or 'of no access mode'}, "
-                                "but pods on separate nodes must share it (ReadWriteMany)", RWX_HINT)
+                raise UserError(
+                    f"PersistentVolumeClaim {name} is {', '.join(modes) or 'of no access mode'}, "
+                    "but pods on separate nodes must share it (ReadWriteMany)",
+                    RWX_HINT,
+                )
             return name, False
         if self.options.get("results_claim"):
-            raise UserError(f"PersistentVolumeClaim {name} does not exist in namespace {ns}",
-                            "create it (ReadWriteMany), or leave out --results-claim and rayscale makes one")
+            raise UserError(
+                f"PersistentVolumeClaim {name} does not exist in namespace {ns}",
+                "create it (ReadWriteMany), or leave out --results-claim and rayscale makes one",
+            )
         body = manifests.results_claim(p, ns, name, self.options.get("storage_class"))
         if p.results_access == "ReadWriteMany":
             self._check_rwx_class(body["spec"].get("storageClassName"))
@@ -212,10 +268,15 @@ class KubeRayProvider(ForwardedProvider):
             core.create_namespaced_persistent_volume_claim(ns, body)
         except Exception as e:
             if _missing_namespace(e):
-                raise UserError(f"namespace {ns!r} does not exist",
-                                f"create it (kubectl create namespace {ns}) or pass another --namespace") from None
-            raise _api_error(e, f"cannot create PersistentVolumeClaim {name}",
-                             "your role needs `create` on persistentvolumeclaims, or pass --results-claim") from None
+                raise UserError(
+                    f"namespace {ns!r} does not exist",
+                    f"create it (kubectl create namespace {ns}) or pass another --namespace",
+                ) from None
+            raise _api_error(
+                e,
+                f"cannot create PersistentVolumeClaim {name}",
+                "your role needs `create` on persistentvolumeclaims, or pass --results-claim",
+            ) from None
         return name, True
 
     def _check_rwx_class(self, class_name: str | None) -> None:
@@ -231,23 +292,36 @@ class KubeRayProvider(ForwardedProvider):
         if class_name:
             sc = next((c for c in classes if c.metadata.name == class_name), None)
             if sc is None:
-                raise UserError(f"StorageClass {class_name!r} does not exist "
-                                f"(the cluster has: {', '.join(c.metadata.name for c in classes) or 'none'})",
-                                RWX_HINT)
+                raise UserError(
+                    f"StorageClass {class_name!r} does not exist "
+                    f"(the cluster has: {', '.join(c.metadata.name for c in classes) or 'none'})",
+                    RWX_HINT,
+                )
         else:
-            default = [c for c in classes if (c.metadata.annotations or {}).get(
-                "storageclass.kubernetes.io/is-default-class") == "true"]
+            default = [
+                c
+                for c in classes
+                if (c.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class")
+                == "true"
+            ]
             if not default:
-                raise UserError("the cluster has no default StorageClass for the results claim", RWX_HINT)
+                raise UserError(
+                    "the cluster has no default StorageClass for the results claim", RWX_HINT
+                )
             sc = default[0]
         if sc.provisioner in RWO_ONLY:
-            raise UserError(f"StorageClass {sc.metadata.name} ({sc.provisioner}) cannot do ReadWriteMany, "
-                            "and the cluster's pods on separate nodes must share the results volume", RWX_HINT)
+            raise UserError(
+                f"StorageClass {sc.metadata.name} ({sc.provisioner}) cannot do ReadWriteMany, "
+                "and the cluster's pods on separate nodes must share the results volume",
+                RWX_HINT,
+            )
 
     def _plan(self, workers: int) -> dict[str, Any]:
         kubectl()  # before anything is created: the port-forward needs it
         name = self.options.get("name") or f"rayscale-{secrets.token_hex(3)}"
-        self._manifest(name, workers, manifests.RESULTS_CLAIM)  # refuse a bad request before any API call
+        self._manifest(
+            name, workers, manifests.RESULTS_CLAIM
+        )  # refuse a bad request before any API call
         self._apis()
         if self._context is None:  # an injected API (tests) still records the kubeconfig's context
             self._context = resolve_context(None)[1]
@@ -255,29 +329,47 @@ class KubeRayProvider(ForwardedProvider):
         port = procs.free_ports(1)[0]
         return {
             # The resolved context, never "the current one": kubectl's may change later.
-            "provider": self.name, "created": time.time(), "context": self._context,
-            "namespace": self._ns(), "name": name, "forward_port": port,
-            "dashboard_url": f"http://127.0.0.1:{port}", "results_claim": claim, "made_claim": made_claim,
+            "provider": self.name,
+            "created": time.time(),
+            "context": self._context,
+            "namespace": self._ns(),
+            "name": name,
+            "forward_port": port,
+            "dashboard_url": f"http://127.0.0.1:{port}",
+            "results_claim": claim,
+            "made_claim": made_claim,
         }
 
     def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
         body = self._manifest(rec["name"], workers, rec["results_claim"])
         try:
-            self._apis(rec)[0].create_namespaced_custom_object(GROUP, VERSION, rec["namespace"], PLURAL, body)
+            self._apis(rec)[0].create_namespaced_custom_object(
+                GROUP, VERSION, rec["namespace"], PLURAL, body
+            )
         except Exception as e:
             status = getattr(e, "status", None)
             if _missing_namespace(e):
-                raise UserError(f"namespace {rec['namespace']!r} does not exist",
-                                f"create it (kubectl create namespace {rec['namespace']}) "
-                                "or pass another --namespace") from None
+                raise UserError(
+                    f"namespace {rec['namespace']!r} does not exist",
+                    f"create it (kubectl create namespace {rec['namespace']}) "
+                    "or pass another --namespace",
+                ) from None
             if status == 404:
-                raise UserError("the cluster has no RayCluster API (ray.io/v1): the KubeRay CRDs are not "
-                                "installed", INSTALL_OPERATOR) from None
+                raise UserError(
+                    "the cluster has no RayCluster API (ray.io/v1): the KubeRay CRDs are not "
+                    "installed",
+                    INSTALL_OPERATOR,
+                ) from None
             if status == 409:
-                raise UserError(f"a RayCluster named {rec['name']} already exists in {rec['namespace']}",
-                                "delete it, or let rayscale pick a fresh name") from None
-            raise _api_error(e, "the API server refused the RayCluster",
-                             "check --context / --namespace and your RBAC rights on ray.io") from None
+                raise UserError(
+                    f"a RayCluster named {rec['name']} already exists in {rec['namespace']}",
+                    "delete it, or let rayscale pick a fresh name",
+                ) from None
+            raise _api_error(
+                e,
+                "the API server refused the RayCluster",
+                "check --context / --namespace and your RBAC rights on ray.io",
+            ) from None
         rec["owned"] = True  # from here on, teardown deletes it
         self.state.write(rec)
         self._wait_head(rec, deadline)
@@ -289,7 +381,9 @@ class KubeRayProvider(ForwardedProvider):
             import contextlib
 
             with contextlib.suppress(Exception):
-                self._apis(rec)[1].delete_namespaced_persistent_volume_claim(rec["results_claim"], rec["namespace"])
+                self._apis(rec)[1].delete_namespaced_persistent_volume_claim(
+                    rec["results_claim"], rec["namespace"]
+                )
 
     def _wait_head(self, rec: dict[str, Any], deadline: float) -> None:
         while True:
@@ -298,12 +392,20 @@ class KubeRayProvider(ForwardedProvider):
                 return
             hopeless = _hopeless(pods[0]) if pods else None
             if hopeless:
-                raise UserError(f"the head pod of {rec['name']} cannot start: {hopeless}",
-                                f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}")
+                raise UserError(
+                    f"the head pod of {rec['name']} cannot start: {hopeless}",
+                    f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}",
+                )
             if time.monotonic() > deadline:
-                why = _pending_reason(pods[0]) if pods else "no head pod was created (is the operator running?)"
-                raise UserError(f"the head pod of {rec['name']} is not ready: {why}",
-                                f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}")
+                why = (
+                    _pending_reason(pods[0])
+                    if pods
+                    else "no head pod was created (is the operator running?)"
+                )
+                raise UserError(
+                    f"the head pod of {rec['name']} is not ready: {why}",
+                    f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}",
+                )
             time.sleep(1.0)
 
     def _fetch_token(self, rec: dict[str, Any], body: dict[str, Any]) -> None:
@@ -314,15 +416,23 @@ class KubeRayProvider(ForwardedProvider):
             data = core.read_namespaced_secret(secret, rec["namespace"]).data or {}
         except Exception as e:
             if getattr(e, "status", None) == 404:
-                raise UserError(f"the operator made no token Secret {secret}",
-                                "is the operator KubeRay 1.7.0 or newer? (kubectl get deploy kuberay-operator "
-                                "-o jsonpath='{..image}')") from None
+                raise UserError(
+                    f"the operator made no token Secret {secret}",
+                    "is the operator KubeRay 1.7.0 or newer? (kubectl get deploy kuberay-operator "
+                    "-o jsonpath='{..image}')",
+                ) from None
             if getattr(e, "status", None) == 403:
-                raise UserError(f"not allowed to read the token Secret {secret}",
-                                "your role needs `get` on secrets in this namespace") from None
-            raise _api_error(e, f"cannot read the token Secret {secret}", "check the API server") from None
+                raise UserError(
+                    f"not allowed to read the token Secret {secret}",
+                    "your role needs `get` on secrets in this namespace",
+                ) from None
+            raise _api_error(
+                e, f"cannot read the token Secret {secret}", "check the API server"
+            ) from None
         if "auth_token" not in data:
-            raise UserError(f"Secret {secret} holds no auth_token", "is the operator KubeRay 1.7.0 or newer?")
+            raise UserError(
+                f"Secret {secret} holds no auth_token", "is the operator KubeRay 1.7.0 or newer?"
+            )
         token_file = self.state.new_token()
         token_file.write_text(base64.b64decode(data["auth_token"]).decode().strip())
 
@@ -330,18 +440,28 @@ class KubeRayProvider(ForwardedProvider):
         rec = self._record()
         obj = self._get(rec)
         if obj is None:
-            raise UserError(f"RayCluster {rec['name']} no longer exists",
-                            "run `rayscale cluster down` then `rayscale cluster up` again")
+            raise UserError(
+                f"RayCluster {rec['name']} no longer exists",
+                "run `rayscale cluster down` then `rayscale cluster up` again",
+            )
         groups = obj["spec"]["workerGroupSpecs"]
         # replicas for the operator, minReplicas / maxReplicas for the autoscaler: pinned
         # to N, so neither adds nor removes workers while the study measures N.
         groups[0].update(replicas=workers, minReplicas=workers, maxReplicas=workers)
         custom, _ = self._apis(rec)
         try:
-            custom.patch_namespaced_custom_object(GROUP, VERSION, rec["namespace"], PLURAL, rec["name"],
-                                                  {"spec": {"workerGroupSpecs": groups}})
+            custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                rec["namespace"],
+                PLURAL,
+                rec["name"],
+                {"spec": {"workerGroupSpecs": groups}},
+            )
         except Exception as e:
-            raise _api_error(e, f"cannot resize RayCluster {rec['name']}", "check your RBAC rights on ray.io") from None
+            raise _api_error(
+                e, f"cannot resize RayCluster {rec['name']}", "check your RBAC rights on ray.io"
+            ) from None
         self.wait_ready(workers, timeout)
 
     def _teardown(self, rec: dict[str, Any]) -> None:
@@ -352,29 +472,49 @@ class KubeRayProvider(ForwardedProvider):
 
         try:
             custom, _ = self._apis(rec)
-            custom.delete_namespaced_custom_object(GROUP, VERSION, rec["namespace"], PLURAL, rec["name"])
+            custom.delete_namespaced_custom_object(
+                GROUP, VERSION, rec["namespace"], PLURAL, rec["name"]
+            )
         except Exception as e:
             status = getattr(e, "status", None)
             if status is None:
                 # No answer at all: the context or its API server is gone (kind deleted, a
                 # Docker reset). Nothing to delete from here; down() clears the record.
-                gone = e.problem if isinstance(e, UserError) else f"the API server does not answer ({type(e).__name__})"
-                report.say(f"the Kubernetes cluster is unreachable: {gone}; cleared the record. If it still "
-                           f"exists: kubectl --context {rec.get('context')} -n {rec['namespace']} delete "
-                           f"raycluster {rec['name']}", err=True)
+                gone = (
+                    e.problem
+                    if isinstance(e, UserError)
+                    else f"the API server does not answer ({type(e).__name__})"
+                )
+                report.say(
+                    f"the Kubernetes cluster is unreachable: {gone}; cleared the record. If it still "
+                    f"exists: kubectl --context {rec.get('context')} -n {rec['namespace']} delete "
+                    f"raycluster {rec['name']}",
+                    err=True,
+                )
                 return
             if status != 404:
-                raise _api_error(e, f"cannot delete RayCluster {rec['name']}",
-                                 f"delete it with kubectl -n {rec['namespace']} delete raycluster {rec['name']}") from None
+                raise _api_error(
+                    e,
+                    f"cannot delete RayCluster {rec['name']}",
+                    f"delete it with kubectl -n {rec['namespace']} delete raycluster {rec['name']}",
+                ) from None
 
     def down(self) -> None:
         rec = self.state.read()
         super().down()
-        if rec and rec.get("provider") == self.name and rec.get("results_claim") and rec.get("owned"):
+        if (
+            rec
+            and rec.get("provider") == self.name
+            and rec.get("results_claim")
+            and rec.get("owned")
+        ):
             from rayscale import report
 
-            report.say(f"results kept in PersistentVolumeClaim {rec['results_claim']} "
-                       f"(kubectl -n {rec['namespace']} delete pvc {rec['results_claim']} frees it)", err=True)
+            report.say(
+                f"results kept in PersistentVolumeClaim {rec['results_claim']} "
+                f"(kubectl -n {rec['namespace']} delete pvc {rec['results_claim']} frees it)",
+                err=True,
+            )
 
     def is_running(self) -> bool:
         rec = self.state.read()
@@ -397,8 +537,10 @@ class KubeRayProvider(ForwardedProvider):
             for p in pods:
                 hopeless = _hopeless(p, head=False)
                 if hopeless:
-                    raise UserError(f"worker pod {p.metadata.name} cannot start: {hopeless}",
-                                    f"kubectl -n {rec['namespace']} describe pod {p.metadata.name}")
+                    raise UserError(
+                        f"worker pod {p.metadata.name} cannot start: {hopeless}",
+                        f"kubectl -n {rec['namespace']} describe pod {p.metadata.name}",
+                    )
             alive = None
             if ready >= workers:
                 self._ensure_forward(rec)
@@ -407,29 +549,45 @@ class KubeRayProvider(ForwardedProvider):
                     return
             if time.monotonic() > deadline:
                 pending = [p for p in pods if not _ready(p)]
-                why = f"; {pending[0].metadata.name}: {_pending_reason(pending[0])}" if pending else ""
+                why = (
+                    f"; {pending[0].metadata.name}: {_pending_reason(pending[0])}"
+                    if pending
+                    else ""
+                )
                 if len(pods) > workers:  # scale-down on KubeRay goes through the autoscaler
-                    why += (f"; {len(pods) - workers} pods over the target, which the autoscaler "
-                            "removes (its log: kubectl logs -c autoscaler on the head pod)")
+                    why += (
+                        f"; {len(pods) - workers} pods over the target, which the autoscaler "
+                        "removes (its log: kubectl logs -c autoscaler on the head pod)"
+                    )
                 raise UserError(
                     f"{workers} workers wanted: {ready} pods Ready, "
                     f"{'?' if alive is None else alive} Ray workers alive after {timeout:.0f} s{why}",
-                    f"kubectl -n {rec['namespace']} get pods -l ray.io/cluster={rec['name']}; or raise --timeout")
+                    f"kubectl -n {rec['namespace']} get pods -l ray.io/cluster={rec['name']}; or raise --timeout",
+                )
             time.sleep(1.0)
 
     def status(self) -> ClusterStatus:
         rec = self._record()
         self._ensure_forward(rec)
-        pod_of = {p.status.pod_ip: p.metadata.name
-                  for p in self._pods(rec, "head") + self._pods(rec, "worker") if p.status and p.status.pod_ip}
-        return status_from_dashboard(self.name, rec["dashboard_url"], self.state.token(),
-                                     f"read {self.state.path / 'logs' / 'forward.log'}", pod_of)
+        pod_of = {
+            p.status.pod_ip: p.metadata.name
+            for p in self._pods(rec, "head") + self._pods(rec, "worker")
+            if p.status and p.status.pod_ip
+        }
+        return status_from_dashboard(
+            self.name,
+            rec["dashboard_url"],
+            self.state.token(),
+            f"read {self.state.path / 'logs' / 'forward.log'}",
+            pod_of,
+        )
 
 
 def _ready(pod) -> bool:
     conds = (pod.status.conditions if pod.status else None) or []
-    return (pod.status.phase == "Running"
-            and any(c.type == "Ready" and c.status == "True" for c in conds))
+    return pod.status.phase == "Running" and any(
+        c.type == "Ready" and c.status == "True" for c in conds
+    )
 
 
 def _terminating(pod) -> bool:
@@ -437,8 +595,14 @@ def _terminating(pod) -> bool:
 
 
 # Waiting reasons no amount of waiting fixes: the image or the pod's config is wrong.
-HOPELESS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-            "CreateContainerConfigError", "CreateContainerError"}
+HOPELESS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
 
 
 def _container_problem(pod) -> tuple[str, str] | None:
@@ -446,17 +610,34 @@ def _container_problem(pod) -> tuple[str, str] | None:
     st = pod.status
     if st is None:
         return None
-    for kind, statuses in (("init container", st.init_container_statuses), ("container", st.container_statuses)):
+    for kind, statuses in (
+        ("init container", st.init_container_statuses),
+        ("container", st.container_statuses),
+    ):
         for cs in statuses or []:
             s = cs.state
-            if s and s.waiting and s.waiting.reason and s.waiting.reason not in ("ContainerCreating", "PodInitializing"):
-                return s.waiting.reason, f"{kind} {cs.name}: {s.waiting.reason}: {s.waiting.message or ''}".strip(": ")
+            if (
+                s
+                and s.waiting
+                and s.waiting.reason
+                and s.waiting.reason not in ("ContainerCreating", "PodInitializing")
+            ):
+                return (
+                    s.waiting.reason,
+                    f"{kind} {cs.name}: {s.waiting.reason}: {s.waiting.message or ''}".strip(": "),
+                )
             if s and s.terminated and s.terminated.exit_code:
                 reason = s.terminated.reason or "Error"
                 return reason, f"{kind} {cs.name} exited {s.terminated.exit_code} ({reason})"
             if kind == "init container" and s and s.running:
-                return "Initializing", (f"init container {cs.name} still running"
-                                        + (" (the worker waits for the head's GCS)" if cs.name == "wait-gcs-ready" else ""))
+                return "Initializing", (
+                    f"init container {cs.name} still running"
+                    + (
+                        " (the worker waits for the head's GCS)"
+                        if cs.name == "wait-gcs-ready"
+                        else ""
+                    )
+                )
     return None
 
 

@@ -296,7 +296,9 @@ class LocalProvider(Provider):
         rec = self._record()
         ports = {w["node_manager_port"]: f"w{w['index']}" for w in rec["workers"]}
         st = ClusterStatus(self.name, rec["dashboard_url"])
-        for n in sorted(gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.node_manager_port)):
+        for n in sorted(
+            gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.node_manager_port)
+        ):
             if not n.alive and n.node_manager_port not in ports and not n.is_head:
                 continue  # a worker removed earlier by scale; not part of this cluster now
             st.nodes.append(NodeInfo.of(n, f"{n.address}:{n.node_manager_port}"))
@@ -304,7 +306,10 @@ class LocalProvider(Provider):
 
     def node_cpu_seconds(self) -> dict[str, dict[int, float]]:
         rec = self._record()
-        nodes = {"head": rec["head"]["proc"], **{f"w{w['index']}": w["proc"] for w in rec["workers"]}}
+        nodes = {
+            "head": rec["head"]["proc"],
+            **{f"w{w['index']}": w["proc"] for w in rec["workers"]},
+        }
         return {name: procs.cpu_seconds(proc["pid"]) for name, proc in nodes.items()}
 
     def head_pids(self) -> list[int]:

@@ -62,22 +62,30 @@ def ray_cli() -> str:
 
 # ---- the rendered config ---------------------------------------------------------------
 
+
 def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
     if not path:
-        raise UserError("the ray-up provider needs a cluster config",
-                        "pass --config cluster/aws.yaml (or gcp.yaml, onprem.yaml, local-autoscale.yaml)")
+        raise UserError(
+            "the ray-up provider needs a cluster config",
+            "pass --config cluster/aws.yaml (or gcp.yaml, onprem.yaml, local-autoscale.yaml)",
+        )
     p = Path(path).expanduser()
     try:
         cfg = yaml.safe_load(p.read_text())
     except OSError as e:
-        raise UserError(f"cannot read cluster config {p}: {e.strerror}",
-                        "pass an existing file with --config") from None
+        raise UserError(
+            f"cannot read cluster config {p}: {e.strerror}", "pass an existing file with --config"
+        ) from None
     except yaml.YAMLError as e:
-        raise UserError(f"cluster config {p} is not valid YAML ({str(e).splitlines()[0]})",
-                        "fix the file; cluster/aws.yaml is a working example") from None
+        raise UserError(
+            f"cluster config {p} is not valid YAML ({str(e).splitlines()[0]})",
+            "fix the file; cluster/aws.yaml is a working example",
+        ) from None
     if not isinstance(cfg, dict) or "provider" not in cfg:
-        raise UserError(f"cluster config {p} has no provider section",
-                        "start from one of the kit's cluster/*.yaml")
+        raise UserError(
+            f"cluster config {p} has no provider section",
+            "start from one of the kit's cluster/*.yaml",
+        )
     return cfg
 
 
@@ -104,8 +112,10 @@ def pin_workers(cfg: dict[str, Any], workers: int) -> None:
         # On-prem: Ray moves the top-level min / max into the node type it generates.
         hosts = len(cfg["provider"].get("worker_ips") or [])
         if workers > hosts:
-            raise UserError(f"{workers} workers wanted but the config lists {hosts} worker_ips",
-                            f"use --workers {hosts} or fewer, or add hosts to provider.worker_ips")
+            raise UserError(
+                f"{workers} workers wanted but the config lists {hosts} worker_ips",
+                f"use --workers {hosts} or fewer, or add hosts to provider.worker_ips",
+            )
         cfg["min_workers"] = cfg["max_workers"] = workers
         return
     node = cfg["available_node_types"][wt]
@@ -120,8 +130,11 @@ def render(cfg: dict[str, Any], workers: int, token_file: Path) -> dict[str, Any
     if out["provider"].get("type") == "fake_multinode":
         return out  # local processes read the token from the environment
     mounts = out.get("file_mounts") or {}
-    targets = [dst for dst, src in mounts.items()
-               if os.path.expanduser(str(src)) == os.path.expanduser(TOKEN_SOURCE)]
+    targets = [
+        dst
+        for dst, src in mounts.items()
+        if os.path.expanduser(str(src)) == os.path.expanduser(TOKEN_SOURCE)
+    ]
     if not targets:
         raise UserError(
             f"the cluster config does not mount the auth token ({TOKEN_SOURCE}) onto its nodes",
@@ -134,6 +147,7 @@ def render(cfg: dict[str, Any], workers: int, token_file: Path) -> dict[str, Any
 
 
 # ---- launchers: how the head is made and the config pushed -----------------------------
+
 
 class CloudLauncher:
     """`ray up` / `ray down` / `ray dashboard`, on the rendered YAML."""
@@ -156,8 +170,16 @@ class CloudLauncher:
 
     @staticmethod
     def forward_argv(config: str, port: int) -> list[str]:
-        return [ray_cli(), "dashboard", "--port", str(port),
-                "--remote-port", str(REMOTE_DASHBOARD_PORT), "--no-config-cache", config]
+        return [
+            ray_cli(),
+            "dashboard",
+            "--port",
+            str(port),
+            "--remote-port",
+            str(REMOTE_DASHBOARD_PORT),
+            "--no-config-cache",
+            config,
+        ]
 
     def __init__(self, provider: RayUpProvider):
         self.p = provider
@@ -191,24 +213,42 @@ class FakeLauncher:
 
     def prepare(self, rec: dict[str, Any], cfg: dict[str, Any]) -> None:
         gcs_port, dash, client, metrics = procs.free_ports(4)
-        rec.update(gcs_port=gcs_port, dashboard_url=f"http://127.0.0.1:{dash}",
-                   ports={"dashboard": dash, "client": client, "metrics": metrics},
-                   temp_root=tempfile.mkdtemp(prefix="rayscale-"))
+        rec.update(
+            gcs_port=gcs_port,
+            dashboard_url=f"http://127.0.0.1:{dash}",
+            ports={"dashboard": dash, "client": client, "metrics": metrics},
+            temp_root=tempfile.mkdtemp(prefix="rayscale-"),
+        )
         cfg["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
 
     def start(self, rec: dict[str, Any]) -> None:
         env = node_env(self.p.state.token_file)
         env.update(RAY_FAKE_CLUSTER="1", RAYSCALE_DASHBOARD_MODULES=LEAN_MODULES)
         ports = rec["ports"]
-        rec["head"] = procs.spawn([
-            sys.executable, "-m", "rayscale.headnode", "start", "--head", "--block",
-            f"--port={rec['gcs_port']}", "--num-cpus=0", f"--temp-dir={rec['temp_root']}",
-            f"--memory={GIB}", f"--object-store-memory={GIB // 4}",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={ports['dashboard']}",
-            f"--ray-client-server-port={ports['client']}", f"--metrics-export-port={ports['metrics']}",
-            f"--autoscaling-config={rec['config']}", "--include-log-monitor=false",
-            "--disable-usage-stats",
-        ], env, self.p.state.path / "logs" / "head.log")
+        rec["head"] = procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "rayscale.headnode",
+                "start",
+                "--head",
+                "--block",
+                f"--port={rec['gcs_port']}",
+                "--num-cpus=0",
+                f"--temp-dir={rec['temp_root']}",
+                f"--memory={GIB}",
+                f"--object-store-memory={GIB // 4}",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={ports['dashboard']}",
+                f"--ray-client-server-port={ports['client']}",
+                f"--metrics-export-port={ports['metrics']}",
+                f"--autoscaling-config={rec['config']}",
+                "--include-log-monitor=false",
+                "--disable-usage-stats",
+            ],
+            env,
+            self.p.state.path / "logs" / "head.log",
+        )
 
     def apply(self, rec: dict[str, Any]) -> None:
         pass  # the monitor re-reads its config file on every update (~5 s)
@@ -224,6 +264,7 @@ class FakeLauncher:
 
 
 # ---- the provider ----------------------------------------------------------------------
+
 
 class RayUpProvider(ForwardedProvider):
     name = "ray-up"
@@ -249,14 +290,20 @@ class RayUpProvider(ForwardedProvider):
     def _plan(self, workers: int) -> dict[str, Any]:
         source = self.options.get("config")
         cfg = load_config(source)
-        launcher_cls = FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
+        launcher_cls = (
+            FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
+        )
         self._rendered = render(cfg, workers, self.state.new_token())
         port = procs.free_ports(1)[0]
         return {
-            "provider": self.name, "created": time.time(), "source_config": str(Path(source).resolve()),
-            "cluster_name": self._rendered.get("cluster_name", "default"), "launcher": launcher_cls.kind,
+            "provider": self.name,
+            "created": time.time(),
+            "source_config": str(Path(source).resolve()),
+            "cluster_name": self._rendered.get("cluster_name", "default"),
+            "launcher": launcher_cls.kind,
             "config": str(self.state.config_dir / "cluster.yaml"),
-            "forward_port": port, "dashboard_url": f"http://127.0.0.1:{port}",
+            "forward_port": port,
+            "dashboard_url": f"http://127.0.0.1:{port}",
         }
 
     def _up_timeout(self, rec: dict[str, Any]) -> float:
@@ -273,8 +320,10 @@ class RayUpProvider(ForwardedProvider):
         rec = self._record()
         launcher = self._launcher(rec)
         if not self.is_running():
-            raise UserError("the cluster's head does not answer",
-                            "run `rayscale cluster down` then `rayscale cluster up` again")
+            raise UserError(
+                "the cluster's head does not answer",
+                "run `rayscale cluster down` then `rayscale cluster up` again",
+            )
         cfg = yaml.safe_load(Path(rec["config"]).read_text())
         pin_workers(cfg, workers)
         self._write_config(rec, cfg)
@@ -291,8 +340,11 @@ class RayUpProvider(ForwardedProvider):
         if not rec or rec.get("provider") != self.name or not self._launcher(rec).head_alive(rec):
             return False
         self._ensure_forward(rec)
-        return procs.wait_for(lambda: dashboard.alive_workers(rec["dashboard_url"], self.state.token())
-                              is not None, 15, interval=0.5)
+        return procs.wait_for(
+            lambda: dashboard.alive_workers(rec["dashboard_url"], self.state.token()) is not None,
+            15,
+            interval=0.5,
+        )
 
     # ---- readiness / endpoint / status ----------------------------------------------------
 
@@ -307,16 +359,24 @@ class RayUpProvider(ForwardedProvider):
             if alive == workers:
                 return
             if not launcher.head_alive(rec):
-                raise UserError("the Ray head exited while the cluster was starting",
-                                f"read {self.state.path / 'logs'}")
+                raise UserError(
+                    "the Ray head exited while the cluster was starting",
+                    f"read {self.state.path / 'logs'}",
+                )
             if time.monotonic() > deadline:
                 seen = "the dashboard did not answer" if alive is None else f"{alive} alive"
-                raise UserError(f"{workers} workers wanted, {seen} after {timeout:.0f} s",
-                                "read `ray monitor` / the autoscaler log on the head, or raise --timeout")
+                raise UserError(
+                    f"{workers} workers wanted, {seen} after {timeout:.0f} s",
+                    "read `ray monitor` / the autoscaler log on the head, or raise --timeout",
+                )
             time.sleep(0.5)
 
     def status(self) -> ClusterStatus:
         rec = self._record()
         self._ensure_forward(rec)
-        return status_from_dashboard(self.name, rec["dashboard_url"], self.state.token(),
-                                     "is it still running? `rayscale cluster down` clears a dead cluster")
+        return status_from_dashboard(
+            self.name,
+            rec["dashboard_url"],
+            self.state.token(),
+            "is it still running? `rayscale cluster down` clears a dead cluster",
+        )
