@@ -196,6 +196,30 @@ def run_cli(*args, state_dir=None, env=None, timeout=300, check=False):
     return p
 
 
+def wait_for_progress(state, job_id: str, done: int, timeout: float = 180) -> str:
+    """Block until the job has reported `done` finished trials; returns its log so far."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = run_cli("job", "logs", job_id, state_dir=state).stdout
+        if sum(1 for line in logs.splitlines() if line.startswith("RAYSCALE_PROGRESS")) >= done:
+            return logs
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} made no progress:\n{logs[-2000:]}")
+
+
+def wait_for_end(state, job_id: str, timeout: float = 400) -> tuple[str, str]:
+    """Block until the job leaves PENDING / RUNNING; returns (status, log)."""
+    import time
+
+    status, deadline = "RUNNING", time.monotonic() + timeout
+    while status in ("PENDING", "RUNNING") and time.monotonic() < deadline:
+        status = run_cli("job", "status", job_id, state_dir=state).stdout.strip()
+        time.sleep(1)
+    return status, run_cli("job", "logs", job_id, state_dir=state).stdout
+
+
 def assert_one_line_error(p, *needles):
     """A user error: exit != 0, one error line (the last thing said), no traceback.
 

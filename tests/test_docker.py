@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import FAULT_JOB, TINY, N, run_cli
+from conftest import FAULT_JOB, TINY, N, run_cli, wait_for_end, wait_for_progress
 
 DOCKER = os.environ.get("RAYSCALE_DOCKER") or shutil.which("docker") or "docker"
 IMAGE = os.environ.get("RAYSCALE_IMAGE", "rayscale:0.1.0")
@@ -40,6 +40,25 @@ _why = _ready()
 if _why and os.environ.get("CI"):
     pytest.fail(f"docker tests cannot run under CI: {_why}", pytrace=False)
 pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.cluster]
+
+
+def _up(state, check=False):
+    """Two one-GiB workers of the kit's image."""
+    return run_cli(
+        "cluster",
+        "up",
+        "--provider",
+        "docker",
+        "--image",
+        IMAGE,
+        "--workers",
+        2,
+        "--memory-per-worker",
+        1,
+        state_dir=state,
+        check=check,
+        timeout=300,
+    )
 
 
 def _result(text: str) -> dict:
@@ -82,20 +101,7 @@ def _leftovers(cid: str) -> list[str]:
 
 def test_docker_provider_cluster_end_to_end(tmp_path):
     state = tmp_path / "state"
-    up = run_cli(
-        "cluster",
-        "up",
-        "--provider",
-        "docker",
-        "--image",
-        IMAGE,
-        "--workers",
-        2,
-        "--memory-per-worker",
-        1,
-        state_dir=state,
-        timeout=300,
-    )
+    up = _up(state)
     assert up.returncode == 0, up.stdout + up.stderr
     rec = json.loads((state / "cluster.json").read_text())
     cid = rec["cluster_id"]
@@ -225,26 +231,11 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
     """Worker loss on the docker provider, with the search's storage in an S3 bucket (a local
     S3-compatible server): `docker kill` of a worker mid-search; the lost trial resumes from
     its checkpoint in the bucket and the search completes."""
-    import time
 
     from conftest import s3_server
 
     state = tmp_path / "state"
-    run_cli(
-        "cluster",
-        "up",
-        "--provider",
-        "docker",
-        "--image",
-        IMAGE,
-        "--workers",
-        2,
-        "--memory-per-worker",
-        1,
-        state_dir=state,
-        check=True,
-        timeout=300,
-    )
+    _up(state, check=True)
     rec = json.loads((state / "cluster.json").read_text())
     gateway = _docker(
         "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", rec["network"]
@@ -267,19 +258,9 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
                 state_dir=state,
                 check=True,
             ).stdout.strip()
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                logs = run_cli("job", "logs", job_id, state_dir=state).stdout
-                if "RAYSCALE_PROGRESS" in logs:
-                    break
-                time.sleep(0.5)
+            wait_for_progress(state, job_id, done=1)
             assert _docker("kill", rec["workers"][1]["name"]).returncode == 0
-            status = "RUNNING"
-            deadline = time.monotonic() + 400
-            while status in ("PENDING", "RUNNING") and time.monotonic() < deadline:
-                status = run_cli("job", "status", job_id, state_dir=state).stdout.strip()
-                time.sleep(1)
-            logs = run_cli("job", "logs", job_id, state_dir=state).stdout
+            status, logs = wait_for_end(state, job_id)
             assert status == "SUCCEEDED", logs[-3000:]
             res = _result(logs)
             assert res["trials_completed"] == N and res["trials_errored"] == 0, logs[-3000:]

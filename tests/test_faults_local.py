@@ -21,19 +21,11 @@ from conftest import (
     recorded_pids,
     run_cli,
     tree_pids,
+    wait_for_end,
+    wait_for_progress,
 )
 
 pytestmark = pytest.mark.cluster
-
-
-def _wait_for_progress(state, job_id, done: int, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        logs = run_cli("job", "logs", job_id, state_dir=state).stdout
-        if sum(1 for line in logs.splitlines() if line.startswith("RAYSCALE_PROGRESS")) >= done:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} made no progress:\n{logs[-2000:]}")
 
 
 def test_worker_killed_mid_search_loses_nothing(tmp_path):
@@ -57,16 +49,12 @@ def test_worker_killed_mid_search_loses_nothing(tmp_path):
             state_dir=state,
             check=True,
         ).stdout.strip()
-        _wait_for_progress(state, job_id, done=1)
+        wait_for_progress(state, job_id, done=1)
         victim = psutil.Process(rec["workers"][1]["proc"]["pid"])
         raylet = next(p for p in victim.children(recursive=True) if p.name() == "raylet")
         raylet.send_signal(signal.SIGKILL)  # the node is gone, with the trial it was running
-        status = "RUNNING"
-        deadline = time.monotonic() + 400
-        while status in ("PENDING", "RUNNING") and time.monotonic() < deadline:
-            status = run_cli("job", "status", job_id, state_dir=state).stdout.strip()
-            time.sleep(1)
-        assert status == "SUCCEEDED", run_cli("job", "logs", job_id, state_dir=state).stdout[-3000:]
+        status, logs = wait_for_end(state, job_id)
+        assert status == "SUCCEEDED", logs[-3000:]
         faulty = json.loads((tmp_path / "results" / "fault" / "result.json").read_text())
         assert faulty["trials_completed"] == N and faulty["trials_errored"] == 0
         assert faulty["retried_trials"], (
@@ -192,7 +180,7 @@ def test_head_killed_mid_search_then_resumed(tmp_path):
     job_id = run_cli(
         "job", "submit", "--no-wait", "--", *args, "--name", "headloss", state_dir=state, check=True
     ).stdout.strip()
-    _wait_for_progress(state, job_id, done=2)
+    wait_for_progress(state, job_id, done=2)
     doomed = tree_pids(procs)
     kill_all(doomed)  # the head machine dies: head, its driver and every worker with it
     assert_all_gone(doomed)

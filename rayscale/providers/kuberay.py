@@ -25,11 +25,7 @@ from typing import Any
 
 from rayscale import dashboard, manifests, procs
 from rayscale.errors import UserError
-from rayscale.providers.base import (
-    ClusterStatus,
-    ForwardedProvider,
-    status_from_dashboard,
-)
+from rayscale.providers.base import ClusterStatus, ForwardedProvider, status_from_dashboard
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 INSTALL_OPERATOR = (

@@ -175,10 +175,7 @@ class LocalProvider(Provider):
         if _lean(rec):
             env["RAYSCALE_DASHBOARD_MODULES"] = LEAN_MODULES
         proc = procs.spawn(argv, env, self._log("head"))
-        rec["head"] = {
-            "proc": proc,
-            "node_manager_port": _port_of(args, "--node-manager-port"),
-        }
+        rec["head"] = {"proc": proc, "node_manager_port": _port_of(args, "--node-manager-port")}
         rec["gcs_address"] = f"127.0.0.1:{gcs_port}"
         rec["dashboard_url"] = f"http://127.0.0.1:{dash_port}"
 

@@ -41,11 +41,7 @@ import yaml
 from rayscale import dashboard, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import (
-    ClusterStatus,
-    ForwardedProvider,
-    status_from_dashboard,
-)
+from rayscale.providers.base import ClusterStatus, ForwardedProvider, status_from_dashboard
 from rayscale.providers.local import node_env, ray_executable
 
 GIB = 1024**3
