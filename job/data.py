@@ -20,6 +20,11 @@ class InputError(Exception):
     """Bad input from the user: reported as one line, exit code 2."""
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's first line, for quoting it inside one error line."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 @dataclass
 class Table:
     X: pd.DataFrame

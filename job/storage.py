@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from data import InputError
+from data import InputError, first_line
 
 SHARED_HINT = (
     "Tune needs storage every node shares: a path on a shared volume or filesystem "
@@ -38,13 +38,9 @@ def _fs(uri: str):
         return pyarrow.fs.FileSystem.from_uri(uri)
     except (pyarrow.ArrowInvalid, OSError, ValueError) as e:
         raise InputError(
-            f"--storage-path {uri} cannot be opened ({_first_line(e)}); "
+            f"--storage-path {uri} cannot be opened ({first_line(e)}); "
             "check the scheme (s3://, gs://) and the bucket name"
         ) from None
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def prepare(path: str) -> None:
@@ -66,7 +62,7 @@ def prepare(path: str) -> None:
         fs.delete_file(probe)
     except OSError as e:
         raise InputError(
-            f"cannot write to --storage-path {path} ({_first_line(e)}); check the bucket, "
+            f"cannot write to --storage-path {path} ({first_line(e)}); check the bucket, "
             "the credentials every node has, and AWS_ENDPOINT_URL for an S3-compatible store"
         ) from None
 

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
-from data import InputError
+from data import InputError, first_line
 
 SCHEMES = ("http", "https", "databricks")
 # What a trial reports that is worth a chart; the rest of Tune's result is bookkeeping.
@@ -45,16 +45,6 @@ def _quick_failure():
                 os.environ.pop(k, None)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 class Tracker:
     """One MLflow experiment; a run per trial and one `summary` run per search, all tagged
     `rayscale.search=<name>` so one search's runs can be found together."""
@@ -77,11 +67,11 @@ class Tracker:
                     found.experiment_id if found else self.client.create_experiment(experiment)
                 )
             except Exception as e:  # mlflow raises MlflowException or a requests error
-                text = str(e).strip()
+                text = str(e)
                 why = (
                     "nothing answers there"
                     if "Max retries exceeded" in text or "refused" in text
-                    else (text.splitlines() or [type(e).__name__])[0][:160]
+                    else first_line(e, 160)
                 )
                 raise InputError(
                     f"cannot reach the MLflow server at {uri} ({why}); start it, or fix "
@@ -96,30 +86,21 @@ class Tracker:
         try:
             fn(*args, **kwargs)
         except Exception as e:
-            self.failed = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+            self.failed = f"{type(e).__name__}: {first_line(e, 200)}"
             print(
                 f"warning: MLflow tracking stopped ({self.failed}); the search goes on", flush=True
             )
 
-    def _tags(self, kind: str, **more) -> list:
-        from mlflow.entities import RunTag
-
-        return [
-            RunTag(k, str(v))
-            for k, v in {"rayscale.search": self.search, "rayscale.kind": kind, **more}.items()
-        ]
-
     def _start(self, name: str, kind: str) -> str:
-        run = self.client.create_run(
-            self.experiment_id, run_name=name, tags={t.key: t.value for t in self._tags(kind)}
-        )
-        return run.info.run_id
+        tags = {"rayscale.search": self.search, "rayscale.kind": kind}
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
     def callback(self):
         """A Tune logger callback: params at a trial's start, its metrics at every report
         (step = boosting rounds), the node it ran on, its end status."""
         from mlflow.entities import Metric, Param, RunTag
         from ray.tune.logger import LoggerCallback
+        from ray.tune.utils import flatten_dict
 
         outer = self
 
@@ -145,7 +126,7 @@ class Tracker:
                     return
                 run_id = outer._start(str(trial), "trial")
                 self.runs[trial.trial_id] = run_id
-                params = _flat(trial.config.get("cfg", trial.config))
+                params = flatten_dict(trial.config.get("cfg", trial.config), delimiter=".")
                 outer.client.log_batch(
                     run_id,
                     params=[Param(k, str(v)) for k, v in params.items()],

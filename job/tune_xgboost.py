@@ -737,9 +737,8 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         "total_s": None,
     }
     # One mode's figures are the record's own; several (or the joblib baseline) side by side.
-    modes = {m: summarise(r, a) for m, r in runs.items()}
     if len(runs) > 1 or a.mode == "joblib":
-        record["modes"] = modes
+        record["modes"] = {m: summarise(r, a) for m, r in runs.items()}
         if "sequential" in runs and "tune" in runs:
             record["speedup_vs_sequential"] = round(
                 runs["sequential"]["wall_s"] / runs["tune"]["wall_s"], 3
