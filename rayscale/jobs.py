@@ -291,6 +291,18 @@ def _unreachable(endpoint: Endpoint) -> Unreachable:
     )
 
 
+def _auth_error(endpoint: Endpoint, sent: bool) -> UserError:
+    if not sent:
+        return UserError(
+            f"the cluster at {endpoint.url} requires a token and none was sent",
+            "pass --token-file FILE or set RAY_AUTH_TOKEN",
+        )
+    return UserError(
+        f"the cluster at {endpoint.url} rejected the token",
+        "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN",
+    )
+
+
 def _translated(endpoint: Endpoint, fn, *args, **kwargs):
     """Call into Ray's client and turn its errors into one line a user can act on."""
     import requests
@@ -306,14 +318,8 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
                 requests.get(f"{endpoint.url}/api/version", timeout=5)
             except requests.exceptions.RequestException:
                 raise _unreachable(endpoint) from None
-            raise UserError(
-                f"the cluster at {endpoint.url} requires a token and none was sent",
-                "pass --token-file FILE or set RAY_AUTH_TOKEN",
-            ) from None
-        raise UserError(
-            f"the cluster at {endpoint.url} rejected the token",
-            "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN",
-        ) from None
+            raise _auth_error(endpoint, sent=False) from None
+        raise _auth_error(endpoint, sent=True) from None
     except (requests.exceptions.ConnectionError, ConnectionError):
         raise _unreachable(endpoint) from None
     except RuntimeError as e:
@@ -323,15 +329,9 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
             or "Missing authentication token" in msg
             or "Authentication required" in msg
         ):
-            raise UserError(
-                f"the cluster at {endpoint.url} requires a token and none was sent",
-                "pass --token-file FILE or set RAY_AUTH_TOKEN",
-            ) from None
+            raise _auth_error(endpoint, sent=False) from None
         if "403" in msg or "Invalid authentication token" in msg or "invalid or incorrect" in msg:
-            raise UserError(
-                f"the cluster at {endpoint.url} rejected the token",
-                "pass the cluster's token with --token-file FILE or RAY_AUTH_TOKEN",
-            ) from None
+            raise _auth_error(endpoint, sent=True) from None
         if "does not exist" in msg or "404" in msg:
             raise UserError(
                 f"{msg.splitlines()[0]}", "list jobs with `rayscale job list`"
