@@ -89,7 +89,7 @@ def test_a_failing_kind_get_clusters_stops_up_fake_tools(tmp_path):
 
 def test_the_plan_it_runs(tmp_path):
     k = KindProvider(StateDir(tmp_path), context=None, namespace=None)  # as the CLI passes them
-    assert k.options["context"] == "kind-rayscale" and k.options["namespace"] == "default"
+    assert k.options.context == "kind-rayscale" and k.options.namespace == "default"
     first = k.commands(create=True, build=True)
     names = [" ".join(c[1:4]) for c in first]
     assert names[0].startswith("create cluster --name")

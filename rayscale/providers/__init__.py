@@ -1,7 +1,8 @@
 """Providers by name. The caller never needs to know which one it holds.
 
-Adding a provider: one module with a `Provider` subclass, and one line in REGISTRY naming
-it and the `cluster up` / `scaling` options it takes.
+Adding a provider: one module with a `Provider` subclass (its `Options` dataclass names
+the `cluster up` / `scaling` options it takes), one line in REGISTRY, and the conformance
+suite (tests/test_provider_conformance.py) passing for it.
 """
 
 from __future__ import annotations
@@ -12,17 +13,22 @@ from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape, Provider
 from rayscale.state import StateDir
 
-SHAPE = ("cpus_per_worker", "memory_per_worker")
-KUBE = ("image", "context", "namespace", "storage_class", "results_claim")
-# name -> ("module:Class", the options it takes)
-REGISTRY: dict[str, tuple[str, tuple[str, ...]]] = {
-    "local": ("rayscale.providers.local:LocalProvider", ("dashboard", *SHAPE)),
-    "docker": ("rayscale.providers.docker:DockerProvider", ("image", *SHAPE)),
-    "ray-up": ("rayscale.providers.ray_up:RayUpProvider", ("config",)),
-    "kuberay": ("rayscale.providers.kuberay:KubeRayProvider", KUBE),
-    "kind": ("rayscale.providers.kind:KindProvider", KUBE),
+# name -> "module:Class"
+REGISTRY: dict[str, str] = {
+    "local": "rayscale.providers.local:LocalProvider",
+    "docker": "rayscale.providers.docker:DockerProvider",
+    "ray-up": "rayscale.providers.ray_up:RayUpProvider",
+    "kuberay": "rayscale.providers.kuberay:KubeRayProvider",
+    "kind": "rayscale.providers.kind:KindProvider",
 }
 NAMES = tuple(REGISTRY)
+
+
+def provider_class(name: str) -> type[Provider]:
+    if name not in REGISTRY:
+        raise UserError(f"unknown provider {name!r}", f"choose one of: {', '.join(NAMES)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def _flag(option: str) -> str:
@@ -32,25 +38,22 @@ def _flag(option: str) -> str:
 def get(name: str, state: StateDir, **options) -> Provider:
     """The provider NAME, given only options it takes: one given to a provider that ignores
     it (None = not given) is refused, not silently dropped."""
-    if name not in REGISTRY:
-        raise UserError(f"unknown provider {name!r}", f"choose one of: {', '.join(NAMES)}")
-    target, takes = REGISTRY[name]
+    cls = provider_class(name)
     given = {k: v for k, v in options.items() if v is not None}
     for option in given:
-        if option not in takes:
-            users = [n for n, (_, t) in REGISTRY.items() if option in t]
+        if option not in cls.option_names():
+            users = [n for n in NAMES if option in provider_class(n).option_names()]
             raise UserError(
                 f"{_flag(option)} does not apply to the {name} provider",
                 f"drop it (it is for {', '.join(users) or 'no provider'})",
             )
     shape = None
-    if "cpus_per_worker" in takes:
+    if cls.takes_shape:
         shape = NodeShape.sized(
             given.pop("cpus_per_worker", NodeShape.cpus_per_worker),
             given.pop("memory_per_worker", NodeShape.memory_per_worker_gib),
         )
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(state, shape, **given)
+    return cls(state, shape, **given)
 
 
 def recorded(state: StateDir) -> Provider:

@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypedDict
 
 from rayscale import forward, procs
 from rayscale.errors import UserError
@@ -63,6 +63,30 @@ class Endpoint:
 
 
 NODE_STATES = ("alive", "dead")
+
+
+class ClusterRecord(TypedDict, total=False):
+    """What the state dir's cluster.json holds for every provider; each provider's record
+    (LocalRecord, DockerRecord, ...) adds what its `_teardown` and `status` need."""
+
+    provider: str  # the registry name, e.g. "local"
+    created: float  # time.time() at `up`
+    dashboard_url: str  # the dashboard / Job API as this machine reaches it
+
+
+class ProcRecord(TypedDict, total=False):
+    """A process rayscale started (rayscale.procs.spawn): stopped by PID, never by name."""
+
+    pid: int
+    create_time: float
+    log: str
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options a provider takes beyond the worker count (`cluster up` / `scaling`
+    flags, None = not given). A provider declares its own subclass; the registry refuses a
+    flag that is not one of its fields."""
 
 
 @dataclass
@@ -139,13 +163,20 @@ class NodeShape:
 
 
 class Provider(abc.ABC):
-    name: str = ""
-    default_timeout: float = 180.0  # seconds up / scale / wait_ready wait when not told
+    name: ClassVar[str] = ""
+    default_timeout: ClassVar[float] = 180.0  # seconds up / scale / wait_ready wait when not told
+    Options: ClassVar[type[Options]] = Options
+    takes_shape: ClassVar[bool] = False  # sizes its workers by --cpus/--memory-per-worker
 
     def __init__(self, state: StateDir, shape: NodeShape | None = None, **options: Any):
         self.state = state
         self.shape = shape or NodeShape()
-        self.options = options
+        self.options = self.Options(**options)  # TypeError on an option it does not take
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        shape = ("cpus_per_worker", "memory_per_worker") if cls.takes_shape else ()
+        return (*(f.name for f in fields(cls.Options)), *shape)
 
     def up(self, workers: int, timeout: float | None = None) -> None:
         """Create the cluster; return once the head and `workers` workers are alive and the

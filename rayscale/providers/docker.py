@@ -17,12 +17,20 @@ import json
 import secrets
 import subprocess
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 from rayscale import __version__, gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, gcs_nodes
+from rayscale.providers.base import (
+    ClusterRecord,
+    ClusterStatus,
+    Endpoint,
+    NodeInfo,
+    Options,
+    Provider,
+    gcs_nodes,
+)
 
 GIB = 1024**3
 DEFAULT_IMAGE = f"rayscale:{__version__}"
@@ -60,12 +68,37 @@ def engine_memory_gib() -> float:
     return engine_info().get("MemTotal", 0) / GIB
 
 
+@dataclasses.dataclass(frozen=True)
+class DockerOptions(Options):
+    image: str | None = None  # default: the kit's image at this version
+
+
+class ContainerRecord(TypedDict, total=False):
+    name: str  # also the container's hostname
+    id: str
+    index: int  # workers: w<index>, never reused
+
+
+class DockerRecord(ClusterRecord, total=False):
+    cluster_id: str  # every container, the network and the volume carry it as a label
+    image: str
+    network: str
+    volume: str  # the Tune storage path every node mounts
+    shape: dict[str, float]  # NodeShape as a dict
+    head: ContainerRecord
+    workers: list[ContainerRecord]  # oldest first; scale-down removes from the end
+    next_worker: int
+    gcs_address: str  # published on 127.0.0.1
+
+
 class DockerProvider(Provider):
     name = "docker"
+    Options = DockerOptions
+    takes_shape = True
 
     @property
     def image(self) -> str:
-        return self.options.get("image") or DEFAULT_IMAGE
+        return self.options.image or DEFAULT_IMAGE
 
     def _docker(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         try:
@@ -108,7 +141,7 @@ class DockerProvider(Provider):
         )
         return state == "true"
 
-    def _plan(self, workers: int) -> dict[str, Any]:
+    def _plan(self, workers: int) -> DockerRecord:
         self._docker("version", "--format", "{{.Server.Version}}", timeout=30)
         if not self._docker("images", "-q", self.image):
             raise UserError(
@@ -131,7 +164,7 @@ class DockerProvider(Provider):
             "head": {"name": f"rayscale-{cid}-head"},
         }
 
-    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
+    def _create(self, rec: DockerRecord, workers: int, deadline: float) -> None:
         self._docker(
             "network", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["network"]
         )
@@ -141,12 +174,10 @@ class DockerProvider(Provider):
         self._start_head(rec)
         self._add_workers(rec, workers)
 
-    def _log_hint(self, rec: dict[str, Any]) -> str:
+    def _log_hint(self, rec: DockerRecord) -> str:
         return f"`docker logs {rec['head']['name']}`"
 
-    def _run_args(
-        self, rec: dict[str, Any], name: str, cpus: float, memory_gib: float
-    ) -> list[str]:
+    def _run_args(self, rec: DockerRecord, name: str, cpus: float, memory_gib: float) -> list[str]:
         shm = max(0.25, memory_gib / 3)  # Ray's object store lives in /dev/shm
         return [
             "run",
@@ -177,7 +208,7 @@ class DockerProvider(Provider):
             "RAY_enable_metrics_collection=0",
         ]
 
-    def _start_head(self, rec: dict[str, Any]) -> None:
+    def _start_head(self, rec: DockerRecord) -> None:
         name = rec["head"]["name"]
         args = self._run_args(rec, name, 1, HEAD_MEMORY_GIB) + [
             # Published on loopback only; the host port is chosen by Docker.
@@ -213,7 +244,7 @@ class DockerProvider(Provider):
             raise UserError(f"container {name} does not publish {port} on 127.0.0.1")
         return loop[0]
 
-    def _add_workers(self, rec: dict[str, Any], count: int) -> None:
+    def _add_workers(self, rec: DockerRecord, count: int) -> None:
         shape = rec["shape"]
         for _ in range(count):
             idx = rec["next_worker"]
@@ -248,7 +279,7 @@ class DockerProvider(Provider):
             check=False,
         )
 
-    def _teardown(self, rec: dict[str, Any]) -> None:
+    def _teardown(self, rec: DockerRecord) -> None:
         cid = rec.get("cluster_id")
         if not cid:
             return

@@ -12,6 +12,7 @@ install it, and that `make cluster-up PROVIDER=local` needs none of them.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,7 +22,7 @@ from rayscale import manifests, procs
 from rayscale.errors import UserError
 from rayscale.procs import tool
 from rayscale.providers.docker import engine_info
-from rayscale.providers.kuberay import KubeRayProvider
+from rayscale.providers.kuberay import KubeRayOptions, KubeRayProvider, KubeRayRecord
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KIND_CLUSTER = "rayscale"
@@ -49,25 +50,39 @@ def missing_tools() -> list[str]:
     return [t for t in INSTALL if not tool(t)]
 
 
+@dataclasses.dataclass(frozen=True)
+class KindOptions(KubeRayOptions):
+    kind_cluster: str | None = None  # not a flag: the kind cluster's name (default rayscale)
+
+
+class KindRecord(KubeRayRecord, total=False):
+    kind_cluster: str
+    created_kind: bool  # this `up` created the kind cluster: `down` deletes it too
+
+
 class KindProvider(KubeRayProvider):
     name = "kind"
     profile_name = "kind"
+    Options = KindOptions
 
     def __init__(self, state, shape=None, api=None, **options: Any):
-        # The CLI passes None for options not given.
-        options["context"] = (
-            options.get("context") or f"kind-{options.get('kind_cluster') or KIND_CLUSTER}"
-        )
-        options["namespace"] = options.get("namespace") or "default"
         super().__init__(state, shape, api, **options)
+        kind = self.options.kind_cluster or KIND_CLUSTER
+        self.options = dataclasses.replace(
+            self.options,
+            kind_cluster=kind,
+            context=self.options.context or f"kind-{kind}",
+            namespace=self.options.namespace or "default",
+        )
+        self._context = self.options.context
 
     @property
     def kind_cluster(self) -> str:
-        return self.options.get("kind_cluster") or KIND_CLUSTER
+        return self.options.kind_cluster
 
     @property
     def image(self) -> str:
-        return self.options.get("image") or manifests.PROFILES["kind"].image
+        return self.options.image or manifests.PROFILES["kind"].image
 
     def preflight(self) -> None:
         gone = missing_tools()
@@ -79,6 +94,7 @@ class KindProvider(KubeRayProvider):
             )
 
     def check_fits(self, workers: int) -> None:
+        self.preflight()
         p = manifests.PROFILES["kind"]
         info = engine_info()
         need = KIND_OVERHEAD_GIB + _gib(p.head_memory) + workers * _gib(p.worker_memory)
@@ -107,7 +123,7 @@ class KindProvider(KubeRayProvider):
             tool("kubectl") or "kubectl",
             tool("helm") or "helm",
         )
-        ctx = ["--context", self.options["context"]]
+        ctx = ["--context", self.options.context]
         cmds = []
         if create:
             cmds.append(
@@ -130,7 +146,7 @@ class KindProvider(KubeRayProvider):
             [
                 helm,
                 "--kube-context",
-                self.options["context"],
+                self.options.context,
                 "upgrade",
                 "--install",
                 "kuberay-operator",
@@ -181,10 +197,9 @@ class KindProvider(KubeRayProvider):
             )
         return p.stdout.split()
 
-    def up(self, workers: int, timeout: float | None = None) -> None:
-        self.preflight()
-        self._claim_state()
-        self.check_fits(workers)
+    def _plan(self, workers: int) -> KindRecord:
+        """The kind cluster, KubeRay and the image first (what the RayCluster needs), then
+        kuberay's plan; a kind cluster made here goes again if any of it fails."""
         create = self.kind_cluster not in self.existing_clusters()
         build = not subprocess.run(
             [tool("docker"), "images", "-q", self.image], capture_output=True, text=True, timeout=60
@@ -194,18 +209,18 @@ class KindProvider(KubeRayProvider):
             for argv in self.commands(create, build):
                 procs.run_logged(argv, log, timeout=900)
             self._load_image(log)
-            super().up(workers, timeout)
+            rec: KindRecord = {**super()._plan(workers)}
         except BaseException:
             if create:
-                procs.run_logged(
-                    [tool("kind"), "delete", "cluster", "--name", self.kind_cluster],
-                    log,
-                    check=False,
-                )
+                self._delete_kind(self.kind_cluster, log)
             raise
-        rec = self._record()
         rec.update(kind_cluster=self.kind_cluster, created_kind=create)
-        self.state.write(rec)
+        return rec
+
+    def _delete_kind(self, name: str, log: Path) -> None:
+        procs.run_logged(
+            [tool("kind") or "kind", "delete", "cluster", "--name", name], log, check=False
+        )
 
     def is_running(self) -> bool:
         rec = self.state.read()
@@ -217,16 +232,12 @@ class KindProvider(KubeRayProvider):
                 pass
         return super().is_running()
 
-    def _teardown(self, rec: dict[str, Any]) -> None:
+    def _teardown(self, rec: KindRecord) -> None:
         try:
             super()._teardown(rec)
         finally:
             if rec.get("created_kind"):
-                procs.run_logged(
-                    [tool("kind") or "kind", "delete", "cluster", "--name", rec["kind_cluster"]],
-                    self.state.path / "logs" / "kind-down.log",
-                    check=False,
-                )
+                self._delete_kind(rec["kind_cluster"], self.state.path / "logs" / "kind-down.log")
 
 
 def _gib(quantity: str) -> float:

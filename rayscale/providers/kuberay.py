@@ -17,15 +17,23 @@ ReadWriteMany, and a class known to be block storage (EBS, PD, Azure Disk) canno
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import secrets
 import time
 from typing import Any
 
-from rayscale import dashboard, manifests, procs
+from rayscale import dashboard, extras, manifests, procs
 from rayscale.errors import UserError
-from rayscale.providers.base import ClusterStatus, ForwardedProvider, status_from_dashboard
+from rayscale.providers.base import (
+    ClusterRecord,
+    ClusterStatus,
+    ForwardedProvider,
+    Options,
+    ProcRecord,
+    status_from_dashboard,
+)
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 INSTALL_OPERATOR = (
@@ -130,35 +138,60 @@ def _missing_namespace(e: Exception) -> bool:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class KubeRayOptions(Options):
+    context: str | None = None  # default: kubectl's current context, resolved at `up`
+    namespace: str | None = None  # default: "default"
+    image: str | None = None  # required by the cloud profile
+    storage_class: str | None = None  # for the results claim rayscale makes
+    results_claim: str | None = None  # an existing ReadWriteMany claim to use instead
+    # Not flags: the manifest profile (default: the provider's) and the RayCluster's name.
+    profile: str | None = None
+    name: str | None = None
+
+
+class KubeRayRecord(ClusterRecord, total=False):
+    context: str  # resolved at `up`: a later change of kubectl's context changes nothing
+    namespace: str
+    name: str  # the RayCluster's
+    owned: bool  # created by this `up`: only then does teardown delete it
+    results_claim: str
+    made_claim: bool
+    forward_port: int
+    forward: ProcRecord  # the managed `kubectl port-forward`
+
+
 class KubeRayProvider(ForwardedProvider):
     name = "kuberay"
     default_timeout = 600.0  # pods may wait for a node to be added to the Kubernetes cluster
     profile_name = "cloud"
+    Options = KubeRayOptions
 
     def __init__(self, state, shape=None, api=None, **options: Any):
+        extras.need_k8s(f"the {self.name} provider")
         super().__init__(state, shape, **options)
         # (custom, core, storage): injected by tests, else built from the kubeconfig
         self._api = api
-        self._context = options.get("context")
+        self._context = self.options.context
 
     # ---- plumbing ---------------------------------------------------------------------
 
-    def _apis(self, rec: dict[str, Any] | None = None):
+    def _apis(self, rec: KubeRayRecord | None = None):
         if self._api is None:
             custom, core, storage, self._context = load_api(
-                (rec or {}).get("context") or self.options.get("context")
+                (rec or {}).get("context") or self.options.context
             )
             self._api = (custom, core, storage)
         return self._api[:2]
 
     @property
     def _profile(self) -> manifests.Profile:
-        return manifests.profile(self.options.get("profile") or self.profile_name)
+        return manifests.profile(self.options.profile or self.profile_name)
 
-    def _ns(self, rec: dict[str, Any] | None = None) -> str:
-        return (rec or {}).get("namespace") or self.options.get("namespace") or "default"
+    def _ns(self, rec: KubeRayRecord | None = None) -> str:
+        return (rec or {}).get("namespace") or self.options.namespace or "default"
 
-    def _get(self, rec: dict[str, Any]) -> dict[str, Any] | None:
+    def _get(self, rec: KubeRayRecord) -> dict[str, Any] | None:
         custom, _ = self._apis(rec)
         try:
             return custom.get_namespaced_custom_object(
@@ -173,12 +206,12 @@ class KubeRayProvider(ForwardedProvider):
                 "check --context / --namespace and your access to ray.io resources",
             ) from None
 
-    def _pods(self, rec: dict[str, Any], node_type: str) -> list:
+    def _pods(self, rec: KubeRayRecord, node_type: str) -> list:
         _, core = self._apis(rec)
         sel = f"ray.io/cluster={rec['name']},ray.io/node-type={node_type}"
         return list(core.list_namespaced_pod(rec["namespace"], label_selector=sel).items)
 
-    def _forward_argv(self, rec: dict[str, Any]) -> list[str]:
+    def _forward_argv(self, rec: KubeRayRecord) -> list[str]:
         argv = [kubectl()]
         if rec.get("context"):
             argv += ["--context", rec["context"]]
@@ -196,7 +229,7 @@ class KubeRayProvider(ForwardedProvider):
 
     def _manifest(self, name: str, workers: int, claim: str) -> dict[str, Any]:
         p = self._profile
-        if p.image_required and not self.options.get("image"):
+        if p.image_required and not self.options.image:
             raise UserError(
                 f"the {p.name} profile has no public image ({p.image} is a placeholder)",
                 "push the kit's image where your nodes can pull it (make image IMAGE=REG/rayscale:"
@@ -208,7 +241,7 @@ class KubeRayProvider(ForwardedProvider):
             name,
             workers,
             p,
-            image=self.options.get("image"),
+            image=self.options.image,
             namespace=self._ns(),
             claim=claim,
             max_workers=workers,
@@ -227,7 +260,7 @@ class KubeRayProvider(ForwardedProvider):
         RayCluster exists: a claim the pods cannot share fails now, not after 600 s."""
         _, core = self._apis()
         p = self._profile
-        name = self.options.get("results_claim") or manifests.RESULTS_CLAIM
+        name = self.options.results_claim or manifests.RESULTS_CLAIM
         try:
             claim = core.read_namespaced_persistent_volume_claim(name, ns)
         except Exception as e:
@@ -252,12 +285,12 @@ class KubeRayProvider(ForwardedProvider):
                     RWX_HINT,
                 )
             return name, False
-        if self.options.get("results_claim"):
+        if self.options.results_claim:
             raise UserError(
                 f"PersistentVolumeClaim {name} does not exist in namespace {ns}",
                 "create it (ReadWriteMany), or leave out --results-claim and rayscale makes one",
             )
-        body = manifests.results_claim(p, ns, name, self.options.get("storage_class"))
+        body = manifests.results_claim(p, ns, name, self.options.storage_class)
         if p.results_access == "ReadWriteMany":
             self._check_rwx_class(body["spec"].get("storageClassName"))
         try:
@@ -312,9 +345,9 @@ class KubeRayProvider(ForwardedProvider):
                 RWX_HINT,
             )
 
-    def _plan(self, workers: int) -> dict[str, Any]:
+    def _plan(self, workers: int) -> KubeRayRecord:
         kubectl()  # before anything is created: the port-forward needs it
-        name = self.options.get("name") or f"rayscale-{secrets.token_hex(3)}"
+        name = self.options.name or f"rayscale-{secrets.token_hex(3)}"
         self._manifest(
             name, workers, manifests.RESULTS_CLAIM
         )  # refuse a bad request before any API call
@@ -336,7 +369,7 @@ class KubeRayProvider(ForwardedProvider):
             "made_claim": made_claim,
         }
 
-    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
+    def _create(self, rec: KubeRayRecord, workers: int, deadline: float) -> None:
         body = self._manifest(rec["name"], workers, rec["results_claim"])
         try:
             self._apis(rec)[0].create_namespaced_custom_object(
@@ -372,7 +405,7 @@ class KubeRayProvider(ForwardedProvider):
         self._fetch_token(rec, body)
         self._open_forward(rec)
 
-    def _undo_plan(self, rec: dict[str, Any]) -> None:
+    def _undo_plan(self, rec: KubeRayRecord) -> None:
         if rec.get("made_claim"):  # an empty claim this failed `up` made: nothing is lost with it
             import contextlib
 
@@ -381,7 +414,7 @@ class KubeRayProvider(ForwardedProvider):
                     rec["results_claim"], rec["namespace"]
                 )
 
-    def _wait_head(self, rec: dict[str, Any], deadline: float) -> None:
+    def _wait_head(self, rec: KubeRayRecord, deadline: float) -> None:
         while True:
             pods = self._pods(rec, "head")
             if pods and _ready(pods[0]):
@@ -404,7 +437,7 @@ class KubeRayProvider(ForwardedProvider):
                 )
             time.sleep(1.0)
 
-    def _fetch_token(self, rec: dict[str, Any], body: dict[str, Any]) -> None:
+    def _fetch_token(self, rec: KubeRayRecord, body: dict[str, Any]) -> None:
         """The operator writes a random token to a Secret named after the cluster."""
         _, core = self._apis(rec)
         secret = (body["spec"].get("authOptions") or {}).get("secretName") or rec["name"]
@@ -460,7 +493,7 @@ class KubeRayProvider(ForwardedProvider):
             ) from None
         self.wait_ready(workers, timeout)
 
-    def _teardown(self, rec: dict[str, Any]) -> None:
+    def _teardown(self, rec: KubeRayRecord) -> None:
         self._stop_forward(rec)
         if not rec.get("owned"):
             return  # never delete a RayCluster this provider did not create

@@ -16,14 +16,23 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import psutil
 
-from rayscale import gcs, procs
+from rayscale import extras, gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import ClusterStatus, Endpoint, NodeInfo, Provider, gcs_nodes
+from rayscale.providers.base import (
+    ClusterRecord,
+    ClusterStatus,
+    Endpoint,
+    NodeInfo,
+    Options,
+    ProcRecord,
+    Provider,
+    gcs_nodes,
+)
 
 GIB = 1024**3
 HEAD_MEMORY_GIB = 1.0
@@ -59,8 +68,34 @@ def node_env(token_file: Path, lean: bool = True) -> dict[str, str]:
     return env
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalOptions(Options):
+    # jobs: the head runs only the Job API's dashboard modules; full: the whole UI.
+    dashboard: str = "jobs"
+
+
+class NodeRecord(TypedDict, total=False):
+    proc: ProcRecord  # the node's `ray start --block` process
+    node_manager_port: int  # how the GCS names the node
+    index: int  # workers: w<index>, never reused
+    temp_dir: str  # workers: removed when the worker goes
+
+
+class LocalRecord(ClusterRecord, total=False):
+    temp_root: str  # every node's --temp-dir is under it
+    token_file: str
+    shape: dict[str, float]  # NodeShape as a dict
+    head: NodeRecord
+    workers: list[NodeRecord]  # oldest first; scale-down removes from the end
+    next_worker: int
+    gcs_address: str
+    dashboard: str  # LocalOptions.dashboard
+
+
 class LocalProvider(Provider):
     name = "local"
+    Options = LocalOptions
+    takes_shape = True
 
     # ---- record -----------------------------------------------------------------------
 
@@ -85,7 +120,8 @@ class LocalProvider(Provider):
                 "use fewer --workers or a smaller --memory-per-worker",
             )
 
-    def _plan(self, workers: int) -> dict[str, Any]:
+    def _plan(self, workers: int) -> LocalRecord:
+        extras.need_job("the local provider (its nodes run the job on this machine's Python)")
         token_file = self.state.new_token()
         gcs.preload()
         return {
@@ -96,10 +132,10 @@ class LocalProvider(Provider):
             "shape": dataclasses.asdict(self.shape),
             "workers": [],
             "next_worker": 0,
-            "dashboard": self.options.get("dashboard", "jobs"),
+            "dashboard": self.options.dashboard,
         }
 
-    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
+    def _create(self, rec: LocalRecord, workers: int, deadline: float) -> None:
         self._start_head(rec)
         # Workers start at once, not when the GCS is up: `ray start --address`
         # retries the GCS, and its own start-up (imports) overlaps the head's.
@@ -107,10 +143,10 @@ class LocalProvider(Provider):
         self.state.write(rec)
         self._wait_head(rec)
 
-    def _log_hint(self, rec: dict[str, Any]) -> str:
+    def _log_hint(self, rec: LocalRecord) -> str:
         return rec["head"]["proc"]["log"] if rec.get("head") else super()._log_hint(rec)
 
-    def _teardown(self, rec: dict[str, Any]) -> None:
+    def _teardown(self, rec: LocalRecord) -> None:
         nodes = [w["proc"] for w in rec.get("workers", [])]
         if rec.get("head"):
             nodes.append(rec["head"]["proc"])
@@ -124,7 +160,7 @@ class LocalProvider(Provider):
 
     # ---- nodes ------------------------------------------------------------------------
 
-    def _env(self, rec: dict[str, Any]) -> dict[str, str]:
+    def _env(self, rec: LocalRecord) -> dict[str, str]:
         return node_env(Path(rec["token_file"]), _lean(rec))
 
     def _log(self, node: str) -> Path:
@@ -150,7 +186,7 @@ class LocalProvider(Provider):
             "--max-worker-port=0",
         ]
 
-    def _start_head(self, rec: dict[str, Any]) -> None:
+    def _start_head(self, rec: LocalRecord) -> None:
         base = Path(rec["temp_root"])
         gcs_port, dash_port, client_port = procs.free_ports(3)
         args = self._common_args(base / "head")
@@ -179,7 +215,7 @@ class LocalProvider(Provider):
         rec["gcs_address"] = f"127.0.0.1:{gcs_port}"
         rec["dashboard_url"] = f"http://127.0.0.1:{dash_port}"
 
-    def _wait_head(self, rec: dict[str, Any]) -> None:
+    def _wait_head(self, rec: LocalRecord) -> None:
         proc = rec["head"]["proc"]
         port = int(rec["gcs_address"].rsplit(":", 1)[1])
         if not procs.wait_for(
@@ -190,7 +226,7 @@ class LocalProvider(Provider):
                 "read the log's last lines; a port in use or too little memory are usual causes",
             )
 
-    def _add_workers(self, rec: dict[str, Any], count: int) -> None:
+    def _add_workers(self, rec: LocalRecord, count: int) -> None:
         shape = rec["shape"]
         base = Path(rec["temp_root"])
         for _ in range(count):
@@ -247,7 +283,7 @@ class LocalProvider(Provider):
 
     # ---- readiness --------------------------------------------------------------------
 
-    def _alive_worker_ports(self, rec: dict[str, Any]) -> set[int]:
+    def _alive_worker_ports(self, rec: LocalRecord) -> set[int]:
         try:
             found = gcs.nodes(rec["gcs_address"], self.state.token())
         except Exception:  # the GCS may still be starting
@@ -317,6 +353,6 @@ def _port_of(args: list[str], flag: str) -> int:
     return int(next(a.split("=", 1)[1] for a in args if a.startswith(flag + "=")))
 
 
-def _lean(rec: dict[str, Any]) -> bool:
+def _lean(rec: LocalRecord) -> bool:
     """`--dashboard jobs` (the default): the lean head and no metrics export."""
     return rec.get("dashboard", "jobs") == "jobs"

@@ -28,6 +28,7 @@ status, jobs) runs the same code as a cloud cluster.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 import sys
@@ -38,10 +39,17 @@ from typing import Any
 
 import yaml
 
-from rayscale import dashboard, procs
+from rayscale import dashboard, extras, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
-from rayscale.providers.base import ClusterStatus, ForwardedProvider, status_from_dashboard
+from rayscale.providers.base import (
+    ClusterRecord,
+    ClusterStatus,
+    ForwardedProvider,
+    Options,
+    ProcRecord,
+    status_from_dashboard,
+)
 from rayscale.providers.local import node_env, ray_executable
 
 GIB = 1024**3
@@ -180,21 +188,21 @@ class CloudLauncher:
     def __init__(self, provider: RayUpProvider):
         self.p = provider
 
-    def prepare(self, rec: dict[str, Any], cfg: dict[str, Any]) -> None:
+    def prepare(self, rec: RayUpRecord, cfg: dict[str, Any]) -> None:
         pass
 
-    def start(self, rec: dict[str, Any]) -> None:
+    def start(self, rec: RayUpRecord) -> None:
         self.p._ray(self.up_argv(rec["config"]), "ray-up")
         self.p._open_forward(rec)
 
-    def apply(self, rec: dict[str, Any]) -> None:
+    def apply(self, rec: RayUpRecord) -> None:
         self.p._ray(self.apply_argv(rec["config"]), "ray-up")
 
-    def stop(self, rec: dict[str, Any]) -> None:
+    def stop(self, rec: RayUpRecord) -> None:
         if Path(rec.get("config", "")).is_file():
             self.p._ray(self.down_argv(rec["config"]), "ray-down", check=False)
 
-    def head_alive(self, rec: dict[str, Any]) -> bool:
+    def head_alive(self, rec: RayUpRecord) -> bool:
         return True  # only the dashboard, through the tunnel, can tell
 
 
@@ -207,7 +215,8 @@ class FakeLauncher:
     def __init__(self, provider: RayUpProvider):
         self.p = provider
 
-    def prepare(self, rec: dict[str, Any], cfg: dict[str, Any]) -> None:
+    def prepare(self, rec: RayUpRecord, cfg: dict[str, Any]) -> None:
+        extras.need_job("Ray's fake multi-node cluster (its nodes run the job on this machine)")
         gcs_port, dash, client, metrics = procs.free_ports(4)
         rec.update(
             gcs_port=gcs_port,
@@ -217,7 +226,7 @@ class FakeLauncher:
         )
         cfg["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
 
-    def start(self, rec: dict[str, Any]) -> None:
+    def start(self, rec: RayUpRecord) -> None:
         env = node_env(self.p.state.token_file)
         env.update(RAY_FAKE_CLUSTER="1", RAYSCALE_DASHBOARD_MODULES=LEAN_MODULES)
         ports = rec["ports"]
@@ -246,45 +255,65 @@ class FakeLauncher:
             self.p.state.path / "logs" / "head.log",
         )
 
-    def apply(self, rec: dict[str, Any]) -> None:
+    def apply(self, rec: RayUpRecord) -> None:
         pass  # the monitor re-reads its config file on every update (~5 s)
 
-    def stop(self, rec: dict[str, Any]) -> None:
+    def stop(self, rec: RayUpRecord) -> None:
         if rec.get("head"):
             procs.stop(rec["head"])  # its session holds the worker nodes the autoscaler made
         if rec.get("temp_root"):
             shutil.rmtree(rec["temp_root"], ignore_errors=True)
 
-    def head_alive(self, rec: dict[str, Any]) -> bool:
+    def head_alive(self, rec: RayUpRecord) -> bool:
         return bool(rec.get("head")) and procs.alive(rec["head"])
 
 
 # ---- the provider ----------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class RayUpOptions(Options):
+    config: str | None = None  # a cluster-launcher YAML (cluster/*.yaml); required
+
+
+class RayUpRecord(ClusterRecord, total=False):
+    source_config: str  # the user's YAML
+    config: str  # the rendered YAML every `ray` command is given
+    cluster_name: str
+    launcher: str  # "cloud" (ray up / ray down) or "fake" (Ray's fake multi-node)
+    forward_port: int
+    forward: ProcRecord  # the managed `ray dashboard` tunnel (cloud)
+    # fake only: the head process and its ports, under temp_root
+    head: ProcRecord
+    gcs_port: int
+    ports: dict[str, int]
+    temp_root: str
+
+
 class RayUpProvider(ForwardedProvider):
     name = "ray-up"
+    Options = RayUpOptions
 
-    def _launcher(self, rec: dict[str, Any]) -> CloudLauncher | FakeLauncher:
+    def _launcher(self, rec: RayUpRecord) -> CloudLauncher | FakeLauncher:
         return (FakeLauncher if rec.get("launcher") == FakeLauncher.kind else CloudLauncher)(self)
 
     def _ray(self, argv: list[str], what: str, check: bool = True) -> None:
         """Run a `ray` launcher command, its output to the state dir's logs."""
         procs.run_logged(argv, self.state.path / "logs" / f"{what}.log", CLOUD_TIMEOUT, check)
 
-    def _write_config(self, rec: dict[str, Any], cfg: dict[str, Any]) -> None:
+    def _write_config(self, rec: RayUpRecord, cfg: dict[str, Any]) -> None:
         self.state.config_dir.mkdir(parents=True, exist_ok=True)
         Path(rec["config"]).write_text(yaml.safe_dump(cfg, sort_keys=False))
 
-    def _forward_argv(self, rec: dict[str, Any]) -> list[str] | None:
+    def _forward_argv(self, rec: RayUpRecord) -> list[str] | None:
         if rec.get("launcher") != CloudLauncher.kind:
             return None  # the fake cluster's dashboard is on this machine's loopback already
         return CloudLauncher.forward_argv(rec["config"], rec["forward_port"])
 
     # ---- up / scale / down ----------------------------------------------------------------
 
-    def _plan(self, workers: int) -> dict[str, Any]:
-        source = self.options.get("config")
+    def _plan(self, workers: int) -> RayUpRecord:
+        source = self.options.config
         cfg = load_config(source)
         launcher_cls = (
             FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
@@ -302,10 +331,10 @@ class RayUpProvider(ForwardedProvider):
             "dashboard_url": f"http://127.0.0.1:{port}",
         }
 
-    def _up_timeout(self, rec: dict[str, Any]) -> float:
+    def _up_timeout(self, rec: RayUpRecord) -> float:
         return self._launcher(rec).timeout
 
-    def _create(self, rec: dict[str, Any], workers: int, deadline: float) -> None:
+    def _create(self, rec: RayUpRecord, workers: int, deadline: float) -> None:
         launcher = self._launcher(rec)
         launcher.prepare(rec, self._rendered)
         self._write_config(rec, self._rendered)
@@ -326,7 +355,7 @@ class RayUpProvider(ForwardedProvider):
         launcher.apply(rec)
         self.wait_ready(workers, timeout or launcher.timeout)
 
-    def _teardown(self, rec: dict[str, Any]) -> None:
+    def _teardown(self, rec: RayUpRecord) -> None:
         self._stop_forward(rec)
         self._launcher(rec).stop(rec)
         shutil.rmtree(self.state.config_dir, ignore_errors=True)
