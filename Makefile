@@ -1,5 +1,6 @@
 # rayscale — every target installs what it needs first.
 SHELL := /bin/bash
+comma := ,
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -23,17 +24,31 @@ DOCKER ?= docker
 # TLS-intercepting proxy: make image CA_CERTS=/usr/local/share/ca-certificates
 CA_CERTS ?=
 
-.PHONY: install cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
+.PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
         k8s-manifests e2e-kind
 
 install: $(STAMP)
 
-# Reinstall only when the pins change; a second `make install` is a no-op.
-$(STAMP): pyproject.toml
+# Everything (every extra), at the versions in requirements.lock. Reinstall only when the
+# pins change; a second `make install` is a no-op.
+EXTRAS := job,k8s,study,mlflow,test
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,mlflow]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
+
+# requirements.lock: every package of `make install`, exact, from pyproject.toml's ranges;
+# job/requirements.txt, what the image installs, is the job's share of that lock. Both are
+# committed. uv keeps the versions already locked unless told UPGRADE=--upgrade, and reads
+# the system's CA store (UV_NATIVE_TLS), where a TLS-intercepting proxy's CA is installed.
+UPGRADE ?=
+lock: $(STAMP)
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[lock]'
+	UV_NATIVE_TLS=1 $(BIN)/uv pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
+	  --universal --python-version 3.11 --quiet $(UPGRADE) -o requirements.lock
+	UV_NATIVE_TLS=1 $(BIN)/uv pip compile pyproject.toml --extra job --extra mlflow -c requirements.lock \
+	  --universal --python-version 3.11 --quiet --no-annotate -o job/requirements.txt
 
 cluster-up: install
 	$(BIN)/rayscale cluster up --provider $(PROVIDER) --workers $(WORKERS)

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from rayscale import fit as fitmod
-from rayscale import jobs
+from rayscale import extras, jobs
 from rayscale.errors import UserError
 from rayscale.providers.base import Provider
 
@@ -38,6 +37,12 @@ class StudyPlan:
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     job_args: list[str] = field(default_factory=list)
     job_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        # Refused before any cluster is made: the fit and the plot come at the very end.
+        extras.need_study("rayscale scaling")
+        if self.baselines:
+            extras.need_job("the study's baselines (they run the search on this machine)")
 
 
 def order(workers: list[int], repeats: int) -> list[tuple[int, int]]:
@@ -324,12 +329,18 @@ def run(
         "speedup_base_workers": points[0]["workers"],
         "points": points,
         "baselines": baselines,
-        "fit": fitmod.fit([p["workers"] for p in points], [p["speedup"] for p in points]),
+        "fit": _fit([p["workers"] for p in points], [p["speedup"] for p in points]),
         "data": data_label(job_args),
         "search_note": note,
     }
     write_outputs(study, runs, out)
     return study
+
+
+def _fit(workers: list[int], speedups: list[float]) -> dict:
+    from rayscale import fit  # numpy and scipy: the study extra
+
+    return fit.fit(workers, speedups)
 
 
 def parse_baselines(text: str) -> list[str]:

@@ -81,3 +81,53 @@ def test_job_dir_over_the_working_dir_limit_is_refused(tmp_path):
 def test_job_dir_without_the_job_is_refused(tmp_path):
     p = run_cli("job", "submit", "--job-dir", tmp_path, "--address", "http://127.0.0.1:9", "--")
     assert_one_line_error(p, "no tune_xgboost.py", "--job-dir")
+
+
+# ---- a base install: the extras it lacks are named, never an ImportError --------------------
+
+JOB = ["xgboost", "sklearn", "pandas", "pyarrow", "optuna"]
+STUDY = ["numpy", "scipy", "matplotlib"]
+K8S = ["kubernetes"]
+
+
+def _without(tmp_path, modules: list[str]) -> dict[str, str]:
+    """Env for a CLI run in which MODULES cannot be imported, as in a venv without them."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nfor m in {modules!r}:\n    sys.modules[m] = None\n"
+    )
+    return {"PYTHONPATH": str(site)}
+
+
+@pytest.mark.parametrize(
+    "args,missing,needles",
+    [
+        (["cluster", "up", "--workers", "1"], JOB, ["local provider", "rayscale[job]"]),
+        (
+            ["cluster", "up", "--provider", "kuberay", "--workers", "1"],
+            K8S,
+            ["kuberay provider needs kubernetes", "rayscale[k8s]"],
+        ),
+        (
+            ["scaling", "--workers", "1", "--baselines", "none"],
+            STUDY,
+            ["rayscale scaling needs numpy, scipy, matplotlib", "rayscale[study]"],
+        ),
+        (["scaling", "--workers", "1"], JOB, ["baselines", "rayscale[job]"]),
+    ],
+)
+def test_a_missing_extra_is_named(tmp_path, args, missing, needles):
+    p = run_cli(*args, state_dir=tmp_path / "state", env=_without(tmp_path, missing))
+    assert_one_line_error(p, *needles)
+    assert not (tmp_path / "state" / "cluster.json").exists()
+
+
+def test_submitting_needs_no_extra(tmp_path):
+    """Only the base install: the CLI reaches the point of connecting to the cluster."""
+    env = _without(tmp_path, JOB + STUDY + K8S + ["mlflow"])
+    assert run_cli("--help", env=env).returncode == 0
+    p = run_cli("job", "submit", "--address", "http://127.0.0.1:9", "--", env=env)
+    assert_one_line_error(p, "cannot reach", "--address")
+    p = run_cli("job", "list", "--address", "http://127.0.0.1:9", env=env)
+    assert_one_line_error(p, "cannot reach")
