@@ -63,6 +63,35 @@ class Endpoint:
 
 
 NODE_STATES = ("alive", "dead")
+GIB = 1024**3
+# The head runs the Job API, the job's driver and Tune's controller, no trials.
+HEAD_MEMORY_GIB = 1.0
+HEAD_OBJECT_STORE_GIB = 0.25
+
+
+# Every node's `ray start`: in the foreground (its PID is the node's), no log monitor (it
+# streams worker logs to drivers; the job's driver runs with log_to_driver=False and job logs
+# come from its own stdout: one less Python daemon per node), no usage stats.
+NODE_FLAGS = ("--block", "--include-log-monitor=false", "--disable-usage-stats")
+
+
+def head_start(gcs_port: int, dashboard_host: str, dashboard_port: int) -> list[str]:
+    """`rayscale.headnode start ...`'s arguments every provider's head shares: NODE_FLAGS,
+    no trials (num-cpus 0), explicit sizes (a raylet otherwise claims the whole host), the
+    dashboard and Job API where the provider reaches them. The provider adds its own (temp
+    dir, ports, autoscaling config)."""
+    return [
+        "start",
+        "--head",
+        *NODE_FLAGS,
+        f"--port={gcs_port}",
+        "--num-cpus=0",
+        f"--memory={int(HEAD_MEMORY_GIB * GIB)}",
+        f"--object-store-memory={int(HEAD_OBJECT_STORE_GIB * GIB)}",
+        "--include-dashboard=true",
+        f"--dashboard-host={dashboard_host}",
+        f"--dashboard-port={dashboard_port}",
+    ]
 
 
 class ClusterRecord(TypedDict, total=False):
@@ -106,7 +135,7 @@ class NodeInfo:
             role="head" if n.is_head else "worker",
             state="alive" if n.alive else "dead",
             cpus=n.cpus,
-            memory_gib=round(n.memory_bytes / 1024**3, 2),
+            memory_gib=round(n.memory_bytes / GIB, 2),
             address=address,
         )
 
@@ -264,25 +293,48 @@ class Provider(abc.ABC):
         return rec
 
     @abc.abstractmethod
-    def scale(self, workers: int, timeout: float | None = None) -> None: ...
+    def scale(self, workers: int, timeout: float | None = None) -> None:
+        """Add or remove worker nodes until exactly `workers` (>= 1) are alive, then return.
+
+        Idempotent: the current size changes no node. Which workers go on a scale-down is
+        the provider's choice. Raises UserError when no cluster of this provider is
+        recorded, when it is gone (naming `cluster down`), when the new size does not fit,
+        or when the workers are not alive within `timeout` seconds (default: the
+        provider's), saying how many are."""
 
     @abc.abstractmethod
-    def wait_ready(self, workers: int, timeout: float | None = None) -> None: ...
+    def wait_ready(self, workers: int, timeout: float | None = None) -> None:
+        """Block until exactly `workers` worker nodes are alive, as the GCS or the dashboard
+        lists them (never `ray status`). Only reads; safe to call at any time and any number
+        of times. Raises UserError on timeout with what is still missing."""
 
     @abc.abstractmethod
-    def endpoint(self) -> Endpoint: ...
+    def endpoint(self) -> Endpoint:
+        """The dashboard / Job API URL as this machine reaches it (loopback, or a managed
+        port-forward it restarts if needed) and the cluster's token. Raises UserError when
+        no cluster of this provider is recorded."""
 
     @abc.abstractmethod
-    def status(self) -> ClusterStatus: ...
+    def status(self) -> ClusterStatus:
+        """The cluster's nodes: one head, its workers, each `alive` or `dead` (NODE_STATES),
+        with CPUs and memory. Workers the provider removed are left out. Raises UserError
+        when the cluster cannot be reached."""
 
     def down(self) -> None:
+        """Stop and remove everything `up` and `scale` made (by PID, container id or resource
+        name, never by a name pattern), remove temp dirs, clear the record and the token.
+        Idempotent: with no record it does nothing; on a cluster that is already gone it
+        only clears the record. Results it keeps (kuberay's claim) it names on stderr."""
         rec = self.state.read()
         if rec and rec.get("provider") == self.name:
             self._teardown(rec)
         self.state.clear()
 
     @abc.abstractmethod
-    def is_running(self) -> bool: ...
+    def is_running(self) -> bool:
+        """Whether the recorded cluster still exists (its head process or container lives;
+        on Kubernetes, its RayCluster object). False with no record. Never raises for a
+        cluster that is gone: `up` uses it to tell a live record from a stale one."""
 
     def check_fits(self, workers: int) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Raise UserError when `workers` workers of this shape cannot run here."""

@@ -23,6 +23,8 @@ from rayscale import __version__, gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import (
+    GIB,
+    NODE_FLAGS,
     ClusterRecord,
     ClusterStatus,
     Endpoint,
@@ -30,11 +32,11 @@ from rayscale.providers.base import (
     Options,
     Provider,
     gcs_nodes,
+    head_start,
 )
 
-GIB = 1024**3
 DEFAULT_IMAGE = f"rayscale:{__version__}"
-HEAD_MEMORY_GIB = 2.0
+HEAD_CONTAINER_GIB = 2.0  # Ray's memory and object store on the head, and its daemons
 RESULTS = "/home/ray/rayscale_results"
 
 
@@ -124,7 +126,7 @@ class DockerProvider(Provider):
 
     def check_fits(self, workers: int) -> None:
         have = engine_memory_gib()
-        need = HEAD_MEMORY_GIB + workers * self.shape.memory_per_worker_gib
+        need = HEAD_CONTAINER_GIB + workers * self.shape.memory_per_worker_gib
         if have and need > have:
             raise UserError(
                 f"{workers} workers of {self.shape.memory_per_worker_gib:g} GiB need {need:.1f} GiB "
@@ -210,7 +212,7 @@ class DockerProvider(Provider):
 
     def _start_head(self, rec: DockerRecord) -> None:
         name = rec["head"]["name"]
-        args = self._run_args(rec, name, 1, HEAD_MEMORY_GIB) + [
+        args = self._run_args(rec, name, 1, HEAD_CONTAINER_GIB) + [
             # Published on loopback only; the host port is chosen by Docker.
             "-p",
             "127.0.0.1::8265",
@@ -221,17 +223,8 @@ class DockerProvider(Provider):
             self.image,
             "python",
             "/opt/rayscale/headnode.py",
-            "start",
-            "--head",
-            "--block",
-            "--port=6379",
-            "--num-cpus=0",
-            "--dashboard-host=0.0.0.0",
-            "--dashboard-port=8265",
-            f"--memory={int(1.0 * GIB)}",
-            f"--object-store-memory={int(0.3 * GIB)}",
-            "--include-log-monitor=false",
-            "--disable-usage-stats",
+            # 0.0.0.0 inside the container: Docker publishes it on the host's loopback only.
+            *head_start(6379, "0.0.0.0", 8265),
         ]
         rec["head"]["id"] = self._docker(*args)
         rec["dashboard_url"] = f"http://{self._published(name, 8265)}"
@@ -260,13 +253,11 @@ class DockerProvider(Provider):
                 self.image,
                 "ray",
                 "start",
-                "--block",
                 f"--address={rec['head']['name']}:6379",
                 f"--num-cpus={shape['cpus_per_worker']}",
                 f"--memory={int(shape['memory_per_worker_gib'] * GIB)}",
                 f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
-                "--include-log-monitor=false",
-                "--disable-usage-stats",
+                *NODE_FLAGS,
             )
             rec["workers"].append({"index": idx, "name": name, "id": cid})
 

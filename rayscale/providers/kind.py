@@ -21,6 +21,7 @@ from typing import Any
 from rayscale import manifests, procs
 from rayscale.errors import UserError
 from rayscale.procs import tool
+from rayscale.providers.base import GIB
 from rayscale.providers.docker import engine_info
 from rayscale.providers.kuberay import KubeRayOptions, KubeRayProvider, KubeRayRecord
 
@@ -37,7 +38,6 @@ INSTALL = {
     # kubectl's kustomize clones the KubeRay CRDs' remote base with git.
     "git": "https://git-scm.com/downloads (Debian: apt-get install git)",
 }
-GIB = 1024**3
 # Beyond the Ray pods: the control plane, the operator and the autoscaler sidecar.
 KIND_OVERHEAD_GIB = 1.5
 # CPU requests beyond the Ray containers': the control plane (apiserver 250m, controller

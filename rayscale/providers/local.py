@@ -24,6 +24,10 @@ from rayscale import extras, gcs, procs
 from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import (
+    GIB,
+    HEAD_MEMORY_GIB,
+    HEAD_OBJECT_STORE_GIB,
+    NODE_FLAGS,
     ClusterRecord,
     ClusterStatus,
     Endpoint,
@@ -32,11 +36,9 @@ from rayscale.providers.base import (
     ProcRecord,
     Provider,
     gcs_nodes,
+    head_start,
 )
 
-GIB = 1024**3
-HEAD_MEMORY_GIB = 1.0
-HEAD_OBJECT_STORE_GIB = 0.25
 # What the head keeps to itself, beyond its declared sizes: GCS, dashboard, agents.
 HEAD_OVERHEAD_GIB = 1.2
 
@@ -170,8 +172,6 @@ class LocalProvider(Provider):
     def _common_args(self, temp_dir: Path) -> list[str]:
         agent_http, agent_grpc, runtime_env, metrics, node_manager = procs.free_ports(5)
         return [
-            "--block",
-            "--disable-usage-stats",
             "--node-ip-address=127.0.0.1",
             f"--temp-dir={temp_dir}",
             f"--dashboard-agent-listen-port={agent_http}",
@@ -179,9 +179,6 @@ class LocalProvider(Provider):
             f"--runtime-env-agent-port={runtime_env}",
             f"--metrics-export-port={metrics}",
             f"--node-manager-port={node_manager}",
-            # Streams worker logs to drivers; the job's driver runs with log_to_driver=False
-            # and job logs come from the driver's own stdout. One less Python daemon per node.
-            "--include-log-monitor=false",
             "--min-worker-port=0",
             "--max-worker-port=0",
         ]
@@ -195,15 +192,7 @@ class LocalProvider(Provider):
             sys.executable,
             "-m",
             "rayscale.headnode",
-            "start",
-            "--head",
-            f"--port={gcs_port}",
-            "--num-cpus=0",
-            f"--memory={int(HEAD_MEMORY_GIB * GIB)}",
-            f"--object-store-memory={int(HEAD_OBJECT_STORE_GIB * GIB)}",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash_port}",
+            *head_start(gcs_port, "127.0.0.1", dash_port),
             f"--ray-client-server-port={client_port}",  # not started on a lean head
             *args,
         ]
@@ -240,6 +229,7 @@ class LocalProvider(Provider):
                 f"--num-cpus={shape['cpus_per_worker']}",
                 f"--memory={int(shape['memory_per_worker_gib'] * GIB)}",
                 f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
+                *NODE_FLAGS,
                 *args,
             ]
             proc = procs.spawn(argv, self._env(rec), self._log(f"w{idx}"))

@@ -48,11 +48,11 @@ from rayscale.providers.base import (
     ForwardedProvider,
     Options,
     ProcRecord,
+    head_start,
     status_from_dashboard,
 )
 from rayscale.providers.local import node_env, ray_executable
 
-GIB = 1024**3
 REMOTE_DASHBOARD_PORT = 8265
 TOKEN_SOURCE = "~/.ray/auth_token"
 CLOUD_TIMEOUT = 900.0  # VMs take minutes to boot and run their setup
@@ -235,21 +235,11 @@ class FakeLauncher:
                 sys.executable,
                 "-m",
                 "rayscale.headnode",
-                "start",
-                "--head",
-                "--block",
-                f"--port={rec['gcs_port']}",
-                "--num-cpus=0",
+                *head_start(rec["gcs_port"], "127.0.0.1", ports["dashboard"]),
                 f"--temp-dir={rec['temp_root']}",
-                f"--memory={GIB}",
-                f"--object-store-memory={GIB // 4}",
-                "--dashboard-host=127.0.0.1",
-                f"--dashboard-port={ports['dashboard']}",
                 f"--ray-client-server-port={ports['client']}",
                 f"--metrics-export-port={ports['metrics']}",
                 f"--autoscaling-config={rec['config']}",
-                "--include-log-monitor=false",
-                "--disable-usage-stats",
             ],
             env,
             self.p.state.path / "logs" / "head.log",
