@@ -47,6 +47,8 @@ TARGETS = {
     "head_plus_2_ready_s": ("<=", 8.0),
     "idle_head_rss_gib": ("<=", 1.2),
     "submit_to_running_s": ("<=", 1.0),
+    # rayscale.predict: each measured point predicted from the other, the worst |error|.
+    "replay_error_max": ("<=", 0.10),
 }
 
 
@@ -95,6 +97,9 @@ def main(argv=None) -> int:
             two["wall_s_median"] / study["baselines"]["joblib"]["wall_s"], 3
         )
         figures["overhead_per_trial_s"] = two["overhead_per_trial_s"]
+        figures["replay_error_max"] = max(
+            abs(v["error"]) for v in study["prediction"]["validation"]
+        )
         # ASHA on the same 16 configs, 2 workers, against FIFO's runs at that point.
         report.say("  ASHA on the same configs at 2 workers ...")
         asha = jobs.Jobs(p.endpoint())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rayscale import __version__, connect, jobs, providers, report, scaling
+from rayscale import __version__, connect, jobs, plan, providers, report, scaling
 from rayscale.errors import UserError
 from rayscale.state import StateDir
 
@@ -419,6 +419,76 @@ def scaling_cmd(
     with scaling.cluster_for(p, workers[0], report.say):
         study = scaling.run(p, plan, out, report.say)
     report.show_study(study, out)
+
+
+@cli.command("plan")
+@click.option(
+    "--study",
+    "study_path",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="a study.json from `rayscale scaling` / `make bench`",
+)
+@click.option(
+    "--workers",
+    type=WorkerList(),
+    default="1,2,4,8,16,32,64",
+    show_default=True,
+    help="worker counts to predict",
+)
+@click.option(
+    "--num-samples", type=int, default=None, help="configs to search [default: as measured]"
+)
+@click.option(
+    "--instance", default=None, help=f"a worker instance type: {', '.join(plan.INSTANCES)}"
+)
+@click.option("--cpus-per-worker", type=float, default=None, help="[default: as in the study]")
+@click.option("--price", type=float, default=None, help="USD per worker-hour")
+@click.option("--head-price", type=float, default=None, help="USD per head-hour [default: --price]")
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="an instance core's speed relative to the study's (an assumption)",
+)
+@click.option("--deadline", default=None, help="e.g. 10m: mark the cheapest count that meets it")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="write plan.json / plan.csv / plan.png here",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
+def plan_cmd(
+    study_path,
+    workers,
+    num_samples,
+    instance,
+    cpus_per_worker,
+    price,
+    head_price,
+    speed,
+    deadline,
+    out,
+    as_json,
+):
+    """Predict the search's time and cost on N workers from a measured study."""
+    study = plan.load_study(Path(study_path))
+    m = plan.machine(instance, cpus_per_worker, price, head_price)
+    limit = plan.deadline_s(deadline)
+    table = plan.rows(study, workers, m, num_samples, speed)
+    summary = {
+        "study": study_path,
+        "machine": m.label,
+        "prices_read": plan.PRICES_READ if instance else None,
+        "speed": speed,
+        "num_samples": num_samples,
+        "deadline_s": limit,
+        **plan.mark(table, limit),
+    }
+    written = plan.write(table, summary, Path(out)) if out else []
+    report.show_plan(table, summary, written, as_json)
 
 
 def main() -> None:

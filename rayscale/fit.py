@@ -24,18 +24,22 @@ def usl(n, sigma, kappa):
 
 
 def _fit(f, n, speedup, p0, bounds):
+    """(parameters, their standard errors from curve_fit's covariance)."""
     from scipy.optimize import curve_fit
 
-    params, _ = curve_fit(f, n, speedup, p0=p0, bounds=bounds, maxfev=20000)
-    return [float(p) for p in params]
+    params, cov = curve_fit(f, n, speedup, p0=p0, bounds=bounds, maxfev=20000)
+    errs = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    return [float(p) for p in params], [None if not math.isfinite(e) else float(e) for e in errs]
+
+
+MIN_COUNTS = 3  # a law of one or two parameters needs more points than it has parameters
 
 
 def fit(workers: list[float], speedups: list[float], extrapolate: int = 8) -> dict:
-    """Fit both laws; predict speedups up to `extrapolate` x the largest count measured.
-
-    With one point only (n=1) there is nothing to fit: parameters are None. With two
-    points USL's two parameters are not identifiable, so kappa is held at 0 (pure
-    contention) rather than reported as a number the data cannot support.
+    """Fit both laws where MIN_COUNTS or more worker counts were measured, with the
+    standard errors of their parameters; their curve runs to `extrapolate` x the largest
+    count. A fit describes the measured points; it is not a prediction (rayscale.predict
+    makes those). With fewer counts every parameter is None and `note` says why.
     """
     n = np.asarray(workers, dtype=float)
     s = np.asarray(speedups, dtype=float)
@@ -50,21 +54,24 @@ def fit(workers: list[float], speedups: list[float], extrapolate: int = 8) -> di
         "peak_workers": None,
         "points_used": len(n),
     }
-    if len(set(n.tolist())) < 2:
+    counts = len(set(n.tolist()))
+    if counts < MIN_COUNTS:
+        out["note"] = f"{counts} worker count(s) measured; the fits need {MIN_COUNTS} or more"
         return out
-    (serial,) = _fit(amdahl, n, s, [0.1], ([0.0], [1.0]))
-    if len(set(n.tolist())) >= 3:
-        sigma, kappa = _fit(usl, n, s, [0.05, 0.001], ([0.0, 0.0], [1.0, 1.0]))
-    else:
-        (sigma,) = _fit(lambda x, a: usl(x, a, 0.0), n, s, [0.05], ([0.0], [1.0]))
-        kappa = 0.0
+    (serial,), (serial_err,) = _fit(amdahl, n, s, [0.1], ([0.0], [1.0]))
+    (sigma, kappa), (sigma_err, kappa_err) = _fit(
+        usl, n, s, [0.05, 0.001], ([0.0, 0.0], [1.0, 1.0])
+    )
     peak = top
     if kappa > 1e-9:
         peak = max(1, min(top, round(math.sqrt(max(0.0, 1 - sigma) / kappa))))
     out.update(
         amdahl_serial_fraction=round(serial, 5),
+        amdahl_serial_fraction_stderr=serial_err,
         usl_sigma=round(sigma, 5),
+        usl_sigma_stderr=sigma_err,
         usl_kappa=round(kappa, 6),
+        usl_kappa_stderr=kappa_err,
         predicted=[
             {
                 "workers": g,

@@ -202,13 +202,72 @@ def show_study(study: dict, out) -> None:
             f"fit: Amdahl serial fraction {f['amdahl_serial_fraction']:.3f}; USL sigma "
             f"{f['usl_sigma']:.3f} kappa {f['usl_kappa']:.4f}; peak at {f['peak_workers']} workers"
         )
+    pred = study.get("prediction")
+    if pred:
+        checks = ", ".join(
+            f"{v['workers']} workers {v['predicted_wall_s']:.1f} s vs {v['measured_wall_s']:.1f} s "
+            f"({v['error']:+.1%})"
+            for v in pred["validation"]
+        )
+        say(f"replay model, each point predicted from the others: {checks or 'one point, none'}")
+        say(
+            "predicted: "
+            + ", ".join(f"{q['workers']}w {q['wall_s']:.1f} s" for q in pred["points"])
+        )
     say(f"wrote {out}/study.json, {out}/points.csv, {out}/scaling.png")
 
 
 def show_bench(verdicts: dict) -> None:
-    t = Table(title="rayscale bench: the seven figures", title_justify="left")
+    t = Table(title="rayscale bench: the figures", title_justify="left")
     for col in ("figure", "measured", "target", "met"):
         t.add_column(col)
     for k, v in verdicts.items():
         t.add_row(k, f"{v['value']:g}", v["target"], "yes" if v["met"] else "NO")
     console.print(t)
+
+
+def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(table))
+        return
+    t = Table(
+        title=f"plan · {summary['machine']} · speed x{summary['speed']:g}"
+        + (f" · prices of {summary['prices_read']}" if summary.get("prices_read") else ""),
+        title_justify="left",
+    )
+    for col in (
+        "workers",
+        "search s",
+        "p10-p90 s",
+        "job s",
+        "speedup",
+        "efficiency",
+        "cost USD",
+        "",
+    ):
+        t.add_column(col, justify="right")
+    for r in table:
+        marks = []
+        if r["cheapest_in_deadline"]:
+            marks.append("cheapest" + (" in deadline" if summary.get("deadline_s") else ""))
+        if r["knee"]:
+            marks.append("knee")
+        t.add_row(
+            str(r["workers"]),
+            f"{r['wall_s']:.1f}",
+            f"{r['wall_s_p10']:.0f}-{r['wall_s_p90']:.0f}",
+            f"{r['total_s']:.1f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['efficiency']:.0%}",
+            f"{r['cost_usd']:.4f}",
+            ", ".join(marks),
+        )
+    console.print(t)
+    if summary.get("deadline_s") and summary["cheapest_in_deadline"] is None:
+        say(f"no worker count meets the deadline of {summary['deadline_s']:.0f} s")
+    say(
+        "knee: past it, doubling the workers cuts the time by less than 10 %. "
+        "Predicted by replaying the study's trials (rayscale.predict); not measured."
+    )
+    for f in written:
+        say(f"wrote {f}")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from rayscale import extras, jobs
+from rayscale import extras, jobs, predict
 from rayscale.errors import UserError
 from rayscale.providers.base import Provider
 
@@ -177,6 +177,8 @@ def run_point(
         "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
         "cpu_busy_by_node": busy,
         "job_total_s": rec["total_s"],
+        "cpus_per_trial": rec.get("cpus_per_trial") or 1,
+        "timeline": timeline(rec),
     }
     say(
         f"  workers={n} repeat={repeat}: wall {row['wall_s']:.1f} s, "
@@ -184,6 +186,27 @@ def run_point(
         f"cores busy {busy}"
     )
     return row
+
+
+def timeline(rec: dict) -> list[dict]:
+    """Each completed trial's start and end in the search window, and its process: what
+    rayscale.predict replays."""
+    window = rec.get("search_window")
+    if not window:
+        return []
+    t0 = window[0]
+    return [
+        {
+            # From entering the trainable (its DMatrix build included) to its last report.
+            "start": round(t["started_at"] - (t.get("setup_s") or 0.0) - t0, 3),
+            "end": round(t["ended_at"] - t0, 3),
+            "proc": f"{t.get('node_id')}:{t.get('pid')}",
+            "train_s": t["train_s"],
+            "rounds": t["rounds"],
+        }
+        for t in rec["trials"]
+        if t.get("started_at") and t.get("ended_at") and not t.get("error")
+    ]
 
 
 def run_baseline(
@@ -254,10 +277,14 @@ def summarise(runs: list[dict]) -> list[dict]:
                             "cpu_busy_by_node",
                             "job_id",
                             "repeat",
+                            "job_total_s",
+                            "timeline",
                         )
+                        if k in r
                     }
                     for r in rs
                 ],
+                "cpus_per_trial": rs[0].get("cpus_per_trial", 1),
                 "wall_s_median": round(wall, 3),
                 "wall_s_min": round(min(r["wall_s"] for r in rs), 3),
                 "wall_s_max": round(max(r["wall_s"] for r in rs), 3),
@@ -330,6 +357,7 @@ def run(
         "points": points,
         "baselines": baselines,
         "fit": _fit([p["workers"] for p in points], [p["speedup"] for p in points]),
+        "prediction": predict.study_prediction(points, job_args),
         "data": data_label(job_args),
         "search_note": note,
     }

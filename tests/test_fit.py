@@ -23,17 +23,18 @@ def test_usl_recovers_sigma_kappa_and_peak():
     assert out["usl_kappa"] == pytest.approx(0.002, abs=2e-4)
     # n* = sqrt((1 - sigma) / kappa) = sqrt(0.95 / 0.002) ~ 21.8
     assert out["peak_workers"] == 22
+    # Exact data: the parameters' standard errors are ~0, and they are reported.
+    assert out["usl_sigma_stderr"] is not None and out["usl_sigma_stderr"] < 1e-3
     pred = {p["workers"]: p["speedup"] for p in out["predicted"]}
     assert max(pred) == 256  # extrapolated to 8x the largest count measured
     assert pred[16] == pytest.approx(float(fit.usl(16, 0.05, 0.002)), rel=1e-2)
 
 
-def test_two_points_fit_contention_only():
+def test_two_points_fit_nothing_and_say_why():
+    """Two points fix a one-parameter law exactly: no fit is reported as if it were data."""
     out = fit.fit([1, 2], [1.0, 1.8])
-    # S(2) = 2 / (1 + sigma) = 1.8  ->  sigma = 1/9
-    assert out["usl_sigma"] == pytest.approx(1 / 9, abs=1e-3) and out["usl_kappa"] == 0.0
-    # Amdahl: 1 / (s + (1 - s)/2) = 1.8  ->  s = 1/9
-    assert out["amdahl_serial_fraction"] == pytest.approx(1 / 9, abs=1e-3)
+    assert out["amdahl_serial_fraction"] is None and out["usl_sigma"] is None
+    assert out["predicted"] == [] and "need 3 or more" in out["note"]
 
 
 def test_one_point_fits_nothing():

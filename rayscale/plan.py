@@ -1,0 +1,179 @@
+"""`rayscale plan`: from a measured study, the search's time and cost on N workers.
+
+Per worker count: the replay model's predicted wall time (rayscale.predict), speedup and
+efficiency against one worker, and the cost of the workers and the head for the job's
+whole time. It marks the cheapest count that meets a deadline and the count past which
+doubling the workers cuts the time by less than KNEE.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rayscale import predict
+from rayscale.errors import UserError
+from rayscale.predict import scheduler_of
+
+# On-demand Linux list prices, USD per hour (AWS us-east-1, GCP us-central1), as the
+# providers published them when this table was written (PRICES_READ). They change and
+# differ by region: check the provider's price page and pass --price to override.
+PRICES_READ = "2025"
+INSTANCES: dict[str, tuple[int, float, float]] = {  # name -> (vCPUs, GiB, USD/h)
+    "m5.xlarge": (4, 16, 0.192),
+    "m5.2xlarge": (8, 32, 0.384),
+    "m5.4xlarge": (16, 64, 0.768),
+    "c5.2xlarge": (8, 16, 0.34),
+    "c5.4xlarge": (16, 32, 0.68),
+    "m6i.2xlarge": (8, 32, 0.384),
+    "n2-standard-4": (4, 16, 0.1942),
+    "n2-standard-8": (8, 32, 0.3885),
+    "n2-standard-16": (16, 64, 0.7769),
+    "c2-standard-8": (8, 32, 0.4176),
+}
+KNEE = 0.10  # doubling the workers must cut the time by at least this much to "pay"
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpus_per_worker: float | None  # None: as in the study
+    price: float  # USD per worker-hour
+    head_price: float  # USD per hour
+    label: str
+
+
+def machine(
+    instance: str | None,
+    cpus_per_worker: float | None,
+    price: float | None,
+    head_price: float | None,
+) -> Machine:
+    if price is not None and price < 0 or head_price is not None and head_price < 0:
+        raise UserError("a price cannot be negative", "pass --price / --head-price in USD per hour")
+    if instance:
+        if instance not in INSTANCES:
+            raise UserError(
+                f"unknown instance type {instance!r}",
+                f"use one of {', '.join(INSTANCES)}, or --cpus-per-worker C --price USD_PER_HOUR",
+            )
+        cpus, _, listed = INSTANCES[instance]
+        p = listed if price is None else price
+        return Machine(cpus, p, p if head_price is None else head_price, instance)
+    return Machine(cpus_per_worker, price or 0.0, head_price or 0.0, "as measured")
+
+
+def deadline_s(text: str | None) -> float | None:
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*", text)
+    if not m or float(m.group(1)) <= 0:
+        raise UserError(f"bad --deadline {text!r}", "pass e.g. 90s, 10m or 1.5h")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+
+
+def load_study(path: Path) -> dict:
+    try:
+        study = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"cannot read the study {path} ({type(e).__name__})",
+            "pass a study.json that rayscale scaling wrote",
+        ) from None
+    if scheduler_of(study.get("job_args") or []) == "asha":
+        raise UserError(
+            "the replay model does not model ASHA's early stopping",
+            "plan from a FIFO study (`rayscale scaling` runs FIFO by default)",
+        )
+    points = study.get("points") or []
+    if not any(r.get("timeline") for p in points for r in p.get("runs", [])):
+        raise UserError(
+            f"the study {path} has no trial records to replay",
+            "run the study again with this version of rayscale (`rayscale scaling`)",
+        )
+    return study
+
+
+def rows(
+    study: dict, workers: list[int], m: Machine, num_samples: int | None = None, speed: float = 1.0
+) -> list[dict]:
+    if any(n < 1 for n in workers):
+        raise UserError("--workers must all be at least 1", "pass e.g. --workers 1,2,4,8")
+    if num_samples is not None and num_samples < 1:
+        raise UserError("--num-samples must be at least 1")
+    if speed <= 0:
+        raise UserError(
+            "--speed must be positive", "1.0: the instance's cores are as fast as the study's"
+        )
+    points = [p for p in study["points"] if any(r.get("timeline") for r in p["runs"])]
+    out = []
+    for n in sorted(set(workers)):
+        src = predict.nearest(points, n)
+        c = predict.point_costs(src).scaled(speed)
+        r = predict.predict(c, predict.slots_of(src, n, m.cpus_per_worker), num_samples)
+        hours = r["total_s"] / 3600
+        out.append(
+            {
+                "workers": n,
+                "wall_s": round(r["wall_s"], 1),
+                "wall_s_p10": round(r["wall_s_p10"], 1),
+                "wall_s_p90": round(r["wall_s_p90"], 1),
+                "total_s": round(r["total_s"], 1),
+                "cost_usd": round((n * m.price + m.head_price) * hours, 4),
+            }
+        )
+    one = next((r for r in out if r["workers"] == 1), None)
+    base = one["wall_s"] if one else out[0]["wall_s"] * out[0]["workers"]
+    for r in out:
+        r["speedup"] = round(base / r["wall_s"], 2)
+        r["efficiency"] = round(r["speedup"] / r["workers"], 3)
+    return out
+
+
+def mark(table: list[dict], deadline: float | None) -> dict:
+    """The cheapest row within the deadline, and the knee (past it, more workers do not pay)."""
+    meets = [r for r in table if deadline is None or r["total_s"] <= deadline]
+    cheapest = min(meets, key=lambda r: (r["cost_usd"], r["total_s"]))["workers"] if meets else None
+    knee = table[-1]["workers"]
+    for a in table:
+        double = next((b for b in table if b["workers"] >= 2 * a["workers"]), None)
+        if double and (a["wall_s"] - double["wall_s"]) / a["wall_s"] < KNEE:
+            knee = a["workers"]
+            break
+    for r in table:
+        r["cheapest_in_deadline"] = r["workers"] == cheapest
+        r["knee"] = r["workers"] == knee
+    return {"cheapest_in_deadline": cheapest, "knee": knee}
+
+
+def write(table: list[dict], summary: dict, out: Path) -> list[Path]:
+    import csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.json").write_text(json.dumps({**summary, "rows": table}, indent=2))
+    with open(out / "plan.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]))
+        w.writeheader()
+        w.writerows(table)
+    written = [out / "plan.json", out / "plan.csv"]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written  # the plot needs the study extra; the numbers do not
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    n = [r["workers"] for r in table]
+    ax[0].plot(n, [r["total_s"] for r in table], "o-")
+    ax[0].fill_between(
+        n, [r["wall_s_p10"] for r in table], [r["wall_s_p90"] for r in table], alpha=0.2
+    )
+    ax[0].set(xscale="log", title="predicted job time", xlabel="workers", ylabel="seconds")
+    ax[1].plot(n, [r["cost_usd"] for r in table], "o-", color="C1")
+    ax[1].set(xscale="log", title="cost (workers + head)", xlabel="workers", ylabel="USD")
+    fig.tight_layout()
+    fig.savefig(out / "plan.png", dpi=110)
+    plt.close(fig)
+    return [*written, out / "plan.png"]
