@@ -5,7 +5,8 @@ on a fresh state dir, what of a cluster exists outside rayscale, how to make a c
 vanish behind rayscale's back) and the suite must pass unchanged. Each provider runs one
 scenario through the Provider API itself, in order; the assertion that fails names the
 step. Real parts throughout: local processes, Docker containers, Ray's fake multi-node
-autoscaler (ray-up), and, for kuberay, the Kubernetes emulator whose pods are containers of
+autoscaler (ray-up: the head here, worker raylets launched and removed by Ray's
+autoscaler), and, for kuberay, the Kubernetes emulator whose pods are containers of
 the kit's image (Kubernetes cannot run here: `_emulated_kube` in the id says so; `make
 e2e-kind` runs the real thing). kind is kuberay plus its setup commands, which cannot run
 here (tests/test_kind_provider.py checks those).
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import (
     IMAGE,
     ROOT,
@@ -46,6 +48,8 @@ class Harness:
     exists: Callable[[Provider], Any]  # what of the recorded cluster exists outside rayscale
     gone: Callable[[Any], None]  # asserts none of that is left
     vanish: Callable[[Provider], None]  # the cluster dies (a crash, a deletion by hand)
+    # what else holds for this provider at a size (e.g. ray-up's config pins it)
+    sized: Callable[[Provider, int], None] = lambda p, workers: None
 
 
 # ---- local: processes on this machine --------------------------------------------------------
@@ -104,13 +108,23 @@ def _ray_up_pids(p: Provider) -> tuple[set[int], str]:
     return tree_pids([rec["head"]]), rec["temp_root"]  # the autoscaler's nodes are its children
 
 
+def _ray_up_pinned(p: Provider, workers: int) -> None:
+    """The rendered config, not the user's file, holds the size: min = max = N, so the
+    autoscaler neither adds nor (idle) removes workers while a study measures N."""
+    assert "max_workers: 4" in (ROOT / "cluster" / "local-autoscale.yaml").read_text()
+    rendered = yaml.safe_load(Path(p._record()["config"]).read_text())
+    (node,) = [t for name, t in rendered["available_node_types"].items() if t.get("max_workers")]
+    assert node["min_workers"] == node["max_workers"] == workers
+
+
 def _ray_up(tmp_path, request) -> Harness:
-    config = str(ROOT / "cluster" / "local-autoscale.yaml")
+    config = ROOT / "cluster" / "local-autoscale.yaml"
     return Harness(
-        make=lambda state: provider_class("ray-up")(StateDir(state), config=config),
+        make=lambda state: provider_class("ray-up")(StateDir(state), config=str(config)),
         exists=_ray_up_pids,
         gone=lambda found: assert_all_gone(*found),
         vanish=lambda p: kill_all(_ray_up_pids(p)[0]),
+        sized=_ray_up_pinned,
     )
 
 
@@ -176,6 +190,7 @@ def test_provider_keeps_the_contract(which, tmp_path, request):
         heads = [n for n in st.nodes if n.role == "head"]
         assert len(heads) == 1 and heads[0].cpus == 0 and heads[0].state == "alive"
         assert st.alive_workers == 1 and {n.state for n in st.nodes} <= set(NODE_STATES)
+        h.sized(p, 1)
         ep = p.endpoint()
         assert ep.url.startswith("http://127.0.0.1:") and ep.token, "loopback, token set"
 
@@ -190,8 +205,10 @@ def test_provider_keeps_the_contract(which, tmp_path, request):
         # scale up and down
         p.scale(2, timeout=UP_TIMEOUT)
         assert p.status().alive_workers == 2
+        h.sized(p, 2)
         p.scale(1, timeout=UP_TIMEOUT)
         assert p.status().alive_workers == 1 and heads[0].node_id in _alive(p)
+        h.sized(p, 1)
 
         # down stops exactly what up started; twice is a no-op
         found = h.exists(p)
