@@ -474,19 +474,17 @@ def plan_cmd(
     as_json,
 ):
     """Predict the search's time and cost on N workers from a measured study."""
-    study = plan.load_study(Path(study_path))
-    m = plan.machine(instance, cpus_per_worker, price, head_price)
-    limit = plan.deadline_s(deadline)
-    table = plan.rows(study, workers, m, num_samples, speed)
-    summary = {
-        "study": study_path,
-        "machine": m.label,
-        "prices_read": plan.PRICES_READ if instance else None,
-        "speed": speed,
-        "num_samples": num_samples,
-        "deadline_s": limit,
-        **plan.mark(table, limit),
-    }
+    table, summary = plan.make(
+        Path(study_path),
+        workers,
+        instance,
+        cpus_per_worker,
+        price,
+        head_price,
+        num_samples,
+        speed,
+        deadline,
+    )
     written = plan.write(table, summary, Path(out)) if out else []
     report.show_plan(table, summary, written, as_json)
 

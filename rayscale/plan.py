@@ -50,7 +50,7 @@ def machine(
     price: float | None,
     head_price: float | None,
 ) -> Machine:
-    if price is not None and price < 0 or head_price is not None and head_price < 0:
+    if (price is not None and price < 0) or (head_price is not None and head_price < 0):
         raise UserError("a price cannot be negative", "pass --price / --head-price in USD per hour")
     if instance:
         if instance not in INSTANCES:
@@ -109,9 +109,7 @@ def rows(
     points = [p for p in study["points"] if any(r.get("timeline") for r in p["runs"])]
     out = []
     for n in sorted(set(workers)):
-        src = predict.nearest(points, n)
-        c = predict.point_costs(src).scaled(speed)
-        r = predict.predict(c, predict.slots_of(src, n, m.cpus_per_worker), num_samples)
+        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed)
         hours = r["total_s"] / 3600
         out.append(
             {
@@ -145,6 +143,34 @@ def mark(table: list[dict], deadline: float | None) -> dict:
         r["cheapest_in_deadline"] = r["workers"] == cheapest
         r["knee"] = r["workers"] == knee
     return {"cheapest_in_deadline": cheapest, "knee": knee}
+
+
+def make(
+    study_path: Path,
+    workers: list[int],
+    instance: str | None,
+    cpus_per_worker: float | None,
+    price: float | None,
+    head_price: float | None,
+    num_samples: int | None,
+    speed: float,
+    deadline: str | None,
+) -> tuple[list[dict], dict]:
+    """`rayscale plan`: (the rows, the summary plan.json carries beside them)."""
+    study = load_study(study_path)
+    m = machine(instance, cpus_per_worker, price, head_price)
+    limit = deadline_s(deadline)
+    table = rows(study, workers, m, num_samples, speed)
+    summary = {
+        "study": str(study_path),
+        "machine": m.label,
+        "prices_read": PRICES_READ if instance else None,
+        "speed": speed,
+        "num_samples": num_samples,
+        "deadline_s": limit,
+        **mark(table, limit),
+    }
+    return table, summary
 
 
 def write(table: list[dict], summary: dict, out: Path) -> list[Path]:

@@ -150,13 +150,25 @@ def validation(points: list[dict]) -> list[dict]:
     return out
 
 
+def at(
+    points: list[dict],
+    workers: int,
+    cpus_per_worker: float | None = None,
+    num_samples: int | None = None,
+    speed: float = 1.0,
+) -> dict:
+    """The prediction for WORKERS, from the measured point nearest in workers."""
+    src = nearest(points, workers)
+    c = point_costs(src).scaled(speed)
+    return predict(c, slots_of(src, workers, cpus_per_worker), num_samples)
+
+
 def curve(points: list[dict], workers: list[int], base_wall: float) -> list[dict]:
     """Predicted points (speedup against the study's base point's measured wall)."""
     base_n = points[0]["workers"]
     out = []
     for n in workers:
-        src = nearest(points, n)
-        wall = search_wall(point_costs(src), slots_of(src, n))
+        wall = at(points, n)["wall_s"]
         speedup = base_n * base_wall / wall
         out.append(
             {

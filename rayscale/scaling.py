@@ -348,6 +348,8 @@ def run(
         say(f"  baseline {kind}" + (f" (n_jobs={n_jobs})" if kind == "joblib" else "") + " ...")
         baselines[kind] = run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout)
     points = summarise(runs)
+    from rayscale import fit as fitmod  # numpy and scipy: the study extra, checked by StudyPlan
+
     study = {
         "provider": provider.name,
         "job_args": job_args,
@@ -356,19 +358,13 @@ def run(
         "speedup_base_workers": points[0]["workers"],
         "points": points,
         "baselines": baselines,
-        "fit": _fit([p["workers"] for p in points], [p["speedup"] for p in points]),
+        "fit": fitmod.fit([p["workers"] for p in points], [p["speedup"] for p in points]),
         "prediction": predict.study_prediction(points, job_args),
         "data": data_label(job_args),
         "search_note": note,
     }
     write_outputs(study, runs, out)
     return study
-
-
-def _fit(workers: list[int], speedups: list[float]) -> dict:
-    from rayscale import fit  # numpy and scipy: the study extra
-
-    return fit.fit(workers, speedups)
 
 
 def parse_baselines(text: str) -> list[str]:

@@ -116,51 +116,38 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         res = json.loads(p.stdout)
         assert res["trials_completed"] == 4 and res["cluster"]["worker_nodes"] == 2
         assert len({t["node_id"] for t in res["trials"]}) >= 1
-        _storage_is_shared_or_refused(state, rec)
+        _storage_is_shared_or_refused(state)
     finally:
         run_cli("cluster", "down", state_dir=state, timeout=300)
     assert _leftovers(cid) == []
     assert not (state / "cluster.json").exists()
 
 
-def _storage_is_shared_or_refused(state, rec) -> None:
+def _storage_is_shared_or_refused(state) -> None:
     """On nodes that share no disk: a node-local storage path is refused at the start, in
     one line, and so is object storage the nodes cannot reach. (A search checkpointing to a
     bucket: test_docker_worker_killed_mid_search_loses_nothing.)"""
     from conftest import S3, assert_one_line_error
 
-    p = run_cli(
-        "job",
-        "submit",
-        "--",
-        *TINY,
-        "--num-samples",
-        2,
-        "--storage-path",
-        "/tmp/node-local",
-        "--checkpoint-every",
-        5,
-        state_dir=state,
-        timeout=300,
-    )
-    assert_one_line_error(p, "--storage-path /tmp/node-local is not shared", "s3://bucket/path")
-    bad = [
-        f"--env={k}={v}" for k, v in {**S3.ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}.items()
+    unreachable = {**S3.ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    cases = [
+        (
+            [],
+            "/tmp/node-local",
+            ["--storage-path /tmp/node-local is not shared", "s3://bucket/path"],
+        ),
+        (
+            [f"--env={k}={v}" for k, v in unreachable.items()],
+            "s3://runs/x",
+            ["cannot write to --storage-path s3://runs/x", "AWS_ENDPOINT_URL"],
+        ),
     ]
-    p = run_cli(
-        "job",
-        "submit",
-        *bad,
-        "--",
-        *TINY,
-        "--num-samples",
-        2,
-        "--storage-path",
-        "s3://runs/x",
-        state_dir=state,
-        timeout=300,
-    )
-    assert_one_line_error(p, "cannot write to --storage-path s3://runs/x", "AWS_ENDPOINT_URL")
+    for env, path, needles in cases:
+        p = run_cli(
+            "job", "submit", *env, "--", *TINY, "--num-samples", 2, "--storage-path", path,
+            "--checkpoint-every", 5, state_dir=state, timeout=300,
+        )  # fmt: skip
+        assert_one_line_error(p, *needles)
 
 
 def test_missing_image_is_a_clear_error(tmp_path):

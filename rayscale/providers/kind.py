@@ -16,7 +16,6 @@ import dataclasses
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from rayscale import manifests, procs
 from rayscale.errors import UserError
@@ -54,6 +53,13 @@ def missing_tools() -> list[str]:
 class KindOptions(KubeRayOptions):
     kind_cluster: str | None = None  # not a flag: the kind cluster's name (default rayscale)
 
+    def __post_init__(self) -> None:
+        # The CLI passes None for what was not given; kind's defaults follow its cluster name.
+        kind = self.kind_cluster or KIND_CLUSTER
+        object.__setattr__(self, "kind_cluster", kind)
+        object.__setattr__(self, "context", self.context or f"kind-{kind}")
+        object.__setattr__(self, "namespace", self.namespace or "default")
+
 
 class KindRecord(KubeRayRecord, total=False):
     kind_cluster: str
@@ -64,17 +70,6 @@ class KindProvider(KubeRayProvider):
     name = "kind"
     profile_name = "kind"
     Options = KindOptions
-
-    def __init__(self, state, shape=None, api=None, **options: Any):
-        super().__init__(state, shape, api, **options)
-        kind = self.options.kind_cluster or KIND_CLUSTER
-        self.options = dataclasses.replace(
-            self.options,
-            kind_cluster=kind,
-            context=self.options.context or f"kind-{kind}",
-            namespace=self.options.namespace or "default",
-        )
-        self._context = self.options.context
 
     @property
     def kind_cluster(self) -> str:
