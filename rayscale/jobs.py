@@ -10,6 +10,7 @@ import fnmatch
 import functools
 import json
 import os
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -338,4 +339,13 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
             ) from None
         if "Failed to connect" in msg or "Connection refused" in msg or "Timed out" in msg:
             raise _unreachable(endpoint) from None
+        code = re.search(r"status code (5\d\d)", msg)
+        if code:
+            # e.g. 504 when the head's job agent cannot reach the GCS: the cluster, not the
+            # request, is at fault.
+            raise UserError(
+                f"the Job API at {endpoint.url} answered {code.group(1)}",
+                "the head's job agent is down or stuck: read dashboard_agent.log in the "
+                "head's session logs, then `rayscale cluster down` / `up` and submit again",
+            ) from None
         raise

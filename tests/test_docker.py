@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -24,6 +25,8 @@ from conftest import (
     wait_for_end,
     wait_for_progress,
 )
+
+from rayscale import exposure
 
 pytestmark = [needs_docker(), pytest.mark.cluster]
 
@@ -85,6 +88,27 @@ def _leftovers(cid: str) -> list[str]:
     return out
 
 
+def _closed_to_the_network(rec: dict, token: str) -> None:
+    """Published on loopback only, so closed to a machine next to this one (a network
+    namespace); inside the cluster's network, the GCS refuses a client without the token."""
+    ports = docker("port", rec["head"]["name"]).stdout
+    pairs = re.findall(r"-> (\S+):(\d+)$", ports, re.M)
+    assert pairs and {ip for ip, _ in pairs} == {"127.0.0.1"}, ports
+    published = [int(port) for _, port in pairs]
+    if not exposure.why_no_namespace():
+        with exposure.namespace() as ns:
+            assert set(ns.connect(published).values()) == {"refused"}
+    head_ip = docker(
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        rec["head"]["name"],
+    ).stdout.strip()
+    gcs = exposure.GRPC_METHODS["gcs"]
+    assert exposure.grpc_call(head_ip, 6379, gcs, None) == "UNAUTHENTICATED"
+    assert exposure.grpc_call(head_ip, 6379, gcs, token) == "OK"
+
+
 def test_docker_provider_cluster_end_to_end(tmp_path):
     state = tmp_path / "state"
     up = _up(state)
@@ -93,8 +117,7 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
     cid = rec["cluster_id"]
     try:
         assert rec["dashboard_url"].startswith("http://127.0.0.1:")
-        ports = docker("port", rec["head"]["name"]).stdout
-        assert "0.0.0.0" not in ports and "127.0.0.1" in ports  # nothing published beyond loopback
+        _closed_to_the_network(rec, (state / "auth_token").read_text().strip())
         st = json.loads(run_cli("cluster", "status", "--json", state_dir=state, check=True).stdout)
         assert st["alive_workers"] == 2 and [
             n["cpus"] for n in st["nodes"] if n["role"] == "head"

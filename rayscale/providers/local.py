@@ -22,7 +22,7 @@ import psutil
 
 from rayscale import extras, gcs, procs
 from rayscale.errors import UserError
-from rayscale.headnode import LEAN_MODULES
+from rayscale.headnode import LEAN_MODULES, LOOPBACK_ENV
 from rayscale.providers.base import (
     GIB,
     HEAD_MEMORY_GIB,
@@ -163,7 +163,8 @@ class LocalProvider(Provider):
     # ---- nodes ------------------------------------------------------------------------
 
     def _env(self, rec: LocalRecord) -> dict[str, str]:
-        return node_env(Path(rec["token_file"]), _lean(rec))
+        # One machine: every Ray port on loopback (rayscale.headnode says how).
+        return {**node_env(Path(rec["token_file"]), _lean(rec)), **LOOPBACK_ENV}
 
     def _log(self, node: str) -> Path:
         """`ray start` output of a node: in the state dir, so it outlives a failed `up`."""
@@ -223,7 +224,9 @@ class LocalProvider(Provider):
             rec["next_worker"] += 1
             args = self._common_args(base / f"w{idx}")
             argv = [
-                ray_executable(),
+                sys.executable,
+                "-m",
+                "rayscale.headnode",
                 "start",
                 f"--address={rec['gcs_address']}",
                 f"--num-cpus={shape['cpus_per_worker']}",

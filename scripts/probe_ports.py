@@ -1,0 +1,131 @@
+"""`make probe`: bring up a local cluster (head + 2 workers) and, where a Docker engine and
+the kit's image are there, a docker one; probe every port each listens on (see
+rayscale/exposure.py) from this machine with and without the token and from a network
+namespace next to it; write results/reliability/ports.json and print the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from rayscale import exposure
+
+CLI = [str(Path(sys.executable).parent / "rayscale")]
+
+
+def _cli(state: Path, *args: str) -> None:
+    subprocess.run([*CLI, *args, "--state-dir", str(state)], check=True, timeout=600)
+
+
+def _tree(rec: dict) -> set[int]:
+    pids: set[int] = set()
+    for pr in [rec["head"]["proc"], *[w["proc"] for w in rec["workers"]]]:
+        p = psutil.Process(pr["pid"])
+        pids |= {p.pid, *(c.pid for c in p.children(recursive=True))}
+    return pids
+
+
+def _outside(ports: list[int]) -> dict[int, str]:
+    if exposure.why_no_namespace():
+        return {}
+    with exposure.namespace() as ns:
+        return ns.connect(ports)
+
+
+def local(workers: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="rayscale-probe-") as d:
+        state = Path(d)
+        _cli(state, "cluster", "up", "--provider", "local", "--workers", str(workers))
+        try:
+            rec = json.loads((state / "cluster.json").read_text())
+            token = (state / "auth_token").read_text().strip()
+            rows = [
+                exposure.with_and_without_token(r, token) for r in exposure.listening(_tree(rec))
+            ]
+            seen = _outside([r.port for r in rows])
+            for r in rows:
+                r.from_outside = seen.get(r.port, "not probed")
+        finally:
+            _cli(state, "cluster", "down")
+    return {"provider": "local", "workers": workers, "ports": exposure.table(rows)}
+
+
+def docker(image: str, workers: int) -> dict | None:
+    exe = os.environ.get("RAYSCALE_DOCKER", "docker")
+    if subprocess.run([exe, "image", "inspect", image], capture_output=True).returncode:
+        print(f"probe: no docker engine or no image {image}: docker provider not probed")
+        return None
+    with tempfile.TemporaryDirectory(prefix="rayscale-probe-") as d:
+        state = Path(d)
+        _cli(
+            state,
+            "cluster",
+            "up",
+            "--provider",
+            "docker",
+            "--image",
+            image,
+            "--workers",
+            str(workers),
+        )
+        try:
+            rec = json.loads((state / "cluster.json").read_text())
+            token = (state / "auth_token").read_text().strip()
+            ports = subprocess.run(
+                [exe, "port", rec["head"]["name"]], capture_output=True, text=True, check=True
+            ).stdout
+            rows = []
+            for inside, ip, port in re.findall(r"^(\S+) -> (\S+):(\d+)$", ports, re.M):
+                row = exposure.Port(int(port), ip, f"head container {inside}", ip == "127.0.0.1")
+                rows.append(exposure.with_and_without_token(row, token))
+            seen = _outside([r.port for r in rows])
+            for r in rows:
+                r.from_outside = seen.get(r.port, "not probed")
+        finally:
+            _cli(state, "cluster", "down")
+    return {"provider": "docker", "workers": workers, "ports": exposure.table(rows)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="results/reliability")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--image", default=os.environ.get("RAYSCALE_IMAGE", ""))
+    args = ap.parse_args()
+    runs = [local(args.workers)]
+    if args.image:
+        runs.append(docker(args.image, args.workers))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "namespace": exposure.why_no_namespace() or "probed from a network namespace (veth pair)",
+        "runs": [r for r in runs if r],
+    }
+    (out / "ports.json").write_text(json.dumps(doc, indent=2) + "\n")
+    for run in doc["runs"]:
+        print(f"\n{run['provider']} ({run['workers']} workers)")
+        print("| port | process | bound | protocol | no token | token | from outside |")
+        print("|---|---|---|---|---|---|---|")
+        for p in run["ports"]:
+            print(
+                f"| {p['port']} | {p['process']} | {p['bound']} | {p['protocol']} "
+                f"| {p['without_token']} | {p['with_token']} | {p['from_outside']} |"
+            )
+    bad = [p for r in doc["runs"] for p in r["ports"] if p["from_outside"] == "open"]
+    print(f"\nwrote {out / 'ports.json'}: {sum(len(r['ports']) for r in doc['runs'])} ports, "
+          f"{len(bad)} open to the network")  # fmt: skip
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
