@@ -25,7 +25,7 @@ DOCKER ?= docker
 CA_CERTS ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
-        k8s-manifests e2e-kind
+        k8s-manifests e2e-kind probe chaos
 
 install: $(STAMP)
 
@@ -148,3 +148,15 @@ search-compare: install
 # seven figures; writes results/bench/{bench.json,study.json,points.csv,scaling.png}.
 bench: install
 	$(BIN)/python -m rayscale.bench --out results/bench
+
+# Every port a local (and, with IMAGE built, a docker) cluster listens on, probed with and
+# without the token and from a network namespace next to this machine (root, iproute2).
+probe: install
+	RAYSCALE_IMAGE=$(IMAGE) $(BIN)/python scripts/probe_ports.py --out results/reliability
+
+# A scaling study on 1,2,3 local workers while a random worker node is killed every
+# CHAOS_EVERY seconds: results/reliability/chaos/chaos.json (docs/reliability.md).
+CHAOS_EVERY ?= 25
+CHAOS_ARGS ?= --data synthetic:rows=40000,features=20,noise=1.0,seed=3 --num-samples 16 --max-rounds 300 --checkpoint-every 50
+chaos: install
+	$(BIN)/python -m rayscale.chaos --workers 1,2,3 --every $(CHAOS_EVERY) --out results/reliability/chaos -- $(CHAOS_ARGS)

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         plan = scaling.StudyPlan(
             [1, 2], a.repeats, ["sequential", "joblib"], STANDARD + ["--scheduler", "fifo"]
         )
-        study = scaling.run(p, plan, out, report.say)
+        study = scaling.run(p, scaling.Progress(out, p.name, plan), report.say)
         report.show_study(study, out)
         two = next(q for q in study["points"] if q["workers"] == 2)
         figures["speedup_1_to_2"] = two["speedup"]

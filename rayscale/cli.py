@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -378,6 +379,12 @@ def job_list(as_json, address, token_file, state_dir):
 )
 @_shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds per job")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="the --out folder of an interrupted study: run only what it has not finished",
+)
 @_state_option
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
 def scaling_cmd(
@@ -395,14 +402,21 @@ def scaling_cmd(
     cpus_per_worker,
     memory_per_worker,
     timeout,
+    resume,
     state_dir,
     job_args,
 ):
     """Measure how the job's time falls as workers are added; fit and plot the curve."""
+    ctx = click.get_current_context()
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ("workers", "repeats", "baselines", "out", "timeout")
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ] + (["the job args"] if job_args else [])
     plan = scaling.StudyPlan(
         workers, repeats, scaling.parse_baselines(baselines), list(job_args), timeout
     )
-    out = Path(out or time.strftime("results/scaling-%Y%m%d-%H%M%S"))
+    progress = scaling.progress_for(provider, plan, out, resume, given)
     p = providers.get(
         provider,
         StateDir(state_dir),
@@ -415,10 +429,10 @@ def scaling_cmd(
         storage_class=storage_class,
         results_claim=results_claim,
     )
-    p.check_fits(max(workers))
-    with scaling.cluster_for(p, workers[0], report.say):
-        study = scaling.run(p, plan, out, report.say)
-    report.show_study(study, out)
+    p.check_fits(max(progress.plan.workers))
+    with scaling.cluster_for(p, progress.plan.workers[0], report.say):
+        study = scaling.run(p, progress, report.say)
+    report.show_study(study, progress.out)
 
 
 @cli.command("plan")
@@ -489,7 +503,16 @@ def plan_cmd(
     report.show_plan(table, summary, written, as_json)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, taken as Ctrl-C: what a command started is undone the same way."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         cli.main(standalone_mode=False, prog_name="rayscale")
     except UserError as e:
@@ -498,7 +521,11 @@ def main() -> None:
     except click.ClickException as e:
         report.error_line(e.format_message())
         sys.exit(e.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt) as e:
+        # click turns KeyboardInterrupt into Abort, the signal's kind kept as its cause.
+        if isinstance(e, Terminated) or isinstance(e.__cause__, Terminated):
+            report.error_line("terminated")
+            sys.exit(143)
         report.error_line("interrupted")
         sys.exit(130)
 

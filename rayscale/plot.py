@@ -38,7 +38,12 @@ def _wall(a, study: dict) -> None:
         a.scatter(
             [p["workers"]] * len(p["runs"]), [r["wall_s"] for r in p["runs"]], color="0.6", s=12
         )
+        hit = [r["wall_s"] for r in p["runs"] if r.get("disturbed_by")]
+        if hit:  # retried trials or replaced workers: not a clean time
+            a.scatter([p["workers"]] * len(hit), hit, marker="x", color="C3", s=40)
     a.plot(n, [p["wall_s_median"] for p in pts], "o-", label="Ray Tune (median)")
+    if any(p.get("disturbed_runs") for p in pts):
+        a.scatter([], [], marker="x", color="C3", label="disturbed run")
     for name, b in study.get("baselines", {}).items():
         label = f"{name}" + (f" (n_jobs={b['n_jobs']})" if "n_jobs" in b else "")
         a.axhline(

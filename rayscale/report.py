@@ -184,15 +184,21 @@ def show_study(study: dict, out) -> None:
         t.add_row(
             str(p["workers"]),
             f"{p['cpus']:g}",
-            str(len(p["runs"])),
+            str(len(p["runs"]))
+            + (f" ({p['disturbed_runs']} disturbed)" if p.get("disturbed_runs") else ""),
             f"{p['wall_s_median']:.2f}",
-            f"{p['speedup']:.2f}x",
+            f"{p['speedup']:.2f}x" + (" DISTURBED" if p.get("disturbed") else ""),
             f"{p['efficiency']:.0%}",
             f"{p['overhead_per_trial_s']:.3f}",
             f"{p['best_rmse']:.4g}",
             f"{p['cpu_busy_avg']:.0%}" if p.get("cpu_busy_avg") is not None else "-",
         )
     console.print(t)
+    if any(p.get("disturbed") for p in study["points"]):
+        say(
+            "DISTURBED points ran with retried trials or replaced workers in every run: "
+            "their time is not a speedup to read (study.json: disturbed_by per run)"
+        )
     for name, b in study["baselines"].items():
         extra = f" (n_jobs={b['n_jobs']})" if "n_jobs" in b else ""
         say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s, best RMSE {b['best_rmse']:.4g}")

@@ -40,9 +40,91 @@ class StudyPlan:
 
     def __post_init__(self) -> None:
         # Refused before any cluster is made: the fit and the plot come at the very end.
+        study_job_args(self.job_args)
         extras.need_study("rayscale scaling")
         if self.baselines:
             extras.need_job("the study's baselines (they run the search on this machine)")
+
+
+PROGRESS = "progress.json"
+
+
+@dataclass
+class Progress:
+    """What a study has finished, saved after each run so that an interrupted study
+    (SIGTERM, Ctrl-C, a lost connection) loses at most the run in flight."""
+
+    out: Path
+    provider: str
+    plan: StudyPlan
+    runs: list[dict] = field(default_factory=list)
+    baselines: dict[str, dict] = field(default_factory=dict)
+    started: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+    def done(self, repeat: int, n: int) -> bool:
+        return any(r["repeat"] == repeat and r["workers"] == n for r in self.runs)
+
+    def save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "provider": self.provider,
+            "started": self.started,
+            "plan": {
+                "workers": self.plan.workers,
+                "repeats": self.plan.repeats,
+                "baselines": self.plan.baselines,
+                "job_args": self.plan.job_args,
+                "job_timeout": self.plan.job_timeout,
+            },
+            "runs": self.runs,
+            "baselines": self.baselines,
+        }
+        tmp = self.out / f".{PROGRESS}.tmp"
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, self.out / PROGRESS)  # never a half-written file
+
+    @classmethod
+    def load(cls, out: Path, provider: str) -> Progress:
+        path = Path(out) / PROGRESS
+        try:
+            doc = json.loads(path.read_text())
+            plan = StudyPlan(**doc["plan"])
+        except FileNotFoundError:
+            raise UserError(
+                f"no study to resume in {out} ({PROGRESS} is missing)",
+                "pass the --out folder of an interrupted `rayscale scaling`",
+            ) from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(
+                f"{path} is not a study's progress ({e})", "start the study afresh"
+            ) from None
+        if doc["provider"] != provider:
+            raise UserError(
+                f"the study in {out} ran on the {doc['provider']} provider, not {provider}",
+                f"pass --provider {doc['provider']}: points of two providers are not one curve",
+            )
+        return cls(Path(out), provider, plan, doc["runs"], doc["baselines"], doc["started"])
+
+
+def progress_for(
+    provider: str, plan: StudyPlan, out: str | None, resume: str | None, given: list[str]
+) -> Progress:
+    """A new study's progress, or an interrupted one's read back (its plan with it: `given`
+    names the plan options the user passed, refused with --resume)."""
+    if resume is None:
+        path = Path(out or time.strftime("results/scaling-%Y%m%d-%H%M%S"))
+        if (path / PROGRESS).exists() and not (path / "study.json").exists():
+            raise UserError(
+                f"{path} holds an unfinished study",
+                f"resume it with `rayscale scaling --resume {path}`, or pass another --out",
+            )
+        return Progress(path, provider, plan)
+    if given:
+        raise UserError(
+            f"--resume reads the study's plan from {Path(resume) / PROGRESS}",
+            f"drop {', '.join(given)}",
+        )
+    return Progress.load(Path(resume), provider)
 
 
 def order(workers: list[int], repeats: int) -> list[tuple[int, int]]:
@@ -127,6 +209,58 @@ class CpuSampler:
         return {node: round(used / self.wall, 3) for node, used in sorted(self.used.items())}
 
 
+class Keeper:
+    """Keeps a run's n workers while its job is in flight, as an autoscaler would: a worker
+    lost (preempted, killed) is replaced through `provider.scale(n)`. What it saw tells a
+    disturbed run: the distinct workers that served it beyond n were replacements."""
+
+    def __init__(self, provider: Provider, n: int, interval: float = 3.0):
+        self.provider, self.n, self.interval = provider, n, interval
+        self.workers: set[str] = set()
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _look(self) -> int:
+        st = self.provider.status()
+        alive = [n.address for n in st.nodes if n.role == "worker" and n.state == "alive"]
+        self.workers |= set(alive)
+        return len(alive)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self._look() < self.n:
+                    self.provider.scale(self.n)
+                    self._look()
+            except UserError as e:  # tried again on the next beat
+                self.failures.append(e.problem)
+
+    @property
+    def replaced(self) -> int:
+        return max(0, len(self.workers) - self.n)
+
+    def __enter__(self):
+        with contextlib.suppress(UserError):
+            self._look()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def disturbance(retries: int, replaced: int) -> list[str]:
+    """Why a run's time is not a clean measurement: retried trials, replaced workers."""
+    out = []
+    if retries:
+        out.append(f"{retries} trial retries")
+    if replaced:
+        out.append(f"{replaced} workers lost and replaced")
+    return out
+
+
 def machine() -> dict:
     model = ""
     try:
@@ -155,10 +289,22 @@ def run_point(
     timeout: float | None,
     say: Callable[[str], None],
 ) -> dict:
-    provider.scale(n)
-    with CpuSampler(provider) as cpu:
+    for attempt in range(3):  # a worker lost while resizing is replaced by the next try
+        try:
+            provider.scale(n)
+            break
+        except UserError:
+            if attempt == 2:
+                raise
+    with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
         job_id = j.submit(job_args + ["--name", f"scaling-w{n}-r{repeat}-{int(time.time())}"])
-        status = j.wait(job_id, timeout)
+        try:
+            status = j.wait(job_id, timeout)
+        except BaseException:
+            # Interrupted: the job must not go on using a cluster the study leaves up.
+            with contextlib.suppress(Exception):
+                j.stop(job_id)
+            raise
     rec = j.result(job_id, status)
     busy = cpu.busy()
     workers_busy = [v for k, v in busy.items() if k != "head"]
@@ -179,11 +325,15 @@ def run_point(
         "job_total_s": rec["total_s"],
         "cpus_per_trial": rec.get("cpus_per_trial") or 1,
         "timeline": timeline(rec),
+        "retries": sum((rec.get("retried_trials") or {}).values()),
+        "workers_replaced": keeper.replaced,
     }
+    row["disturbed_by"] = disturbance(row["retries"], keeper.replaced)
     say(
         f"  workers={n} repeat={repeat}: wall {row['wall_s']:.1f} s, "
         f"{row['trials_completed']}/{row['trials']} trials, best RMSE {row['best_rmse']:.4g}, "
         f"cores busy {busy}"
+        + (f"; DISTURBED: {', '.join(row['disturbed_by'])}" if row["disturbed_by"] else "")
     )
     return row
 
@@ -247,12 +397,15 @@ def summarise(runs: list[dict]) -> list[dict]:
     by_n: dict[int, list[dict]] = {}
     for r in runs:
         by_n.setdefault(r["workers"], []).append(r)
+    # A point's time comes from its undisturbed runs where it has any; a point with none is
+    # marked `disturbed`: its time is not a speedup to read.
+    timed = {n: [r for r in rs if not r.get("disturbed_by")] or rs for n, rs in by_n.items()}
     base_n = min(by_n)
-    base_wall = statistics.median(r["wall_s"] for r in by_n[base_n])
+    base_wall = statistics.median(r["wall_s"] for r in timed[base_n])
     points = []
     for n in sorted(by_n):
         rs = by_n[n]
-        wall = statistics.median(r["wall_s"] for r in rs)
+        wall = statistics.median(r["wall_s"] for r in timed[n])
         # Relative to the 1-worker point; if 1 was not measured, the smallest point is
         # taken as perfectly efficient (stated in the study as speedup_base).
         speedup = base_n * base_wall / wall
@@ -279,12 +432,17 @@ def summarise(runs: list[dict]) -> list[dict]:
                             "repeat",
                             "job_total_s",
                             "timeline",
+                            "retries",
+                            "workers_replaced",
+                            "disturbed_by",
                         )
                         if k in r
                     }
                     for r in rs
                 ],
                 "cpus_per_trial": rs[0].get("cpus_per_trial", 1),
+                "disturbed": all(r.get("disturbed_by") for r in rs),
+                "disturbed_runs": sum(1 for r in rs if r.get("disturbed_by")),
                 "wall_s_median": round(wall, 3),
                 "wall_s_min": round(min(r["wall_s"] for r in rs), 3),
                 "wall_s_max": round(max(r["wall_s"] for r in rs), 3),
@@ -325,28 +483,48 @@ def write_outputs(study: dict, runs: list[dict], out: Path) -> None:
 
 
 def run(
-    provider: Provider,
-    plan: StudyPlan,
-    out: Path,
-    say: Callable[[str], None],
-    job_dir: Path | None = None,
+    provider: Provider, progress: Progress, say: Callable[[str], None], job_dir: Path | None = None
 ) -> dict:
-    """Run the study on a cluster the provider manages (it must be up)."""
+    """Run what the study has not finished yet on a cluster the provider manages (it must
+    be up); each finished run is saved at once. On interruption, says how to resume."""
+    try:
+        return _run(provider, progress, say, job_dir)
+    except BaseException:
+        if progress.runs or progress.baselines:
+            say(
+                f"finished runs are kept in {progress.out}: "
+                f"`rayscale scaling --resume {progress.out}` runs only what is missing"
+            )
+        raise
+
+
+def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> dict:
+    plan, out = progress.plan, progress.out
     job_dir = Path(job_dir or jobs.default_job_dir())
     job_args = study_job_args(plan.job_args)
     note = search_note(job_args)
     if note:
         say(f"note: {note}")
+    todo = [(r, n) for r, n in order(plan.workers, plan.repeats) if not progress.done(r, n)]
+    if progress.runs:
+        say(f"resuming: {len(progress.runs)} runs done, {len(todo)} to run")
+    progress.save()
     j = jobs.Jobs(provider.endpoint())
-    runs = []
-    for repeat, n in order(plan.workers, plan.repeats):
-        runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
+    for repeat, n in todo:
+        progress.runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
+        progress.save()
+    runs = sorted(
+        progress.runs,
+        key=lambda r: order(plan.workers, plan.repeats).index((r["repeat"], r["workers"])),
+    )
     cpus_per_worker = max(1, int(runs[0]["cpus"] // runs[0]["workers"]))
-    baselines = {}
     for kind in plan.baselines:
+        if kind in progress.baselines:
+            continue
         n_jobs = max(1, min(max(plan.workers) * cpus_per_worker, os.cpu_count() or 1))
         say(f"  baseline {kind}" + (f" (n_jobs={n_jobs})" if kind == "joblib" else "") + " ...")
-        baselines[kind] = run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout)
+        progress.baselines[kind] = run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout)
+        progress.save()
     points = summarise(runs)
     from rayscale import fit as fitmod  # numpy and scipy: the study extra, checked by StudyPlan
 
@@ -354,10 +532,10 @@ def run(
         "provider": provider.name,
         "job_args": job_args,
         "machine": machine(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": progress.started,
         "speedup_base_workers": points[0]["workers"],
         "points": points,
-        "baselines": baselines,
+        "baselines": {k: progress.baselines[k] for k in plan.baselines},
         "fit": fitmod.fit([p["workers"] for p in points], [p["speedup"] for p in points]),
         "prediction": predict.study_prediction(points, job_args),
         "data": data_label(job_args),

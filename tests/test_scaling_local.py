@@ -3,34 +3,66 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
-from conftest import TINY, run_cli, tree_pids
+from conftest import RAYSCALE, ROOT, TINY, assert_all_gone, recorded_pids, run_cli, tree_pids
 
 pytestmark = pytest.mark.cluster
 
 
-def test_scaling_study_on_one_and_two_workers(tmp_path):
+def _terminate_after_first_run(out, state) -> str:
+    """Start a 1,2-worker study, SIGTERM it once its first run is saved; check that the
+    cluster it brought up is gone. Returns the saved run's job id."""
+    before = set(glob.glob("/tmp/rayscale-*"))
+    env = {**os.environ, "RAYSCALE_STATE_DIR": str(state)}
+    env.pop("RAY_ADDRESS", None)
+    args = ["scaling", "--workers", "1,2", "--memory-per-worker", "1", "--out", str(out)]
+    proc = subprocess.Popen(
+        [RAYSCALE, *args, "--", *map(str, TINY), "--num-samples", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            progress = out / "progress.json"
+            if progress.exists() and json.loads(progress.read_text())["runs"]:
+                break
+            time.sleep(0.2)
+        pids, rec = recorded_pids(state)
+        pids = tree_pids(pids)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stdout + stderr
+    assert stderr.strip().splitlines()[-1] == "rayscale: error: terminated"
+    assert f"--resume {out}" in stdout
+    # It brought the cluster up itself, so it took it down, even when terminated.
+    assert not (state / "cluster.json").exists()
+    assert_all_gone(pids, rec["temp_root"])
+    assert set(glob.glob("/tmp/rayscale-*")) == before
+    (saved,) = json.loads((out / "progress.json").read_text())["runs"]
+    assert saved["workers"] == 1 and saved["trials_completed"] == 4
+    assert not (out / "study.json").exists()
+    return saved["job_id"]
+
+
+def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path):
     out = tmp_path / "study"
     state = tmp_path / "state"
-    p = run_cli(
-        "scaling",
-        "--workers",
-        "1,2",
-        "--memory-per-worker",
-        1,
-        "--out",
-        out,
-        "--",
-        *TINY,
-        "--num-samples",
-        4,
-        state_dir=state,
-        timeout=600,
-    )
+    first_job = _terminate_after_first_run(out, state)
+    p = run_cli("scaling", "--resume", out, state_dir=state, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
+    assert "resuming: 1 runs done, 1 to run" in p.stdout
     study = json.loads((out / "study.json").read_text())
+    # The resumed study is what an uninterrupted one writes, the finished run kept as it was.
+    assert study["points"][0]["runs"][0]["job_id"] == first_job
     assert study["provider"] == "local"
     assert "--scheduler" in study["job_args"] and "fifo" in study["job_args"]
     assert set(study["machine"]) >= {"cpus", "memory_gib", "hostname"}
@@ -119,6 +151,8 @@ def test_scaling_uses_a_running_cluster_and_leaves_it_up(cluster, tmp_path):
         (["--workers", "1,1"], "repeats a count"),
         (["--workers", "0,2"], "at least 1"),
         (["--baselines", "dask"], "unknown baseline 'dask'"),
+        (["--resume", "nowhere"], "no study to resume in nowhere"),
+        (["--resume", "nowhere", "--workers", "1,3"], "drop --workers"),
         (["--workers", "2", "--", "--mode", "tune"], "--mode is set by the scaling study"),
     ],
 )
