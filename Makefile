@@ -25,7 +25,7 @@ DOCKER ?= docker
 CA_CERTS ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
-        k8s-manifests e2e-kind probe chaos
+        k8s-manifests e2e-kind probe chaos load
 
 install: $(STAMP)
 
@@ -156,7 +156,13 @@ probe: install
 
 # A scaling study on 1,2,3 local workers while a random worker node is killed every
 # CHAOS_EVERY seconds: results/reliability/chaos/chaos.json (docs/reliability.md).
-CHAOS_EVERY ?= 25
-CHAOS_ARGS ?= --data synthetic:rows=40000,features=20,noise=1.0,seed=3 --num-samples 16 --max-rounds 300 --checkpoint-every 50
+CHAOS_EVERY ?= 30
+CHAOS_ARGS ?= --data synthetic:rows=40000,features=20,noise=1.0,seed=3 --num-samples 12 --max-rounds 300 --checkpoint-every 50
 chaos: install
-	$(BIN)/python -m rayscale.chaos --workers 1,2,3 --every $(CHAOS_EVERY) --out results/reliability/chaos -- $(CHAOS_ARGS)
+	$(BIN)/python -m rayscale.chaos --workers 1,2,3 --repeats 2 --every $(CHAOS_EVERY) --out results/reliability/chaos -- $(CHAOS_ARGS)
+
+# The Job API under load: 100 small jobs from 4 clients at once on a 2-worker local cluster:
+# results/reliability/load.json (docs/reliability.md).
+LOAD_JOBS ?= 100
+load: install
+	$(BIN)/python -m rayscale.load --jobs $(LOAD_JOBS) --clients 4 --out results/reliability/load.json

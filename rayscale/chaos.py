@@ -68,7 +68,7 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     state = out / ".state"
-    env = {**os.environ, "RAYSCALE_STATE_DIR": str(state)}
+    env = {**os.environ, "RAYSCALE_STATE_DIR": str(state), "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
     cmd = [
         str(Path(sys.executable).parent / "rayscale"),

@@ -43,7 +43,7 @@ def fit(workers: list[float], speedups: list[float], extrapolate: int = 8) -> di
     """
     n = np.asarray(workers, dtype=float)
     s = np.asarray(speedups, dtype=float)
-    top = int(max(workers) * extrapolate)
+    top = int(max(workers, default=1) * extrapolate)
     grid = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, *map(int, workers)} | {top})
     grid = [g for g in grid if g <= top]
     out: dict = {

@@ -526,6 +526,12 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         progress.baselines[kind] = run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout)
         progress.save()
     points = summarise(runs)
+    # The clean runs of each point with any: what the fit and the replay model may read.
+    clean = [
+        {**p, "runs": [r for r in p["runs"] if not r.get("disturbed_by")]}
+        for p in points
+        if not p["disturbed"]
+    ]
     from rayscale import fit as fitmod  # numpy and scipy: the study extra, checked by StudyPlan
 
     study = {
@@ -536,8 +542,10 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         "speedup_base_workers": points[0]["workers"],
         "points": points,
         "baselines": {k: progress.baselines[k] for k in plan.baselines},
-        "fit": fitmod.fit([p["workers"] for p in points], [p["speedup"] for p in points]),
-        "prediction": predict.study_prediction(points, job_args),
+        # Disturbed points (no clean run) inform neither the fit nor the replay model.
+        "fit": fitmod.fit([p["workers"] for p in clean], [p["speedup"] for p in clean]),
+        "prediction": predict.study_prediction(clean, job_args) if clean else None,
+        "disturbed_points": [p["workers"] for p in points if p["disturbed"]],
         "data": data_label(job_args),
         "search_note": note,
     }

@@ -96,6 +96,23 @@ def test_summarise_speedup_efficiency_overhead():
     assert p2["overhead_per_trial_s"] == pytest.approx(0.15, abs=1e-4)
 
 
+def test_disturbed_runs_are_not_timed_and_mark_their_point():
+    def run(n, wall, repeat, hit=()):
+        return {"workers": n, "cpus": n, "wall_s": wall, "sum_train_s": 9.0,
+                "trials_completed": 10, "best_rmse": 1.0, "cpu_busy_avg": None,
+                "repeat": repeat, "disturbed_by": list(hit)}  # fmt: skip
+
+    lost = ["1 workers lost and replaced"]
+    p1, p2, p3 = summarise(
+        [run(1, 10.0, 0), run(2, 5.0, 0), run(2, 30.0, 1, lost), run(3, 20.0, 0, lost)]
+    )
+    # Point 2 is timed by its clean run alone; point 3 has none, so it is marked.
+    assert p2["wall_s_median"] == 5.0 and p2["speedup"] == 2.0
+    assert (p2["disturbed"], p2["disturbed_runs"]) == (False, 1)
+    assert (p3["disturbed"], p3["disturbed_runs"]) == (True, 1) and not p1["disturbed"]
+    assert p2["wall_s_max"] == 30.0  # the disturbed run is kept, not hidden
+
+
 def test_search_note_only_for_adaptive_searches():
     assert search_note(["--num-samples", "4"]) is None
     assert search_note(["--search-alg", "random"]) is None
