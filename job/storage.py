@@ -43,6 +43,19 @@ def _fs(uri: str):
         ) from None
 
 
+# What a write to the storage path fails with when the path, not the trial, is at fault.
+FAULTS = {
+    "No space left on device": "no space left on the device",
+    "Disk quota exceeded": "the disk quota is exceeded",
+    "Read-only file system": "the file system is read-only",
+}
+
+
+def fault_of(error_text: str) -> str | None:
+    """The storage fault a trial's error names, or None."""
+    return next((what for key, what in FAULTS.items() if key in error_text), None)
+
+
 def prepare(path: str) -> None:
     """Make the storage path (local) or prove it writable (URI), before any work."""
     if not is_uri(path):

@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -252,15 +253,43 @@ class Progress:
 
             def on_trial_error(self, iteration, trials, trial, **info):
                 outer.errored.add(trial.trial_id)
+                outer.check_storage(trial)
 
             def on_trial_recover(self, iteration, trials, trial, **info):
                 outer.retried.setdefault(trial.trial_id, 0)
                 outer.retried[trial.trial_id] += 1
+                outer.check_storage(trial)
 
         self.total, self.done, self.best = total, 0, None
         self.retried: dict[str, int] = {}
         self.errored: set[str] = set()
+        self.storage_fault: str | None = None
         self.callback = _CB()
+
+    def check_storage(self, trial) -> None:
+        """A trial that failed writing to the storage path (full, read-only, gone) will fail
+        the same way on every retry: note it, and the stopper ends the search."""
+        try:
+            text = Path(trial.error_file).read_text() if trial.error_file else ""
+        except OSError:
+            return
+        fault = storage.fault_of(text)
+        if fault and not self.storage_fault:
+            self.storage_fault = fault
+
+    def stopper(self):
+        from ray.tune import Stopper
+
+        outer = self
+
+        class _Stop(Stopper):
+            def __call__(self, trial_id, result):
+                return False
+
+            def stop_all(self):
+                return outer.storage_fault is not None
+
+        return _Stop()
 
 
 def trial_order(configs, a):
@@ -287,6 +316,7 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         storage_path=a.storage_path,
         failure_config=tune.FailureConfig(max_failures=a.max_failures),
         callbacks=[progress.callback, *([tracker.callback()] if tracker else [])],
+        stop=progress.stopper(),
         verbose=0,
     )
     searcher, param_space, num_samples = search(a, configs, trial_slots(resources, workers))
@@ -321,7 +351,15 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
         )
-    grid = resume_lost(tuner.fit(), restored, progress, a.max_failures)
+    grid = tuner.fit()
+    if progress.storage_fault:
+        raise InputError(
+            f"--storage-path {a.storage_path}: {progress.storage_fault} after "
+            f"{progress.done} finished trials; make room there (or pass a writable path) and "
+            f"run `rayscale job resume {a.name} -- <the same job args>`: Tune restores the "
+            "search where its state there was saved whole, else runs it again"
+        )
+    grid = resume_lost(grid, restored, progress, a.max_failures)
     wall = time.perf_counter() - t0
     return {
         "wall_s": wall,

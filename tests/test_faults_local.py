@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from conftest import (
     ROOT,
     N,
     assert_all_gone,
+    assert_one_line_error,
     kill_all,
     recorded_pids,
     run_cli,
@@ -115,6 +117,30 @@ def test_ctrl_c_during_cluster_up_leaves_nothing(tmp_path):
     assert_all_gone(started)
     assert set(glob.glob("/tmp/rayscale-*")) == before
     assert not (state / "cluster.json").exists()
+
+
+def test_full_storage_ends_the_search_at_once_with_one_line(cluster, tmp_path):
+    """The storage path fills up (a 200 KiB tmpfs): every retry would fail the same way, so
+    the search stops at the first failed write and the job says which path and what to do."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    full = tmp_path / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(full)], check=True)
+    try:
+        p = run_cli(
+            "job", "submit", "--",
+            "--data", "synthetic:rows=3000,features=10", "--num-samples", 6, "--max-rounds", 100,
+            "--checkpoint-every", 10, "--storage-path", full, "--name", "full",
+            state_dir=cluster, timeout=300,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+    assert_one_line_error(p, f"--storage-path {full}: no space left", "job resume full")
+    # Stopped at the first failed write, not after every trial's retries (4 tries x 6 trials).
+    (job_id,) = set(re.findall(r"raysubmit_\w+", p.stdout + p.stderr))
+    logs = run_cli("job", "logs", job_id, state_dir=cluster).stdout
+    assert logs.count("No space left on device") < 4 * 6
 
 
 def test_jobs_from_four_clients_at_once(cluster, tmp_path):

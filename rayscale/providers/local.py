@@ -259,6 +259,8 @@ class LocalProvider(Provider):
             procs.stop(w["proc"])
             shutil.rmtree(w["temp_dir"], ignore_errors=True)
         rec["workers"] = [w for w in rec["workers"] if w not in dead]
+        if dead:  # recorded now: wait_ready reads the record, also when no node is added
+            self.state.write(rec)
         have = len(rec["workers"])
         if workers > have:
             self.check_fits(workers)
