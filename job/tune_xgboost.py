@@ -311,11 +311,15 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     trainable = tune.with_resources(
         tune.with_parameters(train.tune_trainable, data=payload), resources
     )
+    # Tune appends its own reporters and loggers to the list it is given, in place: each
+    # fit (and each restore) gets a fresh copy of ours, or a restore's reporter would
+    # inherit the first fit's and crash unset (seen when a node died under a PENDING trial).
+    own_callbacks = [progress.callback, *([tracker.callback()] if tracker else [])]
     run_config = tune.RunConfig(
         name=a.name,
         storage_path=a.storage_path,
         failure_config=tune.FailureConfig(max_failures=a.max_failures),
-        callbacks=[progress.callback, *([tracker.callback()] if tracker else [])],
+        callbacks=list(own_callbacks),
         stop=progress.stopper(),
         verbose=0,
     )
@@ -340,7 +344,7 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         )
         # Tune restores the callbacks pickled with the search: copies, cut off from this
         # process's progress counts and tracking. Put the live ones back.
-        tuner._local_tuner._run_config.callbacks = run_config.callbacks
+        tuner._local_tuner._run_config.callbacks = list(own_callbacks)
         return tuner
 
     if a.restore:
