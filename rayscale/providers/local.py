@@ -323,13 +323,19 @@ class LocalProvider(Provider):
     def status(self) -> ClusterStatus:
         rec = self._record()
         ports = {w["node_manager_port"]: f"w{w['index']}" for w in rec["workers"]}
+        # A worker whose processes are gone is dead now; the GCS says so only after its
+        # health checks time out (seconds later).
+        gone = {w["node_manager_port"] for w in rec["workers"] if not procs.alive(w["proc"])}
         st = ClusterStatus(self.name, rec["dashboard_url"])
         for n in sorted(
             gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.node_manager_port)
         ):
             if not n.alive and n.node_manager_port not in ports and not n.is_head:
                 continue  # a worker removed earlier by scale; not part of this cluster now
-            st.nodes.append(NodeInfo.of(n, f"{n.address}:{n.node_manager_port}"))
+            node = NodeInfo.of(n, f"{n.address}:{n.node_manager_port}")
+            if n.node_manager_port in gone:
+                node.state = "dead"
+            st.nodes.append(node)
         return st
 
     def node_cpu_seconds(self) -> dict[str, dict[int, float]]:
