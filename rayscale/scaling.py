@@ -217,7 +217,6 @@ class Keeper:
     def __init__(self, provider: Provider, n: int, interval: float = 3.0):
         self.provider, self.n, self.interval = provider, n, interval
         self.workers: set[str] = set()
-        self.failures: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -229,12 +228,10 @@ class Keeper:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
+            with contextlib.suppress(UserError):  # tried again on the next beat
                 if self._look() < self.n:
                     self.provider.scale(self.n)
                     self._look()
-            except UserError as e:  # tried again on the next beat
-                self.failures.append(e.problem)
 
     @property
     def replaced(self) -> int:
