@@ -7,6 +7,7 @@ connect to it at all. Used by tests/test_ports.py and `make probe` (scripts/prob
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import json
 import os
@@ -27,6 +28,8 @@ GRPC_METHODS = {
     "node manager": "/ray.rpc.NodeManagerService/GetSystemConfig",
     "object manager": "/ray.rpc.ObjectManagerService/Pull",
     "agent": "/ray.rpc.ReporterService/HealthCheck",
+    # Every worker process (trial actors, idle workers, job drivers) serves one too.
+    "core worker": "/ray.rpc.CoreWorkerService/NumPendingTasks",
 }
 AUTH_HEADER = "authorization"
 
@@ -93,8 +96,8 @@ def _http(host: str, port: int, token: str | None) -> str:
             return str(r.status)
     except urllib.error.HTTPError as e:
         return str(e.code)
-    except (OSError, ValueError) as e:
-        return type(e).__name__
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        return type(e).__name__  # e.g. BadStatusLine: not HTTP/1
 
 
 def with_and_without_token(row: Port, token: str, host: str = "127.0.0.1") -> Port:
@@ -109,8 +112,9 @@ def with_and_without_token(row: Port, token: str, host: str = "127.0.0.1") -> Po
             row.protocol = f"grpc {server}"
             row.without_token, row.with_token = without, grpc_call(host, row.port, method, token)
             return row
-    row.protocol = "http"
     row.without_token, row.with_token = _http(host, row.port, None), _http(host, row.port, token)
+    # A gRPC service none of GRPC_METHODS names answers HTTP/1 with an HTTP/2 frame.
+    row.protocol = "other" if row.without_token == "BadStatusLine" else "http"
     return row
 
 
