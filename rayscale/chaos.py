@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from rayscale import procs
 from rayscale.state import StateDir
 
 
@@ -39,10 +40,8 @@ class Monkey(threading.Thread):
         if not workers:
             return
         victim = self.rng.choice(workers)
-        try:
-            root = psutil.Process(victim["proc"]["pid"])
-            tree = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
+        tree = list(procs.tree([victim["proc"]["pid"]]).values())
+        if not tree:
             return
         for p in tree:
             try:

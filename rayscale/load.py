@@ -21,10 +21,10 @@ from pathlib import Path
 
 from rayscale import jobs, procs
 from rayscale.errors import UserError
+from rayscale.providers.base import GIB
 
 # A job that starts a search and finishes in seconds: the load is the jobs, not the trials.
 SMALL = ["--mode", "sequential", "--num-samples", "2", "--max-rounds", "5"]
-GIB = 2**30
 
 
 def _args(i: int, storage: Path) -> list[str]:

@@ -138,16 +138,21 @@ def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
         time.sleep(interval)
 
 
-def rss_bytes(pids: list[int]) -> int:
-    """Resident memory of the given processes and all their descendants."""
+def tree(pids) -> dict[int, psutil.Process]:
+    """The given processes and all their descendants, by PID; gone ones are left out."""
     seen: dict[int, psutil.Process] = {}
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             p = psutil.Process(pid)
             for q in [p, *p.children(recursive=True)]:
                 seen[q.pid] = q
+    return seen
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of the given processes and all their descendants."""
     total = 0
-    for q in seen.values():
+    for q in tree(pids).values():
         with contextlib.suppress(psutil.Error):
             total += q.memory_info().rss
     return total

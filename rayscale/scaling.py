@@ -248,6 +248,11 @@ class Keeper:
         self._thread.join()
 
 
+def clean_runs(runs: list[dict]) -> list[dict]:
+    """The runs no retried trial or replaced worker disturbed."""
+    return [r for r in runs if not r.get("disturbed_by")]
+
+
 def disturbance(retries: int, replaced: int) -> list[str]:
     """Why a run's time is not a clean measurement: retried trials, replaced workers."""
     out = []
@@ -396,7 +401,7 @@ def summarise(runs: list[dict]) -> list[dict]:
         by_n.setdefault(r["workers"], []).append(r)
     # A point's time comes from its undisturbed runs where it has any; a point with none is
     # marked `disturbed`: its time is not a speedup to read.
-    timed = {n: [r for r in rs if not r.get("disturbed_by")] or rs for n, rs in by_n.items()}
+    timed = {n: clean_runs(rs) or rs for n, rs in by_n.items()}
     base_n = min(by_n)
     base_wall = statistics.median(r["wall_s"] for r in timed[base_n])
     points = []
@@ -502,7 +507,8 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
     note = search_note(job_args)
     if note:
         say(f"note: {note}")
-    todo = [(r, n) for r, n in order(plan.workers, plan.repeats) if not progress.done(r, n)]
+    sequence = order(plan.workers, plan.repeats)
+    todo = [(r, n) for r, n in sequence if not progress.done(r, n)]
     if progress.runs:
         say(f"resuming: {len(progress.runs)} runs done, {len(todo)} to run")
     progress.save()
@@ -510,10 +516,7 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
     for repeat, n in todo:
         progress.runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
         progress.save()
-    runs = sorted(
-        progress.runs,
-        key=lambda r: order(plan.workers, plan.repeats).index((r["repeat"], r["workers"])),
-    )
+    runs = sorted(progress.runs, key=lambda r: sequence.index((r["repeat"], r["workers"])))
     cpus_per_worker = max(1, int(runs[0]["cpus"] // runs[0]["workers"]))
     for kind in plan.baselines:
         if kind in progress.baselines:
@@ -524,11 +527,7 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         progress.save()
     points = summarise(runs)
     # The clean runs of each point with any: what the fit and the replay model may read.
-    clean = [
-        {**p, "runs": [r for r in p["runs"] if not r.get("disturbed_by")]}
-        for p in points
-        if not p["disturbed"]
-    ]
+    clean = [{**p, "runs": clean_runs(p["runs"])} for p in points if not p["disturbed"]]
     from rayscale import fit as fitmod  # numpy and scipy: the study extra, checked by StudyPlan
 
     study = {

@@ -6,6 +6,7 @@ namespace next to it; write results/reliability/ports.json and print the table."
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -13,11 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
-
-from rayscale import exposure
+from rayscale import exposure, procs
 
 CLI = [str(Path(sys.executable).parent / "rayscale")]
 
@@ -27,36 +27,42 @@ def _cli(state: Path, *args: str) -> None:
 
 
 def _tree(rec: dict) -> set[int]:
-    pids: set[int] = set()
-    for pr in [rec["head"]["proc"], *[w["proc"] for w in rec["workers"]]]:
-        p = psutil.Process(pr["pid"])
-        pids |= {p.pid, *(c.pid for c in p.children(recursive=True))}
-    return pids
+    return set(
+        procs.tree(pr["pid"] for pr in [rec["head"]["proc"], *[w["proc"] for w in rec["workers"]]])
+    )
 
 
-def _outside(ports: list[int]) -> dict[int, str]:
-    if exposure.why_no_namespace():
-        return {}
-    with exposure.namespace() as ns:
-        return ns.connect(ports)
+@contextlib.contextmanager
+def _cluster(*up_args: str) -> Iterator[tuple[dict, str]]:
+    """A cluster brought up through the CLI in a temp state dir: (its record, its token)."""
+    with tempfile.TemporaryDirectory(prefix="rayscale-probe-") as d:
+        state = Path(d)
+        _cli(state, "cluster", "up", *up_args)
+        try:
+            yield (
+                json.loads((state / "cluster.json").read_text()),
+                (state / "auth_token").read_text().strip(),
+            )
+        finally:
+            _cli(state, "cluster", "down")
+
+
+def _probed(rows: list[exposure.Port], token: str) -> list[dict]:
+    """Each port with and without the token, then from the namespace where one can be made."""
+    rows = [exposure.with_and_without_token(r, token) for r in rows]
+    seen: dict[int, str] = {}
+    if not exposure.why_no_namespace():
+        with exposure.namespace() as ns:
+            seen = ns.connect([r.port for r in rows])
+    for r in rows:
+        r.from_outside = seen.get(r.port, "not probed")
+    return exposure.table(rows)
 
 
 def local(workers: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="rayscale-probe-") as d:
-        state = Path(d)
-        _cli(state, "cluster", "up", "--provider", "local", "--workers", str(workers))
-        try:
-            rec = json.loads((state / "cluster.json").read_text())
-            token = (state / "auth_token").read_text().strip()
-            rows = [
-                exposure.with_and_without_token(r, token) for r in exposure.listening(_tree(rec))
-            ]
-            seen = _outside([r.port for r in rows])
-            for r in rows:
-                r.from_outside = seen.get(r.port, "not probed")
-        finally:
-            _cli(state, "cluster", "down")
-    return {"provider": "local", "workers": workers, "ports": exposure.table(rows)}
+    with _cluster("--provider", "local", "--workers", str(workers)) as (rec, token):
+        ports = _probed(exposure.listening(_tree(rec)), token)
+    return {"provider": "local", "workers": workers, "ports": ports}
 
 
 def docker(image: str, workers: int) -> dict | None:
@@ -64,35 +70,17 @@ def docker(image: str, workers: int) -> dict | None:
     if subprocess.run([exe, "image", "inspect", image], capture_output=True).returncode:
         print(f"probe: no docker engine or no image {image}: docker provider not probed")
         return None
-    with tempfile.TemporaryDirectory(prefix="rayscale-probe-") as d:
-        state = Path(d)
-        _cli(
-            state,
-            "cluster",
-            "up",
-            "--provider",
-            "docker",
-            "--image",
-            image,
-            "--workers",
-            str(workers),
-        )
-        try:
-            rec = json.loads((state / "cluster.json").read_text())
-            token = (state / "auth_token").read_text().strip()
-            ports = subprocess.run(
-                [exe, "port", rec["head"]["name"]], capture_output=True, text=True, check=True
-            ).stdout
-            rows = []
-            for inside, ip, port in re.findall(r"^(\S+) -> (\S+):(\d+)$", ports, re.M):
-                row = exposure.Port(int(port), ip, f"head container {inside}", ip == "127.0.0.1")
-                rows.append(exposure.with_and_without_token(row, token))
-            seen = _outside([r.port for r in rows])
-            for r in rows:
-                r.from_outside = seen.get(r.port, "not probed")
-        finally:
-            _cli(state, "cluster", "down")
-    return {"provider": "docker", "workers": workers, "ports": exposure.table(rows)}
+    up = ("--provider", "docker", "--image", image, "--workers", str(workers))
+    with _cluster(*up) as (rec, token):
+        published = subprocess.run(
+            [exe, "port", rec["head"]["name"]], capture_output=True, text=True, check=True
+        ).stdout
+        rows = [
+            exposure.Port(int(port), ip, f"head container {inside}", ip == "127.0.0.1")
+            for inside, ip, port in re.findall(r"^(\S+) -> (\S+):(\d+)$", published, re.M)
+        ]
+        ports = _probed(rows, token)
+    return {"provider": "docker", "workers": workers, "ports": ports}
 
 
 def main() -> None:

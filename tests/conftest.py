@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from rayscale import procs as rayscale_procs
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -243,14 +245,7 @@ def recorded_pids(state_dir: Path) -> list[dict]:
 
 
 def tree_pids(procs: list[dict]) -> set[int]:
-    out = set()
-    for pr in procs:
-        try:
-            p = psutil.Process(pr["pid"])
-            out |= {p.pid, *(c.pid for c in p.children(recursive=True))}
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    return set(rayscale_procs.tree(pr["pid"] for pr in procs))
 
 
 def kill_all(pids: set[int]) -> None:

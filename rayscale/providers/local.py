@@ -254,7 +254,7 @@ class LocalProvider(Provider):
                 "run `rayscale cluster down` then `rayscale cluster up` again",
             )
         # Workers that died on their own no longer count.
-        dead = [w for w in rec["workers"] if not procs.alive(w["proc"])]
+        dead = _dead(rec)
         for w in dead:
             procs.stop(w["proc"])
             shutil.rmtree(w["temp_dir"], ignore_errors=True)
@@ -299,7 +299,7 @@ class LocalProvider(Provider):
             alive_ports = self._alive_worker_ports(rec)
             if alive_ports == want:
                 return
-            dead = [w for w in rec["workers"] if not procs.alive(w["proc"])]
+            dead = _dead(rec)
             if dead:
                 raise UserError(
                     f"worker w{dead[0]['index']} exited while starting (log: {dead[0]['proc']['log']})",
@@ -325,7 +325,7 @@ class LocalProvider(Provider):
         ports = {w["node_manager_port"]: f"w{w['index']}" for w in rec["workers"]}
         # A worker whose processes are gone is dead now; the GCS says so only after its
         # health checks time out (seconds later).
-        gone = {w["node_manager_port"] for w in rec["workers"] if not procs.alive(w["proc"])}
+        gone = {w["node_manager_port"] for w in _dead(rec)}
         st = ClusterStatus(self.name, rec["dashboard_url"])
         for n in sorted(
             gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.node_manager_port)
@@ -348,6 +348,11 @@ class LocalProvider(Provider):
 
     def head_pids(self) -> list[int]:
         return [self._record()["head"]["proc"]["pid"]]
+
+
+def _dead(rec: LocalRecord) -> list:
+    """The recorded workers whose processes are gone."""
+    return [w for w in rec["workers"] if not procs.alive(w["proc"])]
 
 
 def _port_of(args: list[str], flag: str) -> int:
