@@ -470,6 +470,7 @@ def trial_row(r, a, progress) -> dict:
         "ended_at": m.get("ended_at"),
         "process_started_at": m.get("process_started_at"),
         "setup_s": m.get("setup_s"),
+        "heavy_imports": m.get("heavy_imports"),
     }
 
 

@@ -298,6 +298,7 @@ def run_point(
         except UserError:
             if attempt == 2:
                 raise
+    submitted = time.perf_counter()
     with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
         job_id = j.submit(job_args + ["--name", f"scaling-w{n}-r{repeat}-{int(time.time())}"])
         try:
@@ -308,6 +309,9 @@ def run_point(
                 j.stop(job_id)
             raise
     rec = j.result(job_id, status)
+    # The whole job as its user waits for it: submission, driver start-up, data, baseline,
+    # search, final fit, the result read back.
+    submit_to_result = time.perf_counter() - submitted
     busy = cpu.busy()
     workers_busy = [v for k, v in busy.items() if k != "head"]
     cpus = rec["cluster"]["cpus"]
@@ -325,6 +329,7 @@ def run_point(
         "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
         "cpu_busy_by_node": busy,
         "job_total_s": rec["total_s"],
+        "submit_to_result_s": round(submit_to_result, 3),
         "cpus_per_trial": rec.get("cpus_per_trial") or 1,
         "timeline": timeline(rec),
         "retries": sum((rec.get("retried_trials") or {}).values()),
@@ -395,6 +400,12 @@ def run_baseline(
     return out
 
 
+def _median_of(runs: list[dict], key: str) -> float | None:
+    """Median of a field that runs recorded before the field existed lack (--resume)."""
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(vals), 3) if vals else None
+
+
 def summarise(runs: list[dict]) -> list[dict]:
     by_n: dict[int, list[dict]] = {}
     for r in runs:
@@ -433,6 +444,7 @@ def summarise(runs: list[dict]) -> list[dict]:
                             "job_id",
                             "repeat",
                             "job_total_s",
+                            "submit_to_result_s",
                             "timeline",
                             "retries",
                             "workers_replaced",
@@ -446,6 +458,7 @@ def summarise(runs: list[dict]) -> list[dict]:
                 "disturbed": all(r.get("disturbed_by") for r in rs),
                 "disturbed_runs": sum(1 for r in rs if r.get("disturbed_by")),
                 "wall_s_median": round(wall, 3),
+                "submit_to_result_s_median": _median_of(timed[n], "submit_to_result_s"),
                 "wall_s_min": round(min(r["wall_s"] for r in rs), 3),
                 "wall_s_max": round(max(r["wall_s"] for r in rs), 3),
                 "speedup": round(speedup, 3),

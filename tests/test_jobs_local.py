@@ -44,6 +44,8 @@ def test_tuning_job_end_to_end(cluster, results_dir):
     for t in rec["trials"]:
         assert t["rounds"] == t["config"]["num_boost_round"] <= 20
         assert t["train_s"] > 0 and t["rmse"] > 0 and t["node_id"]
+        # The trial process loaded XGBoost without scikit-learn / scipy.stats (issue 13).
+        assert t["heavy_imports"] == []
     # Trials ran on the worker nodes, never the head (num-cpus 0).
     assert rec["cluster"] == {"nodes": 3, "cpus": 2.0, "worker_nodes": 2}
     assert rec["best_config"] == min(rec["trials"], key=lambda t: t["rmse"])["config"]
@@ -79,6 +81,8 @@ def test_real_data_with_categorical_columns(cluster, results_dir):
     # Medical charges are learnable: R² well above zero for both models.
     assert rec["baseline"]["r2"] > 0.7 and rec["tuned"]["r2"] > 0.7
     assert set(rec["modes"]) == {"tune", "sequential"}
+    # Categorical columns train in trial processes that never loaded scikit-learn.
+    assert all(t["heavy_imports"] == [] for t in rec["trials"])
     assert rec["speedup_vs_sequential"] > 0
 
 
