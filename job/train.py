@@ -2,27 +2,31 @@
 
 The three modes must train the same way for their times to be comparable, so they all
 go through ``fit``.
+
+Where the job's code is not shipped as a working_dir (it is on every node already), Ray
+pickles this module by value into the trial processes, which then import nothing of the
+job's: XGBoost is reached through xgb() so that unpickling does not import it unguarded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
-
-import sys
 
 import numpy as np
 
 
-def _import_xgboost():
-    """XGBoost imports scikit-learn (and with it scipy.stats) at import time, only for its
-    sklearn wrapper, which nothing here uses: 1-1.5 s of every trial process's start-up.
-    Where scikit-learn is not loaded yet, hide it for that import (a None entry in
-    sys.modules makes `import sklearn` fail, the case XGBoost handles without it); the
-    driver imports it later for the split and the metrics as usual."""
-    if "sklearn" in sys.modules:
+def xgb():
+    """XGBoost, imported without scikit-learn where that is not loaded yet.
+
+    XGBoost imports scikit-learn (and with it scipy.stats) at import time only for its
+    sklearn wrapper, which nothing here uses: 1-1.5 s of every trial process's start-up. A
+    None entry in sys.modules makes `import sklearn` fail, the case XGBoost handles; the
+    driver imports scikit-learn later for the split and the metrics as usual."""
+    if "xgboost" in sys.modules or "sklearn" in sys.modules:
         import xgboost
     else:
         sys.modules["sklearn"] = None
@@ -33,7 +37,6 @@ def _import_xgboost():
     return xgboost
 
 
-xgb = _import_xgboost()
 # What a trial process has loaded beyond what training needs (reported with each trial).
 HEAVY = ("sklearn", "scipy.stats")
 
@@ -51,7 +54,15 @@ def params(cfg: dict, nthread: int) -> dict:
     return p
 
 
-_cache: dict = {}
+class _PerProcess(dict):
+    """A cache that stays in its process: pickled (with this module, by value) as empty,
+    so a driver that has trained already ships no DMatrix (ctypes) to the trials."""
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
+_cache: dict = _PerProcess()
 
 
 def dmatrices(data: dict, nthread: int):
@@ -63,27 +74,27 @@ def dmatrices(data: dict, nthread: int):
     key = (data["key"], nthread)
     if key not in _cache:
         _cache.clear()
+        DMatrix = xgb().DMatrix
         _cache[key] = (
-            xgb.DMatrix(data["X_train"], data["y_train"], enable_categorical=True, nthread=nthread),
-            xgb.DMatrix(data["X_valid"], data["y_valid"], enable_categorical=True, nthread=nthread),
+            DMatrix(data["X_train"], data["y_train"], enable_categorical=True, nthread=nthread),
+            DMatrix(data["X_valid"], data["y_valid"], enable_categorical=True, nthread=nthread),
         )
     return _cache[key]
 
 
-class _At(xgb.callback.TrainingCallback):
-    def __init__(self, rounds, total: int, first_round: int, on_report):
-        self.rounds, self.total, self.first, self.on_report = (
-            set(rounds),
-            total,
-            first_round,
-            on_report,
-        )
+def reporter(rounds, total: int, first_round: int, on_report):
+    """An XGBoost callback calling on_report(booster, rounds done, rmse) at each of rounds
+    and at the end (a class made here, where XGBoost is imported, not at module level)."""
 
-    def after_iteration(self, model, epoch, evals_log) -> bool:
-        done = self.first + epoch + 1
-        if done in self.rounds or done == self.total:
-            self.on_report(model, done, float(evals_log["valid"]["rmse"][-1]))
-        return False
+    class _At(xgb().callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log) -> bool:
+            done = first_round + epoch + 1
+            if done in wanted or done == total:
+                on_report(model, done, float(evals_log["valid"]["rmse"][-1]))
+            return False
+
+    wanted = set(rounds)
+    return _At()
 
 
 def fit(
@@ -93,7 +104,7 @@ def fit(
     nthread: int,
     report_rounds=None,
     on_report=None,
-    model: xgb.Booster | None = None,
+    model=None,
     first_round: int = 0,
 ):
     """Train cfg for its num_boost_round rounds (continuing `model` from `first_round`).
@@ -102,10 +113,10 @@ def fit(
     Returns (booster, validation rmse, seconds spent training).
     """
     total = int(cfg["num_boost_round"])
-    callbacks = [_At(report_rounds or (), total, first_round, on_report)] if on_report else []
+    callbacks = [reporter(report_rounds or (), total, first_round, on_report)] if on_report else []
     evals_log: dict = {}
     t0 = time.perf_counter()
-    booster = xgb.train(
+    booster = xgb().train(
         params(cfg, nthread),
         dtrain,
         num_boost_round=max(0, total - first_round),
@@ -135,11 +146,12 @@ def fit_and_score(cfg: dict | None, X_train, y_train, X_test, y_test, nthread: i
 
     cfg None trains XGBoost with its default parameters (100 rounds): the baseline.
     """
-    dtrain = xgb.DMatrix(X_train, y_train, enable_categorical=True, nthread=nthread)
-    dtest = xgb.DMatrix(X_test, enable_categorical=True, nthread=nthread)
+    DMatrix = xgb().DMatrix
+    dtrain = DMatrix(X_train, y_train, enable_categorical=True, nthread=nthread)
+    dtest = DMatrix(X_test, enable_categorical=True, nthread=nthread)
     cfg = cfg or {"num_boost_round": 100}
     t0 = time.perf_counter()
-    booster = xgb.train(params(cfg, nthread), dtrain, num_boost_round=int(cfg["num_boost_round"]))
+    booster = xgb().train(params(cfg, nthread), dtrain, num_boost_round=int(cfg["num_boost_round"]))
     out = metrics(y_test, booster.predict(dtest))
     out["train_s"] = round(time.perf_counter() - t0, 3)
     return out
@@ -173,7 +185,7 @@ def tune_trainable(config: dict, data: dict) -> None:
     ckpt = tune.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
-            model = xgb.Booster()
+            model = xgb().Booster()
             model.load_model(os.path.join(d, "model.ubj"))
             meta = json.load(open(os.path.join(d, "meta.json")))
             first, spent = meta["rounds"], meta["train_s"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import urllib.parse
 from pathlib import Path
@@ -52,4 +53,4 @@ def endpoint(address: str | None, token_file: str | None, state: StateDir) -> En
     if address:
         return Endpoint(normalise_address(address), read_token(token_file))
     ep = providers.recorded(state).endpoint()
-    return Endpoint(ep.url, read_token(token_file) or ep.token) if token_file else ep
+    return dataclasses.replace(ep, token=read_token(token_file) or ep.token) if token_file else ep

@@ -1,4 +1,5 @@
-"""Ray Job Submission: submit job/ as the working_dir, follow it, read its result.
+"""Ray Job Submission: submit job/ (as the working_dir, or by path where the nodes share
+this machine's disk), follow it, read its result.
 
 Knows nothing of providers: it is handed a URL and a token (an Endpoint). The job reports
 back with one ``RAYSCALE_RESULT {json}`` line in its log; nothing else is parsed.
@@ -69,12 +70,14 @@ def size_limit() -> int:
     return GCS_STORAGE_MAX_SIZE
 
 
-def check_job_dir(job_dir: Path, limit: int | None = None) -> None:
+def check_job_dir(job_dir: Path, limit: int | None = None, upload: bool = True) -> None:
     if not (job_dir / "tune_xgboost.py").is_file():
         raise UserError(
             f"job dir {job_dir} has no tune_xgboost.py",
             "point --job-dir (or RAYSCALE_JOB_DIR) at the kit's job/ folder",
         )
+    if not upload:
+        return
     limit = limit or size_limit()
     size = working_dir_size(job_dir)
     if size >= limit:
@@ -130,9 +133,16 @@ class Jobs:
         """env: variables for the driver and every trial process on every node (the job's
         runtime env), e.g. object-storage credentials; readable by holders of the token."""
         job_dir = Path(job_dir or default_job_dir())
-        check_job_dir(job_dir)
+        check_job_dir(job_dir, upload=not self.endpoint.shares_disk)
         entrypoint = shlex.join(["python", "tune_xgboost.py", *localise_paths(job_args)])
-        runtime_env: dict = {"working_dir": str(job_dir), "excludes": EXCLUDES}
+        runtime_env: dict = {}
+        if self.endpoint.shares_disk:
+            # The nodes read the job where it is: no upload, and no runtime env, which
+            # costs each worker process Ray starts for the job ~0.4 s (docs/benchmarks.md).
+            # It runs in job/ as it would in the uploaded copy (relative paths alike).
+            entrypoint = f"cd {shlex.quote(str(job_dir.resolve()))} && {entrypoint}"
+        else:
+            runtime_env = {"working_dir": str(job_dir), "excludes": EXCLUDES}
         if env:
             runtime_env["env_vars"] = dict(env)
         deadline = time.monotonic() + AGENT_GRACE
@@ -141,7 +151,7 @@ class Jobs:
                 return self._call(
                     self._client.submit_job,
                     entrypoint=entrypoint,
-                    runtime_env=runtime_env,
+                    runtime_env=runtime_env or None,
                     submission_id=submission_id,
                     metadata=metadata or {},
                 )
@@ -196,14 +206,29 @@ class Jobs:
         on_progress: Callable[[dict], None] | None = None,
         poll: float = 0.5,
     ) -> str:
-        """Follow the job until it ends; hand each progress record to on_progress."""
+        """Follow the job until it ends; hand each progress record to on_progress.
+
+        With on_progress the log is streamed (Ray's tail_job_logs): each line arrives once
+        as the driver writes it, where downloading the whole log every beat costs the head
+        more as the log grows. Without it only the status is polled."""
         deadline = time.monotonic() + timeout if timeout else None
-        seen = 0
+        lines_seen = 0
         lost_since: float | None = None
+
+        def on_line(n: int, line: str) -> None:
+            nonlocal lines_seen
+            if n <= lines_seen:  # a reconnected stream starts again from the first line
+                return
+            lines_seen = n
+            if on_progress and line.startswith(PROGRESS_MARKER):
+                on_progress(json.loads(line[len(PROGRESS_MARKER) :]))
+
         while True:
+            left = deadline - time.monotonic() if deadline else None
             try:
+                if on_progress and (left is None or left > 0):
+                    self._stream(job_id, on_line, left)
                 status = self.status(job_id)
-                text = self.logs(job_id) if on_progress else ""
                 lost_since = None
             except Unreachable:
                 lost_since = lost_since or time.monotonic()
@@ -211,11 +236,6 @@ class Jobs:
                     raise
                 time.sleep(1.0)
                 continue
-            if on_progress:
-                for line in text[seen:].splitlines():
-                    if line.startswith(PROGRESS_MARKER):
-                        on_progress(json.loads(line[len(PROGRESS_MARKER) :]))
-                seen = len(text) - len(text.rsplit("\n", 1)[-1])  # re-read a partial last line
             if status in TERMINAL:
                 return status
             if deadline and time.monotonic() > deadline:
@@ -224,6 +244,42 @@ class Jobs:
                     f"follow it with `rayscale job logs {job_id}` or stop it with `rayscale job stop {job_id}`",
                 )
             time.sleep(poll)
+
+    def _stream(self, job_id: str, on_line: Callable[[int, str], None], timeout) -> None:
+        """Feed on_line(line number, line) each complete line of the job's log until the Job
+        API closes the stream (the job ended, or the connection broke) or timeout passes."""
+        import asyncio
+
+        import aiohttp
+
+        async def follow() -> None:
+            n, buf = 0, ""
+            async for chunk in self._client.tail_job_logs(job_id):
+                buf += chunk
+                *lines, buf = buf.split("\n")
+                for line in lines:
+                    n += 1
+                    on_line(n, line)
+            if buf:
+                on_line(n + 1, buf)
+
+        async def bounded() -> None:
+            try:
+                await asyncio.wait_for(follow(), timeout)
+            except TimeoutError:
+                pass
+
+        try:
+            asyncio.run(bounded())
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
+            if isinstance(e, aiohttp.WSServerHandshakeError):
+                if e.status in (401, 403):
+                    raise _auth_error(self.endpoint, sent=bool(self.endpoint.token)) from None
+                if e.status == 404:
+                    return  # the status call after this names the unknown job
+            if isinstance(e, RuntimeError) and "closed unexpectedly" not in str(e):
+                raise
+            raise _unreachable(self.endpoint) from None
 
     def result(self, job_id: str, status: str | None = None) -> dict:
         """The record of a job that succeeded; else a UserError naming the job's own error."""

@@ -26,7 +26,8 @@ Contract (every provider keeps each of these; each method's docstring says more)
   (read from the GCS or the dashboard, never ``ray status``), or raises UserError on
   timeout saying what is missing. Safe to call any number of times.
 - ``endpoint()`` returns ``Endpoint(url, token)``: a dashboard / Job API URL reachable
-  from this machine (loopback or a managed port-forward) and the cluster's auth token.
+  from this machine (loopback or a managed port-forward) and the cluster's auth token;
+  ``shares_disk`` where every node reads this machine's files (the job is then not uploaded).
 - ``status()`` returns the nodes the cluster knows, with their state and resources.
 - ``down()`` stops exactly what this provider started (by PID, container id, resource
   name), removes its temp dirs and clears the state dir. Idempotent: ``down`` on a
@@ -57,6 +58,9 @@ from rayscale.state import StateDir
 class Endpoint:
     url: str
     token: str | None
+    # The cluster's nodes read this machine's files (the local provider): the job is
+    # submitted as a path, not uploaded as a working_dir.
+    shares_disk: bool = False
 
     def __repr__(self) -> str:  # never put the token in logs
         return f"Endpoint(url={self.url!r}, token={'set' if self.token else None})"

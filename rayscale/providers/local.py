@@ -318,7 +318,7 @@ class LocalProvider(Provider):
 
     def endpoint(self) -> Endpoint:
         rec = self._record()
-        return Endpoint(rec["dashboard_url"], self.state.token())
+        return Endpoint(rec["dashboard_url"], self.state.token(), shares_disk=True)
 
     def status(self) -> ClusterStatus:
         rec = self._record()
