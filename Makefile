@@ -145,9 +145,11 @@ search-compare: install
 	  $(BIN)/rayscale cluster down --state-dir .rayscale-compare; exit $$rc
 
 # The standard study (synthetic 50k x 40, 16 configs, workers 1,2, FIFO, 3 repeats) and the
-# seven figures; writes results/bench/{bench.json,study.json,points.csv,scaling.png}.
+# kit's figures: results/bench/{bench.json,study.json,points.csv,scaling.png}; then what a
+# runtime env costs a job: results/bench/runtime_env.json.
 bench: install
 	$(BIN)/python -m rayscale.bench --out results/bench
+	$(BIN)/python scripts/runtime_env_cost.py --out results/bench/runtime_env.json
 
 # Every port a local (and, with IMAGE built, a docker) cluster listens on, probed with and
 # without the token and from a network namespace next to this machine (root, iproute2).
