@@ -380,7 +380,7 @@ def join_ray() -> None:
 
     # What runs on the workers (the trainable, the final fit) goes to them by value: a job
     # whose code is already on the nodes is submitted without a working_dir, and a runtime
-    # env of any kind costs every worker process it starts ~0.4 s (docs/benchmarks.md).
+    # env of any kind costs every worker process it starts ~0.7 s here (docs/benchmarks.md).
     ray.cloudpickle.register_pickle_by_value(train)
 
     if os.environ.get("RAY_ADDRESS"):  # inside a job: join the cluster

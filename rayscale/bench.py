@@ -86,8 +86,8 @@ def submit_to_running(j: jobs.Jobs, storage: Path, tries: int = 3) -> float:
 def paired_slowdown(j: jobs.Jobs, storage: Path, pairs: int = 3) -> list[list[float]]:
     """[Ray's summed train s, the plain loop's] for the same configs, alternately."""
     out = []
+    args = PAIRED + ["--storage-path", str(storage.resolve())]
     for i in range(pairs):
-        args = PAIRED + ["--storage-path", str(storage.resolve())]
         job_id = j.submit(args + ["--name", f"bench-pair-{i}-{int(time.time())}"])
         ray_s = j.result(job_id, j.wait(job_id, timeout=600))["sum_train_s"]
         plain = scaling.run_baseline("sequential", args, 1, jobs.default_job_dir(), 600)

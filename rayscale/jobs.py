@@ -138,7 +138,7 @@ class Jobs:
         runtime_env: dict = {}
         if self.endpoint.shares_disk:
             # The nodes read the job where it is: no upload, and no runtime env, which
-            # costs each worker process Ray starts for the job ~0.4 s (docs/benchmarks.md).
+            # costs each worker process Ray starts for the job ~0.7 s here (docs/benchmarks.md).
             # It runs in job/ as it would in the uploaded copy (relative paths alike).
             entrypoint = f"cd {shlex.quote(str(job_dir.resolve()))} && {entrypoint}"
         else:

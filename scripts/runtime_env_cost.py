@@ -41,15 +41,14 @@ print("ACTORS_READY_S", round(time.perf_counter() - t, 3))
 """
 
 
-def one(client, entrypoint: str, runtime_env) -> tuple[float, float]:
+def one(j: jobs.Jobs, entrypoint: str, runtime_env) -> tuple[float, float]:
     t0 = time.perf_counter()
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-    while client.get_job_status(job_id) == "PENDING":
+    job_id = j._client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+    while j.status(job_id) == "PENDING":
         time.sleep(0.01)
     running = time.perf_counter() - t0
-    while str(client.get_job_status(job_id)) not in jobs.TERMINAL:
-        time.sleep(0.1)
-    logs = client.get_job_logs(job_id)
+    j.wait(job_id, timeout=300)
+    logs = j.logs(job_id)
     ready = next(
         float(ln.split()[1]) for ln in logs.splitlines() if ln.startswith("ACTORS_READY_S")
     )
@@ -74,11 +73,11 @@ def main(argv=None) -> int:
     with state.lock():
         p.up(2)
     try:
-        client = jobs.Jobs(p.endpoint())._client
+        j = jobs.Jobs(p.endpoint())
         entry = f"cd {shlex.quote(str(work))} && python probe.py"
         for i in range(a.repeats):
             for k, env in kinds.items():
-                running, ready = one(client, entry, env)
+                running, ready = one(j, entry, env)
                 got[k]["submit_to_running_s"].append(round(running, 3))
                 got[k]["two_actors_ready_s"].append(ready)
             report.say(f"  round {i + 1}/{a.repeats} done")

@@ -118,7 +118,7 @@ def test_job_goes_by_path_where_the_nodes_share_the_disk_and_is_uploaded_otherwi
     cluster, results_dir
 ):
     """The local provider's nodes read this machine's files: the job is submitted as a path
-    with no runtime env (each worker process Ray starts under one costs ~0.4 s more), and
+    with no runtime env (each worker process Ray starts under one costs ~0.7 s more here), and
     its trials get the training code by value. Through --address (any cluster) the job
     goes as an uploaded working_dir. Both run the same search."""
     from dataclasses import replace
