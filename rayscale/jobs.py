@@ -335,8 +335,13 @@ def _connect(endpoint: Endpoint):
 
     from ray.job_submission import JobSubmissionClient
 
-    # Ray logs each package upload at INFO; the launcher reports progress itself.
-    for name in ("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging"):
+    # Ray logs each package upload, and the end of each log stream, at INFO; the launcher
+    # reports progress itself.
+    for name in (
+        "ray.dashboard.modules.dashboard_sdk",
+        "ray.dashboard.modules.job.sdk",
+        "ray._private.runtime_env.packaging",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     return _translated(endpoint, JobSubmissionClient, endpoint.url, headers=headers)
 
