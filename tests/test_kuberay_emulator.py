@@ -215,6 +215,7 @@ def test_cloud_profile_needs_an_image_and_a_shared_claim_emulated_kube(tmp_path,
 # ---- what goes wrong, named at once ---------------------------------------------------------
 
 
+@needs_image  # the emulator's cluster network is a Docker network
 def test_missing_namespace_and_operator_are_told_apart_emulated_kube(tmp_path, emulate):
     emu = emulate()
     with pytest.raises(
@@ -261,6 +262,7 @@ def test_a_pod_that_does_not_fit_is_named_emulated_kube(tmp_path, emulate):
     assert not emu.objects and p.state.read() is None
 
 
+@needs_image  # the emulator's cluster network is a Docker network
 def test_name_clash_is_refused_and_kept_emulated_kube(tmp_path, emulate):
     emu = emulate()
     emu.objects[("ml", "rs-test")] = {
