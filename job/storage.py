@@ -43,17 +43,26 @@ def _fs(uri: str):
         ) from None
 
 
+# What Tune's trials fail with when the search's folder there vanished mid-search: a
+# checkpoint write finds the marker the driver wrote at the start gone, a retried trial its
+# checkpoint.
+VANISHED = "the search's folder there vanished mid-search (deleted, or unmounted on a node)"
+CHECKPOINT_GONE = "does not exist on storage"
 # What a write to the storage path fails with when the path, not the trial, is at fault.
 FAULTS = {
     "No space left on device": "no space left on the device",
     "Disk quota exceeded": "the disk quota is exceeded",
     "Read-only file system": "the file system is read-only",
+    "Unable to set up cluster storage": VANISHED,
+    CHECKPOINT_GONE: VANISHED,
 }
 
 
-def fault_of(error_text: str) -> str | None:
-    """The storage fault a trial's error names, or None."""
-    return next((what for key, what in FAULTS.items() if key in error_text), None)
+def fault_of(error_text: str, restoring: bool = False) -> str | None:
+    """The storage fault a trial's error names, or None. A restored search expects the
+    checkpoints lost with a vanished folder: those trials start again, they are no fault."""
+    faults = {k: v for k, v in FAULTS.items() if not (restoring and k == CHECKPOINT_GONE)}
+    return next((what for key, what in faults.items() if key in error_text), None)
 
 
 def prepare(path: str) -> None:
@@ -130,6 +139,26 @@ def check_shared(path: str) -> None:
             f"--storage-path {path} is not shared: worker node(s) {', '.join(blind)} cannot see "
             f"what the driver writes there; {SHARED_HINT}"
         )
+
+
+def keeper(path: str):
+    """Read the file at path (local or URI) now; the function returned writes it back if it
+    has gone by then, and says whether it did."""
+    import pyarrow.fs
+
+    fs, p = pyarrow.fs.FileSystem.from_uri(path if is_uri(path) else os.path.abspath(path))
+    with fs.open_input_stream(p) as f:
+        data = f.read()
+
+    def put_back() -> bool:
+        if fs.get_file_info(p).type != pyarrow.fs.FileType.NotFound:
+            return False
+        fs.create_dir(p.rsplit("/", 1)[0])
+        with fs.open_output_stream(p) as f:
+            f.write(data)
+        return True
+
+    return put_back
 
 
 def write_record(path: str, name: str, text: str) -> str:

@@ -13,10 +13,12 @@ same JSON to <storage-path>/<name>/result.json. Progress goes out as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -230,7 +232,7 @@ def prepare(a):
 class Progress:
     """Tune callback: one progress line per finished trial; remembers retried trials."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, restoring: bool = False):
         from ray.tune import Callback
 
         outer = self
@@ -264,18 +266,23 @@ class Progress:
         self.retried: dict[str, int] = {}
         self.errored: set[str] = set()
         self.storage_fault: str | None = None
+        self.restoring, self.interrupted = restoring, False
         self.callback = _CB()
 
     def check_storage(self, trial) -> None:
         """A trial that failed writing to the storage path (full, read-only, gone) will fail
-        the same way on every retry: note it, and the stopper ends the search."""
+        the same way on every retry, and so will every trial after it: end the search."""
         try:
+            # The error file is in the driver's own staging dir, not on the storage path.
             text = Path(trial.error_file).read_text() if trial.error_file else ""
         except OSError:
             return
-        fault = storage.fault_of(text)
+        # Tune appends each failure to it, a restored trial's earlier ones too: the last.
+        text = text.rsplit("Failure # ", 1)[-1]
+        fault = storage.fault_of(text, self.restoring)
         if fault and not self.storage_fault:
             self.storage_fault = fault
+            self.interrupted = interrupt_search()
 
     def stopper(self):
         from ray.tune import Stopper
@@ -287,9 +294,22 @@ class Progress:
                 return False
 
             def stop_all(self):
-                return outer.storage_fault is not None
+                return outer.storage_fault is not None and not outer.interrupted
 
         return _Stop()
+
+
+def interrupt_search() -> bool:
+    """End the search as Ctrl-C does, through the SIGUSR1 handler Tune installs for that:
+    Tune saves its state one last time with the trials in flight still unfinished, so
+    `job resume` runs them again. A stopper's stop_all would mark them TERMINATED, as if
+    they had finished, and a resume would never run them. Without Tune's handler (a search
+    run off the main thread) the stopper is the fallback."""
+    handler = signal.getsignal(signal.SIGUSR1)
+    if not callable(handler):
+        return False
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return True
 
 
 def trial_order(configs, a):
@@ -304,7 +324,7 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
 
     join_ray()
     enter_storage(a.storage_path)
-    progress = Progress(len(configs))
+    progress = Progress(len(configs), restoring=a.restore)
     resources = trial_resources(a)
     workers = worker_nodes()
     check_fits(resources, workers)
@@ -335,11 +355,12 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     t0, t0_epoch = time.perf_counter(), time.time()
     path = f"{a.storage_path.rstrip('/')}/{a.name}"
 
-    def restored():
+    def restored(restart_errored: bool = False):
         tuner = tune.Tuner.restore(
             path,
             trainable=trainable,
-            resume_errored=True,
+            resume_errored=not restart_errored,
+            restart_errored=restart_errored,
             **({} if a.search_alg == "optuna" else {"param_space": param_space}),
         )
         # Tune restores the callbacks pickled with the search: copies, cut off from this
@@ -355,15 +376,23 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
         )
-    grid = tuner.fit()
+    # Tune writes tuner.pkl once, when the search starts, and cannot restore without it;
+    # the experiment state it saves again at the end. A folder that vanished lost it.
+    put_back_tuner = storage.keeper(f"{path}/tuner.pkl")
+    try:
+        grid = tuner.fit()
+    except Exception:
+        # Tune reads the results back from the storage path: a full one may hold a
+        # truncated file there (EOFError unpickling a trial's error).
+        if not progress.storage_fault:
+            raise
     if progress.storage_fault:
-        raise InputError(
-            f"--storage-path {a.storage_path}: {progress.storage_fault} after "
-            f"{progress.done} finished trials; make room there (or pass a writable path) and "
-            f"run `rayscale job resume {a.name} -- <the same job args>`: Tune restores the "
-            "search where its state there was saved whole, else runs it again"
-        )
+        with contextlib.suppress(OSError):  # a full disk may not take it either
+            put_back_tuner()
+        raise InputError(storage_fault_line(a, progress))
     grid = resume_lost(grid, restored, progress, a.max_failures)
+    if a.restore:
+        grid = restart_vanished(grid, restored)
     wall = time.perf_counter() - t0
     return {
         "wall_s": wall,
@@ -455,6 +484,35 @@ def resume_lost(grid, restored, progress, max_failures: int):
             progress.retried[trial_id] = progress.retried.get(trial_id, 0) + 1
         grid = restored().fit()
     return grid
+
+
+def storage_fault_line(a, progress) -> str:
+    """The one line a storage fault ends the job with: which path, what to do next."""
+    resume = f"run `rayscale job resume {a.name} -- <the same job args>`"
+    head = (
+        f"--storage-path {a.storage_path}: {progress.storage_fault} after {progress.done} "
+        "finished trials; "
+    )
+    if progress.storage_fault == storage.VANISHED:
+        return head + (
+            "bring the volume back if it was unmounted (or pass a path nothing else "
+            f"deletes) and {resume}: Tune saved its state there again at the end, so the "
+            "finished trials are kept and the ones in flight start again"
+        )
+    return head + (
+        f"make room there (or pass a writable path) and {resume}: Tune restores the search "
+        "where its state there was saved whole, else runs it again"
+    )
+
+
+def restart_vanished(grid, restored):
+    """A resumed search whose folder had vanished: the trials that were in flight lost their
+    checkpoints with it and Tune cannot restore them. They start again from scratch."""
+    gone = [r for r in grid if r.error and storage.CHECKPOINT_GONE in str(r.error)]
+    if not gone:
+        return grid
+    print(f"starting again {len(gone)} trial(s) whose checkpoints vanished", flush=True)
+    return restored(restart_errored=True).fit()
 
 
 def trial_row(r, a, progress) -> dict:

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -141,6 +142,60 @@ def test_full_storage_ends_the_search_at_once_with_one_line(cluster, tmp_path):
     (job_id,) = set(re.findall(r"raysubmit_\w+", p.stdout + p.stderr))
     logs = run_cli("job", "logs", job_id, state_dir=cluster).stdout
     assert logs.count("No space left on device") < 4 * 6
+
+
+def test_storage_vanishing_mid_search_ends_it_and_resume_keeps_the_finished_trials(
+    cluster, tmp_path
+):
+    """The search's folder under the storage path is deleted mid-search (a clean-up job, a
+    volume unmounted): new trials cannot set up their storage, retried ones find their
+    checkpoints gone, and so every trial after it would fail. The search ends at once with
+    one line; Tune saves its state there again, and `job resume` keeps the trials that had
+    finished and starts the ones in flight again."""
+    results = tmp_path / "results"
+    args = [
+        "--data", "synthetic:rows=40000,features=20,seed=2", "--num-samples", N,
+        "--max-rounds", 300, "--scheduler", "fifo", "--checkpoint-every", 30,
+        "--storage-path", results,
+    ]  # fmt: skip
+    env = {**os.environ, "RAYSCALE_STATE_DIR": str(cluster)}
+    env.pop("RAY_ADDRESS", None)
+    cli = subprocess.Popen(
+        [RAYSCALE, "job", "submit", "--", *map(str, args), "--name", "vanish"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        job_id = _running_job(cluster, None)
+        wait_for_progress(cluster, job_id, done=2)
+        shutil.rmtree(results / "vanish")
+        out, err = cli.communicate(timeout=300)
+    finally:
+        cli.kill()
+    p = subprocess.CompletedProcess(cli.args, cli.returncode, out, err)
+    assert_one_line_error(
+        p, f"--storage-path {results}: the search's folder there vanished mid-search",
+        "job resume vanish",
+    )  # fmt: skip
+    finished = int(re.search(r"vanished mid-search .* after (\d+) finished", err).group(1))
+    assert 2 <= finished < N, err
+    logs = run_cli("job", "logs", job_id, state_dir=cluster).stdout
+    done_before = {
+        json.loads(line.split(" ", 1)[1])["trial"]
+        for line in logs.splitlines()
+        if line.startswith("RAYSCALE_PROGRESS")
+    }
+    assert len(done_before) == finished
+    # Ended at the first failure, not after every trial's four tries.
+    assert logs.count("Unable to set up cluster storage") + logs.count("does not exist on") < 8
+    resumed_at = time.time()
+    p = run_cli("job", "resume", "vanish", "--json", "--", *args, state_dir=cluster, timeout=400)
+    assert p.returncode == 0, p.stderr
+    record = json.loads(p.stdout)
+    assert record["trials_completed"] == N and not record["trials_errored"], record["trials"]
+    assert all(t["rounds"] == t["config"]["num_boost_round"] for t in record["trials"])
+    kept = {t["trial_id"]: t for t in record["trials"] if t["trial_id"] in done_before}
+    assert len(kept) == finished  # the finished trials are in the record, not run again
+    assert all(t["ended_at"] < resumed_at for t in kept.values())
 
 
 def test_jobs_from_four_clients_at_once(cluster, tmp_path):
