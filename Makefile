@@ -25,7 +25,7 @@ DOCKER ?= docker
 CA_CERTS ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
-        k8s-manifests e2e-kind probe chaos load
+        k8s-manifests e2e-kind probe chaos load storage-faults
 
 install: $(STAMP)
 
@@ -162,6 +162,11 @@ CHAOS_EVERY ?= 30
 CHAOS_ARGS ?= --data synthetic:rows=40000,features=20,noise=1.0,seed=3 --num-samples 12 --max-rounds 300 --checkpoint-every 50
 chaos: install
 	$(BIN)/python -m rayscale.chaos --workers 1,2,3 --repeats 2 --every $(CHAOS_EVERY) --out results/reliability/chaos -- $(CHAOS_ARGS)
+
+# The storage path vanishing and filling up mid-search (12 trials, fault after 4), each
+# then resumed: results/reliability/storage.json (docs/reliability.md). Root, for the tmpfs.
+storage-faults: install
+	$(BIN)/python -m rayscale.storage_faults --out results/reliability/storage.json
 
 # The Job API under load: 100 small jobs from 4 clients at once on a 2-worker local cluster:
 # results/reliability/load.json (docs/reliability.md).

@@ -369,6 +369,12 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         return tuner
 
     if a.restore:
+        # ray.train's private helper: where this head keeps the drivers' staging dirs.
+        from ray.train.constants import _get_ray_train_session_dir
+
+        put = storage.repair_state(path, _get_ray_train_session_dir(), a.name)
+        if put:
+            print(f"put back Tune's state files cut short on the storage path: {put}", flush=True)
         if not tune.Tuner.can_restore(path):
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
         tuner = restored()
@@ -500,8 +506,8 @@ def storage_fault_line(a, progress) -> str:
             "finished trials are kept and the ones in flight start again"
         )
     return head + (
-        f"make room there (or pass a writable path) and {resume}: Tune restores the search "
-        "where its state there was saved whole, else runs it again"
+        f"make room there and {resume} on this cluster: the finished trials are kept (Tune's "
+        "state there, if cut short, is put back from the head's copy) and the rest run"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -27,7 +28,7 @@ from conftest import (
     wait_for_progress,
 )
 
-from rayscale import load
+from rayscale import load, storage_faults
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
 
@@ -120,38 +121,20 @@ def test_ctrl_c_during_cluster_up_leaves_nothing(tmp_path):
     assert not (state / "cluster.json").exists()
 
 
-def test_full_storage_ends_the_search_at_once_with_one_line(cluster, tmp_path):
-    """The storage path fills up (a 200 KiB tmpfs): every retry would fail the same way, so
-    the search stops at the first failed write and the job says which path and what to do."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    full = tmp_path / "full"
-    full.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(full)], check=True)
-    try:
-        p = run_cli(
-            "job", "submit", "--",
-            "--data", "synthetic:rows=3000,features=10", "--num-samples", 6, "--max-rounds", 100,
-            "--checkpoint-every", 10, "--storage-path", full, "--name", "full",
-            state_dir=cluster, timeout=300,
-        )  # fmt: skip
-    finally:
-        subprocess.run(["umount", str(full)], check=True)
-    assert_one_line_error(p, f"--storage-path {full}: no space left", "job resume full")
-    # Stopped at the first failed write, not after every trial's retries (4 tries x 6 trials).
-    (job_id,) = set(re.findall(r"raysubmit_\w+", p.stdout + p.stderr))
-    logs = run_cli("job", "logs", job_id, state_dir=cluster).stdout
-    assert logs.count("No space left on device") < 4 * 6
-
-
-def test_storage_vanishing_mid_search_ends_it_and_resume_keeps_the_finished_trials(
-    cluster, tmp_path
+@pytest.mark.parametrize("fault", ["vanish", "full"])
+def test_storage_fault_mid_search_ends_it_and_resume_keeps_the_finished_trials(
+    cluster, tmp_path, fault
 ):
-    """The search's folder under the storage path is deleted mid-search (a clean-up job, a
-    volume unmounted): new trials cannot set up their storage, retried ones find their
-    checkpoints gone, and so every trial after it would fail. The search ends at once with
-    one line; Tune saves its state there again, and `job resume` keeps the trials that had
-    finished and starts the ones in flight again."""
+    """After 2 finished trials the search's folder under the storage path is deleted (a
+    clean-up job, a volume unmounted), or the storage path fills up (another writer takes
+    what is left). Every trial after it would fail the same way, so the search ends at once
+    with one line. Then (room made) `job resume` keeps the trials that had finished and runs
+    the rest: Tune restarts the ones whose checkpoints vanished, and the state a full disk
+    cut short is put back from the head's copy. `make storage-faults` runs the longer
+    version (rayscale/storage_faults.py)."""
+    if fault == "full" and os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    name = f"storage-{fault}"
     results = tmp_path / "results"
     args = [
         "--data", "synthetic:rows=40000,features=20,seed=2", "--num-samples", N,
@@ -160,35 +143,42 @@ def test_storage_vanishing_mid_search_ends_it_and_resume_keeps_the_finished_tria
     ]  # fmt: skip
     env = {**os.environ, "RAYSCALE_STATE_DIR": str(cluster)}
     env.pop("RAY_ADDRESS", None)
-    cli = subprocess.Popen(
-        [RAYSCALE, "job", "submit", "--", *map(str, args), "--name", "vanish"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-    )  # fmt: skip
-    try:
-        job_id = _running_job(cluster, None)
-        wait_for_progress(cluster, job_id, done=2)
-        shutil.rmtree(results / "vanish")
-        out, err = cli.communicate(timeout=300)
-    finally:
-        cli.kill()
-    p = subprocess.CompletedProcess(cli.args, cli.returncode, out, err)
-    assert_one_line_error(
-        p, f"--storage-path {results}: the search's folder there vanished mid-search",
-        "job resume vanish",
-    )  # fmt: skip
-    finished = int(re.search(r"vanished mid-search .* after (\d+) finished", err).group(1))
-    assert 2 <= finished < N, err
-    logs = run_cli("job", "logs", job_id, state_dir=cluster).stdout
-    done_before = {
-        json.loads(line.split(" ", 1)[1])["trial"]
-        for line in logs.splitlines()
-        if line.startswith("RAYSCALE_PROGRESS")
-    }
-    assert len(done_before) == finished
-    # Ended at the first failure, not after every trial's four tries.
-    assert logs.count("Unable to set up cluster storage") + logs.count("does not exist on") < 8
-    resumed_at = time.time()
-    p = run_cli("job", "resume", "vanish", "--json", "--", *args, state_dir=cluster, timeout=400)
+    with contextlib.ExitStack() as stack:
+        if fault == "full":
+            stack.enter_context(storage_faults.tmpfs(results, "64m"))
+        cli = subprocess.Popen(
+            [RAYSCALE, "job", "submit", "--", *map(str, args), "--name", name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        )  # fmt: skip
+        try:
+            job_id = _running_job(cluster, None)
+            wait_for_progress(cluster, job_id, done=2)
+            if fault == "full":
+                filler = storage_faults.fill(results)
+            else:
+                shutil.rmtree(results / name)
+            out, err = cli.communicate(timeout=300)
+        finally:
+            cli.kill()
+        what = "no space left" if fault == "full" else "the search's folder there vanished"
+        p = subprocess.CompletedProcess(cli.args, cli.returncode, out, err)
+        assert_one_line_error(p, f"--storage-path {results}: {what}", f"job resume {name}")
+        finished = int(re.search(r" after (\d+) finished trials", err).group(1))
+        assert 2 <= finished < N, err
+        logs = run_cli("job", "logs", job_id, state_dir=cluster).stdout
+        done_before = {
+            json.loads(line.split(" ", 1)[1])["trial"]
+            for line in logs.splitlines()
+            if line.startswith("RAYSCALE_PROGRESS")
+        }
+        assert len(done_before) == finished
+        # Ended at the first failure, not after every trial's four tries.
+        faults = ("Unable to set up cluster storage", "does not exist on", "No space left")
+        assert sum(logs.count(f) for f in faults) < 8, logs[-3000:]
+        if fault == "full":
+            filler.unlink()  # room made
+        resumed_at = time.time()
+        p = run_cli("job", "resume", name, "--json", "--", *args, state_dir=cluster, timeout=400)
     assert p.returncode == 0, p.stderr
     record = json.loads(p.stdout)
     assert record["trials_completed"] == N and not record["trials_errored"], record["trials"]

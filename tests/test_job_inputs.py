@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from conftest import DATASETS, ROOT, assert_one_line_error, needs_datasets
 sys.path.insert(0, str(ROOT / "job"))
 import data as jobdata  # noqa: E402
 import space as jobspace  # noqa: E402
+import storage as jobstorage  # noqa: E402
 
 
 def run_job(*args, cwd=None):
@@ -213,3 +215,43 @@ def _with_env(env: dict, fn):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_storage_faults_are_told_from_trial_errors():
+    """A resumed search expects the checkpoints that vanished with the folder: no fault."""
+    gone = "ValueError: Could not recover from checkpoint as it does not exist on storage anymore"
+    assert jobstorage.fault_of(gone) == jobstorage.VANISHED
+    assert jobstorage.fault_of(gone, restoring=True) is None
+    setup = "RuntimeError: Unable to set up cluster storage with the following settings:"
+    assert jobstorage.fault_of(setup, restoring=True) == jobstorage.VANISHED
+    assert jobstorage.fault_of("OSError: [Errno 28] No space left on device") == (
+        "no space left on the device"
+    )
+    assert jobstorage.fault_of("ValueError: max_depth must be > 0") is None
+
+
+def test_state_cut_short_on_storage_is_put_back_from_the_drivers_copy(tmp_path):
+    """Tune's state files on the storage path that differ from the newest copy in a
+    driver's staging dir are overwritten with it; equal or absent ones are left alone."""
+    staged, exp = tmp_path / "artifacts", tmp_path / "results" / "search"
+    old = staged / "2026-01-01_00-00-00" / "search" / "driver_artifacts"
+    new = staged / "2026-01-01_00-10-00" / "search" / "driver_artifacts"
+    other = staged / "2026-01-01_00-10-00" / "another" / "driver_artifacts"
+    for d in (old, new, other, exp):
+        d.mkdir(parents=True)
+    whole = b"x" * 10_000
+    (old / "experiment_state-a.json").write_bytes(b"older")
+    (new / "experiment_state-a.json").write_bytes(whole)
+    (new / "basic-variant-state-a.json").write_bytes(b"same")
+    (new / "experiment_state-b.json").write_bytes(b"not on storage")
+    (other / "experiment_state-c.json").write_bytes(b"another search's")
+    (exp / "experiment_state-a.json").write_bytes(whole[:4096])  # cut short at a page
+    (exp / "basic-variant-state-a.json").write_bytes(b"same")
+    (exp / "experiment_state-c.json").write_bytes(b"cut")
+    os.utime(old / "experiment_state-a.json", (1, 1))
+    put = jobstorage.repair_state(str(exp), str(staged), "search")
+    assert put == ["experiment_state-a.json"]
+    assert (exp / "experiment_state-a.json").read_bytes() == whole
+    assert not (exp / "experiment_state-b.json").exists()
+    assert (exp / "experiment_state-c.json").read_bytes() == b"cut"
+    assert jobstorage.repair_state(str(exp), str(staged), "search") == []
