@@ -431,7 +431,6 @@ def enter_storage(storage_path: str) -> None:
     dir (Ray's fake multi-node clusters) another node's agent unpacks it again in place,
     and a cwd that vanished breaks Tune's relative-path handling: run from the storage
     path (or, for object storage, a directory of our own)."""
-    storage.prepare(storage_path)
     storage.check_shared(storage_path)
     if storage.is_uri(storage_path):
         import tempfile
@@ -771,6 +770,8 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     space = a.space = spacemod.load(a.search_space)
     configs = spacemod.draw(space, a.num_samples, a.seed, a.max_rounds)
+    # Every mode writes its record there: a path it cannot write fails now, not after the work.
+    storage.prepare(a.storage_path)
     # Before the data: a tracking server that cannot be reached fails the job in seconds.
     tracker = tracking.Tracker(a.mlflow, a.mlflow_experiment, a.name) if a.mlflow else None
     table, payload, splits = prepare(a)

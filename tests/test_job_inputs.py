@@ -180,6 +180,15 @@ def test_bad_job_input(tmp_path, make_args, needles):
     assert_one_line_error(p, "error:", *needles)
 
 
+def test_storage_path_that_cannot_be_created_fails_before_the_work(tmp_path):
+    """Sequential and joblib write their record there too: refused before the search."""
+    (tmp_path / "a-file").write_text("")
+    bad = tmp_path / "a-file" / "results"
+    p = run_job("--mode", "sequential", "--storage-path", bad)
+    assert_one_line_error(p, f"--storage-path {bad} cannot be created", "can write")
+    assert "data:" not in p.stdout  # nothing loaded, nothing run
+
+
 @needs_datasets
 def test_data_from_object_storage(tmp_path):
     """--data s3://... through pyarrow, against a local S3-compatible server (moto), not a mock."""
