@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import hashlib
 import json
 import os
 import re
@@ -52,6 +53,34 @@ EXCLUDES = [
 def default_job_dir() -> Path:
     env = os.environ.get("RAYSCALE_JOB_DIR")
     return Path(env) if env else Path(__file__).resolve().parent.parent / "job"
+
+
+def job_digest(job_dir: Path) -> str:
+    """The job dir's digest as the image's build writes it (docker/Dockerfile): sha256 of
+    `sha256sum` over every file COPY job/ takes (caches out, as .dockerignore), sorted by
+    path in byte order."""
+    rels = []
+    for root, dirs, files in os.walk(job_dir):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        rels += [
+            "./" + os.path.relpath(os.path.join(root, f), job_dir)
+            for f in files
+            if not f.endswith(".pyc")
+        ]
+    listing = "".join(
+        f"{hashlib.sha256((job_dir / r).read_bytes()).hexdigest()}  {r}\n"
+        for r in sorted(rels, key=str.encode)
+    )
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def path_on_nodes(endpoint: Endpoint, job_dir: Path) -> str | None:
+    """Where the cluster's nodes already have this job dir, or None (it is uploaded)."""
+    if endpoint.shares_disk:
+        return str(job_dir.resolve())
+    if endpoint.image_job and endpoint.image_job[1] == job_digest(job_dir):
+        return endpoint.image_job[0]
+    return None
 
 
 def working_dir_size(job_dir: Path) -> int:
@@ -133,14 +162,15 @@ class Jobs:
         """env: variables for the driver and every trial process on every node (the job's
         runtime env), e.g. object-storage credentials; readable by holders of the token."""
         job_dir = Path(job_dir or default_job_dir())
-        check_job_dir(job_dir, upload=not self.endpoint.shares_disk)
+        on_nodes = path_on_nodes(self.endpoint, job_dir)
+        check_job_dir(job_dir, upload=on_nodes is None)
         entrypoint = shlex.join(["python", "tune_xgboost.py", *localise_paths(job_args)])
         runtime_env: dict = {}
-        if self.endpoint.shares_disk:
-            # The nodes read the job where it is: no upload, and no runtime env, which
-            # costs each worker process Ray starts for the job ~0.7 s here (docs/benchmarks.md).
+        if on_nodes:
+            # The nodes have the job already: no upload, and no runtime env, which costs
+            # each worker process Ray starts for the job ~0.7 s here (docs/benchmarks.md).
             # It runs in job/ as it would in the uploaded copy (relative paths alike).
-            entrypoint = f"cd {shlex.quote(str(job_dir.resolve()))} && {entrypoint}"
+            entrypoint = f"cd {shlex.quote(on_nodes)} && {entrypoint}"
         else:
             runtime_env = {"working_dir": str(job_dir), "excludes": EXCLUDES}
         if env:

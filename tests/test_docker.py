@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -17,6 +18,7 @@ from conftest import (
     DOCKER,
     FAULT_JOB,
     IMAGE,
+    ROOT,
     TINY,
     N,
     docker,
@@ -139,11 +141,36 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         res = json.loads(p.stdout)
         assert res["trials_completed"] == 4 and res["cluster"]["worker_nodes"] == 2
         assert len({t["node_id"] for t in res["trials"]}) >= 1
+        _job_runs_from_the_image_unless_changed(state, tmp_path)
         _storage_is_shared_or_refused(state)
     finally:
         run_cli("cluster", "down", state_dir=state, timeout=300)
     assert _leftovers(cid) == []
     assert not (state / "cluster.json").exists()
+
+
+def _job_runs_from_the_image_unless_changed(state, tmp_path) -> None:
+    """The image holds this job (its digest matches): the job just run went from there, with
+    no working_dir and no runtime env. A copy changed in one line is uploaded."""
+    from rayscale import jobs, providers
+    from rayscale.state import StateDir
+
+    ep = providers.recorded(StateDir(state)).endpoint()
+    assert ep.image_job == ("/opt/rayscale/job", jobs.job_digest(ROOT / "job"))
+    j = jobs.Jobs(ep)
+    (first,) = j._client.list_jobs()
+    assert not first.runtime_env, first.runtime_env
+    assert first.entrypoint.startswith("cd /opt/rayscale/job && python tune_xgboost.py ")
+    changed = tmp_path / "job"
+    shutil.copytree(ROOT / "job", changed, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(changed / "space.py", "a") as f:
+        f.write("# changed\n")
+    job_id = j.submit([str(a) for a in [*TINY, "--num-samples", 2]], job_dir=changed)
+    rec = j.result(job_id, j.wait(job_id, timeout=300))
+    assert rec["trials_completed"] == 2
+    info = j._client.get_job_info(job_id)
+    assert info.runtime_env["working_dir"].startswith("gcs://_ray_pkg_")
+    assert info.entrypoint.startswith("python tune_xgboost.py ")
 
 
 def _storage_is_shared_or_refused(state) -> None:

@@ -27,7 +27,8 @@ Contract (every provider keeps each of these; each method's docstring says more)
   timeout saying what is missing. Safe to call any number of times.
 - ``endpoint()`` returns ``Endpoint(url, token)``: a dashboard / Job API URL reachable
   from this machine (loopback or a managed port-forward) and the cluster's auth token;
-  ``shares_disk`` where every node reads this machine's files (the job is then not uploaded).
+  ``shares_disk`` where every node reads this machine's files, ``image_job`` where the
+  nodes' image holds the job (a job dir that matches is then not uploaded either).
 - ``status()`` returns the nodes the cluster knows, with their state and resources.
 - ``down()`` stops exactly what this provider started (by PID, container id, resource
   name), removes its temp dirs and clears the state dir. Idempotent: ``down`` on a
@@ -61,6 +62,9 @@ class Endpoint:
     # The cluster's nodes read this machine's files (the local provider): the job is
     # submitted as a path, not uploaded as a working_dir.
     shares_disk: bool = False
+    # Where the nodes' image holds the job and the digest of that copy (jobs.job_digest):
+    # a job dir with the same digest runs from there, not uploaded.
+    image_job: tuple[str, str] | None = None
 
     def __repr__(self) -> str:  # never put the token in logs
         return f"Endpoint(url={self.url!r}, token={'set' if self.token else None})"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import secrets
 import subprocess
 import time
@@ -38,6 +39,9 @@ from rayscale.providers.base import (
 DEFAULT_IMAGE = f"rayscale:{__version__}"
 HEAD_CONTAINER_GIB = 2.0  # Ray's memory and object store on the head, and its daemons
 RESULTS = "/home/ray/rayscale_results"
+# The image's copy of the job, and its digest written at build (docker/Dockerfile).
+IMAGE_JOB = "/opt/rayscale/job"
+IMAGE_JOB_DIGEST = "/opt/rayscale/job.sha256"
 
 
 def docker_binary() -> str:
@@ -91,6 +95,7 @@ class DockerRecord(ClusterRecord, total=False):
     workers: list[ContainerRecord]  # oldest first; scale-down removes from the end
     next_worker: int
     gcs_address: str  # published on 127.0.0.1
+    image_job_digest: str | None  # the digest of the image's job/, if it has one
 
 
 class DockerProvider(Provider):
@@ -229,6 +234,10 @@ class DockerProvider(Provider):
         rec["head"]["id"] = self._docker(*args)
         rec["dashboard_url"] = f"http://{self._published(name, 8265)}"
         rec["gcs_address"] = self._published(name, 6379)
+        # A job dir that matches the image's copy runs from there, not uploaded; an image
+        # built without the digest file gets every job uploaded, as before.
+        digest = self._docker("exec", name, "cat", IMAGE_JOB_DIGEST, check=False)
+        rec["image_job_digest"] = digest if re.fullmatch(r"[0-9a-f]{64}", digest) else None
 
     def _published(self, name: str, port: int) -> str:
         out = self._docker("port", name, f"{port}/tcp").splitlines()
@@ -348,7 +357,13 @@ class DockerProvider(Provider):
             time.sleep(0.25)
 
     def endpoint(self) -> Endpoint:
-        return Endpoint(self._record()["dashboard_url"], self.state.token())
+        rec = self._record()
+        digest = rec.get("image_job_digest")
+        return Endpoint(
+            rec["dashboard_url"],
+            self.state.token(),
+            image_job=(IMAGE_JOB, digest) if digest else None,
+        )
 
     def status(self) -> ClusterStatus:
         rec = self._record()
