@@ -323,6 +323,13 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     from ray import tune
 
     join_ray()
+    if not tracker:
+        # Ray's usage tagging imports every logger integration Tune ships at the start of
+        # each fit, MLflow's among them, and mlflow (installed for --mlflow) pulls in
+        # fastapi and pydantic: ~0.6 s of the driver before the first trial is placed
+        # (scripts/cpu_profile.py). Without --mlflow nothing here needs it; Ray's module
+        # handles mlflow missing.
+        sys.modules.setdefault("mlflow", None)
     enter_storage(a.storage_path)
     progress = Progress(len(configs), restoring=a.restore)
     resources = trial_resources(a)
@@ -848,6 +855,10 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         "tuned": tuned,
         "cluster": primary["cluster"],
         "versions": versions(),
+        # What the driver loaded of the heavy modules (None in sys.modules: hidden).
+        "driver_heavy_imports": [
+            m for m in (*train.HEAVY, "mlflow") if sys.modules.get(m) is not None
+        ],
         "total_s": None,
     }
     # One mode's figures are the record's own; several (or the joblib baseline) side by side.

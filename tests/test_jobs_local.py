@@ -48,6 +48,8 @@ def test_tuning_job_end_to_end(cluster, results_dir):
         assert t["train_s"] > 0 and t["rmse"] > 0 and t["node_id"]
         # The trial process loaded XGBoost without scikit-learn / scipy.stats (issue 13).
         assert t["heavy_imports"] == []
+    # Without --mlflow the driver never loaded mlflow (Ray's usage tagging would: ~0.6 s).
+    assert "mlflow" not in rec["driver_heavy_imports"]
     # Trials ran on the worker nodes, never the head (num-cpus 0).
     assert rec["cluster"] == {"nodes": 3, "cpus": 2.0, "worker_nodes": 2}
     assert rec["best_config"] == min(rec["trials"], key=lambda t: t["rmse"])["config"]
@@ -282,6 +284,7 @@ def test_mlflow_tracks_every_trial_and_the_outcome(cluster, tmp_path):
         )
         assert p.returncode == 0, p.stderr
         rec = json.loads(p.stdout)
+        assert "mlflow" in rec["driver_heavy_imports"]
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("xgb")
         assert rec["mlflow"] == {

@@ -1,0 +1,212 @@
+"""Where the CPU goes during a search (#13): the standard search (make bench's, FIFO and
+ASHA) on a local cluster of a head and one-CPU workers. Every process of the cluster is
+sampled (psutil) through the search window and its CPU time put to a role: the trials, the
+Tune driver, the job supervisor, the raylets, the GCS, the dashboard and agents, idle
+workers. py-spy samples the driver's Python stacks, so the driver's share splits into what
+Tune does with it. Writes results/bench/cpu_profile.json:
+
+    python scripts/cpu_profile.py --workers 2 --out results/bench/cpu_profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from rayscale import bench, procs
+
+CLI = str(Path(sys.executable).parent / "rayscale")
+PY_SPY = str(Path(sys.executable).parent / "py-spy")
+
+# What the driver does during the search (inside Tuner.fit), most specific first; the rest
+# of its life (imports, data, Ray's start, the final fit) apart.
+DRIVER_BUCKETS = [
+    ("usage tagging (imports Tune's logger integrations)", ("tag_callbacks",)),
+    ("checkpoint / experiment state", ("experiment_state.py", "save_to_dir")),
+    ("loggers (json, csv, tensorboard)", ("tune/logger/",)),
+    ("our callbacks", ("on_trial_complete (tune_xgboost", "check_storage", "emit (tune_xgb")),
+    ("result handling", ("_on_training_result", "_process_trial_result", "on_trial_result")),
+    ("scheduling, actors", ("_maybe_update_trial_queue", "_schedule_trial", "actor_manager")),
+    ("ray core (gRPC, object refs)", ("ray/_private/", "_raylet", "ray/actor.py")),
+    ("tune, other", ("ray/tune/", "ray/air/", "ray/train/")),
+]
+IN_SEARCH = "Tuner.fit (ray/tune/tuner.py"
+
+
+def role(p: psutil.Process) -> str:
+    try:
+        cmd = " ".join(p.cmdline())
+        name = p.name()
+    except psutil.Error:
+        return "gone"
+    if "tune_xgboost.py" in cmd:
+        return "driver"
+    if cmd.startswith("ray::"):
+        for key, r in (("JobSupervisor", "job supervisor"), ("IDLE", "idle workers")):
+            if key in cmd:
+                return r
+        return "trials and tasks"
+    if name == "raylet":
+        return "raylets"
+    if name == "gcs_server":
+        return "gcs"
+    if any(k in cmd for k in ("dashboard", "agent", "log_monitor", "monitor.py")):
+        return "dashboard and agents"
+    return "other"
+
+
+class Sampler(threading.Thread):
+    """CPU seconds (user + system) of every process under the roots, every interval."""
+
+    def __init__(self, roots: list[int], interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.roots, self.interval = roots, interval
+        self.samples: list[tuple[float, int, str, float]] = []
+        self.roles: dict[int, str] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            now = time.time()
+            for pid in procs.tree(self.roots):
+                try:
+                    p = psutil.Process(pid)
+                    t = p.cpu_times()
+                except psutil.Error:
+                    continue
+                # A worker changes role (IDLE -> a trial): its last named role wins.
+                r = role(p)
+                if r not in ("gone", "idle workers") or pid not in self.roles:
+                    self.roles[pid] = r
+                self.samples.append((now, pid, r, t.user + t.system))
+            self.stop.wait(self.interval)
+
+    def in_window(self, start: float, end: float) -> dict[str, float]:
+        first: dict[int, float] = {}
+        last: dict[int, float] = {}
+        for t, pid, _, cpu in self.samples:
+            if t <= start:
+                first[pid] = cpu
+            elif t <= end:
+                first.setdefault(pid, 0.0)  # started inside the window: all of it counts
+                last[pid] = cpu
+        out: dict[str, float] = collections.defaultdict(float)
+        for pid, cpu in last.items():
+            out[self.roles.get(pid, "other")] += cpu - first[pid]
+        return dict(out)
+
+
+def driver_pid(roots: list[int], name: str, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in procs.tree(roots):
+            try:
+                cmd = psutil.Process(pid).cmdline()
+            except psutil.Error:
+                continue
+            if any("tune_xgboost.py" in c for c in cmd) and name in cmd:
+                return pid
+        time.sleep(0.2)
+    raise SystemExit("the job's driver did not start")
+
+
+def buckets(raw: str) -> dict[str, int]:
+    """py-spy's raw (collapsed) stacks -> samples per bucket: outside the search, or in it
+    by the first bucket (the list's order) that a frame of the stack names."""
+    out: dict[str, int] = collections.Counter()
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        if IN_SEARCH not in stack:
+            out["outside the search (imports, data, Ray's start, the final fit)"] += int(n)
+            continue
+        hit = next(
+            (b for b, keys in DRIVER_BUCKETS if any(k in stack for k in keys)),
+            "in the search, other",
+        )
+        out[hit] += int(n)
+    return dict(out)
+
+
+def one(state: Path, roots: list[int], scheduler: str, out_dir: Path, rate: int) -> dict:
+    name = f"profile-{scheduler}"
+    args = [*bench.STANDARD, "--scheduler", scheduler, "--name", name,
+            "--storage-path", str(state.parent / "results")]  # fmt: skip
+    sampler = Sampler(roots)
+    sampler.start()
+    job = subprocess.Popen([CLI, "job", "submit", "--json", "--", *args], stdout=subprocess.PIPE,
+                           text=True, env={**os.environ, "RAYSCALE_STATE_DIR": str(state)})  # fmt: skip
+    pid = driver_pid(roots, name)
+    raw = out_dir / f"cpu_profile-driver-{scheduler}.txt"  # kept beside the JSON
+    spy = subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", str(rate), "--format",
+                            "raw", "--output", str(raw), "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    out, _ = job.communicate(timeout=1800)
+    if spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+    spy.wait(timeout=60)
+    sampler.stop.set()
+    sampler.join()
+    record = json.loads(out)
+    start, end = record["search_window"]
+    window = end - start
+    cpu = sampler.in_window(start, end)
+    spy_samples = buckets(raw.read_text()) if raw.exists() else {}
+    total = sum(spy_samples.values())
+    first_trial = min(t["started_at"] for t in record["trials"] if t.get("started_at"))
+    return {
+        "scheduler": scheduler,
+        "search_window_s": round(window, 2),
+        "sum_train_s": record["sum_train_s"],
+        "first_trial_started_s": round(first_trial - start, 2),
+        "cpu_s_by_role": {k: round(v, 2) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])},
+        "cores_by_role": {
+            k: round(v / window, 3) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
+        },
+        "driver_py_spy_rate_hz": rate,
+        "driver_py_spy_samples": total,
+        "driver_samples_by_bucket": dict(sorted(spy_samples.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
+    ap.add_argument("--out", default="results/bench/cpu_profile.json")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rayscale-profile-") as d:
+        state = Path(d) / "state"
+        env = {**os.environ, "RAYSCALE_STATE_DIR": str(state)}
+        subprocess.run([CLI, "cluster", "up", "--workers", str(a.workers), "--memory-per-worker",
+                        "2"], check=True, env=env)  # fmt: skip
+        try:
+            rec = json.loads((state / "cluster.json").read_text())
+            roots = [rec["head"]["proc"]["pid"], *(w["proc"]["pid"] for w in rec["workers"])]
+            for scheduler in ("fifo", "asha"):
+                rows.append(one(state, roots, scheduler, out.parent, a.rate))
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            subprocess.run([CLI, "cluster", "down"], env=env)
+    out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               "workers": a.workers, "job": bench.STANDARD, "runs": rows},
+                              indent=2) + "\n")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
