@@ -139,11 +139,14 @@ class LocalProvider(Provider):
 
     def _create(self, rec: LocalRecord, workers: int, deadline: float) -> None:
         self._start_head(rec)
-        # Workers start at once, not when the GCS is up: `ray start --address`
-        # retries the GCS, and its own start-up (imports) overlaps the head's.
+        self.state.write(rec)
+        # Workers start once the GCS listens, while the head still starts its raylet and
+        # dashboard: their imports overlap that. Started before it (as they were), one in a
+        # few dozen CI runs never registered: its node's first GCS call waited out Ray's
+        # fixed 30 s start-up window ("The current node timed out during startup").
+        self._wait_head(rec)
         self._add_workers(rec, workers)
         self.state.write(rec)
-        self._wait_head(rec)
 
     def _log_hint(self, rec: LocalRecord) -> str:
         return rec["head"]["proc"]["log"] if rec.get("head") else super()._log_hint(rec)
