@@ -32,10 +32,11 @@ def normalise(path: str) -> str:
 
 
 def _fs(uri: str):
+    """(filesystem, path in it) for a URI or a local path."""
     import pyarrow.fs
 
     try:
-        return pyarrow.fs.FileSystem.from_uri(uri)
+        return pyarrow.fs.FileSystem.from_uri(uri if is_uri(uri) else os.path.abspath(uri))
     except (pyarrow.ArrowInvalid, OSError, ValueError) as e:
         raise InputError(
             f"--storage-path {uri} cannot be opened ({first_line(e)}); "
@@ -146,7 +147,7 @@ def keeper(path: str):
     has gone by then, and says whether it did."""
     import pyarrow.fs
 
-    fs, p = pyarrow.fs.FileSystem.from_uri(path if is_uri(path) else os.path.abspath(path))
+    fs, p = _fs(path)
     with fs.open_input_stream(p) as f:
         data = f.read()
 
@@ -178,9 +179,7 @@ def repair_state(exp_path: str, staged_root: str, name: str) -> list[str]:
     pattern = os.path.join(staged_root, "*", name, "driver_artifacts", "*state-*.json")
     for f in sorted(glob.glob(pattern), key=os.path.getmtime):
         staged[os.path.basename(f)] = f  # the newest wins
-    fs, base = pyarrow.fs.FileSystem.from_uri(
-        exp_path if is_uri(exp_path) else os.path.abspath(exp_path)
-    )
+    fs, base = _fs(exp_path)
     put = []
     for fname, src in sorted(staged.items()):
         target = f"{base}/{fname}"
