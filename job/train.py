@@ -182,6 +182,9 @@ def tune_trainable(config: dict, data: dict) -> None:
     dtrain, dvalid = dmatrices(data, nthread)
     node = _node_id()
     model, first, spent = None, 0, 0.0
+    # [rounds, validation rmse, s since entering] at each ASHA rung and at the end, noted
+    # without a report to Tune (a resumed trial keeps its first attempt's notes and times).
+    marks: list = []
     ckpt = tune.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
@@ -189,6 +192,7 @@ def tune_trainable(config: dict, data: dict) -> None:
             model.load_model(os.path.join(d, "model.ubj"))
             meta = json.load(open(os.path.join(d, "meta.json")))
             first, spent = meta["rounds"], meta["train_s"]
+            marks = meta.get("marks", [])
     started = time.perf_counter()
     started_at = time.time()
     every_ckpt = data["checkpoint_every"]
@@ -209,20 +213,39 @@ def tune_trainable(config: dict, data: dict) -> None:
             "process_started_at": _process_started(),
             "setup_s": started_at - entered,
             "heavy_imports": [m for m in HEAVY if m in sys.modules],
+            "marks": marks,
         }
         if every_ckpt and (rounds % every_ckpt == 0) and rounds < int(cfg["num_boost_round"]):
             with tempfile.TemporaryDirectory() as d:
                 booster.save_model(os.path.join(d, "model.ubj"))
                 with open(os.path.join(d, "meta.json"), "w") as f:
-                    json.dump({"rounds": rounds, "train_s": train_s}, f)
+                    json.dump({"rounds": rounds, "train_s": train_s, "marks": marks}, f)
                 tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(m)
         blocked[0] += time.perf_counter() - t_in
 
-    if first >= int(cfg["num_boost_round"]):
+    total = int(cfg["num_boost_round"])
+    if first >= total:
         return
-    fit(cfg, dtrain, dvalid, nthread, data["report_rounds"], report, model=model, first_round=first)
+    rungs, reports = set(data.get("rung_rounds", ())), set(data["report_rounds"])
+
+    def at_round(booster, rounds, rmse):
+        if rounds in rungs or rounds == total:
+            marks.append([rounds, round(rmse, 6), round(time.time() - entered, 3)])
+        if rounds in reports or rounds == total:
+            report(booster, rounds, rmse)
+
+    fit(
+        cfg,
+        dtrain,
+        dvalid,
+        nthread,
+        sorted(rungs | reports),
+        at_round,
+        model=model,
+        first_round=first,
+    )
 
 
 def sequential_one(cfg: dict, data: dict, nthread: int) -> dict:

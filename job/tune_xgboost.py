@@ -190,13 +190,21 @@ def report_rounds(a) -> list[int]:
     if a.report_every:
         marks |= set(range(a.report_every, a.max_rounds + 1, a.report_every))
     if a.scheduler == "asha":
-        r = a.grace_rounds
-        while r < a.max_rounds:
-            marks.add(r)
-            r *= a.reduction_factor
+        marks |= set(rung_rounds(a))
     if a.checkpoint_every:
         marks |= set(range(a.checkpoint_every, a.max_rounds, a.checkpoint_every))
     return sorted(marks)
+
+
+def rung_rounds(a) -> list[int]:
+    """ASHA's rungs for these arguments (Tune's: grace * rf^k below max_t). Every trial notes
+    its validation RMSE and time there, whatever the scheduler, with no report to Tune:
+    rayscale.predict replays ASHA on those notes."""
+    out, r = [], a.grace_rounds
+    while r < a.max_rounds:
+        out.append(r)
+        r *= a.reduction_factor
+    return out
 
 
 # ---- data ---------------------------------------------------------------------------------
@@ -221,6 +229,7 @@ def prepare(a):
         "y_valid": y_valid,
         "nthread": a.cpus_per_trial,
         "report_rounds": a.report_rounds,
+        "rung_rounds": rung_rounds(a),
         "checkpoint_every": a.checkpoint_every,
     }
     return table, payload, (X_train, y_train, X_test, y_test)
@@ -547,6 +556,7 @@ def trial_row(r, a, progress) -> dict:
         "process_started_at": m.get("process_started_at"),
         "setup_s": m.get("setup_s"),
         "heavy_imports": m.get("heavy_imports"),
+        "marks": m.get("marks"),
     }
 
 

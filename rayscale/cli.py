@@ -468,6 +468,12 @@ def scaling_cmd(
 )
 @click.option("--deadline", default=None, help="e.g. 10m: mark the cheapest count that meets it")
 @click.option(
+    "--scheduler",
+    type=click.Choice(["fifo", "asha"]),
+    default=None,
+    help="replay this scheduler on the study's trials [default: the study's]",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False),
     default=None,
@@ -484,6 +490,7 @@ def plan_cmd(
     head_price,
     speed,
     deadline,
+    scheduler,
     out,
     as_json,
 ):
@@ -498,6 +505,7 @@ def plan_cmd(
         num_samples,
         speed,
         deadline,
+        scheduler,
     )
     written = plan.write(table, summary, Path(out)) if out else []
     report.show_plan(table, summary, written, as_json)

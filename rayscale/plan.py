@@ -81,11 +81,6 @@ def load_study(path: Path) -> dict:
             f"cannot read the study {path} ({type(e).__name__})",
             "pass a study.json that rayscale scaling wrote",
         ) from None
-    if scheduler_of(study.get("job_args") or []) == "asha":
-        raise UserError(
-            "the replay model does not model ASHA's early stopping",
-            "plan from a FIFO study (`rayscale scaling` runs FIFO by default)",
-        )
     points = study.get("points") or []
     if not any(r.get("timeline") for p in points for r in p.get("runs", [])):
         raise UserError(
@@ -95,8 +90,27 @@ def load_study(path: Path) -> dict:
     return study
 
 
+def scheduler(study: dict, path: Path, asked: str | None) -> predict.Asha | None:
+    """ASHA as the study's job would run it, where asked for or where the study ran ASHA."""
+    job_args = study.get("job_args") or []
+    if (asked or scheduler_of(job_args) or "fifo") != "asha":
+        return None
+    points = [p for p in study["points"] if any(r.get("timeline") for r in p.get("runs", []))]
+    if not predict.has_marks(points):
+        raise UserError(
+            f"the trials in {path} noted nothing at ASHA's rungs, so ASHA cannot be replayed",
+            "run the study again with this version of rayscale, or plan with --scheduler fifo",
+        )
+    return predict.asha_of(job_args)
+
+
 def rows(
-    study: dict, workers: list[int], m: Machine, num_samples: int | None = None, speed: float = 1.0
+    study: dict,
+    workers: list[int],
+    m: Machine,
+    num_samples: int | None = None,
+    speed: float = 1.0,
+    asha: predict.Asha | None = None,
 ) -> list[dict]:
     if any(n < 1 for n in workers):
         raise UserError("--workers must all be at least 1", "pass e.g. --workers 1,2,4,8")
@@ -107,9 +121,10 @@ def rows(
             "--speed must be positive", "1.0: the instance's cores are as fast as the study's"
         )
     points = [p for p in study["points"] if any(r.get("timeline") for r in p["runs"])]
+    host = predict.host_of(study)
     out = []
     for n in sorted(set(workers)):
-        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed)
+        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed, asha, host)
         hours = r["total_s"] / 3600
         out.append(
             {
@@ -155,15 +170,21 @@ def make(
     num_samples: int | None,
     speed: float,
     deadline: str | None,
+    scheduler_name: str | None = None,
 ) -> tuple[list[dict], dict]:
     """`rayscale plan`: (the rows, the summary plan.json carries beside them)."""
     study = load_study(study_path)
     m = machine(instance, cpus_per_worker, price, head_price)
     limit = deadline_s(deadline)
-    table = rows(study, workers, m, num_samples, speed)
+    asha = scheduler(study, study_path, scheduler_name)
+    table = rows(study, workers, m, num_samples, speed, asha)
     summary = {
         "study": str(study_path),
         "machine": m.label,
+        "scheduler": "asha" if asha else "fifo",
+        # Trials at once on one machine slow each other by these factors (measured on the
+        # study's host by its baselines; past the last count measured, the last holds).
+        "host_contention": [list(f) for f in predict.host_of(study).factors],
         "prices_read": PRICES_READ if instance else None,
         "speed": speed,
         "num_samples": num_samples,

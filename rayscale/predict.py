@@ -1,47 +1,91 @@
 """A replay model of the search: how long it takes on N workers, from a study's own records.
 
 Each measured run keeps its trials' timeline (rayscale.scaling: `timeline`): when each
-trial started and ended in the search window, and on which process. From it the model
-takes:
+trial started and ended in the search window, on which process, and its validation RMSE
+and time at each of ASHA's rungs (noted by every trial, whatever the scheduler). From it
+the model takes:
 
 - each trial's cost (end - start: training, its reports, its checkpoint writes);
 - the start-up of a trial process (search start -> the first trial on a process), paid
   once per slot with `reuse_actors=True`;
 - the gap between trials on one process, and the tail (last trial's end -> search end).
 
-It then replays Tune's FIFO scheduling on N workers x (CPUs per worker / CPUs per trial)
-slots: trials in the order the job started them, each to the slot that frees first.
-ASHA's early stopping is not modelled (its decisions need each trial's metric at each
-rung): a study run with ASHA is refused.
+It then replays Tune's scheduling on N workers x (CPUs per worker / CPUs per trial) slots:
+trials in the order the job started them, each to the slot that frees first. FIFO runs
+each trial to its end. ASHA applies Tune's rule (`_Bracket.on_result`) at each rung, in
+the order the results would reach the driver: a trial goes on only if its RMSE is in the
+best 1/rf of those recorded at that rung so far. A trial that the measured run stopped but
+the replay lets go on is extrapolated: its last rate per round, its last RMSE.
 
-Searches larger than the one measured draw their trials' costs, with replacement, from the
+Host contention: trials that run at once on one machine slow each other down (cores share
+caches and memory bandwidth). The study's baselines measure it on the study's host without
+Ray: the plain loop (one trial at a time) against joblib (n_jobs at once) on the same
+configs. Costs are normalised to one trial per host and scaled to the target's count of
+trials per host; beyond the counts measured the last factor holds (an assumption).
+
+Searches larger than the one measured draw their trials, with replacement, from the
 measured ones; the spread over draws is reported (p10-p90). A trial's cost is taken from
-the measured point nearest in workers (the same contention, on one machine), scaled by
-`speed` (>1: faster cores than the study's; an assumption the caller states).
+the measured point nearest in workers, scaled by `speed` (>1: faster cores than the
+study's; an assumption the caller states).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 import statistics
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
+
+# Providers whose workers all run on the machine that ran the study.
+ONE_HOST = {"local", "docker", "kind"}
+CURVE_WORKERS = [1, 2, 4, 8, 16, 32, 64]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One measured trial: its cost and its (rounds, rmse, s from its start) notes."""
+
+    cost: float
+    total: int = 0  # the rounds its config asks for
+    marks: tuple[tuple[int, float, float], ...] = ()
+
+    def scaled(self, factor: float) -> Trial:
+        return Trial(
+            self.cost * factor, self.total, tuple((r, m, t * factor) for r, m, t in self.marks)
+        )
 
 
 @dataclass(frozen=True)
 class Costs:
     """What one measured run says about the search, in seconds."""
 
-    trials: tuple[float, ...]  # each trial's cost, in the order the job started them
+    trials: tuple[Trial, ...]  # in the order the job started them
     startup: float  # search start -> first trial on a fresh process
     gap: float  # between two trials on one process
     tail: float  # last trial's end -> search end
     fixed: float  # the job outside the search window (submit, data, baseline, retrain)
 
-    def scaled(self, speed: float) -> Costs:
-        return Costs(
-            tuple(t / speed for t in self.trials), self.startup, self.gap, self.tail, self.fixed
-        )
+    def scaled(self, factor: float) -> Costs:
+        """Trials `factor` times as long (start-up, gaps and the job's fixed part unchanged)."""
+        return replace(self, trials=tuple(t.scaled(factor) for t in self.trials))
+
+
+@dataclass(frozen=True)
+class Asha:
+    """Tune's ASHAScheduler as the job makes it (time_attr rounds, one bracket)."""
+
+    grace: int
+    rf: int
+    max_t: int
+
+    def rungs(self) -> list[int]:
+        out, r = [], self.grace
+        while r < self.max_t:
+            out.append(r)
+            r *= self.rf
+        return out
 
 
 def costs_of(run: dict) -> Costs:
@@ -57,7 +101,14 @@ def costs_of(run: dict) -> Costs:
         b["start"] - a["end"] for ts in by_proc.values() for a, b in zip(ts, ts[1:], strict=False)
     ]
     return Costs(
-        trials=tuple(t["end"] - t["start"] for t in tl),
+        trials=tuple(
+            Trial(
+                t["end"] - t["start"],
+                int(t.get("total_rounds") or t.get("rounds") or 0),
+                tuple((int(r), float(m), float(s)) for r, m, s in t.get("marks") or ()),
+            )
+            for t in tl
+        ),
         startup=statistics.median(firsts),
         gap=statistics.median(gaps) if gaps else 0.0,
         tail=max(0.0, run["wall_s"] - max(t["end"] for t in tl)),
@@ -65,43 +116,132 @@ def costs_of(run: dict) -> Costs:
     )
 
 
-def makespan(
-    trials: list[float] | tuple[float, ...], slots: int, startup: float, gap: float
-) -> float:
-    """FIFO list scheduling: each trial, in order, to the slot that frees first."""
+# ---- the schedulers ------------------------------------------------------------------------
+
+
+def _slots(slots: int, n: int, startup: float) -> list:
     if slots < 1:
         raise ValueError("slots must be at least 1")
-    free = [(startup, i, True) for i in range(min(slots, len(trials)))]
+    free = [(startup, i, True) for i in range(min(slots, n))]
     heapq.heapify(free)
+    return free
+
+
+def makespan(trials, slots: int, startup: float, gap: float) -> float:
+    """FIFO list scheduling: each trial (a cost or a Trial), in order, to the slot that
+    frees first."""
+    free = _slots(slots, len(trials), startup)
     end = startup
-    for cost in trials:
+    for t in trials:
         at, i, fresh = heapq.heappop(free)
-        finish = at + (0.0 if fresh else gap) + cost
+        finish = at + (0.0 if fresh else gap) + (t.cost if isinstance(t, Trial) else t)
         end = max(end, finish)
         heapq.heappush(free, (finish, i, False))
     return end
 
 
-def search_wall(c: Costs, slots: int) -> float:
+def cutoff(recorded: dict, rf: int) -> float | None:
+    """Tune's `_Bracket.cutoff`: numpy's nanpercentile at (1 - 1/rf), linear interpolation."""
+    vals = sorted(v for v in recorded.values() if v == v)
+    if not vals:
+        return None
+    k = (len(vals) - 1) * (1 - 1 / rf)
+    lo = int(k)
+    hi = min(lo + 1, len(vals) - 1)
+    return vals[lo] + (vals[hi] - vals[lo]) * (k - lo)
+
+
+def on_result(rungs: list[tuple[int, dict]], trial, rounds: int, reward: float, rf: int) -> bool:
+    """Tune's `_Bracket.on_result` (stop_last_trials=True): True to stop the trial.
+    `rungs` descending, each (milestone, {trial: reward recorded there})."""
+    for milestone, recorded in rungs:
+        if rounds < milestone or trial in recorded:
+            continue
+        cut = cutoff(recorded, rf)
+        recorded[trial] = reward
+        return cut is not None and reward < cut
+    return False
+
+
+def path(t: Trial, asha: Asha) -> list[tuple[int, float, float]]:
+    """The trial's results at its rungs and its end, as the replay sees them. Past the last
+    note of a trial the measured run stopped: its last rate per round, its last RMSE."""
+    if not t.marks:
+        raise ValueError("the trial has no rung notes")
+    total = t.total or t.marks[-1][0]
+    known = {r: (r, m, s) for r, m, s in t.marks}
+    last = t.marks[-1]
+    prev = t.marks[-2] if len(t.marks) > 1 else (0, last[1], 0.0)
+    rate = (last[2] - prev[2]) / max(1, last[0] - prev[0])
+    out = []
+    for r in [*(r for r in asha.rungs() if r < total), total]:
+        out.append(known.get(r) or (r, last[1], last[2] + (r - last[0]) * rate))
+    if out[-1][0] == last[0] == total:
+        out[-1] = (total, last[1], max(t.cost, last[2]))  # its end as the timeline has it
+    return out
+
+
+def asha_makespan(
+    trials: list[Trial] | tuple[Trial, ...], slots: int, startup: float, gap: float, asha: Asha
+) -> tuple[float, dict[int, int]]:
+    """ASHA on SLOTS slots: (the search's end, {trial index: rounds where it was stopped})."""
+    paths = [path(t, asha) for t in trials]
+    rungs: list[tuple[int, dict]] = [(m, {}) for m in reversed(asha.rungs())]
+    waiting = deque(range(len(trials)))
+    events: list = []
+    seq = itertools.count()
+
+    def take(slot: int, at: float, fresh: bool) -> None:
+        if waiting:
+            i = waiting.popleft()
+            t0 = at + (0.0 if fresh else gap)
+            heapq.heappush(events, (t0 + paths[i][0][2], next(seq), slot, i, 0, t0))
+
+    for at, slot, fresh in sorted(_slots(slots, len(trials), startup)):
+        take(slot, at, fresh)
+    end, stopped = startup, {}
+    while events:
+        now, _, slot, i, k, t0 = heapq.heappop(events)
+        rounds, rmse, _ = paths[i][k]
+        last = k == len(paths[i]) - 1
+        # Tune stops a trial at max_t before the bracket sees it; rewards are -rmse (min).
+        stop = rounds >= asha.max_t or on_result(rungs, i, rounds, -rmse, asha.rf)
+        if stop or last:
+            if not last:
+                stopped[i] = rounds
+            end = max(end, now)
+            take(slot, now, False)
+        else:
+            heapq.heappush(events, (t0 + paths[i][k + 1][2], next(seq), slot, i, k + 1, t0))
+    return end, stopped
+
+
+def search_wall(c: Costs, slots: int, asha: Asha | None = None) -> float:
+    if asha:
+        return asha_makespan(c.trials, slots, c.startup, c.gap, asha)[0] + c.tail
     return makespan(c.trials, slots, c.startup, c.gap) + c.tail
 
 
 def predict(
-    c: Costs, slots: int, num_samples: int | None = None, draws: int = 200, seed: int = 0
+    c: Costs,
+    slots: int,
+    num_samples: int | None = None,
+    asha: Asha | None = None,
+    draws: int = 200,
+    seed: int = 0,
 ) -> dict:
     """Search wall and job total on SLOTS slots; p10 / p90 where trials are drawn."""
     if not num_samples or num_samples == len(c.trials):
-        wall = search_wall(c, slots)
+        wall = search_wall(c, slots, asha)
         return {"wall_s": wall, "wall_s_p10": wall, "wall_s_p90": wall, "total_s": wall + c.fixed}
     rng = random.Random(seed)
-    # Longest first, as the job orders a FIFO search's configs.
-    walls = sorted(
-        makespan(
-            sorted(rng.choices(c.trials, k=num_samples), reverse=True), slots, c.startup, c.gap
-        )
-        + c.tail
-        for _ in range(draws)
-    )
+    walls = []
+    for _ in range(draws):
+        drawn = rng.choices(c.trials, k=num_samples)
+        if not asha:  # longest first, as the job orders a FIFO search's configs
+            drawn.sort(key=lambda t: t.cost, reverse=True)
+        walls.append(search_wall(replace(c, trials=tuple(drawn)), slots, asha))
+    walls.sort()
     wall = statistics.median(walls)
     return {
         "wall_s": wall,
@@ -111,33 +251,120 @@ def predict(
     }
 
 
+# ---- a study's points -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Host:
+    """How trials at once on one machine slow each other: {trials at once: factor}."""
+
+    factors: tuple[tuple[int, float], ...] = ((1, 1.0),)
+    one_host: bool = False  # the study's workers all shared the machine
+    cpus: int = 0  # that machine's CPUs
+
+    def factor(self, k: float) -> float:
+        pts = sorted(self.factors)
+        if k <= pts[0][0]:
+            return pts[0][1]
+        for (k0, f0), (k1, f1) in zip(pts, pts[1:], strict=False):
+            if k <= k1:
+                return f0 + (f1 - f0) * (k - k0) / (k1 - k0)
+        return pts[-1][1]
+
+    def at_once(self, slots: int, slots_per_worker: int) -> int:
+        """Trials at once on one machine: all slots on the study's host, else one worker's."""
+        if self.one_host:
+            return min(slots, self.cpus) if self.cpus else slots
+        return slots_per_worker
+
+
+def host_of(study: dict) -> Host:
+    """The study's host contention, from its baselines (sequential vs joblib)."""
+    b = study.get("baselines") or {}
+    seq, par = b.get("sequential") or {}, b.get("joblib") or {}
+    factors = [(1, 1.0)]
+    n = par.get("n_jobs") or 0
+    if n > 1 and seq.get("sum_train_s") and par.get("sum_train_s"):
+        factors.append((n, par["sum_train_s"] / seq["sum_train_s"]))
+    return Host(
+        tuple(factors),
+        study.get("provider") in ONE_HOST,
+        int((study.get("machine") or {}).get("cpus") or 0),
+    )
+
+
 def nearest(points: list[dict], workers: int) -> dict:
     return min(points, key=lambda p: (abs(p["workers"] - workers), -p["workers"]))
 
 
-def point_costs(point: dict) -> Costs:
-    """The median run of a point (by wall time) as its costs."""
-    runs = sorted((r for r in point["runs"] if r.get("timeline")), key=lambda r: r["wall_s"])
-    if not runs:
-        raise ValueError(f"the {point['workers']}-worker point has no trial timeline")
-    return costs_of(runs[len(runs) // 2])
+def per_worker(point: dict, cpus_per_worker: float | None = None) -> int:
+    return max(
+        1,
+        int(
+            (cpus_per_worker or point["cpus"] / point["workers"])
+            // (point.get("cpus_per_trial") or 1)
+        ),
+    )
 
 
 def slots_of(point: dict, workers: int, cpus_per_worker: float | None = None) -> int:
     per_trial = point.get("cpus_per_trial") or 1
-    per_worker = cpus_per_worker or point["cpus"] / point["workers"]
-    return max(1, int(workers * per_worker // per_trial))
+    per_w = cpus_per_worker or point["cpus"] / point["workers"]
+    return max(1, int(workers * per_w // per_trial))
 
 
-def validation(points: list[dict]) -> list[dict]:
-    """Each measured point predicted from the others' trial costs (leave one out)."""
+def run_costs(point: dict, host: Host = Host()) -> list[Costs]:
+    """A point's runs, normalised to one trial per machine, fastest trials first."""
+    k = host.at_once(slots_of(point, point["workers"]), per_worker(point))
+    runs = [costs_of(r).scaled(1 / host.factor(k)) for r in point["runs"] if r.get("timeline")]
+    if not runs:
+        raise ValueError(f"the {point['workers']}-worker point has no trial timeline")
+    return sorted(runs, key=lambda c: sum(t.cost for t in c.trials))
+
+
+def point_costs(points: list[dict], workers: int, host: Host = Host()) -> Costs:
+    """The trials of the median run over all the points (normalised, so the machine's drift
+    between runs, not the point, picks it), with the start-up, gaps and fixed part of the
+    point nearest in workers."""
+    runs = [c for p in points for c in run_costs(p, host)]
+    runs.sort(key=lambda c: sum(t.cost for t in c.trials))
+    near = run_costs(nearest(points, workers), host)
+    return replace(near[len(near) // 2], trials=runs[len(runs) // 2].trials)
+
+
+def at(
+    points: list[dict],
+    workers: int,
+    cpus_per_worker: float | None = None,
+    num_samples: int | None = None,
+    speed: float = 1.0,
+    asha: Asha | None = None,
+    host: Host = Host(),
+) -> dict:
+    """The prediction for WORKERS separate machines, from the measured point nearest in
+    workers."""
+    src = nearest(points, workers)
+    k = per_worker(src, cpus_per_worker)
+    c = point_costs(points, workers, host).scaled(host.factor(k) / speed)
+    return predict(c, slots_of(src, workers, cpus_per_worker), num_samples, asha)
+
+
+def replay_at(points: list[dict], shape: dict, asha: Asha | None = None, host: Host = Host()):
+    """The search wall, from POINTS' trials, on the machines of a measured point SHAPE."""
+    slots = slots_of(shape, shape["workers"])
+    c = point_costs(points, shape["workers"], host)
+    return search_wall(c.scaled(host.factor(host.at_once(slots, per_worker(shape)))), slots, asha)
+
+
+def validation(points: list[dict], asha: Asha | None = None, host: Host = Host()) -> list[dict]:
+    """Each measured point predicted from the others' trials (leave one out), on the
+    study's own machines."""
     out = []
     for p in points:
         others = [q for q in points if q is not p and any(r.get("timeline") for r in q["runs"])]
         if not others:
             continue
-        c = point_costs(nearest(others, p["workers"]))
-        predicted = search_wall(c, slots_of(p, p["workers"]))
+        predicted = replay_at(others, p, asha, host)
         measured = p["wall_s_median"]
         out.append(
             {
@@ -150,25 +377,19 @@ def validation(points: list[dict]) -> list[dict]:
     return out
 
 
-def at(
+def curve(
     points: list[dict],
-    workers: int,
-    cpus_per_worker: float | None = None,
-    num_samples: int | None = None,
-    speed: float = 1.0,
-) -> dict:
-    """The prediction for WORKERS, from the measured point nearest in workers."""
-    src = nearest(points, workers)
-    c = point_costs(src).scaled(speed)
-    return predict(c, slots_of(src, workers, cpus_per_worker), num_samples)
-
-
-def curve(points: list[dict], workers: list[int], base_wall: float) -> list[dict]:
-    """Predicted points (speedup against the study's base point's measured wall)."""
+    workers: list[int],
+    base_wall: float,
+    asha: Asha | None = None,
+    host: Host = Host(),
+) -> list[dict]:
+    """Predicted points on separate worker machines of the study's size (speedup against
+    the study's base point's measured wall)."""
     base_n = points[0]["workers"]
     out = []
     for n in workers:
-        wall = at(points, n)["wall_s"]
+        wall = at(points, n, asha=asha, host=host)["wall_s"]
         speedup = base_n * base_wall / wall
         out.append(
             {
@@ -181,23 +402,43 @@ def curve(points: list[dict], workers: list[int], base_wall: float) -> list[dict
     return out
 
 
-def scheduler_of(job_args: list[str]) -> str | None:
+def _arg(job_args: list[str], name: str) -> str | None:
     for i, a in enumerate(job_args):
-        if a == "--scheduler" and i + 1 < len(job_args):
+        if a == name and i + 1 < len(job_args):
             return job_args[i + 1]
-        if a.startswith("--scheduler="):
+        if a.startswith(name + "="):
             return a.split("=", 1)[1]
     return None
 
 
-def study_prediction(points: list[dict], job_args: list[str]) -> dict | None:
-    """The study.json `prediction` block; None for ASHA or where runs carry no timeline."""
-    if scheduler_of(job_args) == "asha" or not any(
-        r.get("timeline") for p in points for r in p["runs"]
-    ):
+def scheduler_of(job_args: list[str]) -> str | None:
+    return _arg(job_args, "--scheduler")
+
+
+def asha_of(job_args: list[str]) -> Asha:
+    """The ASHA the job would run with these arguments (its defaults where not given)."""
+    max_t = int(_arg(job_args, "--max-rounds") or 300)
+    grace = int(_arg(job_args, "--grace-rounds") or max(1, max_t // 4))
+    return Asha(grace, int(_arg(job_args, "--reduction-factor") or 3), max_t)
+
+
+def has_marks(points: list[dict]) -> bool:
+    runs = [r for p in points for r in p["runs"] if r.get("timeline")]
+    return bool(runs) and all(t.get("marks") for r in runs for t in r["timeline"])
+
+
+def study_prediction(points: list[dict], job_args: list[str], host: Host = Host()) -> dict | None:
+    """The study.json `prediction` block; None where runs carry no timeline, or for ASHA
+    where the trials noted nothing at the rungs (records older than the notes)."""
+    if not any(r.get("timeline") for p in points for r in p["runs"]):
+        return None
+    asha = asha_of(job_args) if scheduler_of(job_args) == "asha" else None
+    if asha and not has_marks(points):
         return None
     return {
         "method": "replay",
-        "validation": validation(points),
-        "points": curve(points, [1, 2, 4, 8, 16, 32, 64], points[0]["wall_s_median"]),
+        "scheduler": "asha" if asha else "fifo",
+        "host_contention": [list(f) for f in host.factors],
+        "validation": validation(points, asha, host),
+        "points": curve(points, CURVE_WORKERS, points[0]["wall_s_median"], asha, host),
     }

@@ -237,7 +237,8 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
         print(json.dumps(table))
         return
     t = Table(
-        title=f"plan · {summary['machine']} · speed x{summary['speed']:g}"
+        title=f"plan · {summary['machine']} · {summary.get('scheduler', 'fifo').upper()}"
+        f" · speed x{summary['speed']:g}"
         + (f" · prices of {summary['prices_read']}" if summary.get("prices_read") else ""),
         title_justify="left",
     )
@@ -275,5 +276,12 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
         "knee: past it, doubling the workers cuts the time by less than 10 %. "
         "Predicted by replaying the study's trials (rayscale.predict); not measured."
     )
+    factors = summary.get("host_contention") or []
+    if len(factors) > 1:
+        k, f = factors[-1]
+        say(
+            f"Trials at once on one machine: each {f:.2f}x as long at {k:g} (measured on the "
+            f"study's host); assumed the same at more."
+        )
     for f in written:
         say(f"wrote {f}")

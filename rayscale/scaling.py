@@ -360,6 +360,10 @@ def timeline(rec: dict) -> list[dict]:
             "proc": f"{t.get('node_id')}:{t.get('pid')}",
             "train_s": t["train_s"],
             "rounds": t["rounds"],
+            # What ASHA's replay needs: the rounds the config asked for, and the trial's
+            # [rounds, rmse, s from its start] at each rung and at its end.
+            "total_rounds": (t.get("config") or {}).get("num_boost_round", t["rounds"]),
+            "marks": t.get("marks") or [],
         }
         for t in rec["trials"]
         if t.get("started_at") and t.get("ended_at") and not t.get("error")
@@ -553,11 +557,13 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         "baselines": {k: progress.baselines[k] for k in plan.baselines},
         # Disturbed points (no clean run) inform neither the fit nor the replay model.
         "fit": fitmod.fit([p["workers"] for p in clean], [p["speedup"] for p in clean]),
-        "prediction": predict.study_prediction(clean, job_args) if clean else None,
         "disturbed_points": [p["workers"] for p in points if p["disturbed"]],
         "data": data_label(job_args),
         "search_note": note,
     }
+    study["prediction"] = (
+        predict.study_prediction(clean, job_args, predict.host_of(study)) if clean else None
+    )
     write_outputs(study, runs, out)
     return study
 

@@ -48,6 +48,13 @@ def test_tuning_job_end_to_end(cluster, results_dir):
         assert t["train_s"] > 0 and t["rmse"] > 0 and t["node_id"]
         # The trial process loaded XGBoost without scikit-learn / scipy.stats (issue 13).
         assert t["heavy_imports"] == []
+        # Even under FIFO each trial noted its RMSE and time at ASHA's rungs (grace 5,
+        # rf 3 for 20 rounds: 5 and 15) and at its end, for the replay of ASHA (issue 12).
+        rounds = [m[0] for m in t["marks"]]
+        assert rounds == [r for r in (5, 15) if r < t["rounds"]] + [t["rounds"]]
+        assert t["marks"][-1][1] == pytest.approx(t["rmse"], rel=1e-5)
+        times = [m[2] for m in t["marks"]]
+        assert times == sorted(times) and times[0] > 0
     # Without --mlflow the driver never loaded mlflow (Ray's usage tagging would: ~0.6 s).
     assert "mlflow" not in rec["driver_heavy_imports"]
     # Trials ran on the worker nodes, never the head (num-cpus 0).

@@ -58,7 +58,7 @@ def _point(workers: int, run: dict) -> dict:
 
 def test_costs_are_read_back_from_a_timeline():
     c = predict.costs_of(_run(2, [4.0, 3.0, 2.0, 1.0]))
-    assert c.trials == (4.0, 3.0, 2.0, 1.0)
+    assert [t.cost for t in c.trials] == [4.0, 3.0, 2.0, 1.0]
     assert c.startup == pytest.approx(2.0) and c.gap == pytest.approx(0.1)
     assert c.tail == pytest.approx(0.5) and c.fixed == pytest.approx(5.0)
 
@@ -75,6 +75,101 @@ def test_leave_one_out_recovers_points_the_model_made():
     # 8 trials: from 8 workers on, the longest trial (9 s) plus start-up and tail bound it.
     assert at[8]["wall_s"] == at[64]["wall_s"] == pytest.approx(2.0 + 9.0 + 0.5)
     assert predict.study_prediction(points, ["--scheduler", "asha"]) is None
+
+
+def test_host_contention_carries_a_one_host_study_to_separate_machines():
+    # On one 2-core host, 2 trials at once each take 1.25x as long; the baselines say so.
+    trials = [9.0, 7.0, 5.0, 5.0, 3.0, 2.0, 1.0, 1.0]
+    points = [_point(1, _run(1, trials)), _point(2, _run(2, [t * 1.25 for t in trials]))]
+    study = {
+        "provider": "local",
+        "machine": {"cpus": 2},
+        "baselines": {
+            "sequential": {"sum_train_s": 40.0},
+            "joblib": {"sum_train_s": 50.0, "n_jobs": 2},
+        },
+    }
+    host = predict.host_of(study)
+    assert host.factor(1) == 1.0 and host.factor(2) == pytest.approx(1.25)
+    assert host.factor(8) == pytest.approx(1.25)  # the last measured holds past it
+    assert all(abs(v["error"]) < 1e-6 for v in predict.validation(points, host=host))
+    # Without the host's factor the same points miss each other by 25 %.
+    assert all(abs(v["error"]) > 0.15 for v in predict.validation(points))
+    # Separate machines of one CPU each: no contention, the 1-worker trials' costs.
+    two = predict.at(points, 2, host=host)["wall_s"]
+    assert two == pytest.approx(predict.makespan(trials, 2, 2.0, 0.1) + 0.5)
+
+
+def _trial(total: int, notes: list[tuple[int, float]]) -> predict.Trial:
+    """A trial of one second per round, with its rmse at the rounds given."""
+    return predict.Trial(float(notes[-1][0]), total, tuple((r, m, float(r)) for r, m in notes))
+
+
+def test_asha_stops_the_trials_its_rule_says():
+    asha = predict.Asha(grace=1, rf=2, max_t=4)  # rungs at rounds 1 and 2
+    trials = [
+        _trial(4, [(1, 1.0), (2, 0.9), (4, 0.8)]),  # first at each rung: goes on
+        _trial(4, [(1, 2.0), (2, 1.9), (4, 1.8)]),  # worse than the median of (1.0): stopped
+        _trial(4, [(1, 0.5), (2, 0.6), (4, 0.4)]),  # best at rung 1, better than 0.9 at 2
+        _trial(4, [(1, 1.5), (2, 1.4), (4, 1.3)]),  # 1.5 vs median of (1.0, 2.0, 0.5): stopped
+    ]
+    end, stopped = predict.asha_makespan(trials, 1, startup=0.0, gap=0.0, asha=asha)
+    assert stopped == {1: 1, 3: 1}
+    assert end == pytest.approx(4 + 1 + 4 + 1)
+    # FIFO on the same trials runs all four to the end.
+    assert predict.makespan(trials, 1, 0.0, 0.0) == pytest.approx(16.0)
+
+
+def test_asha_decides_in_the_order_results_arrive():
+    asha = predict.Asha(grace=1, rf=2, max_t=4)
+    slow_good = predict.Trial(8.0, 4, ((1, 0.1, 2.0), (2, 0.1, 4.0), (4, 0.1, 8.0)))
+    fast_bad = _trial(4, [(1, 1.0), (2, 1.0), (4, 1.0)])
+    # On 2 slots the bad trial reaches rung 1 first (nothing to compare with: it goes on)
+    # and rung 2 first as well; the good one is compared with it and goes on too.
+    end, stopped = predict.asha_makespan([slow_good, fast_bad], 2, 0.0, 0.0, asha)
+    assert stopped == {} and end == pytest.approx(8.0)
+    # One slot: the good trial's results come first, and the bad one is stopped at rung 1.
+    end, stopped = predict.asha_makespan([slow_good, fast_bad], 1, 0.0, 0.0, asha)
+    assert stopped == {1: 1} and end == pytest.approx(8.0 + 1.0)
+
+
+def test_a_trial_the_run_stopped_is_extrapolated_where_the_replay_lets_it_go_on():
+    asha = predict.Asha(grace=2, rf=2, max_t=8)  # rungs 2, 4
+    stopped_at_2 = predict.Trial(3.0, 8, ((2, 0.7, 3.0),))  # 1.5 s per round, then stopped
+    assert predict.path(stopped_at_2, asha) == [(2, 0.7, 3.0), (4, 0.7, 6.0), (8, 0.7, 12.0)]
+    end, stopped = predict.asha_makespan([stopped_at_2], 1, 1.0, 0.0, asha)
+    assert stopped == {} and end == pytest.approx(13.0)
+
+
+def test_the_asha_rule_is_tunes():
+    """predict.on_result against Ray Tune's own _Bracket on random results."""
+    import random
+
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    class T:
+        def __init__(self, i):
+            self.trial_id = i
+
+    rng = random.Random(1)
+    for rf in (2, 3, 4):
+        ours = [(m, {}) for m in reversed(predict.Asha(1, rf, 100).rungs())]
+        theirs = _Bracket(min_t=1, max_t=100, reduction_factor=rf, s=0)
+        assert [m for m, _ in ours] == [m for m, _ in theirs._rungs]
+        for _ in range(300):
+            i, rounds = rng.randrange(30), rng.choice([1, rf, rf * rf, rf**3, 7])
+            reward = -rng.random()
+            assert predict.on_result(ours, i, rounds, reward, rf) == (
+                theirs.on_result(T(i), rounds, reward) == "STOP"
+            )
+
+
+def test_asha_of_reads_the_jobs_arguments_and_its_defaults():
+    assert predict.asha_of(["--scheduler", "asha"]) == predict.Asha(75, 3, 300)
+    assert predict.asha_of(
+        ["--max-rounds", "200", "--grace-rounds=10", "--reduction-factor", "2"]
+    ) == predict.Asha(10, 2, 200)
+    assert predict.Asha(10, 2, 200).rungs() == [10, 20, 40, 80, 160]
 
 
 def test_a_larger_search_is_drawn_with_its_spread():
@@ -129,7 +224,8 @@ def test_plan_bad_input_is_one_line(study, tmp_path):
     cases = [
         (["--study", bare], ["no trial records", "rayscale scaling"]),
         (["--study", tmp_path / "nope.json"], ["cannot read the study"]),
-        (["--study", asha], ["ASHA", "FIFO study"]),
+        (["--study", asha], ["noted nothing at ASHA's rungs", "--scheduler fifo"]),
+        (["--study", study, "--scheduler", "asha"], ["noted nothing at ASHA's rungs"]),
         (["--study", study, "--instance", "m9.huge"], ["unknown instance type", "m5.2xlarge"]),
         (["--study", study, "--workers", "0,2"], ["--workers"]),
         (["--study", study, "--price", "-1"], ["cannot be negative"]),
@@ -137,3 +233,29 @@ def test_plan_bad_input_is_one_line(study, tmp_path):
     ]
     for args, needles in cases:
         assert_one_line_error(run_cli("plan", *args), *needles)
+
+
+def test_plan_replays_asha_on_a_fifo_studys_notes(tmp_path):
+    # 8 trials of 8 rounds, 1 s per round, noted at rounds 2, 4 and 8 (ASHA's rungs for
+    # grace 2, rf 3 are 2 and 6: 6 is extrapolated); the later the trial, the worse its RMSE.
+    timeline = []
+    for i in range(8):
+        start = 1.0 + 8.0 * i
+        notes = [[r, 1.0 + i + (8 - r) / 10, float(r)] for r in (2, 4, 8)]
+        timeline.append(
+            {"start": start, "end": start + 8.0, "proc": "n0", "total_rounds": 8, "marks": notes}
+        )
+    run = {"wall_s": 65.0, "job_total_s": 70.0, "timeline": timeline}
+    path = tmp_path / "study.json"
+    args = ["--scheduler", "fifo", "--max-rounds", "8", "--grace-rounds", "2"]
+    path.write_text(json.dumps({"points": [_point(1, run)], "job_args": args}))
+
+    def rows(*extra):
+        p = run_cli("plan", "--study", path, "--workers", "1", "--json", *extra, check=True)
+        return json.loads(p.stdout)[0]
+
+    fifo, asha = rows(), rows("--scheduler", "asha")
+    assert fifo["wall_s"] == pytest.approx(65.0, abs=0.1)
+    # Trial 0 runs on; 1 stops at rung 2 (worse than 0); 2 at rung 2 (the rf=3 cutoff is the
+    # best third) and so on: each of 1..7 costs 2 s instead of 8.
+    assert asha["wall_s"] == pytest.approx(1.0 + 8.0 + 7 * 2.0, abs=0.1)

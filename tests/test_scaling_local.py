@@ -101,8 +101,15 @@ def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path):
     assert pred["method"] == "replay" and [v["workers"] for v in pred["validation"]] == [1, 2]
     assert all(v["predicted_wall_s"] > 0 for v in pred["validation"])
     assert [q["workers"] for q in pred["points"]][-1] == 64
+    # The host's contention comes from the baselines: joblib's trials at once vs the loop's.
+    factors = dict(pred["host_contention"])
+    seq, par = study["baselines"]["sequential"], study["baselines"]["joblib"]
+    if par["n_jobs"] > 1:
+        assert factors[par["n_jobs"]] == pytest.approx(par["sum_train_s"] / seq["sum_train_s"])
     run = study["points"][0]["runs"][0]
     assert len(run["timeline"]) == 4 and all(t["end"] > t["start"] >= 0 for t in run["timeline"])
+    # Each trial's notes at the rungs and its end travel with it, for the replay of ASHA.
+    assert all(t["marks"][-1][0] == t["rounds"] for t in run["timeline"])
     rows = list(csv.DictReader(open(out / "points.csv")))
     assert [int(r["workers"]) for r in rows] == [1, 2]
     png = (out / "scaling.png").read_bytes()
