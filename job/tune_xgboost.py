@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import data as datamod  # noqa: E402
+import prestart  # noqa: E402
 import space as spacemod  # noqa: E402
 import storage  # noqa: E402
 import tracking  # noqa: E402
@@ -425,9 +426,21 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     }
 
 
+def early_trial_processes(a) -> int:
+    """Inside a job, Tune's trial processes start on the workers while the data loads
+    (job/prestart.py): the processes asked for."""
+    if a.mode not in ("tune", "both") or not os.environ.get("RAY_ADDRESS"):
+        return 0
+    join_ray()
+    return prestart.trial_workers(a.cpus_per_trial)
+
+
 def join_ray() -> None:
     import ray
     import ray.cloudpickle
+
+    if ray.is_initialized():
+        return
 
     # What runs on the workers (the trainable, the final fit) goes to them by value: a job
     # whose code is already on the nodes is submitted without a working_dir, and a runtime
@@ -791,6 +804,7 @@ def main(argv=None) -> int:
     storage.prepare(a.storage_path)
     # Before the data: a tracking server that cannot be reached fails the job in seconds.
     tracker = tracking.Tracker(a.mlflow, a.mlflow_experiment, a.name) if a.mlflow else None
+    a.prestarted = early_trial_processes(a)
     table, payload, splits = prepare(a)
     print(
         f"data: {table.source}  rows={table.rows} features={table.features} "
@@ -842,7 +856,20 @@ def run_modes(a, configs, payload, tracker) -> dict:
     return runs
 
 
+def number_draws(trials: list[dict], configs: list[dict], max_rounds: int) -> None:
+    """Each trial's `draw`: its config's place in the drawn order (None for a config an
+    adaptive search made). A FIFO search runs them longest first; rayscale.predict replays
+    ASHA, which runs them as drawn, from a FIFO study."""
+    key = {
+        json.dumps(spacemod.normalise(c, max_rounds), sort_keys=True): i
+        for i, c in enumerate(configs)
+    }
+    for t in trials:
+        t["draw"] = key.get(json.dumps(t["config"], sort_keys=True)) if t.get("config") else None
+
+
 def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dict:
+    number_draws(primary["trials"], configs, a.max_rounds)
     record = {
         "mode": a.mode,
         "name": a.name,
@@ -866,6 +893,7 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         "cluster": primary["cluster"],
         "versions": versions(),
         # What the driver loaded of the heavy modules (None in sys.modules: hidden).
+        "prestarted_workers": getattr(a, "prestarted", 0),
         "driver_heavy_imports": [
             m for m in (*train.HEAVY, "mlflow") if sys.modules.get(m) is not None
         ],

@@ -50,10 +50,11 @@ class Trial:
     cost: float
     total: int = 0  # the rounds its config asks for
     marks: tuple[tuple[int, float, float], ...] = ()
+    draw: int | None = None  # its config's place in the search's drawn order
 
     def scaled(self, factor: float) -> Trial:
-        return Trial(
-            self.cost * factor, self.total, tuple((r, m, t * factor) for r, m, t in self.marks)
+        return replace(
+            self, cost=self.cost * factor, marks=tuple((r, m, t * factor) for r, m, t in self.marks)
         )
 
 
@@ -106,6 +107,7 @@ def costs_of(run: dict) -> Costs:
                 t["end"] - t["start"],
                 int(t.get("total_rounds") or t.get("rounds") or 0),
                 tuple((int(r), float(m), float(s)) for r, m, s in t.get("marks") or ()),
+                t.get("draw"),
             )
             for t in tl
         ),
@@ -216,9 +218,18 @@ def asha_makespan(
     return end, stopped
 
 
+def drawn_order(trials) -> list[Trial]:
+    """The job's ASHA order (configs as drawn), where the trials know it; a FIFO job runs
+    them longest first, which would let every expensive trial past the rungs."""
+    if all(t.draw is not None for t in trials):
+        return sorted(trials, key=lambda t: t.draw)
+    return list(trials)
+
+
 def search_wall(c: Costs, slots: int, asha: Asha | None = None) -> float:
     if asha:
-        return asha_makespan(c.trials, slots, c.startup, c.gap, asha)[0] + c.tail
+        trials = drawn_order(c.trials)
+        return asha_makespan(trials, slots, c.startup, c.gap, asha)[0] + c.tail
     return makespan(c.trials, slots, c.startup, c.gap) + c.tail
 
 
@@ -238,7 +249,9 @@ def predict(
     walls = []
     for _ in range(draws):
         drawn = rng.choices(c.trials, k=num_samples)
-        if not asha:  # longest first, as the job orders a FIFO search's configs
+        if asha:  # in the order drawn, as the job runs an ASHA search's configs
+            drawn = [replace(t, draw=i) for i, t in enumerate(drawn)]
+        else:  # longest first, as the job orders a FIFO search's configs
             drawn.sort(key=lambda t: t.cost, reverse=True)
         walls.append(search_wall(replace(c, trials=tuple(drawn)), slots, asha))
     walls.sort()
@@ -271,11 +284,13 @@ class Host:
                 return f0 + (f1 - f0) * (k - k0) / (k1 - k0)
         return pts[-1][1]
 
-    def at_once(self, slots: int, slots_per_worker: int) -> int:
-        """Trials at once on one machine: all slots on the study's host, else one worker's."""
-        if self.one_host:
-            return min(slots, self.cpus) if self.cpus else slots
-        return slots_per_worker
+    def slowdown(self, slots: int, slots_per_worker: int) -> float:
+        """A trial's time over its time alone on a machine, with SLOTS trials in the search:
+        all of them on the study's one machine, else one worker's. More trials than cores
+        share them in turn on top."""
+        k = slots if self.one_host else slots_per_worker
+        over = k / self.cpus if self.one_host and self.cpus and k > self.cpus else 1.0
+        return self.factor(min(k, self.cpus) if over > 1 else k) * over
 
 
 def host_of(study: dict) -> Host:
@@ -288,7 +303,7 @@ def host_of(study: dict) -> Host:
         factors.append((n, par["sum_train_s"] / seq["sum_train_s"]))
     return Host(
         tuple(factors),
-        study.get("provider") in ONE_HOST,
+        study.get("one_machine", study.get("provider") in ONE_HOST),
         int((study.get("machine") or {}).get("cpus") or 0),
     )
 
@@ -315,8 +330,8 @@ def slots_of(point: dict, workers: int, cpus_per_worker: float | None = None) ->
 
 def run_costs(point: dict, host: Host = Host()) -> list[Costs]:
     """A point's runs, normalised to one trial per machine, fastest trials first."""
-    k = host.at_once(slots_of(point, point["workers"]), per_worker(point))
-    runs = [costs_of(r).scaled(1 / host.factor(k)) for r in point["runs"] if r.get("timeline")]
+    f = host.slowdown(slots_of(point, point["workers"]), per_worker(point))
+    runs = [costs_of(r).scaled(1 / f) for r in point["runs"] if r.get("timeline")]
     if not runs:
         raise ValueError(f"the {point['workers']}-worker point has no trial timeline")
     return sorted(runs, key=lambda c: sum(t.cost for t in c.trials))
@@ -345,7 +360,7 @@ def at(
     workers."""
     src = nearest(points, workers)
     k = per_worker(src, cpus_per_worker)
-    c = point_costs(points, workers, host).scaled(host.factor(k) / speed)
+    c = point_costs(points, workers, host).scaled(host.factor(k) / speed)  # separate machines
     return predict(c, slots_of(src, workers, cpus_per_worker), num_samples, asha)
 
 
@@ -353,7 +368,7 @@ def replay_at(points: list[dict], shape: dict, asha: Asha | None = None, host: H
     """The search wall, from POINTS' trials, on the machines of a measured point SHAPE."""
     slots = slots_of(shape, shape["workers"])
     c = point_costs(points, shape["workers"], host)
-    return search_wall(c.scaled(host.factor(host.at_once(slots, per_worker(shape)))), slots, asha)
+    return search_wall(c.scaled(host.slowdown(slots, per_worker(shape))), slots, asha)
 
 
 def validation(points: list[dict], asha: Asha | None = None, host: Host = Host()) -> list[dict]:

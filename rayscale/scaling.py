@@ -364,6 +364,7 @@ def timeline(rec: dict) -> list[dict]:
             # [rounds, rmse, s from its start] at each rung and at its end.
             "total_rounds": (t.get("config") or {}).get("num_boost_round", t["rounds"]),
             "marks": t.get("marks") or [],
+            "draw": t.get("draw"),
         }
         for t in rec["trials"]
         if t.get("started_at") and t.get("ended_at") and not t.get("error")
@@ -551,6 +552,8 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         "provider": provider.name,
         "job_args": job_args,
         "machine": machine(),
+        # Its workers shared this machine's cores: the replay model scales trial costs by it.
+        "one_machine": provider.one_machine,
         "created": progress.started,
         "speedup_base_workers": points[0]["workers"],
         "points": points,

@@ -55,6 +55,10 @@ def test_tuning_job_end_to_end(cluster, results_dir):
         assert t["marks"][-1][1] == pytest.approx(t["rmse"], rel=1e-5)
         times = [m[2] for m in t["marks"]]
         assert times == sorted(times) and times[0] > 0
+    # The trial processes were started while the driver loaded the data (job/prestart.py):
+    # one per worker's slot, each older than the search.
+    assert rec["prestarted_workers"] == 2
+    assert all(t["process_started_at"] < rec["search_window"][0] for t in rec["trials"])
     # Without --mlflow the driver never loaded mlflow (Ray's usage tagging would: ~0.6 s).
     assert "mlflow" not in rec["driver_heavy_imports"]
     # Trials ran on the worker nodes, never the head (num-cpus 0).

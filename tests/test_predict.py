@@ -92,6 +92,12 @@ def test_host_contention_carries_a_one_host_study_to_separate_machines():
     host = predict.host_of(study)
     assert host.factor(1) == 1.0 and host.factor(2) == pytest.approx(1.25)
     assert host.factor(8) == pytest.approx(1.25)  # the last measured holds past it
+    # 3 slots on the study's 2 cores: the cores' contention, then 3 trials taking turns on 2.
+    assert host.slowdown(3, 1) == pytest.approx(1.25 * 3 / 2)
+    assert host.slowdown(1, 1) == 1.0
+    # On separate machines only one worker's slots share a machine.
+    apart = predict.host_of({**study, "one_machine": False})
+    assert apart.slowdown(64, 1) == 1.0 and apart.slowdown(64, 2) == pytest.approx(1.25)
     assert all(abs(v["error"]) < 1e-6 for v in predict.validation(points, host=host))
     # Without the host's factor the same points miss each other by 25 %.
     assert all(abs(v["error"]) > 0.15 for v in predict.validation(points))

@@ -204,6 +204,9 @@ class Provider(abc.ABC):
     default_timeout: ClassVar[float] = 180.0  # seconds up / scale / wait_ready wait when not told
     Options: ClassVar[type[Options]] = Options
     takes_shape: ClassVar[bool] = False  # sizes its workers by --cpus/--memory-per-worker
+    # Its workers all run on the machine that runs rayscale (they share its cores):
+    # rayscale.predict scales measured trial costs by it.
+    one_machine: ClassVar[bool] = False
 
     def __init__(self, state: StateDir, shape: NodeShape | None = None, **options: Any):
         self.state = state

@@ -99,6 +99,7 @@ class DockerRecord(ClusterRecord, total=False):
 
 
 class DockerProvider(Provider):
+    one_machine = True
     name = "docker"
     Options = DockerOptions
     takes_shape = True

@@ -69,6 +69,7 @@ class KindRecord(KubeRayRecord, total=False):
 class KindProvider(KubeRayProvider):
     name = "kind"
     profile_name = "kind"
+    one_machine = True
     Options = KindOptions
 
     @property

@@ -95,6 +95,7 @@ class LocalRecord(ClusterRecord, total=False):
 
 
 class LocalProvider(Provider):
+    one_machine = True
     name = "local"
     Options = LocalOptions
     takes_shape = True

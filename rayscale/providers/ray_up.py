@@ -284,6 +284,11 @@ class RayUpProvider(ForwardedProvider):
     name = "ray-up"
     Options = RayUpOptions
 
+    @property
+    def one_machine(self) -> bool:  # type: ignore[override]
+        rec = self.state.read() or {}
+        return rec.get("launcher") == FakeLauncher.kind
+
     def _launcher(self, rec: RayUpRecord) -> CloudLauncher | FakeLauncher:
         return (FakeLauncher if rec.get("launcher") == FakeLauncher.kind else CloudLauncher)(self)
 
