@@ -153,6 +153,12 @@ def parse_args(argv=None):
         help="MLflow experiment for --mlflow (made if missing)",
     )
     p.add_argument(
+        "--no-prestart",
+        dest="prestart",
+        action="store_false",
+        help="do not start the trial processes while the data loads (job/prestart.py)",
+    )
+    p.add_argument(
         "--restore",
         action="store_true",
         help="resume the search stored under --storage-path/--name (after a head loss)",
@@ -429,7 +435,7 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
 def early_trial_processes(a) -> int:
     """Inside a job, Tune's trial processes start on the workers while the data loads
     (job/prestart.py): the processes asked for."""
-    if a.mode not in ("tune", "both") or not os.environ.get("RAY_ADDRESS"):
+    if not a.prestart or a.mode not in ("tune", "both") or not os.environ.get("RAY_ADDRESS"):
         return 0
     join_ray()
     return prestart.trial_workers(a.cpus_per_trial)

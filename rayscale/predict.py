@@ -312,16 +312,6 @@ def nearest(points: list[dict], workers: int) -> dict:
     return min(points, key=lambda p: (abs(p["workers"] - workers), -p["workers"]))
 
 
-def per_worker(point: dict, cpus_per_worker: float | None = None) -> int:
-    return max(
-        1,
-        int(
-            (cpus_per_worker or point["cpus"] / point["workers"])
-            // (point.get("cpus_per_trial") or 1)
-        ),
-    )
-
-
 def slots_of(point: dict, workers: int, cpus_per_worker: float | None = None) -> int:
     per_trial = point.get("cpus_per_trial") or 1
     per_w = cpus_per_worker or point["cpus"] / point["workers"]
@@ -330,7 +320,7 @@ def slots_of(point: dict, workers: int, cpus_per_worker: float | None = None) ->
 
 def run_costs(point: dict, host: Host = Host()) -> list[Costs]:
     """A point's runs, normalised to one trial per machine, fastest trials first."""
-    f = host.slowdown(slots_of(point, point["workers"]), per_worker(point))
+    f = host.slowdown(slots_of(point, point["workers"]), slots_of(point, 1))
     runs = [costs_of(r).scaled(1 / f) for r in point["runs"] if r.get("timeline")]
     if not runs:
         raise ValueError(f"the {point['workers']}-worker point has no trial timeline")
@@ -359,7 +349,7 @@ def at(
     """The prediction for WORKERS separate machines, from the measured point nearest in
     workers."""
     src = nearest(points, workers)
-    k = per_worker(src, cpus_per_worker)
+    k = slots_of(src, 1, cpus_per_worker)
     c = point_costs(points, workers, host).scaled(host.factor(k) / speed)  # separate machines
     return predict(c, slots_of(src, workers, cpus_per_worker), num_samples, asha)
 
@@ -368,7 +358,7 @@ def replay_at(points: list[dict], shape: dict, asha: Asha | None = None, host: H
     """The search wall, from POINTS' trials, on the machines of a measured point SHAPE."""
     slots = slots_of(shape, shape["workers"])
     c = point_costs(points, shape["workers"], host)
-    return search_wall(c.scaled(host.slowdown(slots, per_worker(shape))), slots, asha)
+    return search_wall(c.scaled(host.slowdown(slots, slots_of(shape, 1))), slots, asha)
 
 
 def validation(points: list[dict], asha: Asha | None = None, host: Host = Host()) -> list[dict]:
@@ -393,15 +383,12 @@ def validation(points: list[dict], asha: Asha | None = None, host: Host = Host()
 
 
 def curve(
-    points: list[dict],
-    workers: list[int],
-    base_wall: float,
-    asha: Asha | None = None,
-    host: Host = Host(),
+    points: list[dict], workers: list[int], asha: Asha | None = None, host: Host = Host()
 ) -> list[dict]:
     """Predicted points on separate worker machines of the study's size (speedup against
-    the study's base point's measured wall)."""
+    the model's own wall at the study's base point, so the curve is one model's)."""
     base_n = points[0]["workers"]
+    base_wall = at(points, base_n, asha=asha, host=host)["wall_s"]
     out = []
     for n in workers:
         wall = at(points, n, asha=asha, host=host)["wall_s"]
@@ -455,5 +442,5 @@ def study_prediction(points: list[dict], job_args: list[str], host: Host = Host(
         "scheduler": "asha" if asha else "fifo",
         "host_contention": [list(f) for f in host.factors],
         "validation": validation(points, asha, host),
-        "points": curve(points, CURVE_WORKERS, points[0]["wall_s_median"], asha, host),
+        "points": curve(points, CURVE_WORKERS, asha, host),
     }

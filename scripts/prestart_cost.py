@@ -1,0 +1,93 @@
+"""What starting the trial processes while the data loads (job/prestart.py) buys: the
+bench's paired search (8 configs, 2 workers) with and without `--no-prestart`,
+alternated, --repeats times; per run, when the first trial entered its trainable in the
+search window (per slot) and the search's wall time.
+
+    .venv/bin/python scripts/prestart_cost.py --out results/bench/prestart.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from rayscale import bench, jobs, report
+from rayscale.providers.base import NodeShape
+from rayscale.providers.local import LocalProvider
+from rayscale.state import StateDir
+
+ARGS = bench.PAIRED
+
+
+def first_entries(rec: dict) -> list[float]:
+    """Per trial process, when its first trial entered the trainable, s into the search."""
+    t0 = rec["search_window"][0]
+    first: dict = {}
+    for t in rec["trials"]:
+        entered = t["started_at"] - (t.get("setup_s") or 0.0) - t0
+        first[t["pid"]] = min(first.get(t["pid"], entered), entered)
+    return sorted(round(v, 3) for v in first.values())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/bench/prestart.json")
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="rayscale-prestart-"))
+    state = StateDir(str(work / "state"))
+    p = LocalProvider(state, NodeShape.sized(1, 2.0))
+    kinds = {"prestart": [], "no_prestart": ["--no-prestart"]}
+    got: dict = {k: [] for k in kinds}
+    with state.lock():
+        p.up(2)
+    try:
+        j = jobs.Jobs(p.endpoint())
+        for i in range(a.repeats):
+            for k, extra in kinds.items():
+                args = [*ARGS, "--storage-path", str(work), "--name", f"{k}-{i}", *extra]
+                job_id = j.submit(args)
+                rec = j.result(job_id, j.wait(job_id, timeout=600))
+                got[k].append(
+                    {
+                        "first_trial_s": first_entries(rec),
+                        "wall_s": round(rec["wall_s"], 3),
+                        "prestarted_workers": rec["prestarted_workers"],
+                    }
+                )
+            report.say(f"  round {i + 1}/{a.repeats} done")
+    finally:
+        with state.lock():
+            p.down()
+        shutil.rmtree(work, ignore_errors=True)
+    out = {
+        "command": f"python scripts/prestart_cost.py --out {a.out}",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "job_args": ARGS,
+        "runs": got,
+        "median_first_trial_s": {
+            k: statistics.median(x for r in runs for x in r["first_trial_s"])
+            for k, runs in got.items()
+        },
+        "median_wall_s": {
+            k: statistics.median(r["wall_s"] for r in runs) for k, runs in got.items()
+        },
+    }
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=2))
+    for k in kinds:
+        report.say(
+            f"{k:12} first trial {out['median_first_trial_s'][k]:.2f} s into the search, "
+            f"wall {out['median_wall_s'][k]:.1f} s"
+        )
+    report.say(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
