@@ -898,8 +898,9 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         "tuned": tuned,
         "cluster": primary["cluster"],
         "versions": versions(),
-        # What the driver loaded of the heavy modules (None in sys.modules: hidden).
+        # Trial processes asked for while the data loaded (job/prestart.py).
         "prestarted_workers": getattr(a, "prestarted", 0),
+        # What the driver loaded of the heavy modules (None in sys.modules: hidden).
         "driver_heavy_imports": [
             m for m in (*train.HEAVY, "mlflow") if sys.modules.get(m) is not None
         ],

@@ -156,14 +156,12 @@ def main(argv=None) -> int:
         figures["fifo_best_rmse"] = fifo_best
         figures["asha_rmse_vs_fifo"] = round(rec["best_valid_rmse"] / fifo_best, 4)
         figures["asha_time_vs_fifo"] = round(rec["wall_s"] / two["wall_s_median"], 3)
-        # The replay of ASHA on the FIFO runs' notes at the rungs, against this ASHA run.
-        clean = [
-            {**q, "runs": scaling.clean_runs(q["runs"])}
-            for q in study["points"]
-            if not q["disturbed"]
-        ]
+        # The replay of ASHA on the FIFO runs' notes at the rungs, against the median run.
         predicted = predict.replay_at(
-            clean, two, predict.asha_of(asha_args), predict.host_of(study)
+            scaling.clean_points(study["points"]),
+            two,
+            predict.asha_of(asha_args),
+            predict.host_of(study),
         )
         figures["asha_replay"] = {
             "measured_wall_s": rec["wall_s"],

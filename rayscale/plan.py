@@ -81,8 +81,7 @@ def load_study(path: Path) -> dict:
             f"cannot read the study {path} ({type(e).__name__})",
             "pass a study.json that rayscale scaling wrote",
         ) from None
-    points = study.get("points") or []
-    if not any(r.get("timeline") for p in points for r in p.get("runs", [])):
+    if not predict.replayable(study.get("points") or []):
         raise UserError(
             f"the study {path} has no trial records to replay",
             "run the study again with this version of rayscale (`rayscale scaling`)",
@@ -95,8 +94,7 @@ def scheduler(study: dict, path: Path, asked: str | None) -> predict.Asha | None
     job_args = study.get("job_args") or []
     if (asked or scheduler_of(job_args) or "fifo") != "asha":
         return None
-    points = [p for p in study["points"] if any(r.get("timeline") for r in p.get("runs", []))]
-    if not predict.has_marks(points):
+    if not predict.has_marks(study["points"]):
         raise UserError(
             f"the trials in {path} noted nothing at ASHA's rungs, so ASHA cannot be replayed",
             "run the study again with this version of rayscale, or plan with --scheduler fifo",
@@ -111,6 +109,7 @@ def rows(
     num_samples: int | None = None,
     speed: float = 1.0,
     asha: predict.Asha | None = None,
+    host: predict.Host | None = None,
 ) -> list[dict]:
     if any(n < 1 for n in workers):
         raise UserError("--workers must all be at least 1", "pass e.g. --workers 1,2,4,8")
@@ -120,8 +119,8 @@ def rows(
         raise UserError(
             "--speed must be positive", "1.0: the instance's cores are as fast as the study's"
         )
-    points = [p for p in study["points"] if any(r.get("timeline") for r in p["runs"])]
-    host = predict.host_of(study)
+    points = predict.replayable(study["points"])
+    host = host or predict.host_of(study)
     out = []
     for n in sorted(set(workers)):
         r = predict.at(points, n, m.cpus_per_worker, num_samples, speed, asha, host)
@@ -177,14 +176,15 @@ def make(
     m = machine(instance, cpus_per_worker, price, head_price)
     limit = deadline_s(deadline)
     asha = scheduler(study, study_path, scheduler_name)
-    table = rows(study, workers, m, num_samples, speed, asha)
+    host = predict.host_of(study)
+    table = rows(study, workers, m, num_samples, speed, asha, host)
     summary = {
         "study": str(study_path),
         "machine": m.label,
         "scheduler": "asha" if asha else "fifo",
         # Trials at once on one machine slow each other by these factors (measured on the
         # study's host by its baselines; past the last count measured, the last holds).
-        "host_contention": [list(f) for f in predict.host_of(study).factors],
+        "host_contention": [list(f) for f in host.factors],
         "prices_read": PRICES_READ if instance else None,
         "speed": speed,
         "num_samples": num_samples,

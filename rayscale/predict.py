@@ -129,14 +129,13 @@ def _slots(slots: int, n: int, startup: float) -> list:
     return free
 
 
-def makespan(trials, slots: int, startup: float, gap: float) -> float:
-    """FIFO list scheduling: each trial (a cost or a Trial), in order, to the slot that
-    frees first."""
-    free = _slots(slots, len(trials), startup)
+def makespan(costs, slots: int, startup: float, gap: float) -> float:
+    """FIFO list scheduling: each trial's cost, in order, to the slot that frees first."""
+    free = _slots(slots, len(costs), startup)
     end = startup
-    for t in trials:
+    for cost in costs:
         at, i, fresh = heapq.heappop(free)
-        finish = at + (0.0 if fresh else gap) + (t.cost if isinstance(t, Trial) else t)
+        finish = at + (0.0 if fresh else gap) + cost
         end = max(end, finish)
         heapq.heappush(free, (finish, i, False))
     return end
@@ -230,7 +229,7 @@ def search_wall(c: Costs, slots: int, asha: Asha | None = None) -> float:
     if asha:
         trials = drawn_order(c.trials)
         return asha_makespan(trials, slots, c.startup, c.gap, asha)[0] + c.tail
-    return makespan(c.trials, slots, c.startup, c.gap) + c.tail
+    return makespan([t.cost for t in c.trials], slots, c.startup, c.gap) + c.tail
 
 
 def predict(
@@ -308,6 +307,11 @@ def host_of(study: dict) -> Host:
     )
 
 
+def replayable(points: list[dict]) -> list[dict]:
+    """The points with at least one run whose trials' timeline was kept."""
+    return [p for p in points if any(r.get("timeline") for r in p.get("runs", []))]
+
+
 def nearest(points: list[dict], workers: int) -> dict:
     return min(points, key=lambda p: (abs(p["workers"] - workers), -p["workers"]))
 
@@ -366,7 +370,7 @@ def validation(points: list[dict], asha: Asha | None = None, host: Host = Host()
     study's own machines."""
     out = []
     for p in points:
-        others = [q for q in points if q is not p and any(r.get("timeline") for r in q["runs"])]
+        others = [q for q in replayable(points) if q is not p]
         if not others:
             continue
         predicted = replay_at(others, p, asha, host)
@@ -425,14 +429,14 @@ def asha_of(job_args: list[str]) -> Asha:
 
 
 def has_marks(points: list[dict]) -> bool:
-    runs = [r for p in points for r in p["runs"] if r.get("timeline")]
+    runs = [r for p in points for r in p.get("runs", []) if r.get("timeline")]
     return bool(runs) and all(t.get("marks") for r in runs for t in r["timeline"])
 
 
 def study_prediction(points: list[dict], job_args: list[str], host: Host = Host()) -> dict | None:
     """The study.json `prediction` block; None where runs carry no timeline, or for ASHA
     where the trials noted nothing at the rungs (records older than the notes)."""
-    if not any(r.get("timeline") for p in points for r in p["runs"]):
+    if not replayable(points):
         return None
     asha = asha_of(job_args) if scheduler_of(job_args) == "asha" else None
     if asha and not has_marks(points):

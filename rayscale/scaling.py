@@ -248,6 +248,12 @@ class Keeper:
         self._thread.join()
 
 
+def clean_points(points: list[dict]) -> list[dict]:
+    """The points with a clean run, each with only its clean runs: what the fit and the
+    replay model may read."""
+    return [{**p, "runs": clean_runs(p["runs"])} for p in points if not p["disturbed"]]
+
+
 def clean_runs(runs: list[dict]) -> list[dict]:
     """The runs no retried trial or replaced worker disturbed."""
     return [r for r in runs if not r.get("disturbed_by")]
@@ -544,8 +550,7 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         progress.baselines[kind] = run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout)
         progress.save()
     points = summarise(runs)
-    # The clean runs of each point with any: what the fit and the replay model may read.
-    clean = [{**p, "runs": clean_runs(p["runs"])} for p in points if not p["disturbed"]]
+    clean = clean_points(points)
     from rayscale import fit as fitmod  # numpy and scipy: the study extra, checked by StudyPlan
 
     study = {

@@ -123,7 +123,7 @@ def test_asha_stops_the_trials_its_rule_says():
     assert stopped == {1: 1, 3: 1}
     assert end == pytest.approx(4 + 1 + 4 + 1)
     # FIFO on the same trials runs all four to the end.
-    assert predict.makespan(trials, 1, 0.0, 0.0) == pytest.approx(16.0)
+    assert predict.makespan([t.cost for t in trials], 1, 0.0, 0.0) == pytest.approx(16.0)
 
 
 def test_asha_decides_in_the_order_results_arrive():
