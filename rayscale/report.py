@@ -201,7 +201,9 @@ def show_study(study: dict, out) -> None:
         )
     for name, b in study["baselines"].items():
         extra = f" (n_jobs={b['n_jobs']})" if "n_jobs" in b else ""
-        say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s, best RMSE {b['best_rmse']:.4g}")
+        runs = len(b.get("runs") or [b])
+        of = f" (median of {runs})" if runs > 1 else ""
+        say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s{of}, best RMSE {b['best_rmse']:.4g}")
     f = study["fit"]
     if f.get("amdahl_serial_fraction") is not None:
         say(

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import assert_one_line_error, run_cli
 
-from rayscale import predict
+from rayscale import predict, scaling
 
 
 def test_equal_trials_fill_the_slots_in_waves():
@@ -104,6 +104,24 @@ def test_host_contention_carries_a_one_host_study_to_separate_machines():
     # Separate machines of one CPU each: no contention, the 1-worker trials' costs.
     two = predict.at(points, 2, host=host)["wall_s"]
     assert two == pytest.approx(predict.makespan(trials, 2, 2.0, 0.1) + 0.5)
+
+
+def test_host_contention_is_read_from_neighbouring_baseline_runs():
+    # The machine drifted between the pairs (a fast second pair); each pair saw it alike.
+    seq = [{"wall_s": 1.0, "sum_train_s": s} for s in (40.0, 20.0, 44.0)]
+    par = [{"wall_s": 1.0, "sum_train_s": s} for s in (50.0, 26.0, 48.4)]
+    baselines = {
+        "sequential": scaling.baseline_summary(seq),
+        "joblib": {**scaling.baseline_summary(par), "n_jobs": 2},
+    }
+    study = {"provider": "local", "machine": {"cpus": 2}, "baselines": baselines}
+    # The pairs' ratios are 1.25, 1.30 and 1.10: their median, not the medians' 48.4 / 40.
+    ratio = baselines["joblib"]["sum_train_s"] / baselines["sequential"]["sum_train_s"]
+    assert ratio == pytest.approx(1.21)
+    assert predict.host_of(study).factor(2) == pytest.approx(1.25)
+    # A study from before the repeats: one run of each, the ratio of the two.
+    one = {"sequential": {"sum_train_s": 40.0}, "joblib": {"sum_train_s": 46.0, "n_jobs": 2}}
+    assert predict.host_of({**study, "baselines": one}).factor(2) == pytest.approx(1.15)
 
 
 def _trial(total: int, notes: list[tuple[int, float]]) -> predict.Trial:

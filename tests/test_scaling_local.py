@@ -95,6 +95,10 @@ def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path):
     best.add(study["baselines"]["joblib"]["best_rmse"])
     assert max(best) - min(best) < 1e-9
     assert study["baselines"]["joblib"]["n_jobs"] >= 1
+    # As often as each point was run (once here), each run's times kept beside the median.
+    assert [len(b["runs"]) for b in study["baselines"].values()] == [1, 1]
+    seq = study["baselines"]["sequential"]
+    assert seq["runs"][0]["wall_s"] == pytest.approx(seq["wall_s"], abs=1e-3)
     # Two worker counts: no law is fitted; the replay model predicts each point from the other.
     assert study["fit"]["amdahl_serial_fraction"] is None and "need 3" in study["fit"]["note"]
     pred = study["prediction"]
