@@ -11,13 +11,24 @@ driver's environment, `ray.tune.execution.class_cache`): the workers are asked f
 that same env, built the way Tune builds it. Only for a job without a runtime env of its
 own (the local and docker providers' jobs): the actors' env would be merged with it.
 
-Best effort: whatever fails is one line in the log, and the trials start their own
-processes as they would have.
+The same for the next job's supervisor: Ray runs each submitted job under a supervisor
+actor on the head, a fresh process that costs most of the 1.1-1.6 s from submission to
+RUNNING here (docs/benchmarks.md). At its end the job asks its own node (the head, where
+supervisors run) for one process with the supervisor's runtime env, for no job in
+particular (a worker started for no job is given to any: the supervisor is created by the
+dashboard agent's own connection, not by this job), kept for SUPERVISOR_KEEP_ALIVE_S. A
+cluster's first job has none waiting.
+
+Best effort: whatever fails is one line in the log, and the trials (or the supervisor)
+start their own processes as they would have.
 """
 
 from __future__ import annotations
 
 KEEP_ALIVE_S = 120  # long enough for a data load; idle after it, the raylet reaps them
+# Long enough for a scaling study's next point (a rescale, then the next submission);
+# after it the head, which has no CPUs for workers, reaps the idle process.
+SUPERVISOR_KEEP_ALIVE_S = 300
 
 
 def trial_env_info():
@@ -33,43 +44,127 @@ def trial_env_info():
     return get_runtime_env_info(RuntimeEnv(env_vars=env_vars), is_job_runtime_env=False)
 
 
+def supervisor_env_info():
+    """The runtime env info Ray's job manager gives a supervisor of a job submitted without
+    a runtime env or resources (ray.dashboard.modules.job.job_manager,
+    `_get_supervisor_runtime_env`)."""
+    from ray._private import ray_constants
+    from ray._private.accelerators.npu import NOSET_ASCEND_RT_VISIBLE_DEVICES_ENV_VAR
+    from ray._private.accelerators.nvidia_gpu import NOSET_CUDA_VISIBLE_DEVICES_ENV_VAR
+    from ray._private.utils import get_runtime_env_info
+    from ray.runtime_env import RuntimeEnv
+
+    env_vars = {
+        ray_constants.RAY_WORKER_NICENESS: "0",
+        NOSET_CUDA_VISIBLE_DEVICES_ENV_VAR: "1",
+        NOSET_ASCEND_RT_VISIBLE_DEVICES_ENV_VAR: "1",
+    }
+    return get_runtime_env_info(RuntimeEnv(env_vars=env_vars), is_job_runtime_env=False)
+
+
+def _ask(node: dict, env_info, num_workers: int, keep_alive_s: int, job: bytes | None) -> bool:
+    """One PrestartWorkers request to NODE's raylet; False (and a log line) if it fails."""
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import common_pb2
+    from ray.core.generated import node_manager_pb2 as nm
+    from ray.core.generated import node_manager_pb2_grpc as nm_grpc
+
+    req = nm.PrestartWorkersRequest(
+        language=common_pb2.PYTHON, keep_alive_duration_secs=keep_alive_s, num_workers=num_workers
+    )
+    if job is not None:
+        req.job_id = job
+    req.runtime_env_info.CopyFrom(env_info)
+    address = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+    channel = init_grpc_channel(address)  # with the cluster's token where auth is on
+    try:
+        nm_grpc.NodeManagerServiceStub(channel).PrestartWorkers(req, timeout=5)
+        return True
+    except Exception as e:  # noqa: BLE001 - best effort, never the job's failure
+        print(f"processes not started early on {address} ({e})", flush=True)
+        return False
+    finally:
+        channel.close()
+
+
+def _env_or_none(build):
+    """BUILD's runtime env info, or None where this Ray lacks what it needs."""
+    import ray
+
+    if ray.get_runtime_context().runtime_env:
+        return None  # the job's own env would be merged into its actors': not asked for
+    try:
+        import ray.core.generated.node_manager_pb2  # noqa: F401
+
+        return build()
+    except ImportError as e:  # another Ray: the processes start as they would have
+        print(f"processes not started early ({e})", flush=True)
+        return None
+
+
 def trial_workers(cpus_per_trial: float, keep_alive_s: int = KEEP_ALIVE_S) -> int:
     """Ask every alive worker node for one process per trial slot; the number asked for."""
     import ray
 
-    ctx = ray.get_runtime_context()
-    if ctx.runtime_env:
+    env_info = _env_or_none(trial_env_info)
+    if env_info is None:
         return 0
-    try:
-        from ray._private.grpc_utils import init_grpc_channel
-        from ray.core.generated import common_pb2
-        from ray.core.generated import node_manager_pb2 as nm
-        from ray.core.generated import node_manager_pb2_grpc as nm_grpc
-
-        env_info = trial_env_info()
-    except ImportError as e:  # another Ray: the trials start their own processes
-        print(f"trial processes not started early ({e})", flush=True)
-        return 0
-    job = bytes.fromhex(ctx.get_job_id())
+    job = bytes.fromhex(ray.get_runtime_context().get_job_id())
     asked = 0
     for node in ray.nodes():
         slots = int(node["Resources"].get("CPU", 0) // cpus_per_trial) if node["Alive"] else 0
-        if slots < 1:
-            continue
-        req = nm.PrestartWorkersRequest(
-            language=common_pb2.PYTHON,
-            job_id=job,
-            keep_alive_duration_secs=keep_alive_s,
-            num_workers=slots,
-        )
-        req.runtime_env_info.CopyFrom(env_info)
-        address = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
-        channel = init_grpc_channel(address)  # with the cluster's token where auth is on
-        try:
-            nm_grpc.NodeManagerServiceStub(channel).PrestartWorkers(req, timeout=5)
+        if slots >= 1 and _ask(node, env_info, slots, keep_alive_s, job):
             asked += slots
-        except Exception as e:  # noqa: BLE001 - best effort, never the job's failure
-            print(f"trial processes not started early on {address} ({e})", flush=True)
-        finally:
-            channel.close()
     return asked
+
+
+def next_supervisor(keep_alive_s: int = SUPERVISOR_KEEP_ALIVE_S) -> int:
+    """Ask this job's node (the head) for one process for the next job's supervisor; the
+    number asked for (0 or 1). Not while another job runs: the last to end asks, so jobs
+    run side by side leave one process waiting, not one each."""
+    import ray
+
+    env_info = _env_or_none(supervisor_env_info)
+    if env_info is None or _others_running():
+        return 0
+    here = ray.get_runtime_context().get_node_id()
+    node = next((n for n in ray.nodes() if n["NodeID"] == here and n["Alive"]), None)
+    return int(node is not None and _ask(node, env_info, 1, keep_alive_s, None))
+
+
+def _others_running() -> bool:
+    """Whether another job's driver is alive (Ray's own connections, in its _ray_internal
+    namespaces, aside: as Ray's usage_lib counts running jobs)."""
+    import ray
+
+    me = ray.get_runtime_context().get_job_id()
+    try:
+        gcs = ray._private.worker.global_worker.gcs_client
+        infos = gcs.get_all_job_info(
+            skip_submission_job_info_field=True, skip_is_running_tasks_field=True, timeout=5
+        )
+    except Exception as e:  # noqa: BLE001 - best effort: not asked for
+        print(f"the next job's supervisor not started early ({e})", flush=True)
+        return True
+    return any(
+        not info.is_dead
+        and not info.config.ray_namespace.startswith("_ray_internal")
+        and info.job_id.hex() != me
+        for info in infos.values()
+    )
+
+
+def supervisor_started_at() -> float | None:
+    """When this job's supervisor process started (the driver's ancestor that Ray titles
+    ray::JobSupervisor), or None outside a submitted job."""
+    import psutil
+    from train import started_at
+
+    try:
+        for parent in psutil.Process().parents():
+            title = parent.cmdline()
+            if title and title[0].startswith("ray::JobSupervisor"):
+                return started_at(parent)
+    except psutil.Error:
+        pass
+    return None

@@ -441,6 +441,18 @@ def early_trial_processes(a) -> int:
     return prestart.trial_workers(a.cpus_per_trial)
 
 
+def next_supervisor(a) -> int:
+    if not a.prestart or not os.environ.get("RAY_ADDRESS") or not ray_joined():
+        return 0
+    return prestart.next_supervisor()
+
+
+def ray_joined() -> bool:
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
 def join_ray() -> None:
     import ray
     import ray.cloudpickle
@@ -842,6 +854,9 @@ def main(argv=None) -> int:
         record["status"] = "succeeded"
     if tracker:
         record["mlflow"] = tracker.record(record)
+    # The work is done: a process for the next job's supervisor starts now (job/prestart.py).
+    asked_at = time.time()
+    record["next_supervisor_asked_at"] = asked_at if next_supervisor(a) else None
     record["result_path"] = storage.write_record(
         a.storage_path, a.name, json.dumps(record, indent=2)
     )
@@ -900,6 +915,9 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         "versions": versions(),
         # Trial processes asked for while the data loaded (job/prestart.py).
         "prestarted_workers": getattr(a, "prestarted", 0),
+        # When this job's supervisor process started: before its submission where the job
+        # before it left one waiting (job/prestart.py).
+        "supervisor_started_at": prestart.supervisor_started_at(),
         # What the driver loaded of the heavy modules (None in sys.modules: hidden).
         "driver_heavy_imports": [
             m for m in (*train.HEAVY, "mlflow") if sys.modules.get(m) is not None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -14,6 +17,11 @@ from conftest import (
     needs_datasets,
     run_cli,
 )
+
+from rayscale import jobs
+from rayscale.headnode import LOOPBACK_ENV
+from rayscale.providers.local import LocalProvider, node_env
+from rayscale.state import StateDir
 
 pytestmark = pytest.mark.cluster
 
@@ -70,6 +78,56 @@ def test_tuning_job_end_to_end(cluster, results_dir):
     # The same record is written under the storage path.
     stored = json.loads((results_dir / "e2e" / "result.json").read_text())
     assert stored["trials"] == rec["trials"]
+
+
+def test_a_job_leaves_a_supervisor_process_waiting_for_the_next(cluster, results_dir):
+    """Ray runs each submitted job under a fresh supervisor process (most of submit ->
+    RUNNING); a job asks the head for one, at its end, for the job after it."""
+
+    api = jobs.Jobs(LocalProvider(StateDir(cluster)).endpoint())
+
+    def run(*extra):
+        p = submit(cluster, *TINY, "--num-samples", 2, "--storage-path", results_dir, *extra)
+        assert p.returncode == 0, p.stderr
+        submitted = max(j.start_time for j in api.list()) / 1000  # this job's submission
+        return json.loads(p.stdout), submitted
+
+    first, _ = run()
+    assert first["next_supervisor_asked_at"] is not None
+    # The next job's supervisor is that process: started after it was asked for, before the
+    # job was submitted (a start is read to the clock tick, 10 ms).
+    second, submitted = run("--no-prestart")
+    asked = first["next_supervisor_asked_at"]
+    assert asked - TICK <= second["supervisor_started_at"] < submitted - TICK
+    assert second["next_supervisor_asked_at"] is None
+    # With none left waiting, Ray starts the supervisor on the submission.
+    third, submitted = run("--no-prestart")
+    assert third["supervisor_started_at"] >= submitted - TICK
+    # While another driver is connected, a job leaves none: the last to end asks, so jobs
+    # run side by side leave one process waiting, not one each.
+    rec = json.loads((cluster / "cluster.json").read_text())
+    env = {**node_env(Path(rec["token_file"])), **LOOPBACK_ENV}
+    other = subprocess.Popen(
+        [sys.executable, "-c", OTHER_DRIVER, rec["gcs_address"]],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout.readline().strip() == "connected"
+        beside, _ = run()
+        assert beside["next_supervisor_asked_at"] is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+TICK = 0.011  # a process's start is read to the clock tick (job/train.py: started_at)
+# A second driver on the test cluster: connects, says so, then stays until killed.
+OTHER_DRIVER = """
+import sys, time, ray
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+print("connected", flush=True)
+time.sleep(600)
+"""
 
 
 @needs_datasets
