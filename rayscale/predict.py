@@ -20,8 +20,9 @@ the replay lets go on is extrapolated: its last rate per round, its last RMSE.
 Host contention: trials that run at once on one machine slow each other down (cores share
 caches and memory bandwidth). The study's baselines measure it on the study's host without
 Ray: the plain loop (one trial at a time) against joblib (n_jobs at once) on the same
-configs, run in turns, as often as each point (the median of the pairs' ratios). Costs are normalised to one trial per host and scaled to the target's count of
-trials per host; beyond the counts measured the last factor holds (an assumption).
+configs, run in turns as often as each point (the median of the pairs' ratios). Costs are
+normalised to one trial per host and scaled to the target's count of trials per host;
+beyond the counts measured the last factor holds (an assumption).
 
 Searches larger than the one measured draw their trials, with replacement, from the
 measured ones; the spread over draws is reported (p10-p90). A trial's cost is taken from
