@@ -151,6 +151,7 @@ bench: install
 	$(BIN)/python -m rayscale.bench --out results/bench
 	$(BIN)/python scripts/runtime_env_cost.py --out results/bench/runtime_env.json
 	$(BIN)/python scripts/prestart_cost.py --out results/bench/prestart.json
+	$(BIN)/python scripts/startup_profile.py --out results/bench/startup_profile.json
 
 # Every port a local (and, with IMAGE built, a docker) cluster listens on, probed with and
 # without the token and from a network namespace next to this machine (root, iproute2).
