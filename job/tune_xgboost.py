@@ -432,25 +432,24 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     }
 
 
+def prestarts(a) -> bool:
+    """Whether this run starts processes ahead of need (job/prestart.py): a Tune search
+    inside a job, unless --no-prestart."""
+    return a.prestart and a.mode in ("tune", "both") and bool(os.environ.get("RAY_ADDRESS"))
+
+
 def early_trial_processes(a) -> int:
     """Inside a job, Tune's trial processes start on the workers while the data loads
     (job/prestart.py): the processes asked for."""
-    if not a.prestart or a.mode not in ("tune", "both") or not os.environ.get("RAY_ADDRESS"):
+    if not prestarts(a):
         return 0
     join_ray()
     return prestart.trial_workers(a.cpus_per_trial)
 
 
 def next_supervisor(a) -> int:
-    if not a.prestart or not os.environ.get("RAY_ADDRESS") or not ray_joined():
-        return 0
-    return prestart.next_supervisor()
-
-
-def ray_joined() -> bool:
-    import sys
-
-    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    """At the job's end, a process for the next job's supervisor (job/prestart.py)."""
+    return prestart.next_supervisor() if prestarts(a) else 0
 
 
 def join_ray() -> None:
