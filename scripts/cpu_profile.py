@@ -69,9 +69,9 @@ def role(p: psutil.Process) -> str:
 class Sampler(threading.Thread):
     """CPU seconds (user + system) of every process under the roots, every interval."""
 
-    def __init__(self, roots: list[int], interval: float = 0.5):
+    def __init__(self, roots: list[int], interval: float = 0.5, role=role):
         super().__init__(daemon=True)
-        self.roots, self.interval = roots, interval
+        self.roots, self.interval, self.role = roots, interval, role
         self.samples: list[tuple[float, int, str, float]] = []
         self.roles: dict[int, str] = {}
         self.stop = threading.Event()
@@ -86,7 +86,7 @@ class Sampler(threading.Thread):
                 except psutil.Error:
                     continue
                 # A worker changes role (IDLE -> a trial): its last named role wins.
-                r = role(p)
+                r = self.role(p)
                 if r not in ("gone", "idle workers") or pid not in self.roles:
                     self.roles[pid] = r
                 self.samples.append((now, pid, r, t.user + t.system))

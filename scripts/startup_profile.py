@@ -1,6 +1,6 @@
 """Where `cluster up`'s time goes (#13, head_plus_2_ready_s): a local head and two one-CPU
 workers brought up and taken down REPEATS times. Every process of the cluster is sampled
-(psutil, every 0.25 s, by role) from the call to `up`
+(psutil, every 0.25 s, by role; scripts/cpu_profile.py's sampler) from the call to `up`
 until it returns, and the machine's busy CPU time is read from /proc/stat over the same
 window: where the cores are busy for the whole of it, `up` is bound by the CPU work of
 starting the cluster's processes, and the roles say whose. Writes
@@ -12,18 +12,16 @@ results/bench/startup_profile.json:
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
+from cpu_profile import Sampler
 
-from rayscale import procs
 from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
@@ -40,41 +38,15 @@ NATIVE = {"raylet": "raylets (C++)", "gcs_server": "gcs_server (C++)"}
 
 
 def node_role(p: psutil.Process) -> str:
-    if p.name() in NATIVE:  # their command lines name the agents they start
-        return NATIVE[p.name()]
-    cmd = " ".join(p.cmdline())
+    if p.pid == os.getpid():
+        return "launcher"  # measured apart
+    try:
+        name, cmd = p.name(), " ".join(p.cmdline())
+    except psutil.Error:
+        return "gone"
+    if name in NATIVE:  # their command lines name the agents they start
+        return NATIVE[name]
     return next((r for r, keys in ROLES if any(k in cmd for k in keys)), "other")
-
-
-class Sampler(threading.Thread):
-    """The last CPU time (user + system) seen of every process under this one, by role."""
-
-    def __init__(self, interval: float = 0.25):
-        super().__init__(daemon=True)
-        self.interval = interval
-        self.last: dict[int, tuple[str, float]] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for pid in procs.tree([os.getpid()]):
-                if pid == os.getpid():
-                    continue
-                try:
-                    p = psutil.Process(pid)
-                    t = p.cpu_times()
-                    r = node_role(p)
-                except psutil.Error:
-                    continue
-                # A Python daemon's title names it only once it has started: last role wins.
-                self.last[pid] = (r, t.user + t.system + t.children_user + t.children_system)
-            self.stop.wait(self.interval)
-
-    def by_role(self) -> dict[str, float]:
-        out: dict[str, float] = collections.defaultdict(float)
-        for r, cpu in self.last.values():
-            out[r] += cpu
-        return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
 def busy_seconds() -> tuple[float, float]:
@@ -85,32 +57,38 @@ def busy_seconds() -> tuple[float, float]:
 
 
 def one(workers: int) -> dict:
+    me = psutil.Process()
     with tempfile.TemporaryDirectory(prefix="rayscale-startup-") as tmp:
         state = StateDir(tmp)
         p = LocalProvider(state, NodeShape.sized(1, 2.0))
-        sampler = Sampler()
+        # Every process under this one: the nodes are started as its children.
+        sampler = Sampler([me.pid], 0.25, node_role)
         sampler.start()
-        this = psutil.Process()
-        me0 = this.cpu_times()
+        me0 = me.cpu_times()
         b0, s0 = busy_seconds()
-        t0 = time.perf_counter()
+        t0, w0 = time.time(), time.perf_counter()
         with state.lock():
             p.up(workers)
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - w0
         b1, s1 = busy_seconds()
+        time.sleep(sampler.interval)  # one more sample of every process, after up returned
         sampler.stop.set()
         sampler.join()
-        me = this.cpu_times()
+        me1 = me.cpu_times()
         with state.lock():
             p.down()
+    by_role = sampler.in_window(t0, t0 + wall + sampler.interval)
+    by_role.pop("launcher", None)
     cores = psutil.cpu_count()
     return {
         "wall_s": round(wall, 2),
         "machine_busy_cpu_s": round(b1 - b0, 2),
         "machine_busy_fraction": round((b1 - b0) / (wall * cores), 3),
         "steal_cpu_s": round(s1 - s0, 2),
-        "cluster_cpu_s_by_role": sampler.by_role(),
-        "launcher_cpu_s": round(me.user + me.system - me0.user - me0.system, 2),
+        "cluster_cpu_s_by_role": {
+            k: round(v, 2) for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])
+        },
+        "launcher_cpu_s": round(me1.user + me1.system - me0.user - me0.system, 2),
     }
 
 
