@@ -161,7 +161,8 @@ def cost(cfg: dict) -> float:
     )
 
 
-def longest_first(configs: list[dict]) -> list[dict]:
+def longest_first(configs: list, key=None) -> list:
     """Order configs by descending cost so parallel slots finish together (LPT scheduling):
-    a long trial started last would leave every other worker idle while it runs."""
-    return sorted(configs, key=cost, reverse=True)
+    a long trial started last would leave every other worker idle while it runs.
+    KEY: each item's config, where the items are not configs themselves."""
+    return sorted(configs, key=lambda c: cost(key(c) if key else c), reverse=True)

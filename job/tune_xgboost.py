@@ -159,6 +159,12 @@ def parse_args(argv=None):
         help="do not start the trial processes while the data loads (job/prestart.py)",
     )
     p.add_argument(
+        "--print-configs",
+        action="store_true",
+        help="print the configs the search would try, as JSON with the order it runs them "
+        "in, and exit (rayscale plan prices a larger search from them)",
+    )
+    p.add_argument(
         "--restore",
         action="store_true",
         help="resume the search stored under --storage-path/--name (after a head loss)",
@@ -328,11 +334,12 @@ def interrupt_search() -> bool:
     return True
 
 
-def trial_order(configs, a):
+def trial_order(configs, a, key=None):
     """FIFO: longest first, so the slots finish together. ASHA: the drawn (random) order,
     so cheap and expensive configs mix and a rung has results to compare against before
-    the expensive ones reach it; longest-first would let every expensive trial through."""
-    return spacemod.longest_first(configs) if a.scheduler == "fifo" else configs
+    the expensive ones reach it; longest-first would let every expensive trial through.
+    KEY: each item's config, where the items are not configs themselves."""
+    return spacemod.longest_first(configs, key) if a.scheduler == "fifo" else configs
 
 
 def run_tune(a, configs, payload, tracker=None) -> dict:
@@ -817,6 +824,10 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     space = a.space = spacemod.load(a.search_space)
     configs = spacemod.draw(space, a.num_samples, a.seed, a.max_rounds)
+    if a.print_configs:  # before any data or storage: the configs depend on neither
+        order = trial_order(list(range(len(configs))), a, key=lambda i: configs[i])
+        print(json.dumps({"configs": configs, "order": order}))
+        return 0
     # Every mode writes its record there: a path it cannot write fails now, not after the work.
     storage.prepare(a.storage_path)
     # Before the data: a tracking server that cannot be reached fails the job in seconds.

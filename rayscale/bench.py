@@ -144,6 +144,9 @@ def main(argv=None) -> int:
         figures["replay_error_max"] = max(
             abs(v["error"]) for v in study["prediction"]["validation"]
         )
+        # How well the cost model that prices larger searches knows a config it never saw.
+        cm = study["prediction"].get("cost_model") or {}
+        figures["cost_model_loo_error"] = [cm.get("loo_error_median"), cm.get("loo_error_p90")]
         # ASHA on the same 16 configs, 2 workers, as many times as FIFO ran there: the
         # median run against FIFO's median (one run each would compare the VM's drift).
         report.say(f"  ASHA on the same configs at 2 workers, {a.repeats} runs ...")

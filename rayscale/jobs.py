@@ -55,6 +55,32 @@ def default_job_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "job"
 
 
+def drawn_configs(job_args: list[str], num_samples: int, job_dir: Path | None = None) -> dict:
+    """The configs the job would try with these arguments and NUM_SAMPLES, and the order it
+    runs them in: the job's own `--print-configs`, so the draw is never copied here."""
+    import subprocess
+    import sys
+
+    job_dir = Path(job_dir or default_job_dir())
+    args, skip = [], False
+    for a in localise_paths(job_args):  # the study's --num-samples gives way to NUM_SAMPLES
+        if not skip and a != "--num-samples" and not a.startswith("--num-samples="):
+            args.append(a)
+        skip = a == "--num-samples"
+    cmd = [sys.executable, str(job_dir / "tune_xgboost.py"), *args]
+    cmd += ["--num-samples", str(num_samples), "--print-configs"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    try:
+        out = json.loads(p.stdout)
+        return {"configs": list(out["configs"]), "order": [int(i) for i in out["order"]]}
+    except (ValueError, KeyError, TypeError):
+        why = (p.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(
+            f"the job in {job_dir} could not list the study's configs ({why})",
+            "run plan where the study's job dir and its Python packages are (make install)",
+        ) from None
+
+
 def job_digest(job_dir: Path) -> str:
     """The job dir's digest as the image's build writes it (docker/Dockerfile): sha256 of
     `sha256sum` over every file COPY job/ takes (caches out, as .dockerignore), sorted by

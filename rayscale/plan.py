@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayscale import predict
+from rayscale import jobs, predict
 from rayscale.errors import UserError
 from rayscale.predict import scheduler_of
 
@@ -110,6 +110,7 @@ def rows(
     speed: float = 1.0,
     asha: predict.Asha | None = None,
     host: predict.Host | None = None,
+    search: predict.Search | None = None,
 ) -> list[dict]:
     if any(n < 1 for n in workers):
         raise UserError("--workers must all be at least 1", "pass e.g. --workers 1,2,4,8")
@@ -123,7 +124,7 @@ def rows(
     host = host or predict.host_of(study)
     out = []
     for n in sorted(set(workers)):
-        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed, asha, host)
+        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed, asha, host, search)
         hours = r["total_s"] / 3600
         out.append(
             {
@@ -159,6 +160,27 @@ def mark(table: list[dict], deadline: float | None) -> dict:
     return {"cheapest_in_deadline": cheapest, "knee": knee}
 
 
+def priced_search(
+    study: dict, num_samples: int | None, host: predict.Host
+) -> tuple[predict.Search | None, str, dict | None]:
+    """A search of another size than the study's, priced by the cost model; how its trials
+    are priced: "measured" (the study's size), "cost model", or "resampled" (the measured
+    trials drawn with replacement, where the configs are not drawn in advance or too few
+    were measured to fit); and the cost model's check (predict.cost_model_check)."""
+    points = predict.replayable(study["points"])
+    draws = [t.get("draw") for p in points for r in p["runs"] for t in r.get("timeline") or ()]
+    if not num_samples or (draws and num_samples == 1 + max(d or 0 for d in draws)):
+        return None, "measured", None
+    if not draws or any(d is None for d in draws):  # an adaptive search's configs
+        return None, "resampled", None
+    drawn = jobs.drawn_configs(study.get("job_args") or [], max(num_samples, 1 + max(draws)))
+    search = predict.search_of(points, host, drawn, num_samples)
+    if search is None:
+        return None, "resampled", None
+    check = predict.cost_model_check(predict.cost_rows(points, host, drawn["configs"]))
+    return search, "cost model", check
+
+
 def make(
     study_path: Path,
     workers: list[int],
@@ -177,7 +199,8 @@ def make(
     limit = deadline_s(deadline)
     asha = scheduler(study, study_path, scheduler_name)
     host = predict.host_of(study)
-    table = rows(study, workers, m, num_samples, speed, asha, host)
+    search, priced, check = priced_search(study, num_samples, host)
+    table = rows(study, workers, m, num_samples, speed, asha, host, search)
     summary = {
         "study": str(study_path),
         "machine": m.label,
@@ -188,6 +211,8 @@ def make(
         "prices_read": PRICES_READ if instance else None,
         "speed": speed,
         "num_samples": num_samples,
+        "trial_costs": priced,
+        "cost_model": check,
         "deadline_s": limit,
         **mark(table, limit),
     }

@@ -278,6 +278,19 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
         "knee: past it, doubling the workers cuts the time by less than 10 %. "
         "Predicted by replaying the study's trials (rayscale.predict); not measured."
     )
+    cm = summary.get("cost_model")
+    if cm:
+        say(
+            f"The {summary['num_samples']} configs the job draws, each priced by a cost model "
+            f"fitted on the study's {cm['trials']} trials of {cm['configs']} configs (a config "
+            f"left out of the fit: median error {cm['loo_error_median']:.0%}, p90 "
+            f"{cm['loo_error_p90']:.0%}); p10-p90 over refits and residuals."
+        )
+    elif summary.get("trial_costs") == "resampled":
+        say(
+            f"{summary['num_samples']} trials drawn with replacement from the measured ones "
+            "(the study's configs are not drawn in advance, or too few to fit a cost model)."
+        )
     factors = summary.get("host_contention") or []
     if len(factors) > 1:
         k, f = factors[-1]

@@ -373,6 +373,8 @@ def timeline(rec: dict) -> list[dict]:
             "total_rounds": (t.get("config") or {}).get("num_boost_round", t["rounds"]),
             "marks": t.get("marks") or [],
             "draw": t.get("draw"),
+            # What the cost model of a larger search is fitted on (rayscale.predict).
+            "config": t.get("config"),
         }
         for t in rec["trials"]
         if t.get("started_at") and t.get("ended_at") and not t.get("error")

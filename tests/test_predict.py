@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 
 import pytest
 from conftest import assert_one_line_error, run_cli
 
-from rayscale import predict, scaling
+from rayscale import jobs, predict, scaling
+from rayscale.errors import UserError
 
 
 def test_equal_trials_fill_the_slots_in_waves():
@@ -204,6 +207,106 @@ def test_a_larger_search_is_drawn_with_its_spread():
     assert big["wall_s_p10"] <= big["wall_s"] <= big["wall_s_p90"]
     # 64 trials of mean 3.75 s on 2 slots: about 120 s of search, plus start-up and tail.
     assert 100 < big["wall_s"] < 150
+
+
+# ---- the cost model of a larger search -------------------------------------------------------
+
+TRUE = (-6.0, 1.0, 0.4, 0.1, 0.3, -0.1, -0.1)  # the formula the tests' costs are made by
+
+
+def _cost(cfg: dict, rounds: int | None = None) -> float:
+    x = predict.features(cfg, rounds or cfg["num_boost_round"])
+    return float(math.exp(sum(b * v for b, v in zip(TRUE, x, strict=True))))
+
+
+def _configs(n: int) -> list[dict]:
+    return jobs.drawn_configs(["--scheduler", "fifo"], n)["configs"]
+
+
+def test_the_cost_model_recovers_the_formula_that_made_the_costs():
+    configs = _configs(16)
+    rows = [(c, c["num_boost_round"], _cost(c)) for c in configs]
+    model = predict.fit_costs(rows)
+    assert model.coef == pytest.approx(TRUE, abs=1e-6)
+    check = predict.cost_model_check(rows)
+    assert check["configs"] == 16 and check["loo_error_p90"] < 1e-6
+    # A term the space fixes says nothing: it is left out, the others still fit.
+    fixed = [({**c, "subsample": 0.8}, n, t) for c, n, t in rows]
+    assert predict.fit_costs(fixed).coef[3] == 0.0
+    assert predict.fit_costs(rows[: predict.MIN_CONFIGS - 1]) is None
+
+
+def test_a_larger_search_prices_each_of_its_configs_by_the_model():
+    configs = _configs(12)
+    rows = tuple((c, c["num_boost_round"], _cost(c)) for c in configs)
+    same = {**configs[0], "num_boost_round": 100}
+    search = predict.Search((same,) * 8, rows)
+    c = predict.costs_of(_run(2, [1.0] * 4))  # start-up 2, gap 0.1, tail 0.5
+    r = predict.predict(c, 4, num_samples=8, search=search, factor=2.0)
+    # 8 equal trials on 4 slots: two waves of the model's cost, times the host's factor.
+    expected = 2.0 + 2 * 2.0 * _cost(same) + 0.1 + 0.5
+    for k in ("wall_s", "wall_s_p10", "wall_s_p90"):
+        assert r[k] == pytest.approx(expected)
+
+
+def test_a_config_not_measured_takes_the_asha_notes_of_the_nearest_measured_one():
+    configs = _configs(12)
+    rows = tuple((c, c["num_boost_round"], _cost(c)) for c in configs)
+    a = predict.Asha(25, 3, 300)
+    notes = (((25, 2.0), (75, 1.5)), ((25, 1.0),))
+    trials = predict.Search(tuple(configs[:2]), rows, notes).trials(random.Random(0), a, 1.0)
+    t = trials[0]
+    assert [m[0] for m in t.marks] == [*(r for r in a.rungs() if r < t.total), t.total]
+    assert [m[1] for m in t.marks][:2] == [2.0, 1.5] and t.marks[-1][1] == 1.5
+    assert t.marks[0][2] == pytest.approx(_cost(configs[0], 25))
+    assert trials[1].marks[-1][1] == 1.0 and trials[1].draw == 1
+
+
+def test_the_job_prints_the_configs_a_search_would_try():
+    big = jobs.drawn_configs(["--scheduler", "fifo", "--num-samples", "4"], 64)
+    assert big["configs"][:16] == _configs(16)  # the study's configs open the larger search
+    assert sorted(big["order"]) == list(range(64))
+
+    def formula(cfg):  # job/space.py's cost, which orders a FIFO search longest first
+        return (
+            cfg["num_boost_round"]
+            * 2 ** cfg["max_depth"]
+            * cfg["subsample"]
+            * cfg["colsample_bytree"]
+        )
+
+    costs = [formula(big["configs"][i]) for i in big["order"]]
+    assert costs == sorted(costs, reverse=True)
+    asha = jobs.drawn_configs(["--scheduler", "asha"], 8)
+    assert asha["order"] == list(range(8)) and asha["configs"] == big["configs"][:8]
+    with pytest.raises(UserError, match="could not list the study's configs.*not found"):
+        jobs.drawn_configs(["--search-space", "/nonexistent.yaml"], 8)
+
+
+def test_plan_prices_a_larger_search_by_the_cost_model(tmp_path):
+    """A study whose trials carry only their draw: plan asks the job for the 64 configs,
+    fits the model on the 16 measured, and replays the job's order of all 64."""
+    drawn = jobs.drawn_configs(["--scheduler", "fifo"], 64)
+    first = [i for i in drawn["order"] if i < 16]  # the study's own order of its 16
+    run = _run(1, [_cost(drawn["configs"][i]) for i in first])
+    for t, i in zip(run["timeline"], first, strict=True):
+        t.update(draw=i, rounds=drawn["configs"][i]["num_boost_round"])
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"points": [_point(1, run)], "job_args": ["--scheduler", "fifo"]}))
+    p = run_cli(
+        "plan", "--study", path, "--workers", "1,2", "--cpus-per-worker", 1,
+        "--num-samples", 64, "--out", tmp_path / "plan", check=True,
+    )  # fmt: skip
+    assert "priced by a cost model fitted on the study's 16 trials of 16 configs" in " ".join(
+        p.stdout.split()
+    )
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert plan["trial_costs"] == "cost model" and plan["cost_model"]["loo_error_p90"] < 1e-6
+    costs = [_cost(drawn["configs"][i]) for i in drawn["order"]]
+    for row in plan["rows"]:
+        expected = predict.makespan(costs, row["workers"], 2.0, 0.1) + 0.5
+        assert row["wall_s"] == pytest.approx(expected, abs=0.1)
+        assert row["wall_s_p10"] == pytest.approx(row["wall_s_p90"], abs=0.1)
 
 
 # ---- rayscale plan --------------------------------------------------------------------------

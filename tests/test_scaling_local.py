@@ -114,6 +114,9 @@ def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path):
     assert len(run["timeline"]) == 4 and all(t["end"] > t["start"] >= 0 for t in run["timeline"])
     # Each trial's notes at the rungs and its end travel with it, for the replay of ASHA.
     assert all(t["marks"][-1][0] == t["rounds"] for t in run["timeline"])
+    # And its config, which a larger search's cost model is fitted on; 4 configs are too few.
+    assert all(t["config"]["num_boost_round"] == t["total_rounds"] for t in run["timeline"])
+    assert pred["cost_model"] is None
     rows = list(csv.DictReader(open(out / "points.csv")))
     assert [int(r["workers"]) for r in rows] == [1, 2]
     png = (out / "scaling.png").read_bytes()
