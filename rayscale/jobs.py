@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayscale.errors import Unreachable, UserError
-from rayscale.providers.base import Endpoint
+from rayscale.providers.base import IMAGE_JOB_DIGEST, Endpoint
 
 RESULT_MARKER = "RAYSCALE_RESULT "
 PROGRESS_MARKER = "RAYSCALE_PROGRESS "
@@ -98,6 +98,29 @@ def job_digest(job_dir: Path) -> str:
         for r in sorted(rels, key=str.encode)
     )
     return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def image_job_digest(endpoint: Endpoint, timeout: float = 120.0) -> str | None:
+    """The digest of the job the head's image holds, or None where it holds none (a node
+    without the kit's image) or the head cannot be asked. Read once at `up` by a one-line
+    job (no runtime env), on providers where rayscale cannot exec into the head (Kubernetes
+    pods, cloud VMs): it saves every later job the upload, and the runtime env that would
+    keep the prestarted processes of job/prestart.py from serving it."""
+    j = Jobs(endpoint)
+    try:
+        job_id = j._client.submit_job(
+            entrypoint=f"cat {IMAGE_JOB_DIGEST} 2>/dev/null || true",
+            submission_id=f"rayscale-image-probe-{int(time.time() * 1000)}",
+            metadata={"rayscale": "which job the image holds"},
+        )
+        if j.wait(job_id, timeout, poll=0.2) != "SUCCEEDED":
+            return None
+        log = j.logs(job_id)
+    except Exception:  # an older head, an API error: jobs are uploaded, as before
+        return None
+    # The log may open with the job manager's own lines; the digest is a line of its own.
+    found = [x for x in log.splitlines() if re.fullmatch(r"[0-9a-f]{64}", x.strip())]
+    return found[-1].strip() if found else None
 
 
 def path_on_nodes(endpoint: Endpoint, job_dir: Path) -> str | None:

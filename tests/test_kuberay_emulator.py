@@ -84,6 +84,11 @@ def test_kind_profile_job_on_its_claim_and_down_emulated_kube(tmp_path, emulate,
     assert j.wait(job, 240) == "SUCCEEDED", j.logs(job)[-3000:]
     result = j.result(job)
     assert result["trials_completed"] == 2
+    # The pods' image holds this job (the digest `up` read through a one-line job): it ran
+    # from there, no upload and no runtime env.
+    info = j._client.get_job_info(job)
+    assert not info.runtime_env, info.runtime_env
+    assert info.entrypoint.startswith("cd /opt/rayscale/job && python tune_xgboost.py ")
     on_node = (
         Path(emu.claims[("ml", "rayscale-results")]["status"]["path"])
         / result["name"]

@@ -32,10 +32,10 @@ from conftest import (
     tree_pids,
 )
 
-from rayscale import procs
+from rayscale import jobs, procs
 from rayscale.errors import UserError
 from rayscale.providers import provider_class
-from rayscale.providers.base import NODE_STATES, NodeShape, Provider
+from rayscale.providers.base import IMAGE_JOB, NODE_STATES, NodeShape, Provider
 from rayscale.state import StateDir
 
 pytestmark = pytest.mark.cluster
@@ -50,6 +50,8 @@ class Harness:
     vanish: Callable[[Provider], None]  # the cluster dies (a crash, a deletion by hand)
     # what else holds for this provider at a size (e.g. ray-up's config pins it)
     sized: Callable[[Provider, int], None] = lambda p, workers: None
+    # its nodes run the kit's image, whose copy of the job a matching job dir runs from
+    image: bool = False
 
 
 # ---- local: processes on this machine --------------------------------------------------------
@@ -97,6 +99,7 @@ def _docker(tmp_path, request) -> Harness:
         exists=lambda p: p._record()["cluster_id"],
         gone=_docker_gone,
         vanish=_docker_vanish,
+        image=True,
     )
 
 
@@ -159,6 +162,7 @@ def _kuberay(tmp_path, request) -> Harness:
         exists=exists,
         gone=gone,
         vanish=vanish,
+        image=True,
     )
 
 
@@ -193,6 +197,11 @@ def test_provider_keeps_the_contract(which, tmp_path, request):
         h.sized(p, 1)
         ep = p.endpoint()
         assert ep.url.startswith("http://127.0.0.1:") and ep.token, "loopback, token set"
+        # Where the nodes run the kit's image, its job's digest was read at `up` (docker:
+        # exec; kuberay, ray-up: a one-line job), so a matching job dir is not uploaded.
+        # ray-up's fake nodes are processes here: their image holds no job.
+        held = (IMAGE_JOB, jobs.job_digest(ROOT / "job")) if h.image else None
+        assert ep.image_job == held, ep.image_job
 
         # up on a live record: refused, and the cluster is untouched
         with pytest.raises(UserError, match="already runs"):

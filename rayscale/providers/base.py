@@ -54,6 +54,10 @@ from rayscale import forward, procs
 from rayscale.errors import UserError
 from rayscale.state import StateDir
 
+# Where the kit's image holds the job, and the digest of that copy (docker/Dockerfile).
+IMAGE_JOB = "/opt/rayscale/job"
+IMAGE_JOB_DIGEST = "/opt/rayscale/job.sha256"
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -245,6 +249,7 @@ class Provider(abc.ABC):
             wait_job_api(
                 rec["dashboard_url"], self.state.token(), max(60.0, left()), self._log_hint(rec)
             )
+            self._on_up(rec)
         except BaseException:
             self._teardown(rec)
             self._undo_plan(rec)
@@ -267,6 +272,9 @@ class Provider(abc.ABC):
     def _log_hint(self, rec: dict[str, Any]) -> str:
         """Where a user reads why the head did not come up."""
         return str(self.state.path / "logs")
+
+    def _on_up(self, rec: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
+        """The cluster is up and its Job API answers: what the provider reads from it once."""
 
     def _undo_plan(self, rec: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
         """Take back what `_plan` made (e.g. a claim) after a failed `up`."""
@@ -393,10 +401,23 @@ class ForwardedProvider(Provider):
         if rec.get("forward"):
             procs.stop(rec["forward"], grace=5)
 
+    def _on_up(self, rec: dict[str, Any]) -> None:
+        # No exec into a pod or a cloud VM's container: a one-line job reads the digest.
+        from rayscale import jobs
+
+        ep = Endpoint(rec["dashboard_url"], self.state.token())
+        rec["image_job_digest"] = jobs.image_job_digest(ep)
+        self.state.write(rec)
+
     def endpoint(self) -> Endpoint:
         rec = self._record()
         self._ensure_forward(rec)
-        return Endpoint(rec["dashboard_url"], self.state.token())
+        digest = rec.get("image_job_digest")
+        return Endpoint(
+            rec["dashboard_url"],
+            self.state.token(),
+            image_job=(IMAGE_JOB, digest) if digest else None,
+        )
 
 
 def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> None:

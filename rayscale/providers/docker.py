@@ -25,6 +25,8 @@ from rayscale.errors import UserError
 from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import (
     GIB,
+    IMAGE_JOB,
+    IMAGE_JOB_DIGEST,
     NODE_FLAGS,
     ClusterRecord,
     ClusterStatus,
@@ -39,9 +41,6 @@ from rayscale.providers.base import (
 DEFAULT_IMAGE = f"rayscale:{__version__}"
 HEAD_CONTAINER_GIB = 2.0  # Ray's memory and object store on the head, and its daemons
 RESULTS = "/home/ray/rayscale_results"
-# The image's copy of the job, and its digest written at build (docker/Dockerfile).
-IMAGE_JOB = "/opt/rayscale/job"
-IMAGE_JOB_DIGEST = "/opt/rayscale/job.sha256"
 
 
 def docker_binary() -> str:
