@@ -26,8 +26,10 @@ beyond the counts measured the last factor holds (an assumption).
 
 Searches of another size run the configs the job itself would draw (`--print-configs`),
 each priced by a cost model fitted on the measured trials (`fit_costs`: log cost against
-log rounds, max_depth, log subsample and log colsample_bytree, by least squares), times a
-residual of that fit drawn at random; the spread over draws is reported (p10-p90). Under
+log rounds, max_depth and the logs of subsample, colsample_bytree, min_child_weight and
+learning_rate, by least squares). Each draw refits it on the measured configs drawn with
+replacement and multiplies each trial by a residual drawn at random; the spread over
+draws is reported (p10-p90). Under
 ASHA a config not measured takes its RMSE at each rung from the measured config nearest
 to it (an assumption: configs alike converge alike). Where the configs are not known (an
 adaptive search, an old study) trials are drawn with replacement from the measured ones.
