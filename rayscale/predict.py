@@ -293,6 +293,7 @@ TERMS = (
     "log min_child_weight",
     "log learning_rate",
 )
+WORK_TERMS = 5  # the intercept and the work per round: rounds, depth, rows and columns sampled
 MIN_CONFIGS = 10  # distinct measured configs a fit of the seven terms needs, with some to spare
 
 
@@ -300,9 +301,9 @@ def features(cfg: dict, rounds: float) -> list[float]:
     """The cost model's terms (XGBoost's defaults where a config leaves one out). Per round
     XGBoost's work grows with the leaves (2^depth) and with the fractions of rows and
     columns it samples; min_child_weight and the learning rate decide how many of the
-    leaves a tree can split (both cut the standard study's leave-one-config-out error:
-    median 17 % -> 10 %, p90 39 % -> 21 %); the per-trial set-up (its DMatrix) makes cost
-    grow slower than rounds, which the fitted exponent of rounds takes up."""
+    leaves a tree can split (the study's `cost_model.work_terms_only` is the error
+    without them); the per-trial set-up (its DMatrix) makes cost grow slower than rounds,
+    which the fitted exponent of rounds takes up."""
     return [
         1.0,
         math.log(max(1.0, rounds)),
@@ -320,7 +321,8 @@ class CostModel:
     residuals: tuple[float, ...]  # log(measured / fitted), one per measured trial
 
     def cost(self, cfg: dict, rounds: float) -> float:
-        return math.exp(sum(b * x for b, x in zip(self.coef, features(cfg, rounds), strict=True)))
+        x = features(cfg, rounds)[: len(self.coef)]
+        return math.exp(sum(b * v for b, v in zip(self.coef, x, strict=True)))
 
 
 def _key(cfg: dict) -> tuple:
@@ -328,17 +330,18 @@ def _key(cfg: dict) -> tuple:
 
 
 def fit_costs(
-    rows: list[tuple[dict, int, float]], min_configs: int = MIN_CONFIGS
+    rows: list[tuple[dict, int, float]], min_configs: int = MIN_CONFIGS, terms: int = len(TERMS)
 ) -> CostModel | None:
-    """Least squares of log cost on the terms, over (config, rounds trained, cost) rows;
-    None where fewer than MIN_CONFIGS distinct configs were measured. A term that does not
-    vary among them (the space fixes it) is left out: the data say nothing of it."""
+    """Least squares of log cost on the first TERMS terms, over (config, rounds trained,
+    cost) rows; None where fewer than MIN_CONFIGS distinct configs were measured. A term
+    that does not vary among them (the space fixes it) is left out: the data say nothing
+    of it."""
     import numpy as np
 
     rows = [r for r in rows if r[2] > 0]
     if len({_key(c) for c, _, _ in rows}) < min_configs:
         return None
-    x = np.array([features(c, r) for c, r, _ in rows])
+    x = np.array([features(c, r)[:terms] for c, r, _ in rows])
     y = np.log([t for _, _, t in rows])
     keep = [0] + [j for j in range(1, x.shape[1]) if np.ptp(x[:, j]) > 1e-12]
     coef = np.zeros(x.shape[1])
@@ -361,26 +364,41 @@ def cost_rows(points: list[dict], host: Host, drawn: list[dict] | None = None) -
     return out
 
 
+def loo_errors(rows: list[tuple[dict, int, float]], terms: int = len(TERMS)) -> list[float]:
+    """|predicted / measured - 1| of each trial, priced by a fit without its config."""
+    errors = []
+    for key in {_key(c) for c, _, _ in rows}:
+        m = fit_costs([r for r in rows if _key(r[0]) != key], terms=terms)
+        if m:
+            errors += [abs(m.cost(c, n) / t - 1) for c, n, t in rows if _key(c) == key]
+    return sorted(errors)
+
+
+def _median_p90(errors: list[float]) -> tuple[float | None, float | None]:
+    if not errors:
+        return None, None
+    return round(statistics.median(errors), 4), round(errors[(len(errors) * 9) // 10], 4)
+
+
 def cost_model_check(rows: list[tuple[dict, int, float]]) -> dict | None:
     """The model's terms and its error on each config left out of the fit (leave one config
-    out: each of its trials priced by a model that never saw it)."""
+    out: each of its trials priced by a model that never saw it); beside it the error of
+    the work terms alone (rounds, depth, rows and columns sampled), which says whether the
+    last two earn their place on these data."""
     model = fit_costs(rows)
     if model is None:
         return None
-    errors = []
-    for key in {_key(c) for c, _, _ in rows}:
-        m = fit_costs([r for r in rows if _key(r[0]) != key])
-        if m:
-            errors += [abs(m.cost(c, n) / t - 1) for c, n, t in rows if _key(c) == key]
-    errors.sort()
+    median, p90 = _median_p90(loo_errors(rows))
+    work_median, work_p90 = _median_p90(loo_errors(rows, terms=WORK_TERMS))
     return {
         "form": "log cost = " + " + ".join(f"b[{t}]" for t in TERMS[1:]) + " + b0",
         "terms": {t: round(b, 4) for t, b in zip(TERMS, model.coef, strict=True)},
         "trials": len(rows),
         "configs": len({_key(c) for c, _, _ in rows}),
         "residual_sd": round(statistics.pstdev(model.residuals), 4),
-        "loo_error_median": round(statistics.median(errors), 4) if errors else None,
-        "loo_error_p90": round(errors[(len(errors) * 9) // 10], 4) if errors else None,
+        "loo_error_median": median,
+        "loo_error_p90": p90,
+        "work_terms_only": {"loo_error_median": work_median, "loo_error_p90": work_p90},
     }
 
 

@@ -230,6 +230,8 @@ def test_the_cost_model_recovers_the_formula_that_made_the_costs():
     assert model.coef == pytest.approx(TRUE, abs=1e-6)
     check = predict.cost_model_check(rows)
     assert check["configs"] == 16 and check["loo_error_p90"] < 1e-6
+    # Costs that depend on min_child_weight and the learning rate: the work terms alone miss.
+    assert check["work_terms_only"]["loo_error_median"] > 0.01
     # A term the space fixes says nothing: it is left out, the others still fit.
     fixed = [({**c, "subsample": 0.8}, n, t) for c, n, t in rows]
     assert predict.fit_costs(fixed).coef[3] == 0.0
