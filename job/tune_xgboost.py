@@ -260,6 +260,14 @@ class Progress:
         outer = self
 
         class _CB(Callback):
+            # Where a search's first seconds go (docs/benchmarks.md): Tune's controller
+            # starting, then each trial's actor ready (placed, started, its __init__ run).
+            def setup(self, **info):
+                outer.controller_started_at = outer.controller_started_at or time.time()
+
+            def on_trial_start(self, iteration, trials, trial, **info):
+                outer.actor_ready_at.setdefault(trial.trial_id, time.time())
+
             def on_trial_complete(self, iteration, trials, trial, **info):
                 outer.done += 1
                 rmse = trial.last_result.get("rmse")
@@ -285,6 +293,8 @@ class Progress:
                 outer.check_storage(trial)
 
         self.total, self.done, self.best = total, 0, None
+        self.controller_started_at: float | None = None
+        self.actor_ready_at: dict[str, float] = {}
         self.retried: dict[str, int] = {}
         self.errored: set[str] = set()
         self.storage_fault: str | None = None
@@ -436,6 +446,7 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         "cluster": cluster_size(),
         "retried": dict(progress.retried),
         "search_window": [t0_epoch, t0_epoch + wall],
+        "controller_started_at": progress.controller_started_at,
     }
 
 
@@ -591,6 +602,7 @@ def trial_row(r, a, progress) -> dict:
         "started_at": m.get("started_at"),
         "ended_at": m.get("ended_at"),
         "process_started_at": m.get("process_started_at"),
+        "actor_ready_at": progress.actor_ready_at.get(m.get("trial_id")),
         "setup_s": m.get("setup_s"),
         "heavy_imports": m.get("heavy_imports"),
         "marks": m.get("marks"),
@@ -918,6 +930,7 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         "trials": primary["trials"],
         "retried_trials": primary.get("retried", {}),
         "search_window": primary.get("search_window"),
+        "controller_started_at": primary.get("controller_started_at"),
         "best_config": best["config"] if best else None,
         "baseline": baseline,
         "tuned": tuned,

@@ -67,6 +67,12 @@ def test_tuning_job_end_to_end(cluster, results_dir):
     # one per worker's slot, each older than the search.
     assert rec["prestarted_workers"] == 2
     assert all(t["process_started_at"] < rec["search_window"][0] for t in rec["trials"])
+    # The trace of a search's first seconds: Tune's controller, then each trial's actor
+    # ready, then its trainable entered (docs/benchmarks.md).
+    start, end = rec["search_window"]
+    for t in rec["trials"]:
+        entered = t["started_at"] - t["setup_s"]
+        assert start <= rec["controller_started_at"] <= t["actor_ready_at"] <= entered <= end
     # Without --mlflow the driver never loaded mlflow (Ray's usage tagging would: ~0.6 s).
     assert "mlflow" not in rec["driver_heavy_imports"]
     # Trials ran on the worker nodes, never the head (num-cpus 0).
