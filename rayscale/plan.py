@@ -177,8 +177,7 @@ def priced_search(
     search = predict.search_of(points, host, drawn, num_samples)
     if search is None:
         return None, "resampled", None
-    check = predict.cost_model_check(predict.cost_rows(points, host, drawn["configs"]))
-    return search, "cost model", check
+    return search, "cost model", predict.cost_model_check(list(search.rows))
 
 
 def make(

@@ -39,6 +39,7 @@ cores than the study's; an assumption the caller states).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -349,19 +350,25 @@ def fit_costs(
     return CostModel(tuple(float(b) for b in coef), tuple(float(v) for v in y - x @ coef))
 
 
+def _config_of(t: Trial, drawn: list[dict] | None) -> dict | None:
+    """A measured trial's config: from its record, else from the configs the job draws."""
+    if t.config is None and drawn is not None and t.draw is not None and t.draw < len(drawn):
+        return drawn[t.draw]
+    return t.config
+
+
+def _measured(points: list[dict], host: Host):
+    """Every measured trial, normalised to one trial per machine."""
+    return (t for p in points for c in run_costs(p, host) for t in c.trials)
+
+
 def cost_rows(points: list[dict], host: Host, drawn: list[dict] | None = None) -> list:
-    """(config, rounds trained, cost) of every measured trial, normalised to one trial per
-    machine; a trial's config from its record, else from the configs the job draws."""
-    out = []
-    for p in points:
-        for c in run_costs(p, host):
-            for t in c.trials:
-                cfg = t.config
-                if cfg is None and drawn is not None and t.draw is not None and t.draw < len(drawn):
-                    cfg = drawn[t.draw]
-                if cfg is not None:
-                    out.append((cfg, t.rounds or t.total, t.cost))
-    return out
+    """(config, rounds trained, cost) of every measured trial whose config is known."""
+    return [
+        (cfg, t.rounds or t.total, t.cost)
+        for t in _measured(points, host)
+        if (cfg := _config_of(t, drawn)) is not None
+    ]
 
 
 def loo_errors(rows: list[tuple[dict, int, float]], terms: int = len(TERMS)) -> list[float]:
@@ -417,14 +424,19 @@ class Search:
     rows: tuple[tuple[dict, int, float], ...]
     notes: tuple[tuple[tuple[int, float], ...], ...] = ()
 
+    @functools.cached_property
+    def _groups(self) -> list[list[tuple[dict, int, float]]]:
+        """The rows by config, once for every draw."""
+        by: dict = {}
+        for r in self.rows:
+            by.setdefault(_key(r[0]), []).append(r)
+        return list(by.values())
+
     def model(self, rng: random.Random) -> CostModel:
         """The cost model refitted on the measured configs drawn with replacement: the
         spread of a prediction then carries how sure the fit is, not only the trials'
         scatter around it."""
-        by: dict = {}
-        for r in self.rows:
-            by.setdefault(_key(r[0]), []).append(r)
-        groups = list(by.values())
+        groups = self._groups
         for _ in range(20):
             drawn = [r for g in rng.choices(groups, k=len(groups)) for r in g]
             m = fit_costs(drawn, min_configs=len(TERMS) + 1)
@@ -465,14 +477,10 @@ def search_of(points: list[dict], host: Host, drawn: dict, num_samples: int) -> 
     order = [i for i in drawn["order"] if i < num_samples]  # the job's order of its first N
     # Each measured config once, with the notes of the trial that went furthest.
     seen: dict = {}
-    for p in points:
-        for c in run_costs(p, host):
-            for t in c.trials:
-                cfg = t.config or (
-                    configs[t.draw] if t.draw is not None and t.draw < len(configs) else None
-                )
-                if cfg and t.marks and len(t.marks) > len(seen.get(_key(cfg), (None, ()))[1]):
-                    seen[_key(cfg)] = (cfg, t.marks)
+    for t in _measured(points, host):
+        cfg = _config_of(t, configs)
+        if cfg and t.marks and len(t.marks) > len(seen.get(_key(cfg), (None, ()))[1]):
+            seen[_key(cfg)] = (cfg, t.marks)
     notes: tuple = ()
     if seen:
         measured = [c for c, _ in seen.values()]

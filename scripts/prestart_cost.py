@@ -40,16 +40,6 @@ def first_trace(rec: dict) -> list[dict]:
     return sorted(first.values(), key=lambda x: x["trainable_entered_s"])
 
 
-def first_entries(rec: dict) -> list[float]:
-    """Per trial process, when its first trial entered the trainable, s into the search."""
-    t0 = rec["search_window"][0]
-    first: dict = {}
-    for t in rec["trials"]:
-        entered = t["started_at"] - (t.get("setup_s") or 0.0) - t0
-        first[t["pid"]] = min(first.get(t["pid"], entered), entered)
-    return sorted(round(v, 3) for v in first.values())
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/bench/prestart.json")
@@ -69,10 +59,11 @@ def main(argv=None) -> int:
                 args = [*ARGS, "--storage-path", str(work), "--name", f"{k}-{i}", *extra]
                 job_id = j.submit(args)
                 rec = j.result(job_id, j.wait(job_id, timeout=600))
+                trace = first_trace(rec)
                 got[k].append(
                     {
-                        "first_trial_s": first_entries(rec),
-                        "first_trial_trace": first_trace(rec),
+                        "first_trial_s": [x["trainable_entered_s"] for x in trace],
+                        "first_trial_trace": trace,
                         "wall_s": round(rec["wall_s"], 3),
                         "prestarted_workers": rec["prestarted_workers"],
                     }
