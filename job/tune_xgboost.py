@@ -21,6 +21,7 @@ import platform
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -429,7 +430,11 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         grid = tuner.fit()
     except Exception:
         # Tune reads the results back from the storage path: a full one may hold a
-        # truncated file there (EOFError unpickling a trial's error).
+        # truncated file there (EOFError unpickling a trial's error). And the driver's own
+        # write there (Tune's experiment state) can meet the fault before any trial does.
+        progress.storage_fault = progress.storage_fault or storage.fault_of(
+            traceback.format_exc(), a.restore
+        )
         if not progress.storage_fault:
             raise
     if progress.storage_fault:

@@ -71,6 +71,16 @@ def fill(path: Path) -> Path:
     return filler
 
 
+def vanish(path: Path) -> None:
+    """A clean-up job deletes the search's folder while the search writes into it: what is
+    written during the deletion goes too (one rmtree fails on a folder that fills again)."""
+    for _ in range(50):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+    raise RuntimeError(f"{path} is written again faster than it is deleted")
+
+
 def one_fault(state: Path, fault: str, storage: Path, job_args: list, fault_at: int) -> dict:
     name = f"storage-{fault}"
     job_id = _cli(state, "job", "submit", "--no-wait", "--", *job_args, "--storage-path", storage,
@@ -80,7 +90,7 @@ def one_fault(state: Path, fault: str, storage: Path, job_args: list, fault_at: 
     if fault == "full":
         filler = fill(storage)
     else:
-        shutil.rmtree(storage / name)
+        vanish(storage / name)
         filler = None
     status = _ended(state, job_id)
     to_end = time.monotonic() - t_fault

@@ -7,7 +7,6 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -156,7 +155,7 @@ def test_storage_fault_mid_search_ends_it_and_resume_keeps_the_finished_trials(
             if fault == "full":
                 filler = storage_faults.fill(results)
             else:
-                shutil.rmtree(results / name)
+                storage_faults.vanish(results / name)
             out, err = cli.communicate(timeout=300)
         finally:
             cli.kill()
