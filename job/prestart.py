@@ -19,16 +19,31 @@ particular (a worker started for no job is given to any: the supervisor is creat
 dashboard agent's own connection, not by this job), kept for SUPERVISOR_KEEP_ALIVE_S. A
 cluster's first job has none waiting.
 
+And the next job's trial processes: a process started for a job serves that job only,
+and one started within the job is ready ~2.3 s after the ask (start-up and the import of
+Ray Tune, providers/base.py WORKER_ENV, while the driver loads the data on the same cores),
+after the search has begun. So at its end a job asks every worker node for one process per
+trial slot for no job in particular, with the trials' runtime env, and notes in the GCS
+(internal KV) which nodes have them, until when. The next job takes the note: on those
+nodes it asks for none, and its trial actors take the waiting processes.
+
 Best effort: whatever fails is one line in the log, and the trials (or the supervisor)
 start their own processes as they would have.
 """
 
 from __future__ import annotations
 
+import json
+import time
+
 KEEP_ALIVE_S = 120  # long enough for a data load; idle after it, the raylet reaps them
 # Long enough for a scaling study's next point (a rescale, then the next submission);
 # after it the head, which has no CPUs for workers, reaps the idle process.
 SUPERVISOR_KEEP_ALIVE_S = 300
+# The note of the processes a job left for the next one's trials (internal KV).
+WAITING_KEY, WAITING_NS = b"trial-workers", b"rayscale"
+# A note this close to its processes' end is not trusted: the raylet may reap them first.
+WAITING_MARGIN_S = 30
 
 
 def trial_env_info():
@@ -102,30 +117,103 @@ def _env_or_none(build):
         return None
 
 
-def trial_workers(cpus_per_trial: float, keep_alive_s: int = KEEP_ALIVE_S) -> int:
-    """Ask every alive worker node for one process per trial slot; the number asked for."""
+def _slots(cpus_per_trial: float) -> list[tuple[dict, int]]:
+    """Every alive worker node, with its trial slots."""
+    import ray
+
+    return [
+        (node, slots)
+        for node in ray.nodes()
+        if node["Alive"]
+        for slots in [int(node["Resources"].get("CPU", 0) // cpus_per_trial)]
+        if slots >= 1
+    ]
+
+
+def trial_workers(
+    cpus_per_trial: float, ask: bool = True, keep_alive_s: int = KEEP_ALIVE_S
+) -> tuple[int, int]:
+    """Ask every alive worker node for one process per trial slot (if ASK), but for the
+    slots the job before this one left processes waiting; (the number asked for, the number
+    waiting). The note of those is taken either way: this job's trials take them."""
     import ray
 
     env_info = _env_or_none(trial_env_info)
     if env_info is None:
-        return 0
+        return 0, 0
     job = bytes.fromhex(ray.get_runtime_context().get_job_id())
-    asked = 0
-    for node in ray.nodes():
-        slots = int(node["Resources"].get("CPU", 0) // cpus_per_trial) if node["Alive"] else 0
-        if slots >= 1 and _ask(node, env_info, slots, keep_alive_s, job):
-            asked += slots
-    return asked
+    waiting = _take_waiting(env_info.serialized_runtime_env)
+    asked = found = 0
+    for node, slots in _slots(cpus_per_trial):
+        have = min(slots, waiting.get(node["NodeID"], 0))
+        found += have
+        if ask and slots > have and _ask(node, env_info, slots - have, keep_alive_s, job):
+            asked += slots - have
+    return asked, found
+
+
+def for_next_job(cpus_per_trial: float) -> tuple[int, int]:
+    """At a job's end, processes for the next job: (its supervisor's, its trials'). Not
+    while another job runs: the last to end asks, so jobs run side by side leave one set
+    waiting, not one each (and another job's trials would take them)."""
+    if _others_running():
+        return 0, 0
+    return next_supervisor(), next_trial_workers(cpus_per_trial)
+
+
+def next_trial_workers(cpus_per_trial: float, keep_alive_s: int = SUPERVISOR_KEEP_ALIVE_S) -> int:
+    """Ask every alive worker node for one process per trial slot for the next job, and
+    note them (WAITING_KEY); the number asked for."""
+    env_info = _env_or_none(trial_env_info)
+    if env_info is None:
+        return 0
+    left = {
+        node["NodeID"]: slots
+        for node, slots in _slots(cpus_per_trial)
+        if _ask(node, env_info, slots, keep_alive_s, None)
+    }
+    if left:
+        _note_waiting(left, env_info.serialized_runtime_env, keep_alive_s)
+    return sum(left.values())
+
+
+def _note_waiting(slots: dict[str, int], env: str, keep_alive_s: int) -> None:
+    from ray.experimental import internal_kv
+
+    note = {"until": time.time() + keep_alive_s, "env": env, "slots": slots}
+    try:
+        internal_kv._internal_kv_put(WAITING_KEY, json.dumps(note), namespace=WAITING_NS)
+    except Exception as e:  # noqa: BLE001 - best effort: the next job asks for its own
+        print(f"the next job's trial processes not noted ({e})", flush=True)
+
+
+def _take_waiting(env: str) -> dict[str, int]:
+    """The processes the job before this one left for its trials, by node: taken (the note
+    is deleted, so that a job beside this one does not count on them too), and only where
+    they are still alive and of this job's runtime env."""
+    from ray.experimental import internal_kv
+
+    try:
+        raw = internal_kv._internal_kv_get(WAITING_KEY, namespace=WAITING_NS)
+        if raw is None:
+            return {}
+        internal_kv._internal_kv_del(WAITING_KEY, namespace=WAITING_NS)
+        note = json.loads(raw)
+    except Exception as e:  # noqa: BLE001 - best effort: this job asks for its own
+        print(f"processes the last job left not read ({e})", flush=True)
+        return {}
+    if note.get("env") != env or note.get("until", 0) - time.time() < WAITING_MARGIN_S:
+        return {}
+    return {k: int(v) for k, v in note.get("slots", {}).items()}
 
 
 def next_supervisor(keep_alive_s: int = SUPERVISOR_KEEP_ALIVE_S) -> int:
     """Ask this job's node (the head) for one process for the next job's supervisor; the
-    number asked for (0 or 1). Not while another job runs: the last to end asks, so jobs
-    run side by side leave one process waiting, not one each."""
+    number asked for (0 or 1)."""
     import ray
 
     env_info = _env_or_none(supervisor_env_info)
-    if env_info is None or _others_running():
+    if env_info is None:
         return 0
     here = ray.get_runtime_context().get_node_id()
     node = next((n for n in ray.nodes() if n["NodeID"] == here and n["Alive"]), None)

@@ -157,7 +157,8 @@ def parse_args(argv=None):
         "--no-prestart",
         dest="prestart",
         action="store_false",
-        help="do not start the trial processes while the data loads (job/prestart.py)",
+        help="start no processes ahead of need: not the trials' while the data loads, nor the "
+        "next job's at the end (job/prestart.py)",
     )
     p.add_argument(
         "--print-configs",
@@ -455,24 +456,34 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     }
 
 
+def in_job_search(a) -> bool:
+    """A Tune search inside a job (on a cluster, not a local Ray)."""
+    return a.mode in ("tune", "both") and bool(os.environ.get("RAY_ADDRESS"))
+
+
 def prestarts(a) -> bool:
     """Whether this run starts processes ahead of need (job/prestart.py): a Tune search
     inside a job, unless --no-prestart."""
-    return a.prestart and a.mode in ("tune", "both") and bool(os.environ.get("RAY_ADDRESS"))
+    return a.prestart and in_job_search(a)
 
 
-def early_trial_processes(a) -> int:
-    """Inside a job, Tune's trial processes start on the workers while the data loads
-    (job/prestart.py): the processes asked for."""
-    if not prestarts(a):
-        return 0
+def early_trial_processes(a) -> tuple[int, int]:
+    """Inside a job, Tune's trial processes start on the workers while the data loads, but
+    where the job before this one left them waiting (job/prestart.py): (the processes asked
+    for, the processes found waiting). With --no-prestart none are asked for, and the
+    waiting ones are still taken: Ray gives them to this job's trials."""
+    if not in_job_search(a):
+        return 0, 0
     join_ray()
-    return prestart.trial_workers(a.cpus_per_trial)
+    return prestart.trial_workers(a.cpus_per_trial, ask=a.prestart)
 
 
-def next_supervisor(a) -> int:
-    """At the job's end, a process for the next job's supervisor (job/prestart.py)."""
-    return prestart.next_supervisor() if prestarts(a) else 0
+def for_next_job(a) -> tuple[int, int]:
+    """At the job's end, processes for the next job (job/prestart.py): (its supervisor's,
+    its trials')."""
+    if not prestarts(a):
+        return 0, 0
+    return prestart.for_next_job(a.cpus_per_trial)
 
 
 def join_ray() -> None:
@@ -849,7 +860,7 @@ def main(argv=None) -> int:
     storage.prepare(a.storage_path)
     # Before the data: a tracking server that cannot be reached fails the job in seconds.
     tracker = tracking.Tracker(a.mlflow, a.mlflow_experiment, a.name) if a.mlflow else None
-    a.prestarted = early_trial_processes(a)
+    a.prestarted, a.waiting = early_trial_processes(a)
     table, payload, splits = prepare(a)
     print(
         f"data: {table.source}  rows={table.rows} features={table.features} "
@@ -881,9 +892,12 @@ def main(argv=None) -> int:
         record["status"] = "succeeded"
     if tracker:
         record["mlflow"] = tracker.record(record)
-    # The work is done: a process for the next job's supervisor starts now (job/prestart.py).
+    # The work is done: processes for the next job's supervisor and trials start now
+    # (job/prestart.py).
     asked_at = time.time()
-    record["next_supervisor_asked_at"] = asked_at if next_supervisor(a) else None
+    supervisor, trials = for_next_job(a)
+    record["next_supervisor_asked_at"] = asked_at if supervisor else None
+    record["next_trial_workers"] = trials
     record["result_path"] = storage.write_record(
         a.storage_path, a.name, json.dumps(record, indent=2)
     )
@@ -941,8 +955,10 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         "tuned": tuned,
         "cluster": primary["cluster"],
         "versions": versions(),
-        # Trial processes asked for while the data loaded (job/prestart.py).
+        # Trial processes asked for while the data loaded, and those the job before this
+        # one left waiting (job/prestart.py).
         "prestarted_workers": getattr(a, "prestarted", 0),
+        "waiting_workers": getattr(a, "waiting", 0),
         # When this job's supervisor process started: before its submission where the job
         # before it left one waiting (job/prestart.py).
         "supervisor_started_at": prestart.supervisor_started_at(),

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayscale import __version__
+from rayscale.providers.base import WORKER_ENV
 
 RAY_VERSION = "2.60.0"
 KUBERAY_VERSION = "1.7.0"
@@ -230,6 +231,9 @@ def cluster_spec(
     head["spec"]["automountServiceAccountToken"] = True
     head["metadata"]["annotations"] = _skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
     worker = _pod(p, image, "ray-worker", p.worker_cpu, p.worker_memory, claim)
+    worker["spec"]["containers"][0]["env"] += [
+        {"name": k, "value": v} for k, v in WORKER_ENV.items()
+    ]
     return {
         "rayVersion": RAY_VERSION,
         "authOptions": {"mode": "token"},

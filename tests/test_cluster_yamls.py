@@ -17,6 +17,8 @@ import ray
 import yaml
 from conftest import ROOT
 
+from rayscale.providers.base import WORKER_ENV
+
 FILES = sorted((ROOT / "cluster").glob("*.yaml"))
 CLOUD = [f for f in FILES if f.name in ("aws.yaml", "gcp.yaml", "onprem.yaml")]
 SCHEMA = json.loads(
@@ -65,6 +67,10 @@ def test_policy(f):
     for cmds in (head, worker):
         assert "RAY_AUTH_MODE=token" in cmds, "token auth on every node"
     assert "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]
+    # Worker processes import Ray Tune as they start (providers/base.py WORKER_ENV); the
+    # head's (job supervisors) do not.
+    for k, v in WORKER_ENV.items():
+        assert f"{k}={v}" in worker and k not in head
     assert "/home/ray/.ray/auth_token" in cfg["file_mounts"], "every node gets the token"
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head, "dashboard not exposed"
     assert cfg["idle_timeout_minutes"] <= 10

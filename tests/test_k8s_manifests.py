@@ -21,6 +21,7 @@ from conftest import ROOT, needs_crds
 from kube_emulator import crd_schema
 
 from rayscale import manifests
+from rayscale.providers.base import WORKER_ENV
 
 K8S_VERSION = "1.33.0"
 SHIPPED = manifests.shipped()
@@ -164,6 +165,11 @@ def test_policy(key, doc):
         sc = c["securityContext"]
         assert sc["runAsNonRoot"] and sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
+        # Worker processes import Ray Tune as they start (providers/base.py WORKER_ENV);
+        # the head's (job supervisors) do not.
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        on_worker = c["name"] == "ray-worker"
+        assert all((env.get(k) == v) is on_worker for k, v in WORKER_ENV.items())
     for g in spec["workerGroupSpecs"]:
         assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
         for t in (g["template"], spec["headGroupSpec"]["template"]):

@@ -86,6 +86,13 @@ HEAD_OBJECT_STORE_GIB = 0.25
 # come from its own stdout: one less Python daemon per node), no usage stats.
 NODE_FLAGS = ("--block", "--include-log-monitor=false", "--disable-usage-stats")
 
+# Every worker node's raylet has each Python process it starts import Ray Tune before it
+# takes work: a trial's actor cannot load its class (Tune's trainable) without it, which is
+# 0.7-1.1 s of the first trial on a process started for it (docs/benchmarks.md). Processes
+# started ahead of the search (job/prestart.py) pay it while the driver loads the data.
+# Only on workers: the head runs the job supervisors and drivers, which would pay it first.
+WORKER_ENV = {"RAY_preload_python_modules": "ray.tune"}
+
 
 def head_start(gcs_port: int, dashboard_host: str, dashboard_port: int) -> list[str]:
     """`rayscale.headnode start ...`'s arguments every provider's head shares: NODE_FLAGS,

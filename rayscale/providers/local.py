@@ -28,6 +28,7 @@ from rayscale.providers.base import (
     HEAD_MEMORY_GIB,
     HEAD_OBJECT_STORE_GIB,
     NODE_FLAGS,
+    WORKER_ENV,
     ClusterRecord,
     ClusterStatus,
     Endpoint,
@@ -239,7 +240,7 @@ class LocalProvider(Provider):
                 *NODE_FLAGS,
                 *args,
             ]
-            proc = procs.spawn(argv, self._env(rec), self._log(f"w{idx}"))
+            proc = procs.spawn(argv, {**self._env(rec), **WORKER_ENV}, self._log(f"w{idx}"))
             rec["workers"].append(
                 {
                     "index": idx,
