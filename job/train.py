@@ -208,12 +208,16 @@ def tune_trainable(config: dict, data: dict) -> None:
             marks = meta.get("marks", [])
     started = time.perf_counter()
     started_at = time.time()
-    every_ckpt = data["checkpoint_every"]
+    ckpt_rounds = set(data["checkpoint_rounds"])
     blocked = [0.0]  # time inside tune.report: Tune's overhead, not training
+    last_ckpt = [spent]  # the training its last checkpoint holds
 
-    def report(booster, rounds, rmse):
+    def trained() -> float:
+        return spent + time.perf_counter() - started - blocked[0]
+
+    def report(booster, rounds, rmse, checkpoint: bool):
         t_in = time.perf_counter()
-        train_s = spent + t_in - started - blocked[0]
+        train_s = trained()
         m = {
             "rmse": rmse,
             "rounds": rounds,
@@ -228,7 +232,8 @@ def tune_trainable(config: dict, data: dict) -> None:
             "heavy_imports": [m for m in HEAVY if m in sys.modules],
             "marks": marks,
         }
-        if every_ckpt and (rounds % every_ckpt == 0) and rounds < int(cfg["num_boost_round"]):
+        if checkpoint:
+            last_ckpt[0] = train_s
             with tempfile.TemporaryDirectory() as d:
                 booster.save_model(os.path.join(d, "model.ubj"))
                 with open(os.path.join(d, "meta.json"), "w") as f:
@@ -246,15 +251,23 @@ def tune_trainable(config: dict, data: dict) -> None:
     def at_round(booster, rounds, rmse):
         if rounds in rungs or rounds == total:
             marks.append([rounds, round(rmse, 6), round(time.time() - entered, 3)])
-        if rounds in reports or rounds == total:
-            report(booster, rounds, rmse)
+        # A checkpoint (and, under FIFO, the report that carries it) only once the trial has
+        # trained --checkpoint-min-s since its last: retrying a shorter stretch costs less
+        # than the round trips through the driver that would save it.
+        ckpt = (
+            rounds in ckpt_rounds
+            and rounds < total
+            and trained() - last_ckpt[0] >= data["checkpoint_min_s"]
+        )
+        if ckpt or rounds in reports or rounds == total:
+            report(booster, rounds, rmse, ckpt)
 
     fit(
         cfg,
         dtrain,
         dvalid,
         nthread,
-        sorted(rungs | reports),
+        sorted(rungs | reports | ckpt_rounds),
         at_round,
         model=model,
         first_round=first,

@@ -118,6 +118,13 @@ def parse_args(argv=None):
         help="rounds between trial checkpoints, 0 = off (default: max-rounds / 4)",
     )
     p.add_argument(
+        "--checkpoint-min-s",
+        type=float,
+        default=10.0,
+        help="a trial checkpoints only once it has trained this long since its last "
+        "checkpoint (or its start): a shorter stretch is cheaper to retry than to save",
+    )
+    p.add_argument(
         "--cpus-per-trial",
         type=positive_int,
         default=1,
@@ -186,6 +193,10 @@ def parse_args(argv=None):
     a.report_rounds = report_rounds(a)
     if a.checkpoint_every < 0:
         raise InputError("--checkpoint-every must be >= 0 (0 turns checkpoints off)")
+    if not a.checkpoint_min_s >= 0:  # NaN too
+        raise InputError(
+            "--checkpoint-min-s must be >= 0 (0 checkpoints at every --checkpoint-every)"
+        )
     if a.grace_rounds > a.max_rounds:
         raise InputError(
             f"--grace-rounds {a.grace_rounds} exceeds --max-rounds {a.max_rounds}; lower it"
@@ -196,19 +207,26 @@ def parse_args(argv=None):
 
 
 def report_rounds(a) -> list[int]:
-    """The rounds at which trials report to Tune (the end of each trial always reports).
+    """The rounds at which trials report to Tune (the end of each trial always reports, and
+    each checkpoint, checkpoint_rounds, goes with a report).
 
     A report is a round trip through the Tune driver; every one costs trial time. ASHA
-    only looks at its rungs (grace * rf^k), so only those are reported, plus checkpoints.
+    only looks at its rungs (grace * rf^k), so only those are reported.
     """
     marks = set()
     if a.report_every:
         marks |= set(range(a.report_every, a.max_rounds + 1, a.report_every))
     if a.scheduler == "asha":
         marks |= set(rung_rounds(a))
-    if a.checkpoint_every:
-        marks |= set(range(a.checkpoint_every, a.max_rounds, a.checkpoint_every))
     return sorted(marks)
+
+
+def checkpoint_rounds(a) -> list[int]:
+    """The rounds at which a trial may checkpoint (it does where --checkpoint-min-s has
+    passed since its last)."""
+    if not a.checkpoint_every:
+        return []
+    return list(range(a.checkpoint_every, a.max_rounds, a.checkpoint_every))
 
 
 def rung_rounds(a) -> list[int]:
@@ -245,7 +263,8 @@ def prepare(a):
         "nthread": a.cpus_per_trial,
         "report_rounds": a.report_rounds,
         "rung_rounds": rung_rounds(a),
-        "checkpoint_every": a.checkpoint_every,
+        "checkpoint_rounds": checkpoint_rounds(a),
+        "checkpoint_min_s": a.checkpoint_min_s,
     }
     return table, payload, (X_train, y_train, X_test, y_test)
 

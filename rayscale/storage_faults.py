@@ -150,7 +150,7 @@ def main() -> None:
     a = ap.parse_args()
     job_args = ["--data", "synthetic:rows=40000,features=20,noise=1.0,seed=3", "--num-samples",
                 a.num_samples, "--max-rounds", 300, "--scheduler", "fifo", "--checkpoint-every",
-                30, "--seed", 5]  # fmt: skip
+                30, "--checkpoint-min-s", 0, "--seed", 5]  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="rayscale-storage-") as d:
         state, root = Path(d) / "state", Path(d)

@@ -51,6 +51,8 @@ FAULT_JOB = [
     "fifo",
     "--checkpoint-every",
     50,
+    "--checkpoint-min-s",
+    0,
     "--seed",
     5,
 ]

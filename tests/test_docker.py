@@ -195,7 +195,7 @@ def _storage_is_shared_or_refused(state) -> None:
     for env, path, needles in cases:
         p = run_cli(
             "job", "submit", *env, "--", *TINY, "--num-samples", 2, "--storage-path", path,
-            "--checkpoint-every", 5, state_dir=state, timeout=300,
+            "--checkpoint-every", 5, "--checkpoint-min-s", 0, state_dir=state, timeout=300,
         )  # fmt: skip
         assert_one_line_error(p, *needles)
 

@@ -138,7 +138,7 @@ def test_storage_fault_mid_search_ends_it_and_resume_keeps_the_finished_trials(
     args = [
         "--data", "synthetic:rows=40000,features=20,seed=2", "--num-samples", N,
         "--max-rounds", 300, "--scheduler", "fifo", "--checkpoint-every", 30,
-        "--storage-path", results,
+        "--checkpoint-min-s", 0, "--storage-path", results,
     ]  # fmt: skip
     env = {**os.environ, "RAYSCALE_STATE_DIR": str(cluster)}
     env.pop("RAY_ADDRESS", None)

@@ -147,6 +147,8 @@ BAD = [
     (lambda t: ["--num-samples", "0"], ["--num-samples"]),
     (lambda t: ["--num-samples", "x"], ["--num-samples"]),
     (lambda t: ["--memory-per-trial", "0"], ["--memory-per-trial", "must be > 0"]),
+    (lambda t: ["--checkpoint-min-s", "-1"], ["--checkpoint-min-s must be >= 0"]),
+    (lambda t: ["--checkpoint-min-s", "nan"], ["--checkpoint-min-s must be >= 0"]),
     (lambda t: ["--search-alg", "hyperband"], ["--search-alg", "invalid choice"]),
     (lambda t: ["--scheduler", "hyperband"], ["--scheduler"]),
     (lambda t: ["--test-size", "0.9"], ["--test-size"]),

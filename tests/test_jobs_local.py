@@ -87,6 +87,33 @@ def test_tuning_job_end_to_end(cluster, results_dir):
     assert stored["trials"] == rec["trials"]
 
 
+def test_a_trial_checkpoints_only_once_it_has_trained_checkpoint_min_s(cluster, results_dir):
+    """A checkpoint is a round trip through Tune's driver and a copy to the storage path: a
+    trial writes one at a --checkpoint-every round only once it has trained
+    --checkpoint-min-s (10 s by default) since its last. Trials of well under a second
+    write none by default, and one at each of their rounds 5, 10, 15 with 0."""
+
+    def checkpoints(name, *extra):
+        p = submit(
+            cluster, *TINY, "--num-samples", 2, "--scheduler", "fifo", "--checkpoint-every", 5,
+            "--storage-path", results_dir, "--name", name, *extra,
+        )  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        rec = json.loads(p.stdout)
+        assert rec["trials_completed"] == 2
+        return rec, sorted(
+            c.name for c in (results_dir / name).glob("*/checkpoint_*") if c.is_dir()
+        )
+
+    rec, found = checkpoints("ckpt-default")
+    assert found == [] and max(t["train_s"] for t in rec["trials"]) < 10
+    rec, found = checkpoints("ckpt-always", "--checkpoint-min-s", 0)
+    assert len(found) == sum(
+        len([r for r in (5, 10, 15) if r < t["rounds"]]) for t in rec["trials"]
+    )
+    assert found
+
+
 def test_a_job_leaves_processes_waiting_for_the_next(cluster, results_dir):
     """Ray runs each submitted job under a fresh supervisor process (most of submit ->
     RUNNING), and each trial of a search in a process started for it; a job asks, at its

@@ -80,7 +80,10 @@ def test_kind_profile_job_on_its_claim_and_down_emulated_kube(tmp_path, emulate,
 
     # The job with its default storage path (the claim) and checkpoints on, as `make submit`.
     j = jobs.Jobs(p.endpoint())
-    job = j.submit([*TINY, "--num-samples", "2", "--scheduler", "fifo", "--checkpoint-every", "5"])
+    job = j.submit(
+        [*TINY, "--num-samples", "2", "--scheduler", "fifo", "--checkpoint-every", "5",
+         "--checkpoint-min-s", "0"]
+    )  # fmt: skip
     assert j.wait(job, 240) == "SUCCEEDED", j.logs(job)[-3000:]
     result = j.result(job)
     assert result["trials_completed"] == 2
