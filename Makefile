@@ -151,6 +151,7 @@ bench: install
 	$(BIN)/python -m rayscale.bench --out results/bench
 	$(BIN)/python scripts/runtime_env_cost.py --out results/bench/runtime_env.json
 	$(BIN)/python scripts/prestart_cost.py --out results/bench/prestart.json
+	$(BIN)/python scripts/checkpoint_cost.py --out results/bench/checkpoint.json
 	$(BIN)/python scripts/startup_profile.py --out results/bench/startup_profile.json
 
 # Every port a local (and, with IMAGE built, a docker) cluster listens on, probed with and
@@ -161,7 +162,7 @@ probe: install
 # A scaling study on 1,2,3 local workers while a random worker node is killed every
 # CHAOS_EVERY seconds: results/reliability/chaos/chaos.json (docs/reliability.md).
 CHAOS_EVERY ?= 30
-CHAOS_ARGS ?= --data synthetic:rows=40000,features=20,noise=1.0,seed=3 --num-samples 12 --max-rounds 300 --checkpoint-every 50
+CHAOS_ARGS ?= --data synthetic:rows=40000,features=20,noise=1.0,seed=3 --num-samples 12 --max-rounds 300 --checkpoint-every 50 --checkpoint-min-s 0
 chaos: install
 	$(BIN)/python -m rayscale.chaos --workers 1,2,3 --repeats 2 --every $(CHAOS_EVERY) --out results/reliability/chaos -- $(CHAOS_ARGS)
 

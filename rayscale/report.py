@@ -91,6 +91,14 @@ def save_json(rec: dict, path: str) -> None:
     Path(path).write_text(json.dumps(rec, indent=2))
 
 
+def save_measured(doc: dict, path: str, lines: list[str]) -> None:
+    """A measurement script's end: DOC written to PATH, its summary LINES said."""
+    save_json(doc, path)
+    for line in lines:
+        say(line)
+    say(f"wrote {path}")
+
+
 def show_jobs(rows, as_json: bool = False) -> None:
     data = [
         {

@@ -28,7 +28,7 @@ trap down EXIT
 mkdir -p "$OUT"
 # Checkpoints on (every 15 rounds), written by uid 1000 to the claim: the first thing a
 # hostPath results volume broke.
-"$BIN/rayscale" job submit --state-dir "$STATE" --save "$OUT/job.json" -- "${TINY[@]}" --checkpoint-every 15
+"$BIN/rayscale" job submit --state-dir "$STATE" --save "$OUT/job.json" -- "${TINY[@]}" --checkpoint-every 15 --checkpoint-min-s 0
 name=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$OUT/job.json")
 cluster=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$STATE/cluster.json")
 kubectl --context kind-rayscale exec "$(kubectl --context kind-rayscale get pod -l "ray.io/cluster=$cluster,ray.io/node-type=head" -o name)" \

@@ -176,16 +176,17 @@ def main(argv=None) -> int:
             k: statistics.median(r["wall_s"] for r in runs) for k, runs in got.items()
         },
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(out, indent=2))
-    for k in got:
-        tr = out["median_first_trial_trace"][k]
-        report.say(
+    trace = out["median_first_trial_trace"]
+    report.save_measured(
+        out,
+        a.out,
+        [
             f"{k:20} first trial {out['median_first_trial_s'][k]:.2f} s into the search: "
-            + ", ".join(f"{s[:-2]} {tr[s]:.2f}" for s in STEPS if s in tr)
+            + ", ".join(f"{s[:-2]} {trace[k][s]:.2f}" for s in STEPS if s in trace[k])
             + f"; wall {out['median_wall_s'][k]:.1f} s"
-        )
-    report.say(f"wrote {a.out}")
+            for k in got
+        ],
+    )
     return 0
 
 

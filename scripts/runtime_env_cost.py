@@ -10,7 +10,6 @@ Why the local provider submits the job by path with no runtime env (docs/benchma
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import statistics
@@ -95,14 +94,15 @@ def main(argv=None) -> int:
         "repeats": a.repeats,
         "kinds": out,
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2))
-    for k, d in out.items():
-        report.say(
+    report.save_measured(
+        result,
+        a.out,
+        [
             f"{k:12s} submit->RUNNING {d['submit_to_running_s']['median']:.2f} s, "
             f"two fresh actors {d['two_actors_ready_s']['median']:.2f} s"
-        )
-    report.say(f"wrote {a.out}")
+            for k, d in out.items()
+        ],
+    )
     return 0
 
 
