@@ -7,12 +7,17 @@ All ratios come from this one run: the machine is shared and absolute times drif
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rayscale import jobs, predict, procs, report, scaling
+from rayscale.providers import local
 from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
@@ -37,6 +42,35 @@ TINY = [
     "--scheduler",
     "fifo",
 ]
+
+
+@contextlib.contextmanager
+def local_cluster(
+    prefix: str, workers: int = 2, memory_gib: float = 2.0, worker_env: dict | None = None
+) -> Iterator[tuple[jobs.Jobs, Path]]:
+    """For make bench's cost scripts: a head and WORKERS one-CPU workers of MEMORY_GIB on
+    this machine, in a fresh temp dir (also the searches' storage path); (its Job API, the
+    dir). Down and deleted after. WORKER_ENV, where given, replaces the workers' extra env
+    (providers/base.py WORKER_ENV) for this cluster."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        state = StateDir(str(work / "state"))
+        p = LocalProvider(state, NodeShape.sized(1, memory_gib))
+        saved = local.WORKER_ENV
+        local.WORKER_ENV = saved if worker_env is None else worker_env
+        try:
+            with state.lock():
+                p.up(workers)
+        finally:
+            local.WORKER_ENV = saved
+        try:
+            yield jobs.Jobs(p.endpoint()), work
+        finally:
+            with state.lock():
+                p.down()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
 
 # The paired trial-slowdown check: small enough to alternate Ray and the plain loop a few
 # times, so both see the same machine (a shared VM's speed drifts by 10-20 % over minutes).

@@ -169,6 +169,11 @@ def search_note(args: list[str]) -> str | None:
     )
 
 
+def overhead_per_trial(wall_s: float, cpus: float, sum_train_s: float, trials: int) -> float:
+    """What a search spent beyond training, per trial: (wall x CPUs - train time) / trials."""
+    return (wall_s * cpus - sum_train_s) / max(1, trials)
+
+
 class CpuSampler:
     """Samples each node's CPU time once a second while a run is in flight.
 
@@ -449,7 +454,8 @@ def summarise(runs: list[dict]) -> list[dict]:
         speedup = base_n * base_wall / wall
         cpus = rs[0]["cpus"]
         overhead = statistics.median(
-            (r["wall_s"] * r["cpus"] - r["sum_train_s"]) / max(1, r["trials_completed"]) for r in rs
+            overhead_per_trial(r["wall_s"], r["cpus"], r["sum_train_s"], r["trials_completed"])
+            for r in rs
         )
         busy = [r["cpu_busy_avg"] for r in rs if r["cpu_busy_avg"] is not None]
         points.append(

@@ -11,16 +11,10 @@ search's wall time, the overhead per trial ((wall x CPUs - train) / trials, as
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from rayscale import bench, jobs, report
-from rayscale.providers.base import NodeShape
-from rayscale.providers.local import LocalProvider
-from rayscale.state import StateDir
+from rayscale import bench, report, scaling
 
 WORKERS = 2
 KINDS = {"default": [], "every_round": ["--checkpoint-min-s", "0"]}
@@ -32,36 +26,27 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args(argv)
     args = [*bench.STANDARD, "--scheduler", "fifo"]
-    work = Path(tempfile.mkdtemp(prefix="rayscale-ckpt-"))
-    state = StateDir(str(work / "state"))
-    p = LocalProvider(state, NodeShape.sized(1, 2.0))
     got: dict = {k: [] for k in KINDS}
-    with state.lock():
-        p.up(WORKERS)
-    try:
-        j = jobs.Jobs(p.endpoint())
+    with bench.local_cluster("rayscale-ckpt-", WORKERS) as (j, work):
         for i in range(a.repeats):
             for k, extra in KINDS.items():
                 name = f"{k}-{i}"
                 job_id = j.submit([*args, "--storage-path", str(work), "--name", name, *extra])
                 rec = j.result(job_id, j.wait(job_id, timeout=900))
+                overhead = scaling.overhead_per_trial(
+                    rec["wall_s"], WORKERS, rec["sum_train_s"], len(rec["trials"])
+                )
                 got[k].append(
                     {
                         "wall_s": round(rec["wall_s"], 3),
                         "sum_train_s": round(rec["sum_train_s"], 3),
-                        "overhead_per_trial_s": round(
-                            (rec["wall_s"] * WORKERS - rec["sum_train_s"]) / len(rec["trials"]), 4
-                        ),
+                        "overhead_per_trial_s": round(overhead, 4),
                         "checkpoints": len(list((work / name).glob("*/checkpoint_*"))),
                         # The cluster's first search has no trial processes waiting for it.
                         "waiting_workers": rec["waiting_workers"],
                     }
                 )
             report.say(f"  round {i + 1}/{a.repeats} done")
-    finally:
-        with state.lock():
-            p.down()
-        shutil.rmtree(work, ignore_errors=True)
     out = {
         "command": f"python scripts/checkpoint_cost.py --out {a.out}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -16,17 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from rayscale import bench, jobs, report
 from rayscale.providers import local
-from rayscale.providers.base import NodeShape
-from rayscale.providers.local import LocalProvider
-from rayscale.state import StateDir
 
 ARGS = bench.PAIRED
 # Per fresh cluster: its worker nodes' extra env, and the searches run on it, in order, with
@@ -103,27 +98,15 @@ def task_events(j: jobs.Jobs, work: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def one_cluster(worker_env: dict, kinds: dict, work: Path, i: int) -> dict:
+def one_cluster(worker_env: dict, kinds: dict, i: int) -> dict:
     """Up a cluster whose workers have WORKER_ENV, run one search per kind, down it."""
-    state = StateDir(str(work / "state"))
-    p = LocalProvider(state, NodeShape.sized(1, 2.0))
-    saved, local.WORKER_ENV = local.WORKER_ENV, worker_env
-    try:
-        with state.lock():
-            p.up(2)
-    finally:
-        local.WORKER_ENV = saved
-    try:
-        j = jobs.Jobs(p.endpoint())
+    with bench.local_cluster("rayscale-prestart-", worker_env=worker_env) as (j, work):
         recs = {}
         for k, extra in kinds.items():
             args = [*ARGS, "--storage-path", str(work), "--name", f"{k}-{i}", *extra]
             job_id = j.submit(args)
             recs[k] = j.result(job_id, j.wait(job_id, timeout=600))
         events = task_events(j, work)
-    finally:
-        with state.lock():
-            p.down()
     return {
         k: {
             "first_trial_s": [x["trainable_entered_s"] for x in trace],
@@ -145,12 +128,8 @@ def main(argv=None) -> int:
     got: dict = {k: [] for _, kinds in CLUSTERS.values() for k in kinds}
     for i in range(a.repeats):
         for worker_env, kinds in CLUSTERS.values():
-            work = Path(tempfile.mkdtemp(prefix="rayscale-prestart-"))
-            try:
-                for k, run in one_cluster(worker_env, kinds, work, i).items():
-                    got[k].append(run)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+            for k, run in one_cluster(worker_env, kinds, i).items():
+                got[k].append(run)
         report.say(f"  round {i + 1}/{a.repeats} done")
     out = {
         "command": f"python scripts/prestart_cost.py --out {a.out}",

@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from rayscale import jobs, report
-from rayscale.providers.base import NodeShape
-from rayscale.providers.local import LocalProvider
-from rayscale.state import StateDir
+from rayscale import bench, jobs, report
 
 # Run as the job's entrypoint: two one-CPU actors (one per worker), timed until both answer.
 PROBE = """
@@ -59,20 +53,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/bench/runtime_env.json")
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="rayscale-renv-"))
-    (work / "probe.py").write_text(PROBE)
-    state = StateDir(str(work / "state"))
-    p = LocalProvider(state, NodeShape.sized(1, 1.5))
-    kinds = {
-        "none": None,
-        "working_dir": {"working_dir": str(work), "excludes": ["state"]},
-        "env_vars": {"env_vars": {"RAYSCALE_PROBE": "1"}},
-    }
-    got: dict = {k: {"submit_to_running_s": [], "two_actors_ready_s": []} for k in kinds}
-    with state.lock():
-        p.up(2)
-    try:
-        j = jobs.Jobs(p.endpoint())
+    got: dict = {}
+    with bench.local_cluster("rayscale-renv-", memory_gib=1.5) as (j, work):
+        (work / "probe.py").write_text(PROBE)
+        kinds = {
+            "none": None,
+            "working_dir": {"working_dir": str(work), "excludes": ["state"]},
+            "env_vars": {"env_vars": {"RAYSCALE_PROBE": "1"}},
+        }
+        got = {k: {"submit_to_running_s": [], "two_actors_ready_s": []} for k in kinds}
         entry = f"cd {shlex.quote(str(work))} && python probe.py"
         for i in range(a.repeats):
             for k, env in kinds.items():
@@ -80,10 +69,6 @@ def main(argv=None) -> int:
                 got[k]["submit_to_running_s"].append(round(running, 3))
                 got[k]["two_actors_ready_s"].append(ready)
             report.say(f"  round {i + 1}/{a.repeats} done")
-    finally:
-        with state.lock():
-            p.down()
-        shutil.rmtree(work, ignore_errors=True)
     out = {
         k: {m: {"median": statistics.median(v), "runs": v} for m, v in d.items()}
         for k, d in got.items()
