@@ -5,7 +5,8 @@ Ray's dashboard starts ten module subprocesses of ~100 MiB each (metrics, data, 
 nodes, serve, state, task events, train, ...). The Job API needs one of them, JobHead.
 dashboard.py takes --modules-to-load; this wrapper adds it when RAYSCALE_DASHBOARD_MODULES
 is set. RAYSCALE_LOOPBACK keeps a node's address at 127.0.0.1 (see _keep_loopback). Then
-it runs the real `ray start` in this process (so the recorded PID is the node's).
+it runs the real `ray start` in this process (so the recorded PID is the node's), without
+the CLI's command groups that `ray start` never uses (UNUSED_CLI_GROUPS).
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ LEAN_MODULES = "JobHead,NodeHead,UsageStatsHead"
 LOOPBACK = "127.0.0.1"
 # The environment a loopback-only node runs under (see _keep_loopback).
 LOOPBACK_ENV = {"RAYSCALE_LOOPBACK": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# `ray start` needs none of the other command groups Ray's CLI module adds as it loads, and
+# Ray adds each only if it imports: Serve's (pandas, FastAPI), the state API's and the
+# jobs CLI's are ~1 CPU-s of the 1.6 it takes to load, paid once per node at every up.
+UNUSED_CLI_GROUPS = (
+    "ray.serve.scripts",
+    "ray.util.state.state_cli",
+    "ray.dashboard.modules.job.cli",
+)
 
 
 def _patch(modules: str) -> None:
@@ -58,6 +67,8 @@ def main() -> None:
     modules = os.environ.get("RAYSCALE_DASHBOARD_MODULES")
     if modules:
         _patch(modules)
+    for name in UNUSED_CLI_GROUPS:
+        sys.modules[name] = None  # import raises ImportError: Ray's CLI skips that group
     from ray.scripts.scripts import main as ray_main
 
     sys.argv = ["ray", *sys.argv[1:]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -42,6 +43,17 @@ def test_token_file_is_private(cluster):
     # The token is never printed by status.
     token = (cluster / "auth_token").read_text().strip()
     assert token not in run_cli("cluster", "status", "--json", state_dir=cluster).stdout
+
+
+def test_node_processes_skip_the_cli_groups_ray_start_never_uses(cluster):
+    """Each node's `ray start` process loads Ray's CLI without Serve's, the state API's and
+    the jobs CLI's command groups (rayscale.headnode): Serve's alone pulls in pandas and
+    FastAPI, ~1 CPU-s per node at every up. pandas' native libraries would be mapped."""
+    procs, _ = recorded_pids(cluster)
+    for pr in procs:
+        maps = Path(f"/proc/{pr['pid']}/maps").read_text()
+        assert "/pandas/" not in maps, pr["pid"]
+        assert "/ray/_raylet" in maps  # the node's process really is Ray's
 
 
 def test_second_up_on_running_state_dir_is_refused(cluster):
