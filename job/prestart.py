@@ -173,14 +173,14 @@ def next_trial_workers(cpus_per_trial: float, keep_alive_s: int = SUPERVISOR_KEE
         if _ask(node, env_info, slots, keep_alive_s, None)
     }
     if left:
-        _note_waiting(left, env_info.serialized_runtime_env, keep_alive_s)
+        _note_waiting(left, env_info.serialized_runtime_env, time.time() + keep_alive_s)
     return sum(left.values())
 
 
-def _note_waiting(slots: dict[str, int], env: str, keep_alive_s: int) -> None:
+def _note_waiting(slots: dict[str, int], env: str, until: float) -> None:
     from ray.experimental import internal_kv
 
-    note = {"until": time.time() + keep_alive_s, "env": env, "slots": slots}
+    note = {"until": until, "env": env, "slots": slots}
     try:
         internal_kv._internal_kv_put(WAITING_KEY, json.dumps(note), namespace=WAITING_NS)
     except Exception as e:  # noqa: BLE001 - best effort: the next job asks for its own
@@ -191,20 +191,59 @@ def _take_waiting(env: str) -> dict[str, int]:
     """The processes the job before this one left for its trials, by node: taken (the note
     is deleted, so that a job beside this one does not count on them too), and only where
     they are still alive and of this job's runtime env."""
+    return _read_waiting(env, take=True)[0]
+
+
+def _read_waiting(env: str, take: bool) -> tuple[dict[str, int], float]:
+    """The note of waiting processes of runtime env ENV: (their slots by node, until when);
+    none where it is missing, near its end or of another env. TAKE deletes it."""
     from ray.experimental import internal_kv
 
     try:
         raw = internal_kv._internal_kv_get(WAITING_KEY, namespace=WAITING_NS)
         if raw is None:
-            return {}
-        internal_kv._internal_kv_del(WAITING_KEY, namespace=WAITING_NS)
+            return {}, 0.0
+        if take:
+            internal_kv._internal_kv_del(WAITING_KEY, namespace=WAITING_NS)
         note = json.loads(raw)
     except Exception as e:  # noqa: BLE001 - best effort: this job asks for its own
         print(f"processes the last job left not read ({e})", flush=True)
-        return {}
-    if note.get("env") != env or note.get("until", 0) - time.time() < WAITING_MARGIN_S:
-        return {}
-    return {k: int(v) for k, v in note.get("slots", {}).items()}
+        return {}, 0.0
+    until = float(note.get("until", 0))
+    if note.get("env") != env or until - time.time() < WAITING_MARGIN_S:
+        return {}, 0.0
+    return {k: int(v) for k, v in note.get("slots", {}).items()}, until
+
+
+def warm(cpus_per_trial: float) -> tuple[int, int]:
+    """Between jobs, once workers were added: processes for the next job's trials on every
+    worker node the note does not cover (the new ones; a job leaves processes only on the
+    nodes it ran beside), and for its supervisor, which this run's own took; (supervisor,
+    trial processes) asked for. Not while another job runs, as at a job's end."""
+    if _others_running():
+        return 0, 0
+    return next_supervisor(), top_up_trial_workers(cpus_per_trial)
+
+
+def top_up_trial_workers(cpus_per_trial: float, keep_alive_s: int = SUPERVISOR_KEEP_ALIVE_S) -> int:
+    """Ask the worker nodes the note of waiting processes leaves short for the rest of
+    their trial slots, and note them with the others; the number asked for."""
+    env_info = _env_or_none(trial_env_info)
+    if env_info is None:
+        return 0
+    env = env_info.serialized_runtime_env
+    have, until = _read_waiting(env, take=False)
+    slots = dict(have)
+    for node, n in _slots(cpus_per_trial):
+        short = n - have.get(node["NodeID"], 0)
+        if short > 0 and _ask(node, env_info, short, keep_alive_s, None):
+            slots[node["NodeID"]] = n
+    if slots == have:
+        return 0
+    # The earlier processes end first: the note holds until then.
+    end = time.time() + keep_alive_s
+    _note_waiting(slots, env, min(until, end) if have else end)
+    return sum(slots.values()) - sum(have.values())
 
 
 def next_supervisor(keep_alive_s: int = SUPERVISOR_KEEP_ALIVE_S) -> int:

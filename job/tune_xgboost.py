@@ -168,6 +168,13 @@ def parse_args(argv=None):
         "next job's at the end (job/prestart.py)",
     )
     p.add_argument(
+        "--warm-workers",
+        action="store_true",
+        help="start the next job's trial processes on the workers that have none waiting "
+        "(workers just added) and its supervisor's, then exit: no data, no search. "
+        "`rayscale scaling` runs it after adding workers (job/prestart.py)",
+    )
+    p.add_argument(
         "--print-configs",
         action="store_true",
         help="print the configs the search would try, as JSON with the order it runs them "
@@ -494,7 +501,28 @@ def early_trial_processes(a) -> tuple[int, int]:
     if not in_job_search(a):
         return 0, 0
     join_ray()
-    return prestart.trial_workers(a.cpus_per_trial, ask=a.prestart)
+    out = prestart.trial_workers(a.cpus_per_trial, ask=a.prestart)
+    a.prestart_asked_at = time.time()
+    return out
+
+
+def warm_workers(a) -> int:
+    """--warm-workers: the processes the next job will want on workers that have none
+    waiting, and its supervisor's; one record saying how many were asked for."""
+    supervisor = trials = 0
+    if prestarts(a):
+        join_ray()
+        supervisor, trials = prestart.warm(a.cpus_per_trial)
+    emit(
+        RESULT_MARKER,
+        {
+            "status": "succeeded",
+            "mode": "warm",
+            "next_supervisor": supervisor,
+            "next_trial_workers": trials,
+        },
+    )
+    return 0
 
 
 def for_next_job(a) -> tuple[int, int]:
@@ -875,6 +903,8 @@ def main(argv=None) -> int:
         order = trial_order(list(range(len(configs))), a, key=lambda i: configs[i])
         print(json.dumps({"configs": configs, "order": order}))
         return 0
+    if a.warm_workers:  # before any data or storage: it needs neither
+        return warm_workers(a)
     # Every mode writes its record there: a path it cannot write fails now, not after the work.
     storage.prepare(a.storage_path)
     # Before the data: a tracking server that cannot be reached fails the job in seconds.
@@ -978,6 +1008,7 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         # one left waiting (job/prestart.py).
         "prestarted_workers": getattr(a, "prestarted", 0),
         "waiting_workers": getattr(a, "waiting", 0),
+        "prestart_asked_at": getattr(a, "prestart_asked_at", None),
         # When this job's supervisor process started: before its submission where the job
         # before it left one waiting (job/prestart.py).
         "supervisor_started_at": prestart.supervisor_started_at(),

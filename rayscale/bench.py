@@ -195,6 +195,9 @@ def main(argv=None) -> int:
         report.say(f"  ASHA on the same configs at 2 workers, {a.repeats} runs ...")
         asha = jobs.Jobs(p.endpoint())
         asha_args = scaling.study_job_args(STANDARD + ["--scheduler", "asha"])
+        # The baselines outlast the processes the study's last job left waiting (300 s):
+        # warmed, as FIFO's points were (scaling.warm_workers).
+        scaling.warm_workers(asha, asha_args, 300, report.say)
         recs = []
         for i in range(a.repeats):
             job_id = asha.submit(asha_args + ["--name", f"bench-asha-{i}-{int(time.time())}"])

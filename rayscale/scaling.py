@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,6 +304,7 @@ def run_point(
     job_args: list[str],
     timeout: float | None,
     say: Callable[[str], None],
+    warm: bool = False,
 ) -> dict:
     for attempt in range(3):  # a worker lost while resizing is replaced by the next try
         try:
@@ -311,16 +313,11 @@ def run_point(
         except UserError:
             if attempt == 2:
                 raise
-    submitted = time.perf_counter()
+    warm_s = warm_workers(j, job_args, timeout, say) if warm else None
+    submitted, submitted_at = time.perf_counter(), time.time()
     with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
         job_id = j.submit(job_args + ["--name", f"scaling-w{n}-r{repeat}-{int(time.time())}"])
-        try:
-            status = j.wait(job_id, timeout)
-        except BaseException:
-            # Interrupted: the job must not go on using a cluster the study leaves up.
-            with contextlib.suppress(Exception):
-                j.stop(job_id)
-            raise
+        status = wait_or_stop(j, job_id, timeout)
     rec = j.result(job_id, status)
     # The whole job as its user waits for it: submission, driver start-up, data, baseline,
     # search, final fit, the result read back.
@@ -328,6 +325,7 @@ def run_point(
     busy = cpu.busy()
     workers_busy = [v for k, v in busy.items() if k != "head"]
     cpus = rec["cluster"]["cpus"]
+    procs = {t.get("pid"): t.get("process_started_at") for t in rec.get("trials", [])}
     row = {
         "workers": n,
         "repeat": repeat,
@@ -346,6 +344,15 @@ def run_point(
         "cpus_per_trial": rec.get("cpus_per_trial") or 1,
         "timeline": timeline(rec),
         "retries": sum((rec.get("retried_trials") or {}).values()),
+        "warm_s": warm_s,
+        # Trial processes the job found waiting (job/prestart.py), and how many of those
+        # its trials ran in had started before its submission.
+        "waiting_workers": rec.get("waiting_workers"),
+        "prestarted_workers": rec.get("prestarted_workers"),
+        "trial_processes": len(procs),
+        "trial_processes_before_submit": sum(
+            1 for started in procs.values() if started is not None and started < submitted_at
+        ),
         "workers_replaced": keeper.replaced,
     }
     row["disturbed_by"] = disturbance(row["retries"], keeper.replaced)
@@ -356,6 +363,44 @@ def run_point(
         + (f"; DISTURBED: {', '.join(row['disturbed_by'])}" if row["disturbed_by"] else "")
     )
     return row
+
+
+# The submission ids of the study's --warm-workers jobs: told apart from its points' jobs.
+WARM_JOB_PREFIX = "rayscale-warm-"
+
+
+def wait_or_stop(j: jobs.Jobs, job_id: str, timeout: float | None) -> str:
+    """The job's end status; interrupted, the job is stopped first: it must not go on
+    using a cluster the study leaves up."""
+    try:
+        return j.wait(job_id, timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            j.stop(job_id)
+        raise
+
+
+def warm_workers(
+    j: jobs.Jobs, job_args: list[str], timeout: float | None, say: Callable[[str], None]
+) -> float | None:
+    """After workers were added, before the point's job: the job's trial processes on them
+    (job/prestart.py, `--warm-workers`), as a job whose processes are left waiting would
+    find them: a process asked for at a job's start is still starting when this machine's
+    search begins (docs/benchmarks.md). Its seconds; None where it failed (the point's job
+    then asks for its own, as it would have)."""
+    t0 = time.perf_counter()
+    try:
+        job_id = j.submit(
+            [*job_args, "--warm-workers", "--name", f"warm-{int(time.time())}"],
+            submission_id=f"{WARM_JOB_PREFIX}{uuid.uuid4().hex[:12]}",
+        )
+        rec = j.result(job_id, wait_or_stop(j, job_id, timeout))
+    except UserError as e:
+        say(f"  workers not warmed ({e})")
+        return None
+    took = round(time.perf_counter() - t0, 3)
+    say(f"  warmed: {rec.get('next_trial_workers', 0)} trial processes started ({took} s)")
+    return took
 
 
 def timeline(rec: dict) -> list[dict]:
@@ -480,6 +525,11 @@ def summarise(runs: list[dict]) -> list[dict]:
                             "retries",
                             "workers_replaced",
                             "disturbed_by",
+                            "warm_s",
+                            "waiting_workers",
+                            "prestarted_workers",
+                            "trial_processes",
+                            "trial_processes_before_submit",
                         )
                         if k in r
                     }
@@ -557,8 +607,14 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         say(f"resuming: {len(progress.runs)} runs done, {len(todo)} to run")
     progress.save()
     j = jobs.Jobs(provider.endpoint())
+    before = None
     for repeat, n in todo:
-        progress.runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
+        # Workers the job before did not run beside have no processes waiting.
+        warm = before is None or n > before
+        progress.runs.append(
+            run_point(provider, j, n, repeat, job_args, plan.job_timeout, say, warm=warm)
+        )
+        before = n
         progress.save()
     runs = sorted(progress.runs, key=lambda r: sequence.index((r["repeat"], r["workers"])))
     cpus_per_worker = max(1, int(runs[0]["cpus"] // runs[0]["workers"]))

@@ -27,7 +27,7 @@ from conftest import (
     wait_for_progress,
 )
 
-from rayscale import load, storage_faults
+from rayscale import load, scaling, storage_faults
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
 
@@ -41,7 +41,9 @@ def _running_job(state, not_this: str | None, timeout: float = 240) -> str:
         running = [
             r["submission_id"]
             for r in (json.loads(p.stdout) if p.returncode == 0 else [])
-            if r["status"] == "RUNNING" and r["submission_id"] != not_this
+            if r["status"] == "RUNNING"
+            and r["submission_id"] != not_this
+            and not r["submission_id"].startswith(scaling.WARM_JOB_PREFIX)
         ]
         if running:
             return running[0]
