@@ -161,22 +161,6 @@ def for_next_job(cpus_per_trial: float) -> tuple[int, int]:
     return next_supervisor(), next_trial_workers(cpus_per_trial)
 
 
-def next_trial_workers(cpus_per_trial: float, keep_alive_s: int = SUPERVISOR_KEEP_ALIVE_S) -> int:
-    """Ask every alive worker node for one process per trial slot for the next job, and
-    note them (WAITING_KEY); the number asked for."""
-    env_info = _env_or_none(trial_env_info)
-    if env_info is None:
-        return 0
-    left = {
-        node["NodeID"]: slots
-        for node, slots in _slots(cpus_per_trial)
-        if _ask(node, env_info, slots, keep_alive_s, None)
-    }
-    if left:
-        _note_waiting(left, env_info.serialized_runtime_env, time.time() + keep_alive_s)
-    return sum(left.values())
-
-
 def _note_waiting(slots: dict[str, int], env: str, until: float) -> None:
     from ray.experimental import internal_kv
 
@@ -222,12 +206,14 @@ def warm(cpus_per_trial: float) -> tuple[int, int]:
     trial processes) asked for. Not while another job runs, as at a job's end."""
     if _others_running():
         return 0, 0
-    return next_supervisor(), top_up_trial_workers(cpus_per_trial)
+    return next_supervisor(), next_trial_workers(cpus_per_trial)
 
 
-def top_up_trial_workers(cpus_per_trial: float, keep_alive_s: int = SUPERVISOR_KEEP_ALIVE_S) -> int:
-    """Ask the worker nodes the note of waiting processes leaves short for the rest of
-    their trial slots, and note them with the others; the number asked for."""
+def next_trial_workers(cpus_per_trial: float, keep_alive_s: int = SUPERVISOR_KEEP_ALIVE_S) -> int:
+    """Processes for the next job's trials, for no job in particular: ask each alive
+    worker node for the trial slots the note of waiting processes leaves short (at a job's
+    end, all of them: the job's start took the note), and note them with the others
+    (WAITING_KEY); the number asked for."""
     env_info = _env_or_none(trial_env_info)
     if env_info is None:
         return 0

@@ -501,9 +501,7 @@ def early_trial_processes(a) -> tuple[int, int]:
     if not in_job_search(a):
         return 0, 0
     join_ray()
-    out = prestart.trial_workers(a.cpus_per_trial, ask=a.prestart)
-    a.prestart_asked_at = time.time()
-    return out
+    return prestart.trial_workers(a.cpus_per_trial, ask=a.prestart)
 
 
 def warm_workers(a) -> int:
@@ -1008,7 +1006,6 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         # one left waiting (job/prestart.py).
         "prestarted_workers": getattr(a, "prestarted", 0),
         "waiting_workers": getattr(a, "waiting", 0),
-        "prestart_asked_at": getattr(a, "prestart_asked_at", None),
         # When this job's supervisor process started: before its submission where the job
         # before it left one waiting (job/prestart.py).
         "supervisor_started_at": prestart.supervisor_started_at(),
