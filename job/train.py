@@ -194,7 +194,7 @@ def tune_trainable(config: dict, data: dict) -> None:
     entered = time.time()
     dtrain, dvalid = dmatrices(data, nthread)
     node = _node_id()
-    model, first, spent = None, 0, 0.0
+    model, first, spent, spent_cpu = None, 0, 0.0, 0.0
     # [rounds, validation rmse, s since entering] at each ASHA rung and at the end, noted
     # without a report to Tune (a resumed trial keeps its first attempt's notes and times).
     marks: list = []
@@ -205,23 +205,29 @@ def tune_trainable(config: dict, data: dict) -> None:
             model.load_model(os.path.join(d, "model.ubj"))
             meta = json.load(open(os.path.join(d, "meta.json")))
             first, spent = meta["rounds"], meta["train_s"]
+            spent_cpu = meta.get("train_cpu_s", 0.0)
             marks = meta.get("marks", [])
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.thread_time()
     started_at = time.time()
     ckpt_rounds = set(data["checkpoint_rounds"])
-    blocked = [0.0]  # time inside tune.report: Tune's overhead, not training
+    # Time inside tune.report, wall and CPU: Tune's overhead, not training.
+    blocked, blocked_cpu = [0.0], [0.0]
     last_ckpt = [spent]  # the training its last checkpoint holds
 
     def trained() -> float:
         return spent + time.perf_counter() - started - blocked[0]
 
     def report(booster, rounds, rmse, checkpoint: bool):
-        t_in = time.perf_counter()
+        t_in, cpu_in = time.perf_counter(), time.thread_time()
         train_s = trained()
+        # The CPU this thread (XGBoost's, at one thread) got while training: below train_s
+        # by the time the trial was ready to run and had no core (docs/benchmarks.md).
+        train_cpu_s = spent_cpu + cpu_in - started_cpu - blocked_cpu[0]
         m = {
             "rmse": rmse,
             "rounds": rounds,
             "train_s": train_s,
+            "train_cpu_s": train_cpu_s,
             "node_id": node,
             "resumed_from": first,
             "pid": os.getpid(),
@@ -237,11 +243,13 @@ def tune_trainable(config: dict, data: dict) -> None:
             with tempfile.TemporaryDirectory() as d:
                 booster.save_model(os.path.join(d, "model.ubj"))
                 with open(os.path.join(d, "meta.json"), "w") as f:
-                    json.dump({"rounds": rounds, "train_s": train_s, "marks": marks}, f)
+                    meta = {"rounds": rounds, "train_s": train_s, "train_cpu_s": train_cpu_s}
+                    json.dump({**meta, "marks": marks}, f)
                 tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(m)
         blocked[0] += time.perf_counter() - t_in
+        blocked_cpu[0] += time.thread_time() - cpu_in
 
     total = int(cfg["num_boost_round"])
     if first >= total:
@@ -277,11 +285,13 @@ def tune_trainable(config: dict, data: dict) -> None:
 def sequential_one(cfg: dict, data: dict, nthread: int) -> dict:
     started_at = time.time()
     dtrain, dvalid = dmatrices(data, nthread)
+    cpu0 = time.thread_time()
     _, rmse, train_s = fit(cfg, dtrain, dvalid, nthread)
     return {
         "config": cfg,
         "rounds": int(cfg["num_boost_round"]),
         "train_s": round(train_s, 4),
+        "train_cpu_s": round(time.thread_time() - cpu0, 4),
         "rmse": rmse,
         "node_id": "local",
         "pid": os.getpid(),

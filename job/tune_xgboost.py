@@ -654,6 +654,7 @@ def trial_row(r, a, progress) -> dict:
         "config": spacemod.normalise(r.config["cfg"], a.max_rounds) if r.config else None,
         "rounds": m.get("rounds", 0),
         "train_s": round(m.get("train_s", 0.0), 4),
+        "train_cpu_s": round(m["train_cpu_s"], 4) if "train_cpu_s" in m else None,
         "rmse": train.finite(m.get("rmse")),
         "node_id": m.get("node_id"),
         "error": trial_error(r.error) if r.error else None,
@@ -850,10 +851,13 @@ def final_scores(best_cfg, splits, nthread, remote: bool) -> tuple[dict, dict]:
 def summarise(run: dict, a) -> dict:
     ok = [t for t in run["trials"] if t.get("rmse") is not None and not t.get("error")]
     sum_train = sum(t["train_s"] for t in run["trials"])
+    cpu = [t.get("train_cpu_s") for t in run["trials"]]
     wall = run["wall_s"]
     return {
         "wall_s": round(wall, 3),
         "sum_train_s": round(sum_train, 3),
+        # None where a trial did not measure it (one restored from an older checkpoint).
+        "sum_train_cpu_s": round(sum(cpu), 3) if None not in cpu else None,
         "trials_completed": len(ok),
         "trials_errored": len(run["trials"]) - len(ok),
         "cores_busy_avg": round(sum_train * a.cpus_per_trial / wall, 3) if wall else None,

@@ -134,6 +134,50 @@ def paired_slowdown(j: jobs.Jobs, storage: Path, pairs: int = 3) -> list[list[fl
     return out
 
 
+def trial_clocks(study: dict) -> dict:
+    """What the trials' own clocks say of the 1 -> 2 speedup (no targets): the speedup of a
+    search made of its trials alone (2 x the 1-worker runs' summed training over the
+    2-worker runs', medians); the share of its training time a trial had a core (its
+    thread's CPU time over its wall time: below 1 by the time it was ready to run and
+    waited, here for the cluster's other processes); and the CPU the same trials took at 2
+    at once over 1 at a time (the cores' shared cache and memory), Ray's and joblib's."""
+    pts = {q["workers"]: q["runs"] for q in study["points"]}
+    base = study.get("baselines") or {}
+
+    def med(runs: list[dict], key: str) -> float | None:
+        vals = [r[key] for r in runs if r.get(key)]
+        return statistics.median(vals) if vals else None
+
+    def share(runs: list[dict]) -> float | None:
+        vals = [
+            r["sum_train_cpu_s"] / r["sum_train_s"]
+            for r in runs
+            if r.get("sum_train_cpu_s") and r.get("sum_train_s")
+        ]
+        return round(statistics.median(vals), 3) if vals else None
+
+    def ratio(a: float | None, b: float | None, times: float = 1.0) -> float | None:
+        return round(times * a / b, 3) if a and b else None
+
+    one, two = pts.get(1, []), pts.get(2, [])
+    loop = (base.get("sequential") or {}).get("runs", [])
+    par = (base.get("joblib") or {}).get("runs", [])
+    cpu = "sum_train_cpu_s"
+    return {
+        "trials_only_speedup_1_to_2": ratio(med(one, "sum_train_s"), med(two, "sum_train_s"), 2),
+        "core_share": {
+            "ray_1_worker": share(one),
+            "ray_2_workers": share(two),
+            "loop": share(loop),
+            "joblib_2": share(par),
+        },
+        "cpu_2_at_once_over_1": {
+            "ray": ratio(med(two, cpu), med(one, cpu)),
+            "joblib_over_loop": ratio(med(par, cpu), med(loop, cpu)),
+        },
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/bench")
@@ -178,6 +222,7 @@ def main(argv=None) -> int:
             two["wall_s_median"] / study["baselines"]["joblib"]["wall_s"], 3
         )
         figures["overhead_per_trial_s"] = two["overhead_per_trial_s"]
+        figures["trial_clocks"] = trial_clocks(study)
         one = next(q for q in study["points"] if q["workers"] == 1)
         # Reported beside the targets: the whole job's speedup as its user waits for it
         # (submit to result), beside the search window's.
@@ -190,25 +235,33 @@ def main(argv=None) -> int:
         # How well the cost model that prices larger searches knows a config it never saw.
         cm = study["prediction"].get("cost_model") or {}
         figures["cost_model_loo_error"] = [cm.get("loo_error_median"), cm.get("loo_error_p90")]
-        # ASHA on the same 16 configs, 2 workers, as many times as FIFO ran there: the
-        # median run against FIFO's median (one run each would compare the VM's drift).
-        report.say(f"  ASHA on the same configs at 2 workers, {a.repeats} runs ...")
+        # ASHA on the same 16 configs at 2 workers, --repeats times, each run beside a FIFO
+        # run, alternately: a shared VM's speed drifts by 10-20 % over the minutes between
+        # the study's FIFO runs and these, so each ASHA run is compared with the FIFO run
+        # next to it (the median of the pairs' ratios), as the trial slowdown's pairs are.
+        report.say(f"  ASHA and FIFO on the same configs at 2 workers, {a.repeats} pairs ...")
         asha = jobs.Jobs(p.endpoint())
         asha_args = scaling.study_job_args(STANDARD + ["--scheduler", "asha"])
+        fifo_args = scaling.study_job_args(STANDARD + ["--scheduler", "fifo"])
         # The baselines outlast the processes the study's last job left waiting (300 s):
         # warmed, as FIFO's points were (scaling.warm_workers).
         scaling.warm_workers(asha, asha_args, 300, report.say)
-        recs = []
+        recs, time_pairs = [], []
         for i in range(a.repeats):
-            job_id = asha.submit(asha_args + ["--name", f"bench-asha-{i}-{int(time.time())}"])
-            recs.append(asha.result(job_id, asha.wait(job_id)))
+            pair = []
+            for kind, args in (("asha", asha_args), ("fifo", fifo_args)):
+                job_id = asha.submit(args + ["--name", f"bench-{kind}-{i}-{int(time.time())}"])
+                pair.append(asha.result(job_id, asha.wait(job_id)))
+            recs.append(pair[0])
+            time_pairs.append([round(pair[0]["wall_s"], 2), round(pair[1]["wall_s"], 2)])
         rec = sorted(recs, key=lambda r: r["wall_s"])[len(recs) // 2]
         figures["asha_walls_s"] = [round(r["wall_s"], 2) for r in recs]
+        figures["asha_fifo_pairs_s"] = time_pairs
         fifo_best = min(r["best_rmse"] for r in two["runs"])
         figures["asha_best_rmse"] = rec["best_valid_rmse"]
         figures["fifo_best_rmse"] = fifo_best
         figures["asha_rmse_vs_fifo"] = round(rec["best_valid_rmse"] / fifo_best, 4)
-        figures["asha_time_vs_fifo"] = round(rec["wall_s"] / two["wall_s_median"], 3)
+        figures["asha_time_vs_fifo"] = round(statistics.median(x / f for x, f in time_pairs), 3)
         # The replay of ASHA on the FIFO runs' notes at the rungs, against the median run.
         predicted = predict.replay_at(
             scaling.clean_points(study["points"]),

@@ -51,9 +51,15 @@ def test_tuning_job_end_to_end(cluster, results_dir):
     assert rec["trials_completed"] == 4 and rec["trials_errored"] == 0
     assert rec["rows"] == 600 and rec["features"] == 6
     assert len(rec["trials"]) == 4
+    assert rec["sum_train_cpu_s"] == pytest.approx(
+        sum(t["train_cpu_s"] for t in rec["trials"]), abs=1e-2
+    )
     for t in rec["trials"]:
         assert t["rounds"] == t["config"]["num_boost_round"] <= 20
         assert t["train_s"] > 0 and t["rmse"] > 0 and t["node_id"]
+        # Its thread's CPU while training: the wall time less any wait for a core (the
+        # bench's trial clocks); a little over it where the two clocks tick apart.
+        assert 0 < t["train_cpu_s"] <= t["train_s"] * 1.05 + 0.01
         # The trial process loaded XGBoost without scikit-learn / scipy.stats (issue 13).
         assert t["heavy_imports"] == []
         # Even under FIFO each trial noted its RMSE and time at ASHA's rungs (grace 5,

@@ -105,6 +105,10 @@ def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path):
     assert [len(b["runs"]) for b in study["baselines"].values()] == [1, 1]
     seq = study["baselines"]["sequential"]
     assert seq["runs"][0]["wall_s"] == pytest.approx(seq["wall_s"], abs=1e-3)
+    # The trials' CPU clocks, summed, in the points' runs and the baselines' (the bench's
+    # trial_clocks); no more CPU than wall time, give or take the two clocks' ticks.
+    for r in [*(r for q in study["points"] for r in q["runs"]), seq, study["baselines"]["joblib"]]:
+        assert 0 < r["sum_train_cpu_s"] <= r["sum_train_s"] * 1.05 + 0.05
     # Two worker counts: no law is fitted; the replay model predicts each point from the other.
     assert study["fit"]["amdahl_serial_fraction"] is None and "need 3" in study["fit"]["note"]
     pred = study["prediction"]
