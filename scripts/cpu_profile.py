@@ -72,21 +72,28 @@ class Sampler(threading.Thread):
     def __init__(self, roots: list[int], interval: float = 0.5, role=role):
         super().__init__(daemon=True)
         self.roots, self.interval, self.role = roots, interval, role
+        # Processes outside the cluster that this run starts, by role: the profiler's own
+        # (this script, py-spy) and the CLI following the job.
+        self.extra: dict[int, str] = {os.getpid(): "the profiler (this script, py-spy)"}
         self.samples: list[tuple[float, int, str, float]] = []
+        # The whole machine's (busy, steal) CPU seconds: what runs outside the cluster (this
+        # script, the CLI following the job, the VM's own) and what its host took from it.
+        self.machine: list[tuple[float, float, float]] = []
         self.roles: dict[int, str] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             now = time.time()
-            for pid in procs.tree(self.roots):
+            self.machine.append((now, *machine_cpu_s()))
+            for pid in [*procs.tree(self.roots), *self.extra]:
                 try:
                     p = psutil.Process(pid)
                     t = p.cpu_times()
                 except psutil.Error:
                     continue
                 # A worker changes role (IDLE -> a trial): its last named role wins.
-                r = self.role(p)
+                r = self.extra.get(pid) or self.role(p)
                 if r not in ("gone", "idle workers") or pid not in self.roles:
                     self.roles[pid] = r
                 self.samples.append((now, pid, r, t.user + t.system))
@@ -104,7 +111,24 @@ class Sampler(threading.Thread):
         out: dict[str, float] = collections.defaultdict(float)
         for pid, cpu in last.items():
             out[self.roles.get(pid, "other")] += cpu - first[pid]
+        inside = [m for m in self.machine if start < m[0] <= end]
+        before = [m for m in self.machine if m[0] <= start]
+        if inside and before:
+            (t0, busy0, steal0), (t1, busy1, steal1) = before[-1], inside[-1]
+            # The rest of the machine: kernel threads, the VM's agents, other work.
+            out["outside the cluster, other"] = max(0.0, busy1 - busy0 - sum(out.values()))
+            out["stolen by the VM's host"] = steal1 - steal0
+            out["idle"] = max(0.0, (os.cpu_count() or 1) * (t1 - t0) - (busy1 - busy0)
+                              - (steal1 - steal0))  # fmt: skip
         return dict(out)
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """The machine's busy CPU seconds (user, nice, system, irq, softirq) and steal."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    return sum(fields[i] for i in (0, 1, 2, 5, 6)) / hz, fields[7] / hz
 
 
 def driver_pid(roots: list[int], name: str, timeout: float = 120) -> int:
@@ -148,11 +172,13 @@ def one(state: Path, roots: list[int], scheduler: str, out_dir: Path, rate: int)
     sampler.start()
     job = subprocess.Popen([CLI, "job", "submit", "--json", "--", *args], stdout=subprocess.PIPE,
                            text=True, env={**os.environ, "RAYSCALE_STATE_DIR": str(state)})  # fmt: skip
+    sampler.extra[job.pid] = "the CLI following the job"
     pid = driver_pid(roots, name)
     raw = out_dir / f"cpu_profile-driver-{scheduler}.txt"  # kept beside the JSON
     spy = subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", str(rate), "--format",
                             "raw", "--output", str(raw), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    sampler.extra[spy.pid] = "the profiler (this script, py-spy)"
     out, _ = job.communicate(timeout=1800)
     if spy.poll() is None:
         spy.send_signal(signal.SIGINT)
