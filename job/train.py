@@ -205,7 +205,8 @@ def tune_trainable(config: dict, data: dict) -> None:
             model.load_model(os.path.join(d, "model.ubj"))
             meta = json.load(open(os.path.join(d, "meta.json")))
             first, spent = meta["rounds"], meta["train_s"]
-            spent_cpu = meta.get("train_cpu_s", 0.0)
+            # None from a checkpoint written before trials clocked their CPU: unknown.
+            spent_cpu = meta.get("train_cpu_s")
             marks = meta.get("marks", [])
     started, started_cpu = time.perf_counter(), time.thread_time()
     started_at = time.time()
@@ -222,7 +223,9 @@ def tune_trainable(config: dict, data: dict) -> None:
         train_s = trained()
         # The CPU this thread (XGBoost's, at one thread) got while training: below train_s
         # by the time the trial was ready to run and had no core (docs/benchmarks.md).
-        train_cpu_s = spent_cpu + cpu_in - started_cpu - blocked_cpu[0]
+        train_cpu_s = (
+            None if spent_cpu is None else spent_cpu + cpu_in - started_cpu - blocked_cpu[0]
+        )
         m = {
             "rmse": rmse,
             "rounds": rounds,

@@ -648,13 +648,16 @@ def restart_vanished(grid, restored):
 def trial_row(r, a, progress) -> dict:
     """One trial of the record, from Tune's result."""
     m = r.metrics or {}
+    # As train_s, 0 for a trial that never reported; None where it reported no CPU time
+    # (resumed from a checkpoint written before trials clocked it).
+    cpu = m.get("train_cpu_s", 0.0)
     return {
         "trial_id": m.get("trial_id"),
         # A trial that errored before its first report has no config in its result.
         "config": spacemod.normalise(r.config["cfg"], a.max_rounds) if r.config else None,
         "rounds": m.get("rounds", 0),
         "train_s": round(m.get("train_s", 0.0), 4),
-        "train_cpu_s": round(m["train_cpu_s"], 4) if "train_cpu_s" in m else None,
+        "train_cpu_s": None if cpu is None else round(cpu, 4),
         "rmse": train.finite(m.get("rmse")),
         "node_id": m.get("node_id"),
         "error": trial_error(r.error) if r.error else None,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +39,13 @@ needs_crds = pytest.mark.skipif(
     "ray.io_rayclusters.yaml and ray.io_rayjobs.yaml (ray-operator/config/crd/bases)",
 )
 RAYSCALE = str(Path(sys.executable).parent / "rayscale")
+# A test run started in the background of a non-interactive shell (`.ci/run &`, nohup)
+# inherits SIGINT ignored, and so would every CLI a test sends Ctrl-C to (it would then
+# finish its `cluster up` as if nothing was pressed). The run takes a terminal's default
+# instead, which the processes it starts then begin with.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # Trials of a few seconds each, so that a node killed right after the first trial ends is
 # always in the middle of one (the gap between trials on a node is ~0.05 s).
 FAULT_JOB = [

@@ -86,6 +86,8 @@ def test_chaos_a_worker_lost_mid_study_is_replaced_and_its_point_marked(tmp_path
     assert sorted(t["rounds"] for t in faulty["timeline"]) == rounds
     # The trial on the lost node was retried, the node replaced, the point marked.
     assert faulty["retries"] >= 1 and faulty["workers_replaced"] == 1, faulty["disturbed_by"]
+    # The retried trial went on from its checkpoint, which carried its CPU clock too.
+    assert 0 < faulty["sum_train_cpu_s"] <= faulty["sum_train_s"] * 1.05 + 0.05
     assert study["points"][1]["disturbed"] and "DISTURBED" in stdout
     # Its time is no speedup to read, nor data for the replay model.
     assert study["disturbed_points"] == [2]
