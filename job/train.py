@@ -246,8 +246,8 @@ def tune_trainable(config: dict, data: dict) -> None:
             with tempfile.TemporaryDirectory() as d:
                 booster.save_model(os.path.join(d, "model.ubj"))
                 with open(os.path.join(d, "meta.json"), "w") as f:
-                    meta = {"rounds": rounds, "train_s": train_s, "train_cpu_s": train_cpu_s}
-                    json.dump({**meta, "marks": marks}, f)
+                    saved = {"rounds": rounds, "train_s": train_s, "train_cpu_s": train_cpu_s}
+                    json.dump({**saved, "marks": marks}, f)
                 tune.report(m, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(m)

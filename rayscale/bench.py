@@ -240,18 +240,17 @@ def main(argv=None) -> int:
         # the study's FIFO runs and these, so each ASHA run is compared with the FIFO run
         # next to it (the median of the pairs' ratios), as the trial slowdown's pairs are.
         report.say(f"  ASHA and FIFO on the same configs at 2 workers, {a.repeats} pairs ...")
-        asha = jobs.Jobs(p.endpoint())
         asha_args = scaling.study_job_args(STANDARD + ["--scheduler", "asha"])
         fifo_args = scaling.study_job_args(STANDARD + ["--scheduler", "fifo"])
         # The baselines outlast the processes the study's last job left waiting (300 s):
         # warmed, as FIFO's points were (scaling.warm_workers).
-        scaling.warm_workers(asha, asha_args, 300, report.say)
+        scaling.warm_workers(j, asha_args, 300, report.say)
         recs, time_pairs = [], []
         for i in range(a.repeats):
             pair = []
             for kind, args in (("asha", asha_args), ("fifo", fifo_args)):
-                job_id = asha.submit(args + ["--name", f"bench-{kind}-{i}-{int(time.time())}"])
-                pair.append(asha.result(job_id, asha.wait(job_id)))
+                job_id = j.submit(args + ["--name", f"bench-{kind}-{i}-{int(time.time())}"])
+                pair.append(j.result(job_id, j.wait(job_id)))
             recs.append(pair[0])
             time_pairs.append([round(pair[0]["wall_s"], 2), round(pair[1]["wall_s"], 2)])
         rec = sorted(recs, key=lambda r: r["wall_s"])[len(recs) // 2]

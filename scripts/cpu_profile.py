@@ -42,6 +42,7 @@ DRIVER_BUCKETS = [
     ("tune, other", ("ray/tune/", "ray/air/", "ray/train/")),
 ]
 IN_SEARCH = "Tuner.fit (ray/tune/tuner.py"
+PROFILER = "the profiler (this script, py-spy)"  # its own CPU, outside the cluster
 
 
 def role(p: psutil.Process) -> str:
@@ -74,7 +75,7 @@ class Sampler(threading.Thread):
         self.roots, self.interval, self.role = roots, interval, role
         # Processes outside the cluster that this run starts, by role: the profiler's own
         # (this script, py-spy) and the CLI following the job.
-        self.extra: dict[int, str] = {os.getpid(): "the profiler (this script, py-spy)"}
+        self.extra: dict[int, str] = {os.getpid(): PROFILER}
         self.samples: list[tuple[float, int, str, float]] = []
         # The whole machine's (busy, steal) CPU seconds: what runs outside the cluster (this
         # script, the CLI following the job, the VM's own) and what its host took from it.
@@ -178,7 +179,7 @@ def one(state: Path, roots: list[int], scheduler: str, out_dir: Path, rate: int)
     spy = subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "--rate", str(rate), "--format",
                             "raw", "--output", str(raw), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    sampler.extra[spy.pid] = "the profiler (this script, py-spy)"
+    sampler.extra[spy.pid] = PROFILER
     out, _ = job.communicate(timeout=1800)
     if spy.poll() is None:
         spy.send_signal(signal.SIGINT)
