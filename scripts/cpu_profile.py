@@ -54,7 +54,9 @@ def role(p: psutil.Process) -> str:
     if "tune_xgboost.py" in cmd:
         return "driver"
     if cmd.startswith("ray::"):
-        for key, r in (("JobSupervisor", "job supervisor"), ("IDLE", "idle workers")):
+        # Ray names its agents' processes as it names workers (ray::DashboardAgent).
+        for key, r in (("JobSupervisor", "job supervisor"), ("IDLE", "idle workers"),
+                       ("Agent", "dashboard and agents")):  # fmt: skip
             if key in cmd:
                 return r
         return "trials and tasks"
@@ -81,6 +83,8 @@ class Sampler(threading.Thread):
         # script, the CLI following the job, the VM's own) and what its host took from it.
         self.machine: list[tuple[float, float, float]] = []
         self.roles: dict[int, str] = {}
+        # The driver's and the job supervisor's threads: which of their loops takes the CPU.
+        self.threads: list[tuple[float, int, str, float]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -98,20 +102,13 @@ class Sampler(threading.Thread):
                 if r not in ("gone", "idle workers") or pid not in self.roles:
                     self.roles[pid] = r
                 self.samples.append((now, pid, r, t.user + t.system))
+                if self.roles[pid] in THREADED:
+                    for tid, name, cpu in threads_of(p):
+                        self.threads.append((now, tid, f"{self.roles[pid]}: {name}", cpu))
             self.stop.wait(self.interval)
 
     def in_window(self, start: float, end: float) -> dict[str, float]:
-        first: dict[int, float] = {}
-        last: dict[int, float] = {}
-        for t, pid, _, cpu in self.samples:
-            if t <= start:
-                first[pid] = cpu
-            elif t <= end:
-                first.setdefault(pid, 0.0)  # started inside the window: all of it counts
-                last[pid] = cpu
-        out: dict[str, float] = collections.defaultdict(float)
-        for pid, cpu in last.items():
-            out[self.roles.get(pid, "other")] += cpu - first[pid]
+        out = spent(self.samples, start, end, lambda pid, r: self.roles.get(pid, "other"))
         inside = [m for m in self.machine if start < m[0] <= end]
         before = [m for m in self.machine if m[0] <= start]
         if inside and before:
@@ -122,6 +119,45 @@ class Sampler(threading.Thread):
             out["idle"] = max(0.0, (os.cpu_count() or 1) * (t1 - t0) - (busy1 - busy0)
                               - (steal1 - steal0))  # fmt: skip
         return dict(out)
+
+    def threads_in_window(self, start: float, end: float) -> dict[str, float]:
+        return dict(spent(self.threads, start, end, lambda tid, name: name))
+
+
+def spent(samples, start: float, end: float, key) -> dict[str, float]:
+    """CPU seconds inside (start, end] of each sampled id's (process, thread) cumulative
+    clock, summed by key(id, label)."""
+    first: dict[int, float] = {}
+    last: dict[int, tuple[str, float]] = {}
+    for t, i, label, cpu in samples:
+        if t <= start:
+            first[i] = cpu
+        elif t <= end:
+            first.setdefault(i, 0.0)  # started inside the window: all of it counts
+            last[i] = (label, cpu)
+    out: dict[str, float] = collections.defaultdict(float)
+    for i, (label, cpu) in last.items():
+        out[key(i, label)] += cpu - first[i]
+    return out
+
+
+THREADED = ("driver", "job supervisor")
+
+
+def threads_of(p: psutil.Process) -> list[tuple[int, str, float]]:
+    """(thread id, name, CPU seconds) of each of p's threads; its first thread is "main"
+    (Python's, where Tune's controller and Ray's task loop run)."""
+    out = []
+    try:
+        for th in p.threads():
+            try:
+                name = Path(f"/proc/{p.pid}/task/{th.id}/comm").read_text().strip()
+            except OSError:
+                continue
+            out.append((th.id, "main" if th.id == p.pid else name, th.user_time + th.system_time))
+    except psutil.Error:
+        pass
+    return out
 
 
 def machine_cpu_s() -> tuple[float, float]:
@@ -202,9 +238,36 @@ def one(state: Path, roots: list[int], scheduler: str, out_dir: Path, rate: int)
         "cores_by_role": {
             k: round(v / window, 3) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
         },
+        "threads_cpu_s": {
+            k: round(v, 2)
+            for k, v in sorted(sampler.threads_in_window(start, end).items(), key=lambda kv: -kv[1])
+            if v >= 0.01
+        },
         "driver_py_spy_rate_hz": rate,
         "driver_py_spy_samples": total,
         "driver_samples_by_bucket": dict(sorted(spy_samples.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def idle_window(roots: list[int], seconds: float) -> dict:
+    """The same roles with no job on the cluster: what joblib's trials share the cores with
+    (the baselines run beside the idle cluster), to set against the search's."""
+    time.sleep(10)  # the nodes' start-up settles
+    sampler = Sampler(roots)
+    sampler.start()
+    time.sleep(1)
+    start = time.time()
+    time.sleep(seconds)
+    end = time.time()
+    time.sleep(1)
+    sampler.stop.set()
+    sampler.join()
+    cpu = sampler.in_window(start, end)
+    return {
+        "window_s": round(end - start, 2),
+        "cores_by_role": {
+            k: round(v / (end - start), 3) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
+        },
     }
 
 
@@ -212,6 +275,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
+    ap.add_argument("--idle-s", type=float, default=30, help="the idle cluster's window")
     ap.add_argument("--out", default="results/bench/cpu_profile.json")
     a = ap.parse_args()
     out = Path(a.out)
@@ -225,13 +289,16 @@ def main() -> None:
         try:
             rec = json.loads((state / "cluster.json").read_text())
             roots = [rec["head"]["proc"]["pid"], *(w["proc"]["pid"] for w in rec["workers"])]
+            idle = idle_window(roots, a.idle_s)
+            print(json.dumps(idle), flush=True)
             for scheduler in ("fifo", "asha"):
                 rows.append(one(state, roots, scheduler, out.parent, a.rate))
                 print(json.dumps(rows[-1]), flush=True)
         finally:
             subprocess.run([CLI, "cluster", "down"], env=env)
     out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                               "workers": a.workers, "job": bench.STANDARD, "runs": rows},
+                               "workers": a.workers, "job": bench.STANDARD, "idle": idle,
+                               "runs": rows},
                               indent=2) + "\n")  # fmt: skip
 
 
