@@ -4,10 +4,13 @@ is tests/test_provider_conformance.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import stat
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import (
     assert_all_gone,
@@ -89,3 +92,53 @@ def test_dead_cluster_record_is_detected_and_cleaned(tmp_path):
     pids2 = tree_pids(procs2)
     run_cli("cluster", "down", state_dir=tmp_path, check=True)
     assert_all_gone(pids2, rec2["temp_root"])
+
+
+def test_a_worker_that_cannot_start_keeps_its_raylet_logs_and_leaves_nothing(tmp_path, monkeypatch):
+    """A worker whose node-manager port another program took between the kit's pick and
+    its raylet's bind (a real listener on that port): `up` fails with one error naming the
+    worker's raylet and agent logs, kept beside its `ray start` log (its temp dir goes with
+    the failed up, and `ray start` itself says only that the node timed out), and no
+    process or temp dir of the cluster is left. Takes Ray's fixed 30 s start-up wait."""
+    from rayscale import procs
+    from rayscale.errors import UserError
+    from rayscale.providers.base import NodeShape
+    from rayscale.providers.local import LocalProvider
+    from rayscale.state import StateDir
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    real, calls = procs.free_ports, []
+
+    def picked(n):
+        ports = real(n)
+        calls.append(n)
+        if len(calls) == 3:  # the head's own 3, the head's node 5, then the worker's 5
+            ports[-1] = port  # --node-manager-port, the last of _common_args'
+        return ports
+
+    monkeypatch.setattr(procs, "free_ports", picked)
+    plans = []
+    real_plan = LocalProvider._plan
+    monkeypatch.setattr(
+        LocalProvider, "_plan", lambda s, w: plans.append(real_plan(s, w)) or plans[-1]
+    )
+    p = LocalProvider(StateDir(tmp_path), NodeShape.sized(1, 1.0))
+    try:
+        with pytest.raises(UserError) as e:
+            p.up(1, timeout=120)
+    finally:
+        taken.close()
+    kept = tmp_path / "logs" / "w0-ray"
+    assert "worker w0 exited while starting" in e.value.problem and str(kept) in e.value.problem
+    raylet = "".join(f.read_text(errors="replace") for f in kept.glob("raylet.*"))
+    assert str(port) in raylet, sorted(x.name for x in kept.iterdir())
+    temp_root = plans[0]["temp_root"]
+    left = []
+    for pr in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if temp_root in " ".join(pr.cmdline()):
+                left.append(pr.pid)
+    assert not left and not Path(temp_root).exists()

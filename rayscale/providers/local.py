@@ -40,6 +40,9 @@ from rayscale.providers.base import (
     head_start,
 )
 
+# The logs of a node's own processes that say why it did not come up.
+NODE_LOGS = ("raylet.", "dashboard_agent", "runtime_env_agent")
+
 # What the head keeps to itself, beyond its declared sizes: GCS, dashboard, agents.
 HEAD_OVERHEAD_GIB = 1.2
 
@@ -306,9 +309,13 @@ class LocalProvider(Provider):
                 return
             dead = _dead(rec)
             if dead:
+                w = dead[0]
+                kept = self._keep_ray_logs(Path(w["temp_dir"]), f"w{w['index']}")
                 raise UserError(
-                    f"worker w{dead[0]['index']} exited while starting (log: {dead[0]['proc']['log']})",
-                    "read the log's last lines; too little memory is the usual cause",
+                    f"worker w{w['index']} exited while starting (logs: {w['proc']['log']}, "
+                    f"and its raylet's and agents' in {kept})",
+                    "read the logs' last lines; too little memory or a port in use are the usual "
+                    "causes",
                 )
             if time.monotonic() > deadline:
                 missing = sorted(want - alive_ports)
@@ -318,6 +325,16 @@ class LocalProvider(Provider):
                     "check the worker logs under the cluster temp dir, or raise --timeout",
                 )
             time.sleep(0.1)
+
+    def _keep_ray_logs(self, temp_dir: Path, node: str) -> Path:
+        """Copy a node's raylet and agent logs beside its `ray start` log: its temp dir goes
+        with the failed `up`, and they hold why it died (`ray start` only says it timed out)."""
+        dest = self.state.path / "logs" / f"{node}-ray"
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in sorted(temp_dir.glob("session_*/logs/*")):
+            if f.is_file() and f.name.startswith(NODE_LOGS):
+                shutil.copy2(f, dest / f.name)
+        return dest
 
     # ---- endpoint / status ------------------------------------------------------------
 
