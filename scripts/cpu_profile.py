@@ -144,6 +144,16 @@ def spent(samples, start: float, end: float, key) -> dict[str, float]:
 THREADED = ("driver", "job supervisor")
 
 
+def largest_first(d: dict, per: float = 1.0, digits: int = 2, least: float = 0.0) -> dict:
+    """d's values over `per`, rounded, largest first; those under `least` left out. Counts
+    (ints, per 1, 0 digits) stay ints."""
+    return {
+        k: round(v if per == 1 else v / per, digits)
+        for k, v in sorted(d.items(), key=lambda kv: -kv[1])
+        if v >= least
+    }
+
+
 def threads_of(p: psutil.Process) -> list[tuple[int, str, float]]:
     """(thread id, name, CPU seconds) of each of p's threads; its first thread is "main"
     (Python's, where Tune's controller and Ray's task loop run)."""
@@ -234,18 +244,12 @@ def one(state: Path, roots: list[int], scheduler: str, out_dir: Path, rate: int)
         "search_window_s": round(window, 2),
         "sum_train_s": record["sum_train_s"],
         "first_trial_started_s": round(first_trial - start, 2),
-        "cpu_s_by_role": {k: round(v, 2) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])},
-        "cores_by_role": {
-            k: round(v / window, 3) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
-        },
-        "threads_cpu_s": {
-            k: round(v, 2)
-            for k, v in sorted(sampler.threads_in_window(start, end).items(), key=lambda kv: -kv[1])
-            if v >= 0.01
-        },
+        "cpu_s_by_role": largest_first(cpu),
+        "cores_by_role": largest_first(cpu, per=window, digits=3),
+        "threads_cpu_s": largest_first(sampler.threads_in_window(start, end), least=0.01),
         "driver_py_spy_rate_hz": rate,
         "driver_py_spy_samples": total,
-        "driver_samples_by_bucket": dict(sorted(spy_samples.items(), key=lambda kv: -kv[1])),
+        "driver_samples_by_bucket": largest_first(spy_samples, digits=0),
     }
 
 
@@ -265,9 +269,7 @@ def idle_window(roots: list[int], seconds: float) -> dict:
     cpu = sampler.in_window(start, end)
     return {
         "window_s": round(end - start, 2),
-        "cores_by_role": {
-            k: round(v / (end - start), 3) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
-        },
+        "cores_by_role": largest_first(cpu, per=end - start, digits=3),
     }
 
 

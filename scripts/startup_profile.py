@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import psutil
-from cpu_profile import Sampler
+from cpu_profile import Sampler, largest_first
 
 from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
@@ -85,9 +85,7 @@ def one(workers: int) -> dict:
         "machine_busy_cpu_s": round(b1 - b0, 2),
         "machine_busy_fraction": round((b1 - b0) / (wall * cores), 3),
         "steal_cpu_s": round(s1 - s0, 2),
-        "cluster_cpu_s_by_role": {
-            k: round(v, 2) for k, v in sorted(by_role.items(), key=lambda kv: -kv[1])
-        },
+        "cluster_cpu_s_by_role": largest_first(by_role),
         "launcher_cpu_s": round(me1.user + me1.system - me0.user - me0.system, 2),
     }
 

@@ -120,11 +120,13 @@ def test_a_worker_that_cannot_start_keeps_its_raylet_logs_and_leaves_nothing(tmp
         return ports
 
     monkeypatch.setattr(procs, "free_ports", picked)
-    plans = []
-    real_plan = LocalProvider._plan
-    monkeypatch.setattr(
-        LocalProvider, "_plan", lambda s, w: plans.append(real_plan(s, w)) or plans[-1]
-    )
+    plans, real_plan = [], LocalProvider._plan
+
+    def recorded_plan(self, workers):  # the record names the cluster's temp dir
+        plans.append(real_plan(self, workers))
+        return plans[-1]
+
+    monkeypatch.setattr(LocalProvider, "_plan", recorded_plan)
     p = LocalProvider(StateDir(tmp_path), NodeShape.sized(1, 1.0))
     try:
         with pytest.raises(UserError) as e:

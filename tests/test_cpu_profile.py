@@ -86,3 +86,12 @@ def test_threads_of_names_the_main_thread_and_the_others():
     assert "main" in names and "spinner" in names
     spun = next(cpu for tid, name, cpu in rows if name == "spinner")
     assert spun > 0
+
+
+def test_largest_first_scales_rounds_and_leaves_out_the_least():
+    d = {"a": 0.004, "b": 3.14159, "c": 1.0}
+    assert list(cpu_profile.largest_first(d).items()) == [("b", 3.14), ("c", 1.0), ("a", 0.0)]
+    assert cpu_profile.largest_first(d, per=2.0, digits=3, least=0.01) == {"b": 1.571, "c": 0.5}
+    counts = cpu_profile.largest_first({"x": 3, "y": 7}, digits=0)
+    assert list(counts.items()) == [("y", 7), ("x", 3)]
+    assert all(type(v) is int for v in counts.values())
