@@ -3,6 +3,7 @@ the CPU inside a window from cumulative clocks sampled around it."""
 
 import importlib.util
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -66,11 +67,15 @@ def test_spent_counts_only_the_window():
 
 
 def test_threads_of_names_the_main_thread_and_the_others():
-    stop = threading.Event()
+    spun, stop = threading.Event(), threading.Event()
 
     def spin():
-        while not stop.is_set():
+        # 50 ms of its own CPU (the kernel counts threads' time in 10 ms ticks), then wait
+        # alive while its clock is read.
+        while time.thread_time() < 0.05:
             sum(range(1000))
+        spun.set()
+        stop.wait(30)
 
     t = threading.Thread(target=spin, name="spinner")
     t.start()
@@ -78,14 +83,15 @@ def test_threads_of_names_the_main_thread_and_the_others():
         # Linux names a thread from Python's name only where Python sets it (3.11 does not):
         # set it as Ray's C++ threads set theirs.
         Path(f"/proc/self/task/{t.native_id}/comm").write_text("spinner")
+        assert spun.wait(30)
         rows = cpu_profile.threads_of(psutil.Process())
     finally:
         stop.set()
         t.join()
     names = {name for _, name, _ in rows}
     assert "main" in names and "spinner" in names
-    spun = next(cpu for tid, name, cpu in rows if name == "spinner")
-    assert spun > 0
+    cpu = next(cpu for tid, name, cpu in rows if name == "spinner")
+    assert cpu >= 0.04
 
 
 def test_largest_first_scales_rounds_and_leaves_out_the_least():
