@@ -25,7 +25,7 @@ DOCKER ?= docker
 CA_CERTS ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
-        k8s-manifests e2e-kind probe chaos load storage-faults
+        k8s-manifests cluster-yamls e2e-kind probe chaos load storage-faults
 
 install: $(STAMP)
 
@@ -102,9 +102,13 @@ scan: $(SCAN_VENV)/.installed $(STAMP)
 	 && $(BIN)/python -c "from rayscale import manifests; manifests.write_scan_pods('k8s', '$$d')" \
 	 && $(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes -d "$$d"
 
-# k8s/ is generated from rayscale/manifests.py (the one source of truth); a test checks it.
+# k8s/ is generated from rayscale/manifests.py, and cluster/*.yaml's start commands from
+# rayscale/runtime.py (the one place Ray's flags are written); tests check both.
 k8s-manifests: $(STAMP)
 	$(BIN)/python -c "from rayscale import manifests; print(*manifests.write_shipped('.'), sep='\n')"
+
+cluster-yamls: $(STAMP)
+	$(BIN)/python -c "from rayscale import runtime; print(*runtime.write_cluster_yamls('.'), sep='\n')"
 
 # The real thing on Kubernetes, for machines with docker + kind + kubectl + helm: kind
 # cluster up, the job, a scaling study at 1 and 2 workers, down. (CI here has no Kubernetes.)
@@ -112,8 +116,8 @@ e2e-kind: $(STAMP)
 	scripts/e2e-kind.sh
 
 lint: install
-	$(BIN)/ruff check rayscale job tests
-	$(BIN)/ruff format --check rayscale job tests
+	$(BIN)/ruff check rayscale job bench tests
+	$(BIN)/ruff format --check rayscale job bench tests
 	$(BIN)/hadolint docker/Dockerfile
 
 # Build the image (BuildKit). Where no registry is reachable: make image-base first, then
@@ -148,31 +152,30 @@ search-compare: install
 # kit's figures: results/bench/{bench.json,study.json,points.csv,scaling.png}; then what a
 # runtime env costs a job: results/bench/runtime_env.json.
 bench: install
-	$(BIN)/python -m rayscale.bench --out results/bench
-	$(BIN)/python scripts/runtime_env_cost.py --out results/bench/runtime_env.json
-	$(BIN)/python scripts/prestart_cost.py --out results/bench/prestart.json
-	$(BIN)/python scripts/checkpoint_cost.py --out results/bench/checkpoint.json
-	$(BIN)/python scripts/startup_profile.py --out results/bench/startup_profile.json
+	$(BIN)/python -m bench.bench --out results/bench
+	$(BIN)/python -m bench.runtime_env_cost --out results/bench/runtime_env.json
+	$(BIN)/python -m bench.checkpoint_cost --out results/bench/checkpoint.json
+	$(BIN)/python -m bench.startup_profile --out results/bench/startup_profile.json
 
 # Every port a local (and, with IMAGE built, a docker) cluster listens on, probed with and
 # without the token and from a network namespace next to this machine (root, iproute2).
 probe: install
-	RAYSCALE_IMAGE=$(IMAGE) $(BIN)/python scripts/probe_ports.py --out results/reliability
+	RAYSCALE_IMAGE=$(IMAGE) $(BIN)/python -m bench.probe_ports --out results/reliability
 
 # A scaling study on 1,2,3 local workers while a random worker node is killed every
 # CHAOS_EVERY seconds: results/reliability/chaos/chaos.json (docs/reliability.md).
 CHAOS_EVERY ?= 30
 CHAOS_ARGS ?= --data synthetic:rows=40000,features=20,noise=1.0,seed=3 --num-samples 12 --max-rounds 300 --checkpoint-every 50 --checkpoint-min-s 0
 chaos: install
-	$(BIN)/python -m rayscale.chaos --workers 1,2,3 --repeats 2 --every $(CHAOS_EVERY) --out results/reliability/chaos -- $(CHAOS_ARGS)
+	$(BIN)/python -m bench.chaos --workers 1,2,3 --repeats 2 --every $(CHAOS_EVERY) --out results/reliability/chaos -- $(CHAOS_ARGS)
 
 # The storage path vanishing and filling up mid-search (12 trials, fault after 4), each
 # then resumed: results/reliability/storage.json (docs/reliability.md). Root, for the tmpfs.
 storage-faults: install
-	$(BIN)/python -m rayscale.storage_faults --out results/reliability/storage.json
+	$(BIN)/python -m bench.storage_faults --out results/reliability/storage.json
 
 # The Job API under load: 100 small jobs from 4 clients at once on a 2-worker local cluster:
 # results/reliability/load.json (docs/reliability.md).
 LOAD_JOBS ?= 100
 load: install
-	$(BIN)/python -m rayscale.load --jobs $(LOAD_JOBS) --clients 4 --out results/reliability/load.json
+	$(BIN)/python -m bench.load --jobs $(LOAD_JOBS) --clients 4 --out results/reliability/load.json

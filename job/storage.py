@@ -162,40 +162,6 @@ def keeper(path: str):
     return put_back
 
 
-def repair_state(exp_path: str, staged_root: str, name: str) -> list[str]:
-    """Put back Tune's state files on the storage path that a full disk cut short.
-
-    Tune overwrites its experiment state there in place, so a write that ran out of room
-    leaves it truncated, and Tune then starts the search again. The driver that wrote it
-    kept a whole copy in its staging dir on the head (<staged_root>/<time>/<name>/
-    driver_artifacts, in Ray's session dir), which outlives the job while the cluster runs:
-    the newest copy of each file goes back where the storage path's differs. Returns the
-    names put back."""
-    import glob
-
-    import pyarrow.fs
-
-    staged: dict[str, str] = {}
-    pattern = os.path.join(staged_root, "*", name, "driver_artifacts", "*state-*.json")
-    for f in sorted(glob.glob(pattern), key=os.path.getmtime):
-        staged[os.path.basename(f)] = f  # the newest wins
-    fs, base = _fs(exp_path)
-    put = []
-    for fname, src in sorted(staged.items()):
-        target = f"{base}/{fname}"
-        if fs.get_file_info(target).type == pyarrow.fs.FileType.NotFound:
-            continue
-        with open(src, "rb") as f:
-            whole = f.read()
-        with fs.open_input_stream(target) as f:
-            if f.read() == whole:
-                continue
-        with fs.open_output_stream(target) as f:
-            f.write(whole)
-        put.append(fname)
-    return put
-
-
 def write_record(path: str, name: str, text: str) -> str:
     """<path>/<name>/result.json, locally or on object storage; returns where it went."""
     if not is_uri(path):

@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import data as datamod  # noqa: E402
-import prestart  # noqa: E402
+import relay  # noqa: E402
 import space as spacemod  # noqa: E402
 import storage  # noqa: E402
 import tracking  # noqa: E402
@@ -159,20 +159,6 @@ def parse_args(argv=None):
         default="rayscale",
         metavar="NAME",
         help="MLflow experiment for --mlflow (made if missing)",
-    )
-    p.add_argument(
-        "--no-prestart",
-        dest="prestart",
-        action="store_false",
-        help="start no processes ahead of need: not the trials' while the data loads, nor the "
-        "next job's at the end (job/prestart.py)",
-    )
-    p.add_argument(
-        "--warm-workers",
-        action="store_true",
-        help="start the next job's trial processes on the workers that have none waiting "
-        "(workers just added) and its supervisor's, then exit: no data, no search. "
-        "`rayscale scaling` runs it after adding workers (job/prestart.py)",
     )
     p.add_argument(
         "--print-configs",
@@ -343,32 +329,23 @@ class Progress:
         if fault and not self.storage_fault:
             self.storage_fault = fault
             self.interrupted = interrupt_search()
+            self.stop_if_faulted()
 
-    def stopper(self):
-        from ray.tune import Stopper
-
-        outer = self
-
-        class _Stop(Stopper):
-            def __call__(self, trial_id, result):
-                return False
-
-            def stop_all(self):
-                return outer.storage_fault is not None and not outer.interrupted
-
-        return _Stop()
+    def stop_if_faulted(self) -> None:
+        """The fallback where Tune's Ctrl-C handler is not installed (a search run off the
+        main thread): the stopper ends the search."""
+        relay.STOP["all"] = self.storage_fault is not None and not self.interrupted
 
 
 def interrupt_search() -> bool:
-    """End the search as Ctrl-C does, through the SIGUSR1 handler Tune installs for that:
-    Tune saves its state one last time with the trials in flight still unfinished, so
-    `job resume` runs them again. A stopper's stop_all would mark them TERMINATED, as if
-    they had finished, and a resume would never run them. Without Tune's handler (a search
-    run off the main thread) the stopper is the fallback."""
-    handler = signal.getsignal(signal.SIGUSR1)
-    if not callable(handler):
+    """End the search as Ctrl-C does (SIGINT, Tune's documented stop): Tune saves its state
+    one last time with the trials in flight still unfinished, so `job resume` runs them
+    again. A stopper's stop_all would mark them TERMINATED, as if they had finished, and a
+    resume would never run them. False where Tune installed no handler for it."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler) or handler is signal.default_int_handler:
         return False
-    os.kill(os.getpid(), signal.SIGUSR1)
+    signal.raise_signal(signal.SIGINT)
     return True
 
 
@@ -384,13 +361,6 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     from ray import tune
 
     join_ray()
-    if not tracker:
-        # Ray's usage tagging imports every logger integration Tune ships at the start of
-        # each fit, MLflow's among them, and mlflow (installed for --mlflow) pulls in
-        # fastapi and pydantic: ~0.6 s of the driver before the first trial is placed
-        # (scripts/cpu_profile.py). Without --mlflow nothing here needs it; Ray's module
-        # handles mlflow missing.
-        sys.modules.setdefault("mlflow", None)
     enter_storage(a.storage_path)
     progress = Progress(len(configs), restoring=a.restore)
     resources = trial_resources(a)
@@ -399,16 +369,14 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     trainable = tune.with_resources(
         tune.with_parameters(train.tune_trainable, data=payload), resources
     )
-    # Tune appends its own reporters and loggers to the list it is given, in place: each
-    # fit (and each restore) gets a fresh copy of ours, or a restore's reporter would
-    # inherit the first fit's and crash unset (seen when a node died under a PENDING trial).
-    own_callbacks = [progress.callback, *([tracker.callback()] if tracker else [])]
+    # The search runs (and any restore of it) with relays to this process's callbacks.
+    relay.live([progress.callback, *([tracker.callback()] if tracker else [])])
     run_config = tune.RunConfig(
         name=a.name,
         storage_path=a.storage_path,
         failure_config=tune.FailureConfig(max_failures=a.max_failures),
-        callbacks=list(own_callbacks),
-        stop=progress.stopper(),
+        callbacks=[relay.Relay()],
+        stop=relay.Stop(),
         verbose=0,
     )
     searcher, param_space, num_samples = search(a, configs, trial_slots(resources, workers))
@@ -424,25 +392,15 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     path = f"{a.storage_path.rstrip('/')}/{a.name}"
 
     def restored(restart_errored: bool = False):
-        tuner = tune.Tuner.restore(
+        return tune.Tuner.restore(
             path,
             trainable=trainable,
             resume_errored=not restart_errored,
             restart_errored=restart_errored,
             **({} if a.search_alg == "optuna" else {"param_space": param_space}),
         )
-        # Tune restores the callbacks pickled with the search: copies, cut off from this
-        # process's progress counts and tracking. Put the live ones back.
-        tuner._local_tuner._run_config.callbacks = list(own_callbacks)
-        return tuner
 
     if a.restore:
-        # ray.train's private helper: where this head keeps the drivers' staging dirs.
-        from ray.train.constants import _get_ray_train_session_dir
-
-        put = storage.repair_state(path, _get_ray_train_session_dir(), a.name)
-        if put:
-            print(f"put back Tune's state files cut short on the storage path: {put}", flush=True)
         if not tune.Tuner.can_restore(path):
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
         tuner = restored()
@@ -480,55 +438,6 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         "search_window": [t0_epoch, t0_epoch + wall],
         "controller_started_at": progress.controller_started_at,
     }
-
-
-def in_job_search(a) -> bool:
-    """A Tune search inside a job (on a cluster, not a local Ray)."""
-    return a.mode in ("tune", "both") and bool(os.environ.get("RAY_ADDRESS"))
-
-
-def prestarts(a) -> bool:
-    """Whether this run starts processes ahead of need (job/prestart.py): a Tune search
-    inside a job, unless --no-prestart."""
-    return a.prestart and in_job_search(a)
-
-
-def early_trial_processes(a) -> tuple[int, int]:
-    """Inside a job, Tune's trial processes start on the workers while the data loads, but
-    where the job before this one left them waiting (job/prestart.py): (the processes asked
-    for, the processes found waiting). With --no-prestart none are asked for, and the
-    waiting ones are still taken: Ray gives them to this job's trials."""
-    if not in_job_search(a):
-        return 0, 0
-    join_ray()
-    return prestart.trial_workers(a.cpus_per_trial, ask=a.prestart)
-
-
-def warm_workers(a) -> int:
-    """--warm-workers: the processes the next job will want on workers that have none
-    waiting, and its supervisor's; one record saying how many were asked for."""
-    supervisor = trials = 0
-    if prestarts(a):
-        join_ray()
-        supervisor, trials = prestart.warm(a.cpus_per_trial)
-    emit(
-        RESULT_MARKER,
-        {
-            "status": "succeeded",
-            "mode": "warm",
-            "next_supervisor": supervisor,
-            "next_trial_workers": trials,
-        },
-    )
-    return 0
-
-
-def for_next_job(a) -> tuple[int, int]:
-    """At the job's end, processes for the next job (job/prestart.py): (its supervisor's,
-    its trials')."""
-    if not prestarts(a):
-        return 0, 0
-    return prestart.for_next_job(a.cpus_per_trial)
 
 
 def join_ray() -> None:
@@ -908,13 +817,10 @@ def main(argv=None) -> int:
         order = trial_order(list(range(len(configs))), a, key=lambda i: configs[i])
         print(json.dumps({"configs": configs, "order": order}))
         return 0
-    if a.warm_workers:  # before any data or storage: it needs neither
-        return warm_workers(a)
     # Every mode writes its record there: a path it cannot write fails now, not after the work.
     storage.prepare(a.storage_path)
     # Before the data: a tracking server that cannot be reached fails the job in seconds.
     tracker = tracking.Tracker(a.mlflow, a.mlflow_experiment, a.name) if a.mlflow else None
-    a.prestarted, a.waiting = early_trial_processes(a)
     table, payload, splits = prepare(a)
     print(
         f"data: {table.source}  rows={table.rows} features={table.features} "
@@ -946,12 +852,6 @@ def main(argv=None) -> int:
         record["status"] = "succeeded"
     if tracker:
         record["mlflow"] = tracker.record(record)
-    # The work is done: processes for the next job's supervisor and trials start now
-    # (job/prestart.py).
-    asked_at = time.time()
-    supervisor, trials = for_next_job(a)
-    record["next_supervisor_asked_at"] = asked_at if supervisor else None
-    record["next_trial_workers"] = trials
     record["result_path"] = storage.write_record(
         a.storage_path, a.name, json.dumps(record, indent=2)
     )
@@ -1009,17 +909,8 @@ def build_record(a, table, configs, runs, primary, best, baseline, tuned) -> dic
         "tuned": tuned,
         "cluster": primary["cluster"],
         "versions": versions(),
-        # Trial processes asked for while the data loaded, and those the job before this
-        # one left waiting (job/prestart.py).
-        "prestarted_workers": getattr(a, "prestarted", 0),
-        "waiting_workers": getattr(a, "waiting", 0),
-        # When this job's supervisor process started: before its submission where the job
-        # before it left one waiting (job/prestart.py).
-        "supervisor_started_at": prestart.supervisor_started_at(),
-        # What the driver loaded of the heavy modules (None in sys.modules: hidden).
-        "driver_heavy_imports": [
-            m for m in (*train.HEAVY, "mlflow") if sys.modules.get(m) is not None
-        ],
+        # What the driver loaded of the heavy modules.
+        "driver_heavy_imports": [m for m in (*train.HEAVY, "mlflow") if m in sys.modules],
         "total_s": None,
     }
     # One mode's figures are the record's own; several (or the joblib baseline) side by side.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from rayscale import __version__, connect, jobs, plan, providers, report, scaling
+from rayscale import __version__, connect, jobs, lifecycle, plan, providers, report, scaling
 from rayscale.errors import UserError
 from rayscale.state import StateDir
 
@@ -162,13 +162,6 @@ _TIMEOUT_HELP = (
 @_provider_options
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
 @_shape_options
-@click.option(
-    "--dashboard",
-    type=click.Choice(["jobs", "full"]),
-    default=None,
-    help="local: jobs (the default) runs only the Job API module (~0.9 GiB less head memory); "
-    "full: the whole UI",
-)
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
 @_state_option
 def cluster_up(
@@ -182,7 +175,6 @@ def cluster_up(
     workers,
     cpus_per_worker,
     memory_per_worker,
-    dashboard,
     timeout,
     state_dir,
 ):
@@ -193,7 +185,6 @@ def cluster_up(
         state,
         cpus_per_worker=cpus_per_worker,
         memory_per_worker=memory_per_worker,
-        dashboard=dashboard,
         image=image,
         config=config,
         context=context,
@@ -202,8 +193,7 @@ def cluster_up(
         results_claim=results_claim,
     )
     t0 = time.perf_counter()
-    with state.lock():
-        p.up(workers, timeout)
+    lifecycle.up(p, workers, timeout)
     report.say(
         f"cluster up in {time.perf_counter() - t0:.1f} s: {workers} workers · "
         f"dashboard and Job API {p.endpoint().url} · token {state.token_file}"

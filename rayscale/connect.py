@@ -8,8 +8,8 @@ import urllib.parse
 from pathlib import Path
 
 from rayscale import providers
+from rayscale.endpoint import Endpoint
 from rayscale.errors import UserError
-from rayscale.providers.base import Endpoint
 from rayscale.state import StateDir
 
 

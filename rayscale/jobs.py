@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayscale.endpoint import IMAGE_JOB_DIGEST, Endpoint
 from rayscale.errors import Unreachable, UserError
-from rayscale.providers.base import IMAGE_JOB_DIGEST, Endpoint
 
 RESULT_MARKER = "RAYSCALE_RESULT "
 PROGRESS_MARKER = "RAYSCALE_PROGRESS "
@@ -104,8 +104,7 @@ def image_job_digest(endpoint: Endpoint, timeout: float = 120.0) -> str | None:
     """The digest of the job the head's image holds, or None where it holds none (a node
     without the kit's image) or the head cannot be asked. Read once at `up` by a one-line
     job (no runtime env), on providers where rayscale cannot exec into the head (Kubernetes
-    pods, cloud VMs): it saves every later job the upload, and the runtime env that would
-    keep the prestarted processes of job/prestart.py from serving it."""
+    pods, cloud VMs): it saves every later job the upload."""
     j = Jobs(endpoint)
     try:
         job_id = j._client.submit_job(
@@ -142,10 +141,13 @@ def working_dir_size(job_dir: Path) -> int:
     return total
 
 
-def size_limit() -> int:
-    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+# Ray's documented cap on a working_dir upload (the runtime-env docs: 500 MiB); the
+# cluster's gRPC message size, where this process is told it, caps it too.
+WORKING_DIR_LIMIT = 500 * 1024**2
 
-    return GCS_STORAGE_MAX_SIZE
+
+def size_limit() -> int:
+    return min(WORKING_DIR_LIMIT, int(os.environ.get("RAY_max_grpc_message_size", 2**62)))
 
 
 def check_job_dir(job_dir: Path, limit: int | None = None, upload: bool = True) -> None:
@@ -414,14 +416,9 @@ def _connect(endpoint: Endpoint):
 
     from ray.job_submission import JobSubmissionClient
 
-    # Ray logs each package upload, and the end of each log stream, at INFO; the launcher
-    # reports progress itself.
-    for name in (
-        "ray.dashboard.modules.dashboard_sdk",
-        "ray.dashboard.modules.job.sdk",
-        "ray._private.runtime_env.packaging",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray's SDK logs each package upload, and the end of each log stream, at INFO; the
+    # launcher reports progress itself.
+    logging.getLogger("ray").setLevel(logging.WARNING)
     return _translated(endpoint, JobSubmissionClient, endpoint.url, headers=headers)
 
 

@@ -27,8 +27,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayscale import __version__
-from rayscale.providers.base import WORKER_ENV
+from rayscale import __version__, runtime
 
 RAY_VERSION = "2.60.0"
 KUBERAY_VERSION = "1.7.0"
@@ -171,7 +170,10 @@ def _pod(
         "imagePullPolicy": "IfNotPresent",
         "resources": _resources(cpu, memory),
         "securityContext": SECURITY,
-        "env": [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}],
+        # Token auth is KubeRay's (authOptions); the rest of every node's env is runtime's.
+        "env": [
+            {"name": k, "value": v} for k, v in runtime.node_env().items() if k != "RAY_AUTH_MODE"
+        ],
         "volumeMounts": [
             {"name": "results", "mountPath": RESULTS},
             # KubeRay shares Ray's logs with the autoscaler sidecar only through a volume
@@ -231,9 +233,6 @@ def cluster_spec(
     head["spec"]["automountServiceAccountToken"] = True
     head["metadata"]["annotations"] = _skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
     worker = _pod(p, image, "ray-worker", p.worker_cpu, p.worker_memory, claim)
-    worker["spec"]["containers"][0]["env"] += [
-        {"name": k, "value": v} for k, v in WORKER_ENV.items()
-    ]
     return {
         "rayVersion": RAY_VERSION,
         "authOptions": {"mode": "token"},
@@ -248,7 +247,10 @@ def cluster_spec(
         },
         "headGroupSpec": {
             "serviceType": "ClusterIP",
-            "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+            # KubeRay sizes nodes from the containers' limits; the rest is runtime's.
+            "rayStartParams": runtime.start_params(
+                runtime.head(dashboard_host="0.0.0.0", sized=False)
+            ),
             "template": head,
         },
         "workerGroupSpecs": [
@@ -257,7 +259,7 @@ def cluster_spec(
                 "replicas": workers,
                 "minReplicas": workers,
                 "maxReplicas": max_workers,
-                "rayStartParams": {},
+                "rayStartParams": runtime.start_params(runtime.worker(None)),
                 "template": worker,
             }
         ],

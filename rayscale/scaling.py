@@ -17,14 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from rayscale import extras, jobs, predict
+from rayscale import extras, jobs, lifecycle, predict
 from rayscale.errors import UserError
 from rayscale.providers.base import Provider
 
@@ -304,7 +303,6 @@ def run_point(
     job_args: list[str],
     timeout: float | None,
     say: Callable[[str], None],
-    warm: bool = False,
 ) -> dict:
     for attempt in range(3):  # a worker lost while resizing is replaced by the next try
         try:
@@ -313,7 +311,6 @@ def run_point(
         except UserError:
             if attempt == 2:
                 raise
-    warm_s = warm_workers(j, job_args, timeout, say) if warm else None
     submitted, submitted_at = time.perf_counter(), time.time()
     with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
         job_id = j.submit(job_args + ["--name", f"scaling-w{n}-r{repeat}-{int(time.time())}"])
@@ -345,11 +342,8 @@ def run_point(
         "cpus_per_trial": rec.get("cpus_per_trial") or 1,
         "timeline": timeline(rec),
         "retries": sum((rec.get("retried_trials") or {}).values()),
-        "warm_s": warm_s,
-        # Trial processes the job found waiting (job/prestart.py), and how many of those
-        # its trials ran in had started before its submission.
-        "waiting_workers": rec.get("waiting_workers"),
-        "prestarted_workers": rec.get("prestarted_workers"),
+        # How many processes the trials ran in, and how many of those had started before
+        # the job's submission (left by an earlier job).
         "trial_processes": len(procs),
         "trial_processes_before_submit": sum(
             1 for started in procs.values() if started is not None and started < submitted_at
@@ -366,10 +360,6 @@ def run_point(
     return row
 
 
-# The submission ids of the study's --warm-workers jobs: told apart from its points' jobs.
-WARM_JOB_PREFIX = "rayscale-warm-"
-
-
 def wait_or_stop(j: jobs.Jobs, job_id: str, timeout: float | None) -> str:
     """The job's end status; interrupted, the job is stopped first: it must not go on
     using a cluster the study leaves up."""
@@ -379,29 +369,6 @@ def wait_or_stop(j: jobs.Jobs, job_id: str, timeout: float | None) -> str:
         with contextlib.suppress(Exception):
             j.stop(job_id)
         raise
-
-
-def warm_workers(
-    j: jobs.Jobs, job_args: list[str], timeout: float | None, say: Callable[[str], None]
-) -> float | None:
-    """After workers were added, before the point's job: the job's trial processes on them
-    (job/prestart.py, `--warm-workers`), as a job whose processes are left waiting would
-    find them: a process asked for at a job's start is still starting when this machine's
-    search begins (docs/benchmarks.md). Its seconds; None where it failed (the point's job
-    then asks for its own, as it would have)."""
-    t0 = time.perf_counter()
-    try:
-        job_id = j.submit(
-            [*job_args, "--warm-workers", "--name", f"warm-{int(time.time())}"],
-            submission_id=f"{WARM_JOB_PREFIX}{uuid.uuid4().hex[:12]}",
-        )
-        rec = j.result(job_id, wait_or_stop(j, job_id, timeout))
-    except UserError as e:
-        say(f"  workers not warmed ({e})")
-        return None
-    took = round(time.perf_counter() - t0, 3)
-    say(f"  warmed: {rec.get('next_trial_workers', 0)} trial processes started ({took} s)")
-    return took
 
 
 def timeline(rec: dict) -> list[dict]:
@@ -529,9 +496,6 @@ def summarise(runs: list[dict]) -> list[dict]:
                             "retries",
                             "workers_replaced",
                             "disturbed_by",
-                            "warm_s",
-                            "waiting_workers",
-                            "prestarted_workers",
                             "trial_processes",
                             "trial_processes_before_submit",
                         )
@@ -611,14 +575,8 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         say(f"resuming: {len(progress.runs)} runs done, {len(todo)} to run")
     progress.save()
     j = jobs.Jobs(provider.endpoint())
-    before = None
     for repeat, n in todo:
-        # Workers the job before did not run beside have no processes waiting.
-        warm = before is None or n > before
-        progress.runs.append(
-            run_point(provider, j, n, repeat, job_args, plan.job_timeout, say, warm=warm)
-        )
-        before = n
+        progress.runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
         progress.save()
     runs = sorted(progress.runs, key=lambda r: sequence.index((r["repeat"], r["workers"])))
     cpus_per_worker = max(1, int(runs[0]["cpus"] // runs[0]["workers"]))
@@ -689,8 +647,7 @@ def cluster_for(provider: Provider, workers: int, say: Callable[[str], None]) ->
         yield
         return
     say(f"bringing up a {provider.name} cluster with {workers} workers ...")
-    with provider.state.lock():
-        provider.up(workers)
+    lifecycle.up(provider, workers)
     try:
         yield
     finally:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import ROOT, assert_all_gone, tree_pids
 
-from rayscale import gcs, procs
+from rayscale import nodes, procs
 
 pytestmark = pytest.mark.cluster
 
@@ -34,11 +34,8 @@ print(len(set(ray.get([work.remote() for _ in range(int(sys.argv[2]))]))))
 """
 
 
-def _workers(address, token):
-    try:
-        return sum(1 for n in gcs.nodes(address, token) if n.alive and not n.is_head)
-    except Exception:
-        return 0
+def _workers(url, token):
+    return nodes.alive_workers(url, token) or 0
 
 
 def test_demand_launches_workers_and_idle_ones_go(tmp_path):
@@ -75,13 +72,14 @@ def test_demand_launches_workers_and_idle_ones_go(tmp_path):
         env,
         tmp_path / "head.log",
     )
-    address = f"127.0.0.1:{port}"
+    address, url = f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}"
     seen: set[int] = set()
     try:
         assert procs.wait_for(lambda: procs.port_open("127.0.0.1", port), 60), (
             tmp_path / "head.log"
         ).read_text()
-        assert _workers(address, token) == 0  # min_workers 0: nothing runs without demand
+        assert procs.wait_for(lambda: nodes.alive_workers(url, token) is not None, 60)
+        assert _workers(url, token) == 0  # min_workers 0: nothing runs without demand
         driver = subprocess.Popen(
             [sys.executable, "-c", DRIVER, address, "3"],
             env=env,
@@ -91,7 +89,7 @@ def test_demand_launches_workers_and_idle_ones_go(tmp_path):
         )
         peak, deadline = 0, time.monotonic() + 90
         while peak < 3 and time.monotonic() < deadline:
-            peak = max(peak, _workers(address, token))
+            peak = max(peak, _workers(url, token))
             seen |= tree_pids([head])
             time.sleep(0.5)
         out, err = driver.communicate(timeout=120)
@@ -99,7 +97,7 @@ def test_demand_launches_workers_and_idle_ones_go(tmp_path):
         assert driver.returncode == 0, err[-2000:]
         assert int(out.strip().splitlines()[-1]) >= 2  # the tasks really ran on the new nodes
         # idle_timeout_minutes 0.25: idle workers are removed.
-        assert procs.wait_for(lambda: _workers(address, token) == 0, 90, interval=1), (
+        assert procs.wait_for(lambda: _workers(url, token) == 0, 90, interval=1), (
             "idle workers were not removed"
         )
     finally:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rayscale import bench
+from bench import bench
 
 
 def run(train: float, cpu: float | None) -> dict:

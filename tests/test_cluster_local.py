@@ -48,15 +48,19 @@ def test_token_file_is_private(cluster):
     assert token not in run_cli("cluster", "status", "--json", state_dir=cluster).stdout
 
 
-def test_node_processes_skip_the_cli_groups_ray_start_never_uses(cluster):
-    """Each node's `ray start` process loads Ray's CLI without Serve's, the state API's and
-    the jobs CLI's command groups (rayscale.headnode): Serve's alone pulls in pandas and
-    FastAPI, ~1 CPU-s per node at every up. pandas' native libraries would be mapped."""
-    procs, _ = recorded_pids(cluster)
-    for pr in procs:
-        maps = Path(f"/proc/{pr['pid']}/maps").read_text()
-        assert "/pandas/" not in maps, pr["pid"]
-        assert "/ray/_raylet" in maps  # the node's process really is Ray's
+def test_every_node_runs_plain_ray_start_with_the_runtimes_flags(cluster):
+    """Each node is Ray's own `ray start` (no wrapper, nothing patched), with the flags
+    rayscale.runtime writes for every provider, under token auth."""
+    procs, rec = recorded_pids(cluster)
+    for pr, node in zip(procs, [rec["head"], *rec["workers"]], strict=True):
+        p = psutil.Process(pr["pid"])
+        argv = p.cmdline()
+        assert Path(argv[1]).name == "ray" and argv[2] == "start", argv
+        assert f"--node-name={node['name']}" in argv and "--block" in argv
+        assert ("--head" in argv) == (node is rec["head"])
+        env = p.environ()
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_USAGE_STATS_ENABLED"] == "0"
+        assert "RAY_AUTH_TOKEN" not in env and env["RAY_AUTH_TOKEN_PATH"]
 
 
 def test_second_up_on_running_state_dir_is_refused(cluster):
@@ -116,7 +120,7 @@ def test_a_worker_that_cannot_start_keeps_its_raylet_logs_and_leaves_nothing(tmp
         ports = real(n)
         calls.append(n)
         if len(calls) == 3:  # the head's own 3, the head's node 5, then the worker's 5
-            ports[-1] = port  # --node-manager-port, the last of _common_args'
+            ports[-1] = port  # --node-manager-port, the last of LocalProvider._spawn's
         return ports
 
     monkeypatch.setattr(procs, "free_ports", picked)

@@ -1,7 +1,6 @@
-"""scripts/cpu_profile.py's accounting: which role a cluster process's CPU goes to, and
+"""bench/cpu_profile.py's accounting: which role a cluster process's CPU goes to, and
 the CPU inside a window from cumulative clocks sampled around it."""
 
-import importlib.util
 import threading
 import time
 from pathlib import Path
@@ -9,11 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-spec = importlib.util.spec_from_file_location(
-    "cpu_profile", Path(__file__).parents[1] / "scripts" / "cpu_profile.py"
-)
-cpu_profile = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cpu_profile)
+from bench import cpu_profile
 
 
 class Proc:

@@ -28,7 +28,7 @@ from conftest import (
     wait_for_progress,
 )
 
-from rayscale import exposure
+from bench import exposure
 
 pytestmark = [needs_docker(), pytest.mark.cluster]
 

@@ -27,7 +27,7 @@ from conftest import (
     wait_for_progress,
 )
 
-from rayscale import load, scaling, storage_faults
+from bench import load, storage_faults
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
 
@@ -41,9 +41,7 @@ def _running_job(state, not_this: str | None, timeout: float = 240) -> str:
         running = [
             r["submission_id"]
             for r in (json.loads(p.stdout) if p.returncode == 0 else [])
-            if r["status"] == "RUNNING"
-            and r["submission_id"] != not_this
-            and not r["submission_id"].startswith(scaling.WARM_JOB_PREFIX)
+            if r["status"] == "RUNNING" and r["submission_id"] != not_this
         ]
         if running:
             return running[0]
@@ -55,7 +53,7 @@ def test_chaos_a_worker_lost_mid_study_is_replaced_and_its_point_marked(tmp_path
     """A study on 1, 2 workers; one worker node dies (every process SIGKILLed) mid-search at
     2 workers. The study replaces it (as an autoscaler would), Tune retries the trial it
     ran, and the point is marked disturbed; the 1-worker point is the calm run of the same
-    configs to compare with. `make chaos` runs the longer version (rayscale/chaos.py)."""
+    configs to compare with. `make chaos` runs the longer version (bench/chaos.py)."""
     state, out = tmp_path / "state", tmp_path / "study"
     env = {**os.environ, "RAYSCALE_STATE_DIR": str(state)}
     env.pop("RAY_ADDRESS", None)
@@ -134,7 +132,7 @@ def test_storage_fault_mid_search_ends_it_and_resume_keeps_the_finished_trials(
     with one line. Then (room made) `job resume` keeps the trials that had finished and runs
     the rest: Tune restarts the ones whose checkpoints vanished, and the state a full disk
     cut short is put back from the head's copy. `make storage-faults` runs the longer
-    version (rayscale/storage_faults.py)."""
+    version (bench/storage_faults.py)."""
     if fault == "full" and os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     name = f"storage-{fault}"

@@ -214,7 +214,6 @@ def test_data_from_object_storage(tmp_path):
 
 
 def _with_env(env: dict, fn):
-    import os
 
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -239,30 +238,3 @@ def test_storage_faults_are_told_from_trial_errors():
         "no space left on the device"
     )
     assert jobstorage.fault_of("ValueError: max_depth must be > 0") is None
-
-
-def test_state_cut_short_on_storage_is_put_back_from_the_drivers_copy(tmp_path):
-    """Tune's state files on the storage path that differ from the newest copy in a
-    driver's staging dir are overwritten with it; equal or absent ones are left alone."""
-    staged, exp = tmp_path / "artifacts", tmp_path / "results" / "search"
-    old = staged / "2026-01-01_00-00-00" / "search" / "driver_artifacts"
-    new = staged / "2026-01-01_00-10-00" / "search" / "driver_artifacts"
-    other = staged / "2026-01-01_00-10-00" / "another" / "driver_artifacts"
-    for d in (old, new, other, exp):
-        d.mkdir(parents=True)
-    whole = b"x" * 10_000
-    (old / "experiment_state-a.json").write_bytes(b"older")
-    (new / "experiment_state-a.json").write_bytes(whole)
-    (new / "basic-variant-state-a.json").write_bytes(b"same")
-    (new / "experiment_state-b.json").write_bytes(b"not on storage")
-    (other / "experiment_state-c.json").write_bytes(b"another search's")
-    (exp / "experiment_state-a.json").write_bytes(whole[:4096])  # cut short at a page
-    (exp / "basic-variant-state-a.json").write_bytes(b"same")
-    (exp / "experiment_state-c.json").write_bytes(b"cut")
-    os.utime(old / "experiment_state-a.json", (1, 1))
-    put = jobstorage.repair_state(str(exp), str(staged), "search")
-    assert put == ["experiment_state-a.json"]
-    assert (exp / "experiment_state-a.json").read_bytes() == whole
-    assert not (exp / "experiment_state-b.json").exists()
-    assert (exp / "experiment_state-c.json").read_bytes() == b"cut"
-    assert jobstorage.repair_state(str(exp), str(staged), "search") == []

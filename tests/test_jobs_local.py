@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from conftest import (
@@ -19,8 +16,6 @@ from conftest import (
 )
 
 from rayscale import jobs
-from rayscale.headnode import LOOPBACK_ENV
-from rayscale.providers.local import LocalProvider, node_env
 from rayscale.state import StateDir
 
 pytestmark = pytest.mark.cluster
@@ -69,19 +64,12 @@ def test_tuning_job_end_to_end(cluster, results_dir):
         assert t["marks"][-1][1] == pytest.approx(t["rmse"], rel=1e-5)
         times = [m[2] for m in t["marks"]]
         assert times == sorted(times) and times[0] > 0
-    # The trial processes were started while the driver loaded the data, or by the job
-    # before this one on the cluster (job/prestart.py): one per worker's slot, each older
-    # than the search.
-    assert rec["prestarted_workers"] + rec["waiting_workers"] == 2
-    assert all(t["process_started_at"] < rec["search_window"][0] for t in rec["trials"])
     # The trace of a search's first seconds: Tune's controller, then each trial's actor
     # ready, then its trainable entered (docs/benchmarks.md).
     start, end = rec["search_window"]
     for t in rec["trials"]:
         entered = t["started_at"] - t["setup_s"]
         assert start <= rec["controller_started_at"] <= t["actor_ready_at"] <= entered <= end
-    # Without --mlflow the driver never loaded mlflow (Ray's usage tagging would: ~0.6 s).
-    assert "mlflow" not in rec["driver_heavy_imports"]
     # Trials ran on the worker nodes, never the head (num-cpus 0).
     assert rec["cluster"] == {"nodes": 3, "cpus": 2.0, "worker_nodes": 2}
     assert rec["best_config"] == min(rec["trials"], key=lambda t: t["rmse"])["config"]
@@ -118,93 +106,6 @@ def test_a_trial_checkpoints_only_once_it_has_trained_checkpoint_min_s(cluster, 
         len([r for r in (5, 10, 15) if r < t["rounds"]]) for t in rec["trials"]
     )
     assert found
-
-
-def test_a_job_leaves_processes_waiting_for_the_next(cluster, results_dir):
-    """Ray runs each submitted job under a fresh supervisor process (most of submit ->
-    RUNNING), and each trial of a search in a process started for it; a job asks, at its
-    end, for one supervisor process on the head and one process per trial slot on the
-    workers, for the job after it (job/prestart.py)."""
-
-    api = jobs.Jobs(LocalProvider(StateDir(cluster)).endpoint())
-
-    def run(*extra):
-        p = submit(cluster, *TINY, "--num-samples", 2, "--storage-path", results_dir, *extra)
-        assert p.returncode == 0, p.stderr
-        submitted = max(j.start_time for j in api.list()) / 1000  # this job's submission
-        return json.loads(p.stdout), submitted
-
-    first, _ = run()
-    assert first["next_supervisor_asked_at"] is not None and first["next_trial_workers"] == 2
-    # The next job's supervisor and trials run in those processes: started after they were
-    # asked for, before the job was submitted (a start is read to the clock tick, 10 ms).
-    # It asks for no trial process of its own: it found them waiting.
-    second, submitted = run()
-    asked = first["next_supervisor_asked_at"]
-    assert asked - TICK <= second["supervisor_started_at"] < submitted - TICK
-    assert (second["waiting_workers"], second["prestarted_workers"]) == (2, 0)
-    assert {t["pid"] for t in second["trials"]} and all(
-        asked - TICK <= t["process_started_at"] < submitted - TICK for t in second["trials"]
-    )
-    # A job run with --no-prestart leaves none: Ray starts the next job's supervisor on
-    # its submission, and the job asks for its trials' processes as it starts.
-    third, _ = run("--no-prestart")
-    assert third["next_supervisor_asked_at"] is None and third["next_trial_workers"] == 0
-    fourth, submitted = run()
-    assert fourth["supervisor_started_at"] >= submitted - TICK
-    assert (fourth["waiting_workers"], fourth["prestarted_workers"]) == (0, 2)
-    # While another driver is connected, a job leaves none: the last to end asks, so jobs
-    # run side by side leave one process waiting, not one each.
-    rec = json.loads((cluster / "cluster.json").read_text())
-    env = {**node_env(Path(rec["token_file"])), **LOOPBACK_ENV}
-    other = subprocess.Popen(
-        [sys.executable, "-c", OTHER_DRIVER, rec["gcs_address"]],
-        env=env, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert other.stdout.readline().strip() == "connected"
-        beside, _ = run()
-        assert beside["next_supervisor_asked_at"] is None and beside["next_trial_workers"] == 0
-    finally:
-        other.kill()
-        other.wait()
-
-
-def test_worker_node_processes_import_ray_tune_before_they_take_work(cluster):
-    """A trial's actor cannot load Tune's trainable class without Ray Tune (0.7-1.1 s here):
-    every process a worker node starts imports it as it starts (providers/base.py
-    WORKER_ENV), so one started ahead of the search has it when its trial comes."""
-    rec = json.loads((cluster / "cluster.json").read_text())
-    env = {**node_env(Path(rec["token_file"])), **LOOPBACK_ENV}
-    p = subprocess.run(
-        [sys.executable, "-c", PRELOAD_PROBE, rec["gcs_address"]],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout.splitlines()[-1]) == {"task": True, "driver": False}
-
-
-# A plain task (no Tune) on a worker node: whether its process has Ray Tune imported.
-PRELOAD_PROBE = """
-import json, sys, ray
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-
-@ray.remote(num_cpus=1)  # the head has no CPUs: a worker node's process
-def probe():
-    return "ray.tune" in sys.modules
-
-print(json.dumps({"task": ray.get(probe.remote()), "driver": "ray.tune" in sys.modules}))
-"""
-
-
-TICK = 0.011  # a process's start is read to the clock tick (job/train.py: started_at)
-# A second driver on the test cluster: connects, says so, then stays until killed.
-OTHER_DRIVER = """
-import sys, time, ray
-ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-print("connected", flush=True)
-time.sleep(600)
-"""
 
 
 @needs_datasets
@@ -273,8 +174,7 @@ def test_job_goes_by_path_where_the_nodes_share_the_disk_and_is_uploaded_otherwi
     goes as an uploaded working_dir. Both run the same search."""
     from dataclasses import replace
 
-    from rayscale import jobs, providers
-    from rayscale.state import StateDir
+    from rayscale import providers
 
     local = providers.recorded(StateDir(cluster)).endpoint()
     assert local.shares_disk

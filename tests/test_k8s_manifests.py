@@ -20,8 +20,7 @@ import yaml
 from conftest import ROOT, needs_crds
 from kube_emulator import crd_schema
 
-from rayscale import manifests
-from rayscale.providers.base import WORKER_ENV
+from rayscale import manifests, runtime
 
 K8S_VERSION = "1.33.0"
 SHIPPED = manifests.shipped()
@@ -149,6 +148,9 @@ def test_policy(key, doc):
         assert "shutdownAfterJobFinishes" not in doc["spec"]
         return
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0", "the head runs no trials"
+    assert spec["headGroupSpec"]["rayStartParams"] == runtime.start_params(
+        runtime.head(dashboard_host="0.0.0.0", sized=False)
+    ), "the head's flags are rayscale.runtime's"
     assert spec["authOptions"]["mode"] == "token"
     assert spec["headGroupSpec"]["serviceType"] == "ClusterIP" and not spec["headGroupSpec"].get(
         "enableIngress"
@@ -165,11 +167,9 @@ def test_policy(key, doc):
         sc = c["securityContext"]
         assert sc["runAsNonRoot"] and sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]
-        # Worker processes import Ray Tune as they start (providers/base.py WORKER_ENV);
-        # the head's (job supervisors) do not.
+        # Every node's env is runtime's (token auth itself is KubeRay's authOptions).
         env = {e["name"]: e.get("value") for e in c["env"]}
-        on_worker = c["name"] == "ray-worker"
-        assert all((env.get(k) == v) is on_worker for k, v in WORKER_ENV.items())
+        assert env == {k: v for k, v in runtime.NODE_ENV.items() if k != "RAY_AUTH_MODE"}
     for g in spec["workerGroupSpecs"]:
         assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
         for t in (g["template"], spec["headGroupSpec"]["template"]):

@@ -7,15 +7,20 @@ token, which is what the Job Submission API needs.
 Cluster shape. Every provider makes one head node that runs no trials (``num-cpus 0``)
 and ``n`` worker nodes that do. "Workers" always counts worker nodes, never the head.
 
-Node states (a closed set, ``NODE_STATES``), as the GCS reports them:
+A provider makes machines (processes, containers, pods, VMs) and starts on each the Ray
+that rayscale.runtime describes; it knows nothing of Ray's flags beyond asking runtime for
+them, and nothing of jobs or studies.
 
-    alive     -> the GCS lists the node as ALIVE
-    dead      -> the GCS lists it DEAD (its process / container / pod is gone)
+Node states (a closed set, ``NODE_STATES``), as Ray's State API reports them:
+
+    alive     -> listed ALIVE
+    dead      -> listed DEAD (its process / container / pod is gone)
 
 Contract (every provider keeps each of these; each method's docstring says more):
 
 - ``up(workers)`` creates the cluster, records it in the state dir, and returns once the
-  head and ``workers`` workers are alive and the Job API answers. It is written once, here;
+  head and ``workers`` workers are alive and the Job API answers. It is written once, here
+  (rayscale.lifecycle adds the one read a job makes, under the state dir's lock);
   providers fill in ``_plan`` / ``_create`` / ``_teardown``. Refuses with a UserError when
   the state dir records a running cluster. If it fails or is interrupted, it stops
   everything it started, keeps the logs and clears the record before it re-raises.
@@ -23,7 +28,7 @@ Contract (every provider keeps each of these; each method's docstring says more)
   scaling to the current size does nothing. Which workers go on a scale-down is the
   provider's choice (local and docker: the newest; kuberay and ray-up: their autoscaler's).
 - ``wait_ready(workers, timeout)`` blocks until exactly ``workers`` worker nodes are alive
-  (read from the GCS or the dashboard, never ``ray status``), or raises UserError on
+  (read through Ray's State API, never ``ray status``), or raises UserError on
   timeout saying what is missing. Safe to call any number of times.
 - ``endpoint()`` returns ``Endpoint(url, token)``: a dashboard / Job API URL reachable
   from this machine (loopback or a managed port-forward) and the cluster's auth token;
@@ -50,67 +55,13 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypedDict
 
-from rayscale import forward, procs
+from rayscale import forward, nodes, procs
+from rayscale.endpoint import IMAGE_JOB, Endpoint
 from rayscale.errors import UserError
+from rayscale.runtime import GIB
 from rayscale.state import StateDir
 
-# Where the kit's image holds the job, and the digest of that copy (docker/Dockerfile).
-IMAGE_JOB = "/opt/rayscale/job"
-IMAGE_JOB_DIGEST = "/opt/rayscale/job.sha256"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    token: str | None
-    # The cluster's nodes read this machine's files (the local provider): the job is
-    # submitted as a path, not uploaded as a working_dir.
-    shares_disk: bool = False
-    # Where the nodes' image holds the job and the digest of that copy (jobs.job_digest):
-    # a job dir with the same digest runs from there, not uploaded.
-    image_job: tuple[str, str] | None = None
-
-    def __repr__(self) -> str:  # never put the token in logs
-        return f"Endpoint(url={self.url!r}, token={'set' if self.token else None})"
-
-
 NODE_STATES = ("alive", "dead")
-GIB = 1024**3
-# The head runs the Job API, the job's driver and Tune's controller, no trials.
-HEAD_MEMORY_GIB = 1.0
-HEAD_OBJECT_STORE_GIB = 0.25
-
-
-# Every node's `ray start`: in the foreground (its PID is the node's), no log monitor (it
-# streams worker logs to drivers; the job's driver runs with log_to_driver=False and job logs
-# come from its own stdout: one less Python daemon per node), no usage stats.
-NODE_FLAGS = ("--block", "--include-log-monitor=false", "--disable-usage-stats")
-
-# Every worker node's raylet has each Python process it starts import Ray Tune before it
-# takes work: a trial's actor cannot load its class (Tune's trainable) without it, which is
-# 0.7-1.1 s of the first trial on a process started for it (docs/benchmarks.md). Processes
-# started ahead of the search (job/prestart.py) pay it while the driver loads the data.
-# Only on workers: the head runs the job supervisors and drivers, which would pay it first.
-WORKER_ENV = {"RAY_preload_python_modules": "ray.tune"}
-
-
-def head_start(gcs_port: int, dashboard_host: str, dashboard_port: int) -> list[str]:
-    """`rayscale.headnode start ...`'s arguments every provider's head shares: NODE_FLAGS,
-    no trials (num-cpus 0), explicit sizes (a raylet otherwise claims the whole host), the
-    dashboard and Job API where the provider reaches them. The provider adds its own (temp
-    dir, ports, autoscaling config)."""
-    return [
-        "start",
-        "--head",
-        *NODE_FLAGS,
-        f"--port={gcs_port}",
-        "--num-cpus=0",
-        f"--memory={int(HEAD_MEMORY_GIB * GIB)}",
-        f"--object-store-memory={int(HEAD_OBJECT_STORE_GIB * GIB)}",
-        "--include-dashboard=true",
-        f"--dashboard-host={dashboard_host}",
-        f"--dashboard-port={dashboard_port}",
-    ]
 
 
 class ClusterRecord(TypedDict, total=False):
@@ -147,8 +98,8 @@ class NodeInfo:
     address: str = ""
 
     @classmethod
-    def of(cls, n: Any, address: str) -> NodeInfo:
-        """A node as the GCS or the dashboard lists it (rayscale.gcs / rayscale.dashboard)."""
+    def of(cls, n: nodes.RayNode, address: str) -> NodeInfo:
+        """A node as the State API lists it (rayscale.nodes)."""
         return cls(
             node_id=n.node_id,
             role="head" if n.is_head else "worker",
@@ -159,15 +110,13 @@ class NodeInfo:
         )
 
 
-def gcs_nodes(rec: dict[str, Any], token: str | None) -> list:
-    """The nodes the cluster's GCS lists (local and docker reach the GCS directly)."""
-    from rayscale import gcs
-
+def ray_nodes(rec: dict[str, Any], token: str | None) -> list[nodes.RayNode]:
+    """The nodes the cluster's State API lists, or one UserError naming `cluster down`."""
     try:
-        return gcs.nodes(rec["gcs_address"], token)
-    except Exception as e:
+        return nodes.nodes(rec["dashboard_url"], token)
+    except (OSError, ValueError, KeyError) as e:
         raise UserError(
-            f"cannot reach the cluster's GCS at {rec['gcs_address']} ({type(e).__name__})",
+            f"cannot reach the cluster's dashboard at {rec['dashboard_url']} ({type(e).__name__})",
             "is it still running? `rayscale cluster down` clears a dead cluster",
         ) from None
 
@@ -218,6 +167,9 @@ class Provider(abc.ABC):
     # Its workers all run on the machine that runs rayscale (they share its cores):
     # rayscale.predict scales measured trial costs by it.
     one_machine: ClassVar[bool] = False
+    # Its nodes' image is read by a one-line job after `up` (rayscale.lifecycle): where
+    # rayscale cannot exec into the head (pods, cloud VMs).
+    image_probe: ClassVar[bool] = False
 
     def __init__(self, state: StateDir, shape: NodeShape | None = None, **options: Any):
         self.state = state
@@ -375,6 +327,7 @@ class Provider(abc.ABC):
 
 
 class ForwardedProvider(Provider):
+    image_probe = True
     """A provider whose dashboard is reached through a managed forward (ray-up, kuberay).
 
     The tunnel command runs under rayscale.forward (which restarts it when it drops),
@@ -407,14 +360,6 @@ class ForwardedProvider(Provider):
     def _stop_forward(self, rec: dict[str, Any]) -> None:
         if rec.get("forward"):
             procs.stop(rec["forward"], grace=5)
-
-    def _on_up(self, rec: dict[str, Any]) -> None:
-        # No exec into a pod or a cloud VM's container: a one-line job reads the digest.
-        from rayscale import jobs
-
-        ep = Endpoint(rec["dashboard_url"], self.state.token())
-        rec["image_job_digest"] = jobs.image_job_digest(ep)
-        self.state.write(rec)
 
     def endpoint(self) -> Endpoint:
         rec = self._record()
@@ -453,11 +398,9 @@ def status_from_dashboard(
 
     Workers the autoscaler removed are left out; `label` names nodes by address (pod names).
     """
-    from rayscale import dashboard
-
     try:
-        found = dashboard.nodes(url, token)
-    except OSError as e:
+        found = nodes.nodes(url, token)
+    except (OSError, ValueError, KeyError) as e:
         raise UserError(f"cannot reach the cluster's dashboard at {url} ({e})", fix) from None
     st = ClusterStatus(provider, url)
     for n in sorted(found, key=lambda n: (not n.is_head, n.address)):

@@ -3,7 +3,9 @@
 All containers of a cluster share a user-defined network (workers reach the head by its
 name), a volume mounted as every node's Tune storage path (trial checkpoints must be on
 storage all nodes share), and a label naming the cluster, so `down` removes exactly
-them. The dashboard / Job API and the GCS are published on 127.0.0.1 only.
+them. Each container runs `ray start` with rayscale.runtime's arguments, the same Ray
+every provider starts, named for its container (the State API finds nodes by it). Only
+the dashboard / Job API is published, on 127.0.0.1.
 
 We drive the `docker` CLI rather than the Docker Engine API client: it is what users
 already have configured (contexts, Docker Desktop, rootless, remote hosts), it adds no
@@ -20,27 +22,23 @@ import subprocess
 import time
 from typing import Any, TypedDict
 
-from rayscale import __version__, gcs, procs
+from rayscale import __version__, nodes, procs, runtime
+from rayscale.endpoint import IMAGE_JOB, IMAGE_JOB_DIGEST, Endpoint
 from rayscale.errors import UserError
-from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import (
-    GIB,
-    IMAGE_JOB,
-    IMAGE_JOB_DIGEST,
-    NODE_FLAGS,
-    WORKER_ENV,
     ClusterRecord,
     ClusterStatus,
-    Endpoint,
     NodeInfo,
     Options,
     Provider,
-    gcs_nodes,
-    head_start,
+    ray_nodes,
 )
+from rayscale.runtime import GIB
 
 DEFAULT_IMAGE = f"rayscale:{__version__}"
-HEAD_CONTAINER_GIB = 2.0  # Ray's memory and object store on the head, and its daemons
+# Ray's memory and object store on the head, its daemons (the dashboard's module
+# processes among them) and the job's driver.
+HEAD_CONTAINER_GIB = 3.0
 RESULTS = "/home/ray/rayscale_results"
 
 
@@ -94,7 +92,6 @@ class DockerRecord(ClusterRecord, total=False):
     head: ContainerRecord
     workers: list[ContainerRecord]  # oldest first; scale-down removes from the end
     next_worker: int
-    gcs_address: str  # published on 127.0.0.1
     image_job_digest: str | None  # the digest of the image's job/, if it has one
 
 
@@ -158,7 +155,6 @@ class DockerProvider(Provider):
             )
         cid = secrets.token_hex(4)
         self.state.new_token()
-        gcs.preload()
         return {
             "provider": self.name,
             "created": time.time(),
@@ -208,12 +204,11 @@ class DockerProvider(Provider):
             "ALL",
             "-v",
             f"{rec['volume']}:{RESULTS}",
-            "-e",
-            "RAY_AUTH_MODE=token",
-            "-e",
-            f"RAY_AUTH_TOKEN={self.state.token()}",
-            "-e",
-            "RAY_enable_metrics_collection=0",
+            *[
+                f
+                for k, v in runtime.node_env(token=self.state.token()).items()
+                for f in ("-e", f"{k}={v}")
+            ],
         ]
 
     def _start_head(self, rec: DockerRecord) -> None:
@@ -221,20 +216,14 @@ class DockerProvider(Provider):
         args = self._run_args(rec, name, 1, HEAD_CONTAINER_GIB) + [
             # Published on loopback only; the host port is chosen by Docker.
             "-p",
-            "127.0.0.1::8265",
-            "-p",
-            "127.0.0.1::6379",
-            "-e",
-            f"RAYSCALE_DASHBOARD_MODULES={LEAN_MODULES}",
+            f"127.0.0.1::{runtime.DASHBOARD_PORT}",
             self.image,
-            "python",
-            "/opt/rayscale/headnode.py",
+            "ray",
             # 0.0.0.0 inside the container: Docker publishes it on the host's loopback only.
-            *head_start(6379, "0.0.0.0", 8265),
+            *runtime.start_args(runtime.head(dashboard_host="0.0.0.0", node_name=name)),
         ]
         rec["head"]["id"] = self._docker(*args)
-        rec["dashboard_url"] = f"http://{self._published(name, 8265)}"
-        rec["gcs_address"] = self._published(name, 6379)
+        rec["dashboard_url"] = f"http://{self._published(name, runtime.DASHBOARD_PORT)}"
         # A job dir that matches the image's copy runs from there, not uploaded; an image
         # built without the digest file gets every job uploaded, as before.
         digest = self._docker("exec", name, "cat", IMAGE_JOB_DIGEST, check=False)
@@ -260,26 +249,19 @@ class DockerProvider(Provider):
                     shape["cpus_per_worker"],
                     shape["memory_per_worker_gib"] + shape["object_store_gib"],
                 ),
-                *[f for k, v in WORKER_ENV.items() for f in ("-e", f"{k}={v}")],
                 self.image,
                 "ray",
-                "start",
-                f"--address={rec['head']['name']}:6379",
-                f"--num-cpus={shape['cpus_per_worker']}",
-                f"--memory={int(shape['memory_per_worker_gib'] * GIB)}",
-                f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
-                *NODE_FLAGS,
+                *runtime.start_args(
+                    runtime.worker(
+                        f"{rec['head']['name']}:{runtime.GCS_PORT}",
+                        cpus=shape["cpus_per_worker"],
+                        memory_bytes=int(shape["memory_per_worker_gib"] * GIB),
+                        object_store_bytes=int(shape["object_store_gib"] * GIB),
+                        node_name=name,
+                    )
+                ),
             )
             rec["workers"].append({"index": idx, "name": name, "id": cid})
-
-    def _ip(self, name: str) -> str:
-        return self._docker(
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            name,
-            check=False,
-        )
 
     def _teardown(self, rec: DockerRecord) -> None:
         cid = rec.get("cluster_id")
@@ -330,7 +312,7 @@ class DockerProvider(Provider):
     def wait_ready(self, workers: int, timeout: float | None = None) -> None:
         timeout = timeout or self.default_timeout
         rec = self._record()
-        want = {w["name"]: "" for w in rec["workers"]}
+        want = {w["name"] for w in rec["workers"]}
         if len(want) != workers:
             raise UserError(
                 f"the cluster has {len(want)} workers, not {workers}",
@@ -338,20 +320,12 @@ class DockerProvider(Provider):
             )
         deadline = time.monotonic() + timeout
         while True:
-            for name in want:
-                want[name] = want[name] or self._ip(name)
-            try:
-                alive = {
-                    n.address
-                    for n in gcs.nodes(rec["gcs_address"], self.state.token())
-                    if n.alive and not n.is_head
-                }
-            except Exception:  # the GCS may still be starting
-                alive = set()
-            if set(want.values()) == alive and all(want.values()):
+            # None while the dashboard is still starting.
+            alive = nodes.alive_worker_names(rec["dashboard_url"], self.state.token()) or set()
+            if alive == want:
                 return
             if time.monotonic() > deadline:
-                missing = [n for n, ip in want.items() if ip not in alive]
+                missing = sorted(want - alive)
                 raise UserError(
                     f"workers {', '.join(missing)} not alive after {timeout:.0f} s",
                     f"read `docker logs {missing[0] if missing else rec['head']['name']}`",
@@ -369,12 +343,10 @@ class DockerProvider(Provider):
 
     def status(self) -> ClusterStatus:
         rec = self._record()
-        names = {self._ip(w["name"]): w["name"] for w in rec["workers"]}
+        ours = {w["name"] for w in rec["workers"]}
         st = ClusterStatus(self.name, rec["dashboard_url"])
-        for n in sorted(
-            gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.address)
-        ):
-            if not n.is_head and n.address not in names:
-                continue  # a worker removed by an earlier scale-down
-            st.nodes.append(NodeInfo.of(n, rec["head"]["name"] if n.is_head else names[n.address]))
+        # Workers removed by an earlier scale-down are not part of the cluster now.
+        found = [n for n in ray_nodes(rec, self.state.token()) if n.is_head or n.name in ours]
+        for n in sorted(found, key=lambda n: (not n.is_head, n.name)):
+            st.nodes.append(NodeInfo.of(n, n.name))
         return st

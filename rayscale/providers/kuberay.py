@@ -24,7 +24,7 @@ import secrets
 import time
 from typing import Any
 
-from rayscale import dashboard, extras, manifests, procs
+from rayscale import extras, manifests, nodes, procs
 from rayscale.errors import UserError
 from rayscale.providers.base import (
     ClusterRecord,
@@ -573,7 +573,7 @@ class KubeRayProvider(ForwardedProvider):
             alive = None
             if ready >= workers:
                 self._ensure_forward(rec)
-                alive = dashboard.alive_workers(rec["dashboard_url"], self.state.token())
+                alive = nodes.alive_workers(rec["dashboard_url"], self.state.token())
                 if alive == workers and ready == workers:
                     return
             if time.monotonic() > deadline:

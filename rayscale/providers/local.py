@@ -1,9 +1,11 @@
 """The local provider: a real multi-node Ray cluster made of processes on this machine.
 
-Each node is one ``ray start --block`` process, leader of its own session, with its own
-temp dir, its own agent / metrics / node-manager ports, and explicit CPU, memory and
-object-store sizes (otherwise every raylet would claim the whole host). The head runs no
-trials (num-cpus 0); the dashboard and Job API listen on 127.0.0.1 only; token auth is on.
+Each node is one ``ray start --block`` process (rayscale.runtime's arguments, the same Ray
+every provider starts), leader of its own session, with its own temp dir, its own agent /
+metrics / node-manager ports, and explicit CPU, memory and object-store sizes (otherwise
+every raylet would claim the whole host). The head runs no trials (num-cpus 0); the
+dashboard and Job API listen on 127.0.0.1 only; token auth is on. Nodes are named
+(``head``, ``w<N>``) and found by name in Ray's State API.
 """
 
 from __future__ import annotations
@@ -20,31 +22,25 @@ from typing import TypedDict
 
 import psutil
 
-from rayscale import extras, gcs, procs
+from rayscale import extras, nodes, procs, runtime
+from rayscale.endpoint import Endpoint
 from rayscale.errors import UserError
-from rayscale.headnode import LEAN_MODULES, LOOPBACK_ENV
 from rayscale.providers.base import (
-    GIB,
-    HEAD_MEMORY_GIB,
-    HEAD_OBJECT_STORE_GIB,
-    NODE_FLAGS,
-    WORKER_ENV,
     ClusterRecord,
     ClusterStatus,
-    Endpoint,
     NodeInfo,
-    Options,
     ProcRecord,
     Provider,
-    gcs_nodes,
-    head_start,
+    ray_nodes,
 )
+from rayscale.runtime import GIB, HEAD_MEMORY_GIB, HEAD_OBJECT_STORE_GIB
 
 # The logs of a node's own processes that say why it did not come up.
 NODE_LOGS = ("raylet.", "dashboard_agent", "runtime_env_agent")
 
-# What the head keeps to itself, beyond its declared sizes: GCS, dashboard, agents.
-HEAD_OVERHEAD_GIB = 1.2
+# What the head keeps to itself, beyond its declared sizes: GCS, dashboard and its
+# module processes, agents.
+HEAD_OVERHEAD_GIB = 1.6
 
 
 def ray_executable() -> str:
@@ -55,34 +51,21 @@ def ray_executable() -> str:
     return found
 
 
-def node_env(token_file: Path, lean: bool = True) -> dict[str, str]:
+def node_env(token_file: Path) -> dict[str, str]:
+    """This machine's environment, with runtime's node environment and the token file."""
     env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
+    for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):  # the file is the one source of the token
+        env.pop(k, None)
     # Jobs run `python ...` on the nodes: it must be the kit's Python, not the first on PATH.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(token_file),
-        RAY_USAGE_STATS_ENABLED="0",
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("RAY_AUTH_TOKEN", None)  # the file is the one source of the token
-    if lean:
-        # No Prometheus metrics export: on a small machine every node's agent and raylet
-        # would take CPU from the trials for numbers nobody scrapes. --dashboard full keeps it.
-        env["RAY_enable_metrics_collection"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(runtime.node_env(token_path=str(token_file)))
     return env
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalOptions(Options):
-    # jobs: the head runs only the Job API's dashboard modules; full: the whole UI.
-    dashboard: str = "jobs"
 
 
 class NodeRecord(TypedDict, total=False):
     proc: ProcRecord  # the node's `ray start --block` process
-    node_manager_port: int  # how the GCS names the node
+    name: str  # its --node-name: how the State API names it
     index: int  # workers: w<index>, never reused
     temp_dir: str  # workers: removed when the worker goes
 
@@ -95,13 +78,11 @@ class LocalRecord(ClusterRecord, total=False):
     workers: list[NodeRecord]  # oldest first; scale-down removes from the end
     next_worker: int
     gcs_address: str
-    dashboard: str  # LocalOptions.dashboard
 
 
 class LocalProvider(Provider):
     one_machine = True
     name = "local"
-    Options = LocalOptions
     takes_shape = True
 
     # ---- record -----------------------------------------------------------------------
@@ -130,7 +111,6 @@ class LocalProvider(Provider):
     def _plan(self, workers: int) -> LocalRecord:
         extras.need_job("the local provider (its nodes run the job on this machine's Python)")
         token_file = self.state.new_token()
-        gcs.preload()
         return {
             "provider": self.name,
             "created": time.time(),
@@ -139,7 +119,6 @@ class LocalProvider(Provider):
             "shape": dataclasses.asdict(self.shape),
             "workers": [],
             "next_worker": 0,
-            "dashboard": self.options.dashboard,
         }
 
     def _create(self, rec: LocalRecord, workers: int, deadline: float) -> None:
@@ -170,46 +149,40 @@ class LocalProvider(Provider):
 
     # ---- nodes ------------------------------------------------------------------------
 
-    def _env(self, rec: LocalRecord) -> dict[str, str]:
-        # One machine: every Ray port on loopback (rayscale.headnode says how).
-        return {**node_env(Path(rec["token_file"]), _lean(rec)), **LOOPBACK_ENV}
-
     def _log(self, node: str) -> Path:
         """`ray start` output of a node: in the state dir, so it outlives a failed `up`."""
         return self.state.path / "logs" / f"{node}.log"
 
-    def _common_args(self, temp_dir: Path) -> list[str]:
+    def _spawn(self, rec: LocalRecord, spec: runtime.NodeSpec) -> ProcRecord:
+        """One node: `ray start` with runtime's arguments, ports of its own on this machine."""
         agent_http, agent_grpc, runtime_env, metrics, node_manager = procs.free_ports(5)
-        return [
-            "--node-ip-address=127.0.0.1",
-            f"--temp-dir={temp_dir}",
-            f"--dashboard-agent-listen-port={agent_http}",
-            f"--dashboard-agent-grpc-port={agent_grpc}",
-            f"--runtime-env-agent-port={runtime_env}",
-            f"--metrics-export-port={metrics}",
-            f"--node-manager-port={node_manager}",
-            "--min-worker-port=0",
-            "--max-worker-port=0",
-        ]
+        spec = dataclasses.replace(
+            spec,
+            temp_dir=str(Path(rec["temp_root"]) / spec.node_name),
+            ports={
+                "dashboard-agent-listen-port": agent_http,
+                "dashboard-agent-grpc-port": agent_grpc,
+                "runtime-env-agent-port": runtime_env,
+                "metrics-export-port": metrics,
+                "node-manager-port": node_manager,
+                "min-worker-port": 0,
+                "max-worker-port": 0,
+                **spec.ports,
+            },
+        )
+        argv = [ray_executable(), *runtime.start_args(spec)]
+        env = node_env(Path(rec["token_file"]))
+        return procs.spawn(argv, env, self._log(spec.node_name))
 
     def _start_head(self, rec: LocalRecord) -> None:
-        base = Path(rec["temp_root"])
         gcs_port, dash_port, client_port = procs.free_ports(3)
-        args = self._common_args(base / "head")
-        # The head runs through rayscale.headnode so its dashboard can be made lean.
-        argv = [
-            sys.executable,
-            "-m",
-            "rayscale.headnode",
-            *head_start(gcs_port, "127.0.0.1", dash_port),
-            f"--ray-client-server-port={client_port}",  # not started on a lean head
-            *args,
-        ]
-        env = self._env(rec)
-        if _lean(rec):
-            env["RAYSCALE_DASHBOARD_MODULES"] = LEAN_MODULES
-        proc = procs.spawn(argv, env, self._log("head"))
-        rec["head"] = {"proc": proc, "node_manager_port": _port_of(args, "--node-manager-port")}
+        spec = runtime.head(
+            port=gcs_port,
+            dashboard_port=dash_port,
+            node_name="head",
+            ports={"ray-client-server-port": client_port},
+        )
+        rec["head"] = {"proc": self._spawn(rec, spec), "name": "head"}
         rec["gcs_address"] = f"127.0.0.1:{gcs_port}"
         rec["dashboard_url"] = f"http://127.0.0.1:{dash_port}"
 
@@ -226,30 +199,22 @@ class LocalProvider(Provider):
 
     def _add_workers(self, rec: LocalRecord, count: int) -> None:
         shape = rec["shape"]
-        base = Path(rec["temp_root"])
         for _ in range(count):
             idx = rec["next_worker"]
             rec["next_worker"] += 1
-            args = self._common_args(base / f"w{idx}")
-            argv = [
-                sys.executable,
-                "-m",
-                "rayscale.headnode",
-                "start",
-                f"--address={rec['gcs_address']}",
-                f"--num-cpus={shape['cpus_per_worker']}",
-                f"--memory={int(shape['memory_per_worker_gib'] * GIB)}",
-                f"--object-store-memory={int(shape['object_store_gib'] * GIB)}",
-                *NODE_FLAGS,
-                *args,
-            ]
-            proc = procs.spawn(argv, {**self._env(rec), **WORKER_ENV}, self._log(f"w{idx}"))
+            spec = runtime.worker(
+                rec["gcs_address"],
+                cpus=shape["cpus_per_worker"],
+                memory_bytes=int(shape["memory_per_worker_gib"] * GIB),
+                object_store_bytes=int(shape["object_store_gib"] * GIB),
+                node_name=f"w{idx}",
+            )
             rec["workers"].append(
                 {
                     "index": idx,
-                    "proc": proc,
-                    "node_manager_port": _port_of(args, "--node-manager-port"),
-                    "temp_dir": str(base / f"w{idx}"),
+                    "proc": self._spawn(rec, spec),
+                    "name": f"w{idx}",
+                    "temp_dir": str(Path(rec["temp_root"]) / f"w{idx}"),
                 }
             )
 
@@ -286,17 +251,10 @@ class LocalProvider(Provider):
 
     # ---- readiness --------------------------------------------------------------------
 
-    def _alive_worker_ports(self, rec: LocalRecord) -> set[int]:
-        try:
-            found = gcs.nodes(rec["gcs_address"], self.state.token())
-        except Exception:  # the GCS may still be starting
-            return set()
-        return {n.node_manager_port for n in found if n.alive and not n.is_head}
-
     def wait_ready(self, workers: int, timeout: float | None = None) -> None:
         timeout = timeout or self.default_timeout
         rec = self._record()
-        want = {w["node_manager_port"] for w in rec["workers"]}
+        want = {w["name"] for w in rec["workers"]}
         if len(want) != workers:
             raise UserError(
                 f"the cluster has {len(want)} workers, not {workers}",
@@ -304,8 +262,9 @@ class LocalProvider(Provider):
             )
         deadline = time.monotonic() + timeout
         while True:
-            alive_ports = self._alive_worker_ports(rec)
-            if alive_ports == want:
+            # None while the dashboard is still starting.
+            alive = nodes.alive_worker_names(rec["dashboard_url"], self.state.token()) or set()
+            if alive == want:
                 return
             dead = _dead(rec)
             if dead:
@@ -318,10 +277,10 @@ class LocalProvider(Provider):
                     "causes",
                 )
             if time.monotonic() > deadline:
-                missing = sorted(want - alive_ports)
+                missing = sorted(want - alive)
                 raise UserError(
-                    f"{len(alive_ports & want)} of {workers} workers alive after {timeout:.0f} s "
-                    f"(missing node-manager ports {missing})",
+                    f"{len(alive & want)} of {workers} workers alive after {timeout:.0f} s "
+                    f"(missing {', '.join(missing)})",
                     "check the worker logs under the cluster temp dir, or raise --timeout",
                 )
             time.sleep(0.1)
@@ -344,29 +303,24 @@ class LocalProvider(Provider):
 
     def status(self) -> ClusterStatus:
         rec = self._record()
-        ports = {w["node_manager_port"]: f"w{w['index']}" for w in rec["workers"]}
-        # A worker whose processes are gone is dead now; the GCS says so only after its
-        # health checks time out (seconds later).
-        gone = {w["node_manager_port"] for w in _dead(rec)}
+        ours = {w["name"] for w in rec["workers"]}
+        # A worker whose processes are gone is dead now; the State API says so only after
+        # the GCS's health checks time out (seconds later).
+        gone = {w["name"] for w in _dead(rec)}
         st = ClusterStatus(self.name, rec["dashboard_url"])
-        for n in sorted(
-            gcs_nodes(rec, self.state.token()), key=lambda n: (not n.is_head, n.node_manager_port)
-        ):
-            if not n.alive and n.node_manager_port not in ports and not n.is_head:
-                continue  # a worker removed earlier by scale; not part of this cluster now
-            node = NodeInfo.of(n, f"{n.address}:{n.node_manager_port}")
-            if n.node_manager_port in gone:
+        # Workers removed by an earlier scale-down are not part of the cluster now.
+        found = [n for n in ray_nodes(rec, self.state.token()) if n.is_head or n.name in ours]
+        for n in sorted(found, key=lambda n: (not n.is_head, n.name)):
+            node = NodeInfo.of(n, n.name)
+            if n.name in gone:
                 node.state = "dead"
             st.nodes.append(node)
         return st
 
     def node_cpu_seconds(self) -> dict[str, dict[int, float]]:
         rec = self._record()
-        nodes = {
-            "head": rec["head"]["proc"],
-            **{f"w{w['index']}": w["proc"] for w in rec["workers"]},
-        }
-        return {name: procs.cpu_seconds(proc["pid"]) for name, proc in nodes.items()}
+        made = {"head": rec["head"]["proc"], **{w["name"]: w["proc"] for w in rec["workers"]}}
+        return {name: procs.cpu_seconds(proc["pid"]) for name, proc in made.items()}
 
     def head_pids(self) -> list[int]:
         return [self._record()["head"]["proc"]["pid"]]
@@ -375,12 +329,3 @@ class LocalProvider(Provider):
 def _dead(rec: LocalRecord) -> list:
     """The recorded workers whose processes are gone."""
     return [w for w in rec["workers"] if not procs.alive(w["proc"])]
-
-
-def _port_of(args: list[str], flag: str) -> int:
-    return int(next(a.split("=", 1)[1] for a in args if a.startswith(flag + "=")))
-
-
-def _lean(rec: LocalRecord) -> bool:
-    """`--dashboard jobs` (the default): the lean head and no metrics export."""
-    return rec.get("dashboard", "jobs") == "jobs"

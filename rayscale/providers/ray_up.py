@@ -31,7 +31,6 @@ import copy
 import dataclasses
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,16 +38,14 @@ from typing import Any
 
 import yaml
 
-from rayscale import dashboard, extras, procs
+from rayscale import extras, nodes, procs, runtime
 from rayscale.errors import UserError
-from rayscale.headnode import LEAN_MODULES
 from rayscale.providers.base import (
     ClusterRecord,
     ClusterStatus,
     ForwardedProvider,
     Options,
     ProcRecord,
-    head_start,
     status_from_dashboard,
 )
 from rayscale.providers.local import node_env, ray_executable
@@ -227,20 +224,20 @@ class FakeLauncher:
         cfg["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
 
     def start(self, rec: RayUpRecord) -> None:
-        env = node_env(self.p.state.token_file)
-        env.update(RAY_FAKE_CLUSTER="1", RAYSCALE_DASHBOARD_MODULES=LEAN_MODULES)
+        env = {**node_env(self.p.state.token_file), "RAY_FAKE_CLUSTER": "1"}
         ports = rec["ports"]
+        spec = runtime.head(
+            port=rec["gcs_port"],
+            dashboard_port=ports["dashboard"],
+            temp_dir=rec["temp_root"],
+            ports={
+                "ray-client-server-port": ports["client"],
+                "metrics-export-port": ports["metrics"],
+            },
+            extra=(f"--autoscaling-config={rec['config']}",),
+        )
         rec["head"] = procs.spawn(
-            [
-                sys.executable,
-                "-m",
-                "rayscale.headnode",
-                *head_start(rec["gcs_port"], "127.0.0.1", ports["dashboard"]),
-                f"--temp-dir={rec['temp_root']}",
-                f"--ray-client-server-port={ports['client']}",
-                f"--metrics-export-port={ports['metrics']}",
-                f"--autoscaling-config={rec['config']}",
-            ],
+            [ray_executable(), *runtime.start_args(spec)],
             env,
             self.p.state.path / "logs" / "head.log",
         )
@@ -361,7 +358,7 @@ class RayUpProvider(ForwardedProvider):
             return False
         self._ensure_forward(rec)
         return procs.wait_for(
-            lambda: dashboard.alive_workers(rec["dashboard_url"], self.state.token()) is not None,
+            lambda: nodes.alive_workers(rec["dashboard_url"], self.state.token()) is not None,
             15,
             interval=0.5,
         )
@@ -375,7 +372,7 @@ class RayUpProvider(ForwardedProvider):
         deadline = time.monotonic() + timeout
         alive: int | None = None
         while True:
-            alive = dashboard.alive_workers(rec["dashboard_url"], self.state.token())
+            alive = nodes.alive_workers(rec["dashboard_url"], self.state.token())
             if alive == workers:
                 return
             if not launcher.head_alive(rec):

@@ -2,7 +2,7 @@
 fresh actors (Tune's trial processes are actors) take to answer, with no runtime env, with
 a working_dir and with env_vars only; the three alternated, median of --repeats.
 
-    .venv/bin/python scripts/runtime_env_cost.py --out results/bench/runtime_env.json
+    .venv/bin/python -m bench.runtime_env_cost --out results/bench/runtime_env.json
 
 Why the local provider submits the job by path with no runtime env (docs/benchmarks.md).
 """
@@ -15,7 +15,8 @@ import statistics
 import sys
 import time
 
-from rayscale import bench, jobs, report
+from bench import bench
+from rayscale import jobs, report
 
 # Run as the job's entrypoint: two one-CPU actors (one per worker), timed until both answer.
 PROBE = """
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
         for k, d in got.items()
     }
     result = {
-        "command": "python scripts/runtime_env_cost.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python -m bench.runtime_env_cost " + " ".join(argv or sys.argv[1:]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "repeats": a.repeats,
         "kinds": out,

@@ -5,7 +5,7 @@ Tune driver, the job supervisor, the raylets, the GCS, the dashboard and agents,
 workers. py-spy samples the driver's Python stacks, so the driver's share splits into what
 Tune does with it. Writes results/bench/cpu_profile.json:
 
-    python scripts/cpu_profile.py --workers 2 --out results/bench/cpu_profile.json
+    python -m bench.cpu_profile --workers 2 --out results/bench/cpu_profile.json
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import psutil
 
-from rayscale import bench, procs
+from bench import bench
+from rayscale import procs
 
 CLI = str(Path(sys.executable).parent / "rayscale")
 PY_SPY = str(Path(sys.executable).parent / "py-spy")

@@ -1,4 +1,4 @@
-"""`make storage-faults` (python -m rayscale.storage_faults): the two storage faults of a long search, on a local cluster (head +
+"""`make storage-faults` (python -m bench.storage_faults): the two storage faults of a long search, on a local cluster (head +
 2 workers), each injected once the search has finished FAULT_AT trials, then `job resume`:
 
 - vanish: the search's folder under --storage-path is deleted (a clean-up job, a volume

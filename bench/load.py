@@ -4,7 +4,7 @@ job must end SUCCEEDED or FAILED with its own line, each result must be its own,
 lost; the head's memory (its whole process tree: GCS, dashboard, job supervisors and the
 drivers, which run on the head) is sampled throughout, and `job list` is timed at the end.
 
-    python -m rayscale.load --jobs 100 --clients 4 --out results/reliability/load.json
+    python -m bench.load --jobs 100 --clients 4 --out results/reliability/load.json
 """
 
 from __future__ import annotations

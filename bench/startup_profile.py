@@ -1,12 +1,12 @@
 """Where `cluster up`'s time goes (#13, head_plus_2_ready_s): a local head and two one-CPU
 workers brought up and taken down REPEATS times. Every process of the cluster is sampled
-(psutil, every 0.25 s, by role; scripts/cpu_profile.py's sampler) from the call to `up`
+(psutil, every 0.25 s, by role; bench/cpu_profile.py's sampler) from the call to `up`
 until it returns, and the machine's busy CPU time is read from /proc/stat over the same
 window: where the cores are busy for the whole of it, `up` is bound by the CPU work of
 starting the cluster's processes, and the roles say whose. Writes
 results/bench/startup_profile.json:
 
-    python scripts/startup_profile.py --out results/bench/startup_profile.json
+    python -m bench.startup_profile --out results/bench/startup_profile.json
 """
 
 from __future__ import annotations
@@ -20,15 +20,15 @@ import time
 from pathlib import Path
 
 import psutil
-from cpu_profile import Sampler, largest_first
 
+from bench.cpu_profile import Sampler, largest_first
 from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
 
 # What each process of a starting cluster is, by its command line (first match).
 ROLES = [
-    ("ray start, one per node (rayscale.headnode)", ("rayscale.headnode",)),
+    ("ray start, one per node", ("bin/ray start", "scripts.py start")),
     ("dashboard agent, one per node", ("ray::DashboardAgent", "dashboard/agent.py")),
     ("runtime env agent, one per node", ("ray::RuntimeEnvAgent", "runtime_env/agent")),
     ("dashboard and its module processes (head)", ("dashboard", "multiprocessing")),
@@ -101,7 +101,7 @@ def main() -> int:
         runs.append(one(a.workers))
         print(f"  up {i + 1}/{a.repeats}: {runs[-1]['wall_s']} s", flush=True)
     doc = {
-        "command": f"python scripts/startup_profile.py --out {a.out}",
+        "command": f"python -m bench.startup_profile --out {a.out}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "cores": psutil.cpu_count(),
         "workers": a.workers,

@@ -5,7 +5,7 @@ that long since its last) and with `--checkpoint-min-s 0` (one at every
 search's wall time, the overhead per trial ((wall x CPUs - train) / trials, as
 `make bench`) and the checkpoints written.
 
-    .venv/bin/python scripts/checkpoint_cost.py --out results/bench/checkpoint.json
+    .venv/bin/python -m bench.checkpoint_cost --out results/bench/checkpoint.json
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import argparse
 import statistics
 import time
 
-from rayscale import bench, report, scaling
+from bench import bench
+from rayscale import report, scaling
 
 WORKERS = 2
 KINDS = {"default": [], "every_round": ["--checkpoint-min-s", "0"]}
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
                 )
             report.say(f"  round {i + 1}/{a.repeats} done")
     out = {
-        "command": f"python scripts/checkpoint_cost.py --out {a.out}",
+        "command": f"python -m bench.checkpoint_cost --out {a.out}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "job_args": args,
         "workers": WORKERS,

@@ -1,7 +1,7 @@
 """What a cluster leaves open to the network: every port its processes listen on, where it
 is bound, whether it answers a client without the cluster's token, and whether a machine
 next to this one (a network namespace of its own, joined to the host by a veth pair) can
-connect to it at all. Used by tests/test_ports.py and `make probe` (scripts/probe_ports.py).
+connect to it at all. Used by tests/test_ports.py and `make probe` (bench/probe_ports.py).
 """
 
 from __future__ import annotations
@@ -44,6 +44,11 @@ class Port:
     without_token: str = ""  # what a client without the token gets
     with_token: str = ""
     from_outside: str = ""  # "refused" / "open" from another network namespace
+
+    @property
+    def host(self) -> str:
+        """Where this machine reaches it: its address, or loopback for a wildcard bind."""
+        return "127.0.0.1" if self.bound in ("0.0.0.0", "::", "*") else self.bound
 
 
 def _name(p: psutil.Process) -> str:
@@ -100,9 +105,20 @@ def _http(host: str, port: int, token: str | None) -> str:
         return type(e).__name__  # e.g. BadStatusLine: not HTTP/1
 
 
-def with_and_without_token(row: Port, token: str, host: str = "127.0.0.1") -> Port:
+def _metrics(host: str, port: int) -> bool:
+    """Whether the port serves Prometheus metrics to anyone (Ray's metrics exporters)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+            return r.read(6) in (b"# HELP", b"# TYPE")
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+
+
+def with_and_without_token(row: Port, token: str, host: str | None = None) -> Port:
     """Fill protocol / without_token / with_token: the gRPC server it is (the method it
-    does not answer UNIMPLEMENTED), or else HTTP's answer to /api/version."""
+    does not answer UNIMPLEMENTED), or else HTTP's answer to /api/version ("metrics" for
+    a Prometheus exporter, which answers anyone)."""
+    host = host or row.host
     for server, method in GRPC_METHODS.items():
         try:
             without = grpc_call(host, row.port, method, None)
@@ -115,6 +131,8 @@ def with_and_without_token(row: Port, token: str, host: str = "127.0.0.1") -> Po
     row.without_token, row.with_token = _http(host, row.port, None), _http(host, row.port, token)
     # A gRPC service none of GRPC_METHODS names answers HTTP/1 with an HTTP/2 frame.
     row.protocol = "other" if row.without_token == "BadStatusLine" else "http"
+    if row.without_token == "200" and _metrics(host, row.port):
+        row.protocol = "metrics"
     return row
 
 

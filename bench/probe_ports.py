@@ -1,6 +1,6 @@
 """`make probe`: bring up a local cluster (head + 2 workers) and, where a Docker engine and
 the kit's image are there, a docker one; probe every port each listens on (see
-rayscale/exposure.py) from this machine with and without the token and from a network
+bench/exposure.py) from this machine with and without the token and from a network
 namespace next to it; write results/reliability/ports.json and print the table."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rayscale import exposure, procs
+from bench import exposure
+from rayscale import procs
 
 CLI = [str(Path(sys.executable).parent / "rayscale")]
 

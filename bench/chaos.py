@@ -3,7 +3,7 @@ node (every process of it, SIGKILL: a machine lost) every --every seconds; the s
 each point's worker count (scaling.Keeper) and marks the runs that were hit. Writes
 chaos.json: faults injected, trials lost (must be 0), runs and points disturbed.
 
-    python -m rayscale.chaos --workers 1,2,3 --every 20 --out results/reliability/chaos -- <job args>
+    python -m bench.chaos --workers 1,2,3 --every 20 --out results/reliability/chaos -- <job args>
 """
 
 from __future__ import annotations

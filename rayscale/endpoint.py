@@ -1,0 +1,26 @@
+"""How a command reaches a cluster: the dashboard / Job API URL and the cluster's token,
+and where the nodes already hold the job (so it is not uploaded). Providers hand one out;
+jobs.py takes one. Neither imports the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Where the kit's image holds the job, and the digest of that copy (docker/Dockerfile).
+IMAGE_JOB = "/opt/rayscale/job"
+IMAGE_JOB_DIGEST = "/opt/rayscale/job.sha256"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    token: str | None
+    # The cluster's nodes read this machine's files (the local provider): the job is
+    # submitted as a path, not uploaded as a working_dir.
+    shares_disk: bool = False
+    # Where the nodes' image holds the job and the digest of that copy (jobs.job_digest):
+    # a job dir with the same digest runs from there, not uploaded.
+    image_job: tuple[str, str] | None = None
+
+    def __repr__(self) -> str:  # never put the token in logs
+        return f"Endpoint(url={self.url!r}, token={'set' if self.token else None})"
