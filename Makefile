@@ -23,9 +23,11 @@ DOCKER ?= docker
 # A folder of extra CA certificates (*.crt) to trust during the build, e.g. behind a
 # TLS-intercepting proxy: make image CA_CERTS=/usr/local/share/ca-certificates
 CA_CERTS ?=
+# Another Ray release for the image (empty: the lock's); see ray-compat.
+RAY_VERSION ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
-        k8s-manifests cluster-yamls e2e-kind probe chaos load storage-faults
+        k8s-manifests cluster-yamls ray-compat e2e-kind probe chaos load storage-faults
 
 install: $(STAMP)
 
@@ -128,6 +130,20 @@ image:
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 	  --build-arg RAYSCALE_VERSION=$(VERSION) -t $(IMAGE) .
 	@find docker/certs -name '*.crt' -delete
+
+# The Job API as the contract between the launcher and a cluster: this venv's launcher (the
+# lock's Ray) drives a docker cluster whose image is built on an earlier Ray release, and
+# runs the job on it: results/compat/ray-$(OLD_RAY).json (docs/providers.md). Needs the
+# image's base (make image-base where no registry is reachable: BASE_IMAGE=...).
+OLD_RAY ?= 2.52.1
+COMPAT_STATE := .rayscale-compat
+ray-compat: install
+	$(MAKE) image IMAGE=rayscale:$(VERSION)-ray$(OLD_RAY) RAY_VERSION=$(OLD_RAY)
+	@mkdir -p results/compat
+	$(BIN)/rayscale cluster up --provider docker --image rayscale:$(VERSION)-ray$(OLD_RAY) \
+	  --workers 2 --state-dir $(COMPAT_STATE)
+	$(BIN)/rayscale job submit --state-dir $(COMPAT_STATE) --save results/compat/ray-$(OLD_RAY).json \
+	  -- $(JOB_ARGS); rc=$$?; $(BIN)/rayscale cluster down --state-dir $(COMPAT_STATE); exit $$rc
 
 # The air-gapped base: Debian bookworm + Python 3.11 via debootstrap and docker import.
 image-base:

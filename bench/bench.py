@@ -11,12 +11,13 @@ import contextlib
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rayscale import jobs, predict, procs, report, scaling
+from rayscale import jobs, predict, procs, providers, report, scaling
 from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
@@ -100,12 +101,16 @@ TARGETS = {
 }
 
 
-def submit_to_running(j: jobs.Jobs, storage: Path, tries: int = 3) -> list[float]:
+def _storage(storage: Path | None) -> list[str]:
+    return ["--storage-path", str(storage)] if storage else []
+
+
+def submit_to_running(j: jobs.Jobs, storage: Path | None, tries: int = 3) -> list[float]:
     """Each job's submit -> RUNNING, in order."""
     out = []
     for _ in range(tries):
         t0 = time.perf_counter()
-        job_id = j.submit(TINY + ["--storage-path", str(storage)])
+        job_id = j.submit(TINY + _storage(storage))
         while j.status(job_id) == "PENDING":
             time.sleep(0.01)
         out.append(round(time.perf_counter() - t0, 3))
@@ -113,14 +118,17 @@ def submit_to_running(j: jobs.Jobs, storage: Path, tries: int = 3) -> list[float
     return out
 
 
-def paired_slowdown(j: jobs.Jobs, storage: Path, pairs: int = 3) -> list[list[float]]:
+def paired_slowdown(j: jobs.Jobs, storage: Path | None, pairs: int = 3) -> list[list[float]]:
     """[Ray's summed train s, the plain loop's] for the same configs, alternately."""
     out = []
-    args = PAIRED + ["--storage-path", str(storage.resolve())]
     for i in range(pairs):
-        job_id = j.submit(args + ["--name", f"bench-pair-{i}-{int(time.time())}"])
+        job_id = j.submit(
+            PAIRED + _storage(storage) + ["--name", f"bench-pair-{i}-{int(time.time())}"]
+        )
         ray_s = j.result(job_id, j.wait(job_id, timeout=600))["sum_train_s"]
-        plain = scaling.run_baseline("sequential", args, 1, jobs.default_job_dir(), 600)
+        plain = scaling.run_baseline(
+            "sequential", PAIRED + _storage(storage), 1, jobs.default_job_dir(), 600
+        )
         out.append([ray_s, plain["sum_train_s"]])
     return out
 
@@ -169,16 +177,29 @@ def trial_clocks(study: dict) -> dict:
     }
 
 
+def one_point(study: dict, workers: int) -> dict:
+    return next(q for q in study["points"] if q["workers"] == workers)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--state-dir", default=None, help="default: <out>/.state")
+    ap.add_argument(
+        "--provider",
+        choices=["local", "docker"],
+        default="local",
+        help="local processes, or containers of the kit's image (make image)",
+    )
     a = ap.parse_args(argv)
     out = Path(a.out)
     a.state_dir = a.state_dir or str(out / ".state")
     state = StateDir(a.state_dir)
-    p = LocalProvider(state, NodeShape.sized(1, 2.0))
+    p = providers.get(a.provider, state, cpus_per_worker=1, memory_per_worker=2.0)
+    # Where the nodes write: this machine's path, or the docker cluster's shared volume
+    # (the job's default there).
+    probe = (out / "probe").resolve() if a.provider == "local" else None
     if p.is_running():
         p.down()
     figures: dict = {}
@@ -197,9 +218,10 @@ def main(argv=None) -> int:
     figures["head_plus_2_ready_s"] = statistics.median(ups)
     try:
         time.sleep(5)  # let start-up settle before measuring idle memory
-        figures["idle_head_rss_gib"] = round(procs.rss_bytes(p.head_pids()) / 2**30, 3)
+        if hasattr(p, "head_pids"):
+            figures["idle_head_rss_gib"] = round(procs.rss_bytes(p.head_pids()) / 2**30, 3)
         j = jobs.Jobs(p.endpoint())
-        each = submit_to_running(j, (out / "probe").resolve())
+        each = submit_to_running(j, probe)
         figures["submit_to_running_each_s"] = each
         figures["submit_to_running_s"] = round(statistics.median(each), 3)
         plan = scaling.StudyPlan(
@@ -208,6 +230,8 @@ def main(argv=None) -> int:
         study = scaling.run(p, scaling.Progress(out, p.name, plan), report.say)
         report.show_study(study, out)
         two = next(q for q in study["points"] if q["workers"] == 2)
+        figures["search_s_1_worker"] = one_point(study, 1)["wall_s_median"]
+        figures["search_s_2_workers"] = two["wall_s_median"]
         figures["speedup_1_to_2"] = two["speedup"]
         figures["tune_over_joblib_wall"] = round(
             two["wall_s_median"] / study["baselines"]["joblib"]["wall_s"], 3
@@ -265,7 +289,7 @@ def main(argv=None) -> int:
         report.say("  trial slowdown: 1 Ray worker and the plain loop, alternately ...")
         with state.lock():
             p.scale(1)
-        pairs = paired_slowdown(jobs.Jobs(p.endpoint()), out / "probe")
+        pairs = paired_slowdown(jobs.Jobs(p.endpoint()), probe)
         figures["trial_slowdown_pairs"] = pairs
         figures["trial_slowdown_under_ray"] = round(statistics.median(r / s for r, s in pairs), 3)
     finally:
@@ -273,13 +297,17 @@ def main(argv=None) -> int:
             p.down()
     verdicts = {}
     for k, (op, target) in TARGETS.items():
-        v = figures[k]
+        v = figures.get(k)
+        if v is None:
+            continue
         verdicts[k] = {
             "value": v,
             "target": f"{op} {target}",
             "met": v >= target if op == ">=" else v <= target,
         }
     bench = {
+        "provider": a.provider,
+        "command": "python -m bench.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "figures": figures,
         "targets": verdicts,
         "study": str(out / "study.json"),

@@ -162,6 +162,91 @@ def keeper(path: str):
     return put_back
 
 
+class StateCopy:
+    """Whole copies of the search's experiment state (the JSON files Tune writes at the top
+    of <storage-path>/<name>), for when the storage path fails.
+
+    Tune overwrites those files in place, so a write that ran out of room leaves one cut
+    short, and a restore then starts the search over. `save` keeps each file in memory
+    whenever it reads back whole (valid JSON); on a storage fault `persist` writes them to
+    the head's own disk, and `job resume`'s `put_back` returns each where the storage
+    path's no longer parses, then deletes them. Trials that finished after the kept state's
+    save run again; none is lost. Nothing is written to disk but after a fault."""
+
+    def __init__(self, exp_path: str, name: str, every_s: float = 1.0):
+        import tempfile
+
+        self.exp_path = exp_path
+        self.keep = os.path.join(tempfile.gettempdir(), "rayscale-tune-state", name)
+        self.every_s, self.last = every_s, 0.0
+        self.copies: dict[str, bytes] = {}
+
+    def reset(self) -> None:
+        """A new search of this name: copies of an earlier one's are no longer its state."""
+        import contextlib
+        import shutil
+
+        shutil.rmtree(self.keep, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last search's: the folder goes too
+            os.rmdir(os.path.dirname(self.keep))
+
+    def _states(self):
+        import pyarrow.fs
+
+        fs, base = _fs(self.exp_path)
+        found = fs.get_file_info(pyarrow.fs.FileSelector(base, allow_not_found=True))
+        return fs, [f for f in found if f.is_file and f.base_name.endswith(".json")]
+
+    def save(self, force: bool = False) -> None:
+        import json
+        import time
+
+        if not force and time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        try:
+            fs, files = self._states()
+            for f in files:
+                with fs.open_input_stream(f.path) as r:
+                    data = r.read()
+                json.loads(data)  # whole, or not kept
+                self.copies[f.base_name] = data
+        except (OSError, ValueError, InputError):
+            pass  # a storage fault: the last whole copies stay
+
+    def persist(self) -> None:
+        """The storage path failed: keep the copies on the head's disk for `job resume`."""
+        os.makedirs(self.keep, exist_ok=True)
+        for fname, data in self.copies.items():
+            with open(os.path.join(self.keep, fname), "wb") as w:
+                w.write(data)
+
+    def put_back(self) -> list[str]:
+        """Put back each kept file whose copy on the storage path does not parse; the names.
+        The kept copies are deleted after."""
+        import json
+
+        if not os.path.isdir(self.keep):
+            return []
+        fs, files = self._states()
+        put = []
+        for f in files:
+            kept = os.path.join(self.keep, f.base_name)
+            if not os.path.isfile(kept):
+                continue
+            with fs.open_input_stream(f.path) as r:
+                try:
+                    json.loads(r.read())
+                    continue
+                except ValueError:
+                    pass
+            with open(kept, "rb") as src, fs.open_output_stream(f.path) as w:
+                w.write(src.read())
+            put.append(f.base_name)
+        self.reset()
+        return put
+
+
 def write_record(path: str, name: str, text: str) -> str:
     """<path>/<name>/result.json, locally or on object storage; returns where it went."""
     if not is_uri(path):

@@ -297,6 +297,10 @@ class Progress:
                     },
                 )
 
+            def on_step_end(self, iteration, trials, **info):
+                if outer.state_copy and not outer.storage_fault:
+                    outer.state_copy.save()
+
             def on_trial_error(self, iteration, trials, trial, **info):
                 outer.errored.add(trial.trial_id)
                 outer.check_storage(trial)
@@ -313,6 +317,7 @@ class Progress:
         self.errored: set[str] = set()
         self.storage_fault: str | None = None
         self.restoring, self.interrupted = restoring, False
+        self.state_copy: storage.StateCopy | None = None
         self.callback = _CB()
 
     def check_storage(self, trial) -> None:
@@ -390,6 +395,10 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     )
     t0, t0_epoch = time.perf_counter(), time.time()
     path = f"{a.storage_path.rstrip('/')}/{a.name}"
+    # Object storage is read less often: each look is a round trip.
+    progress.state_copy = storage.StateCopy(path, a.name, 5.0 if storage.is_uri(path) else 1.0)
+    if not a.restore:
+        progress.state_copy.reset()
 
     def restored(restart_errored: bool = False):
         return tune.Tuner.restore(
@@ -401,6 +410,9 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         )
 
     if a.restore:
+        put = progress.state_copy.put_back()
+        if put:
+            print(f"put back Tune's state files cut short on the storage path: {put}", flush=True)
         if not tune.Tuner.can_restore(path):
             raise InputError(f"no search to restore at {path}; check --storage-path and --name")
         tuner = restored()
@@ -425,6 +437,7 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     if progress.storage_fault:
         with contextlib.suppress(OSError):  # a full disk may not take it either
             put_back_tuner()
+        progress.state_copy.persist()
         raise InputError(storage_fault_line(a, progress))
     grid = resume_lost(grid, restored, progress, a.max_failures)
     if a.restore:

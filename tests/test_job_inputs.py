@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -238,3 +239,27 @@ def test_storage_faults_are_told_from_trial_errors():
         "no space left on the device"
     )
     assert jobstorage.fault_of("ValueError: max_depth must be > 0") is None
+
+
+def test_tunes_state_cut_short_on_storage_is_put_back_from_the_kept_copy(tmp_path, monkeypatch):
+    """The job keeps whole copies of Tune's experiment state, written to the head's disk
+    only after a storage fault; a file on the storage path that no longer parses (a write
+    that ran out of room) gets the kept copy back, whole files are left alone, a cut-short
+    file is never kept over a whole one, and the copies go once used."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "head"))
+    exp = tmp_path / "results" / "search"
+    exp.mkdir(parents=True)
+    whole = json.dumps({"trials": ["x" * 5000]})
+    (exp / "experiment_state-a.json").write_text(whole)
+    (exp / "basic-variant-state-a.json").write_text('{"same": 1}')
+    copy = jobstorage.StateCopy(str(exp), "search", every_s=0)
+    copy.save()
+    (exp / "experiment_state-a.json").write_text(whole[:4096])  # cut short at a page
+    copy.save()  # does not keep the cut copy
+    assert copy.put_back() == []  # nothing on disk before a fault
+    copy.persist()
+    assert copy.put_back() == ["experiment_state-a.json"]
+    assert (exp / "experiment_state-a.json").read_text() == whole
+    assert not (tmp_path / "head" / "rayscale-tune-state" / "search").exists()  # used up

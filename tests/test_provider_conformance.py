@@ -32,10 +32,11 @@ from conftest import (
     tree_pids,
 )
 
-from rayscale import jobs, procs
+from rayscale import jobs, lifecycle, procs
+from rayscale.endpoint import IMAGE_JOB
 from rayscale.errors import UserError
 from rayscale.providers import provider_class
-from rayscale.providers.base import IMAGE_JOB, NODE_STATES, NodeShape, Provider
+from rayscale.providers.base import NODE_STATES, NodeShape, Provider
 from rayscale.state import StateDir
 
 pytestmark = pytest.mark.cluster
@@ -188,7 +189,7 @@ def test_provider_keeps_the_contract(which, tmp_path, request):
     p = h.make(state)
     try:
         # up: one head that runs no trials, the workers asked for, states from the closed set
-        p.up(1, timeout=UP_TIMEOUT)
+        lifecycle.up(p, 1, timeout=UP_TIMEOUT)
         assert p.is_running()
         st = p.status()
         heads = [n for n in st.nodes if n.role == "head"]
@@ -198,7 +199,8 @@ def test_provider_keeps_the_contract(which, tmp_path, request):
         ep = p.endpoint()
         assert ep.url.startswith("http://127.0.0.1:") and ep.token, "loopback, token set"
         # Where the nodes run the kit's image, its job's digest was read at `up` (docker:
-        # exec; kuberay, ray-up: a one-line job), so a matching job dir is not uploaded.
+        # exec; kuberay, ray-up: a one-line job, lifecycle.up), so a matching job dir is not
+        # uploaded.
         # ray-up's fake nodes are processes here: their image holds no job.
         held = (IMAGE_JOB, jobs.job_digest(ROOT / "job")) if h.image else None
         assert ep.image_job == held, ep.image_job
