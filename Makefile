@@ -165,10 +165,12 @@ search-compare: install
 	  $(BIN)/rayscale cluster down --state-dir .rayscale-compare; exit $$rc
 
 # The standard study (synthetic 50k x 40, 16 configs, workers 1,2, FIFO, 3 repeats) and the
-# kit's figures: results/bench/{bench.json,study.json,points.csv,scaling.png}; then what a
-# runtime env costs a job: results/bench/runtime_env.json.
+# kit's figures, on the local provider and on the docker provider (the kit's image: make
+# image): results/bench/{local,docker}/{bench.json,study.json,points.csv,scaling.png}; then
+# what a runtime env, checkpoints and `cluster up` cost: results/bench/*.json.
 bench: install
-	$(BIN)/python -m bench.bench --out results/bench
+	$(BIN)/python -m bench.bench --provider local --out results/bench/local
+	$(BIN)/python -m bench.bench --provider docker --out results/bench/docker
 	$(BIN)/python -m bench.runtime_env_cost --out results/bench/runtime_env.json
 	$(BIN)/python -m bench.checkpoint_cost --out results/bench/checkpoint.json
 	$(BIN)/python -m bench.startup_profile --out results/bench/startup_profile.json

@@ -35,15 +35,16 @@ def _ephemeral() -> tuple[int, int]:
 def free_ports(n: int) -> list[int]:
     """n distinct ports free on every interface, held open together while they are chosen.
 
-    Taken below the kernel's ephemeral range where it leaves room (10000 up to it): a port
-    the kernel might hand to anyone's outgoing connection, or to a Ray process binding
-    port 0, in the moment between this pick and the node's own bind would fail that node
-    (seen: a raylet's gRPC server, "Address already in use"). Nor is a port handed out
-    again within a few minutes by this process."""
+    Taken between Ray's default worker ports (10002-19999) and the kernel's ephemeral
+    range, where that leaves room (20000 up to it): a port the kernel might hand to
+    anyone's outgoing connection, or to a Ray process binding port 0, in the moment between
+    this pick and the node's own bind would fail that node (seen: a raylet's gRPC server,
+    "Address already in use"). Nor is a port handed out again within a few minutes by this
+    process."""
     import random
 
     lo, _ = _ephemeral()
-    pool = range(10000, lo) if lo - 10000 >= 1000 else None
+    pool = range(20000, lo) if lo - 20000 >= 1000 else None
     now = time.monotonic()
     for port, at in list(_HANDED.items()):
         if now - at > _HANDED_FOR_S:

@@ -38,3 +38,19 @@ def test_trial_clocks_of_a_study_without_cpu_times_are_none():
     assert clocks["trials_only_speedup_1_to_2"] is None
     assert set(clocks["core_share"].values()) == {None}
     assert set(clocks["cpu_2_at_once_over_1"].values()) == {None}
+
+
+def test_compare_sets_the_runs_side_by_side_with_their_verdicts():
+    from bench import compare
+
+    def b(speedup, met):
+        return {"figures": {"speedup_1_to_2": speedup}, "targets": {"speedup_1_to_2": {"met": met}}}
+
+    out = compare.table(
+        {"local": b(1.9, True), "docker": b(1.7, False)}, {"speedup_1_to_2": ">= 1.85"}
+    )
+    row = next(line for line in out.splitlines() if "speedup_1_to_2" in line)
+    assert row == "| `speedup_1_to_2` | 1.9 ✓ | 1.7 ✗ | >= 1.85 |"
+    assert out.splitlines()[0] == "| figure | local | docker | target |"
+    # A figure a run has not measured shows as a dash, not a zero.
+    assert "| `idle_head_rss_gib` | - | - | - |" in out

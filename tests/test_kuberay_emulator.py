@@ -32,7 +32,7 @@ from conftest import (
 from kube_emulator import CLOUD_CLASSES, _Custom, build_pod, crd_schema, prune
 from kubernetes.client import ApiException
 
-from rayscale import jobs, manifests, procs, providers
+from rayscale import jobs, lifecycle, manifests, procs, providers
 from rayscale.errors import UserError
 from rayscale.providers.kuberay import KubeRayProvider
 from rayscale.state import StateDir
@@ -59,7 +59,7 @@ def _containers(emu) -> list[str]:
 def test_kind_profile_job_on_its_claim_and_down_emulated_kube(tmp_path, emulate, capfd):
     emu = emulate()  # a laptop-sized kind node: 8 CPUs, 32 GiB
     p = provider(tmp_path, emu, name="rs-kind", profile="kind", image=IMAGE)
-    p.up(1, timeout=240)
+    lifecycle.up(p, 1, timeout=240)  # as `cluster up`: the image's job digest read by a job
     rec = p._record()
     # The context is the one resolved at `up`, so switching kubectl's later changes nothing.
     assert rec["context"] == CONTEXT
@@ -351,8 +351,9 @@ def test_pods_are_built_as_kuberay_builds_them():
     h, w = head["spec"]["containers"][0], worker["spec"]["containers"][0]
     assert h["args"] == [
         "ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}; ray start --head --block "
-        "--dashboard-agent-listen-port=52365 --dashboard-host=0.0.0.0 --memory=2147483648 "
-        "--metrics-export-port=8080 --no-monitor --num-cpus=0"
+        "--dashboard-agent-listen-port=52365 --dashboard-host=0.0.0.0 --dashboard-port=8265 "
+        "--include-dashboard=true --memory=2147483648 --metrics-export-port=8080 --no-monitor "
+        "--num-cpus=0"
     ]
     assert w["args"][0].endswith(
         "ray start --address=rs-head-svc.ml.svc.cluster.local:6379 --block "

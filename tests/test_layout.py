@@ -1,0 +1,90 @@
+"""The house's rules, read from the code: Ray's public interfaces only in rayscale/ and
+job/, no import circle in rayscale/ (function-level imports count), job/ imports nothing
+of rayscale/, and the benchmarks and drills live outside the package."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from conftest import ROOT
+
+PRIVATE = re.compile(
+    r"ray\._private|ray\._raylet|ray\.core\.generated|_local_tuner|ray\.train\.constants\._"
+)
+
+
+def _sources(folder: str):
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def test_product_code_uses_only_rays_public_interfaces():
+    found = [
+        f"{f.relative_to(ROOT)}:{i}"
+        for folder in ("rayscale", "job")
+        for f in _sources(folder)
+        for i, line in enumerate(f.read_text().splitlines(), 1)
+        if PRIVATE.search(line)
+    ]
+    assert not found, found
+
+
+def _imports(f) -> set[str]:
+    """Every rayscale module a file imports, at any level of the file."""
+    out = set()
+    for node in ast.walk(ast.parse(f.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "rayscale":
+                out |= {f"rayscale.{a.name}" for a in node.names}
+            elif node.module.startswith("rayscale."):
+                out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("rayscale.")}
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = {}
+    for f in _sources("rayscale"):
+        rel = f.relative_to(ROOT).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        mods[name] = f
+    return {m: {i for i in _imports(f) if i in mods and i != m} for m, f in mods.items()}
+
+
+def test_no_import_circle_in_rayscale():
+    graph = _graph()
+    state: dict[str, int] = {}
+    circles = []
+
+    def visit(m, path):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                circles.append(path[path.index(n) :] + [n] if n in path else [m, n])
+            elif n not in state:
+                visit(n, [*path, n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not circles, circles
+
+
+def test_job_imports_nothing_of_rayscale_and_the_package_no_drill():
+    for f in _sources("job"):
+        assert not any(m.startswith("rayscale") for m in _imports(f)), f
+    text = "\n".join(f.read_text() for f in _sources("rayscale"))
+    assert not re.search(r"^\s*(from|import) bench\b", text, re.M)
+    assert not (ROOT / "rayscale" / "bench.py").exists()
+
+
+def test_providers_write_no_ray_flag_of_their_own():
+    """`ray start`'s flags are written in rayscale/runtime.py alone: no string in a
+    provider's code starts with one (its docs may name them)."""
+    flags = ("--num-cpus", "--object-store-memory", "--dashboard-host", "--block", "--head")
+    for f in (ROOT / "rayscale" / "providers").glob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not node.value.startswith(flags), f"{f.name} writes {node.value!r}"
