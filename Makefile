@@ -128,7 +128,7 @@ image:
 	@find docker/certs -name '*.crt' -delete
 	@if [ -n "$(CA_CERTS)" ]; then cp $(CA_CERTS)/*.crt docker/certs/; fi
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
-	  --build-arg RAYSCALE_VERSION=$(VERSION) -t $(IMAGE) .
+	  --build-arg RAYSCALE_VERSION=$(VERSION) --build-arg RAY_VERSION=$(RAY_VERSION) -t $(IMAGE) .
 	@find docker/certs -name '*.crt' -delete
 
 # The Job API as the contract between the launcher and a cluster: this venv's launcher (the
