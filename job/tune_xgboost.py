@@ -552,8 +552,9 @@ def storage_fault_line(a, progress) -> str:
             "finished trials are kept and the ones in flight start again"
         )
     return head + (
-        f"make room there and {resume} on this cluster: the finished trials are kept (Tune's "
-        "state there, if cut short, is put back from the head's copy) and the rest run"
+        f"make room there and {resume} on this cluster: the search goes on from Tune's last "
+        "whole saved state (put back from the head's copy if the full disk cut it short); "
+        "trials that finished after it run again"
     )
 
 
