@@ -145,6 +145,23 @@ class ClusterStatus:
         }
 
 
+def status_of_named(
+    provider: str, rec: dict[str, Any], token: str | None, gone: set[str] = frozenset()
+) -> ClusterStatus:
+    """The head and the recorded workers (rec["workers"], each with its --node-name) as the
+    State API lists them; workers removed by an earlier scale-down are left out, and
+    those named in `gone` are dead whatever the State API still says (local and docker)."""
+    ours = {w["name"] for w in rec["workers"]}
+    st = ClusterStatus(provider, rec["dashboard_url"])
+    found = [n for n in ray_nodes(rec, token) if n.is_head or n.name in ours]
+    for n in sorted(found, key=lambda n: (not n.is_head, n.name)):
+        node = NodeInfo.of(n, n.name)
+        if n.name in gone:
+            node.state = "dead"
+        st.nodes.append(node)
+    return st
+
+
 @dataclass(frozen=True)
 class NodeShape:
     """Resources of one worker node. The head always gets num-cpus 0."""

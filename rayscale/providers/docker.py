@@ -25,14 +25,7 @@ from typing import Any, TypedDict
 from rayscale import __version__, nodes, procs, runtime
 from rayscale.endpoint import IMAGE_JOB, IMAGE_JOB_DIGEST, Endpoint
 from rayscale.errors import UserError
-from rayscale.providers.base import (
-    ClusterRecord,
-    ClusterStatus,
-    NodeInfo,
-    Options,
-    Provider,
-    ray_nodes,
-)
+from rayscale.providers.base import ClusterRecord, ClusterStatus, Options, Provider, status_of_named
 from rayscale.runtime import GIB
 
 DEFAULT_IMAGE = f"rayscale:{__version__}"
@@ -342,11 +335,4 @@ class DockerProvider(Provider):
         )
 
     def status(self) -> ClusterStatus:
-        rec = self._record()
-        ours = {w["name"] for w in rec["workers"]}
-        st = ClusterStatus(self.name, rec["dashboard_url"])
-        # Workers removed by an earlier scale-down are not part of the cluster now.
-        found = [n for n in ray_nodes(rec, self.state.token()) if n.is_head or n.name in ours]
-        for n in sorted(found, key=lambda n: (not n.is_head, n.name)):
-            st.nodes.append(NodeInfo.of(n, n.name))
-        return st
+        return status_of_named(self.name, self._record(), self.state.token())

@@ -28,10 +28,9 @@ from rayscale.errors import UserError
 from rayscale.providers.base import (
     ClusterRecord,
     ClusterStatus,
-    NodeInfo,
     ProcRecord,
     Provider,
-    ray_nodes,
+    status_of_named,
 )
 from rayscale.runtime import GIB, HEAD_MEMORY_GIB, HEAD_OBJECT_STORE_GIB
 
@@ -303,19 +302,10 @@ class LocalProvider(Provider):
 
     def status(self) -> ClusterStatus:
         rec = self._record()
-        ours = {w["name"] for w in rec["workers"]}
         # A worker whose processes are gone is dead now; the State API says so only after
         # the GCS's health checks time out (seconds later).
         gone = {w["name"] for w in _dead(rec)}
-        st = ClusterStatus(self.name, rec["dashboard_url"])
-        # Workers removed by an earlier scale-down are not part of the cluster now.
-        found = [n for n in ray_nodes(rec, self.state.token()) if n.is_head or n.name in ours]
-        for n in sorted(found, key=lambda n: (not n.is_head, n.name)):
-            node = NodeInfo.of(n, n.name)
-            if n.name in gone:
-                node.state = "dead"
-            st.nodes.append(node)
-        return st
+        return status_of_named(self.name, rec, self.state.token(), gone)
 
     def node_cpu_seconds(self) -> dict[str, dict[int, float]]:
         rec = self._record()
