@@ -74,6 +74,16 @@ def _env_option(f):
     )(f)
 
 
+def _working_dir_option(f):
+    return click.option(
+        "--working-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="run the command after -- (e.g. python my_tune.py) with this folder as its "
+        "working_dir, as `ray job submit` does",
+    )(f)
+
+
 def _address_options(f):
     f = click.option(
         "--token-file",
@@ -257,14 +267,39 @@ def job():
     default=None,
     help="the job folder shipped as working_dir [default: the kit's job/]",
 )
+@_working_dir_option
 @_env_option
 @_address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
 def job_submit(
-    wait, as_json, save, timeout, job_dir, env, address, token_file, state_dir, job_args
+    wait,
+    as_json,
+    save,
+    timeout,
+    job_dir,
+    working_dir,
+    env,
+    address,
+    token_file,
+    state_dir,
+    job_args,
 ):
-    """Submit job/ with JOB_ARGS (after --), e.g. -- --data synthetic:rows=5000 --num-samples 8."""
+    """Submit the bundled job with JOB_ARGS after --, e.g. -- --num-samples 8; or, with
+    --working-dir DIR, any command after --, e.g. -- python my_tune.py."""
     j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
+    if working_dir:
+        if job_dir or as_json or save:
+            raise UserError(
+                "--job-dir, --json and --save are the bundled job's",
+                "drop them with --working-dir (its Tune output is on the cluster)",
+            )
+        job_id = j.submit_command(list(job_args), Path(working_dir), env=jobs.env_vars(env))
+        if not wait:
+            print(job_id)
+            return
+        report.say(f"submitted {job_id}; following its log (Ctrl-C stops following)", err=True)
+        report.say(f"{job_id} {j.follow(job_id, timeout, print)}", err=True)
+        return
     job_id = j.submit(list(job_args), job_dir, env=jobs.env_vars(env))
     if not wait:
         print(job_id)
@@ -363,9 +398,25 @@ def job_list(as_json, address, token_file, state_dir):
 )
 @click.option(
     "--baselines",
-    default="sequential,joblib",
-    show_default=True,
-    help="no-cluster baselines on the same configs: sequential, joblib, or none",
+    default=None,
+    help="no-cluster baselines on the same configs: sequential, joblib, or none "
+    "[default: both for the bundled job, none with --working-dir]",
+)
+@_working_dir_option
+@click.option(
+    "--experiment-path",
+    multiple=True,
+    help="with --working-dir: where the script's Tune run writes, on the head, if it sets "
+    "RunConfig(storage_path=...) [default: Tune's ~/ray_results]",
+)
+@click.option(
+    "--metric", default=None, help="with --working-dir: the metric, where Tune's has none"
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["min", "max"]),
+    default=None,
+    help="with --working-dir: the metric's mode, where Tune's has none",
 )
 @_shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds per job")
@@ -389,6 +440,10 @@ def scaling_cmd(
     repeats,
     out,
     baselines,
+    working_dir,
+    experiment_path,
+    metric,
+    mode,
     cpus_per_worker,
     memory_per_worker,
     timeout,
@@ -396,15 +451,28 @@ def scaling_cmd(
     state_dir,
     job_args,
 ):
-    """Measure how the job's time falls as workers are added; fit and plot the curve."""
+    """Measure how the job's time falls as workers are added; fit and plot the curve. The
+    job: the bundled search with JOB_ARGS after --, or, with --working-dir DIR, any Tune
+    script's command after --, e.g. -- python my_tune.py."""
     ctx = click.get_current_context()
+    plan_options = ("workers", "repeats", "baselines", "out", "timeout", "working_dir")
+    plan_options += ("experiment_path", "metric", "mode")
     given = [
         f"--{name.replace('_', '-')}"
-        for name in ("workers", "repeats", "baselines", "out", "timeout")
+        for name in plan_options
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
     ] + (["the job args"] if job_args else [])
+    default_baselines = "none" if working_dir else "sequential,joblib"
     plan = scaling.StudyPlan(
-        workers, repeats, scaling.parse_baselines(baselines), list(job_args), timeout
+        workers,
+        repeats,
+        scaling.parse_baselines(baselines or default_baselines),
+        list(job_args),
+        timeout,
+        working_dir,
+        list(experiment_path),
+        metric,
+        mode,
     )
     progress = scaling.progress_for(provider, plan, out, resume, given)
     p = providers.get(

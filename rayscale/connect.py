@@ -7,7 +7,7 @@ import os
 import urllib.parse
 from pathlib import Path
 
-from rayscale import providers
+from rayscale import providers, report
 from rayscale.endpoint import Endpoint
 from rayscale.errors import UserError
 from rayscale.state import StateDir
@@ -51,6 +51,24 @@ def endpoint(address: str | None, token_file: str | None, state: StateDir) -> En
     if not address and os.environ.get("RAY_ADDRESS", "auto") not in ("auto", ""):
         address = os.environ["RAY_ADDRESS"]
     if address:
-        return Endpoint(normalise_address(address), read_token(token_file))
+        ep = Endpoint(normalise_address(address), read_token(token_file))
+        if ep.token is None and asks_no_token(ep.url):
+            report.say(
+                f"warning: the cluster at {ep.url} asks for no token: anyone who reaches this "
+                "address can run code on it (start it with RAY_AUTH_MODE=token)",
+                err=True,
+            )
+        return ep
     ep = providers.recorded(state).endpoint()
     return dataclasses.replace(ep, token=read_token(token_file) or ep.token) if token_file else ep
+
+
+def asks_no_token(url: str) -> bool:
+    """Whether the Job API lists jobs to a request without a token (Ray's default: auth off).
+    Unreachable or refusing: False, and the command's own call says why."""
+    import requests
+
+    try:
+        return requests.get(f"{url}/api/jobs/", timeout=10).status_code == 200
+    except requests.exceptions.RequestException:
+        return False

@@ -131,12 +131,16 @@ def path_on_nodes(endpoint: Endpoint, job_dir: Path) -> str | None:
     return None
 
 
-def working_dir_size(job_dir: Path) -> int:
+# A user's working dir: only what is never code or data of theirs stays behind.
+USER_EXCLUDES = [".git", "__pycache__", "*.pyc", ".pytest_cache", ".venv"]
+
+
+def working_dir_size(job_dir: Path, excludes: list[str] = EXCLUDES) -> int:
     total = 0
     for root, dirs, files in os.walk(job_dir):
-        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in EXCLUDES)]
+        dirs[:] = [d for d in dirs if not any(fnmatch.fnmatch(d, p) for p in excludes)]
         for f in files:
-            if not any(fnmatch.fnmatch(f, p) for p in EXCLUDES):
+            if not any(fnmatch.fnmatch(f, p) for p in excludes):
                 total += os.path.getsize(os.path.join(root, f))
     return total
 
@@ -156,15 +160,20 @@ def check_job_dir(job_dir: Path, limit: int | None = None, upload: bool = True) 
             f"job dir {job_dir} has no tune_xgboost.py",
             "point --job-dir (or RAYSCALE_JOB_DIR) at the kit's job/ folder",
         )
-    if not upload:
-        return
+    if upload:
+        check_size(job_dir, EXCLUDES, limit, "pass data by path or URL with --data")
+
+
+def check_size(
+    folder: Path, excludes: list[str], limit: int | None = None, data_hint: str = ""
+) -> None:
     limit = limit or size_limit()
-    size = working_dir_size(job_dir)
+    size = working_dir_size(folder, excludes)
     if size >= limit:
         raise UserError(
-            f"job dir {job_dir} holds {size / 2**20:.0f} MiB, over Ray's working_dir limit of "
+            f"{folder} holds {size / 2**20:.0f} MiB, over Ray's working_dir limit of "
             f"{limit / 2**20:.0f} MiB",
-            "move large files out of it and pass data by path or URL with --data",
+            "move large files out of it" + (f" and {data_hint}" if data_hint else ""),
         )
 
 
@@ -224,6 +233,36 @@ class Jobs:
             entrypoint = f"cd {shlex.quote(on_nodes)} && {entrypoint}"
         else:
             runtime_env = {"working_dir": str(job_dir), "excludes": EXCLUDES}
+        return self._submit(entrypoint, runtime_env, env, submission_id, metadata)
+
+    def submit_command(
+        self,
+        command: list[str],
+        working_dir: Path | None = None,
+        submission_id: str | None = None,
+        metadata: dict | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """Any entrypoint, as `ray job submit --working-dir DIR -- COMMAND` takes it: one
+        argument is a shell line, several are quoted and joined. The working dir is uploaded
+        on every provider, as `ray job submit` does (trial processes import the script's own
+        modules from it), VCS data and caches left out."""
+        if not command:
+            raise UserError("no command to run", "pass it after --, e.g. -- python my_tune.py")
+        entrypoint = command[0] if len(command) == 1 else shlex.join(command)
+        runtime_env: dict = {}
+        if working_dir is not None:
+            working_dir = Path(working_dir).expanduser()
+            if not working_dir.is_dir():
+                raise UserError(
+                    f"--working-dir {working_dir} is not a folder",
+                    "pass the folder that holds your script",
+                )
+            check_size(working_dir, USER_EXCLUDES)
+            runtime_env = {"working_dir": str(working_dir), "excludes": USER_EXCLUDES}
+        return self._submit(entrypoint, runtime_env, env, submission_id, metadata)
+
+    def _submit(self, entrypoint, runtime_env, env, submission_id, metadata) -> str:
         if env:
             runtime_env["env_vars"] = dict(env)
         deadline = time.monotonic() + AGENT_GRACE
@@ -271,6 +310,10 @@ class Jobs:
     def status(self, job_id: str) -> str:
         return str(self._call(self._client.get_job_status, job_id))
 
+    def info(self, job_id: str):
+        """Ray's JobDetails: status, start_time / end_time (epoch ms), the Ray job id."""
+        return self._call(self._client.get_job_info, job_id)
+
     def logs(self, job_id: str) -> str:
         return self._call(self._client.get_job_logs, job_id)
 
@@ -286,8 +329,10 @@ class Jobs:
         timeout: float | None = None,
         on_progress: Callable[[dict], None] | None = None,
         poll: float = 0.5,
+        on_log: Callable[[str], None] | None = None,
     ) -> str:
-        """Follow the job until it ends; hand each progress record to on_progress.
+        """Follow the job until it ends; hand each progress record to on_progress, and each
+        line of its log to on_log.
 
         With on_progress the log is streamed (Ray's tail_job_logs): each line arrives once
         as the driver writes it, where downloading the whole log every beat costs the head
@@ -301,13 +346,15 @@ class Jobs:
             if n <= lines_seen:  # a reconnected stream starts again from the first line
                 return
             lines_seen = n
+            if on_log:
+                on_log(line)
             if on_progress and line.startswith(PROGRESS_MARKER):
                 on_progress(json.loads(line[len(PROGRESS_MARKER) :]))
 
         while True:
             left = deadline - time.monotonic() if deadline else None
             try:
-                if on_progress and (left is None or left > 0):
+                if (on_progress or on_log) and (left is None or left > 0):
                     self._stream(job_id, on_line, left)
                 status = self.status(job_id)
                 lost_since = None
@@ -325,6 +372,13 @@ class Jobs:
                     f"follow it with `rayscale job logs {job_id}` or stop it with `rayscale job stop {job_id}`",
                 )
             time.sleep(poll)
+
+    def follow(self, job_id: str, timeout: float | None, on_log: Callable[[str], None]) -> str:
+        """Stream a command's log until it ends; its end status, a failure as a UserError."""
+        status = self.wait(job_id, timeout, on_log=on_log)
+        if status != "SUCCEEDED":
+            check_ended_well(job_id, self.logs(job_id), status)
+        return status
 
     def _stream(self, job_id: str, on_line: Callable[[int, str], None], timeout) -> None:
         """Feed on_line(line number, line) each complete line of the job's log until the Job
@@ -389,6 +443,20 @@ def env_vars(specs: tuple[str, ...] | list[str]) -> dict[str, str]:
     return out
 
 
+def check_ended_well(job_id: str, text: str, status: str) -> None:
+    """A command's job that did not succeed, as one line with its log's last lines."""
+    if status != "SUCCEEDED":
+        raise _failed(job_id, text, status)
+
+
+def _failed(job_id: str, text: str, status: str) -> UserError:
+    tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:]) or "no output"
+    return UserError(
+        f"job {job_id} ended {status} ({tail[:300]})",
+        f"read the whole log with `rayscale job logs {job_id}`",
+    )
+
+
 def parse_result(job_id: str, text: str, status: str) -> dict:
     if status == "SUCCEEDED":
         for line in reversed(text.splitlines()):
@@ -403,11 +471,9 @@ def parse_result(job_id: str, text: str, status: str) -> dict:
                     f"the record is in its storage path; read `rayscale job logs {job_id}`",
                 )
             raise UserError(f"job {job_id} rejected its input: {said['error']}")
-    tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:]) or "no output"
-    raise UserError(
-        f"job {job_id} ended {status} without a result ({tail[:300]})",
-        f"read the whole log with `rayscale job logs {job_id}`",
-    )
+    if status == "SUCCEEDED":
+        raise _failed(job_id, text, "SUCCEEDED without a result")
+    raise _failed(job_id, text, status)
 
 
 def _connect(endpoint: Endpoint):

@@ -125,14 +125,20 @@ def _efficiency(a, study: dict) -> None:
 def _quality(a, study: dict) -> None:
     """The best model at every point: more workers must not find a worse one."""
     for p in study["points"]:
-        a.scatter([p["workers"]] * len(p["runs"]), [r["best_rmse"] for r in p["runs"]], color="C0")
+        best = [r.get("best_metric", r.get("best_rmse")) for r in p["runs"]]
+        a.scatter(
+            [p["workers"]] * len(best),
+            [b if b is not None else float("nan") for b in best],
+            color="C0",
+        )
     seq = study.get("baselines", {}).get("sequential")
     if seq and seq.get("best_rmse") is not None:
         a.axhline(seq["best_rmse"], ls="--", color="C3", lw=1, label="sequential, same configs")
         a.legend(fontsize=8)
+    m = study.get("metric") or {"name": "valid RMSE", "mode": "min"}
     a.set(
-        title="best validation RMSE (must not degrade)",
+        title=f"best {m['name'] or 'metric'} (must not degrade)",
         xlabel="workers",
-        ylabel="RMSE",
+        ylabel=m["name"] or "metric",
         xticks=_workers(study),
     )

@@ -106,13 +106,9 @@ def costs_of(run: dict) -> Costs:
     tl = sorted(run["timeline"], key=lambda t: t["start"])  # stable: ties keep trial order
     if not tl:
         raise ValueError("the run has no trials")
-    by_proc: dict = {}
-    for t in tl:
-        by_proc.setdefault(t["proc"], []).append(t)
-    firsts = [ts[0]["start"] for ts in by_proc.values()]
-    gaps = [
-        b["start"] - a["end"] for ts in by_proc.values() for a, b in zip(ts, ts[1:], strict=False)
-    ]
+    lanes = _lanes(tl)
+    firsts = [ts[0]["start"] for ts in lanes]
+    gaps = [b["start"] - a["end"] for ts in lanes for a, b in zip(ts, ts[1:], strict=False)]
     return Costs(
         trials=tuple(
             Trial(
@@ -130,6 +126,29 @@ def costs_of(run: dict) -> Costs:
         tail=max(0.0, run["wall_s"] - max(t["end"] for t in tl)),
         fixed=max(0.0, (run.get("job_total_s") or run["wall_s"]) - run["wall_s"]),
     )
+
+
+# Trial starts read from Tune's whole-second rows are known to a few tenths of a second.
+LANE_SLACK = 0.5
+
+
+def _lanes(tl: list[dict]) -> list[list[dict]]:
+    """The trials (by start) in the sequences one slot ran them: by process where processes
+    ran several trials (reuse_actors); where each trial had a process of its own, rebuilt
+    from the times, each trial after the trial that ended last before it started."""
+    by_proc: dict = {}
+    for t in tl:
+        by_proc.setdefault(t["proc"], []).append(t)
+    if len(by_proc) < len(tl):
+        return list(by_proc.values())
+    lanes: list[list[dict]] = []
+    for t in tl:
+        free = [lane for lane in lanes if lane[-1]["end"] <= t["start"] + LANE_SLACK]
+        if free:
+            max(free, key=lambda lane: lane[-1]["end"]).append(t)
+        else:
+            lanes.append([t])
+    return lanes
 
 
 # ---- the schedulers ------------------------------------------------------------------------

@@ -174,6 +174,11 @@ def trial_progress(job_id: str, enabled: bool = True) -> Iterator:
         yield update
 
 
+def metric_label(study: dict) -> str:
+    m = study.get("metric") or {"name": "valid RMSE", "mode": "min"}
+    return f"{m['name']} ({m['mode']})" if m.get("name") else "metric"
+
+
 def show_study(study: dict, out) -> None:
     t = Table(title=f"scaling study · {study['provider']} · {study['data']}", title_justify="left")
     for col in (
@@ -184,7 +189,7 @@ def show_study(study: dict, out) -> None:
         "speedup",
         "efficiency",
         "overhead/trial s",
-        "best RMSE",
+        f"best {metric_label(study)}",
         "CPU busy",
     ):
         t.add_column(col, justify="right")
@@ -198,7 +203,9 @@ def show_study(study: dict, out) -> None:
             f"{p['speedup']:.2f}x" + (" DISTURBED" if p.get("disturbed") else ""),
             f"{p['efficiency']:.0%}",
             f"{p['overhead_per_trial_s']:.3f}",
-            f"{p['best_rmse']:.4g}",
+            f"{best:.4g}"
+            if (best := p.get("best_metric", p.get("best_rmse"))) is not None
+            else "-",
             f"{p['cpu_busy_avg']:.0%}" if p.get("cpu_busy_avg") is not None else "-",
         )
     console.print(t)
@@ -212,6 +219,13 @@ def show_study(study: dict, out) -> None:
         runs = len(b.get("runs") or [b])
         of = f" (median of {runs})" if runs > 1 else ""
         say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s{of}, best RMSE {b['best_rmse']:.4g}")
+    w = study.get("workload") or {}
+    if w.get("kind") == "script":
+        say(
+            "the points ran "
+            + ("the same trial configs" if w["same_configs"] else "different trial configs")
+            + f"; trial starts read from Tune's rows to within {w['start_uncertainty_s']:.2f} s"
+        )
     f = study["fit"]
     if f.get("amdahl_serial_fraction") is not None:
         say(

@@ -1,8 +1,11 @@
 """The scaling study: for each worker count, resize -> wait -> run the job -> record.
 
-Every point runs the same trial configs (same seed, same data, FIFO unless the user asks
-for ASHA), and the order of points is interleaved across repeats (1,2,4 then 4,2,1 ...)
-so that drift in a shared machine's speed does not tilt the curve.
+The job is the bundled search (its job args), or any Tune script (`working_dir` and its
+command), read from Tune's own experiment output (rayscale.tune_output). The bundled job's
+points run the same trial configs (same seed, same data, FIFO unless the user asks for
+ASHA); a script's points run what the script draws, and the study says whether that was
+the same. The order of points is interleaved across repeats (1,2,4 then 4,2,1 ...) so that
+drift in a shared machine's speed does not tilt the curve.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from rayscale import extras, jobs, lifecycle, predict
+from rayscale import extras, jobs, lifecycle, predict, tune_output
 from rayscale.errors import UserError
 from rayscale.providers.base import Provider
 
@@ -35,12 +38,32 @@ class StudyPlan:
     workers: list[int]
     repeats: int = 1
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
-    job_args: list[str] = field(default_factory=list)
+    job_args: list[str] = field(default_factory=list)  # a script's: its command
     job_timeout: float | None = None
+    working_dir: str | None = None  # a script's folder: the study runs job_args in it
+    experiment_path: list[str] = field(default_factory=list)  # where it writes, on the head
+    metric: str | None = None  # the script's Tune metric and mode, where it sets none
+    mode: str | None = None
 
     def __post_init__(self) -> None:
         # Refused before any cluster is made: the fit and the plot come at the very end.
-        study_job_args(self.job_args)
+        if self.working_dir is not None:
+            if self.baselines:
+                raise UserError(
+                    "the baselines run the bundled job's search, not your script",
+                    "drop --baselines (none is the default with --working-dir)",
+                )
+            if not self.job_args:
+                raise UserError(
+                    "no command to measure", "pass it after --, e.g. -- python my_tune.py"
+                )
+            if not Path(self.working_dir).expanduser().is_dir():
+                raise UserError(
+                    f"--working-dir {self.working_dir} is not a folder",
+                    "pass the folder that holds your script",
+                )
+        else:
+            study_job_args(self.job_args)
         extras.need_study("rayscale scaling")
         if self.baselines:
             extras.need_job("the study's baselines (they run the search on this machine)")
@@ -75,6 +98,10 @@ class Progress:
                 "baselines": self.plan.baselines,
                 "job_args": self.plan.job_args,
                 "job_timeout": self.plan.job_timeout,
+                "working_dir": self.plan.working_dir,
+                "experiment_path": self.plan.experiment_path,
+                "metric": self.plan.metric,
+                "mode": self.plan.mode,
             },
             "runs": self.runs,
             "baselines": self.baselines,
@@ -295,6 +322,86 @@ def machine() -> dict:
     }
 
 
+def resize(provider: Provider, n: int) -> None:
+    for attempt in range(3):  # a worker lost while resizing is replaced by the next try
+        try:
+            provider.scale(n)
+            break
+        except UserError:
+            if attempt == 2:
+                raise
+
+
+def run_script_point(
+    provider: Provider, j: jobs.Jobs, n: int, repeat: int, plan: StudyPlan, say
+) -> dict:
+    """One run of a Tune script: its times and trials from Tune's own experiment output."""
+    resize(provider, n)
+    submitted = time.perf_counter()
+    with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
+        job_id = j.submit_command(
+            plan.job_args,
+            Path(plan.working_dir).expanduser(),
+            metadata={"rayscale": f"scaling w{n} r{repeat}"},
+        )
+        status = wait_or_stop(j, job_id, plan.job_timeout)
+    if status != "SUCCEEDED":
+        jobs.check_ended_well(job_id, j.logs(job_id), status)
+    submit_to_end = time.perf_counter() - submitted
+    exp = tune_output.read(j, job_id, plan.experiment_path, plan.metric, plan.mode)
+    info = j.info(job_id)
+    w0, w1 = exp.window
+    busy = cpu.busy()
+    workers_busy = [v for k, v in busy.items() if k != "head"]
+    cpus = provider.status().worker_cpus
+    timed = [t for t in exp.trials if t.iterations]
+    row = {
+        "workers": n,
+        "repeat": repeat,
+        "job_id": job_id,
+        "cpus": cpus,
+        # The search: the first trial's start to the last trial's end (Tune's rows).
+        "wall_s": round(w1 - w0, 3),
+        "sum_train_s": round(sum(t.time_total_s for t in timed), 3),
+        "trials_completed": sum(1 for t in exp.trials if t.status == "TERMINATED"),
+        "trials": len(exp.trials),
+        "trials_errored": sum(1 for t in exp.trials if t.status == "ERROR"),
+        "best_metric": exp.best(),
+        "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
+        "cpu_busy_by_node": busy,
+        # The whole job as the Job API timed it: driver start, the search, the script's end.
+        "job_total_s": round((info.end_time - info.start_time) / 1000, 3),
+        "submit_to_result_s": round(submit_to_end, 3),
+        "cpus_per_trial": max((t.cpus for t in exp.trials), default=1.0) or 1.0,
+        "timeline": exp.timeline(),
+        "start_uncertainty_s": max((t.start_uncertainty_s for t in timed), default=0.0),
+        "experiment": exp.path,
+        "metric": exp.metric,
+        "mode": exp.mode,
+        "configs": configs_digest([t.config for t in exp.trials]),
+        "retries": 0,
+        "workers_replaced": keeper.replaced,
+    }
+    row["disturbed_by"] = disturbance(0, keeper.replaced)
+    best = row["best_metric"]
+    say(
+        f"  workers={n} repeat={repeat}: search {row['wall_s']:.1f} s, "
+        f"{row['trials_completed']}/{row['trials']} trials"
+        + (f", best {exp.metric} {best:.4g}" if best is not None else "")
+        + f", cores busy {busy}"
+        + (f"; DISTURBED: {', '.join(row['disturbed_by'])}" if row["disturbed_by"] else "")
+    )
+    return row
+
+
+def configs_digest(configs: list[dict]) -> str:
+    """The same digest for the same set of trial configs, in whatever order they ran."""
+    import hashlib
+
+    rows = sorted(json.dumps(c, sort_keys=True, default=str) for c in configs)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
 def run_point(
     provider: Provider,
     j: jobs.Jobs,
@@ -304,13 +411,7 @@ def run_point(
     timeout: float | None,
     say: Callable[[str], None],
 ) -> dict:
-    for attempt in range(3):  # a worker lost while resizing is replaced by the next try
-        try:
-            provider.scale(n)
-            break
-        except UserError:
-            if attempt == 2:
-                raise
+    resize(provider, n)
     submitted, submitted_at = time.perf_counter(), time.time()
     with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
         job_id = j.submit(job_args + ["--name", f"scaling-w{n}-r{repeat}-{int(time.time())}"])
@@ -334,6 +435,7 @@ def run_point(
         "trials_completed": rec["trials_completed"],
         "trials": rec["num_samples"],
         "best_rmse": rec["best_valid_rmse"],
+        "best_metric": rec["best_valid_rmse"],
         "test_rmse": (rec.get("tuned") or {}).get("rmse"),
         "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
         "cpu_busy_by_node": busy,
@@ -451,7 +553,14 @@ def _median_of(runs: list[dict], key: str) -> float | None:
     return round(statistics.median(vals), 3) if vals else None
 
 
-def summarise(runs: list[dict]) -> list[dict]:
+def best_of(values: list, mode: str | None) -> float | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return max(vals) if mode == "max" else min(vals)
+
+
+def summarise(runs: list[dict], mode: str | None = "min") -> list[dict]:
     by_n: dict[int, list[dict]] = {}
     for r in runs:
         by_n.setdefault(r["workers"], []).append(r)
@@ -485,7 +594,10 @@ def summarise(runs: list[dict]) -> list[dict]:
                             "sum_train_s",
                             "sum_train_cpu_s",
                             "trials_completed",
+                            "trials",
+                            "trials_errored",
                             "best_rmse",
+                            "best_metric",
                             "cpu_busy_avg",
                             "cpu_busy_by_node",
                             "job_id",
@@ -498,6 +610,8 @@ def summarise(runs: list[dict]) -> list[dict]:
                             "disturbed_by",
                             "trial_processes",
                             "trial_processes_before_submit",
+                            "start_uncertainty_s",
+                            "configs",
                         )
                         if k in r
                     }
@@ -513,7 +627,9 @@ def summarise(runs: list[dict]) -> list[dict]:
                 "speedup": round(speedup, 3),
                 "efficiency": round(speedup / n, 3),
                 "overhead_per_trial_s": round(overhead, 4),
-                "best_rmse": min(r["best_rmse"] for r in rs),
+                "best_metric": best_of(
+                    [r.get("best_metric", r.get("best_rmse")) for r in rs], mode
+                ),
                 "cpu_busy_avg": round(statistics.median(busy), 3) if busy else None,
             }
         )
@@ -532,7 +648,7 @@ def write_outputs(study: dict, runs: list[dict], out: Path) -> None:
         "sum_train_s",
         "trials_completed",
         "trials",
-        "best_rmse",
+        "best_metric",
         "test_rmse",
         "cpu_busy_avg",
         "job_total_s",
@@ -565,8 +681,9 @@ def run(
 def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> dict:
     plan, out = progress.plan, progress.out
     job_dir = Path(job_dir or jobs.default_job_dir())
-    job_args = study_job_args(plan.job_args)
-    note = search_note(job_args)
+    script = plan.working_dir is not None
+    job_args = plan.job_args if script else study_job_args(plan.job_args)
+    note = None if script else search_note(job_args)
     if note:
         say(f"note: {note}")
     sequence = order(plan.workers, plan.repeats)
@@ -576,7 +693,10 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
     progress.save()
     j = jobs.Jobs(provider.endpoint())
     for repeat, n in todo:
-        progress.runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
+        if plan.working_dir is not None:
+            progress.runs.append(run_script_point(provider, j, n, repeat, plan, say))
+        else:
+            progress.runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
         progress.save()
     runs = sorted(progress.runs, key=lambda r: sequence.index((r["repeat"], r["workers"])))
     cpus_per_worker = max(1, int(runs[0]["cpus"] // runs[0]["workers"]))
@@ -592,13 +712,18 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
             say(f"  baseline {kind}{jobs_note} [{repeat + 1}/{plan.repeats}] ...")
             done.append(run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout))
             progress.save()
-    points = summarise(runs)
+    metric = workload_metric(runs, script)
+    points = summarise(runs, metric["mode"])
     clean = clean_points(points)
     from rayscale import fit as fitmod  # numpy and scipy: the study extra, checked by StudyPlan
 
     study = {
         "provider": provider.name,
-        "job_args": job_args,
+        # The bundled job's args (what the replay reads its scheduler from); a script's
+        # command is in `workload`, and it is replayed as measured.
+        "job_args": [] if script else job_args,
+        "workload": workload(plan, runs),
+        "metric": metric,
         "machine": machine(),
         # Its workers shared this machine's cores: the replay model scales trial costs by it.
         "one_machine": provider.one_machine,
@@ -609,14 +734,41 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         # Disturbed points (no clean run) inform neither the fit nor the replay model.
         "fit": fitmod.fit([p["workers"] for p in clean], [p["speedup"] for p in clean]),
         "disturbed_points": [p["workers"] for p in points if p["disturbed"]],
-        "data": data_label(job_args),
+        "data": tune_output.describe_command(job_args) if script else data_label(job_args),
         "search_note": note,
     }
     study["prediction"] = (
-        predict.study_prediction(clean, job_args, predict.host_of(study)) if clean else None
+        predict.study_prediction(clean, study["job_args"], predict.host_of(study))
+        if clean
+        else None
     )
     write_outputs(study, runs, out)
     return study
+
+
+def workload(plan: StudyPlan, runs: list[dict]) -> dict:
+    """What the study measured: the bundled job, or a script and what Tune said of it."""
+    if plan.working_dir is None:
+        return {"kind": "bundled"}
+    digests = {r.get("configs") for r in runs}
+    return {
+        "kind": "script",
+        "working_dir": str(Path(plan.working_dir).expanduser().resolve()),
+        "command": plan.job_args,
+        "experiments": [r.get("experiment") for r in runs],
+        # A script draws its own configs: the study can only say whether they matched.
+        "same_configs": len(digests) == 1,
+        "start_uncertainty_s": max(
+            (r.get("start_uncertainty_s") or 0.0 for r in runs), default=0.0
+        ),
+    }
+
+
+def workload_metric(runs: list[dict], script: bool) -> dict:
+    """The metric the best values are in: the script's Tune metric and mode, or RMSE."""
+    if not script:
+        return {"name": "valid RMSE", "mode": "min"}
+    return {"name": runs[0].get("metric"), "mode": runs[0].get("mode")}
 
 
 def parse_baselines(text: str) -> list[str]:
@@ -633,7 +785,8 @@ def parse_baselines(text: str) -> list[str]:
 def cluster_for(provider: Provider, workers: int, say: Callable[[str], None]) -> Iterator[None]:
     """Use the cluster the state dir records for this provider, else bring one up.
 
-    Tears down only what it brought up, also on error or Ctrl-C.
+    Tears down only what it brought up, also on error or Ctrl-C; a cluster it found keeps
+    its worker count.
     """
     rec = provider.state.read()
     if rec and rec.get("provider") != provider.name:
@@ -644,7 +797,14 @@ def cluster_for(provider: Provider, workers: int, say: Callable[[str], None]) ->
         )
     if provider.is_running():
         say(f"using the {provider.name} cluster recorded in {provider.state.path}")
-        yield
+        had = provider.status().alive_workers
+        try:
+            yield
+        finally:
+            # A cluster the study found is left as it found it, also when a run failed.
+            if had and provider.status().alive_workers != had:
+                say(f"scaling the cluster back to the {had} workers it had")
+                provider.scale(had)
         return
     say(f"bringing up a {provider.name} cluster with {workers} workers ...")
     lifecycle.up(provider, workers)

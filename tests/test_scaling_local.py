@@ -156,7 +156,8 @@ def test_scaling_uses_a_running_cluster_and_leaves_it_up(cluster, tmp_path):
     assert "note: --search-alg optuna is adaptive" in p.stdout
     study = json.loads((tmp_path / "study.json").read_text())
     assert "each point trains its own configs" in study["search_note"]
-    assert study["points"][0]["best_rmse"] > 0
+    assert study["points"][0]["best_metric"] > 0
+    assert study["metric"] == {"name": "valid RMSE", "mode": "min"}
     st = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)
     assert st["alive_workers"] == 2
     assert (

@@ -1,0 +1,142 @@
+"""Runs on the cluster's head as a job: finds the Tune experiments a job wrote and prints
+them as one JSON line, read through Tune's public ExperimentAnalysis.
+
+Shipped by the launcher as this folder's working_dir; imports Ray and the standard library
+only (the head may have no rayscale). Usage:
+  python read_tune.py --since EPOCH --until EPOCH [--path DIR_OR_URI ...] [--metric M --mode min|max]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import io
+import json
+import math
+import os
+import pickle
+import sys
+
+MARKER = "RAYSCALE_TUNE "
+# Tune's default storage_path when a script sets none (ray.tune.RunConfig's docs).
+DEFAULT_ROOT = "~/ray_results"
+# Files the bundled job writes beside Tune's output; any script may write them too.
+EXTRAS_GLOB = "rayscale-*.json"
+
+
+class _Stub:
+    """Stands in for a class this process cannot import (a script's callback, say)."""
+
+    def __init__(self, *a, **k):
+        pass
+
+    def __setstate__(self, state):
+        pass
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            return _Stub
+
+
+def tune_config(exp_dir: str) -> tuple[str | None, str | None]:
+    """The metric and mode of the run's TuneConfig, from the tuner.pkl Tune saves beside its
+    state (the file `Tuner.restore` reads); (None, None) where it cannot be read."""
+    try:
+        with open(os.path.join(exp_dir, "tuner.pkl"), "rb") as f:
+            state = _Unpickler(io.BytesIO(f.read())).load()
+        cfg = next(v for v in state.values() if type(v).__name__ == "TuneConfig")
+        return cfg.metric, cfg.mode
+    except Exception:
+        return None, None
+
+
+def experiments(roots: list[str], since: float, until: float) -> list[str]:
+    """Experiment dirs whose Tune state was written while the job ran, oldest first."""
+    found = []
+    for root in roots:
+        for state in glob.glob(
+            os.path.join(os.path.expanduser(root), "**", "experiment_state-*.json"), recursive=True
+        ):
+            if since - 2 <= os.path.getmtime(state) <= until + 5:
+                found.append((os.path.getmtime(state), os.path.dirname(state)))
+    seen, out = set(), []
+    for _, d in sorted(found):
+        if d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
+def _num(v):
+    return (
+        v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    )
+
+
+def read(exp_dir: str, metric: str | None, mode: str | None) -> dict:
+    from ray.tune import ExperimentAnalysis
+
+    saved_metric, saved_mode = tune_config(exp_dir)
+    metric, mode = metric or saved_metric, mode or saved_mode
+    analysis = ExperimentAnalysis(exp_dir)
+    frames = analysis.trial_dataframes
+    trials = []
+    for t in analysis.trials:
+        df = frames.get(t.trial_id)
+        rows = []
+        if df is not None and len(df):
+            for r in df.to_dict("records"):
+                rows.append(
+                    [
+                        _num(r.get("training_iteration")),
+                        _num(r.get("timestamp")),
+                        _num(r.get("time_total_s")),
+                        _num(r.get(metric)) if metric else None,
+                        r.get("node_ip"),
+                        _num(r.get("pid")),
+                    ]
+                )
+        try:  # what the trial asked of a node (a Trial's public, developer-level attribute)
+            cpus = float(t.placement_group_factory.required_resources.get("CPU", 0.0))
+        except Exception:
+            cpus = None
+        trials.append(
+            {
+                "trial_id": t.trial_id,
+                "cpus": cpus,
+                "status": t.status,
+                "config": json.loads(json.dumps(t.config, default=str)),
+                "rows": rows,
+            }
+        )
+    extras = {}
+    for path in sorted(glob.glob(os.path.join(exp_dir, EXTRAS_GLOB))):
+        try:
+            with open(path) as f:
+                extras[os.path.basename(path)] = json.load(f)
+        except (OSError, ValueError):
+            pass
+    return {"path": exp_dir, "metric": metric, "mode": mode, "trials": trials, "extras": extras}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--since", type=float, required=True)
+    ap.add_argument("--until", type=float, required=True)
+    ap.add_argument("--path", action="append", default=[])
+    ap.add_argument("--metric")
+    ap.add_argument("--mode", choices=["min", "max"])
+    a = ap.parse_args()
+    roots = a.path or [DEFAULT_ROOT]
+    out = {"roots": [os.path.expanduser(r) for r in roots], "experiments": []}
+    for d in experiments(roots, a.since, a.until):
+        out["experiments"].append(read(d, a.metric, a.mode))
+    sys.stdout.write(MARKER + json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
