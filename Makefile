@@ -27,7 +27,7 @@ CA_CERTS ?=
 RAY_VERSION ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
-        k8s-manifests cluster-yamls ray-compat e2e-kind probe chaos load storage-faults
+        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults
 
 install: $(STAMP)
 
@@ -133,7 +133,7 @@ image:
 
 # The Job API as the contract between the launcher and a cluster: this venv's launcher (the
 # lock's Ray) drives a docker cluster whose image is built on an earlier Ray release, and
-# runs the job on it: results/compat/ray-$(OLD_RAY).json (docs/providers.md). Needs the
+# runs the job on it: results/compat/ray-$(OLD_RAY).json (docs/benchmarks.md). Needs the
 # image's base (make image-base where no registry is reachable: BASE_IMAGE=...).
 OLD_RAY ?= 2.52.1
 COMPAT_STATE := .rayscale-compat
@@ -144,6 +144,21 @@ ray-compat: install
 	  --workers 2 --state-dir $(COMPAT_STATE)
 	$(BIN)/rayscale job submit --state-dir $(COMPAT_STATE) --save results/compat/ray-$(OLD_RAY).json \
 	  -- $(JOB_ARGS); rc=$$?; $(BIN)/rayscale cluster down --state-dir $(COMPAT_STATE); exit $$rc
+	$(MAKE) ray-compat-launcher
+
+# The other way round: a launcher on OLD_RAY (its own venv, the base install) drives a local
+# cluster of this venv's Ray: results/compat/launcher-ray-$(OLD_RAY).json.
+OLD_VENV := .venv-ray$(OLD_RAY)
+ray-compat-launcher: install
+	@test -x $(OLD_VENV)/bin/python || $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_VENV)/bin/pip install --quiet "ray[default]==$(OLD_RAY)" "pyyaml>=6,<7" "click>=8.1,<9" \
+	  "rich>=13,<16" "psutil>=5.9,<8"
+	$(OLD_VENV)/bin/pip install --quiet --no-deps -e .
+	@mkdir -p results/compat
+	$(BIN)/rayscale cluster up --workers 2 --state-dir $(COMPAT_STATE)-launcher
+	$(OLD_VENV)/bin/rayscale job submit --state-dir $(COMPAT_STATE)-launcher \
+	  --save results/compat/launcher-ray-$(OLD_RAY).json -- $(JOB_ARGS); rc=$$?; \
+	  $(BIN)/rayscale cluster down --state-dir $(COMPAT_STATE)-launcher; exit $$rc
 
 # The air-gapped base: Debian bookworm + Python 3.11 via debootstrap and docker import.
 image-base:
