@@ -36,7 +36,7 @@ DRIVER_BUCKETS = [
     ("usage tagging (imports Tune's logger integrations)", ("tag_callbacks",)),
     ("checkpoint / experiment state", ("experiment_state.py", "save_to_dir")),
     ("loggers (json, csv, tensorboard)", ("tune/logger/",)),
-    ("our callbacks", ("on_trial_complete (tune_xgboost", "check_storage", "emit (tune_xgb")),
+    ("our callbacks", ("on_trial_complete (progress", "check_storage", "emit (protocol")),
     ("result handling", ("_on_training_result", "_process_trial_result", "on_trial_result")),
     ("scheduling, actors", ("_maybe_update_trial_queue", "_schedule_trial", "actor_manager")),
     ("ray core (gRPC, object refs)", ("ray/_private/", "_raylet", "ray/actor.py")),

@@ -151,6 +151,9 @@ def test_a_cluster_without_auth_takes_jobs_with_a_warning(tmp_path):
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # Short: Ray's unix sockets live under it, and their paths are capped at 107 bytes.
     temp = Path(tempfile.mkdtemp(prefix="rs-noauth-", dir="/tmp"))
+    # A fresh machine's home: Ray turns token auth on by itself where ~/.ray/auth_token
+    # exists, which any earlier local ray.init() on this machine writes.
+    env["HOME"] = str(temp)
     ray = str(Path(sys.executable).parent / "ray")
     start = [ray, "start", "--head", f"--port={port}", f"--dashboard-port={dash}"]
     start += [f"--temp-dir={temp}", "--num-cpus=1", "--include-dashboard=true"]
@@ -163,7 +166,7 @@ def test_a_cluster_without_auth_takes_jobs_with_a_warning(tmp_path):
         p = run_cli(
             "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", d,
             "--", "python", "tune_basic_example.py", "--smoke-test",
-            env={"RAY_AUTH_TOKEN": ""}, timeout=300,
+            env={"RAY_AUTH_TOKEN": "", "HOME": str(temp)}, timeout=300,
         )  # fmt: skip
         assert p.returncode == 0, p.stdout + p.stderr
         warnings = [x for x in p.stderr.splitlines() if x.startswith("warning:")]

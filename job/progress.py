@@ -1,0 +1,102 @@
+"""The search's Tune callback: each finished trial reported as a progress line, storage watched."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import relay
+import storage
+from protocol import PROGRESS_MARKER, emit
+
+# ---- modes ----------------------------------------------------------------------------
+
+
+class Progress:
+    """Tune callback: one progress line per finished trial; remembers retried trials."""
+
+    def __init__(self, total: int, restoring: bool = False):
+        from ray.tune import Callback
+
+        outer = self
+
+        class _CB(Callback):
+            # Where a search's first seconds go (docs/benchmarks.md): Tune's controller
+            # starting, then each trial's actor ready (placed, started, its __init__ run).
+            def setup(self, **info):
+                outer.controller_started_at = outer.controller_started_at or time.time()
+
+            def on_trial_start(self, iteration, trials, trial, **info):
+                outer.actor_ready_at.setdefault(trial.trial_id, time.time())
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                outer.done += 1
+                rmse = trial.last_result.get("rmse")
+                if rmse is not None and (outer.best is None or rmse < outer.best):
+                    outer.best = rmse
+                emit(
+                    PROGRESS_MARKER,
+                    {
+                        "done": outer.done,
+                        "total": outer.total,
+                        "best_rmse": outer.best,
+                        "trial": trial.trial_id,
+                    },
+                )
+
+            def on_step_end(self, iteration, trials, **info):
+                if outer.state_copy and not outer.storage_fault:
+                    outer.state_copy.save()
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                outer.errored.add(trial.trial_id)
+                outer.check_storage(trial)
+
+            def on_trial_recover(self, iteration, trials, trial, **info):
+                outer.retried.setdefault(trial.trial_id, 0)
+                outer.retried[trial.trial_id] += 1
+                outer.check_storage(trial)
+
+        self.total, self.done, self.best = total, 0, None
+        self.controller_started_at: float | None = None
+        self.actor_ready_at: dict[str, float] = {}
+        self.retried: dict[str, int] = {}
+        self.errored: set[str] = set()
+        self.storage_fault: str | None = None
+        self.restoring, self.interrupted = restoring, False
+        self.state_copy: storage.StateCopy | None = None
+        self.callback = _CB()
+
+    def check_storage(self, trial) -> None:
+        """A trial that failed writing to the storage path (full, read-only, gone) will fail
+        the same way on every retry, and so will every trial after it: end the search."""
+        try:
+            # The error file is in the driver's own staging dir, not on the storage path.
+            text = Path(trial.error_file).read_text() if trial.error_file else ""
+        except OSError:
+            return
+        # Tune appends each failure to it, a restored trial's earlier ones too: the last.
+        text = text.rsplit("Failure # ", 1)[-1]
+        fault = storage.fault_of(text, self.restoring)
+        if fault and not self.storage_fault:
+            self.storage_fault = fault
+            self.interrupted = interrupt_search()
+            self.stop_if_faulted()
+
+    def stop_if_faulted(self) -> None:
+        """The fallback where Tune's Ctrl-C handler is not installed (a search run off the
+        main thread): the stopper ends the search."""
+        relay.STOP["all"] = self.storage_fault is not None and not self.interrupted
+
+
+def interrupt_search() -> bool:
+    """End the search as Ctrl-C does (SIGINT, Tune's documented stop): Tune saves its state
+    one last time with the trials in flight still unfinished, so `job resume` runs them
+    again. A stopper's stop_all would mark them TERMINATED, as if they had finished, and a
+    resume would never run them. False where Tune installed no handler for it."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler) or handler is signal.default_int_handler:
+        return False
+    signal.raise_signal(signal.SIGINT)
+    return True
