@@ -248,15 +248,15 @@ class StateCopy:
 
 
 def write_record(path: str, name: str, text: str) -> str:
-    """<path>/<name>/result.json, locally or on object storage; returns where it went."""
+    """<path>/<name>/rayscale-result.json, locally or on object storage; returns where it went."""
     if not is_uri(path):
         out = os.path.join(path, name)
         os.makedirs(out, exist_ok=True)
-        target = os.path.join(out, "result.json")
+        target = os.path.join(out, "rayscale-result.json")
         with open(target, "w") as f:
             f.write(text)
         return target
     fs, base = _fs(path)
-    with fs.open_output_stream(f"{base}/{name}/result.json") as f:
+    with fs.open_output_stream(f"{base}/{name}/rayscale-result.json") as f:
         f.write(text.encode())
-    return f"{path}/{name}/result.json"
+    return f"{path}/{name}/rayscale-result.json"

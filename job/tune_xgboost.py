@@ -5,7 +5,7 @@ or from the repository root (``python job/tune_xgboost.py``). Imports nothing fr
 rayscale: it must run in a bare cluster image.
 
 It reports back with one machine-readable line, ``RAYSCALE_RESULT {json}``, and writes the
-same JSON to <storage-path>/<name>/result.json. Progress goes out as
+same JSON to <storage-path>/<name>/rayscale-result.json. Progress goes out as
 ``RAYSCALE_PROGRESS {json}`` lines, one per finished trial. Bad input ends with one
 ``error: ...`` line (and a ``RAYSCALE_ERROR {json}`` line), exit code 2.
 """

@@ -1,7 +1,8 @@
 """The scaling study: for each worker count, resize -> wait -> run the job -> record.
 
-The job is the bundled search (its job args), or any Tune script (`working_dir` and its
-command), read from Tune's own experiment output (rayscale.tune_output). The bundled job's
+The job is the bundled search (its job args) or any Tune script (`working_dir` and its
+command); either is read from Tune's own experiment output on the head
+(rayscale.tune_output), the bundled job's record from beside it. The bundled job's
 points run the same trial configs (same seed, same data, FIFO unless the user asks for
 ASHA); a script's points run what the script draws, and the study says whether that was
 the same. The order of points is interleaved across repeats (1,2,4 then 4,2,1 ...) so that
@@ -402,6 +403,23 @@ def configs_digest(configs: list[dict]) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
+# The bundled job's record, written beside its Tune output (job/storage.py).
+RECORD = "rayscale-result.json"
+# The job's --storage-path when none is given, as the head expands it.
+JOB_STORAGE = "~/rayscale_results"
+
+
+def job_storage(job_args: list[str]) -> str:
+    """Where the bundled job writes its Tune output: --storage-path, or the job's default."""
+    args = jobs.localise_paths(job_args)
+    for i, a in enumerate(args):
+        if a == "--storage-path" and i + 1 < len(args):
+            return args[i + 1].rstrip("/")
+        if a.startswith("--storage-path="):
+            return a.split("=", 1)[1].rstrip("/")
+    return JOB_STORAGE
+
+
 def run_point(
     provider: Provider,
     j: jobs.Jobs,
@@ -411,15 +429,27 @@ def run_point(
     timeout: float | None,
     say: Callable[[str], None],
 ) -> dict:
+    """One run of the bundled job, read as any script's: from its Tune output on the head,
+    where its record (the baseline, the test-set scores, the trials' exact clocks) lies
+    beside Tune's own files."""
     resize(provider, n)
+    name = f"scaling-w{n}-r{repeat}-{int(time.time())}"
     submitted, submitted_at = time.perf_counter(), time.time()
     with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
-        job_id = j.submit(job_args + ["--name", f"scaling-w{n}-r{repeat}-{int(time.time())}"])
+        job_id = j.submit(job_args + ["--name", name])
         status = wait_or_stop(j, job_id, timeout)
-    rec = j.result(job_id, status)
     # The whole job as its user waits for it: submission, driver start-up, data, baseline,
-    # search, final fit, the result read back.
+    # search, final fit.
     submit_to_result = time.perf_counter() - submitted
+    if status != "SUCCEEDED":
+        j.result(job_id, status)  # raises the job's own error
+    exp = tune_output.read(j, job_id, [f"{job_storage(job_args)}/{name}"])
+    rec = exp.extras.get(RECORD)
+    if rec is None:
+        raise UserError(
+            f"job {job_id}'s Tune output at {exp.path} has no {RECORD}",
+            "is the cluster's job older than this launcher? rebuild or reinstall it",
+        )
     busy = cpu.busy()
     workers_busy = [v for k, v in busy.items() if k != "head"]
     cpus = rec["cluster"]["cpus"]
@@ -432,10 +462,11 @@ def run_point(
         "wall_s": rec["wall_s"],
         "sum_train_s": rec["sum_train_s"],
         "sum_train_cpu_s": rec.get("sum_train_cpu_s"),
-        "trials_completed": rec["trials_completed"],
-        "trials": rec["num_samples"],
-        "best_rmse": rec["best_valid_rmse"],
-        "best_metric": rec["best_valid_rmse"],
+        "trials_completed": sum(1 for t in exp.trials if t.status == "TERMINATED"),
+        "trials": len(exp.trials),
+        "trials_errored": sum(1 for t in exp.trials if t.status == "ERROR"),
+        "best_rmse": exp.best(),
+        "best_metric": exp.best(),
         "test_rmse": (rec.get("tuned") or {}).get("rmse"),
         "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
         "cpu_busy_by_node": busy,
@@ -443,6 +474,10 @@ def run_point(
         "submit_to_result_s": round(submit_to_result, 3),
         "cpus_per_trial": rec.get("cpus_per_trial") or 1,
         "timeline": timeline(rec),
+        "experiment": exp.path,
+        "metric": exp.metric,
+        "mode": exp.mode,
+        "configs": configs_digest([t.config for t in exp.trials]),
         "retries": sum((rec.get("retried_trials") or {}).values()),
         # How many processes the trials ran in, and how many of those had started before
         # the job's submission (left by an earlier job).
@@ -453,10 +488,12 @@ def run_point(
         "workers_replaced": keeper.replaced,
     }
     row["disturbed_by"] = disturbance(row["retries"], keeper.replaced)
+    best = row["best_rmse"]
     say(
         f"  workers={n} repeat={repeat}: wall {row['wall_s']:.1f} s, "
-        f"{row['trials_completed']}/{row['trials']} trials, best RMSE {row['best_rmse']:.4g}, "
-        f"cores busy {busy}"
+        f"{row['trials_completed']}/{row['trials']} trials"
+        + (f", best RMSE {best:.4g}" if best is not None else "")
+        + f", cores busy {busy}"
         + (f"; DISTURBED: {', '.join(row['disturbed_by'])}" if row["disturbed_by"] else "")
     )
     return row
@@ -612,6 +649,9 @@ def summarise(runs: list[dict], mode: str | None = "min") -> list[dict]:
                             "trial_processes_before_submit",
                             "start_uncertainty_s",
                             "configs",
+                            "experiment",
+                            "metric",
+                            "mode",
                         )
                         if k in r
                     }
@@ -748,16 +788,19 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
 
 def workload(plan: StudyPlan, runs: list[dict]) -> dict:
     """What the study measured: the bundled job, or a script and what Tune said of it."""
-    if plan.working_dir is None:
-        return {"kind": "bundled"}
     digests = {r.get("configs") for r in runs}
+    common = {
+        "experiments": [r.get("experiment") for r in runs],
+        # A script draws its own configs: the study can only say whether they matched.
+        "same_configs": len(digests) == 1,
+    }
+    if plan.working_dir is None:
+        return {"kind": "bundled", **common}
     return {
         "kind": "script",
         "working_dir": str(Path(plan.working_dir).expanduser().resolve()),
         "command": plan.job_args,
-        "experiments": [r.get("experiment") for r in runs],
-        # A script draws its own configs: the study can only say whether they matched.
-        "same_configs": len(digests) == 1,
+        **common,
         "start_uncertainty_s": max(
             (r.get("start_uncertainty_s") or 0.0 for r in runs), default=0.0
         ),

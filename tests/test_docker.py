@@ -254,9 +254,11 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
             res = _result(logs)
             assert res["trials_completed"] == N and res["trials_errored"] == 0, logs[-3000:]
             assert res["retried_trials"], "the trial on the killed container must be retried"
-            assert res["result_path"] == "s3://runs/kill/kill/result.json"
+            assert res["result_path"] == "s3://runs/kill/kill/rayscale-result.json"
             keys = s3.keys("runs", "kill/kill/")  # <storage path>/<run name>/
-            assert "kill/kill/result.json" in keys and any("/checkpoint_" in k for k in keys)
+            assert "kill/kill/rayscale-result.json" in keys and any(
+                "/checkpoint_" in k for k in keys
+            )
             assert any(k.startswith("kill/kill/experiment_state-") for k in keys), (
                 "Tune's experiment state is in the bucket (what `job resume` restores)"
             )

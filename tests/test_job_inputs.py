@@ -100,7 +100,7 @@ def test_sequential_mode_runs_and_reports(tmp_path):
     rec = json.loads(line[0].split(" ", 1)[1])
     assert rec["trials_completed"] == 3 and rec["tuned"]["r2"] > 0.5
     assert (
-        json.loads((tmp_path / "s" / "result.json").read_text())["best_config"]
+        json.loads((tmp_path / "s" / "rayscale-result.json").read_text())["best_config"]
         == rec["best_config"]
     )
 

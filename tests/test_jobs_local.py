@@ -77,7 +77,7 @@ def test_tuning_job_end_to_end(cluster, results_dir):
         assert set(rec[k]) >= {"rmse", "mae", "r2"} and rec[k]["rmse"] > 0
     assert rec["versions"]["ray"] == "2.60.0"
     # The same record is written under the storage path.
-    stored = json.loads((results_dir / "e2e" / "result.json").read_text())
+    stored = json.loads((results_dir / "e2e" / "rayscale-result.json").read_text())
     assert stored["trials"] == rec["trials"]
 
 
@@ -270,7 +270,7 @@ def test_a_search_whose_every_trial_fails_ends_non_zero(cluster, tmp_path):
         timeout=300,
     )
     assert_one_line_error(p, "failed: every trial failed (2 of 2); the first:", "subsample")
-    rec = json.loads((tmp_path / "r" / "doomed" / "result.json").read_text())
+    rec = json.loads((tmp_path / "r" / "doomed" / "rayscale-result.json").read_text())
     assert (
         rec["status"] == "failed" and rec["trials_completed"] == 0 and "subsample" in rec["error"]
     )

@@ -95,7 +95,7 @@ def test_kind_profile_job_on_its_claim_and_down_emulated_kube(tmp_path, emulate,
     on_node = (
         Path(emu.claims[("ml", "rayscale-results")]["status"]["path"])
         / result["name"]
-        / "result.json"
+        / "rayscale-result.json"
     )
     assert on_node.stat().st_uid == 1000, "written by the pods' user"
 
@@ -173,7 +173,7 @@ def test_shipped_rayjob_runs_on_its_own_cluster_emulated_kube(tmp_path, emulate)
     on_node = (
         Path(emu.claims[("ml", "rayscale-results")]["status"]["path"])
         / result["name"]
-        / "result.json"
+        / "rayscale-result.json"
     )
     assert on_node.stat().st_uid == 1000
     emu.custom.delete_namespaced_custom_object("ray.io", "v1", "ml", "rayjobs", "rayscale-tune")

@@ -96,6 +96,15 @@ def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path):
     best.add(study["baselines"]["sequential"]["best_rmse"])
     best.add(study["baselines"]["joblib"]["best_rmse"])
     assert max(best) - min(best) < 1e-9
+    # Each run was read from its Tune output on the head, its record lying beside it.
+    wl = study["workload"]
+    assert wl["kind"] == "bundled" and wl["same_configs"] is True
+    for pt, path in zip(study["points"], wl["experiments"], strict=True):
+        assert path == pt["runs"][0]["experiment"]
+        assert glob.glob(f"{path}/experiment_state-*.json")
+        rec = json.loads(open(f"{path}/rayscale-result.json").read())
+        assert rec["best_valid_rmse"] == pt["runs"][0]["best_rmse"]
+        assert (pt["runs"][0]["metric"], pt["runs"][0]["mode"]) == ("rmse", "min")
     assert study["baselines"]["joblib"]["n_jobs"] >= 1
     # As often as each point was run (once here), each run's times kept beside the median.
     assert [len(b["runs"]) for b in study["baselines"].values()] == [1, 1]

@@ -9,6 +9,7 @@ only (the head may have no rayscale). Usage:
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import glob
 import io
 import json
@@ -16,6 +17,7 @@ import math
 import os
 import pickle
 import sys
+import types
 
 MARKER = "RAYSCALE_TUNE "
 # Tune's default storage_path when a script sets none (ray.tune.RunConfig's docs).
@@ -42,12 +44,74 @@ class _Unpickler(pickle.Unpickler):
             return _Stub
 
 
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _fs(uri: str):
+    """(pyarrow filesystem, path in it): how Tune itself opens an s3:// or gs:// storage."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _read_bytes(path: str) -> bytes:
+    if not is_uri(path):
+        with open(path, "rb") as f:
+            return f.read()
+    fs, where = _fs(path)
+    with fs.open_input_stream(where) as f:
+        return f.read()
+
+
+def _listing(root: str, pattern: str, recursive: bool) -> list[tuple[float, str]]:
+    """(mtime, path) of the files under root whose name matches pattern."""
+    if not is_uri(root):
+        base = os.path.expanduser(root)
+        paths = glob.glob(
+            os.path.join(base, "**", pattern) if recursive else os.path.join(base, pattern),
+            recursive=recursive,
+        )
+        return [(os.path.getmtime(p), p) for p in paths]
+    import pyarrow.fs
+
+    fs, where = _fs(root)
+    scheme = root.split("://", 1)[0]
+    out = []
+    for info in fs.get_file_info(
+        pyarrow.fs.FileSelector(where, recursive=recursive, allow_not_found=True)
+    ):
+        if info.type == pyarrow.fs.FileType.File and fnmatch.fnmatch(info.base_name, pattern):
+            out.append((info.mtime.timestamp() if info.mtime else 0.0, f"{scheme}://{info.path}"))
+    return out
+
+
+def _stub_module(name: str) -> None:
+    """A module this process lacks, for unpickling only: its names are stubs."""
+    mod = types.ModuleType(name)
+    mod.__path__ = []  # so that its submodules import too
+    mod.__getattr__ = lambda attr: _Stub
+    sys.modules[name] = mod
+
+
+def _analysis(cls, exp_dir: str):
+    """The experiment, read where the job's own modules are missing: Tune's state pickles
+    objects of the script's (a callback, a stopper), which the results do not need."""
+    for _ in range(20):
+        try:
+            return cls(exp_dir)
+        except ModuleNotFoundError as e:
+            if not e.name or e.name in sys.modules:
+                raise
+            _stub_module(e.name)
+    return cls(exp_dir)
+
+
 def tune_config(exp_dir: str) -> tuple[str | None, str | None]:
     """The metric and mode of the run's TuneConfig, from the tuner.pkl Tune saves beside its
     state (the file `Tuner.restore` reads); (None, None) where it cannot be read."""
     try:
-        with open(os.path.join(exp_dir, "tuner.pkl"), "rb") as f:
-            state = _Unpickler(io.BytesIO(f.read())).load()
+        state = _Unpickler(io.BytesIO(_read_bytes(f"{exp_dir}/tuner.pkl"))).load()
         cfg = next(v for v in state.values() if type(v).__name__ == "TuneConfig")
         return cfg.metric, cfg.mode
     except Exception:
@@ -58,11 +122,9 @@ def experiments(roots: list[str], since: float, until: float) -> list[str]:
     """Experiment dirs whose Tune state was written while the job ran, oldest first."""
     found = []
     for root in roots:
-        for state in glob.glob(
-            os.path.join(os.path.expanduser(root), "**", "experiment_state-*.json"), recursive=True
-        ):
-            if since - 2 <= os.path.getmtime(state) <= until + 5:
-                found.append((os.path.getmtime(state), os.path.dirname(state)))
+        for mtime, state in _listing(root, "experiment_state-*.json", recursive=True):
+            if since - 2 <= mtime <= until + 5:
+                found.append((mtime, state.rsplit("/", 1)[0]))
     seen, out = set(), []
     for _, d in sorted(found):
         if d not in seen:
@@ -82,7 +144,7 @@ def read(exp_dir: str, metric: str | None, mode: str | None) -> dict:
 
     saved_metric, saved_mode = tune_config(exp_dir)
     metric, mode = metric or saved_metric, mode or saved_mode
-    analysis = ExperimentAnalysis(exp_dir)
+    analysis = _analysis(ExperimentAnalysis, exp_dir)
     frames = analysis.trial_dataframes
     trials = []
     for t in analysis.trials:
@@ -114,10 +176,9 @@ def read(exp_dir: str, metric: str | None, mode: str | None) -> dict:
             }
         )
     extras = {}
-    for path in sorted(glob.glob(os.path.join(exp_dir, EXTRAS_GLOB))):
+    for _, path in sorted(_listing(exp_dir, EXTRAS_GLOB, recursive=False)):
         try:
-            with open(path) as f:
-                extras[os.path.basename(path)] = json.load(f)
+            extras[path.rsplit("/", 1)[1]] = json.loads(_read_bytes(path))
         except (OSError, ValueError):
             pass
     return {"path": exp_dir, "metric": metric, "mode": mode, "trials": trials, "extras": extras}
@@ -132,7 +193,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["min", "max"])
     a = ap.parse_args()
     roots = a.path or [DEFAULT_ROOT]
-    out = {"roots": [os.path.expanduser(r) for r in roots], "experiments": []}
+    out = {"roots": [r if is_uri(r) else os.path.expanduser(r) for r in roots], "experiments": []}
     for d in experiments(roots, a.since, a.until):
         out["experiments"].append(read(d, a.metric, a.mode))
     sys.stdout.write(MARKER + json.dumps(out) + "\n")
