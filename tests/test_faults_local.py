@@ -41,7 +41,9 @@ def _running_job(state, not_this: str | None, timeout: float = 240) -> str:
         running = [
             r["submission_id"]
             for r in (json.loads(p.stdout) if p.returncode == 0 else [])
-            if r["status"] == "RUNNING" and r["submission_id"] != not_this
+            if r["status"] == "RUNNING"
+            and r["submission_id"] != not_this
+            and "tune_xgboost.py" in r["entrypoint"]  # not the study's reader of a job's output
         ]
         if running:
             return running[0]
