@@ -419,6 +419,8 @@ class KubeEmulator:
         self.warnings: list[str] = []
         self.calls: list[tuple] = []
         self.lock = threading.RLock()
+        self.version = 0  # the API server's resourceVersion counter
+        self.writes_after_read: list = []  # another writer's patches, each after the next get
         self.threads: list[threading.Thread] = []
         self.schemas = {
             "rayclusters": crd_schema("ray.io_rayclusters.yaml"),
@@ -440,6 +442,11 @@ class KubeEmulator:
         return p
 
     # ---- the operator's reconcile loop (run on every API call, as a watch would) ------------
+
+    def next_version(self) -> str:
+        with self.lock:
+            self.version += 1
+            return str(self.version)
 
     def reconcile(self) -> None:
         with self.lock:
@@ -1196,7 +1203,12 @@ class _Custom:
             if (namespace, name) in store:
                 raise api_error(409, "Conflict", f'{plural}.ray.io "{name}" already exists')
             obj = self._admit(body, plural)
-            obj["metadata"].update(namespace=namespace, uid=secrets.token_hex(8), generation=1)
+            obj["metadata"].update(
+                namespace=namespace,
+                uid=secrets.token_hex(8),
+                generation=1,
+                resourceVersion=self.k.next_version(),
+            )
             store[(namespace, name)] = obj
         self.k.reconcile()
         return copy.deepcopy(obj)
@@ -1208,7 +1220,10 @@ class _Custom:
         store = self._store(plural)
         if (namespace, name) not in store:
             raise api_error(404, "Not Found", f'{plural}.ray.io "{name}" not found')
-        return copy.deepcopy(store[(namespace, name)])
+        out = copy.deepcopy(store[(namespace, name)])
+        if getattr(self.k, "writes_after_read", None):  # a second writer, racing this read
+            self.k.writes_after_read.pop(0)(self)
+        return out
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
         self.k.calls.append(("patch", namespace, name, copy.deepcopy(body)))
@@ -1217,10 +1232,21 @@ class _Custom:
             obj = self.k.objects.get((namespace, name))
             if obj is None:
                 raise api_error(404, "Not Found", f'rayclusters.ray.io "{name}" not found')
+            # The API server's optimistic concurrency: a patch made from an older version
+            # of the object is refused whole.
+            sent = (body.get("metadata") or {}).get("resourceVersion")
+            if sent is not None and sent != obj["metadata"]["resourceVersion"]:
+                raise api_error(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on rayclusters.ray.io "{name}": the object '
+                    "has been modified; please apply your changes to the latest version and try again",
+                )
             merged = self._admit(
                 _merge(copy.deepcopy(obj), body)
             )  # merge patch: lists replaced whole
             merged["metadata"]["generation"] += 1
+            merged["metadata"]["resourceVersion"] = self.k.next_version()
             self.k.objects[(namespace, name)] = merged
         self.k.reconcile()
         return copy.deepcopy(merged)

@@ -12,7 +12,9 @@ would refuse fails here too. `make e2e-kind` runs the real thing where kind can 
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import threading
 import time
 import types
 from pathlib import Path
@@ -34,7 +36,7 @@ from kubernetes.client import ApiException
 
 from rayscale import jobs, lifecycle, manifests, procs, providers
 from rayscale.errors import UserError
-from rayscale.providers.kuberay import KubeRayProvider
+from rayscale.providers.kuberay import CONFLICT_RETRIES, KubeRayProvider, set_workers
 from rayscale.state import StateDir
 
 pytestmark = needs_crds  # the emulated API server validates against the real CRDs
@@ -375,3 +377,46 @@ def test_pods_are_built_as_kuberay_builds_them():
         head["spec"]["containers"][1]["name"] == "autoscaler"
         and head["spec"]["restartPolicy"] == "Never"
     )
+
+
+def _api_server_only() -> _Custom:
+    """The emulator's API server for RayClusters, its operator idle (no pods are made)."""
+    versions = itertools.count(1)
+    k = types.SimpleNamespace(
+        objects={}, rayjobs={}, warnings=[], calls=[], namespaces={"ml"}, crd_installed=True,
+        schemas={"rayclusters": crd_schema("ray.io_rayclusters.yaml")},
+        lock=threading.RLock(), reconcile=lambda: None, writes_after_read=[],
+        next_version=lambda: str(next(versions)),
+    )  # fmt: skip
+    return _Custom(k)
+
+
+def test_a_resize_racing_another_writer_keeps_both_writes_emulated_kube():
+    """The autoscaler writes the same workerGroupSpecs list that `scale` merge-patches whole.
+    A write between the kit's read and its patch is not lost: the API server refuses the
+    stale patch (409, resourceVersion) and the kit makes it again from the new object."""
+    api = _api_server_only()
+    doc = manifests.raycluster("rs", 1, manifests.PROFILES["kind"], namespace="ml")
+    api.create_namespaced_custom_object("ray.io", "v1", "ml", "rayclusters", doc)
+
+    def autoscaler(custom):  # names a worker to remove, as Ray's autoscaler does
+        obj = custom.k.objects[("ml", "rs")]
+        groups = copy.deepcopy(obj["spec"]["workerGroupSpecs"])
+        groups[0]["scaleStrategy"] = {"workersToDelete": ["rs-workers-worker-abcde"]}
+        custom.patch_namespaced_custom_object(
+            "ray.io", "v1", "ml", "rayclusters", "rs",
+            {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+             "spec": {"workerGroupSpecs": groups}},
+        )  # fmt: skip
+
+    api.k.writes_after_read.append(autoscaler)
+    assert set_workers(api, "ml", "rs", 2) == 2  # the first patch was refused, the second taken
+    group = api.k.objects[("ml", "rs")]["spec"]["workerGroupSpecs"][0]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 2
+    assert group["scaleStrategy"]["workersToDelete"] == ["rs-workers-worker-abcde"]
+    # A writer that always wins: one line, not an endless loop.
+    api.k.writes_after_read.extend([autoscaler] * CONFLICT_RETRIES)
+    with pytest.raises(UserError, match="another writer changed it 8 times in a row"):
+        set_workers(api, "ml", "rs", 3)
+    with pytest.raises(UserError, match="RayCluster gone no longer exists"):
+        set_workers(api, "ml", "gone", 1)

@@ -138,6 +138,49 @@ def _missing_namespace(e: Exception) -> bool:
     )
 
 
+# Writes that lose a race with another writer (the autoscaler, the operator) are redone
+# on the object as it is now, at most this often.
+CONFLICT_RETRIES = 8
+
+
+def set_workers(custom, namespace: str, name: str, workers: int) -> int:
+    """Pin the first worker group at `workers`; returns the writes it took.
+
+    A merge patch replaces the whole workerGroupSpecs list, which the autoscaler writes too:
+    the patch carries the resourceVersion it was made from, so the API server refuses it
+    (409 Conflict) when another write came between, and it is made again from the new one."""
+    for attempt in range(1, CONFLICT_RETRIES + 1):
+        try:
+            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except Exception as e:
+            if getattr(e, "status", None) == 404:
+                raise UserError(
+                    f"RayCluster {name} no longer exists",
+                    "run `rayscale cluster down` then `rayscale cluster up` again",
+                ) from None
+            raise _api_error(e, f"cannot read RayCluster {name}", "check the API server") from None
+        groups = obj["spec"]["workerGroupSpecs"]
+        # replicas for the operator, minReplicas / maxReplicas for the autoscaler: pinned
+        # to N, so neither adds nor removes workers while the study measures N.
+        groups[0].update(replicas=workers, minReplicas=workers, maxReplicas=workers)
+        body = {
+            "metadata": {"resourceVersion": obj["metadata"].get("resourceVersion")},
+            "spec": {"workerGroupSpecs": groups},
+        }
+        try:
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
+            return attempt
+        except Exception as e:
+            if getattr(e, "status", None) != 409:
+                raise _api_error(
+                    e, f"cannot resize RayCluster {name}", "check your RBAC rights on ray.io"
+                ) from None
+    raise UserError(
+        f"cannot resize RayCluster {name}: another writer changed it {CONFLICT_RETRIES} times in a row",
+        "is a second rayscale or an autoscaler resizing it? stop it, then scale again",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class KubeRayOptions(Options):
     context: str | None = None  # default: kubectl's current context, resolved at `up`
@@ -467,30 +510,8 @@ class KubeRayProvider(ForwardedProvider):
 
     def scale(self, workers: int, timeout: float | None = None) -> None:
         rec = self._record()
-        obj = self._get(rec)
-        if obj is None:
-            raise UserError(
-                f"RayCluster {rec['name']} no longer exists",
-                "run `rayscale cluster down` then `rayscale cluster up` again",
-            )
-        groups = obj["spec"]["workerGroupSpecs"]
-        # replicas for the operator, minReplicas / maxReplicas for the autoscaler: pinned
-        # to N, so neither adds nor removes workers while the study measures N.
-        groups[0].update(replicas=workers, minReplicas=workers, maxReplicas=workers)
         custom, _ = self._apis(rec)
-        try:
-            custom.patch_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                rec["namespace"],
-                PLURAL,
-                rec["name"],
-                {"spec": {"workerGroupSpecs": groups}},
-            )
-        except Exception as e:
-            raise _api_error(
-                e, f"cannot resize RayCluster {rec['name']}", "check your RBAC rights on ray.io"
-            ) from None
+        set_workers(custom, rec["namespace"], rec["name"], workers)
         self.wait_ready(workers, timeout)
 
     def _teardown(self, rec: KubeRayRecord) -> None:
