@@ -3,7 +3,7 @@
 # the tuning job through Ray Job Submission (port-forwarded, token from the operator's
 # Secret) with its results on the claim every pod mounts, a scaling study at 1 and 2
 # workers (scale-down through the autoscaler), then everything down.
-# Needs docker, kind, kubectl, helm, git, about 8 GiB and 5 CPUs for Docker (`up` refuses
+# Needs docker, kind, kubectl, helm, about 8 GiB and 5 CPUs for Docker (`up` refuses
 # less, with the figure). Not run in CI here (no Kubernetes can start on those machines).
 # Usage: make e2e-kind
 set -euo pipefail
@@ -13,7 +13,7 @@ STATE=${STATE:-.rayscale-e2e-kind}
 OUT=${OUT:-results/e2e-kind}
 TINY=(--data "synthetic:rows=4000,features=10,noise=1.0,seed=0" --num-samples 4 --max-rounds 60)
 
-for t in docker kind kubectl helm git; do
+for t in docker kind kubectl helm; do
   command -v "$t" >/dev/null || { echo "e2e-kind: $t is not installed" >&2; exit 2; }
 done
 

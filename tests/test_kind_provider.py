@@ -7,11 +7,15 @@ documented install steps. `make e2e-kind` runs the real thing where kind works.
 
 from __future__ import annotations
 
+import json
+import shutil
 import stat
+import subprocess
 
+import pytest
 from conftest import ROOT, assert_one_line_error, run_cli
 
-from rayscale.providers.kind import CRDS, KindProvider
+from rayscale.providers.kind import KindProvider
 from rayscale.state import StateDir
 
 
@@ -19,7 +23,7 @@ def test_missing_tools_are_named_with_the_no_kubernetes_alternative(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
     # RAYSCALE_DOCKER (set by .ci/run) and friends would point at tools anyway: unset them.
-    unset = {f"RAYSCALE_{t}": "" for t in ("DOCKER", "KIND", "KUBECTL", "HELM", "GIT")}
+    unset = {f"RAYSCALE_{t}": "" for t in ("DOCKER", "KIND", "KUBECTL", "HELM")}
     p = run_cli(
         "cluster",
         "up",
@@ -31,9 +35,9 @@ def test_missing_tools_are_named_with_the_no_kubernetes_alternative(tmp_path):
         env={"PATH": str(empty), **unset},
     )
     line = assert_one_line_error(
-        p, "docker, kind, kubectl, helm, git", "not found", "make cluster-up PROVIDER=local"
+        p, "docker, kind, kubectl, helm", "not found", "make cluster-up PROVIDER=local"
     )
-    assert "kind.sigs.k8s.io" in line and "helm.sh" in line and "git-scm.com" in line
+    assert "kind.sigs.k8s.io" in line and "helm.sh" in line
     assert not (tmp_path / "s" / "cluster.json").exists(), (
         "nothing recorded, no provider switched to"
     )
@@ -48,7 +52,7 @@ def _stand_in(path, body):
 def _tools(tmp_path, docker_info: str, kind_body: str = "exit 0") -> dict[str, str]:
     b = tmp_path / "bin"
     b.mkdir()
-    env = {f"RAYSCALE_{t.upper()}": _stand_in(b / t, "exit 0") for t in ("kubectl", "helm", "git")}
+    env = {f"RAYSCALE_{t.upper()}": _stand_in(b / t, "exit 0") for t in ("kubectl", "helm")}
     env["RAYSCALE_KIND"] = _stand_in(b / "kind", kind_body)
     env["RAYSCALE_DOCKER"] = _stand_in(b / "docker", f"echo '{docker_info}'")
     return env
@@ -90,22 +94,73 @@ def test_a_failing_kind_get_clusters_stops_up_fake_tools(tmp_path):
 def test_the_plan_it_runs(tmp_path):
     k = KindProvider(StateDir(tmp_path), context=None, namespace=None)  # as the CLI passes them
     assert k.options.context == "kind-rayscale" and k.options.namespace == "default"
-    first = k.commands(create=True, build=True)
+    first = k.commands(create=True, build=True, operator=None, chart_dir="/tmp/c")
     names = [" ".join(c[1:4]) for c in first]
     assert names[0].startswith("create cluster --name")
-    assert any("apply --server-side" in " ".join(c) and CRDS in c for c in first), (
-        "CRDs server-side"
-    )
+    # One download, the chart: its crds/ are applied server-side (too large for client-side
+    # apply), then the operator installed from the same copy without them.
+    pull = next(c for c in first if "pull" in c)
+    assert pull[pull.index("--version") + 1] == "1.7.0" and "kuberay/kuberay-operator" in pull
+    apply = next(c for c in first if "apply" in c)
+    assert "--server-side" in apply and apply[-1] == "/tmp/c/kuberay-operator/crds"
     helm = next(c for c in first if "upgrade" in c)
-    assert helm[helm.index("--version") + 1] == "1.7.0" and "--skip-crds" in helm
+    assert "/tmp/c/kuberay-operator" in helm and "--skip-crds" in helm
     assert str(ROOT / "k8s" / "operator-values.yaml") in helm
+    assert not any("-k" in c for c in first), "no second download of the CRDs"
     assert first[-1][-1] == "IMAGE=rayscale:0.1.0"
-    assert CRDS.endswith("&timeout=90s"), "kustomize's remote fetch gives up after 27 s otherwise"
     # The image load, and its fallback for Docker's containerd image store (kind issue 3795).
     load, fallback = k.load_commands("/tmp/x/image.tar")
     assert load[1:4] == ["load", "docker-image", "rayscale:0.1.0"]
     assert fallback[0][1:] == ["save", "-o", "/tmp/x/image.tar", "rayscale:0.1.0"]
     assert fallback[1][1:4] == ["load", "image-archive", "/tmp/x/image.tar"]
-    # A second `up` on a machine that has both the kind cluster and the image: no create, no build.
-    again = k.commands(create=False, build=False)
-    assert not any("create" in c for c in again) and not any(c[0] == "make" for c in again)
+    # A second `up` where the kind cluster, the operator 1.7.0 and the image are there
+    # already: nothing to download, create or build (it works offline).
+    assert k.commands(create=False, build=False, operator="1.7.0") == []
+    # Another operator version is upgraded, CRDs included (Helm never upgrades crds/).
+    older = k.commands(create=False, build=False, operator="1.5.0")
+    assert [c[1] for c in older] == ["repo", "pull", "--context", "--kube-context"]
+
+
+def test_the_deployed_operator_is_read_from_helm_fake_tools(tmp_path):
+    """`helm list -o json` as Helm 3 prints it; a failing or unparsable answer means install."""
+    releases = [
+        {"name": "kuberay-operator", "namespace": "default", "revision": "1",
+         "status": "deployed", "chart": "kuberay-operator-1.7.0", "app_version": "v1.7.0"},
+    ]  # fmt: skip
+    k = KindProvider(StateDir(tmp_path / "s"), context=None, namespace=None)
+    b = tmp_path / "bin"
+    b.mkdir()
+    for body, want in [
+        (f"echo '{json.dumps(releases)}'", "1.7.0"),
+        ("echo '[]'", None),
+        (f"echo '{json.dumps([{**releases[0], 'status': 'failed'}])}'", None),
+        ("echo 'Error: Kubernetes cluster unreachable' >&2; exit 1", None),
+    ]:
+        helm = _stand_in(b / "helm", body)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RAYSCALE_HELM", helm)
+            assert k.operator_version() == want, body
+
+
+def test_kubectl_command_lines_parse_with_the_real_kubectl(tmp_path):
+    """Every kubectl line the kit runs, given to the kubectl installed here with --help:
+    an unknown flag or subcommand fails there as it would on a user's machine."""
+    kubectl = shutil.which("kubectl")
+    if not kubectl:
+        pytest.skip("no kubectl on PATH")
+    k = KindProvider(StateDir(tmp_path), context=None, namespace=None)
+    lines = [c for c in k.commands(True, True, None, "/tmp/c") if c[0].endswith("kubectl")]
+    rec = {"context": "kind-rayscale", "namespace": "ml", "name": "rs", "forward_port": 18265}
+    lines.append(k._forward_argv(rec))
+    assert len(lines) == 2
+    for argv in lines:
+        p = subprocess.run(
+            [kubectl, *argv[1:], "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert p.returncode == 0, f"{argv}: {p.stderr}"
+    # And the check can fail: a flag kubectl lacks is refused.
+    bad = subprocess.run(
+        [kubectl, "port-forward", "--no-such-flag", "svc/x", "1:1", "--help"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "unknown flag" in bad.stderr

@@ -1,8 +1,9 @@
 """The kind provider: a Kubernetes cluster in Docker on this machine, then KubeRay on it.
 
-up = create the kind cluster if it is missing (k8s/kind-config.yaml), install the KubeRay
-CRDs server-side and the operator from its Helm chart (1.7.0, k8s/operator-values.yaml),
-build the kit's image if Docker lacks it and `kind load` it, then hand over to the
+up = create the kind cluster if it is missing (k8s/kind-config.yaml); unless the KubeRay
+operator 1.7.0 is deployed there already, pull its Helm chart once, apply the CRDs it
+holds server-side and install the operator from it (k8s/operator-values.yaml); build the
+kit's image if Docker lacks it and `kind load` it, then hand over to the
 kuberay provider (context kind-<name>, the "kind" manifest profile). down deletes the
 RayCluster, and the kind cluster too if this `up` created it.
 
@@ -13,6 +14,7 @@ install it, and that `make cluster-up PROVIDER=local` needs none of them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,16 +28,13 @@ from rayscale.providers.kuberay import KubeRayOptions, KubeRayProvider, KubeRayR
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KIND_CLUSTER = "rayscale"
-# kustomize's remote fetch gives up after 27 s unless told otherwise (KubeRay's docs add it).
-CRDS = f"github.com/ray-project/kuberay/ray-operator/config/crd?ref=v{manifests.KUBERAY_VERSION}&timeout=90s"
+CHART = "kuberay-operator"
 HELM_REPO = "https://ray-project.github.io/kuberay-helm/"
 INSTALL = {
     "docker": "https://docs.docker.com/engine/install/ (Debian: apt-get install docker.io)",
     "kind": "go install sigs.k8s.io/kind@v0.29.0, or https://kind.sigs.k8s.io/docs/user/quick-start/",
     "kubectl": "https://kubernetes.io/docs/tasks/tools/",
     "helm": "https://helm.sh/docs/intro/install/",
-    # kubectl's kustomize clones the KubeRay CRDs' remote base with git.
-    "git": "https://git-scm.com/downloads (Debian: apt-get install git)",
 }
 # Beyond the Ray pods: the control plane, the operator and the autoscaler sidecar.
 KIND_OVERHEAD_GIB = 1.5
@@ -113,13 +112,15 @@ class KindProvider(KubeRayProvider):
 
     # ---- the commands up runs, in order (read by tests and by scripts/e2e-kind.sh) ------
 
-    def commands(self, create: bool, build: bool) -> list[list[str]]:
+    def commands(
+        self, create: bool, build: bool, operator: str | None = None, chart_dir: str = "chart"
+    ) -> list[list[str]]:
+        """operator: the kuberay-operator chart version deployed there (None: none is)."""
         kind, kubectl, helm = (
             tool("kind") or "kind",
             tool("kubectl") or "kubectl",
             tool("helm") or "helm",
         )
-        ctx = ["--context", self.options.context]
         cmds = []
         if create:
             cmds.append(
@@ -135,31 +136,42 @@ class KindProvider(KubeRayProvider):
                     "120s",
                 ]
             )
-        cmds += [
-            # The CRDs are too large for client-side apply (annotation limit): server-side.
-            [kubectl, *ctx, "apply", "--server-side", "--force-conflicts", "-k", CRDS],
-            [helm, "repo", "add", "--force-update", "kuberay", HELM_REPO],
-            [
-                helm,
-                "--kube-context",
-                self.options.context,
-                "upgrade",
-                "--install",
-                "kuberay-operator",
-                "kuberay/kuberay-operator",
-                "--version",
-                manifests.KUBERAY_VERSION,
-                "--skip-crds",
-                "--values",
-                str(ROOT / "k8s" / "operator-values.yaml"),
-                "--wait",
-                "--timeout",
-                "5m",
-            ],
-        ]
+        if operator != manifests.KUBERAY_VERSION:
+            chart = f"{chart_dir}/{CHART}"
+            cmds += [
+                [helm, "repo", "add", "--force-update", "kuberay", HELM_REPO],
+                # One download: the chart holds the CRDs of its version (crds/).
+                [helm, "pull", f"kuberay/{CHART}", "--version", manifests.KUBERAY_VERSION,
+                 "--untar", "--untardir", chart_dir],
+                # Helm installs crds/ only on a first install and never upgrades them; and
+                # they are too large for client-side apply (annotation limit): server-side.
+                [kubectl, "--context", self.options.context, "apply", "--server-side",
+                 "--force-conflicts", "-f", f"{chart}/crds"],
+                [helm, "--kube-context", self.options.context, "upgrade", "--install", CHART,
+                 chart, "--skip-crds", "--values", str(ROOT / "k8s" / "operator-values.yaml"),
+                 "--wait", "--timeout", "5m"],
+            ]  # fmt: skip
         if build:
             cmds.append(["make", "-C", str(ROOT), "image", f"IMAGE={self.image}"])
         return cmds
+
+    def operator_version(self) -> str | None:
+        """The kuberay-operator chart version deployed in the context (Helm's release list),
+        or None where there is none or Helm cannot tell (then `up` installs it)."""
+        p = subprocess.run(
+            [tool("helm") or "helm", "--kube-context", self.options.context, "list",
+             "--all-namespaces", "--filter", f"^{CHART}$", "--output", "json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        try:
+            releases = json.loads(p.stdout) if p.returncode == 0 else []
+        except ValueError:
+            return None
+        for r in releases:
+            chart = str(r.get("chart", ""))
+            if r.get("status") == "deployed" and chart.startswith(f"{CHART}-"):
+                return chart[len(CHART) + 1 :]
+        return None
 
     def load_commands(self, archive: str) -> tuple[list[str], list[list[str]]]:
         """`kind load docker-image`, and its fallback: Docker engines on the containerd image
@@ -202,8 +214,10 @@ class KindProvider(KubeRayProvider):
         ).stdout.strip()
         log = self.state.path / "logs" / "kind-up.log"
         try:
-            for argv in self.commands(create, build):
-                procs.run_logged(argv, log, timeout=900)
+            operator = None if create else self.operator_version()
+            with tempfile.TemporaryDirectory(prefix="rayscale-chart-") as chart_dir:
+                for argv in self.commands(create, build, operator, chart_dir):
+                    procs.run_logged(argv, log, timeout=900)
             self._load_image(log)
             rec: KindRecord = {**super()._plan(workers)}
         except BaseException:
