@@ -348,12 +348,21 @@ def results_claim(
     }
 
 
-def kind_config(name: str = "rayscale") -> dict[str, Any]:
+# Where kind's local-path provisioner (its `standard` class) makes each claim's folder.
+KIND_VOLUMES = "/var/local-path-provisioner"
+
+
+def kind_config(name: str = "rayscale", volumes_dir: str | None = None) -> dict[str, Any]:
+    """volumes_dir: a folder on the machine that holds the node's local-path volumes, so
+    that the claims' files outlive `kind delete cluster` (it removes the node container)."""
+    node: dict[str, Any] = {"role": "control-plane"}
+    if volumes_dir:
+        node["extraMounts"] = [{"hostPath": volumes_dir, "containerPath": KIND_VOLUMES}]
     return {
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",
         "name": name,
-        "nodes": [{"role": "control-plane"}],
+        "nodes": [node],
     }
 
 

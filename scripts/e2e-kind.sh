@@ -20,7 +20,8 @@ done
 down() { "$BIN/rayscale" cluster down --state-dir "$STATE" || true; }
 trap down EXIT
 
-# up: kind cluster (if missing), CRDs server-side (90 s fetch timeout), operator via Helm,
+# up: kind cluster (if missing; its volumes mounted from results/kind-rayscale on this
+# machine), the operator's chart pulled once (its CRDs server-side, the operator via Helm),
 # image built and loaded (docker save + image-archive where `kind load docker-image`
 # fails), the results claim on kind's `standard` class, the RayCluster pinned at 1 worker.
 "$BIN/rayscale" cluster up --provider kind --workers 1 --state-dir "$STATE" --timeout 900
@@ -32,9 +33,13 @@ mkdir -p "$OUT"
 name=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$OUT/job.json")
 cluster=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$STATE/cluster.json")
 kubectl --context kind-rayscale exec "$(kubectl --context kind-rayscale get pod -l "ray.io/cluster=$cluster,ray.io/node-type=head" -o name)" \
-  -c ray-head -- test -s "/home/ray/rayscale_results/$name/result.json"
-echo "e2e-kind: result.json is on the claim"
+  -c ray-head -- test -s "/home/ray/rayscale_results/$name/rayscale-result.json"
+echo "e2e-kind: rayscale-result.json is on the claim"
 # The study scales the same RayCluster (patching its worker group) between points.
 "$BIN/rayscale" scaling --provider kind --workers 1,2 --baselines none --state-dir "$STATE" \
   --out "$OUT/scaling" -- "${TINY[@]}"
-echo "e2e-kind: passed; results in $OUT"
+# down deletes the kind cluster it created; the claim's files stay on this machine.
+trap - EXIT
+down
+ls results/kind-rayscale/*_rayscale-results/"$name"/rayscale-result.json
+echo "e2e-kind: passed; results in $OUT, the claim's files in results/kind-rayscale"

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """A stand-in for `kubectl port-forward` (a fake): `... port-forward ... svc/NAME L:8265`
 relays 127.0.0.1:L to the port (or host:port) $FAKE_KUBE_TARGETS (a JSON file) maps NAME
-to, with tests/tcp_proxy.py. Any other kubectl command fails, as a missing cluster would."""
+to, with tests/tcp_proxy.py. `apply --server-side` says it applied (the emulator has the
+CRDs already); any other kubectl command fails, as a missing cluster would."""
 
 import json
 import os
 import sys
 
 args = sys.argv[1:]
+if "apply" in args and "--server-side" in args:
+    print("customresourcedefinition.apiextensions.k8s.io/rayclusters.ray.io serverside-applied")
+    sys.exit(0)
 if "port-forward" not in args:
     sys.exit("fake kubectl: only port-forward is supported")
 svc = next(a for a in args if a.startswith("svc/"))[len("svc/") :]

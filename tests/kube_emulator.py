@@ -54,6 +54,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -61,6 +62,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes.client import ApiException
 
@@ -71,6 +73,7 @@ CRDS = Path(
 HEALTH_PATH, AGENT_PORT, METRICS_PORT = "/api/healthz", 52365, 8080
 # kind's default class, and what a cloud offers: block storage by default, a file class beside it.
 KIND_CLASSES = {"standard": ("rancher.io/local-path", True)}
+LOCAL_PATH_DIR = "/var/local-path-provisioner"  # kind's local-path-config nodePathMap
 CLOUD_CLASSES = {"gp3": ("ebs.csi.aws.com", True), "efs": ("efs.csi.aws.com", False)}
 RWX_PROVISIONERS = {
     "efs.csi.aws.com",
@@ -393,7 +396,11 @@ class KubeEmulator:
         docker: str | None = None,
         node_cpus: float = 8,
         node_memory: str = "32Gi",
+        kind_config: dict | Path | None = None,
     ):
+        """kind_config: the kind config the node was created with (or the file `kind create
+        cluster --config` will have been given); its extraMounts put node folders on this
+        machine, as kind bind-mounts them into the node container."""
         from rayscale import procs
 
         self.id = secrets.token_hex(3)
@@ -403,6 +410,7 @@ class KubeEmulator:
             self.workdir / "node"
         )  # the kind node's filesystem (hostPath, local-path volumes)
         self.node_dir.mkdir(parents=True, exist_ok=True)
+        self.kind_config = kind_config
         self.network = f"kubeemu-{self.id}"
         self.namespaces = set(namespaces)
         self.classes = dict(KIND_CLASSES if classes is None else classes)
@@ -814,7 +822,7 @@ class KubeEmulator:
                     os.chmod(d, 0o777)  # the kubelet makes emptyDir world-writable
                     out[name] = ("bind", str(d))
             elif "hostPath" in v:
-                d = self.node_dir / v["hostPath"]["path"].lstrip("/")
+                d = self.node_path(v["hostPath"]["path"])
                 if v["hostPath"].get("type") == "DirectoryOrCreate" and not d.exists():
                     d.mkdir(parents=True)
                     os.chown(d, 0, 0)
@@ -830,6 +838,28 @@ class KubeEmulator:
             else:
                 raise RuntimeError(f"the emulator does not support volume {v}")
         return out
+
+    @property
+    def mounts(self) -> dict[str, Path]:
+        cfg = self.kind_config
+        if isinstance(cfg, Path):
+            cfg = yaml.safe_load(cfg.read_text()) if cfg.exists() else None
+        nodes = (cfg or {}).get("nodes") or [{}]
+        return {m["containerPath"]: Path(m["hostPath"]) for m in nodes[0].get("extraMounts", [])}
+
+    def node_path(self, path: str) -> Path:
+        """A path in the node's filesystem, on this machine: under an extraMount's host
+        folder where one covers it, else in the node container's own filesystem."""
+        for inside, host in self.mounts.items():
+            if path == inside or path.startswith(inside.rstrip("/") + "/"):
+                return host / path[len(inside) :].lstrip("/")
+        return self.node_dir / path.lstrip("/")
+
+    def delete_node(self) -> None:
+        """`kind delete cluster`: the node container goes, and its filesystem with it;
+        the host folders mounted into it stay."""
+        self.shutdown()
+        shutil.rmtree(self.node_dir, ignore_errors=True)
 
     def _bind_claim(self, ns: str, claim_name: str) -> str:
         with self.lock:
@@ -851,7 +881,10 @@ class KubeEmulator:
                         f'running PreBind plugin "VolumeBinding": failed to provision volume with '
                         f'StorageClass "{cls}": {provisioner} does not support ReadWriteMany'
                     )
-                d = self.node_dir / "pv" / f"pvc-{claim['metadata']['uid']}"
+                # local-path's folder for a claim: <nodePath>/pvc-<uid>_<namespace>_<name>
+                d = self.node_path(
+                    f"{LOCAL_PATH_DIR}/pvc-{claim['metadata']['uid']}_{ns}_{claim_name}"
+                )
                 d.mkdir(parents=True, exist_ok=True)
                 os.chmod(d, 0o777)  # local-path's setup script: mkdir -m 0777
                 claim["status"] = {"phase": "Bound", "path": str(d)}

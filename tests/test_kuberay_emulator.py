@@ -36,6 +36,7 @@ from kubernetes.client import ApiException
 
 from rayscale import jobs, lifecycle, manifests, procs, providers
 from rayscale.errors import UserError
+from rayscale.providers.kind import KindProvider
 from rayscale.providers.kuberay import CONFLICT_RETRIES, KubeRayProvider, set_workers
 from rayscale.state import StateDir
 
@@ -420,3 +421,50 @@ def test_a_resize_racing_another_writer_keeps_both_writes_emulated_kube():
         set_workers(api, "ml", "rs", 3)
     with pytest.raises(UserError, match="RayCluster gone no longer exists"):
         set_workers(api, "ml", "gone", 1)
+
+
+@needs_image
+def test_kind_down_keeps_the_results_on_this_machine_emulated_kube(tmp_path, emulate, capfd):
+    """`kind delete cluster` removes the node container and the volumes in it. A kind
+    cluster that `up` creates has its local-path volumes (the results claim's) mounted from
+    a folder on this machine, so `down` keeps them there, and says so. kind is a stand-in
+    (tests/fake_kind.py); the emulator's node mounts what the config `up` wrote names."""
+    fake = tmp_path / "kind"
+    emu = emulate(kind_config=fake / "config.yaml", docker=procs.tool("docker"))
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "helm").write_text("#!/bin/sh\n[ \"$3\" = list ] && echo '[]'\nexit 0\n")
+    (bin_ / "docker").write_text(
+        '#!/bin/sh\ncase "$1" in info) echo \'{"MemTotal": 68719476736, "NCPU": 16}\';;'
+        f" images) echo {IMAGE};; esac\n"
+    )
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    volumes = tmp_path / "cwd" / "results" / "kind-rayscale"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FAKE_KIND_DIR", str(fake))
+        mp.setenv("RAYSCALE_KIND", str(ROOT / "tests" / "fake_kind.py"))
+        mp.setenv("RAYSCALE_HELM", str(bin_ / "helm"))
+        mp.setenv("RAYSCALE_DOCKER", str(bin_ / "docker"))
+        (tmp_path / "cwd").mkdir()
+        mp.chdir(tmp_path / "cwd")
+        k = KindProvider(
+            StateDir(tmp_path / "state"), api=emu.api, context=CONTEXT, namespace="ml",
+            image=IMAGE,
+        )  # fmt: skip
+        k.up(1, timeout=240)
+        rec = k._record()
+        assert rec["created_kind"] and rec["volumes_dir"] == str(volumes)
+        # The claim's folder, where the pods write, is the machine's folder under kind's
+        # local-path directory, named as local-path names it.
+        claim = Path(emu.claims[("ml", "rayscale-results")]["status"]["path"])
+        assert claim.parent == volumes and claim.name.endswith("_ml_rayscale-results")
+        (claim / "rs-run").mkdir()
+        (claim / "rs-run" / "rayscale-result.json").write_text("{}")
+        k.down()
+    assert (fake / "deleted").exists(), "down deleted the kind cluster it created"
+    emu.delete_node()  # what that delete does to the node's own filesystem
+    assert (claim / "rs-run" / "rayscale-result.json").read_text() == "{}"
+    err = capfd.readouterr().err
+    assert f"results kept on this machine in {volumes}" in err
+    assert "PersistentVolumeClaim" not in err, "the claim went with the kind cluster"

@@ -1,6 +1,8 @@
 """The kind provider: a Kubernetes cluster in Docker on this machine, then KubeRay on it.
 
-up = create the kind cluster if it is missing (k8s/kind-config.yaml); unless the KubeRay
+up = create the kind cluster if it is missing (k8s/kind-config.yaml, plus its volumes
+mounted from results/kind-<name> on this machine, so that the results outlive `kind delete
+cluster`); unless the KubeRay
 operator 1.7.0 is deployed there already, pull its Helm chart once, apply the CRDs it
 holds server-side and install the operator from it (k8s/operator-values.yaml); build the
 kit's image if Docker lacks it and `kind load` it, then hand over to the
@@ -51,6 +53,8 @@ def missing_tools() -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class KindOptions(KubeRayOptions):
     kind_cluster: str | None = None  # not a flag: the kind cluster's name (default rayscale)
+    # not a flag: where a kind cluster `up` creates keeps its volumes on this machine
+    volumes_dir: str | None = None
 
     def __post_init__(self) -> None:
         # The CLI passes None for what was not given; kind's defaults follow its cluster name.
@@ -58,11 +62,14 @@ class KindOptions(KubeRayOptions):
         object.__setattr__(self, "kind_cluster", kind)
         object.__setattr__(self, "context", self.context or f"kind-{kind}")
         object.__setattr__(self, "namespace", self.namespace or "default")
+        volumes = self.volumes_dir or Path.cwd() / "results" / f"kind-{kind}"
+        object.__setattr__(self, "volumes_dir", str(Path(volumes).resolve()))
 
 
 class KindRecord(KubeRayRecord, total=False):
     kind_cluster: str
     created_kind: bool  # this `up` created the kind cluster: `down` deletes it too
+    volumes_dir: str  # where that cluster's volumes are on this machine
 
 
 class KindProvider(KubeRayProvider):
@@ -113,9 +120,15 @@ class KindProvider(KubeRayProvider):
     # ---- the commands up runs, in order (read by tests and by scripts/e2e-kind.sh) ------
 
     def commands(
-        self, create: bool, build: bool, operator: str | None = None, chart_dir: str = "chart"
+        self,
+        create: bool,
+        build: bool,
+        operator: str | None = None,
+        chart_dir: str = "chart",
+        config: str | None = None,
     ) -> list[list[str]]:
-        """operator: the kuberay-operator chart version deployed there (None: none is)."""
+        """operator: the kuberay-operator chart version deployed there (None: none is);
+        config: the kind config to create the cluster with (default k8s/kind-config.yaml)."""
         kind, kubectl, helm = (
             tool("kind") or "kind",
             tool("kubectl") or "kubectl",
@@ -131,7 +144,7 @@ class KindProvider(KubeRayProvider):
                     "--name",
                     self.kind_cluster,
                     "--config",
-                    str(ROOT / "k8s" / "kind-config.yaml"),
+                    config or str(ROOT / "k8s" / "kind-config.yaml"),
                     "--wait",
                     "120s",
                 ]
@@ -213,10 +226,11 @@ class KindProvider(KubeRayProvider):
             [tool("docker"), "images", "-q", self.image], capture_output=True, text=True, timeout=60
         ).stdout.strip()
         log = self.state.path / "logs" / "kind-up.log"
+        config = self.write_config() if create else None
         try:
             operator = None if create else self.operator_version()
             with tempfile.TemporaryDirectory(prefix="rayscale-chart-") as chart_dir:
-                for argv in self.commands(create, build, operator, chart_dir):
+                for argv in self.commands(create, build, operator, chart_dir, config):
                     procs.run_logged(argv, log, timeout=900)
             self._load_image(log)
             rec: KindRecord = {**super()._plan(workers)}
@@ -225,7 +239,37 @@ class KindProvider(KubeRayProvider):
                 self._delete_kind(self.kind_cluster, log)
             raise
         rec.update(kind_cluster=self.kind_cluster, created_kind=create)
+        if create:
+            rec["volumes_dir"] = self.options.volumes_dir
         return rec
+
+    def write_config(self) -> str:
+        """The kind config of a cluster this `up` creates: the repo's, with the node's
+        local-path volumes (the results claim's among them) in a folder on this machine."""
+        import yaml
+
+        volumes = Path(self.options.volumes_dir)
+        try:
+            volumes.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(
+                f"cannot create {volumes} for the kind cluster's volumes: {e.strerror}",
+                "run from a folder you can write",
+            ) from None
+        path = self.state.path / "kind-config.yaml"
+        self.state.path.mkdir(parents=True, exist_ok=True)
+        doc = manifests.kind_config(self.kind_cluster, str(volumes))
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return str(path)
+
+    def kept_results(self, rec: KindRecord) -> str | None:
+        if not rec.get("created_kind"):
+            return super().kept_results(rec)  # the kind cluster stays, and its claim
+        claim = f"{rec.get('namespace')}_{rec.get('results_claim')}"
+        return (
+            f"results kept on this machine in {rec.get('volumes_dir')} (the folder ending "
+            f"_{claim}); the kind cluster is deleted"
+        )
 
     def _delete_kind(self, name: str, log: Path) -> None:
         procs.run_logged(

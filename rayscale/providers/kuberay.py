@@ -552,19 +552,21 @@ class KubeRayProvider(ForwardedProvider):
     def down(self) -> None:
         rec = self.state.read()
         super().down()
-        if (
-            rec
-            and rec.get("provider") == self.name
-            and rec.get("results_claim")
-            and rec.get("owned")
-        ):
-            from rayscale import report
+        if rec and rec.get("provider") == self.name and rec.get("owned"):
+            note = self.kept_results(rec)
+            if note:
+                from rayscale import report
 
-            report.say(
-                f"results kept in PersistentVolumeClaim {rec['results_claim']} "
-                f"(kubectl -n {rec['namespace']} delete pvc {rec['results_claim']} frees it)",
-                err=True,
-            )
+                report.say(note, err=True)
+
+    def kept_results(self, rec: KubeRayRecord) -> str | None:
+        """Where the results are once the cluster is down: its claim stays."""
+        if not rec.get("results_claim"):
+            return None
+        return (
+            f"results kept in PersistentVolumeClaim {rec['results_claim']} "
+            f"(kubectl -n {rec['namespace']} delete pvc {rec['results_claim']} frees it)"
+        )
 
     def is_running(self) -> bool:
         rec = self.state.read()
