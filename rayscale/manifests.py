@@ -366,8 +366,8 @@ def kind_config(name: str = "rayscale", volumes_dir: str | None = None) -> dict[
     }
 
 
-# Values for the kuberay-operator chart. Its CRDs are installed server-side before it (they
-# are too large for client-side apply) and the chart runs with --skip-crds.
+# Values for the kuberay-operator chart. `rayscale cluster up --provider kind` applies the
+# chart's own CRDs server-side first (Helm never upgrades crds/) and installs it --skip-crds.
 OPERATOR_VALUES = {
     "image": {"pullPolicy": "IfNotPresent"},
     "resources": _resources("100m", "512Mi"),

@@ -428,6 +428,10 @@ class KubeEmulator:
         self.calls: list[tuple] = []
         self.lock = threading.RLock()
         self.version = 0  # the API server's resourceVersion counter
+        self.kubelet_backoff_s = 2.0  # between a kubelet's tries at a container it cannot make
+        self.slow_pulls: dict[str, float] = {}  # image -> seconds its registry times out first
+        self.pull_started: dict[tuple[str, str], float] = {}
+        self.events: list[dict] = []  # what the operator records on a RayCluster
         self.writes_after_read: list = []  # another writer's patches, each after the next get
         self.threads: list[threading.Thread] = []
         self.schemas = {
@@ -680,11 +684,46 @@ class KubeEmulator:
         self.objects.pop((ns, name), None)
         self.secrets.pop((ns, name), None)
 
-    def _delete_pod(self, pod: Pod) -> None:
+    def replace_ended(self, pods: list[Pod], info: dict[str, dict]) -> None:
+        """KubeRay's shouldDeletePod: a pod whose Ray container ended cannot restart under
+        restartPolicy Never, so the operator deletes it, with an event on the RayCluster,
+        and makes a new one in the next reconcile."""
+        with self.lock:
+            for pod in pods:
+                self._replace_if_ended(pod, info)
+
+    def _replace_if_ended(self, pod: Pod, info: dict[str, dict]) -> None:
+        ray_name = pod.manifest["spec"]["containers"][0]["name"]
+        d = info.get(pod.containers.get(ray_name, ""))
+        if pod.deleting or d is None or d["State"]["Running"]:
+            return
+        if (pod.ns, pod.cluster) not in self.objects:
+            return
+        code = d["State"]["ExitCode"]
+        phase = "Succeeded" if code == 0 else "Failed"
+        kind = "Head" if pod.node_type == "head" else "Worker"
+        self.events.append(
+            {
+                "namespace": pod.ns,
+                "involvedObject.kind": "RayCluster",
+                "involvedObject.name": pod.cluster,
+                "type": "Normal",
+                "reason": f"Deleted{kind}Pod",
+                "message": f"Deleted {kind.lower()} Pod {pod.ns}/{pod.name}; Pod status: {phase}; "
+                f"Pod restart policy: Never; Ray container terminated status: "
+                f"&ContainerStateTerminated{{ExitCode:{code},Reason:"
+                f"{'Completed' if code == 0 else 'Error'}}}",
+            }
+        )
+        # The pod lingers while its other containers (the autoscaler) take SIGTERM.
+        self._delete_pod(pod, linger_s=2.0)
+
+    def _delete_pod(self, pod: Pod, linger_s: float = 0.0) -> None:
         pod.deleting = True
         grace = pod.manifest["spec"].get("terminationGracePeriodSeconds", 30)
 
         def stop():
+            time.sleep(linger_s)
             with self.lock:
                 names = list(pod.containers.values())
             if names:
@@ -748,32 +787,72 @@ class KubeEmulator:
             if pod.deleting:
                 return
             pod.init[c["name"]] = {"state": "running"}
-            args = self._run_args(pod, c, volumes, f"init-{c['name']}")
+            args = self._retried(pod, lambda c=c: self._run_args(pod, c, volumes, f"init-{c['name']}"),
+                                 lambda c=c: pod.init.__setitem__(c["name"], {"state": "waiting"}))  # fmt: skip
             if args is None:
-                pod.init[c["name"]] = {"state": "waiting"}
                 return
+            pod.init[c["name"]] = {"state": "running"}
             rc = self._docker(*args, check=False, timeout=3600).returncode
             self._docker("rm", "-f", pod.containers[c["name"]], check=False)
             pod.init[c["name"]] = {"state": "terminated", "code": rc}
             if rc != 0:
                 return
         ray = spec["containers"][0]  # the autoscaler sidecar needs an API server: not started
-        args = self._run_args(pod, ray, volumes, "ray", detach=True)
+        args = self._retried(pod, lambda: self._run_args(pod, ray, volumes, "ray", detach=True))
         if args is None or pod.deleting:
             return
         self._docker(*args)
         pod.started_at = time.monotonic()
 
+    def _retried(self, pod: Pod, attempt, waiting=None):
+        """The kubelet's retries: a container that cannot be created yet (its image not
+        pulled, a Secret not there yet) is tried again after a back-off (10 s doubling to
+        5 min on a kubelet; `kubelet_backoff_s` here) until it can be or the pod goes."""
+        while not pod.deleting:
+            args = attempt()
+            if args is not None:
+                pod.waiting = None
+                return args
+            if waiting:
+                waiting()
+            if pod.waiting and pod.waiting[0] == "ErrImagePull":
+                time.sleep(1.0)  # the failed pull's words, then the back-off's
+                image = pod.waiting[2] if len(pod.waiting) > 2 else ""
+                pod.waiting = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+            time.sleep(self.kubelet_backoff_s)
+        return None
+
     def _image_ok(self, pod: Pod, c: dict) -> bool:
-        if self._docker("image", "inspect", c["image"], check=False).returncode == 0:
+        image = c["image"]
+        here = self._docker("image", "inspect", image, check=False).returncode == 0
+        slow = self.slow_pulls.get(image)
+        if here and not slow:
             return True
-        if c.get("imagePullPolicy") == "Never":
+        if c.get("imagePullPolicy") == "Never" and not here:
             pod.waiting = (
                 "ErrImageNeverPull",
-                f'Container image "{c["image"]}" is not present with pull policy of Never',
+                f'Container image "{image}" is not present with pull policy of Never',
             )
-        else:  # no registry answers here: what the kubelet reports after its first pull fails
-            pod.waiting = ("ImagePullBackOff", f'Back-off pulling image "{c["image"]}"')
+            return False
+        ref = image if "/" in image else f"docker.io/library/{image}"
+        if here:  # a registry that times out a while, then serves the image
+            started = self.pull_started.setdefault((pod.ns, pod.name), time.monotonic())
+            if time.monotonic() - started >= slow:
+                return True
+            cause = (
+                "failed to copy: httpReadSeeker: failed open: dial tcp 104.16.0.1:443: i/o timeout"
+            )
+        else:  # no registry has it: containerd's words for docker.io
+            cause = (
+                f'failed to resolve reference "{ref}": pull access denied, repository does not '
+                "exist or may require authorization: server message: insufficient_scope: "
+                "authorization failed"
+            )
+        pod.waiting = (
+            "ErrImagePull",
+            f'rpc error: code = Unknown desc = failed to pull and unpack image "{ref}": {cause}',
+            image,
+        )
         return False
 
     def _env(self, pod: Pod, c: dict) -> list[str] | None:
@@ -1334,7 +1413,45 @@ class _Core:
                 and all(p.manifest["metadata"]["labels"].get(k) == v for k, v in want.items())
             ]
         info = self.k._inspect([n for p in pods for n in p.containers.values()])
+        self.k.replace_ended(pods, info)
         return client.V1PodList(items=[self.k.pod_model(p, info) for p in pods])
+
+    def read_namespaced_pod_log(self, name, namespace, container=None, tail_lines=None):
+        self._ns(namespace)
+        with self.k.lock:
+            pod = self.k.pods.get((namespace, name))
+            docker_name = pod and pod.containers.get(
+                container or pod.manifest["spec"]["containers"][0]["name"]
+            )
+        if not docker_name:
+            raise api_error(404, "Not Found", f'pods "{name}" not found')
+        args = ["logs", *(["--tail", str(tail_lines)] if tail_lines else []), docker_name]
+        p = self.k._docker(*args, check=False)
+        if p.returncode != 0:
+            raise api_error(404, "Not Found", f'pods "{name}" not found')
+        return p.stdout + p.stderr
+
+    def list_namespaced_event(self, namespace, field_selector=""):
+        self._ns(namespace)
+        want = dict(kv.split("=", 1) for kv in field_selector.split(",") if kv)
+        with self.k.lock:
+            found = [
+                e for e in self.k.events
+                if e["namespace"] == namespace
+                and all(e.get(k) == v for k, v in want.items())
+            ]  # fmt: skip
+        return client.CoreV1EventList(
+            items=[
+                client.CoreV1Event(
+                    metadata=client.V1ObjectMeta(name=f"{e['involvedObject.name']}.{i}", namespace=namespace),
+                    involved_object=client.V1ObjectReference(
+                        kind=e["involvedObject.kind"], name=e["involvedObject.name"], namespace=namespace
+                    ),
+                    reason=e["reason"], message=e["message"], type=e["type"],
+                )
+                for i, e in enumerate(found)
+            ]
+        )  # fmt: skip
 
     def read_namespaced_secret(self, name, namespace):
         self.k.calls.append(("read_secret", namespace, name))

@@ -251,11 +251,49 @@ def test_an_image_no_registry_serves_fails_fast_emulated_kube(tmp_path, emulate)
     p = provider(tmp_path, emu, name="rs-img", profile="kind", image="rayscale:never-built")
     t0 = time.monotonic()
     with pytest.raises(
-        UserError, match="head pod of rs-img cannot start: container ray-head: ImagePullBackOff"
+        UserError,
+        match="head pod of rs-img cannot start: container ray-head: ErrImagePull: .*pull access "
+        "denied, repository does not exist",
     ):
         p.up(1, timeout=300)
     assert time.monotonic() - t0 < 60, "named at once, not after the timeout"
     assert ("delete", "ml", "rs-img") in emu.calls and p.state.read() is None
+
+
+@needs_image
+def test_a_registry_that_times_out_a_while_is_waited_for_emulated_kube(tmp_path, emulate):
+    """A kubelet retries a pull that failed (a slow registry, a multi-GB image): `up` waits
+    through ErrImagePull / ImagePullBackOff that are not the registry's final word."""
+    emu = emulate()
+    emu.slow_pulls[IMAGE] = 8.0  # every pull times out for 8 s, then the image arrives
+    p = provider(tmp_path, emu, name="rs-slow", profile="kind", image=IMAGE)
+    p.up(1, timeout=240)
+    pods = emu.core.list_namespaced_pod("ml", "ray.io/cluster=rs-slow").items
+    assert all(x.status.phase == "Running" for x in pods) and len(pods) == 2
+    p.down()
+
+
+@needs_image
+def test_a_head_that_crashes_again_and_again_fails_fast_emulated_kube(tmp_path, emulate):
+    """KubeRay deletes a head whose Ray container exited and makes a new one (shouldDeletePod,
+    an event each time), so a head that cannot start is never seen Failed for long: `up`
+    counts the replaced heads and stops with the container's last lines. The image here
+    is a real one without Ray (the kit's base image): `ray: not found`."""
+    emu = emulate()
+    p = provider(tmp_path, emu, name="rs-crash", profile="kind", image="rayscale-base:bookworm")
+    t0 = time.monotonic()
+    with pytest.raises(UserError) as e:
+        p.up(1, timeout=300)
+    said = e.value.problem
+    assert said.startswith("the head pod of rs-crash cannot start: its Ray container exited 127")
+    assert "in 2 pods in a row" in said and "ray: not found" in said, said
+    assert time.monotonic() - t0 < 90, "named at once, not after the timeout"
+    deleted = [
+        ev for ev in emu.core.list_namespaced_event("ml", "involvedObject.name=rs-crash").items
+        if ev.reason == "DeletedHeadPod"
+    ]  # fmt: skip
+    assert len(deleted) >= 2 and "ExitCode:127" in deleted[0].message
+    assert ("delete", "ml", "rs-crash") in emu.calls and p.state.read() is None
 
 
 @needs_image

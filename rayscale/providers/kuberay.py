@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rayscale import extras, manifests, nodes, procs
@@ -34,12 +35,20 @@ from rayscale.providers.base import (
     ProcRecord,
     status_from_dashboard,
 )
+from rayscale.providers.pod_health import (
+    HEAD_DEATHS,
+    WORKER_DEATHS,
+    PodWatch,
+    pending_reason,
+    ready,
+    terminating,
+)
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 INSTALL_OPERATOR = (
-    "install the KubeRay operator 1.7.0: kubectl apply --server-side -k "
-    "'github.com/ray-project/kuberay/ray-operator/config/crd?ref=v1.7.0' && helm install "
-    "kuberay-operator kuberay/kuberay-operator --version 1.7.0 --skip-crds"
+    "install the KubeRay operator 1.7.0 (its chart installs the CRDs): helm repo add kuberay "
+    "https://ray-project.github.io/kuberay-helm/ && helm install kuberay-operator "
+    "kuberay/kuberay-operator --version 1.7.0"
 )
 
 
@@ -457,27 +466,49 @@ class KubeRayProvider(ForwardedProvider):
                     rec["results_claim"], rec["namespace"]
                 )
 
+    def _tail(self, rec: KubeRayRecord) -> Callable[[Any], str]:
+        """The last lines of a pod's Ray container, while the pod is there to ask."""
+        _, core = self._apis(rec)
+
+        def tail(pod) -> str:
+            try:
+                return core.read_namespaced_pod_log(
+                    pod.metadata.name,
+                    rec["namespace"],
+                    container=pod.spec.containers[0].name,
+                    tail_lines=20,
+                )
+            except Exception:
+                return ""  # gone already: the operator deleted it
+
+        return tail
+
     def _wait_head(self, rec: KubeRayRecord, deadline: float) -> None:
+        watch = PodWatch(self._tail(rec))
+        describe = f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}"
         while True:
             pods = self._pods(rec, "head")
-            if pods and _ready(pods[0]):
-                return
-            hopeless = _hopeless(pods[0]) if pods else None
-            if hopeless:
+            watch.look(pods)
+            loop = watch.crash_loop(HEAD_DEATHS)
+            if loop:
                 raise UserError(
-                    f"the head pod of {rec['name']} cannot start: {hopeless}",
-                    f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}",
+                    f"the head pod of {rec['name']} cannot start: {loop}",
+                    f"kubectl -n {rec['namespace']} get events --field-selector "
+                    f"involvedObject.name={rec['name']}; {describe}",
                 )
+            live = [p for p in pods if not terminating(p)]
+            if live and ready(live[0]):
+                return
+            hopeless = watch.verdict(live[0]) if live else None
+            if hopeless:
+                raise UserError(f"the head pod of {rec['name']} cannot start: {hopeless}", describe)
             if time.monotonic() > deadline:
                 why = (
-                    _pending_reason(pods[0])
-                    if pods
+                    pending_reason(live[0])
+                    if live
                     else "no head pod was created (is the operator running?)"
                 )
-                raise UserError(
-                    f"the head pod of {rec['name']} is not ready: {why}",
-                    f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}",
-                )
+                raise UserError(f"the head pod of {rec['name']} is not ready: {why}", describe)
             time.sleep(1.0)
 
     def _fetch_token(self, rec: KubeRayRecord, body: dict[str, Any]) -> None:
@@ -583,28 +614,35 @@ class KubeRayProvider(ForwardedProvider):
         rec = self._record()
         timeout = timeout or self.default_timeout
         deadline = time.monotonic() + timeout
+        watch = PodWatch(self._tail(rec))
         while True:
-            pods = [p for p in self._pods(rec, "worker") if not _terminating(p)]
-            ready = sum(1 for p in pods if _ready(p))
+            every = self._pods(rec, "worker")
+            watch.look(every)
+            loop = watch.crash_loop(WORKER_DEATHS)
+            if loop:
+                raise UserError(
+                    f"the worker pods of {rec['name']} cannot start: {loop}",
+                    f"kubectl -n {rec['namespace']} describe pod -l ray.io/cluster={rec['name']}",
+                )
+            pods = [p for p in every if not terminating(p)]
+            n_ready = sum(1 for p in pods if ready(p))
             for p in pods:
-                hopeless = _hopeless(p, head=False)
+                hopeless = watch.verdict(p)
                 if hopeless:
                     raise UserError(
                         f"worker pod {p.metadata.name} cannot start: {hopeless}",
                         f"kubectl -n {rec['namespace']} describe pod {p.metadata.name}",
                     )
             alive = None
-            if ready >= workers:
+            if n_ready >= workers:
                 self._ensure_forward(rec)
                 alive = nodes.alive_workers(rec["dashboard_url"], self.state.token())
-                if alive == workers and ready == workers:
+                if alive == workers and n_ready == workers:
                     return
             if time.monotonic() > deadline:
-                pending = [p for p in pods if not _ready(p)]
+                pending = [p for p in pods if not ready(p)]
                 why = (
-                    f"; {pending[0].metadata.name}: {_pending_reason(pending[0])}"
-                    if pending
-                    else ""
+                    f"; {pending[0].metadata.name}: {pending_reason(pending[0])}" if pending else ""
                 )
                 if len(pods) > workers:  # scale-down on KubeRay goes through the autoscaler
                     why += (
@@ -612,7 +650,7 @@ class KubeRayProvider(ForwardedProvider):
                         "removes (its log: kubectl logs -c autoscaler on the head pod)"
                     )
                 raise UserError(
-                    f"{workers} workers wanted: {ready} pods Ready, "
+                    f"{workers} workers wanted: {n_ready} pods Ready, "
                     f"{'?' if alive is None else alive} Ray workers alive after {timeout:.0f} s{why}",
                     f"kubectl -n {rec['namespace']} get pods -l ray.io/cluster={rec['name']}; or raise --timeout",
                 )
@@ -633,84 +671,3 @@ class KubeRayProvider(ForwardedProvider):
             f"read {self.state.path / 'logs' / 'forward.log'}",
             pod_of,
         )
-
-
-def _ready(pod) -> bool:
-    conds = (pod.status.conditions if pod.status else None) or []
-    return pod.status.phase == "Running" and any(
-        c.type == "Ready" and c.status == "True" for c in conds
-    )
-
-
-def _terminating(pod) -> bool:
-    return pod.metadata.deletion_timestamp is not None
-
-
-# Waiting reasons no amount of waiting fixes: the image or the pod's config is wrong.
-HOPELESS = {
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-}
-
-
-def _container_problem(pod) -> tuple[str, str] | None:
-    """(reason, words) for the first container (init containers first) not running well."""
-    st = pod.status
-    if st is None:
-        return None
-    for kind, statuses in (
-        ("init container", st.init_container_statuses),
-        ("container", st.container_statuses),
-    ):
-        for cs in statuses or []:
-            s = cs.state
-            if (
-                s
-                and s.waiting
-                and s.waiting.reason
-                and s.waiting.reason not in ("ContainerCreating", "PodInitializing")
-            ):
-                return (
-                    s.waiting.reason,
-                    f"{kind} {cs.name}: {s.waiting.reason}: {s.waiting.message or ''}".strip(": "),
-                )
-            if s and s.terminated and s.terminated.exit_code:
-                reason = s.terminated.reason or "Error"
-                return reason, f"{kind} {cs.name} exited {s.terminated.exit_code} ({reason})"
-            if kind == "init container" and s and s.running:
-                return "Initializing", (
-                    f"init container {cs.name} still running"
-                    + (
-                        " (the worker waits for the head's GCS)"
-                        if cs.name == "wait-gcs-ready"
-                        else ""
-                    )
-                )
-    return None
-
-
-def _hopeless(pod, head: bool = True) -> str | None:
-    """Words for a pod that will not start however long we wait; None while it may."""
-    problem = _container_problem(pod)
-    if problem and problem[0] in HOPELESS:
-        return problem[1]
-    # restartPolicy Never: a head whose container died stays dead (workers are replaced).
-    if head and problem and (pod.status.phase == "Failed" or problem[0] in ("OOMKilled", "Error")):
-        return problem[1]
-    return None
-
-
-def _pending_reason(pod) -> str:
-    """Why a pod is not running, in the scheduler's or kubelet's words."""
-    problem = _container_problem(pod)
-    if problem:
-        return problem[1]
-    st = pod.status
-    for c in (st.conditions or []) if st else []:
-        if c.status == "False" and c.message:
-            return f"{c.reason}: {c.message}"
-    return st.phase if st else "unknown"
