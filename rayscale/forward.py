@@ -1,12 +1,15 @@
 """A managed port-forward: keeps a tunnel command running, restarting it when it drops.
 
-`kubectl port-forward` exits when its pod restarts or a connection idles out, and an SSH
-tunnel (`ray dashboard`) dies with the network: a long job then loses its dashboard
-half-way, a common complaint. rayscale runs the tunnel under this small supervisor, which
-restarts it (with a short back-off) for as long as the cluster is recorded. The
+`kubectl port-forward` exits when a connection idles out, and an SSH tunnel (`ray
+dashboard`) dies with the network: a long job then loses its dashboard half-way, a common
+complaint. And `kubectl port-forward svc/...` attaches to one pod: when that pod is
+replaced it keeps running, listening, forwarding nowhere (kubernetes/kubernetes#67059).
+rayscale runs the tunnel under this small supervisor, which restarts it (with a short
+back-off) when it exits, and also when the endpoint behind it stops answering HTTP
+(`--port`), so that it attaches again to whatever the Service points at now. The
 supervisor is started as a session leader and stopped by its recorded PID, like a node.
 
-    python -m rayscale.forward -- kubectl port-forward svc/x 18265:8265
+    python -m rayscale.forward --port 18265 -- kubectl port-forward svc/x 18265:8265
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 from rayscale import procs
 
 BACKOFF_MAX = 5.0
+CHECK_S = 2.0  # how often the supervisor asks the forwarded endpoint for an HTTP answer
+DEAD_AFTER = 3  # checks in a row without one: the tunnel is restarted
 
 
 def start(
@@ -32,7 +37,9 @@ def start(
     Raises TimeoutError (with the log's last line) when it never answers.
     """
     rec = procs.spawn(
-        [sys.executable, "-m", "rayscale.forward", "--", *argv], dict(env or os.environ), log
+        [sys.executable, "-m", "rayscale.forward", "--port", str(port), "--", *argv],
+        dict(env or os.environ),
+        log,
     )
     rec["port"] = port
     if not wait(rec, timeout):
@@ -55,7 +62,48 @@ def wait(rec: dict, timeout: float) -> bool:
     ) and procs.alive(rec)
 
 
-def supervise(argv: list[str]) -> int:
+def answers_http(port: int, timeout: float = 3.0) -> bool:
+    """Whether something behind 127.0.0.1:port answers an HTTP request (any status: a 401
+    is an answer). A tunnel whose far end is gone accepts, then closes or stays silent."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET /api/version HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            return s.recv(5) == b"HTTP/"
+    except OSError:
+        return False
+
+
+def _watch(child: subprocess.Popen, port: int | None, stopping) -> str | None:
+    """Wait for the tunnel to exit; with a port, stop it (and say why) once its endpoint
+    has not answered for DEAD_AFTER checks in a row."""
+    if port is None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait()
+        return None
+    misses = 0
+    while child.poll() is None and not stopping():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=CHECK_S)
+        if child.poll() is not None or stopping():
+            break
+        if answers_http(port):
+            misses = 0
+        else:
+            misses += 1
+            if misses >= DEAD_AFTER:
+                child.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(timeout=5)
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+                return f"no HTTP answer through the tunnel for {misses} checks"
+    return None
+
+
+def supervise(argv: list[str], port: int | None = None) -> int:
     child: subprocess.Popen | None = None
     stopping = False
 
@@ -71,10 +119,14 @@ def supervise(argv: list[str]) -> int:
     while not stopping:
         started = time.monotonic()
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait()
+        why = _watch(child, port, lambda: stopping)
         if stopping:
             break
+        if why:  # its far end went away: attach again at once
+            print(f"rayscale.forward: {why}; restarting the tunnel", flush=True)
+            restarts += 1
+            backoff = 0.5
+            continue
         # A tunnel that ran a while before dropping is retried at once; one that fails
         # straight away backs off, so a dead cluster does not spin the CPU.
         backoff = 0.5 if time.monotonic() - started > 10 else min(BACKOFF_MAX, backoff * 2)
@@ -94,8 +146,11 @@ def supervise(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    port = None
+    if args[:1] == ["--port"] and len(args) > 1:
+        port, args = int(args[1]), args[2:]
     if args[:1] == ["--"]:
         args = args[1:]
     if not args:
-        sys.exit("usage: python -m rayscale.forward -- COMMAND...")
-    sys.exit(supervise(args))
+        sys.exit("usage: python -m rayscale.forward [--port N] -- COMMAND...")
+    sys.exit(supervise(args, port))

@@ -8,6 +8,7 @@ supervisor, the restart, and a job followed through the tunnel while it drops ar
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import RAYSCALE, ROOT, TINY, assert_all_gone
+from conftest import FAKE_KUBECTL, RAYSCALE, ROOT, TINY, assert_all_gone
 
 from rayscale import forward, procs
 
@@ -107,3 +108,61 @@ def test_a_tunnel_that_never_opens_is_reported(tmp_path):
             tmp_path / "fwd.log",
             timeout=3,
         )
+
+
+def _http_server(body: bytes):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def _get(url: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.read()
+    except OSError:
+        return None
+
+
+def test_a_tunnel_whose_pod_was_replaced_attaches_to_the_new_one(tmp_path):
+    """`kubectl port-forward svc/...` stays attached to the pod it started on and keeps
+    listening after that pod is gone (kubernetes/kubernetes#67059). Its stand-in
+    (tests/fake_kubectl.py) likewise resolves the Service once, at start. When the head
+    is replaced, the supervisor finds no HTTP answer behind the port and restarts the
+    tunnel, which then reaches the new head."""
+    old, new = _http_server(b"old head"), _http_server(b"new head")
+    targets = tmp_path / "targets.json"
+    targets.write_text(json.dumps({"rs-head-svc": f"127.0.0.1:{old.server_address[1]}"}))
+    port = procs.free_ports(1)[0]
+    url = f"http://127.0.0.1:{port}/api/version"
+    log = tmp_path / "fwd.log"
+    sup = forward.start(
+        [sys.executable, FAKE_KUBECTL, "port-forward", "svc/rs-head-svc", f"{port}:8265"],
+        port,
+        log,
+        env={**os.environ, "FAKE_KUBE_TARGETS": str(targets)},
+    )
+    try:
+        assert _get(url) == b"old head"
+        old.shutdown()
+        old.server_close()  # the old head pod is gone; the Service now points at the new one
+        targets.write_text(json.dumps({"rs-head-svc": f"127.0.0.1:{new.server_address[1]}"}))
+        assert procs.wait_for(lambda: _get(url) == b"new head", 40), log.read_text()
+        assert "no HTTP answer through the tunnel" in log.read_text()
+    finally:
+        kids = {c.pid for c in psutil.Process(sup["pid"]).children()} if procs.alive(sup) else set()
+        procs.stop(sup, grace=5)
+        new.shutdown()
+    assert_all_gone(kids | {sup["pid"]})
