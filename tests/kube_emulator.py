@@ -74,7 +74,14 @@ HEALTH_PATH, AGENT_PORT, METRICS_PORT = "/api/healthz", 52365, 8080
 # kind's default class, and what a cloud offers: block storage by default, a file class beside it.
 KIND_CLASSES = {"standard": ("rancher.io/local-path", True)}
 LOCAL_PATH_DIR = "/var/local-path-provisioner"  # kind's local-path-config nodePathMap
-CLOUD_CLASSES = {"gp3": ("ebs.csi.aws.com", True), "efs": ("efs.csi.aws.com", False)}
+CLOUD_CLASSES = {
+    "gp3": ("ebs.csi.aws.com", True),
+    "efs": ("efs.csi.aws.com", False),
+    "nfs-csi": ("nfs.csi.k8s.io", False),
+}
+# Provisioners whose new volume is the share's root as the server made it (root 0755), and
+# whose CSI driver skips fsGroup (csi-driver-nfs: fsGroupPolicy None by default).
+ROOT_OWNED = {"nfs.csi.k8s.io"}
 RWX_PROVISIONERS = {
     "efs.csi.aws.com",
     "nfs.csi.k8s.io",
@@ -965,7 +972,11 @@ class KubeEmulator:
                     f"{LOCAL_PATH_DIR}/pvc-{claim['metadata']['uid']}_{ns}_{claim_name}"
                 )
                 d.mkdir(parents=True, exist_ok=True)
-                os.chmod(d, 0o777)  # local-path's setup script: mkdir -m 0777
+                if provisioner in ROOT_OWNED:
+                    os.chown(d, 0, 0)
+                    os.chmod(d, 0o755)
+                else:
+                    os.chmod(d, 0o777)  # local-path's setup script: mkdir -m 0777
                 claim["status"] = {"phase": "Bound", "path": str(d)}
             return claim["status"]["path"]
 

@@ -198,7 +198,7 @@ def test_cloud_profile_needs_an_image_and_a_shared_claim_emulated_kube(tmp_path,
         provider(tmp_path, emu, name="rs-cloud", image=IMAGE).up(1, timeout=30)
     assert not emu.claims and not emu.objects
     with pytest.raises(
-        UserError, match=r"StorageClass 'nfs' does not exist \(the cluster has: gp3, efs\)"
+        UserError, match=r"StorageClass 'nfs' does not exist \(the cluster has: gp3, efs, nfs-csi\)"
     ):
         provider(tmp_path, emu, name="rs-cloud", image=IMAGE, storage_class="nfs").up(1, timeout=30)
 
@@ -506,3 +506,26 @@ def test_kind_down_keeps_the_results_on_this_machine_emulated_kube(tmp_path, emu
     err = capfd.readouterr().err
     assert f"results kept on this machine in {volumes}" in err
     assert "PersistentVolumeClaim" not in err, "the claim went with the kind cluster"
+
+
+@needs_image
+def test_results_on_a_share_uid_1000_cannot_write_are_refused_at_up_emulated_kube(
+    tmp_path, emulate
+):
+    """An NFS class (csi-driver-nfs: the share's root as the server made it, root 0755, and
+    fsGroup skipped) binds and mounts, and every checkpoint then fails with EACCES. `up`
+    asks the head whether the pods' user can write it, and refuses, naming the class and
+    the fix, with nothing left behind."""
+    emu = emulate(classes=CLOUD_CLASSES, default_class="gp3", node_cpus=16, node_memory="64Gi")
+    p = provider(tmp_path, emu, name="rs-nfs", image=IMAGE, storage_class="nfs-csi")
+    with pytest.raises(UserError) as e:
+        p.up(1, timeout=240)
+    said = e.value.problem
+    assert said.startswith(
+        "the results volume (claim rayscale-results, StorageClass nfs-csi) is not writable "
+        "by the pods' user: uid 1000"
+    ), said
+    assert "0 0" in said  # ls -ldn: owned by root
+    assert "anonuid=1000" in e.value.fix and "--results-claim" in e.value.fix
+    assert ("delete", "ml", "rs-nfs") in emu.calls and p.state.read() is None
+    assert procs.wait_for(lambda: not _containers(emu), 60), "pods left running"

@@ -466,6 +466,49 @@ class KubeRayProvider(ForwardedProvider):
                     rec["results_claim"], rec["namespace"]
                 )
 
+    def _on_up(self, rec: KubeRayRecord) -> None:
+        self._check_results_writable(rec)
+
+    def _check_results_writable(self, rec: KubeRayRecord) -> None:
+        """Whether the pods' user can write the results volume, asked on the head by a
+        one-line job: NFS shares start root-owned 0755 and NFS CSI drivers skip fsGroup,
+        so a claim can bind and mount and still refuse every checkpoint."""
+        from rayscale.jobs import Jobs
+
+        path = manifests.RESULTS
+        probe = (
+            f'if test -w {path}; then echo RAYSCALE_WRITABLE; else echo "uid $(id -u)"; '
+            f"ls -ldn {path}; fi"
+        )
+        j = Jobs(self.endpoint())
+        try:
+            job_id = j.submit_command([probe], metadata={"rayscale": "can the pods write results"})
+            status = j.wait(job_id, 120)
+            log = j.logs(job_id)
+        except Exception:
+            return  # the check cannot run here; the first job would say the same later
+        if status != "SUCCEEDED" or "RAYSCALE_WRITABLE" in log:
+            return
+        seen = " ".join(x.strip() for x in log.strip().splitlines()[-2:])
+        cls = self._claim_class(rec)
+        raise UserError(
+            f"the results volume (claim {rec['results_claim']}"
+            + (f", StorageClass {cls}" if cls else "")
+            + f") is not writable by the pods' user: {seen}",
+            "use a class whose volumes the pods' fsGroup can write, give the share to uid "
+            "1000 (NFS: chown 1000 the export, or export it with all_squash,anonuid=1000), "
+            "or pass --results-claim with a claim uid 1000 can write",
+        )
+
+    def _claim_class(self, rec: KubeRayRecord) -> str | None:
+        try:
+            claim = self._apis(rec)[1].read_namespaced_persistent_volume_claim(
+                rec["results_claim"], rec["namespace"]
+            )
+            return claim.spec.storage_class_name
+        except Exception:
+            return None
+
     def _tail(self, rec: KubeRayRecord) -> Callable[[Any], str]:
         """The last lines of a pod's Ray container, while the pod is there to ask."""
         _, core = self._apis(rec)
