@@ -53,6 +53,7 @@ import functools
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -74,6 +75,7 @@ HEALTH_PATH, AGENT_PORT, METRICS_PORT = "/api/healthz", 52365, 8080
 # kind's default class, and what a cloud offers: block storage by default, a file class beside it.
 KIND_CLASSES = {"standard": ("rancher.io/local-path", True)}
 LOCAL_PATH_DIR = "/var/local-path-provisioner"  # kind's local-path-config nodePathMap
+MAX_RAYCLUSTER_NAME = 53  # KubeRay's utils/constant.go: MaxRayClusterNameLength
 CLOUD_CLASSES = {
     "gp3": ("ebs.csi.aws.com", True),
     "efs": ("efs.csi.aws.com", False),
@@ -462,6 +464,30 @@ class KubeEmulator:
 
     # ---- the operator's reconcile loop (run on every API call, as a watch would) ------------
 
+    def _refused(self, ns: str, name: str) -> bool:
+        """KubeRay's ValidateRayClusterMetadata (validation.go): a RayCluster it refuses gets
+        a Warning event, once per look here, and no pods."""
+        problem = None
+        if len(name) > MAX_RAYCLUSTER_NAME:
+            problem = f"RayCluster name should be no more than {MAX_RAYCLUSTER_NAME} characters"
+        elif not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name):
+            problem = "RayCluster name should be a valid DNS1035 label"
+        if problem is None:
+            return False
+        said = f"The RayCluster metadata is invalid {ns}/{name}: {problem}"
+        if not any(e["message"] == said for e in self.events):
+            self.events.append(
+                {
+                    "namespace": ns,
+                    "involvedObject.kind": "RayCluster",
+                    "involvedObject.name": name,
+                    "type": "Warning",
+                    "reason": "InvalidRayClusterMetadata",
+                    "message": said,
+                }
+            )
+        return True
+
     def next_version(self) -> str:
         with self.lock:
             self.version += 1
@@ -472,6 +498,8 @@ class KubeEmulator:
             for key, job in list(self.rayjobs.items()):
                 self._reconcile_rayjob(key, job)
             for (ns, name), rc in list(self.objects.items()):
+                if self._refused(ns, name):
+                    continue
                 self.secrets.setdefault(
                     (ns, name),
                     {"auth_token": base64.b64encode(secrets.token_hex(32).encode()).decode()},
@@ -1286,14 +1314,28 @@ class _Custom:
     def _store(self, plural) -> dict:
         return self.k.objects if plural == "rayclusters" else self.k.rayjobs
 
-    def _check(self, group, version, namespace, plural):
+    def _check(self, group, version, namespace, plural, verb="get", name=""):
+        """What the API server checks before the object: the resource type, RBAC, and, for
+        a create only, the namespace (a read in a missing one is just not found)."""
         if (
             not self.k.crd_installed
             or (group, version) != ("ray.io", "v1")
             or plural not in self.k.schemas
         ):
             raise api_error(404, "Not Found", "the server could not find the requested resource")
-        if namespace not in self.k.namespaces:
+        if (verb, plural) in getattr(self.k, "forbidden", ()):
+            what = (
+                f'{plural}.{group} "{name}" is forbidden'
+                if name
+                else f"{plural}.{group} is forbidden"
+            )
+            raise api_error(
+                403,
+                "Forbidden",
+                f'{what}: User "system:serviceaccount:ml:rayscale" cannot {verb} resource '
+                f'"{plural}" in API group "{group}" in the namespace "{namespace}"',
+            )
+        if verb == "create" and namespace not in self.k.namespaces:
             raise api_error(
                 404,
                 "Not Found",
@@ -1320,7 +1362,7 @@ class _Custom:
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
         name = body["metadata"]["name"]
         self.k.calls.append(("create", namespace, name))
-        self._check(group, version, namespace, plural)
+        self._check(group, version, namespace, plural, "create", name)
         with self.k.lock:
             store = self._store(plural)
             if (namespace, name) in store:
@@ -1338,7 +1380,7 @@ class _Custom:
 
     def get_namespaced_custom_object(self, group, version, namespace, plural, name):
         self.k.calls.append(("get", namespace, name))
-        self._check(group, version, namespace, plural)
+        self._check(group, version, namespace, plural, "get", name)
         self.k.reconcile()
         store = self._store(plural)
         if (namespace, name) not in store:
@@ -1350,7 +1392,7 @@ class _Custom:
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
         self.k.calls.append(("patch", namespace, name, copy.deepcopy(body)))
-        self._check(group, version, namespace, plural)
+        self._check(group, version, namespace, plural, "patch", name)
         with self.k.lock:
             obj = self.k.objects.get((namespace, name))
             if obj is None:
@@ -1376,7 +1418,7 @@ class _Custom:
 
     def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
         self.k.calls.append(("delete", namespace, name))
-        self._check(group, version, namespace, plural)
+        self._check(group, version, namespace, plural, "delete", name)
         with self.k.lock:
             if (namespace, name) not in self._store(plural):
                 raise api_error(404, "Not Found", f'{plural}.ray.io "{name}" not found')
@@ -1405,6 +1447,8 @@ class _Core:
         self.k = k
 
     def _ns(self, namespace):
+        """A create in a namespace that does not exist (reads there find nothing, as on a
+        real API server)."""
         if namespace not in self.k.namespaces:
             raise api_error(
                 404,
@@ -1428,7 +1472,6 @@ class _Core:
         return client.V1PodList(items=[self.k.pod_model(p, info) for p in pods])
 
     def read_namespaced_pod_log(self, name, namespace, container=None, tail_lines=None):
-        self._ns(namespace)
         with self.k.lock:
             pod = self.k.pods.get((namespace, name))
             docker_name = pod and pod.containers.get(
@@ -1443,7 +1486,6 @@ class _Core:
         return p.stdout + p.stderr
 
     def list_namespaced_event(self, namespace, field_selector=""):
-        self._ns(namespace)
         want = dict(kv.split("=", 1) for kv in field_selector.split(",") if kv)
         with self.k.lock:
             found = [
@@ -1466,7 +1508,6 @@ class _Core:
 
     def read_namespaced_secret(self, name, namespace):
         self.k.calls.append(("read_secret", namespace, name))
-        self._ns(namespace)
         data = self.k.secrets.get((namespace, name))
         if data is None:
             raise api_error(404, "Not Found", f'secrets "{name}" not found')
@@ -1476,7 +1517,6 @@ class _Core:
 
     def read_namespaced_persistent_volume_claim(self, name, namespace):
         self.k.calls.append(("read_pvc", namespace, name))
-        self._ns(namespace)
         c = self.k.claims.get((namespace, name))
         if c is None:
             raise api_error(404, "Not Found", f'persistentvolumeclaims "{name}" not found')
@@ -1491,7 +1531,6 @@ class _Core:
 
     def delete_namespaced_persistent_volume_claim(self, name, namespace):
         self.k.calls.append(("delete_pvc", namespace, name))
-        self._ns(namespace)
         with self.k.lock:
             if self.k.claims.pop((namespace, name), None) is None:
                 raise api_error(404, "Not Found", f'persistentvolumeclaims "{name}" not found')

@@ -529,3 +529,45 @@ def test_results_on_a_share_uid_1000_cannot_write_are_refused_at_up_emulated_kub
     assert "anonuid=1000" in e.value.fix and "--results-claim" in e.value.fix
     assert ("delete", "ml", "rs-nfs") in emu.calls and p.state.read() is None
     assert procs.wait_for(lambda: not _containers(emu), 60), "pods left running"
+
+
+def test_rbac_and_missing_namespaces_answer_as_the_api_server_does_emulated_kube():
+    """A 403 is one line in the API server's own words; a read in a namespace that does not
+    exist finds nothing (the object is not found), only a create names the namespace."""
+    api = _api_server_only()
+    doc = manifests.raycluster("rs", 1, manifests.PROFILES["kind"], namespace="ml")
+    api.create_namespaced_custom_object("ray.io", "v1", "ml", "rayclusters", doc)
+    api.k.forbidden = {("patch", "rayclusters")}
+    with pytest.raises(UserError) as e:
+        set_workers(api, "ml", "rs", 2)
+    assert e.value.problem == (
+        'cannot resize RayCluster rs: rayclusters.ray.io "rs" is forbidden: User '
+        '"system:serviceaccount:ml:rayscale" cannot patch resource "rayclusters" in API group '
+        '"ray.io" in the namespace "ml"'
+    )
+    assert "kubectl auth can-i --list" in e.value.fix
+    with pytest.raises(ApiException) as e:
+        api.get_namespaced_custom_object("ray.io", "v1", "nowhere", "rayclusters", "rs")
+    assert e.value.status == 404 and 'rayclusters.ray.io \\"rs\\" not found' in e.value.body
+    with pytest.raises(ApiException) as e:
+        api.create_namespaced_custom_object("ray.io", "v1", "nowhere", "rayclusters", doc)
+    assert e.value.status == 404 and 'namespaces \\"nowhere\\" not found' in e.value.body
+
+
+@needs_image  # the emulator's cluster network is a Docker network
+def test_a_raycluster_the_operator_refuses_is_named_at_once_emulated_kube(tmp_path, emulate):
+    """The API server takes a RayCluster named with 54 characters; KubeRay's validation
+    refuses it (at most 53), makes no pods and says so in a Warning event. `up` reads the
+    operator's events and stops at once with its words, not "no head pod" after 600 s."""
+    emu = emulate()
+    name = "rs-" + "x" * 51
+    p = provider(tmp_path, emu, name=name, profile="kind", image=IMAGE)
+    t0 = time.monotonic()
+    with pytest.raises(UserError) as e:
+        p.up(1, timeout=600)
+    assert e.value.problem == (
+        f"the operator refused RayCluster {name}: InvalidRayClusterMetadata: The RayCluster "
+        f"metadata is invalid ml/{name}: RayCluster name should be no more than 53 characters"
+    )
+    assert time.monotonic() - t0 < 30
+    assert ("delete", "ml", name) in emu.calls and p.state.read() is None and not emu.pods

@@ -127,6 +127,12 @@ def _api_error(e: Exception, what: str, fix: str) -> UserError:
             f"{what}: the API server does not answer ({type(e).__name__})",
             "is the cluster up? (kind: `kind get clusters`; check `kubectl cluster-info`)",
         )
+    if status == 403:  # RBAC: the API server's own words name the verb and the resource
+        said = _status_body(e).get("message") or "403 Forbidden"
+        return UserError(
+            f"{what}: {said}",
+            "ask for that right in this namespace (see yours: kubectl auth can-i --list -n NS)",
+        )
     reason = getattr(e, "reason", "") or type(e).__name__
     return UserError(f"{what}: {status} {reason}".strip(), fix)
 
@@ -509,6 +515,26 @@ class KubeRayProvider(ForwardedProvider):
         except Exception:
             return None
 
+    def _operator_refusal(self, rec: KubeRayRecord) -> str | None:
+        """What the operator said when it will make no pods for the RayCluster: a Warning
+        event of its validation (InvalidRayClusterSpec / Metadata), or a
+        RayClusterReplicaFailure condition; None where it said nothing, or may not be asked."""
+        _, core = self._apis(rec)
+        try:
+            events = core.list_namespaced_event(
+                rec["namespace"], field_selector=f"involvedObject.name={rec['name']}"
+            ).items
+        except Exception:
+            events = []
+        for ev in events:
+            if ev.type == "Warning" and (ev.reason or "").startswith("InvalidRayCluster"):
+                return f"{ev.reason}: {ev.message}"
+        obj = self._get(rec) or {}
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "RayClusterReplicaFailure" and c.get("status") == "True":
+                return f"{c.get('reason')}: {c.get('message')}"
+        return None
+
     def _tail(self, rec: KubeRayRecord) -> Callable[[Any], str]:
         """The last lines of a pod's Ray container, while the pod is there to ask."""
         _, core = self._apis(rec)
@@ -542,6 +568,14 @@ class KubeRayProvider(ForwardedProvider):
             live = [p for p in pods if not terminating(p)]
             if live and ready(live[0]):
                 return
+            if not live:
+                refused = self._operator_refusal(rec)
+                if refused:
+                    raise UserError(
+                        f"the operator refused RayCluster {rec['name']}: {refused}",
+                        "fix what it names; its events: kubectl -n "
+                        f"{rec['namespace']} describe raycluster {rec['name']}",
+                    )
             hopeless = watch.verdict(live[0]) if live else None
             if hopeless:
                 raise UserError(f"the head pod of {rec['name']} cannot start: {hopeless}", describe)
