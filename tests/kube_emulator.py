@@ -401,7 +401,7 @@ class KubeEmulator:
         classes=None,
         default_class="standard",
         crd_installed: bool = True,
-        autoscaler_delay_s: float = 2.0,
+        random_pod_delete: bool = False,
         docker: str | None = None,
         node_cpus: float = 8,
         node_memory: str = "32Gi",
@@ -425,14 +425,14 @@ class KubeEmulator:
         self.classes = dict(KIND_CLASSES if classes is None else classes)
         self.default_class = default_class
         self.crd_installed = crd_installed
-        self.autoscaler_delay_s = autoscaler_delay_s
+        # The operator's ENABLE_RANDOM_POD_DELETE: extra pods deleted even with autoscaling.
+        self.random_pod_delete = random_pod_delete
         self.allocatable = (float(node_cpus), quantity(node_memory))
         self.objects: dict[tuple[str, str], dict] = {}
         self.rayjobs: dict[tuple[str, str], dict] = {}
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.claims: dict[tuple[str, str], dict] = {}
         self.pods: dict[tuple[str, str], Pod] = {}
-        self.excess_since: dict[tuple[str, str], float] = {}
         self.warnings: list[str] = []
         self.calls: list[tuple] = []
         self.lock = threading.RLock()
@@ -463,6 +463,35 @@ class KubeEmulator:
         return p
 
     # ---- the operator's reconcile loop (run on every API call, as a watch would) ------------
+
+    def _reconcile_workers(self, rc: dict, g: dict, members: list[Pod]) -> None:
+        """KubeRay 1.7's reconcilePods for one worker group: the pods named in
+        scaleStrategy.workersToDelete go whatever `replicas` says; then pods are made up to
+        GetWorkerGroupDesiredReplicas; extra pods are deleted only with autoscaling off
+        (or ENABLE_RANDOM_POD_DELETE), else left to the autoscaler."""
+        ns, name = rc["metadata"]["namespace"], rc["metadata"]["name"]
+        mine = [p for p in members if p.node_type == "worker" and p.group == g["groupName"]]
+        doomed = set((g.get("scaleStrategy") or {}).get("workersToDelete") or [])
+        for p in mine:
+            if p.name in doomed:
+                self._delete_pod(p)
+                self.events.append(
+                    {
+                        "namespace": ns,
+                        "involvedObject.kind": "RayCluster",
+                        "involvedObject.name": name,
+                        "type": "Normal",
+                        "reason": "DeletedWorkerPod",
+                        "message": f"Deleted pod {ns}/{p.name}",
+                    }
+                )
+        running = [p for p in mine if p.name not in doomed]
+        diff = desired_replicas(g) - len(running)
+        for _ in range(diff):
+            self._create_pod(rc, "worker", g, f"{name}-{g['groupName']}-worker-{_suffix()}")
+        if diff < 0 and (not rc["spec"].get("enableInTreeAutoscaling") or self.random_pod_delete):
+            for p in running[:-diff]:
+                self._delete_pod(p)
 
     def _refused(self, ns: str, name: str) -> bool:
         """KubeRay's ValidateRayClusterMetadata (validation.go): a RayCluster it refuses gets
@@ -514,32 +543,7 @@ class KubeEmulator:
                         rc, "head", rc["spec"]["headGroupSpec"], f"{name}-head-{_suffix()}"
                     )
                 for g in rc["spec"].get("workerGroupSpecs", []):
-                    mine = sorted(
-                        (
-                            p
-                            for p in members
-                            if p.node_type == "worker" and p.group == g["groupName"]
-                        ),
-                        key=lambda p: p.created,
-                    )
-                    want = min(g.get("replicas", 0), g.get("maxReplicas", 2**31))
-                    key = (ns, f"{name}/{g['groupName']}")
-                    for _ in range(want - len(mine)):
-                        self._create_pod(
-                            rc, "worker", g, f"{name}-{g['groupName']}-worker-{_suffix()}"
-                        )
-                    if len(mine) > want and rc["spec"].get("enableInTreeAutoscaling"):
-                        # KubeRay leaves extra pods to the autoscaler, which removes them later.
-                        since = self.excess_since.setdefault(key, time.monotonic())
-                        if time.monotonic() - since >= self.autoscaler_delay_s:
-                            for p in mine[want:]:
-                                self._delete_pod(p)
-                            self.excess_since.pop(key, None)
-                    elif len(mine) > want:
-                        for p in mine[want:]:
-                            self._delete_pod(p)
-                    else:
-                        self.excess_since.pop(key, None)
+                    self._reconcile_workers(rc, g, members)
             for p in list(self.pods.values()):
                 if (p.ns, p.cluster) not in self.objects and not p.deleting:
                     self._delete_pod(p)  # owner references: the RayCluster is gone
@@ -1298,6 +1302,17 @@ class KubeEmulator:
 
 class _Pending(Exception):
     """The scheduler cannot place the pod (its message is the PodScheduled condition's)."""
+
+
+def desired_replicas(g: dict) -> int:
+    """KubeRay's GetWorkerGroupDesiredReplicas (utils/util.go): replicas held within
+    [minReplicas, maxReplicas], 0 when suspended, times numOfHosts."""
+    if g.get("suspend"):
+        return 0
+    lo, hi = g.get("minReplicas", 0), g.get("maxReplicas", 2**31 - 1)
+    r = g.get("replicas")
+    n = lo if r is None or r < lo else min(r, hi)
+    return n * max(1, g.get("numOfHosts", 1))
 
 
 def _suffix() -> str:

@@ -158,8 +158,12 @@ def _missing_namespace(e: Exception) -> bool:
 CONFLICT_RETRIES = 8
 
 
-def set_workers(custom, namespace: str, name: str, workers: int) -> int:
-    """Pin the first worker group at `workers`; returns the writes it took.
+def set_workers(
+    custom, namespace: str, name: str, workers: int, remove: list[str] | None = None
+) -> int:
+    """Pin the first worker group at `workers`, naming in scaleStrategy.workersToDelete the
+    pods to remove (KubeRay deletes those whatever `replicas` says, with autoscaling on or
+    off: raycluster_controller.go, reconcilePods); returns the writes it took.
 
     A merge patch replaces the whole workerGroupSpecs list, which the autoscaler writes too:
     the patch carries the resourceVersion it was made from, so the API server refuses it
@@ -178,6 +182,9 @@ def set_workers(custom, namespace: str, name: str, workers: int) -> int:
         # replicas for the operator, minReplicas / maxReplicas for the autoscaler: pinned
         # to N, so neither adds nor removes workers while the study measures N.
         groups[0].update(replicas=workers, minReplicas=workers, maxReplicas=workers)
+        if remove:  # beside any the autoscaler named: its write is not lost either
+            named = (groups[0].get("scaleStrategy") or {}).get("workersToDelete") or []
+            groups[0]["scaleStrategy"] = {"workersToDelete": list(dict.fromkeys(named + remove))}
         body = {
             "metadata": {"resourceVersion": obj["metadata"].get("resourceVersion")},
             "spec": {"workerGroupSpecs": groups},
@@ -619,8 +626,18 @@ class KubeRayProvider(ForwardedProvider):
     def scale(self, workers: int, timeout: float | None = None) -> None:
         rec = self._record()
         custom, _ = self._apis(rec)
-        set_workers(custom, rec["namespace"], rec["name"], workers)
+        set_workers(custom, rec["namespace"], rec["name"], workers, self._to_remove(rec, workers))
         self.wait_ready(workers, timeout)
+
+    def _to_remove(self, rec: KubeRayRecord, workers: int) -> list[str]:
+        """The worker pods a scale-down removes. The kit resizes between jobs (a study's
+        points), so every worker is idle then; of them, pods not Ready go first, then the
+        newest."""
+        pods = [p for p in self._pods(rec, "worker") if not terminating(p)]
+        if len(pods) <= workers:
+            return []
+        pods.sort(key=lambda p: (ready(p), -p.metadata.creation_timestamp.timestamp()))
+        return [p.metadata.name for p in pods[: len(pods) - workers]]
 
     def _teardown(self, rec: KubeRayRecord) -> None:
         self._stop_forward(rec)
@@ -721,10 +738,10 @@ class KubeRayProvider(ForwardedProvider):
                 why = (
                     f"; {pending[0].metadata.name}: {pending_reason(pending[0])}" if pending else ""
                 )
-                if len(pods) > workers:  # scale-down on KubeRay goes through the autoscaler
+                if len(pods) > workers:
                     why += (
-                        f"; {len(pods) - workers} pods over the target, which the autoscaler "
-                        "removes (its log: kubectl logs -c autoscaler on the head pod)"
+                        f"; {len(pods) - workers} pods over the target, not yet deleted by the "
+                        "operator (its log: kubectl logs deploy/kuberay-operator)"
                     )
                 raise UserError(
                     f"{workers} workers wanted: {n_ready} pods Ready, "
