@@ -31,7 +31,7 @@ from conftest import (
     needs_docker,
     run_cli,
 )
-from kube_emulator import CLOUD_CLASSES, _Custom, build_pod, crd_schema, prune
+from kube_emulator import CLOUD_CLASSES, _Custom, build_pod, crd_schema, desired_replicas, prune
 from kubernetes.client import ApiException
 
 from rayscale import jobs, lifecycle, manifests, procs, providers
@@ -571,3 +571,14 @@ def test_a_raycluster_the_operator_refuses_is_named_at_once_emulated_kube(tmp_pa
     )
     assert time.monotonic() - t0 < 30
     assert ("delete", "ml", name) in emu.calls and p.state.read() is None and not emu.pods
+
+
+def test_worker_replicas_are_held_as_kuberay_holds_them():
+    """GetWorkerGroupDesiredReplicas (utils/util.go): replicas raised to minReplicas, capped
+    at maxReplicas, 0 when suspended, times numOfHosts."""
+    assert desired_replicas({"replicas": 0, "minReplicas": 2, "maxReplicas": 4}) == 2
+    assert desired_replicas({"replicas": 9, "minReplicas": 2, "maxReplicas": 4}) == 4
+    assert desired_replicas({"replicas": 3, "minReplicas": 2, "maxReplicas": 4}) == 3
+    assert desired_replicas({"minReplicas": 1}) == 1  # no replicas: the minimum
+    assert desired_replicas({"replicas": 3, "suspend": True}) == 0
+    assert desired_replicas({"replicas": 2, "numOfHosts": 2}) == 4
