@@ -12,6 +12,7 @@ import click
 
 from rayscale import __version__, connect, jobs, lifecycle, plan, providers, report, scaling
 from rayscale.errors import UserError
+from rayscale.providers import rayjob as rayjobs
 from rayscale.state import StateDir
 
 
@@ -268,6 +269,12 @@ def job():
     help="the job folder shipped as working_dir [default: the kit's job/]",
 )
 @_working_dir_option
+@click.option(
+    "--rayjob",
+    is_flag=True,
+    help="kuberay / kind: submit as a RayJob on the running RayCluster (KubeRay's submitter "
+    "runs it in the cluster; no port-forward)",
+)
 @_env_option
 @_address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
@@ -278,6 +285,7 @@ def job_submit(
     timeout,
     job_dir,
     working_dir,
+    rayjob,
     env,
     address,
     token_file,
@@ -286,6 +294,16 @@ def job_submit(
 ):
     """Submit the bundled job with JOB_ARGS after --, e.g. -- --num-samples 8; or, with
     --working-dir DIR, any command after --, e.g. -- python my_tune.py."""
+    if rayjob:
+        if working_dir or job_dir or env or address or not wait:
+            raise UserError(
+                "--rayjob runs the image's bundled job on the recorded cluster",
+                "drop --working-dir, --job-dir, --env, --address and --no-wait with it",
+            )
+        provider = providers.recorded(StateDir(state_dir))
+        rec = rayjobs.submit_on(provider, list(job_args), timeout, report.job_line)
+        _show(rec, as_json, save)
+        return
     j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
     if working_dir:
         if job_dir or as_json or save:
@@ -311,7 +329,10 @@ def job_submit(
 def _follow(j: jobs.Jobs, job_id: str, as_json: bool, timeout, save=None) -> None:
     with report.trial_progress(job_id, enabled=not as_json) as on_progress:
         status = j.wait(job_id, timeout, on_progress)
-    rec = j.result(job_id, status)
+    _show(j.result(job_id, status), as_json, save)
+
+
+def _show(rec: dict, as_json: bool, save) -> None:
     if save:
         report.save_json(rec, save)
     if as_json:

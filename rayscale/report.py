@@ -23,6 +23,12 @@ def say(text: str, err: bool = False) -> None:
     print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 
+def job_line(line: str) -> None:
+    """A line of a job's log as it arrives, on stderr; the job's machine lines left out."""
+    if not line.startswith(("RAYSCALE_RESULT ", "RAYSCALE_PROGRESS ", "RAYSCALE_ERROR ")):
+        say(line, err=True)
+
+
 def error_line(text: str) -> None:
     print(f"rayscale: error: {' '.join(text.split())}", file=sys.stderr, flush=True)
 

@@ -734,6 +734,8 @@ class KubeEmulator:
     def _replace_if_ended(self, pod: Pod, info: dict[str, dict]) -> None:
         ray_name = pod.manifest["spec"]["containers"][0]["name"]
         d = info.get(pod.containers.get(ray_name, ""))
+        if pod.node_type not in ("head", "worker"):  # a RayJob's submitter is a Job's pod
+            return
         if pod.deleting or d is None or d["State"]["Running"]:
             return
         if (pod.ns, pod.cluster) not in self.objects:

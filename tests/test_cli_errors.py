@@ -27,6 +27,11 @@ from conftest import assert_one_line_error, run_cli
         (["job", "submit", "--address", "ftp://x", "--"], ["bad address"]),
         (["job", "status", "x", "--address", "http://127.0.0.1:9"], ["cannot reach"]),
         (["job", "submit", "--"], ["no cluster is recorded"]),
+        (["job", "submit", "--rayjob", "--"], ["no cluster is recorded"]),
+        (
+            ["job", "submit", "--rayjob", "--address", "http://127.0.0.1:9", "--"],
+            ["--rayjob runs the image's bundled job", "drop --working-dir"],
+        ),
         (["cluster", "frobnicate"], ["no such command"]),
         # An option the chosen provider would ignore is refused, naming the providers it is for.
         (

@@ -36,6 +36,7 @@ from kubernetes.client import ApiException
 
 from rayscale import jobs, lifecycle, manifests, procs, providers
 from rayscale.errors import UserError
+from rayscale.providers import rayjob as rayjobs
 from rayscale.providers.kind import KindProvider
 from rayscale.providers.kuberay import CONFLICT_RETRIES, KubeRayProvider, set_workers
 from rayscale.state import StateDir
@@ -582,3 +583,29 @@ def test_worker_replicas_are_held_as_kuberay_holds_them():
     assert desired_replicas({"minReplicas": 1}) == 1  # no replicas: the minimum
     assert desired_replicas({"replicas": 3, "suspend": True}) == 0
     assert desired_replicas({"replicas": 2, "numOfHosts": 2}) == 4
+
+
+@needs_image
+def test_job_submit_as_a_rayjob_on_the_running_cluster_emulated_kube(tmp_path, emulate):
+    """`job submit --rayjob`: a RayJob naming the running RayCluster (clusterSelector), its
+    retries the submitter's (KubeRay refuses backoffLimit with a clusterSelector); the
+    emulator's operator runs KubeRay's submitter command in the head's image, and the
+    record comes from the submitter's log, with no port-forward in the way."""
+    emu = emulate()
+    p = provider(tmp_path, emu, name="rs-rj", profile="kind", image=IMAGE)
+    lifecycle.up(p, 1, timeout=240)
+    lines: list[str] = []
+    try:
+        procs.stop(p._record()["forward"], grace=3)  # the forward is not used
+        rec = rayjobs.submit_on(
+            p, [*TINY, "--num-samples", "2", "--scheduler", "fifo"], 300, lines.append
+        )
+        assert rec["trials_completed"] == 2 and rec["rayjob"].startswith("rs-rj-job-")
+        spec = emu.rayjobs[("ml", rec["rayjob"])]["spec"]
+        assert spec["clusterSelector"] == {"ray.io/cluster": "rs-rj"}
+        assert spec["submitterConfig"] == {"backoffLimit": 2} and "backoffLimit" not in spec
+        assert manifests.rayjob_rules(emu.rayjobs[("ml", rec["rayjob"])]) == []
+        assert any(x.startswith("RAYSCALE_PROGRESS ") for x in lines), "followed as it ran"
+        assert ("ml", "rs-rj") in emu.objects, "the cluster stays: the RayJob only used it"
+    finally:
+        p.down()
