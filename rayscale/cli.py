@@ -171,6 +171,13 @@ _TIMEOUT_HELP = (
 
 @cluster.command("up")
 @_provider_options
+@click.option(
+    "--gcs-ft",
+    default=None,
+    metavar="redis://[:PASSWORD@]HOST:PORT",
+    help="kuberay, kind: keep the head's GCS in this Redis, so a replaced head takes the "
+    "cluster back and the workers stay [default: off]",
+)
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
 @_shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
@@ -183,6 +190,7 @@ def cluster_up(
     namespace,
     storage_class,
     results_claim,
+    gcs_ft,
     workers,
     cpus_per_worker,
     memory_per_worker,
@@ -202,6 +210,7 @@ def cluster_up(
         namespace=namespace,
         storage_class=storage_class,
         results_claim=results_claim,
+        gcs_ft=gcs_ft,
     )
     t0 = time.perf_counter()
     lifecycle.up(p, workers, timeout)

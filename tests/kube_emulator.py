@@ -231,6 +231,32 @@ def _add_empty_dir(pod_spec: dict, container: dict, name: str, path: str, medium
     container.setdefault("volumeMounts", []).append({"name": name, "mountPath": path})
 
 
+def _gcs_fault_tolerance(rc: dict, template: dict, ray: dict, params: dict, head: bool) -> None:
+    """pod.go configureGCSFaultTolerance / configureRedisFT, for gcsFaultToleranceOptions
+    with a Redis: the head stores the GCS there under the cluster's uid; workers wait up to
+    600 s for a GCS that comes back."""
+    ft = rc["spec"].get("gcsFaultToleranceOptions")
+    notes = template.setdefault("metadata", {}).setdefault("annotations", {})
+    if head:
+        notes["ray.io/ft-enabled"] = "true" if ft else "false"
+    if not ft:
+        return
+    if not head:
+        _add_env(ray, [{"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": "600"}])
+        return
+    storage_ns = (
+        ft.get("externalStorageNamespace")
+        or (rc["metadata"].get("annotations") or {}).get("ray.io/external-storage-namespace")
+        or rc["metadata"]["uid"]
+    )
+    notes["ray.io/external-storage-namespace"] = storage_ns
+    _add_env(ray, [{"name": "RAY_external_storage_namespace", "value": storage_ns}])
+    _add_env(ray, [{"name": "RAY_REDIS_ADDRESS", "value": ft["redisAddress"]}])
+    if ft.get("redisPassword"):
+        params["redis-password"] = "$REDIS_PASSWORD"
+        _add_env(ray, [{"name": "REDIS_PASSWORD", **ft["redisPassword"]}])
+
+
 def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
     """The Pod KubeRay 1.7 makes for one member of a RayCluster (head or a worker group)."""
     name, ns, spec = rc["metadata"]["name"], rc["metadata"]["namespace"], rc["spec"]
@@ -312,6 +338,7 @@ def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
     if head and autoscaling:
         _add_empty_dir(pod_spec, ray, "ray-logs", "/tmp/ray")
         _add_empty_dir(pod_spec, pod_spec["containers"][1], "ray-logs", "/tmp/ray")
+    _gcs_fault_tolerance(rc, template, ray, params, head)
     start = f"ray start --head {_flags(params)}" if head else f"ray start {_flags(params)}"
     cmd = " ".join(ray.get("command", []) + ray.get("args", []))
     if "ray start" not in cmd:
@@ -347,14 +374,17 @@ def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
         {"name": "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE", "value": "1"},
     ]
     _add_env(ray, env)
+    # utils/constant.go: the head's probe asks two endpoints, so it waits longer.
     probe = {
         "httpGet": {"path": HEALTH_PATH, "port": int(params["dashboard-agent-listen-port"])},
         "initialDelaySeconds": 10,
+        "timeoutSeconds": 5 if head else 2,
         "periodSeconds": 5,
+        "successThreshold": 1,
         "failureThreshold": 10,
     }
     ray.setdefault("readinessProbe", probe)
-    ray.setdefault("livenessProbe", {**probe, "initialDelaySeconds": 30})
+    ray.setdefault("livenessProbe", {**probe, "initialDelaySeconds": 30, "failureThreshold": 120})
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -389,6 +419,7 @@ class Pod:
         self.scheduled = False
         self.ready = False
         self.last_probe = 0.0
+        self.live_failures = 0
 
 
 class KubeEmulator:
@@ -1227,12 +1258,25 @@ class KubeEmulator:
         get = probe.get("httpGet") or {}
         try:
             with urllib.request.urlopen(
-                f"http://{ip}:{get.get('port')}{get.get('path')}", timeout=2
+                f"http://{ip}:{get.get('port')}{get.get('path')}",
+                timeout=probe.get("timeoutSeconds", 1),
             ) as r:
                 pod.ready = r.status == 200
         except OSError:
             pod.ready = False
+        self._liveness(pod, pod.ready, now)
         return pod.ready
+
+    def _liveness(self, pod: Pod, ok: bool, now: float) -> None:
+        """The kubelet's liveness probe (the same GET): after failureThreshold failures in a
+        row it kills the container, which under restartPolicy Never ends the pod."""
+        live = pod.manifest["spec"]["containers"][0].get("livenessProbe")
+        if not live or now - pod.started_at < live.get("initialDelaySeconds", 0):
+            return
+        pod.live_failures = 0 if ok else pod.live_failures + 1
+        if pod.live_failures >= live.get("failureThreshold", 3):
+            ray_name = pod.manifest["spec"]["containers"][0]["name"]
+            self._docker("kill", pod.containers.get(ray_name, ""), check=False)
 
     # ---- for tests ---------------------------------------------------------------------------
 
@@ -1531,6 +1575,23 @@ class _Core:
         return client.V1Secret(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace), data=dict(data)
         )
+
+    def create_namespaced_secret(self, namespace, body):
+        name = body["metadata"]["name"]
+        self.k.calls.append(("create_secret", namespace, name))
+        self._ns(namespace)
+        with self.k.lock:
+            if (namespace, name) in self.k.secrets:
+                raise api_error(409, "Conflict", f'secrets "{name}" already exists')
+            self.k.secrets[(namespace, name)] = dict(body.get("data") or {})
+        return body
+
+    def delete_namespaced_secret(self, name, namespace):
+        self.k.calls.append(("delete_secret", namespace, name))
+        with self.k.lock:
+            if self.k.secrets.pop((namespace, name), None) is None:
+                raise api_error(404, "Not Found", f'secrets "{name}" not found')
+        return {"kind": "Status", "status": "Success"}
 
     def read_namespaced_persistent_volume_claim(self, name, namespace):
         self.k.calls.append(("read_pvc", namespace, name))

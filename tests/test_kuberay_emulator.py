@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
+import secrets
 import threading
 import time
 import types
@@ -609,3 +611,79 @@ def test_job_submit_as_a_rayjob_on_the_running_cluster_emulated_kube(tmp_path, e
         assert ("ml", "rs-rj") in emu.objects, "the cluster stays: the RayJob only used it"
     finally:
         p.down()
+
+
+@needs_image
+def test_gcs_ft_head_killed_mid_search_workers_stay_and_resume_finishes_emulated_kube(
+    tmp_path, emulate
+):
+    """`--gcs-ft redis://...` with a real redis-server: the head's GCS lives in Redis
+    (KubeRay's configureRedisFT, as the emulator builds the pods). The head container is
+    killed mid-search; the operator makes a new head, which takes the cluster back from
+    Redis; the worker pod stays (it waits up to 600 s for the GCS); the Job API comes back
+    through the forward (the supervisor re-attaches); `job resume` finishes the search
+    with every trial that had finished kept."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("redis-server")
+    if not exe:
+        if os.environ.get("CI"):
+            pytest.fail("no redis-server: .ci/run installs it", pytrace=False)
+        pytest.skip("no redis-server (apt-get install redis-server)")
+    emu = emulate()
+    gateway = emu._docker(
+        "network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}", emu.network
+    ).stdout.strip()
+    port, password = procs.free_ports(1)[0], secrets.token_hex(8)
+    redis = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", gateway, "--requirepass", password,
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    p = provider(
+        tmp_path, emu, name="rs-ft", profile="kind", image=IMAGE,
+        gcs_ft=f"redis://:{password}@{gateway}:{port}",
+    )  # fmt: skip
+    try:
+        lifecycle.up(p, 1, timeout=240)
+        spec = emu.objects[("ml", "rs-ft")]["spec"]["gcsFaultToleranceOptions"]
+        assert spec == {
+            "redisAddress": f"{gateway}:{port}",
+            "redisPassword": {
+                "valueFrom": {"secretKeyRef": {"name": "rs-ft-redis", "key": "password"}}
+            },
+        }
+        assert password not in json.dumps(emu.objects[("ml", "rs-ft")]), "only in the Secret"
+        (head,) = emu.pod_names("ml", "rs-ft", "head")
+        (worker,) = emu.pod_names("ml", "rs-ft", "worker")
+        j = jobs.Jobs(p.endpoint())
+        args = [*TINY, "--num-samples", "6", "--max-rounds", "2000", "--scheduler", "fifo",
+                "--checkpoint-every", "50", "--checkpoint-min-s", "0", "--name", "ft"]  # fmt: skip
+        job = j.submit(args)
+        assert procs.wait_for(lambda: "RAYSCALE_PROGRESS" in j.logs(job), 180, interval=1), j.logs(
+            job
+        )[-2000:]
+        emu._docker("kill", emu.pods[("ml", head)].containers["ray-head"])
+        # A new head; the same worker; Ray sees it alive again; reached through the forward.
+        assert procs.wait_for(
+            lambda: emu.pod_names("ml", "rs-ft", "head") not in ([], [head]), 120, interval=1
+        )
+        assert procs.wait_for(lambda: _alive_workers(p) == 1, 300, interval=3)
+        assert emu.pod_names("ml", "rs-ft", "worker") == [worker], "the worker stayed"
+        j = jobs.Jobs(p.endpoint())
+        again = j.resume("ft", args[:-2])
+        assert j.wait(again, 400) == "SUCCEEDED", j.logs(again)[-3000:]
+        assert j.result(again)["trials_completed"] == 6
+    finally:
+        p.down()
+        redis.terminate()
+        redis.wait(10)
+    assert ("delete_secret", "ml", "rs-ft-redis") in emu.calls
+
+
+def _alive_workers(p) -> int | None:
+    try:
+        return p.status().alive_workers
+    except Exception:
+        return None

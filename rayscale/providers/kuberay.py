@@ -27,6 +27,7 @@ from typing import Any
 
 from rayscale import extras, manifests, nodes, procs
 from rayscale.errors import UserError
+from rayscale.providers import gcs_ft
 from rayscale.providers.base import (
     ClusterRecord,
     ClusterStatus,
@@ -210,6 +211,7 @@ class KubeRayOptions(Options):
     image: str | None = None  # required by the cloud profile
     storage_class: str | None = None  # for the results claim rayscale makes
     results_claim: str | None = None  # an existing ReadWriteMany claim to use instead
+    gcs_ft: str | None = None  # redis://[:PASSWORD@]HOST:PORT: the head's GCS kept there
     # Not flags: the manifest profile (default: the provider's) and the RayCluster's name.
     profile: str | None = None
     name: str | None = None
@@ -311,6 +313,9 @@ class KubeRayProvider(ForwardedProvider):
             claim=claim,
             max_workers=workers,
         )
+        if self.options.gcs_ft:
+            redis = gcs_ft.parse(self.options.gcs_ft)
+            body["spec"]["gcsFaultToleranceOptions"] = gcs_ft.options(redis, name)
         problems = manifests.kuberay_rules(body["spec"])
         if (body["spec"].get("authOptions") or {}).get("mode") != "token":
             problems.append("authOptions.mode must be token")
@@ -436,6 +441,8 @@ class KubeRayProvider(ForwardedProvider):
 
     def _create(self, rec: KubeRayRecord, workers: int, deadline: float) -> None:
         body = self._manifest(rec["name"], workers, rec["results_claim"])
+        if self.options.gcs_ft:
+            self._make_redis_secret(rec)
         try:
             self._apis(rec)[0].create_namespaced_custom_object(
                 GROUP, VERSION, rec["namespace"], PLURAL, body
@@ -639,8 +646,32 @@ class KubeRayProvider(ForwardedProvider):
         pods.sort(key=lambda p: (ready(p), -p.metadata.creation_timestamp.timestamp()))
         return [p.metadata.name for p in pods[: len(pods) - workers]]
 
+    def _make_redis_secret(self, rec: KubeRayRecord) -> None:
+        """The Redis password, in a Secret the head's REDIS_PASSWORD refers to."""
+        redis = gcs_ft.parse(self.options.gcs_ft)
+        if not redis.password:
+            return
+        _, core = self._apis(rec)
+        try:
+            core.create_namespaced_secret(
+                rec["namespace"], gcs_ft.secret(redis, rec["name"], rec["namespace"])
+            )
+        except Exception as e:
+            raise _api_error(
+                e,
+                f"cannot create Secret {gcs_ft.secret_name(rec['name'])} for the Redis password",
+                "your role needs `create` on secrets in this namespace",
+            ) from None
+        rec["redis_secret"] = gcs_ft.secret_name(rec["name"])
+        self.state.write(rec)
+
     def _teardown(self, rec: KubeRayRecord) -> None:
         self._stop_forward(rec)
+        if rec.get("redis_secret"):
+            import contextlib
+
+            with contextlib.suppress(Exception):
+                self._apis(rec)[1].delete_namespaced_secret(rec["redis_secret"], rec["namespace"])
         if not rec.get("owned"):
             return  # never delete a RayCluster this provider did not create
         from rayscale import report
