@@ -78,6 +78,11 @@ def test_scale_down_and_up_again(cluster):
     assert_all_gone(removed)  # the removed worker's processes really stopped
     run_cli("cluster", "scale", "--workers", 2, state_dir=cluster, check=True)
     assert status(cluster)["alive_workers"] == 2
+    # `scale` takes no shape: it checks (and would add) workers of the size the cluster was
+    # made with (1.5 GiB here), not the CLI's default 2 GiB.
+    p = run_cli("cluster", "scale", "--workers", 400, state_dir=cluster)
+    assert p.returncode != 0 and "400 workers of 1.5 GiB need about" in p.stderr, p.stderr
+    assert status(cluster)["alive_workers"] == 2
 
 
 def test_dead_cluster_record_is_detected_and_cleaned(tmp_path):

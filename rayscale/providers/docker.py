@@ -25,7 +25,14 @@ from typing import Any, TypedDict
 from rayscale import __version__, nodes, procs, runtime
 from rayscale.endpoint import IMAGE_JOB, IMAGE_JOB_DIGEST, Endpoint
 from rayscale.errors import UserError
-from rayscale.providers.base import ClusterRecord, ClusterStatus, Options, Provider, status_of_named
+from rayscale.providers.base import (
+    ClusterRecord,
+    ClusterStatus,
+    NodeShape,
+    Options,
+    Provider,
+    status_of_named,
+)
 from rayscale.runtime import GIB
 
 DEFAULT_IMAGE = f"rayscale:{__version__}"
@@ -289,6 +296,7 @@ class DockerProvider(Provider):
         rec["workers"] = [w for w in rec["workers"] if w["id"] in running]
         have = len(rec["workers"])
         if workers > have:
+            self.shape = NodeShape(**rec["shape"])  # as made: `scale` takes no shape
             self.check_fits(workers)
             self._add_workers(rec, workers - have)
         elif workers < have:

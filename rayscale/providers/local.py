@@ -28,6 +28,7 @@ from rayscale.errors import UserError
 from rayscale.providers.base import (
     ClusterRecord,
     ClusterStatus,
+    NodeShape,
     ProcRecord,
     Provider,
     status_of_named,
@@ -235,6 +236,8 @@ class LocalProvider(Provider):
             self.state.write(rec)
         have = len(rec["workers"])
         if workers > have:
+            # The size it was made with, not this command's defaults: `scale` takes no shape.
+            self.shape = NodeShape(**rec["shape"])
             self.check_fits(workers)
             self._add_workers(rec, workers - have)
             self.state.write(rec)
