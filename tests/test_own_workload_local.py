@@ -51,6 +51,21 @@ def test_a_wheel_example_runs_through_job_submit_working_dir(cluster, tmp_path):
     assert p.stderr.strip().splitlines()[-1].endswith("SUCCEEDED")
 
 
+def test_the_sleep_example_runs_as_any_script_and_uses_almost_no_cpu(cluster, tmp_path):
+    """examples/sleep_search.py, the kit's own smallest Tune script: its trials sleep their
+    drawn lengths, report each round, and the study reads them from Tune's output."""
+    d = Path(__file__).resolve().parent.parent / "examples"
+    study, _ = _study(
+        cluster, tmp_path, d, "2", "python", "sleep_search.py", "--num-samples", "4",
+        "--mean-s", "1", "--rounds", "2",
+    )  # fmt: skip
+    (run,) = study["points"][0]["runs"]
+    assert run["trials_completed"] == 4 and (run["metric"], run["mode"]) == ("loss", "min")
+    assert all(t["rounds"] == 2 for t in run["timeline"])
+    # The trials' summed time is the drawn lengths (they sleep), mean 1 s.
+    assert 2.0 < run["sum_train_s"] < 8.0, run["sum_train_s"]
+
+
 def _study(cluster, tmp_path, d: Path, workers: str, *command: str) -> tuple[dict, str]:
     out = tmp_path / "study"
     p = run_cli(

@@ -198,6 +198,30 @@ class LocalProvider(Provider):
             )
 
     def _add_workers(self, rec: LocalRecord, count: int) -> None:
+        """Start `count` workers, at most a wave at a time: each node's `ray start` spends
+        a few CPU-seconds importing Ray, and on a few cores many at once outlast Ray's fixed
+        30 s start-up window ("The current node timed out during startup"). A wave is
+        waited for (alive in the State API) before the next; the last is left to the
+        caller's wait_ready."""
+        while count > start_wave():
+            first = len(rec["workers"])
+            self._spawn_workers(rec, start_wave())
+            self.state.write(rec)
+            self._wait_alive(rec, {w["name"] for w in rec["workers"][first:]})
+            count -= start_wave()
+        self._spawn_workers(rec, count)
+
+    def _wait_alive(self, rec: LocalRecord, names: set[str]) -> None:
+        deadline = time.monotonic() + self.default_timeout
+        while not names <= (
+            nodes.alive_worker_names(rec["dashboard_url"], self.state.token()) or set()
+        ):
+            dead = _dead(rec)
+            if dead or time.monotonic() > deadline:
+                self.wait_ready(len(rec["workers"]), 1.0)  # names the dead or missing worker
+            time.sleep(0.2)
+
+    def _spawn_workers(self, rec: LocalRecord, count: int) -> None:
         shape = rec["shape"]
         for _ in range(count):
             idx = rec["next_worker"]
@@ -317,6 +341,11 @@ class LocalProvider(Provider):
 
     def head_pids(self) -> list[int]:
         return [self._record()["head"]["proc"]["pid"]]
+
+
+def start_wave() -> int:
+    """Worker nodes started at once: 8 came up together on 2 cores, 16 did not."""
+    return 4 * (os.cpu_count() or 1)
 
 
 def _dead(rec: LocalRecord) -> list:
