@@ -281,7 +281,7 @@ def test_a_head_that_crashes_again_and_again_fails_fast_emulated_kube(tmp_path, 
     """KubeRay deletes a head whose Ray container exited and makes a new one (shouldDeletePod,
     an event each time), so a head that cannot start is never seen Failed for long: `up`
     counts the replaced heads and stops with the container's last lines. The image here
-    is a real one without Ray (the kit's base image): `ray: not found`."""
+    is a real one without Ray (the kit's base image): `ray: command not found`."""
     emu = emulate()
     p = provider(tmp_path, emu, name="rs-crash", profile="kind", image="rayscale-base:bookworm")
     t0 = time.monotonic()
@@ -289,7 +289,7 @@ def test_a_head_that_crashes_again_and_again_fails_fast_emulated_kube(tmp_path, 
         p.up(1, timeout=300)
     said = e.value.problem
     assert said.startswith("the head pod of rs-crash cannot start: its Ray container exited 127")
-    assert "in 2 pods in a row" in said and "ray: not found" in said, said
+    assert "in 2 pods in a row" in said and "ray: command not found" in said, said
     assert time.monotonic() - t0 < 90, "named at once, not after the timeout"
     deleted = [
         ev for ev in emu.core.list_namespaced_event("ml", "involvedObject.name=rs-crash").items
