@@ -507,9 +507,11 @@ class KubeRayProvider(ForwardedProvider):
             log = j.logs(job_id)
         except Exception:
             return  # the check cannot run here; the first job would say the same later
-        if status != "SUCCEEDED" or "RAYSCALE_WRITABLE" in log:
+        # Ray echoes the entrypoint into the log, so only a line of its own counts.
+        lines = [x.strip() for x in log.strip().splitlines()]
+        if status != "SUCCEEDED" or "RAYSCALE_WRITABLE" in lines:
             return
-        seen = " ".join(x.strip() for x in log.strip().splitlines()[-2:])
+        seen = " ".join(lines[-2:])
         cls = self._claim_class(rec)
         raise UserError(
             f"the results volume (claim {rec['results_claim']}"
