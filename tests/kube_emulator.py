@@ -1306,7 +1306,16 @@ class KubeEmulator:
             "exec", pod.containers[pod.manifest["spec"]["containers"][0]["name"]], *cmd, check=False
         )
 
+    def operator_pass(self, ns: str) -> None:
+        """What the operator does on a pod event: replace pods whose Ray container ended,
+        then reconcile. The real one is woken by the watch; the emulator when anyone looks."""
+        with self.lock:
+            pods = [p for p in self.pods.values() if p.ns == ns]
+        self.replace_ended(pods, self._inspect([n for p in pods for n in p.containers.values()]))
+        self.reconcile()
+
     def pod_names(self, ns: str, cluster: str, node_type: str | None = None) -> list[str]:
+        self.operator_pass(ns)
         with self.lock:
             return [
                 p.name
