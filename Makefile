@@ -27,7 +27,7 @@ CA_CERTS ?=
 RAY_VERSION ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
-        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults
+        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults scale drills
 
 install: $(STAMP)
 
@@ -71,7 +71,12 @@ demo: install
 S3_VENV ?= .venv-s3
 MLFLOW_VENV ?= .venv-mlflow
 test: install lint scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
-	$(BIN)/pytest -q --durations=12
+	$(BIN)/pytest -q -m "not drill" --durations=25
+
+# The fault drills (a worker, the head or the storage lost mid-search; the KubeRay head
+# killed under GCS fault tolerance): real clusters, a minute each, outside make test.
+drills: install $(S3_VENV)/.installed
+	$(BIN)/pytest -q -m drill
 
 $(S3_VENV)/.installed: pyproject.toml
 	@test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
@@ -189,6 +194,11 @@ bench: install
 	$(BIN)/python -m bench.runtime_env_cost --out results/bench/runtime_env.json
 	$(BIN)/python -m bench.checkpoint_cost --out results/bench/checkpoint.json
 	$(BIN)/python -m bench.startup_profile --out results/bench/startup_profile.json
+
+# What the orchestration costs as local worker nodes grow to 16 (sleep trials: the host's
+# cores are not the limit): results/scale/{scale.json,scale.png,study/} (docs/scaling.md).
+scale: install
+	$(BIN)/python -m bench.scale --out results/scale
 
 # Every port a local (and, with IMAGE built, a docker) cluster listens on, probed with and
 # without the token and from a network namespace next to this machine (root, iproute2).

@@ -54,3 +54,22 @@ def test_compare_sets_the_runs_side_by_side_with_their_verdicts():
     assert out.splitlines()[0] == "| figure | local | docker | target |"
     # A figure a run has not measured shows as a dash, not a zero.
     assert "| `idle_head_rss_gib` | - | - | - |" in out
+
+
+def test_scale_ideal_schedule_and_each_process_first_trial():
+    """make scale's yardsticks: the search with free orchestration (Tune's order, first free
+    slot), and when each trial process began its first trial."""
+    from bench import scale
+
+    assert scale.ideal_s([4.0, 1.0, 1.0, 1.0, 1.0], 2) == 4.0
+    assert scale.ideal_s([1.0, 1.0, 1.0, 1.0], 2) == 2.0
+    assert scale.ideal_s([3.0, 2.0, 2.0], 1) == 7.0
+    run = {
+        "timeline": [
+            {"proc": "ip:1", "start": 0.0},
+            {"proc": "ip:2", "start": 1.7},
+            {"proc": "ip:1", "start": 2.5},
+            {"proc": "ip:2", "start": 4.0},
+        ]
+    }
+    assert scale.trial_starts(run) == [0.0, 1.7]

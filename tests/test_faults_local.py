@@ -51,6 +51,7 @@ def _running_job(state, not_this: str | None, timeout: float = 240) -> str:
     raise AssertionError("no job of the study started")
 
 
+@pytest.mark.drill
 def test_chaos_a_worker_lost_mid_study_is_replaced_and_its_point_marked(tmp_path):
     """A study on 1, 2 workers; one worker node dies (every process SIGKILLed) mid-search at
     2 workers. The study replaces it (as an autoscaler would), Tune retries the trial it
@@ -124,6 +125,7 @@ def test_ctrl_c_during_cluster_up_leaves_nothing(tmp_path):
     assert not (state / "cluster.json").exists()
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize("fault", ["vanish", "full"])
 def test_storage_fault_mid_search_ends_it_and_resume_keeps_the_finished_trials(
     cluster, tmp_path, fault
@@ -208,6 +210,7 @@ def test_jobs_from_four_clients_at_once(cluster, tmp_path):
     assert figures["head_rss_end_gib"] < figures["head_rss_start_gib"] + 0.5, figures
 
 
+@pytest.mark.drill
 def test_head_killed_mid_search_then_resumed(tmp_path):
     """Head loss: every process of the cluster dies; `cluster up` + `job resume` finish it."""
     state = tmp_path / "state"

@@ -614,6 +614,7 @@ def test_job_submit_as_a_rayjob_on_the_running_cluster_emulated_kube(tmp_path, e
 
 
 @needs_image
+@pytest.mark.drill
 def test_gcs_ft_head_killed_mid_search_workers_stay_and_resume_finishes_emulated_kube(
     tmp_path, emulate
 ):

@@ -1,0 +1,321 @@
+"""`make scale`: what the orchestration costs as local worker nodes grow to 16.
+
+For each worker count N (local provider, one-CPU workers): a cluster brought up from
+nothing (seconds, and seconds per node added by `scale` from the count before), its idle
+CPU and resident memory per node, submit -> RUNNING; then `cluster up` and `scale 1 -> max`
+repeated (do they succeed every time); then the sleep study (examples/sleep_search.py,
+trials that wait instead of computing) at every N through `rayscale scaling`'s own-script
+path, each trial process's start and the Tune driver's throughput read from its timeline.
+Writes <out>/scale.json, <out>/scale.png and the study's files under <out>/study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+
+from rayscale import jobs, report, scaling
+from rayscale.providers.base import NodeShape
+from rayscale.providers.local import LocalProvider
+from rayscale.state import StateDir
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+import sleep_search  # noqa: E402  (the lengths its trials draw: the ideal schedule's input)
+
+
+def node_rss_mib(p: LocalProvider) -> dict[str, float]:
+    """Resident memory of each node's process tree."""
+    out = {}
+    for node, per_pid in p.node_cpu_seconds().items():
+        total = 0
+        for pid in per_pid:
+            with contextlib.suppress(psutil.Error):
+                total += psutil.Process(pid).memory_info().rss
+        out[node] = round(total / 2**20, 1)
+    return out
+
+
+def idle_cpu(p: LocalProvider, seconds: float) -> dict[str, float]:
+    with scaling.CpuSampler(p) as cpu:
+        time.sleep(seconds)
+    return cpu.busy()
+
+
+def submit_to_running(j: jobs.Jobs, tries: int) -> list[float]:
+    out = []
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        job_id = j.submit_command(["python -c pass"], metadata={"rayscale": "scale probe"})
+        while j.status(job_id) == "PENDING":
+            time.sleep(0.01)
+        out.append(round(time.perf_counter() - t0, 3))
+        j.wait(job_id, 120)
+    return out
+
+
+def ideal_s(lengths: list[float], slots: int) -> float:
+    """The search with no orchestration at all: trials in Tune's order, each to the first
+    free slot, every start and result free."""
+    free = [0.0] * slots
+    for x in lengths:
+        i = free.index(min(free))
+        free[i] += x
+    return max(free)
+
+
+def timed(fn, *args) -> tuple[float, bool, str]:
+    t0 = time.perf_counter()
+    try:
+        fn(*args)
+        return round(time.perf_counter() - t0, 2), True, ""
+    except Exception as e:  # a failed start is a result here, counted and said
+        return round(time.perf_counter() - t0, 2), False, str(e).splitlines()[0][:300]
+
+
+def nodes_phase(p: LocalProvider, state: StateDir, counts: list[int], say) -> list[dict]:
+    rows = []
+    for n in counts:
+        with state.lock():
+            up_s, ok, why = timed(p.up, n)
+        if not ok:
+            rows.append({"workers": n, "up_s": up_s, "up_ok": False, "error": why})
+            with state.lock():
+                p.down()
+            continue
+        time.sleep(5)  # start-up settles before idle is measured
+        row = {
+            "workers": n,
+            "up_s": up_s,
+            "up_ok": True,
+            "idle_cpu": idle_cpu(p, 10),
+            "rss_mib": node_rss_mib(p),
+            "submit_to_running_s": submit_to_running(jobs.Jobs(p.endpoint()), 3),
+        }
+        row["idle_cpu_cluster"] = round(sum(row["idle_cpu"].values()), 3)
+        row["rss_worker_mib_median"] = statistics.median(
+            v for k, v in row["rss_mib"].items() if k != "head"
+        )
+        say(
+            f"  {n} workers: up {up_s} s, idle {row['idle_cpu_cluster']} cores, "
+            f"worker RSS {row['rss_worker_mib_median']} MiB, head {row['rss_mib']['head']} MiB, "
+            f"submit->RUNNING {statistics.median(row['submit_to_running_s'])} s"
+        )
+        rows.append(row)
+        with state.lock():
+            p.down()
+    # Adding nodes to a running cluster: from each count to the next.
+    with state.lock():
+        p.up(counts[0])
+        for prev, n in zip(counts, counts[1:], strict=False):
+            s, ok, why = timed(p.scale, n)
+            row = next(r for r in rows if r["workers"] == n)
+            row.update(
+                scale_from=prev, scale_s=s, scale_ok=ok, scale_s_per_node=round(s / (n - prev), 2)
+            )
+            if why:
+                row["scale_error"] = why
+            say(
+                f"  scale {prev} -> {n}: {s} s ({row['scale_s_per_node']} s per node){'' if ok else ': ' + why}"
+            )
+        p.down()
+    return rows
+
+
+def repeat_phase(p: LocalProvider, state: StateDir, n: int, times: int, say) -> dict:
+    """`cluster up --workers n` and `cluster scale 1 -> n`, each `times` times."""
+    out = {"workers": n, "up": [], "scale_from_1": []}
+    for i in range(times):
+        with state.lock():
+            s, ok, why = timed(p.up, n)
+            out["up"].append({"s": s, "ok": ok, **({"error": why} if why else {})})
+            p.down()
+        with state.lock():
+            p.up(1)
+            s2, ok2, why2 = timed(p.scale, n)
+            out["scale_from_1"].append({"s": s2, "ok": ok2, **({"error": why2} if why2 else {})})
+            p.down()
+        say(
+            f"  try {i + 1}/{times}: up {n} {s} s {'ok' if ok else why}; scale 1 -> {n} {s2} s {'ok' if ok2 else why2}"
+        )
+    out["up_ok"] = f"{sum(x['ok'] for x in out['up'])}/{times}"
+    out["scale_ok"] = f"{sum(x['ok'] for x in out['scale_from_1'])}/{times}"
+    return out
+
+
+def trial_starts(run: dict) -> list[float]:
+    """Each trial process's first trial: when it entered the trainable, in the search window
+    (the search's clock starts with the first trial's start, so the first is 0)."""
+    first = defaultdict(lambda: float("inf"))
+    for t in run["timeline"]:
+        first[t["proc"]] = min(first[t["proc"]], t["start"])
+    return sorted(first.values())
+
+
+def study_phase(p, state, out: Path, counts, args: list[str], lengths, say) -> tuple[dict, list]:
+    plan = scaling.StudyPlan(
+        counts, 1, [], ["python", "sleep_search.py", *args], working_dir=str(EXAMPLES)
+    )
+    with state.lock():
+        p.up(counts[0])
+    try:
+        study = scaling.run(p, scaling.Progress(out / "study", p.name, plan), say)
+    finally:
+        with state.lock():
+            p.down()
+    rounds = int(args[args.index("--rounds") + 1]) if "--rounds" in args else 4
+    rows = []
+    for point in study["points"]:
+        run = point["runs"][0]
+        n, wall = point["workers"], run["wall_s"]
+        ideal = ideal_s(lengths, n)
+        starts = trial_starts(run)
+        rows.append(
+            {
+                "workers": n,
+                "search_s": wall,
+                "ideal_s": round(ideal, 3),
+                "efficiency": round(ideal / wall, 3),
+                "job_s": run["job_total_s"],
+                "submit_to_result_s": run["submit_to_result_s"],
+                "trial_processes": len(starts),
+                # When the last slot's first trial began: every process started by then.
+                "last_process_first_trial_s": round(starts[-1], 3) if starts else None,
+                "trials_per_s": round(run["trials_completed"] / wall, 3),
+                "results_per_s": round(run["trials_completed"] * rounds / wall, 2),
+                # The head runs the Tune driver (the job's entrypoint) and Ray's head daemons.
+                "head_cpu": run["cpu_busy_by_node"].get("head"),
+                "workers_cpu": round(
+                    sum(v for k, v in run["cpu_busy_by_node"].items() if k != "head"), 3
+                ),
+            }
+        )
+        say(
+            f"  sleep study {n} workers: {wall} s against {ideal:.1f} s ideal ({rows[-1]['efficiency']})"
+        )
+    return study, rows
+
+
+def plot(scale: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nodes = [r for r in scale["nodes"] if r.get("up_ok")]
+    search = scale["sleep_study"]
+    fig, ax = plt.subplots(2, 2, figsize=(11, 8))
+    n = [r["workers"] for r in nodes]
+    ax[0][0].plot(n, [r["up_s"] for r in nodes], "o-", label="cluster up (head + N)")
+    sc = [r for r in nodes if "scale_s_per_node" in r]
+    ax[0][0].plot(
+        [r["workers"] for r in sc],
+        [r["scale_s_per_node"] for r in sc],
+        "s-",
+        label="scale: s per node added",
+    )
+    ax[0][0].plot(
+        n,
+        [statistics.median(r["submit_to_running_s"]) for r in nodes],
+        "^-",
+        label="submit -> RUNNING",
+    )
+    ax[0][0].set_title("bringing up and submitting")
+    ax[0][0].set_ylabel("seconds")
+    m = [r["workers"] for r in search]
+    ax[0][1].plot(m, [r["efficiency"] for r in search], "o-", label="efficiency (ideal / measured)")
+    ax[0][1].set_ylim(0, 1.05)
+    ax2 = ax[0][1].twinx()
+    ax2.plot(
+        m,
+        [r["last_process_first_trial_s"] for r in search],
+        "s--",
+        color="C3",
+        label="last process's first trial (s)",
+    )
+    ax[0][1].set_title("sleep search: efficiency and trial-process start")
+    ax[0][1].legend(loc="lower left")
+    ax2.legend(loc="upper right")
+    ax[1][0].plot(m, [r["results_per_s"] for r in search], "o-", label="results handled / s")
+    ax[1][0].plot(
+        m, [r["head_cpu"] for r in search], "s-", label="head CPU (driver + daemons), cores"
+    )
+    ax[1][0].set_title("Tune driver")
+    ax[1][1].plot(
+        n, [r["rss_worker_mib_median"] for r in nodes], "o-", label="worker node RSS, MiB"
+    )
+    ax[1][1].plot(n, [r["rss_mib"]["head"] for r in nodes], "s-", label="head RSS, MiB")
+    ax3 = ax[1][1].twinx()
+    ax3.plot(
+        n,
+        [r["idle_cpu_cluster"] for r in nodes],
+        "^--",
+        color="C3",
+        label="idle cluster CPU, cores",
+    )
+    ax[1][1].set_title("idle cost")
+    ax[1][1].legend(loc="upper left")
+    ax3.legend(loc="lower right")
+    for a in (ax[0][0], ax[1][0]):
+        a.legend()
+    for a in ax.flat:
+        a.set_xscale("log", base=2)
+        a.set_xlabel("worker nodes")
+    fig.suptitle(
+        f"make scale · local provider · {scale['machine']['cpus']} cores · {scale['created']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/scale")
+    ap.add_argument("--workers", default="1,2,4,8,16")
+    ap.add_argument("--repeats", type=int, default=3, help="ups and scales at the largest count")
+    ap.add_argument("--memory-per-worker", type=float, default=0.5)
+    ap.add_argument("--search", default="--num-samples 64 --mean-s 2 --rounds 4 --seed 0")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = sorted(int(x) for x in a.workers.split(","))
+    state = StateDir(str(out / ".state"))
+    p = LocalProvider(state, NodeShape.sized(1, a.memory_per_worker))
+    if p.is_running():
+        p.down()
+    search = a.search.split()
+    opts = dict(zip(search[::2], search[1::2], strict=False))
+    lengths = sleep_search.lengths(
+        int(opts["--num-samples"]), float(opts["--mean-s"]), 0.5, int(opts["--seed"])
+    )
+    say = report.say
+    scale: dict = {
+        "command": "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": scaling.machine(),
+        "memory_per_worker_gib": a.memory_per_worker,
+        "search": a.search,
+    }
+    say("nodes: up, idle, submit, scale")
+    scale["nodes"] = nodes_phase(p, state, counts, say)
+    say(f"cluster up and scale 1 -> {counts[-1]}, {a.repeats} times")
+    scale["repeated"] = repeat_phase(p, state, counts[-1], a.repeats, say)
+    say("the sleep study")
+    study, scale["sleep_study"] = study_phase(p, state, out, counts, search, lengths, say)
+    scale["prediction_validation"] = (study.get("prediction") or {}).get("validation")
+    (out / "scale.json").write_text(json.dumps(scale, indent=1))
+    plot(scale, out / "scale.png")
+    say(f"wrote {out / 'scale.json'} and {out / 'scale.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
