@@ -32,14 +32,15 @@ sys.path.insert(0, str(EXAMPLES))
 import sleep_search  # noqa: E402  (the lengths its trials draw: the ideal schedule's input)
 
 
-def node_rss_mib(p: LocalProvider) -> dict[str, float]:
-    """Resident memory of each node's process tree."""
+def node_pss_mib(p: LocalProvider) -> dict[str, float]:
+    """Each node's process tree's proportional set size: shared pages split among the
+    processes that map them, so the nodes' figures add up to what the machine gives them."""
     out = {}
     for node, per_pid in p.node_cpu_seconds().items():
         total = 0
         for pid in per_pid:
             with contextlib.suppress(psutil.Error):
-                total += psutil.Process(pid).memory_info().rss
+                total += psutil.Process(pid).memory_full_info().pss
         out[node] = round(total / 2**20, 1)
     return out
 
@@ -97,16 +98,16 @@ def nodes_phase(p: LocalProvider, state: StateDir, counts: list[int], say) -> li
             "up_s": up_s,
             "up_ok": True,
             "idle_cpu": idle_cpu(p, 10),
-            "rss_mib": node_rss_mib(p),
+            "pss_mib": node_pss_mib(p),
             "submit_to_running_s": submit_to_running(jobs.Jobs(p.endpoint()), 3),
         }
         row["idle_cpu_cluster"] = round(sum(row["idle_cpu"].values()), 3)
-        row["rss_worker_mib_median"] = statistics.median(
-            v for k, v in row["rss_mib"].items() if k != "head"
+        row["pss_worker_mib_median"] = statistics.median(
+            v for k, v in row["pss_mib"].items() if k != "head"
         )
         say(
             f"  {n} workers: up {up_s} s, idle {row['idle_cpu_cluster']} cores, "
-            f"worker RSS {row['rss_worker_mib_median']} MiB, head {row['rss_mib']['head']} MiB, "
+            f"worker PSS {row['pss_worker_mib_median']} MiB, head {row['pss_mib']['head']} MiB, "
             f"submit->RUNNING {statistics.median(row['submit_to_running_s'])} s"
         )
         rows.append(row)
@@ -250,9 +251,9 @@ def plot(scale: dict, path: Path) -> None:
     )
     ax[1][0].set_title("Tune driver")
     ax[1][1].plot(
-        n, [r["rss_worker_mib_median"] for r in nodes], "o-", label="worker node RSS, MiB"
+        n, [r["pss_worker_mib_median"] for r in nodes], "o-", label="worker node PSS, MiB"
     )
-    ax[1][1].plot(n, [r["rss_mib"]["head"] for r in nodes], "s-", label="head RSS, MiB")
+    ax[1][1].plot(n, [r["pss_mib"]["head"] for r in nodes], "s-", label="head PSS, MiB")
     ax3 = ax[1][1].twinx()
     ax3.plot(
         n,
