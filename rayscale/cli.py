@@ -158,9 +158,10 @@ def _provider_options(f):
     )(f)
     return click.option(
         "--provider",
+        type=click.Choice(providers.NAMES),
         default="local",
         show_default=True,
-        help=f"one of {', '.join(providers.NAMES)}",
+        help="where the nodes run",
     )(f)
 
 
@@ -352,17 +353,27 @@ def _show(rec: dict, as_json: bool, save) -> None:
 
 @job.command("resume", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
+@click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
+@click.option(
+    "--save",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="also write the result record to this file",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
 @_env_option
 @_address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
-def job_resume(name, as_json, timeout, env, address, token_file, state_dir, job_args):
+def job_resume(name, wait, as_json, save, timeout, env, address, token_file, state_dir, job_args):
     """Resume search NAME (e.g. after the head died) with its original JOB_ARGS after --."""
     j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
     job_id = j.resume(name, list(job_args), env=jobs.env_vars(env))
+    if not wait:
+        print(job_id)
+        return
     report.say(f"resuming {name} as {job_id}", err=True)
-    _follow(j, job_id, as_json, timeout)
+    _follow(j, job_id, as_json, timeout, save)
 
 
 @job.command("status")
@@ -375,12 +386,17 @@ def job_status(job_id, address, token_file, state_dir):
 
 @job.command("logs")
 @click.argument("job_id")
+@click.option(
+    "--follow", "-f", is_flag=True, help="stream the log until the job ends (`ray job logs -f`)"
+)
 @_address_options
-def job_logs(job_id, address, token_file, state_dir):
+def job_logs(job_id, follow, address, token_file, state_dir):
     """Print a job's log."""
-    sys.stdout.write(
-        jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).logs(job_id)
-    )
+    j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
+    if follow:
+        report.say(f"{job_id} {j.wait(job_id, on_log=print)}", err=True)
+    else:
+        sys.stdout.write(j.logs(job_id))
 
 
 @job.command("stop")
@@ -393,7 +409,7 @@ def job_stop(job_id, address, token_file, state_dir):
 
 
 @job.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the jobs as JSON")
 @_address_options
 def job_list(as_json, address, token_file, state_dir):
     """List the cluster's jobs and their final states."""

@@ -59,7 +59,7 @@ def endpoint(address: str | None, token_file: str | None, state: StateDir) -> En
                 err=True,
             )
         return ep
-    ep = providers.recorded(state).endpoint()
+    ep = providers.recorded(state, address_too=True).endpoint()
     return dataclasses.replace(ep, token=read_token(token_file) or ep.token) if token_file else ep
 
 

@@ -232,6 +232,10 @@ def test_no_wait_then_status_logs_and_list(cluster):
         "RUNNING",
         "SUCCEEDED",
     }
+    # As `ray job logs -f`: the whole log, streamed until the job ends, then its status.
+    followed = run_cli("job", "logs", "--follow", job_id, state_dir=cluster, check=True)
+    assert "RAYSCALE_RESULT" in followed.stdout, followed.stdout[-2000:]
+    assert followed.stderr.strip().endswith(f"{job_id} SUCCEEDED"), followed.stderr
     listed = json.loads(run_cli("job", "list", "--json", state_dir=cluster, check=True).stdout)
     assert job_id in [j["submission_id"] for j in listed]
     assert_one_line_error(run_cli("job", "status", "raysubmit_nope", state_dir=cluster), "nope")

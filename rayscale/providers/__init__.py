@@ -56,13 +56,15 @@ def get(name: str, state: StateDir, **options) -> Provider:
     return cls(state, shape, **given)
 
 
-def recorded(state: StateDir) -> Provider:
-    """The provider of the cluster recorded in the state dir."""
+def recorded(state: StateDir, address_too: bool = False) -> Provider:
+    """The provider of the cluster recorded in the state dir (`address_too`: the command
+    also takes --address, so the fix may name it)."""
     rec = state.read()
     if not rec:
         raise UserError(
             f"no cluster is recorded in {state.path}",
-            "start one with `rayscale cluster up`, or pass --state-dir / --address",
+            "start one with `rayscale cluster up`, or pass --state-dir"
+            + (" / --address" if address_too else ""),
         )
     keep = {k: rec[k] for k in ("context", "namespace") if rec.get(k)}
     return get(rec["provider"], state, **keep)
