@@ -1,0 +1,79 @@
+"""Figures quoted in the README and docs/ are the ones the runs wrote: a table that drifts
+from its JSON fails here (re-render it from the file, or re-run what wrote the file)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(rel: str) -> dict:
+    return json.loads((ROOT / rel).read_text())
+
+
+def cell(run: dict, key: str) -> str:
+    """A bench figure as the tables print it: the value, then ✓ / ✗ where it has a target."""
+    v = run["figures"].get(key)
+    if v is None:
+        return "-"
+    t = run["targets"].get(key)
+    return f"{v} {'✓' if t['met'] else '✗'}" if t else f"{v}"
+
+
+def figure_rows(text: str, columns: int) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"\| `(\w+)` \|(.*)\|\s*$", line)
+        if m:
+            cells = [c.strip() for c in m.group(2).split("|")]
+            rows[m.group(1)] = cells[:columns]
+    return rows
+
+
+@pytest.mark.parametrize(
+    "doc,runs",
+    [
+        ("README.md", ["results/bench/local/bench.json", "results/bench/docker/bench.json"]),
+        (
+            "docs/benchmarks.md",
+            [
+                "results/bench/before/bench.json",
+                "results/bench/local/bench.json",
+                "results/bench/docker/bench.json",
+            ],
+        ),
+    ],
+)
+def test_bench_tables_match_their_files(doc, runs):
+    files = [load(r) for r in runs]
+    rows = figure_rows((ROOT / doc).read_text(), len(runs))
+    assert rows, f"no figure table in {doc}"
+    for key, cells in rows.items():
+        assert cells == [cell(f, key) for f in files], f"{doc}: `{key}` differs from {runs}"
+
+
+def test_readme_plan_table_matches_plan_json():
+    plan = load("results/bench/plan/plan.json")
+    text = (ROOT / "README.md").read_text()
+    shown = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) >= 7 and cells[0].isdigit():
+            shown[int(cells[0])] = cells
+    assert shown, "no plan table in the README"
+    for row in plan["rows"]:
+        c = shown[row["workers"]]
+        assert float(c[1]) == row["wall_s"], c
+        assert float(c[3]) == row["total_s"], c
+        assert float(c[6]) == row["cost_usd"], c
+        assert ("cheapest in deadline" in line_of(c)) == row["cheapest_in_deadline"], c
+        assert ("knee" in line_of(c)) == row["knee"], c
+
+
+def line_of(cells: list[str]) -> str:
+    return " ".join(cells)
