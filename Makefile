@@ -27,7 +27,7 @@ CA_CERTS ?=
 RAY_VERSION ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
-        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults scale drills
+        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults scale drills docs
 
 install: $(STAMP)
 
@@ -67,6 +67,10 @@ demo: install
 	$(BIN)/rayscale cluster up --provider local --workers 2
 	$(BIN)/rayscale job submit --save results/demo.json -- $(DEMO_ARGS); rc=$$?; \
 	  $(BIN)/rayscale cluster down; exit $$rc
+
+# The CLI reference, from the commands' own --help (a test checks it is current).
+docs: install
+	$(BIN)/python scripts/cli_reference.py
 
 S3_VENV ?= .venv-s3
 MLFLOW_VENV ?= .venv-mlflow
@@ -123,8 +127,8 @@ e2e-kind: $(STAMP)
 	scripts/e2e-kind.sh
 
 lint: install
-	$(BIN)/ruff check rayscale job bench tests
-	$(BIN)/ruff format --check rayscale job bench tests
+	$(BIN)/ruff check rayscale job bench scripts tests
+	$(BIN)/ruff format --check rayscale job bench scripts tests
 	$(BIN)/hadolint docker/Dockerfile
 
 # Build the image (BuildKit). Where no registry is reachable: make image-base first, then

@@ -77,3 +77,10 @@ def test_readme_plan_table_matches_plan_json():
 
 def line_of(cells: list[str]) -> str:
     return " ".join(cells)
+
+
+def test_cli_reference_is_generated_from_the_commands():
+    """docs/cli-reference.md is the commands' own --help; `make docs` rewrites it."""
+    from scripts import cli_reference
+
+    assert cli_reference.OUT.read_text() == cli_reference.render(), "run `make docs`"
