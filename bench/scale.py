@@ -88,6 +88,7 @@ def nodes_phase(p: LocalProvider, state: StateDir, counts: list[int], say) -> li
         with state.lock():
             up_s, ok, why = timed(p.up, n)
         if not ok:
+            say(f"  {n} workers: up FAILED after {up_s} s: {why}")
             rows.append({"workers": n, "up_s": up_s, "up_ok": False, "error": why})
             with state.lock():
                 p.down()

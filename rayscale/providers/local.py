@@ -38,9 +38,11 @@ from rayscale.runtime import GIB, HEAD_MEMORY_GIB, HEAD_OBJECT_STORE_GIB
 # The logs of a node's own processes that say why it did not come up.
 NODE_LOGS = ("raylet.", "dashboard_agent", "runtime_env_agent")
 
-# What the head keeps to itself, beyond its declared sizes: GCS, dashboard and its
-# module processes, agents.
-HEAD_OVERHEAD_GIB = 1.6
+# What each node's own processes hold beyond its declared sizes, as PSS (shared pages
+# split, so nodes add up): the head's GCS, dashboard and agents about 0.75 GiB idle, a
+# worker's raylet and agents about 0.3 GiB (make scale, 1 to 16 workers), with margin.
+HEAD_OVERHEAD_GIB = 1.0
+NODE_OVERHEAD_GIB = 0.4
 
 
 def ray_executable() -> str:
@@ -94,17 +96,18 @@ class LocalProvider(Provider):
     # ---- up / down --------------------------------------------------------------------
 
     def check_fits(self, workers: int) -> None:
-        need = (
-            HEAD_MEMORY_GIB
-            + HEAD_OBJECT_STORE_GIB
-            + HEAD_OVERHEAD_GIB
-            + workers * (self.shape.memory_per_worker_gib + self.shape.object_store_gib)
+        per_worker = (
+            self.shape.memory_per_worker_gib + self.shape.object_store_gib + NODE_OVERHEAD_GIB
         )
+        need = HEAD_MEMORY_GIB + HEAD_OBJECT_STORE_GIB + HEAD_OVERHEAD_GIB + workers * per_worker
         have = psutil.virtual_memory().available / GIB
         if need > have:
             raise UserError(
                 f"{workers} workers of {self.shape.memory_per_worker_gib:g} GiB need about "
-                f"{need:.1f} GiB but this machine has {have:.1f} GiB available",
+                f"{need:.1f} GiB but this machine has {have:.1f} GiB available (each worker: "
+                f"its memory, a {self.shape.object_store_gib:g} GiB object store and "
+                f"{NODE_OVERHEAD_GIB:g} GiB for the node's own processes; the head "
+                f"{HEAD_MEMORY_GIB + HEAD_OBJECT_STORE_GIB + HEAD_OVERHEAD_GIB:g} GiB)",
                 "use fewer --workers or a smaller --memory-per-worker",
             )
 
@@ -344,8 +347,10 @@ class LocalProvider(Provider):
 
 
 def start_wave() -> int:
-    """Worker nodes started at once: 8 came up together on 2 cores, 16 did not."""
-    return 4 * (os.cpu_count() or 1)
+    """Worker nodes started at once. Each node starts four Python processes; with 8 more
+    starting beside 8 running on 2 cores, a raylet gave up waiting for its dashboard
+    agent's port file (make scale's logs); 4 at a time came up every time."""
+    return 2 * (os.cpu_count() or 1)
 
 
 def _dead(rec: LocalRecord) -> list:
