@@ -726,6 +726,12 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
     note = None if script else search_note(job_args)
     if note:
         say(f"note: {note}")
+    if not script and not _has(plan.job_args, "--scheduler"):
+        say(
+            "note: FIFO, the study's default scheduler: ASHA's stops depend on which trials "
+            "finish first, so each worker count would time another search "
+            "(pass --scheduler asha to time it anyway; `rayscale plan --scheduler asha` replays it)"
+        )
     sequence = order(plan.workers, plan.repeats)
     todo = [(r, n) for r, n in sequence if not progress.done(r, n)]
     if progress.runs:

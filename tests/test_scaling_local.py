@@ -163,6 +163,7 @@ def test_scaling_uses_a_running_cluster_and_leaves_it_up(cluster, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "using the local cluster" in p.stdout
     assert "note: --search-alg optuna is adaptive" in p.stdout
+    assert "note: FIFO, the study's default scheduler" in p.stdout  # no --scheduler given
     study = json.loads((tmp_path / "study.json").read_text())
     assert "each point trains its own configs" in study["search_note"]
     assert study["points"][0]["best_metric"] > 0
