@@ -326,5 +326,10 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
             f"Trials at once on one machine: each {f:.2f}x as long at {k:g} (measured on the "
             f"study's host); assumed the same at more."
         )
+    else:
+        say(
+            "Trials at once on one machine: not measured (the study ran no joblib baseline); "
+            "assumed to cost nothing, which flatters the plan where slots share a host."
+        )
     for f in written:
         say(f"wrote {f}")
