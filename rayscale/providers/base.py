@@ -331,7 +331,7 @@ class Provider(abc.ABC):
         on Kubernetes, its RayCluster object). False with no record. Never raises for a
         cluster that is gone: `up` uses it to tell a live record from a stale one."""
 
-    def check_fits(self, workers: int) -> None:  # noqa: B027 (optional hook, no-op by default)
+    def check_fits(self, workers: int, running: int = 0) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Raise UserError when `workers` workers of this shape cannot run here."""
 
     def node_cpu_seconds(self) -> dict[str, dict[int, float]]:

@@ -127,7 +127,7 @@ class DockerProvider(Provider):
 
     # ---- up / down --------------------------------------------------------------------
 
-    def check_fits(self, workers: int) -> None:
+    def check_fits(self, workers: int, running: int = 0) -> None:
         have = engine_memory_gib()
         need = HEAD_CONTAINER_GIB + workers * self.shape.memory_per_worker_gib
         if have and need > have:

@@ -95,19 +95,25 @@ class LocalProvider(Provider):
 
     # ---- up / down --------------------------------------------------------------------
 
-    def check_fits(self, workers: int) -> None:
+    def check_fits(self, workers: int, running: int = 0) -> None:
+        """RUNNING workers already hold their share of what is available: a scale counts
+        only the ones it adds."""
         per_worker = (
             self.shape.memory_per_worker_gib + self.shape.object_store_gib + NODE_OVERHEAD_GIB
         )
-        need = HEAD_MEMORY_GIB + HEAD_OBJECT_STORE_GIB + HEAD_OVERHEAD_GIB + workers * per_worker
+        head = HEAD_MEMORY_GIB + HEAD_OBJECT_STORE_GIB + HEAD_OVERHEAD_GIB
+        added = workers - running
+        need = (0.0 if running else head) + added * per_worker
         have = psutil.virtual_memory().available / GIB
         if need > have:
             raise UserError(
-                f"{workers} workers of {self.shape.memory_per_worker_gib:g} GiB need about "
+                f"{added} {'more ' if running else ''}workers of "
+                f"{self.shape.memory_per_worker_gib:g} GiB need about "
                 f"{need:.1f} GiB but this machine has {have:.1f} GiB available (each worker: "
                 f"its memory, a {self.shape.object_store_gib:g} GiB object store and "
-                f"{NODE_OVERHEAD_GIB:g} GiB for the node's own processes; the head "
-                f"{HEAD_MEMORY_GIB + HEAD_OBJECT_STORE_GIB + HEAD_OVERHEAD_GIB:g} GiB)",
+                f"{NODE_OVERHEAD_GIB:g} GiB for the node's own processes"
+                + ("" if running else f"; the head {head:g} GiB")
+                + ")",
                 "use fewer --workers or a smaller --memory-per-worker",
             )
 
@@ -265,7 +271,7 @@ class LocalProvider(Provider):
         if workers > have:
             # The size it was made with, not this command's defaults: `scale` takes no shape.
             self.shape = NodeShape(**rec["shape"])
-            self.check_fits(workers)
+            self.check_fits(workers, running=have)
             self._add_workers(rec, workers - have)
             self.state.write(rec)
         elif workers < have:
