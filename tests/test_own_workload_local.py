@@ -120,8 +120,9 @@ def test_an_asha_example_stops_trials_early_and_the_study_keeps_their_length(clu
     assert run["trials"] == run["trials_completed"] == 20
     tl = run["timeline"]
     rounds = sorted(t["rounds"] for t in tl)
-    # ASHA stopped trials at its first rung; the replay keeps each trial's measured length.
-    assert rounds[0] == 5 and rounds[-1] <= 100 and rounds.count(5) >= 10
+    # ASHA stopped trials at its first rung (how many depends on the order results arrive:
+    # the first trials at a rung always go on); the replay keeps each one's measured length.
+    assert rounds[0] == 5 and rounds[-1] <= 100 and rounds.count(5) >= 4, rounds
     for t in tl:
         assert t["end"] - t["start"] == pytest.approx(t["rounds"] * 0.1, rel=0.1, abs=0.15)
     assert study["metric"] == {"name": "mean_loss", "mode": "min"}
