@@ -26,7 +26,8 @@ ROWS = [
 ]
 
 
-def _cell(bench: dict, key: str) -> str:
+def cell(bench: dict, key: str) -> str:
+    """A figure as the tables print it: the value, then ✓ / ✗ where it has a target."""
     v = bench["figures"].get(key)
     if v is None:
         return "-"
@@ -39,7 +40,7 @@ def table(runs: dict[str, dict], targets: dict[str, str]) -> str:
     head = ["figure", *runs, "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key in ROWS:
-        cells = [_cell(b, key) for b in runs.values()]
+        cells = [cell(b, key) for b in runs.values()]
         lines.append(f"| `{key}` | " + " | ".join(cells) + f" | {targets.get(key, '-')} |")
     return "\n".join(lines)
 

@@ -206,6 +206,15 @@ def study_phase(p, state, out: Path, counts, args: list[str], lengths, say) -> t
     return study, rows
 
 
+def twin(a, x, left: tuple, right: tuple) -> None:
+    """A panel with a second y axis on the right: (ys, label, legend place), (ys, label)."""
+    a.plot(x, left[0], "o-", label=left[1])
+    b = a.twinx()
+    b.plot(x, right[0], "s--", color="C3", label=right[1])
+    a.legend(loc=left[2])
+    b.legend(loc="upper right" if left[2] != "upper right" else "lower right")
+
+
 def plot(scale: dict, path: Path) -> None:
     import matplotlib
 
@@ -233,39 +242,25 @@ def plot(scale: dict, path: Path) -> None:
     ax[0][0].set_title("bringing up and submitting")
     ax[0][0].set_ylabel("seconds")
     m = [r["workers"] for r in search]
-    ax[0][1].plot(m, [r["efficiency"] for r in search], "o-", label="efficiency (ideal / measured)")
+    twin(
+        ax[0][1], m,
+        ([r["efficiency"] for r in search], "efficiency (ideal / measured)", "lower left"),
+        ([r["last_process_first_trial_s"] for r in search], "last process's first trial (s)"),
+    )  # fmt: skip
     ax[0][1].set_ylim(0, 1.05)
-    ax2 = ax[0][1].twinx()
-    ax2.plot(
-        m,
-        [r["last_process_first_trial_s"] for r in search],
-        "s--",
-        color="C3",
-        label="last process's first trial (s)",
-    )
     ax[0][1].set_title("sleep search: efficiency and trial-process start")
-    ax[0][1].legend(loc="lower left")
-    ax2.legend(loc="upper right")
     ax[1][0].plot(m, [r["results_per_s"] for r in search], "o-", label="results handled / s")
     ax[1][0].plot(
         m, [r["head_cpu"] for r in search], "s-", label="head CPU (driver + daemons), cores"
     )
     ax[1][0].set_title("Tune driver")
-    ax[1][1].plot(
-        n, [r["pss_worker_mib_median"] for r in nodes], "o-", label="worker node PSS, MiB"
-    )
     ax[1][1].plot(n, [r["pss_mib"]["head"] for r in nodes], "s-", label="head PSS, MiB")
-    ax3 = ax[1][1].twinx()
-    ax3.plot(
-        n,
-        [r["idle_cpu_cluster"] for r in nodes],
-        "^--",
-        color="C3",
-        label="idle cluster CPU, cores",
-    )
+    twin(
+        ax[1][1], n,
+        ([r["pss_worker_mib_median"] for r in nodes], "worker node PSS, MiB", "upper left"),
+        ([r["idle_cpu_cluster"] for r in nodes], "idle cluster CPU, cores"),
+    )  # fmt: skip
     ax[1][1].set_title("idle cost")
-    ax[1][1].legend(loc="upper left")
-    ax3.legend(loc="lower right")
     for a in (ax[0][0], ax[1][0]):
         a.legend()
     for a in ax.flat:

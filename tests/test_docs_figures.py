@@ -9,20 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from bench.compare import cell
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def load(rel: str) -> dict:
     return json.loads((ROOT / rel).read_text())
-
-
-def cell(run: dict, key: str) -> str:
-    """A bench figure as the tables print it: the value, then ✓ / ✗ where it has a target."""
-    v = run["figures"].get(key)
-    if v is None:
-        return "-"
-    t = run["targets"].get(key)
-    return f"{v} {'✓' if t['met'] else '✗'}" if t else f"{v}"
 
 
 def figure_rows(text: str, columns: int) -> dict[str, list[str]]:
