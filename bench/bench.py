@@ -106,11 +106,16 @@ def _storage(storage: Path | None) -> list[str]:
 
 
 def submit_to_running(j: jobs.Jobs, storage: Path | None, tries: int = 3) -> list[float]:
-    """Each job's submit -> RUNNING, in order."""
+    """Each tiny job's submit -> RUNNING, in order."""
+    return time_to_running(j, lambda: j.submit(TINY + _storage(storage)), tries)
+
+
+def time_to_running(j: jobs.Jobs, submit, tries: int) -> list[float]:
+    """Each job SUBMIT makes: its submit -> RUNNING, in order (each waited for to its end)."""
     out = []
     for _ in range(tries):
         t0 = time.perf_counter()
-        job_id = j.submit(TINY + _storage(storage))
+        job_id = submit()
         while j.status(job_id) == "PENDING":
             time.sleep(0.01)
         out.append(round(time.perf_counter() - t0, 3))

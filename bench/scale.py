@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import bench
 from rayscale import jobs, report, scaling
 from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
@@ -52,15 +53,10 @@ def idle_cpu(p: LocalProvider, seconds: float) -> dict[str, float]:
 
 
 def submit_to_running(j: jobs.Jobs, tries: int) -> list[float]:
-    out = []
-    for _ in range(tries):
-        t0 = time.perf_counter()
-        job_id = j.submit_command(["python -c pass"], metadata={"rayscale": "scale probe"})
-        while j.status(job_id) == "PENDING":
-            time.sleep(0.01)
-        out.append(round(time.perf_counter() - t0, 3))
-        j.wait(job_id, 120)
-    return out
+    probe = ["python -c pass"]
+    return bench.time_to_running(
+        j, lambda: j.submit_command(probe, metadata={"rayscale": "scale probe"}), tries
+    )
 
 
 def ideal_s(lengths: list[float], slots: int) -> float:
