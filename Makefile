@@ -78,7 +78,8 @@ test: install lint scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
 	$(BIN)/pytest -q -m "not drill" --durations=25
 
 # The fault drills (a worker, the head or the storage lost mid-search; the KubeRay head
-# killed under GCS fault tolerance): real clusters, a minute each, outside make test.
+# killed under GCS fault tolerance; a worker that cannot start): real clusters, a minute
+# each, outside make test.
 drills: install $(S3_VENV)/.installed
 	$(BIN)/pytest -q -m drill
 

@@ -12,7 +12,6 @@ Writes <out>/scale.json, <out>/scale.png and the study's files under <out>/study
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -20,10 +19,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import psutil
-
 from bench import bench
-from rayscale import jobs, report, scaling
+from rayscale import jobs, predict, procs, report, scaling
 from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
@@ -32,18 +29,16 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 import sleep_search  # noqa: E402  (the lengths its trials draw: the ideal schedule's input)
 
+ALL = {"nodes", "repeat", "study"}
+
 
 def node_pss_mib(p: LocalProvider) -> dict[str, float]:
-    """Each node's process tree's proportional set size: shared pages split among the
-    processes that map them, so the nodes' figures add up to what the machine gives them."""
-    out = {}
-    for node, per_pid in p.node_cpu_seconds().items():
-        total = 0
-        for pid in per_pid:
-            with contextlib.suppress(psutil.Error):
-                total += psutil.Process(pid).memory_full_info().pss
-        out[node] = round(total / 2**20, 1)
-    return out
+    """Each node's process tree's proportional set size (the nodes' figures add up to what
+    the machine gives them)."""
+    return {
+        node: round(procs.rss_bytes(list(per_pid), pss=True) / 2**20, 1)
+        for node, per_pid in p.node_cpu_seconds().items()
+    }
 
 
 def idle_cpu(p: LocalProvider, seconds: float) -> dict[str, float]:
@@ -99,8 +94,8 @@ def nodes_phase(p: LocalProvider, state: StateDir, counts: list[int], say) -> li
             "submit_to_running_s": submit_to_running(jobs.Jobs(p.endpoint()), 3),
         }
         row["idle_cpu_cluster"] = round(sum(row["idle_cpu"].values()), 3)
-        row["pss_worker_mib_median"] = statistics.median(
-            v for k, v in row["pss_mib"].items() if k != "head"
+        row["pss_worker_mib_median"] = round(
+            statistics.median(v for k, v in row["pss_mib"].items() if k != "head"), 1
         )
         say(
             f"  {n} workers: up {up_s} s, idle {row['idle_cpu_cluster']} cores, "
@@ -191,6 +186,8 @@ def study_phase(p, state, out: Path, counts, args: list[str], lengths, say) -> t
                 "results_per_s": round(run["trials_completed"] * rounds / wall, 2),
                 # The head runs the Tune driver (the job's entrypoint) and Ray's head daemons.
                 "head_cpu": run["cpu_busy_by_node"].get("head"),
+                # The driver's own process: its CPU per trial start or result, and its load.
+                "driver": run.get("driver"),
                 "workers_cpu": round(
                     sum(v for k, v in run["cpu_busy_by_node"].items() if k != "head"), 3
                 ),
@@ -200,6 +197,40 @@ def study_phase(p, state, out: Path, counts, args: list[str], lengths, say) -> t
             f"  sleep study {n} workers: {wall} s against {ideal:.1f} s ideal ({rows[-1]['efficiency']})"
         )
     return study, rows
+
+
+def attribution(study: dict, n: int, lengths: list[float]) -> dict:
+    """Where the replay model puts the time the search at N workers took beyond the ideal
+    (its trials' sleeps, each to the first free slot): the trials' own overhead (their
+    reports), the gaps between trials on one process, the trial processes queueing to start
+    on the one machine, the tail, and the driver's floor against the trials' schedule."""
+    points = predict.replayable(study["points"])
+    host = predict.host_of(study)
+    c = predict.point_costs(points, n, host)
+    costs = [t.cost for t in c.trials]
+    free = predict.makespan(costs, n, 0.0, 0.0)
+    gaps = predict.makespan(costs, n, 0.0, c.gap)
+    first = predict.makespan(costs, n, c.startup, c.gap)
+    queued, driver = predict.bounds(c, n, None, hosts=1)
+    point = next(p for p in points if p["workers"] == n)
+    ideal = ideal_s(lengths, n)
+    out = {
+        "workers": n,
+        "measured_s": point["wall_s_median"],
+        "ideal_s": round(ideal, 3),
+        "trial_overhead_s": round(free - ideal, 3),
+        "gaps_s": round(gaps - free, 3),
+        "first_process_start_s": round(first - gaps, 3),
+        "start_queue_s": round(queued - first, 3),
+        "tail_s": round(c.tail, 3),
+        "driver_floor_s": round(driver, 3),
+        "driver_limits": driver > queued,
+        "per_process_start_s": round(c.per_proc, 4),
+        "driver_cpu_s_per_event": round(c.driver.per_event, 5),
+        "driver_events_per_s_max": round(c.driver.capacity or 0, 1),
+    }
+    out["unexplained_s"] = round(out["measured_s"] - max(queued, driver) - c.tail, 3)
+    return out
 
 
 def twin(a, x, left: tuple, right: tuple) -> None:
@@ -238,6 +269,11 @@ def plot(scale: dict, path: Path) -> None:
     ax[0][0].set_title("bringing up and submitting")
     ax[0][0].set_ylabel("seconds")
     m = [r["workers"] for r in search]
+    predicted = {v["workers"]: v["predicted_wall_s"] for v in scale["prediction_validation"]}
+    ax[0][1].plot(
+        m, [r["ideal_s"] / predicted[r["workers"]] for r in search], "x:", color="C2",
+        label="replayed, each count from the others",
+    )  # fmt: skip
     twin(
         ax[0][1], m,
         ([r["efficiency"] for r in search], "efficiency (ideal / measured)", "lower left"),
@@ -245,11 +281,15 @@ def plot(scale: dict, path: Path) -> None:
     )  # fmt: skip
     ax[0][1].set_ylim(0, 1.05)
     ax[0][1].set_title("sleep search: efficiency and trial-process start")
-    ax[1][0].plot(m, [r["results_per_s"] for r in search], "o-", label="results handled / s")
-    ax[1][0].plot(
-        m, [r["head_cpu"] for r in search], "s-", label="head CPU (driver + daemons), cores"
+    cap = scale.get("attribution", {}).get("driver_events_per_s_max")
+    twin(
+        ax[1][0], m,
+        ([r["results_per_s"] for r in search], "results handled / s", "upper left"),
+        ([(r.get("driver") or {}).get("cpu_cores") for r in search], "driver process, cores"),
+    )  # fmt: skip
+    ax[1][0].set_title(
+        "Tune driver" + (f": at most {cap:g} starts + results / s on one core" if cap else "")
     )
-    ax[1][0].set_title("Tune driver")
     ax[1][1].plot(n, [r["pss_mib"]["head"] for r in nodes], "s-", label="head PSS, MiB")
     twin(
         ax[1][1], n,
@@ -257,8 +297,7 @@ def plot(scale: dict, path: Path) -> None:
         ([r["idle_cpu_cluster"] for r in nodes], "idle cluster CPU, cores"),
     )  # fmt: skip
     ax[1][1].set_title("idle cost")
-    for a in (ax[0][0], ax[1][0]):
-        a.legend()
+    ax[0][0].legend()
     for a in ax.flat:
         a.set_xscale("log", base=2)
         a.set_xlabel("worker nodes")
@@ -269,6 +308,52 @@ def plot(scale: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def table(scale: dict) -> str:
+    """The markdown table docs/scaling.md quotes (tests/test_docs_figures.py checks it)."""
+    study = {r["workers"]: r for r in scale["sleep_study"]}
+    errors = {v["workers"]: v["error"] for v in scale.get("prediction_validation") or []}
+    head = [
+        "workers", "up s", "scale s / node", "submit -> RUNNING s", "idle cores",
+        "worker PSS MiB", "sleep search s", "ideal s", "efficiency",
+        "last process starts s", "results / s", "driver cores", "replay error",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in scale["nodes"]:
+        n, st = r["workers"], study.get(r["workers"], {})
+        drv = st.get("driver") or {}
+        cells = [
+            n,
+            r["up_s"] if r.get("up_ok") else "failed",
+            r.get("scale_s_per_node", "-"),
+            statistics.median(r["submit_to_running_s"]) if r.get("up_ok") else "-",
+            r.get("idle_cpu_cluster", "-"),
+            r.get("pss_worker_mib_median", "-"),
+            st.get("search_s", "-"),
+            st.get("ideal_s", "-"),
+            st.get("efficiency", "-"),
+            st.get("last_process_first_trial_s", "-"),
+            st.get("results_per_s", "-"),
+            drv.get("cpu_cores", "-"),
+            f"{errors[n]:+.1%}" if n in errors else "-",
+        ]
+        shown = [f"{round(c, 2):g}" if isinstance(c, float) else str(c) for c in cells]
+        lines.append("| " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def summary(scale: dict) -> str:
+    """The README's line on make scale (tests/test_docs_figures.py checks it)."""
+    rep, study = scale["repeated"], scale["sleep_study"]
+    last = study[-1]
+    worst = max(abs(v["error"]) for v in scale["prediction_validation"])
+    return (
+        f"`cluster up --workers {rep['workers']}` {rep['up_ok']} and `scale 1 -> "
+        f"{rep['workers']}` {rep['scale_ok']}; the sleep search at {last['workers']} workers "
+        f"{last['efficiency']:.0%} of the ideal, the replay model within {worst:.1%} at every "
+        f"count ({scale['created'][:10]})"
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/scale")
@@ -276,7 +361,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="ups and scales at the largest count")
     ap.add_argument("--memory-per-worker", type=float, default=0.5)
     ap.add_argument("--search", default="--num-samples 64 --mean-s 2 --rounds 4 --seed 0")
+    ap.add_argument(
+        "--phases",
+        default="nodes,repeat,study",
+        help="run only these, keeping the others' figures from <out>/scale.json; "
+        "`render` runs nothing and re-derives the model's figures and the plot from the files",
+    )
     a = ap.parse_args(argv)
+    phases = set(a.phases.split(","))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     counts = sorted(int(x) for x in a.workers.split(","))
@@ -290,20 +382,40 @@ def main(argv=None) -> int:
         int(opts["--num-samples"]), float(opts["--mean-s"]), 0.5, int(opts["--seed"])
     )
     say = report.say
-    scale: dict = {
-        "command": "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": scaling.machine(),
-        "memory_per_worker_gib": a.memory_per_worker,
-        "search": a.search,
-    }
-    say("nodes: up, idle, submit, scale")
-    scale["nodes"] = nodes_phase(p, state, counts, say)
-    say(f"cluster up and scale 1 -> {counts[-1]}, {a.repeats} times")
-    scale["repeated"] = repeat_phase(p, state, counts[-1], a.repeats, say)
-    say("the sleep study")
-    study, scale["sleep_study"] = study_phase(p, state, out, counts, search, lengths, say)
-    scale["prediction_validation"] = (study.get("prediction") or {}).get("validation")
+    kept = out / "scale.json"
+    scale: dict = json.loads(kept.read_text()) if phases != ALL and kept.exists() else {}
+    command = "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if phases == {"render"}:
+        scale["rendered"] = {"at": now, "command": command}
+    else:
+        if scale and "phase_runs" not in scale:  # a file from a run of every phase
+            scale["phase_runs"] = dict.fromkeys(sorted(ALL - phases), scale.get("created"))
+        scale.update(
+            {
+                "command": command,
+                "created": now,
+                "machine": scaling.machine(),
+                "memory_per_worker_gib": a.memory_per_worker,
+                "search": a.search,
+            }
+        )
+        # Each phase's own run: a later --phases run replaces only what it measured.
+        scale.setdefault("phase_runs", {}).update(dict.fromkeys(sorted(phases), now))
+    if "nodes" in phases:
+        say("nodes: up, idle, submit, scale")
+        scale["nodes"] = nodes_phase(p, state, counts, say)
+    if "repeat" in phases:
+        say(f"cluster up and scale 1 -> {counts[-1]}, {a.repeats} times")
+        scale["repeated"] = repeat_phase(p, state, counts[-1], a.repeats, say)
+    if "study" in phases:
+        say("the sleep study")
+        study, scale["sleep_study"] = study_phase(p, state, out, counts, search, lengths, say)
+    if "study" in phases or "render" in phases:
+        study = json.loads((out / "study" / "study.json").read_text())
+        pts = predict.replayable(study["points"])
+        scale["prediction_validation"] = predict.validation(pts, None, predict.host_of(study))
+        scale["attribution"] = attribution(study, counts[-1], lengths)
     (out / "scale.json").write_text(json.dumps(scale, indent=1))
     plot(scale, out / "scale.png")
     say(f"wrote {out / 'scale.json'} and {out / 'scale.png'}")

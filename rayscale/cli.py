@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import click
 
 from rayscale import __version__, connect, jobs, lifecycle, plan, providers, report, scaling
+from rayscale import state as state_mod
 from rayscale.errors import UserError
 from rayscale.providers import rayjob as rayjobs
 from rayscale.state import StateDir
@@ -55,13 +57,34 @@ class WorkerList(click.ParamType):
         return sorted(counts)
 
 
+def _cluster_name(ctx, param, value):
+    try:
+        return state_mod.check_name(value)
+    except UserError as e:
+        raise click.BadParameter(e.line()) from None
+
+
 def _state_option(f):
+    """--state-dir and --cluster, handed to the command as one `state`."""
+
+    @functools.wraps(f)
+    def command(*args, state_dir, cluster, **kwargs):
+        return f(*args, state=StateDir(state_dir, cluster).pick(), **kwargs)
+
+    command = click.option(
+        "--cluster",
+        envvar="RAYSCALE_CLUSTER",
+        default=state_mod.DEFAULT_CLUSTER,
+        show_default=True,
+        callback=_cluster_name,
+        help="which cluster of the state dir: several run side by side [env RAYSCALE_CLUSTER]",
+    )(command)
     return click.option(
         "--state-dir",
         envvar="RAYSCALE_STATE_DIR",
         default=None,
-        help="where the cluster is recorded [env RAYSCALE_STATE_DIR, default .rayscale/]",
-    )(f)
+        help="where clusters are recorded [env RAYSCALE_STATE_DIR, default .rayscale/]",
+    )(command)
 
 
 def _env_option(f):
@@ -196,10 +219,9 @@ def cluster_up(
     cpus_per_worker,
     memory_per_worker,
     timeout,
-    state_dir,
+    state,
 ):
     """Start a head node (no trials) and WORKERS worker nodes."""
-    state = StateDir(state_dir)
     p = providers.get(
         provider,
         state,
@@ -225,9 +247,8 @@ def cluster_up(
 @click.option("--workers", type=WorkerCount(), required=True)
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
 @_state_option
-def cluster_scale(workers, timeout, state_dir):
+def cluster_scale(workers, timeout, state):
     """Add or remove worker nodes until WORKERS are alive."""
-    state = StateDir(state_dir)
     t0 = time.perf_counter()
     with state.lock():
         providers.recorded(state).scale(workers, timeout)
@@ -237,16 +258,23 @@ def cluster_scale(workers, timeout, state_dir):
 @cluster.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @_state_option
-def cluster_status(as_json, state_dir):
+def cluster_status(as_json, state):
     """List the cluster's nodes: state, CPUs, memory."""
-    report.show_cluster(providers.recorded(StateDir(state_dir)).status(), as_json)
+    report.show_cluster(providers.recorded(state).status(), as_json)
+
+
+@cluster.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@_state_option
+def cluster_list(as_json, state):
+    """List every cluster recorded in the state dir (--cluster is ignored)."""
+    report.show_clusters(lifecycle.listing(state), as_json)
 
 
 @cluster.command("down")
 @_state_option
-def cluster_down(state_dir):
+def cluster_down(state):
     """Stop exactly what `cluster up` started and remove its temp dirs."""
-    state = StateDir(state_dir)
     if not state.read():
         report.say(f"no cluster recorded in {state.path}; nothing to do")
         return
@@ -270,7 +298,7 @@ def job():
     "--save",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="also write the result record to this file",
+    help="write the result record here [default: results/<run name>.json]",
 )
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
 @click.option(
@@ -299,7 +327,7 @@ def job_submit(
     env,
     address,
     token_file,
-    state_dir,
+    state,
     job_args,
 ):
     """Submit the bundled job with JOB_ARGS after --, e.g. -- --num-samples 8; or, with
@@ -310,11 +338,11 @@ def job_submit(
                 "--rayjob runs the image's bundled job on the recorded cluster",
                 "drop --working-dir, --job-dir, --env, --address and --no-wait with it",
             )
-        provider = providers.recorded(StateDir(state_dir))
+        provider = providers.recorded(state)
         rec = rayjobs.submit_on(provider, list(job_args), timeout, report.job_line)
         _show(rec, as_json, save)
         return
-    j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
+    j = jobs.Jobs(connect.endpoint(address, token_file, state))
     if working_dir:
         if job_dir or as_json or save:
             raise UserError(
@@ -343,12 +371,11 @@ def _follow(j: jobs.Jobs, job_id: str, as_json: bool, timeout, save=None) -> Non
 
 
 def _show(rec: dict, as_json: bool, save) -> None:
-    if save:
-        report.save_json(rec, save)
     if as_json:
         print(json.dumps(rec))
     else:
         report.show_result(rec)
+    report.say(f"result record saved to {report.save_result(rec, save)}", err=True)
 
 
 @job.command("resume", context_settings={"ignore_unknown_options": True})
@@ -359,15 +386,15 @@ def _show(rec: dict, as_json: bool, save) -> None:
     "--save",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="also write the result record to this file",
+    help="write the result record here [default: results/<run name>.json]",
 )
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
 @_env_option
 @_address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
-def job_resume(name, wait, as_json, save, timeout, env, address, token_file, state_dir, job_args):
+def job_resume(name, wait, as_json, save, timeout, env, address, token_file, state, job_args):
     """Resume search NAME (e.g. after the head died) with its original JOB_ARGS after --."""
-    j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
+    j = jobs.Jobs(connect.endpoint(address, token_file, state))
     job_id = j.resume(name, list(job_args), env=jobs.env_vars(env))
     if not wait:
         print(job_id)
@@ -379,9 +406,9 @@ def job_resume(name, wait, as_json, save, timeout, env, address, token_file, sta
 @job.command("status")
 @click.argument("job_id")
 @_address_options
-def job_status(job_id, address, token_file, state_dir):
+def job_status(job_id, address, token_file, state):
     """Print a job's status."""
-    print(jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).status(job_id))
+    print(jobs.Jobs(connect.endpoint(address, token_file, state)).status(job_id))
 
 
 @job.command("logs")
@@ -390,9 +417,9 @@ def job_status(job_id, address, token_file, state_dir):
     "--follow", "-f", is_flag=True, help="stream the log until the job ends (`ray job logs -f`)"
 )
 @_address_options
-def job_logs(job_id, follow, address, token_file, state_dir):
+def job_logs(job_id, follow, address, token_file, state):
     """Print a job's log."""
-    j = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir)))
+    j = jobs.Jobs(connect.endpoint(address, token_file, state))
     if follow:
         report.say(f"{job_id} {j.wait(job_id, on_log=print)}", err=True)
     else:
@@ -402,18 +429,18 @@ def job_logs(job_id, follow, address, token_file, state_dir):
 @job.command("stop")
 @click.argument("job_id")
 @_address_options
-def job_stop(job_id, address, token_file, state_dir):
+def job_stop(job_id, address, token_file, state):
     """Stop a running job."""
-    stopped = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).stop(job_id)
+    stopped = jobs.Jobs(connect.endpoint(address, token_file, state)).stop(job_id)
     print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
 
 
 @job.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print the jobs as JSON")
 @_address_options
-def job_list(as_json, address, token_file, state_dir):
+def job_list(as_json, address, token_file, state):
     """List the cluster's jobs and their final states."""
-    rows = jobs.Jobs(connect.endpoint(address, token_file, StateDir(state_dir))).list()
+    rows = jobs.Jobs(connect.endpoint(address, token_file, state)).list()
     report.show_jobs(rows, as_json)
 
 
@@ -440,7 +467,7 @@ def job_list(as_json, address, token_file, state_dir):
     "--out",
     type=click.Path(file_okay=False),
     default=None,
-    help="output dir [default: results/scaling-<time>]",
+    help="output dir [default: results/scaling-<time>, env RAYSCALE_RESULTS_DIR for results/]",
 )
 @click.option(
     "--baselines",
@@ -494,7 +521,7 @@ def scaling_cmd(
     memory_per_worker,
     timeout,
     resume,
-    state_dir,
+    state,
     job_args,
 ):
     """Measure how the job's time falls as workers are added; fit and plot the curve. The
@@ -523,7 +550,7 @@ def scaling_cmd(
     progress = scaling.progress_for(provider, plan, out, resume, given)
     p = providers.get(
         provider,
-        StateDir(state_dir),
+        state,
         cpus_per_worker=cpus_per_worker,
         memory_per_worker=memory_per_worker,
         image=image,

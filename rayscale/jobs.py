@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rayscale.endpoint import IMAGE_JOB_DIGEST, Endpoint
 from rayscale.errors import Unreachable, UserError
+from rayscale.state import command, results_dir
 
 RESULT_MARKER = "RAYSCALE_RESULT "
 PROGRESS_MARKER = "RAYSCALE_PROGRESS "
@@ -222,6 +223,9 @@ class Jobs:
         """env: variables for the driver and every trial process on every node (the job's
         runtime env), e.g. object-storage credentials; readable by holders of the token."""
         job_dir = Path(job_dir or default_job_dir())
+        if self.endpoint.shares_disk and not given(job_args, "--storage-path"):
+            # The nodes are this machine: Tune's files land beside the user, under results/.
+            job_args = [*job_args, "--storage-path", str(results_dir())]
         on_nodes = path_on_nodes(self.endpoint, job_dir)
         check_job_dir(job_dir, upload=on_nodes is None)
         entrypoint = shlex.join(["python", "tune_xgboost.py", *localise_paths(job_args)])
@@ -300,9 +304,9 @@ class Jobs:
         already finished are kept, those in flight resume from their checkpoints.
         """
         args = [a for a in job_args if a != "--restore"]
-        if any(a == "--name" or a.startswith("--name=") for a in args):
+        if given(args, "--name"):
             raise UserError(
-                "pass the run name as `rayscale job resume NAME`, not --name",
+                f"pass the run name as {command('job resume NAME')}, not --name",
                 "remove --name from the job args",
             )
         return self.submit([*args, "--name", name, "--restore"], job_dir, env=env)
@@ -369,7 +373,7 @@ class Jobs:
             if deadline and time.monotonic() > deadline:
                 raise UserError(
                     f"job {job_id} still {status} after {timeout:.0f} s",
-                    f"follow it with `rayscale job logs {job_id}` or stop it with `rayscale job stop {job_id}`",
+                    f"follow it with {command(f'job logs {job_id}')} or stop it with {command(f'job stop {job_id}')}",
                 )
             time.sleep(poll)
 
@@ -449,11 +453,15 @@ def check_ended_well(job_id: str, text: str, status: str) -> None:
         raise _failed(job_id, text, status)
 
 
+def given(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
 def _failed(job_id: str, text: str, status: str) -> UserError:
     tail = " | ".join(line.strip() for line in text.strip().splitlines()[-3:]) or "no output"
     return UserError(
         f"job {job_id} ended {status} ({tail[:300]})",
-        f"read the whole log with `rayscale job logs {job_id}`",
+        f"read the whole log with {command(f'job logs {job_id}')}",
     )
 
 
@@ -468,7 +476,7 @@ def parse_result(job_id: str, text: str, status: str) -> dict:
             if said.get("kind") == "search":
                 raise UserError(
                     f"job {job_id} failed: {said['error']}",
-                    f"the record is in its storage path; read `rayscale job logs {job_id}`",
+                    f"the record is in its storage path; read {command(f'job logs {job_id}')}",
                 )
             raise UserError(f"job {job_id} rejected its input: {said['error']}")
     if status == "SUCCEEDED":
@@ -493,7 +501,7 @@ def _connect(endpoint: Endpoint):
 def _unreachable(endpoint: Endpoint) -> Unreachable:
     return Unreachable(
         f"cannot reach the Ray dashboard at {endpoint.url}",
-        "is the cluster up (`rayscale cluster status`)? check --address",
+        f"is the cluster up ({command('cluster status')})? check --address",
     )
 
 
@@ -540,7 +548,7 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
             raise _auth_error(endpoint, sent=True) from None
         if "does not exist" in msg or "404" in msg:
             raise UserError(
-                f"{msg.splitlines()[0]}", "list jobs with `rayscale job list`"
+                f"{msg.splitlines()[0]}", f"list jobs with {command('job list')}"
             ) from None
         if "Failed to connect" in msg or "Connection refused" in msg or "Timed out" in msg:
             raise _unreachable(endpoint) from None
@@ -551,6 +559,6 @@ def _translated(endpoint: Endpoint, fn, *args, **kwargs):
             raise UserError(
                 f"the Job API at {endpoint.url} answered {code.group(1)}",
                 "the head's job agent is down or stuck: read dashboard_agent.log in the "
-                "head's session logs, then `rayscale cluster down` / `up` and submit again",
+                f"head's session logs, then {command('cluster down')} / `up` and submit again",
             ) from None
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,8 @@ def rows(
                 "wall_s_p90": round(r["wall_s_p90"], 1),
                 "total_s": round(r["total_s"], 1),
                 "cost_usd": round((n * m.price + m.head_price) * hours, 4),
+                # Tune's driver, not the trials, sets the search's time at this count.
+                "driver_limited": r["driver_floor_s"] >= r["wall_s"] - 1e-9,
             }
         )
     one = next((r for r in out if r["workers"] == 1), None)
@@ -207,15 +210,52 @@ def make(
         # Trials at once on one machine slow each other by these factors (measured on the
         # study's host by its baselines; past the last count measured, the last holds).
         "host_contention": [list(f) for f in host.factors],
+        "host_contention_from": (
+            None if len(host.factors) < 2 else "points" if host.from_points else "baselines"
+        ),
         "prices_read": PRICES_READ if instance else None,
         "speed": speed,
         "num_samples": num_samples,
         "trial_costs": priced,
         "cost_model": check,
+        "node_start": node_start(study),
+        "driver": driver_summary(predict.driver_of(predict.replayable(study["points"])), table),
         "deadline_s": limit,
         **mark(table, limit),
     }
     return table, summary
+
+
+def node_start(study: dict) -> dict | None:
+    """Seconds per worker node the study's provider took to add (its resizes between
+    points), where the study recorded them."""
+    steps = [
+        r["resize"]["s"] / (p["workers"] - r["resize"]["from"])
+        for p in study["points"]
+        for r in p.get("runs", [])
+        if (r.get("resize") or {}).get("from", p["workers"]) < p["workers"]
+    ]
+    if not steps:
+        return None
+    return {
+        "s_per_node": round(statistics.median(steps), 2),
+        "provider": study.get("provider"),
+        "one_host": bool(study.get("one_machine", study.get("provider") in predict.ONE_HOST)),
+    }
+
+
+def driver_summary(d: predict.Driver, table: list[dict]) -> dict | None:
+    """What the plan assumed of Tune's driver, and the first count where it limits."""
+    if d.capacity is None:
+        return None
+    limited = [r["workers"] for r in table if r["driver_limited"]]
+    return {
+        "cpu_s_per_event": round(d.per_event, 5),
+        "idle_cores": round(d.idle, 3),
+        "events_per_s_max": round(d.capacity, 1),
+        "events_per_trial": round(d.events_per_trial, 2),
+        "limits_from_workers": limited[0] if limited else None,
+    }
 
 
 def write(table: list[dict], summary: dict, out: Path) -> list[Path]:

@@ -71,6 +71,63 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class Driver:
+    """Tune's driver, one process that starts every trial and takes every result in turn:
+    its CPU seconds per such event, and the cores it uses with none (its own loop)."""
+
+    per_event: float = 0.0
+    idle: float = 0.0
+    events_per_trial: float = 0.0
+
+    @property
+    def capacity(self) -> float | None:
+        """Events per second with its process on one full core."""
+        return (1 - self.idle) / self.per_event if self.per_event > 0 else None
+
+    def floor(self, trials: int) -> float:
+        """The shortest search window the driver allows: its events at its capacity."""
+        cap = self.capacity
+        return trials * self.events_per_trial / cap if cap else 0.0
+
+
+def driver_of(points: list[dict]) -> Driver:
+    """The driver's cost from the runs that measured its process (`driver`: events, their
+    rate, its CPU cores in the search window): its cores against the event rate by least
+    squares where the rates differ (slope: CPU per event, intercept: its idle loop), else
+    the lowest CPU per event of any run (idle counted in: the cautious side). No run
+    measured it: no ceiling."""
+    runs = [
+        r["driver"]
+        for p in points
+        for r in p.get("runs", [])
+        if (r.get("driver") or {}).get("cpu_cores") is not None and r["driver"]["events"]
+    ]
+    if not runs:
+        return Driver()
+    per_trial = statistics.median(
+        d["events"] / max(1, r["trials"])
+        for p in points
+        for r in p.get("runs", [])
+        if (d := r.get("driver")) and r.get("trials")
+    )
+    rates = [d["events_per_s"] for d in runs]
+    if len(runs) >= 3 and max(rates) >= 2 * min(rates):
+        slope, idle = _line([(d["events_per_s"], d["cpu_cores"]) for d in runs])
+        if slope > 0 and 0 <= idle < 0.9:
+            return Driver(slope, idle, per_trial)
+    return Driver(min(d["cpu_s_per_event"] for d in runs), 0.0, per_trial)
+
+
+def _line(xy: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope and intercept."""
+    mx = statistics.fmean(x for x, _ in xy)
+    my = statistics.fmean(y for _, y in xy)
+    sxx = sum((x - mx) ** 2 for x, _ in xy)
+    slope = sum((x - mx) * (y - my) for x, y in xy) / sxx if sxx else 0.0
+    return slope, my - slope * mx
+
+
+@dataclass(frozen=True)
 class Costs:
     """What one measured run says about the search, in seconds."""
 
@@ -79,6 +136,16 @@ class Costs:
     gap: float  # between two trials on one process
     tail: float  # last trial's end -> search end
     fixed: float  # the job outside the search window (submit, data, baseline, retrain)
+    driver: Driver = Driver()
+    # Each trial process started before it on the same machine delays its first trial by
+    # this much: processes start up (Python, Ray's worker, the trainable's imports) on
+    # that machine's cores. `startup` is then the first process's.
+    per_proc: float = 0.0
+
+    def starts(self, slots: int, hosts: int = 1) -> list[float]:
+        """When each slot's first trial can start: slots spread over HOSTS machines in turn,
+        each after the processes ahead of it on its own machine."""
+        return [self.startup + self.per_proc * (j // max(1, hosts)) for j in range(slots)]
 
     def scaled(self, factor: float) -> Costs:
         """Trials `factor` times as long (start-up, gaps and the job's fixed part unchanged)."""
@@ -154,18 +221,20 @@ def _lanes(tl: list[dict]) -> list[list[dict]]:
 # ---- the schedulers ------------------------------------------------------------------------
 
 
-def _slots(slots: int, n: int, startup: float) -> list:
+def _slots(slots: int, n: int, startup) -> list:
+    """Each slot's (first free time, index, fresh); STARTUP: one time for all, or each's."""
     if slots < 1:
         raise ValueError("slots must be at least 1")
-    free = [(startup, i, True) for i in range(min(slots, n))]
+    at = list(startup) if isinstance(startup, (list, tuple)) else [startup] * slots
+    free = [(at[i], i, True) for i in range(min(slots, n))]
     heapq.heapify(free)
     return free
 
 
-def makespan(costs, slots: int, startup: float, gap: float) -> float:
+def makespan(costs, slots: int, startup, gap: float) -> float:
     """FIFO list scheduling: each trial's cost, in order, to the slot that frees first."""
     free = _slots(slots, len(costs), startup)
-    end = startup
+    end = min(at for at, _, _ in free)
     for cost in costs:
         at, i, fresh = heapq.heappop(free)
         finish = at + (0.0 if fresh else gap) + cost
@@ -216,7 +285,7 @@ def path(t: Trial, asha: Asha) -> list[tuple[int, float, float]]:
 
 
 def asha_makespan(
-    trials: list[Trial] | tuple[Trial, ...], slots: int, startup: float, gap: float, asha: Asha
+    trials: list[Trial] | tuple[Trial, ...], slots: int, startup, gap: float, asha: Asha
 ) -> tuple[float, dict[int, int]]:
     """ASHA on SLOTS slots: (the search's end, {trial index: rounds where it was stopped})."""
     paths = [path(t, asha) for t in trials]
@@ -231,9 +300,10 @@ def asha_makespan(
             t0 = at + (0.0 if fresh else gap)
             heapq.heappush(events, (t0 + paths[i][0][2], next(seq), slot, i, 0, t0))
 
-    for at, slot, fresh in sorted(_slots(slots, len(trials), startup)):
+    first = sorted(_slots(slots, len(trials), startup))
+    for at, slot, fresh in first:
         take(slot, at, fresh)
-    end, stopped = startup, {}
+    end, stopped = first[0][0], {}
     while events:
         now, _, slot, i, k, t0 = heapq.heappop(events)
         rounds, rmse, _ = paths[i][k]
@@ -258,11 +328,20 @@ def drawn_order(trials) -> list[Trial]:
     return list(trials)
 
 
-def search_wall(c: Costs, slots: int, asha: Asha | None = None) -> float:
+def bounds(c: Costs, slots: int, asha: Asha | None = None, hosts: int = 1) -> tuple[float, float]:
+    """The search window as the trials' schedule sets it (SLOTS over HOSTS machines), and
+    as the driver's throughput does (its events one after another); the search takes the
+    longer."""
+    starts = c.starts(slots, hosts)
     if asha:
-        trials = drawn_order(c.trials)
-        return asha_makespan(trials, slots, c.startup, c.gap, asha)[0] + c.tail
-    return makespan([t.cost for t in c.trials], slots, c.startup, c.gap) + c.tail
+        trials = asha_makespan(drawn_order(c.trials), slots, starts, c.gap, asha)[0]
+    else:
+        trials = makespan([t.cost for t in c.trials], slots, starts, c.gap)
+    return trials, c.startup + c.driver.floor(len(c.trials))
+
+
+def search_wall(c: Costs, slots: int, asha: Asha | None = None, hosts: int = 1) -> float:
+    return max(bounds(c, slots, asha, hosts)) + c.tail
 
 
 def predict(
@@ -274,12 +353,20 @@ def predict(
     seed: int = 0,
     search: Search | None = None,
     factor: float = 1.0,
+    hosts: int = 1,
 ) -> dict:
     """Search wall and job total on SLOTS slots; p10 / p90 where trials are drawn. SEARCH:
     the configs of a search of another size, priced by its cost model times FACTOR."""
+    driver = c.startup + c.driver.floor(num_samples or len(c.trials)) + c.tail
     if not num_samples or num_samples == len(c.trials):
-        wall = search_wall(c, slots, asha)
-        return {"wall_s": wall, "wall_s_p10": wall, "wall_s_p90": wall, "total_s": wall + c.fixed}
+        wall = search_wall(c, slots, asha, hosts)
+        return {
+            "wall_s": wall,
+            "wall_s_p10": wall,
+            "wall_s_p90": wall,
+            "total_s": wall + c.fixed,
+            "driver_floor_s": driver,
+        }
     rng = random.Random(seed)
     walls = []
     for _ in range(draws):
@@ -291,7 +378,7 @@ def predict(
                 drawn = [replace(t, draw=i) for i, t in enumerate(drawn)]
             else:  # longest first, as the job orders a FIFO search's configs
                 drawn.sort(key=lambda t: t.cost, reverse=True)
-        walls.append(search_wall(replace(c, trials=tuple(drawn)), slots, asha))
+        walls.append(search_wall(replace(c, trials=tuple(drawn)), slots, asha, hosts))
     walls.sort()
     wall = statistics.median(walls)
     return {
@@ -299,6 +386,7 @@ def predict(
         "wall_s_p10": walls[len(walls) // 10],
         "wall_s_p90": walls[(len(walls) * 9) // 10],
         "total_s": wall + c.fixed,
+        "driver_floor_s": driver,
     }
 
 
@@ -523,6 +611,8 @@ class Host:
     factors: tuple[tuple[int, float], ...] = ((1, 1.0),)
     one_host: bool = False  # the study's workers all shared the machine
     cpus: int = 0  # that machine's CPUs
+    from_points: bool = False  # factors read from the study's own points, not baselines
+    cpu_share: float = 1.0  # the cores a trial keeps busy alone (1: it computes throughout)
 
     def factor(self, k: float) -> float:
         pts = sorted(self.factors)
@@ -538,12 +628,14 @@ class Host:
         all of them on the study's one machine, else one worker's. More trials than cores
         share them in turn on top."""
         k = slots if self.one_host else slots_per_worker
-        over = k / self.cpus if self.one_host and self.cpus and k > self.cpus else 1.0
-        return self.factor(min(k, self.cpus) if over > 1 else k) * over
+        busy = k * self.cpu_share  # the cores the trials at once would keep busy
+        over = busy / self.cpus if self.one_host and self.cpus and busy > self.cpus else 1.0
+        return self.factor(min(k, self.cpus) if k > self.cpus else k) * over
 
 
 def host_of(study: dict) -> Host:
-    """The study's host contention, from its baselines (sequential vs joblib)."""
+    """The study's host contention: from its baselines (sequential vs joblib, no Ray in
+    the way), else, for a study whose workers shared one machine, from its own points."""
     b = study.get("baselines") or {}
     seq, par = b.get("sequential") or {}, b.get("joblib") or {}
     factors = [(1, 1.0)]
@@ -557,11 +649,63 @@ def host_of(study: dict) -> Host:
         )
     elif n > 1 and seq.get("sum_train_s") and par.get("sum_train_s"):  # one run each
         factors.append((n, par["sum_train_s"] / seq["sum_train_s"]))
+    one_host = study.get("one_machine", study.get("provider") in ONE_HOST)
+    from_points = len(factors) == 1 and one_host
+    if from_points:
+        factors += points_contention(replayable(study.get("points") or []))
     return Host(
         tuple(factors),
-        study.get("one_machine", study.get("provider") in ONE_HOST),
+        one_host,
         int((study.get("machine") or {}).get("cpus") or 0),
+        from_points,
+        cpu_share(replayable(study.get("points") or [])),
     )
+
+
+def cpu_share(points: list[dict]) -> float:
+    """The cores one trial keeps busy, from the point of fewest slots (its trials the least
+    crowded): its worker nodes' busy cores over its slots. Trials that wait (on I/O, a
+    remote service, a sleep) crowd a machine's cores less than trials that compute. 1
+    where the study could not see its nodes' processes."""
+    if not points:
+        return 1.0
+    p = min(points, key=lambda q: slots_of(q, q["workers"]))
+    busy = [
+        sum(v for node, v in r["cpu_busy_by_node"].items() if node != "head")
+        for r in p["runs"]
+        if r.get("cpu_busy_by_node")
+    ]
+    if not busy:
+        return 1.0
+    per_trial = p.get("cpus_per_trial") or 1
+    return min(per_trial, max(0.01, statistics.median(busy) / slots_of(p, p["workers"])))
+
+
+def _trial_key(t: dict):
+    if t.get("draw") is not None:
+        return t["draw"]
+    return _key(t["config"]) if isinstance(t.get("config"), dict) else None
+
+
+def points_contention(points: list[dict]) -> list[tuple[int, float]]:
+    """Trials at once on the one machine of a study that ran them there at 1 and more at
+    once: each count's trials against the same configs' at 1 (the median ratio)."""
+    by_k: dict[int, dict] = {}
+    for p in points:
+        costs: dict = {}
+        for r in p["runs"]:
+            for t in r.get("timeline") or ():
+                if (key := _trial_key(t)) is not None:
+                    costs.setdefault(key, []).append(t["end"] - t["start"])
+        k = slots_of(p, p["workers"])
+        by_k.setdefault(k, {}).update({key: statistics.median(v) for key, v in costs.items()})
+    base = by_k.get(1) or {}
+    out = []
+    for k in sorted(by_k):
+        ratios = [c / base[key] for key, c in by_k[k].items() if base.get(key, 0) > 0]
+        if k > 1 and ratios:
+            out.append((k, statistics.median(ratios)))
+    return out
 
 
 def replayable(points: list[dict]) -> list[dict]:
@@ -595,7 +739,35 @@ def point_costs(points: list[dict], workers: int, host: Host = Host()) -> Costs:
     runs = [c for p in points for c in run_costs(p, host)]
     runs.sort(key=lambda c: sum(t.cost for t in c.trials))
     near = run_costs(nearest(points, workers), host)
-    return replace(near[len(near) // 2], trials=runs[len(runs) // 2].trials)
+    startup, per_proc = startup_of(points, host)
+    return replace(
+        near[len(near) // 2],
+        trials=runs[len(runs) // 2].trials,
+        driver=driver_of(points),
+        startup=startup,
+        per_proc=per_proc,
+    )
+
+
+def startup_of(points: list[dict], host: Host = Host()) -> tuple[float, float]:
+    """The first trial process's start-up and what each process ahead of it on its machine
+    adds, by least squares over every run's first trials, each at its place on its machine
+    (on a study of one machine, its place among all; of separate machines, among one
+    machine's, slots spread over them in turn). One place only: its median, nothing added."""
+    xy = []
+    for p in points:
+        hosts = 1 if host.one_host else p["workers"]
+        for r in p["runs"]:
+            if r.get("timeline"):
+                firsts = sorted(
+                    lane[0]["start"]
+                    for lane in _lanes(sorted(r["timeline"], key=lambda t: t["start"]))
+                )
+                xy += [(j // hosts, s) for j, s in enumerate(firsts)]
+    if len({x for x, _ in xy}) < 2:
+        return statistics.median(y for _, y in xy), 0.0
+    slope, first = _line(xy)
+    return max(0.0, first), max(0.0, slope)
 
 
 def at(
@@ -613,15 +785,19 @@ def at(
     src = nearest(points, workers)
     factor = host.factor(slots_of(src, 1, cpus_per_worker)) / speed  # separate machines
     c = point_costs(points, workers, host).scaled(factor)
+    if host.one_host and host.cpus and cpus_per_worker:
+        # Processes start on a machine's cores: more cores, more start side by side.
+        c = replace(c, per_proc=c.per_proc * host.cpus / cpus_per_worker)
     slots = slots_of(src, workers, cpus_per_worker)
-    return predict(c, slots, num_samples, asha, search=search, factor=factor)
+    return predict(c, slots, num_samples, asha, search=search, factor=factor, hosts=workers)
 
 
 def replay_at(points: list[dict], shape: dict, asha: Asha | None = None, host: Host = Host()):
     """The search wall, from POINTS' trials, on the machines of a measured point SHAPE."""
     slots = slots_of(shape, shape["workers"])
     c = point_costs(points, shape["workers"], host)
-    return search_wall(c.scaled(host.slowdown(slots, slots_of(shape, 1))), slots, asha)
+    hosts = 1 if host.one_host else shape["workers"]
+    return search_wall(c.scaled(host.slowdown(slots, slots_of(shape, 1))), slots, asha, hosts)
 
 
 def validation(points: list[dict], asha: Asha | None = None, host: Host = Host()) -> list[dict]:
@@ -632,7 +808,10 @@ def validation(points: list[dict], asha: Asha | None = None, host: Host = Host()
         others = [q for q in replayable(points) if q is not p]
         if not others:
             continue
-        predicted = replay_at(others, p, asha, host)
+        h = host
+        if host.from_points:  # the point left out must not have priced its own trials
+            h = replace(host, factors=((1, 1.0), *points_contention(others)))
+        predicted = replay_at(others, p, asha, h)
         measured = p["wall_s_median"]
         out.append(
             {

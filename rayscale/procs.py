@@ -194,12 +194,13 @@ def tree(pids) -> dict[int, psutil.Process]:
     return seen
 
 
-def rss_bytes(pids: list[int]) -> int:
-    """Resident memory of the given processes and all their descendants."""
+def rss_bytes(pids: list[int], pss: bool = False) -> int:
+    """Resident memory of the given processes and all their descendants; `pss`: each
+    shared page split among the processes that map it, so separate trees add up."""
     total = 0
     for q in tree(pids).values():
         with contextlib.suppress(psutil.Error):
-            total += q.memory_info().rss
+            total += q.memory_full_info().pss if pss else q.memory_info().rss
     return total
 
 

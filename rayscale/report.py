@@ -6,12 +6,15 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rayscale import state
 from rayscale.providers.base import ClusterStatus
+from rayscale.state import command
 
 # Off a terminal rich assumes 80 columns and squeezes tables; logs and CI have room.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -48,6 +51,24 @@ def show_cluster(st: ClusterStatus, as_json: bool = False) -> None:
     else:
         console.print(cluster_table(st))
         say(f"{st.alive_workers} workers alive, {st.worker_cpus:g} worker CPUs")
+
+
+def show_clusters(rows: list[dict], as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        say(f"no cluster recorded; start one with {command('cluster up')}")
+        return
+    t = Table()
+    for col in ("name", "provider", "workers", "state", "dashboard", "state dir"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["name"], r["provider"] or "-", str(r["workers"] or "-"), r["state"],
+            r["dashboard"] or "-", r["state_dir"],
+        )  # fmt: skip
+    console.print(t)
 
 
 def show_result(rec: dict) -> None:
@@ -90,9 +111,14 @@ def show_result(rec: dict) -> None:
         )
 
 
-def save_json(rec: dict, path: str) -> None:
-    from pathlib import Path
+def save_result(rec: dict, path: str | None) -> Path:
+    """A job's result record: to `path`, else results/<run name>.json."""
+    where = Path(path) if path else state.results_dir() / f"{rec.get('name') or 'job'}.json"
+    save_json(rec, where)
+    return where
 
+
+def save_json(rec: dict, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(rec, indent=2))
 
@@ -289,6 +315,8 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
             marks.append("cheapest" + (" in deadline" if summary.get("deadline_s") else ""))
         if r["knee"]:
             marks.append("knee")
+        if r.get("driver_limited"):
+            marks.append("driver-limited")
         t.add_row(
             str(r["workers"]),
             f"{r['wall_s']:.1f}",
@@ -322,14 +350,48 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
     factors = summary.get("host_contention") or []
     if len(factors) > 1:
         k, f = factors[-1]
+        how = (
+            "its trials at 1 and more at once on the study's one host"
+            if summary.get("host_contention_from") == "points"
+            else "the study's baselines on its host"
+        )
         say(
-            f"Trials at once on one machine: each {f:.2f}x as long at {k:g} (measured on the "
-            f"study's host); assumed the same at more."
+            f"Trials at once on one machine: each {f:.2f}x as long at {k:g} (measured by "
+            f"{how}); assumed the same at more."
         )
     else:
         say(
-            "Trials at once on one machine: not measured (the study ran no joblib baseline); "
-            "assumed to cost nothing, which flatters the plan where slots share a host."
+            "Trials at once on one machine: not measured (the study ran no joblib baseline, "
+            "nor its trials at 1 and more at once on one host); assumed to cost nothing, "
+            "which flatters the plan where slots share a host."
+        )
+    ns = summary.get("node_start")
+    if ns:
+        where = (
+            "its nodes sharing one machine, started a few at a time"
+            if ns["one_host"]
+            else "on its machines"
+        )
+        say(
+            f"Adding nodes: {ns['s_per_node']:g} s per node in the study ({ns['provider']}, "
+            f"{where}); not in the times above, which start with the cluster up."
+        )
+    d = summary.get("driver")
+    if d:
+        where = (
+            f"it sets the time from {d['limits_from_workers']} workers (marked)"
+            if d["limits_from_workers"]
+            else "the trials, not it, set the time at every count shown"
+        )
+        say(
+            f"Tune's driver: at most {d['events_per_s_max']:g} trial starts and results a "
+            f"second ({d['cpu_s_per_event'] * 1000:.1f} ms of its CPU each, measured), "
+            f"{d['events_per_trial']:g} a trial here: {where}."
+        )
+    else:
+        say(
+            "Tune's driver: not measured (the study has no driver figures: its provider "
+            "cannot see the driver's process, or it predates them); no ceiling assumed."
         )
     for f in written:
         say(f"wrote {f}")

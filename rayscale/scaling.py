@@ -30,6 +30,7 @@ import psutil
 from rayscale import extras, jobs, lifecycle, predict, tune_output
 from rayscale.errors import UserError
 from rayscale.providers.base import Provider
+from rayscale.state import results_dir
 
 BASELINES = ("sequential", "joblib")
 
@@ -142,7 +143,7 @@ def progress_for(
     """A new study's progress, or an interrupted one's read back (its plan with it: `given`
     names the plan options the user passed, refused with --resume)."""
     if resume is None:
-        path = Path(out or time.strftime("results/scaling-%Y%m%d-%H%M%S"))
+        path = Path(out) if out else results_dir() / time.strftime("scaling-%Y%m%d-%H%M%S")
         if (path / PROGRESS).exists() and not (path / "study.json").exists():
             raise UserError(
                 f"{path} holds an unfinished study",
@@ -213,12 +214,16 @@ class CpuSampler:
         self.provider, self.interval = provider, interval
         self._last: dict[tuple[str, int], float] = {}
         self.used: dict[str, float] = {}
+        self.series: dict[int, list[tuple[float, float]]] = {}  # head pid: (epoch, CPU s)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _sample(self) -> None:
+        now = time.time()
         for node, per_pid in self.provider.node_cpu_seconds().items():
             for pid, secs in per_pid.items():
+                if node == "head":
+                    self.series.setdefault(pid, []).append((now, secs))
                 prev = self._last.get((node, pid))
                 if prev is not None and secs >= prev:
                     self.used[node] = self.used.get(node, 0.0) + secs - prev
@@ -242,6 +247,39 @@ class CpuSampler:
 
     def busy(self) -> dict[str, float]:
         return {node: round(used / self.wall, 3) for node, used in sorted(self.used.items())}
+
+    def between(self, pid: int, t0: float, t1: float) -> float | None:
+        """CPU seconds a head process used from epoch t0 to t1 (linear between samples);
+        None where its samples do not cover that span."""
+        pts = self.series.get(pid) or []
+        if len(pts) < 2 or pts[0][0] > t0 + self.interval or pts[-1][0] < t1 - self.interval:
+            return None
+
+        def at(t: float) -> float:
+            for (a, x), (b, y) in zip(pts, pts[1:], strict=False):
+                if t <= b:
+                    return x + (y - x) * min(1.0, max(0.0, (t - a) / (b - a or 1)))
+            return pts[-1][1]
+
+        return max(0.0, at(t1) - at(t0))
+
+
+def driver_load(cpu: CpuSampler, info, window: tuple[float, float], exp) -> dict:
+    """The Tune driver's work in the search window: trials started and results handled
+    (each a round trip through it), and the CPU its process spent on them, read by the pid
+    the Job API names (providers that see their nodes' processes: local)."""
+    events = len(exp.trials) + sum(t.iterations for t in exp.trials)
+    span = window[1] - window[0]
+    out: dict = {"events": events, "events_per_s": round(events / span, 2) if span > 0 else None}
+    pid = getattr(getattr(info, "driver_info", None), "pid", None)
+    used = cpu.between(int(pid), *window) if pid and span > 0 else None
+    if used is not None:
+        out.update(
+            cpu_s=round(used, 3),
+            cpu_s_per_event=round(used / events, 5),
+            cpu_cores=round(used / span, 3),
+        )
+    return out
 
 
 class Keeper:
@@ -323,7 +361,11 @@ def machine() -> dict:
     }
 
 
-def resize(provider: Provider, n: int) -> None:
+def resize(provider: Provider, n: int) -> dict:
+    """Scale to n workers: from how many, and in how many seconds (what adding nodes costs
+    on this provider, which `rayscale plan` reports)."""
+    before = provider.status().alive_workers
+    t0 = time.perf_counter()
     for attempt in range(3):  # a worker lost while resizing is replaced by the next try
         try:
             provider.scale(n)
@@ -331,13 +373,14 @@ def resize(provider: Provider, n: int) -> None:
         except UserError:
             if attempt == 2:
                 raise
+    return {"from": before, "s": round(time.perf_counter() - t0, 3)}
 
 
 def run_script_point(
     provider: Provider, j: jobs.Jobs, n: int, repeat: int, plan: StudyPlan, say
 ) -> dict:
     """One run of a Tune script: its times and trials from Tune's own experiment output."""
-    resize(provider, n)
+    resized = resize(provider, n)
     submitted = time.perf_counter()
     with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
         job_id = j.submit_command(
@@ -376,6 +419,8 @@ def run_script_point(
         "cpus_per_trial": max((t.cpus for t in exp.trials), default=1.0) or 1.0,
         "timeline": exp.timeline(),
         "start_uncertainty_s": max((t.start_uncertainty_s for t in timed), default=0.0),
+        "driver": driver_load(cpu, info, (w0, w1), exp),
+        "resize": resized,
         "experiment": exp.path,
         "metric": exp.metric,
         "mode": exp.mode,
@@ -432,7 +477,7 @@ def run_point(
     """One run of the bundled job, read as any script's: from its Tune output on the head,
     where its record (the baseline, the test-set scores, the trials' exact clocks) lies
     beside Tune's own files."""
-    resize(provider, n)
+    resized = resize(provider, n)
     name = f"scaling-w{n}-r{repeat}-{int(time.time())}"
     submitted, submitted_at = time.perf_counter(), time.time()
     with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
@@ -486,6 +531,8 @@ def run_point(
             1 for started in procs.values() if started is not None and started < submitted_at
         ),
         "workers_replaced": keeper.replaced,
+        "driver": driver_load(cpu, j.info(job_id), tuple(rec["search_window"]), exp),
+        "resize": resized,
     }
     row["disturbed_by"] = disturbance(row["retries"], keeper.replaced)
     best = row["best_rmse"]
@@ -648,6 +695,8 @@ def summarise(runs: list[dict], mode: str | None = "min") -> list[dict]:
                             "trial_processes",
                             "trial_processes_before_submit",
                             "start_uncertainty_s",
+                            "driver",
+                            "resize",
                             "configs",
                             "experiment",
                             "metric",

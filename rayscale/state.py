@@ -1,7 +1,8 @@
 """The state dir: where a cluster's record, token and lock live between commands.
 
 Resolution order: an explicit --state-dir, else $RAYSCALE_STATE_DIR, else .rayscale/ under
-the current directory. One state dir holds at most one cluster.
+the current directory. A state dir holds clusters by name, as `ray up`'s cluster_name and
+kind's --name do: `default` at its root, any other under clusters/NAME/.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -22,6 +24,10 @@ CLUSTER_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"
 LOCK_FILE = "lock"
 CONFIG_DIR = "config"  # configs a provider renders for its cluster (ray-up YAML, manifests)
+DEFAULT_CLUSTER = "default"
+CLUSTERS_DIR = "clusters"
+# Names reach kind cluster names and Kubernetes object names: DNS-1123 labels, kept short.
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,18}[a-z0-9])?$")
 
 
 def resolve(state_dir: str | os.PathLike | None = None) -> Path:
@@ -29,12 +35,61 @@ def resolve(state_dir: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
+def results_dir() -> Path:
+    """Where commands write what they make unless told: results/ under the current
+    directory [env RAYSCALE_RESULTS_DIR]."""
+    return Path(os.environ.get("RAYSCALE_RESULTS_DIR") or "results").resolve()
+
+
+_picked = ""  # the options that chose this command's cluster, repeated in commands it prints
+
+
+def command(text: str) -> str:
+    """A rayscale command line to print in a fix, for the cluster this command works on."""
+    return f"`rayscale {text}{_picked}`"
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise UserError(
+            f"cluster name {name!r} is not 1-20 lowercase letters, digits and inner dashes",
+            "pass e.g. --cluster big or --cluster gpu-2",
+        )
+    return name
+
+
 class StateDir:
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = resolve(path)
+    def __init__(self, path: str | os.PathLike | None = None, cluster: str = DEFAULT_CLUSTER):
+        self.root = resolve(path)
+        self.name = check_name(cluster)
+        self.path = self.root if cluster == DEFAULT_CLUSTER else self.root / CLUSTERS_DIR / cluster
 
     def __repr__(self) -> str:
-        return f"StateDir({str(self.path)!r})"
+        return f"StateDir({str(self.root)!r}, {self.name!r})"
+
+    @property
+    def is_default(self) -> bool:
+        return self.name == DEFAULT_CLUSTER
+
+    @property
+    def option(self) -> str:
+        """The option that picks this cluster again, for fixes printed to the user."""
+        return "" if self.is_default else f" --cluster {self.name}"
+
+    def pick(self) -> StateDir:
+        """This command works on this cluster: the commands it prints name it."""
+        global _picked
+        _picked = self.option
+        return self
+
+    def siblings(self) -> list[StateDir]:
+        """Every cluster recorded under this state dir's root, the default first."""
+        found = [StateDir(self.root)]
+        with contextlib.suppress(FileNotFoundError):
+            for d in sorted((self.root / CLUSTERS_DIR).iterdir()):
+                if NAME_RE.match(d.name) and d.name != DEFAULT_CLUSTER:
+                    found.append(StateDir(self.root, d.name))
+        return [s for s in found if s.cluster_file.exists()]
 
     @property
     def cluster_file(self) -> Path:
@@ -50,6 +105,7 @@ class StateDir:
 
     def ensure(self) -> None:
         try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise UserError(
@@ -68,7 +124,7 @@ class StateDir:
             except BlockingIOError:
                 raise UserError(
                     f"another rayscale command is changing the cluster in {self.path}",
-                    "wait for it to finish, or use another --state-dir",
+                    "wait for it to finish, or start another with --cluster NAME",
                 ) from None
             yield
         finally:
@@ -82,7 +138,7 @@ class StateDir:
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(
                 f"cluster record {self.cluster_file} is unreadable ({e})",
-                "remove it after stopping the cluster's processes, then run `rayscale cluster up` again",
+                f"remove it after stopping the cluster's processes, then run {command('cluster up')} again",
             ) from None
 
     def write(self, record: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rayscale import jobs
 from rayscale.errors import UserError
+from rayscale.state import command
 
 READER_DIR = Path(__file__).resolve().parent / "onhead"
 MARKER = "RAYSCALE_TUNE "
@@ -71,6 +72,7 @@ class Experiment:
                 "rounds": t.iterations,
                 "total_rounds": t.iterations,
                 "status": t.status,
+                "config": t.config,  # matches a trial across points (rayscale.predict)
             }
             for t in sorted(self.trials, key=lambda t: t.start)
             if t.iterations and t.status != "ERROR"
@@ -151,7 +153,7 @@ def read(
         tail = " | ".join(x.strip() for x in log.strip().splitlines()[-2:]) or "no output"
         raise UserError(
             f"could not read the Tune output of job {job_id} on the head ({tail[:300]})",
-            f"read the reader's log with `rayscale job logs {reader}`",
+            f"read the reader's log with {command(f'job logs {reader}')}",
         )
     doc = json.loads(found[-1][len(MARKER) :])
     exps = [e for e in doc["experiments"] if e["trials"]]

@@ -301,6 +301,15 @@ def cluster(tmp_path_factory):
         assert_all_gone(pids, rec["temp_root"])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _results_outside_the_repo(tmp_path_factory):
+    """Commands write results/ under the current directory, the repo for run_cli: tests
+    write theirs to a temp dir instead."""
+    os.environ["RAYSCALE_RESULTS_DIR"] = str(tmp_path_factory.mktemp("cwd-results"))
+    yield
+    os.environ.pop("RAYSCALE_RESULTS_DIR", None)
+
+
 @pytest.fixture(scope="session")
 def results_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("results")

@@ -22,7 +22,8 @@ from conftest import assert_one_line_error, run_cli
         ),
         (["cluster", "up", "--cpus-per-worker", "0"], ["--cpus-per-worker"]),
         (["cluster", "scale", "--workers", "2"], ["no cluster is recorded", "cluster up"]),
-        (["cluster", "status"], ["no cluster is recorded", "--state-dir"]),
+        (["cluster", "status"], ["no cluster is recorded", "`rayscale cluster list`"]),
+        (["cluster", "up", "--cluster", "Big_1"], ["--cluster", "lowercase letters", "gpu-2"]),
         (["job", "submit", "--address", "http://127.0.0.1:9", "--"], ["cannot reach", "--address"]),
         (["job", "submit", "--address", "ftp://x", "--"], ["bad address"]),
         (["job", "status", "x", "--address", "http://127.0.0.1:9"], ["cannot reach"]),
@@ -141,7 +142,7 @@ def test_submitting_needs_no_extra(tmp_path):
 def test_cluster_commands_suggest_only_options_they_take(tmp_path):
     """`cluster status` takes no --address, so its fix does not name it; `job` commands do."""
     said = assert_one_line_error(
-        run_cli("cluster", "status", state_dir=tmp_path), "no cluster is recorded", "--state-dir"
+        run_cli("cluster", "status", state_dir=tmp_path), "no cluster is recorded", "cluster up"
     )
     assert "--address" not in said
     assert_one_line_error(run_cli("job", "list", state_dir=tmp_path), "--address")

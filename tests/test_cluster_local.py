@@ -69,6 +69,39 @@ def test_second_up_on_running_state_dir_is_refused(cluster):
     assert status(cluster)["alive_workers"] == 2
 
 
+def test_a_named_cluster_runs_beside_the_default_one(cluster):
+    """`--cluster NAME` records a second cluster in the same state dir, with ports, token
+    and processes of its own; `cluster list` shows both; the fixes it prints name it."""
+    p = run_cli("cluster", "status", "--cluster", "side", state_dir=cluster)
+    assert_one_line_error(p, "no cluster is recorded", "`rayscale cluster up --cluster side`")
+    run_cli(
+        "cluster", "up", "--cluster", "side", "--workers", 1, "--memory-per-worker", 1,
+        state_dir=cluster, check=True,
+    )  # fmt: skip
+    side = cluster / "clusters" / "side"
+    procs, rec = recorded_pids(side)
+    try:
+        listed = json.loads(run_cli("cluster", "list", "--json", state_dir=cluster).stdout)
+        assert [(r["name"], r["provider"], r["workers"], r["state"]) for r in listed] == [
+            ("default", "local", 2, "running"),
+            ("side", "local", 1, "running"),
+        ]
+        assert listed[0]["dashboard"] != listed[1]["dashboard"]
+        assert (side / "auth_token").read_text() != (cluster / "auth_token").read_text()
+        st = json.loads(
+            run_cli("cluster", "status", "--json", "--cluster", "side", state_dir=cluster).stdout
+        )
+        assert st["alive_workers"] == 1 and st["dashboard_url"] == listed[1]["dashboard"]
+        # The environment picks it too, as RAYSCALE_STATE_DIR picks the state dir.
+        p = run_cli("job", "list", state_dir=cluster, env={"RAYSCALE_CLUSTER": "side"}, check=True)
+        assert p.returncode == 0
+    finally:
+        run_cli("cluster", "down", "--cluster", "side", state_dir=cluster, check=True)
+    assert_all_gone(tree_pids(procs), rec["temp_root"])
+    listed = json.loads(run_cli("cluster", "list", "--json", state_dir=cluster).stdout)
+    assert [r["name"] for r in listed] == ["default"] and status(cluster)["alive_workers"] == 2
+
+
 def test_scale_down_and_up_again(cluster):
     procs, _ = recorded_pids(cluster)
     removed = tree_pids([procs[-1]])
@@ -103,6 +136,7 @@ def test_dead_cluster_record_is_detected_and_cleaned(tmp_path):
     assert_all_gone(pids2, rec2["temp_root"])
 
 
+@pytest.mark.drill  # waits out Ray's fixed 30 s start-up window: make drills
 def test_a_worker_that_cannot_start_keeps_its_raylet_logs_and_leaves_nothing(tmp_path, monkeypatch):
     """A worker whose node-manager port another program took between the kit's pick and
     its raylet's bind (a real listener on that port): `up` fails with one error naming the

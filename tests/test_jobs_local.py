@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -76,6 +78,10 @@ def test_tuning_job_end_to_end(cluster, results_dir):
     for k in ("baseline", "tuned"):
         assert set(rec[k]) >= {"rmse", "mae", "r2"} and rec[k]["rmse"] > 0
     assert rec["versions"]["ray"] == "2.60.0"
+    # The launcher saves the record under results/ in the current directory by default and
+    # says where (conftest points RAYSCALE_RESULTS_DIR at a temp dir).
+    saved = Path(os.environ["RAYSCALE_RESULTS_DIR"]) / "e2e.json"
+    assert json.loads(saved.read_text()) == rec and f"saved to {saved}" in p.stderr
     # The same record is written under the storage path.
     stored = json.loads((results_dir / "e2e" / "rayscale-result.json").read_text())
     assert stored["trials"] == rec["trials"]

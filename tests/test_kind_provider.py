@@ -120,6 +120,11 @@ def test_the_plan_it_runs(tmp_path):
     # Another operator version is upgraded, CRDs included (Helm never upgrades crds/).
     older = k.commands(create=False, build=False, operator="1.5.0")
     assert [c[1] for c in older] == ["repo", "pull", "--context", "--kube-context"]
+    # A named rayscale cluster is a kind cluster of its own, which its `down` deletes.
+    named = KindProvider(StateDir(tmp_path, "gpu-2"), context=None, namespace=None)
+    assert named.kind_cluster == "rayscale-gpu-2" and named.options.context == "kind-rayscale-gpu-2"
+    made = named.commands(create=True, build=False, operator="1.7.0", chart_dir="/tmp/c")
+    assert made[0][1:5] == ["create", "cluster", "--name", "rayscale-gpu-2"]
 
 
 def test_the_deployed_operator_is_read_from_helm_fake_tools(tmp_path):

@@ -201,3 +201,14 @@ def test_rendered_config_is_what_ray_up_gets_fake_ray(tmp_path):
     wt = got["available_node_types"][ray_up.worker_type(got)]
     assert wt["min_workers"] == wt["max_workers"] == 5
     assert got["file_mounts"]["/home/ray/.ray/auth_token"] == str(state / "auth_token")
+    # A named cluster of the same YAML gets a cluster_name of its own: the launcher finds a
+    # cluster's machines by that name, so two clusters of one YAML would share them.
+    run_cli(
+        "cluster", "up", "--provider", "ray-up", "--config", ROOT / "cluster" / "gcp.yaml",
+        "--workers", 1, "--cluster", "second", state_dir=state, env={"RAYSCALE_RAY": str(fake)},
+    )  # fmt: skip
+    second = yaml.safe_load(Path(f"{calls}.yaml").read_text())
+    assert second["cluster_name"] == f"{got['cluster_name']}-second"
+    assert second["file_mounts"]["/home/ray/.ray/auth_token"] == str(
+        state / "clusters" / "second" / "auth_token"
+    )

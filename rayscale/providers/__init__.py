@@ -11,7 +11,7 @@ import importlib
 
 from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape, Provider
-from rayscale.state import StateDir
+from rayscale.state import StateDir, command
 
 # name -> "module:Class"
 REGISTRY: dict[str, str] = {
@@ -63,8 +63,9 @@ def recorded(state: StateDir, address_too: bool = False) -> Provider:
     if not rec:
         raise UserError(
             f"no cluster is recorded in {state.path}",
-            "start one with `rayscale cluster up`, or pass --state-dir"
-            + (" / --address" if address_too else ""),
+            f"start one with {command('cluster up')}"
+            + (", or pass --address" if address_too else "")
+            + "; `rayscale cluster list` shows those recorded",
         )
     keep = {k: rec[k] for k in ("context", "namespace") if rec.get(k)}
     return get(rec["provider"], state, **keep)

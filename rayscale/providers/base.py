@@ -59,7 +59,7 @@ from rayscale import forward, nodes, procs
 from rayscale.endpoint import IMAGE_JOB, Endpoint
 from rayscale.errors import UserError
 from rayscale.runtime import GIB
-from rayscale.state import StateDir
+from rayscale.state import StateDir, command
 
 NODE_STATES = ("alive", "dead")
 
@@ -117,7 +117,7 @@ def ray_nodes(rec: dict[str, Any], token: str | None) -> list[nodes.RayNode]:
     except (OSError, ValueError, KeyError) as e:
         raise UserError(
             f"cannot reach the cluster's dashboard at {rec['dashboard_url']} ({type(e).__name__})",
-            "is it still running? `rayscale cluster down` clears a dead cluster",
+            f"is it still running? {command('cluster down')} clears a dead cluster",
         ) from None
 
 
@@ -267,13 +267,13 @@ class Provider(abc.ABC):
         if existing.get("provider") != self.name:
             raise UserError(
                 f"the state dir {self.state.path} records a {existing.get('provider')} cluster",
-                "run `rayscale cluster down` first, or use another --state-dir",
+                f"run {command('cluster down')} first, or start another beside it with --cluster NAME",
             )
         if self.is_running():
             raise UserError(
                 f"a {self.name} cluster already runs from {self.state.path} "
                 f"(dashboard {existing.get('dashboard_url')})",
-                "use `rayscale cluster scale` to resize it or `rayscale cluster down` first",
+                f"use {command('cluster scale')} to resize it or {command('cluster down')} first",
             )
         self._teardown(existing)  # its head is gone: clean what is left
         self.state.clear()
@@ -283,7 +283,7 @@ class Provider(abc.ABC):
         if not rec or rec.get("provider") != self.name:
             raise UserError(
                 f"no {self.name} cluster is recorded in {self.state.path}",
-                f"start one with `rayscale cluster up --provider {self.name} --workers N`",
+                f"start one with {command(f'cluster up --provider {self.name} --workers N')}",
             )
         return rec
 

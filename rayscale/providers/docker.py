@@ -34,6 +34,7 @@ from rayscale.providers.base import (
     status_of_named,
 )
 from rayscale.runtime import GIB
+from rayscale.state import command
 
 DEFAULT_IMAGE = f"rayscale:{__version__}"
 # Ray's memory and object store on the head, its daemons (the dashboard's module
@@ -283,7 +284,7 @@ class DockerProvider(Provider):
         if not self.is_running():
             raise UserError(
                 "the cluster's head container is not running",
-                "run `rayscale cluster down` then `rayscale cluster up` again",
+                f"run {command('cluster down')} then {command('cluster up')} again",
             )
         running = set(
             self._docker(
@@ -317,7 +318,7 @@ class DockerProvider(Provider):
         if len(want) != workers:
             raise UserError(
                 f"the cluster has {len(want)} workers, not {workers}",
-                f"run `rayscale cluster scale --workers {workers}`",
+                f"run {command(f'cluster scale --workers {workers}')}",
             )
         deadline = time.monotonic() + timeout
         while True:

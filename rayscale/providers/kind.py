@@ -78,6 +78,12 @@ class KindProvider(KubeRayProvider):
     one_machine = True
     Options = KindOptions
 
+    def __init__(self, state, shape=None, api=None, **options):
+        # One kind cluster per rayscale cluster: `down` deletes the kind cluster it made.
+        named = KIND_CLUSTER if state.is_default else f"{KIND_CLUSTER}-{state.name}"
+        options.setdefault("kind_cluster", named)
+        super().__init__(state, shape, api, **options)
+
     @property
     def kind_cluster(self) -> str:
         return self.options.kind_cluster

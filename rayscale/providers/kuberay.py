@@ -44,6 +44,7 @@ from rayscale.providers.pod_health import (
     ready,
     terminating,
 )
+from rayscale.state import command
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 INSTALL_OPERATOR = (
@@ -176,7 +177,7 @@ def set_workers(
             if getattr(e, "status", None) == 404:
                 raise UserError(
                     f"RayCluster {name} no longer exists",
-                    "run `rayscale cluster down` then `rayscale cluster up` again",
+                    f"run {command('cluster down')} then {command('cluster up')} again",
                 ) from None
             raise _api_error(e, f"cannot read RayCluster {name}", "check the API server") from None
         groups = obj["spec"]["workerGroupSpecs"]
@@ -417,7 +418,8 @@ class KubeRayProvider(ForwardedProvider):
 
     def _plan(self, workers: int) -> KubeRayRecord:
         kubectl()  # before anything is created: the port-forward needs it
-        name = self.options.name or f"rayscale-{secrets.token_hex(3)}"
+        named = "" if self.state.is_default else f"{self.state.name}-"
+        name = self.options.name or f"rayscale-{named}{secrets.token_hex(3)}"
         self._manifest(
             name, workers, manifests.RESULTS_CLAIM
         )  # refuse a bad request before any API call

@@ -34,6 +34,7 @@ from rayscale.providers.base import (
     status_of_named,
 )
 from rayscale.runtime import GIB, HEAD_MEMORY_GIB, HEAD_OBJECT_STORE_GIB
+from rayscale.state import command
 
 # The logs of a node's own processes that say why it did not come up.
 NODE_LOGS = ("raylet.", "dashboard_agent", "runtime_env_agent")
@@ -257,7 +258,7 @@ class LocalProvider(Provider):
         if not procs.alive(rec["head"]["proc"]):
             raise UserError(
                 "the cluster's head process is gone",
-                "run `rayscale cluster down` then `rayscale cluster up` again",
+                f"run {command('cluster down')} then {command('cluster up')} again",
             )
         # Workers that died on their own no longer count.
         dead = _dead(rec)
@@ -293,7 +294,7 @@ class LocalProvider(Provider):
         if len(want) != workers:
             raise UserError(
                 f"the cluster has {len(want)} workers, not {workers}",
-                f"run `rayscale cluster scale --workers {workers}`",
+                f"run {command(f'cluster scale --workers {workers}')}",
             )
         deadline = time.monotonic() + timeout
         while True:

@@ -49,6 +49,7 @@ from rayscale.providers.base import (
     status_from_dashboard,
 )
 from rayscale.providers.local import node_env, ray_executable
+from rayscale.state import command
 
 REMOTE_DASHBOARD_PORT = 8265
 TOKEN_SOURCE = "~/.ray/auth_token"
@@ -311,6 +312,10 @@ class RayUpProvider(ForwardedProvider):
             FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
         )
         self._rendered = render(cfg, workers, self.state.new_token())
+        if not self.state.is_default:
+            # The launcher finds a cluster's machines by cluster_name: one YAML, two clusters.
+            name = self._rendered.get("cluster_name", "default")
+            self._rendered["cluster_name"] = f"{name}-{self.state.name}"
         port = procs.free_ports(1)[0]
         return {
             "provider": self.name,
@@ -339,7 +344,7 @@ class RayUpProvider(ForwardedProvider):
         if not self.is_running():
             raise UserError(
                 "the cluster's head does not answer",
-                "run `rayscale cluster down` then `rayscale cluster up` again",
+                f"run {command('cluster down')} then {command('cluster up')} again",
             )
         cfg = yaml.safe_load(Path(rec["config"]).read_text())
         pin_workers(cfg, workers)
@@ -395,5 +400,5 @@ class RayUpProvider(ForwardedProvider):
             self.name,
             rec["dashboard_url"],
             self.state.token(),
-            "is it still running? `rayscale cluster down` clears a dead cluster",
+            f"is it still running? {command('cluster down')} clears a dead cluster",
         )
