@@ -354,6 +354,38 @@ def summary(scale: dict) -> str:
     )
 
 
+def repeat_text(scale: dict) -> str:
+    """docs/scaling.md's line on the repeated ups and scales (tests/test_docs_figures.py)."""
+    rep = scale["repeated"]
+    times = [", ".join(f"{x['s']:g}" for x in rep[k]) for k in ("up", "scale_from_1")]
+    return (
+        f"`cluster up --workers {rep['workers']}` succeeded {rep['up_ok']} ({times[0]} s) and "
+        f"`scale 1 -> {rep['workers']}` {rep['scale_ok']} ({times[1]} s)"
+    )
+
+
+def attribution_text(scale: dict) -> str:
+    """docs/scaling.md's account of the largest count (tests/test_docs_figures.py checks it)."""
+    a = scale["attribution"]
+    v = {x["workers"]: x for x in scale["prediction_validation"]}[a["workers"]]
+    return (
+        f"At {a['workers']} workers the search took {a['measured_s']:g} s against "
+        f"{a['ideal_s']:g} s with free orchestration. The model, fitted on this study, puts "
+        f"{a['start_queue_s']:g} s on trial processes queueing to start on the one machine "
+        f"({a['per_process_start_s']:g} s for each process ahead), {a['gaps_s']:g} s on the "
+        f"gaps between trials on a process and {a['trial_overhead_s']:g} s on the trials' "
+        f"own reports; {a['unexplained_s']:g} s it does not explain. Tune's driver spent "
+        f"{a['driver_cpu_s_per_event'] * 1000:.1f} ms of CPU per trial start or result: at "
+        f"most {a['driver_events_per_s_max']:g} a second on one core, a floor of "
+        f"{a['driver_floor_s']:g} s for this search's events, "
+        + ("over" if a["driver_limits"] else "under")
+        + f" the trials' schedule, so it {'limits' if a['driver_limits'] else 'does not limit'}"
+        f" at {a['workers']}. Predicted "
+        f"from the other counts alone, {a['workers']} workers take "
+        f"{v['predicted_wall_s']:g} s ({v['error']:+.1%})."
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/scale")

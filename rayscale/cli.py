@@ -610,6 +610,13 @@ def scaling_cmd(
     default=None,
     help="write plan.json / plan.csv / plan.png here",
 )
+@click.option(
+    "--driver-from",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="take Tune's driver's cost from this study.json where --study has none "
+    "(e.g. results/scale/study/study.json)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the rows as JSON")
 def plan_cmd(
     study_path,
@@ -623,6 +630,7 @@ def plan_cmd(
     deadline,
     scheduler,
     out,
+    driver_from,
     as_json,
 ):
     """Predict the search's time and cost on N workers from a measured study."""
@@ -637,6 +645,7 @@ def plan_cmd(
         speed,
         deadline,
         scheduler,
+        Path(driver_from) if driver_from else None,
     )
     written = plan.write(table, summary, Path(out)) if out else []
     report.show_plan(table, summary, written, as_json)

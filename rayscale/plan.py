@@ -8,6 +8,7 @@ doubling the workers cuts the time by less than KNEE.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -112,6 +113,7 @@ def rows(
     asha: predict.Asha | None = None,
     host: predict.Host | None = None,
     search: predict.Search | None = None,
+    driver: predict.Driver | None = None,
 ) -> list[dict]:
     if any(n < 1 for n in workers):
         raise UserError("--workers must all be at least 1", "pass e.g. --workers 1,2,4,8")
@@ -125,7 +127,7 @@ def rows(
     host = host or predict.host_of(study)
     out = []
     for n in sorted(set(workers)):
-        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed, asha, host, search)
+        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed, asha, host, search, driver)
         hours = r["total_s"] / 3600
         out.append(
             {
@@ -137,6 +139,7 @@ def rows(
                 "cost_usd": round((n * m.price + m.head_price) * hours, 4),
                 # Tune's driver, not the trials, sets the search's time at this count.
                 "driver_limited": r["driver_floor_s"] >= r["wall_s"] - 1e-9,
+                "driver_floor_s": round(r["driver_floor_s"], 1),
             }
         )
     one = next((r for r in out if r["workers"] == 1), None)
@@ -194,6 +197,7 @@ def make(
     speed: float,
     deadline: str | None,
     scheduler_name: str | None = None,
+    driver_from: Path | None = None,
 ) -> tuple[list[dict], dict]:
     """`rayscale plan`: (the rows, the summary plan.json carries beside them)."""
     study = load_study(study_path)
@@ -202,7 +206,8 @@ def make(
     asha = scheduler(study, study_path, scheduler_name)
     host = predict.host_of(study)
     search, priced, check = priced_search(study, num_samples, host)
-    table = rows(study, workers, m, num_samples, speed, asha, host, search)
+    driver, driver_src = driver_for(study, study_path, driver_from)
+    table = rows(study, workers, m, num_samples, speed, asha, host, search, driver)
     summary = {
         "study": str(study_path),
         "machine": m.label,
@@ -219,7 +224,7 @@ def make(
         "trial_costs": priced,
         "cost_model": check,
         "node_start": node_start(study),
-        "driver": driver_summary(predict.driver_of(predict.replayable(study["points"])), table),
+        "driver": driver_summary(driver, table, driver_src, driver_src != str(study_path)),
         "deadline_s": limit,
         **mark(table, limit),
     }
@@ -244,17 +249,44 @@ def node_start(study: dict) -> dict | None:
     }
 
 
-def driver_summary(d: predict.Driver, table: list[dict]) -> dict | None:
+# A trial is at least a start and a final result through the driver.
+MIN_EVENTS_PER_TRIAL = 2.0
+
+
+def driver_for(
+    study: dict, study_path: Path, driver_from: Path | None
+) -> tuple[predict.Driver, str | None]:
+    """Tune's driver as the study measured it, else as DRIVER_FROM's study did (its cost
+    per event; the events per trial stay this workload's, at least a start and a result)."""
+    own = predict.driver_of(predict.replayable(study["points"]))
+    if own.capacity is not None or driver_from is None:
+        return own, str(study_path) if own.capacity is not None else None
+    other = predict.driver_of(predict.replayable(load_study(driver_from)["points"]))
+    if other.capacity is None:
+        raise UserError(
+            f"{driver_from} has no measurements of Tune's driver",
+            "pass a study run on the local provider by this version, e.g. `make scale`'s",
+        )
+    return dataclasses.replace(other, events_per_trial=MIN_EVENTS_PER_TRIAL), str(driver_from)
+
+
+def driver_summary(
+    d: predict.Driver, table: list[dict], source: str | None, borrowed: bool = False
+) -> dict | None:
     """What the plan assumed of Tune's driver, and the first count where it limits."""
     if d.capacity is None:
         return None
     limited = [r["workers"] for r in table if r["driver_limited"]]
     return {
+        "measured_in": source,
+        # Another study's driver: this workload's events per trial are assumed, the fewest.
+        "events_per_trial_assumed": borrowed,
         "cpu_s_per_event": round(d.per_event, 5),
         "idle_cores": round(d.idle, 3),
         "events_per_s_max": round(d.capacity, 1),
         "events_per_trial": round(d.events_per_trial, 2),
         "limits_from_workers": limited[0] if limited else None,
+        "floor_s": table[0]["driver_floor_s"],
     }
 
 

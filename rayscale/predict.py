@@ -779,12 +779,15 @@ def at(
     asha: Asha | None = None,
     host: Host = Host(),
     search: Search | None = None,
+    driver: Driver | None = None,
 ) -> dict:
     """The prediction for WORKERS separate machines, from the measured point nearest in
-    workers; SEARCH prices a search of another size."""
+    workers; SEARCH prices a search of another size; DRIVER, where the study measured none."""
     src = nearest(points, workers)
     factor = host.factor(slots_of(src, 1, cpus_per_worker)) / speed  # separate machines
     c = point_costs(points, workers, host).scaled(factor)
+    if driver is not None:
+        c = replace(c, driver=driver)
     if host.one_host and host.cpus and cpus_per_worker:
         # Processes start on a machine's cores: more cores, more start side by side.
         c = replace(c, per_proc=c.per_proc * host.cpus / cpus_per_worker)

@@ -381,12 +381,19 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
         where = (
             f"it sets the time from {d['limits_from_workers']} workers (marked)"
             if d["limits_from_workers"]
-            else "the trials, not it, set the time at every count shown"
+            else f"its floor for this search is {d['floor_s']:g} s; the trials, not it, set "
+            "the time at every count shown"
+        )
+        per_trial = (
+            f"{d['events_per_trial']:g} a trial assumed (a start and a result; this study did "
+            f"not measure them), the cost per event measured in {d['measured_in']}"
+            if d.get("events_per_trial_assumed")
+            else f"{d['events_per_trial']:g} a trial here"
         )
         say(
             f"Tune's driver: at most {d['events_per_s_max']:g} trial starts and results a "
-            f"second ({d['cpu_s_per_event'] * 1000:.1f} ms of its CPU each, measured), "
-            f"{d['events_per_trial']:g} a trial here: {where}."
+            f"second ({d['cpu_s_per_event'] * 1000:.1f} ms of its CPU each), {per_trial}: "
+            f"{where}."
         )
     else:
         say(

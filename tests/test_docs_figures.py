@@ -77,3 +77,16 @@ def test_cli_reference_is_generated_from_the_commands():
     from scripts import cli_reference
 
     assert cli_reference.OUT.read_text() == cli_reference.render(), "run `make docs`"
+
+
+def test_make_scale_figures_match_scale_json():
+    """README and docs/scaling.md quote `make scale` as bench.scale renders results/scale/
+    scale.json; `python -m bench.scale --phases render` re-derives the model's part."""
+    from bench import scale
+
+    run = load("results/scale/scale.json")
+    assert scale.summary(run) in " ".join((ROOT / "README.md").read_text().split())
+    doc = (ROOT / "docs" / "scaling.md").read_text()
+    assert scale.table(run) in doc
+    flat = " ".join(doc.split())
+    assert scale.repeat_text(run) in flat and scale.attribution_text(run) in flat

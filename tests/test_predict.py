@@ -539,3 +539,29 @@ def test_trials_that_wait_do_not_crowd_the_cores():
     computing = [_staggered(n, 2.0, 16, 0.0, 1.0) for n in (1, 2)]
     host = predict.host_of({"provider": "local", "machine": {"cpus": 2}, "points": computing})
     assert host.cpu_share == 1.0 and host.slowdown(16, 1) == pytest.approx(8.0)
+
+
+def test_plan_borrows_the_drivers_cost_from_another_study(study, tmp_path):
+    """A study that measured no driver (an older one, or a provider that cannot see its
+    processes) takes the cost per event from one that did; its events per trial are assumed
+    the fewest, a start and a result. A study with no driver figures is refused."""
+    trials = [9.0, 7.0, 5.0, 5.0, 3.0, 2.0, 1.0, 1.0] * 2
+    measured = [_driven(_point(n, _run(n, trials)), 80, 0.0) for n in (1, 2)]
+    for p in measured:
+        d = p["runs"][0]["driver"]
+        d["cpu_s_per_event"], d["cpu_cores"] = 0.5, 0.5 * d["events_per_s"]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"points": measured, "job_args": []}))
+    p = run_cli(
+        "plan", "--study", study, "--workers", "1,8", "--cpus-per-worker", 1, "--price", 1.0,
+        "--driver-from", other, "--json", check=True,
+    )  # fmt: skip
+    rows = {r["workers"]: r for r in json.loads(p.stdout)}
+    # 8 trials x 2 events x 0.5 s = 8 s of driver (+ the 2 s start-up and 0.5 s tail):
+    # short of the 8 workers' one wave (the 9 s longest trial), far from 1 worker's.
+    assert rows[8]["driver_floor_s"] == pytest.approx(2.0 + 8.0 + 0.5, abs=0.1)
+    assert not rows[1]["driver_limited"] and not rows[8]["driver_limited"]
+    said = " ".join(run_cli("plan", "--study", study, "--driver-from", other).stdout.split())
+    assert "2 a trial assumed" in said and f"measured in {other}" in said
+    bad = run_cli("plan", "--study", study, "--driver-from", study)
+    assert_one_line_error(bad, "has no measurements of Tune's driver", "make scale")
