@@ -224,8 +224,7 @@ class Jobs:
         runtime env), e.g. object-storage credentials; readable by holders of the token."""
         job_dir = Path(job_dir or default_job_dir())
         if self.endpoint.shares_disk and not given(job_args, "--storage-path"):
-            # The nodes are this machine: Tune's files land beside the user, under results/.
-            job_args = [*job_args, "--storage-path", str(results_dir())]
+            job_args = [*job_args, "--storage-path", storage_path(job_args, self.endpoint)]
         on_nodes = path_on_nodes(self.endpoint, job_dir)
         check_job_dir(job_dir, upload=on_nodes is None)
         entrypoint = shlex.join(["python", "tune_xgboost.py", *localise_paths(job_args)])
@@ -451,6 +450,22 @@ def check_ended_well(job_id: str, text: str, status: str) -> None:
     """A command's job that did not succeed, as one line with its log's last lines."""
     if status != "SUCCEEDED":
         raise _failed(job_id, text, status)
+
+
+# The job's --storage-path when none is given, as the head expands it.
+JOB_STORAGE = "~/rayscale_results"
+
+
+def storage_path(job_args: list[str], endpoint: Endpoint) -> str:
+    """Where the bundled job writes its Tune output: --storage-path; else, where the nodes
+    are this machine, results/ beside the user; else the job's default on the head."""
+    args = localise_paths(job_args)
+    for i, a in enumerate(args):
+        if a == "--storage-path" and i + 1 < len(args):
+            return args[i + 1].rstrip("/")
+        if a.startswith("--storage-path="):
+            return a.split("=", 1)[1].rstrip("/")
+    return str(results_dir()) if endpoint.shares_disk else JOB_STORAGE
 
 
 def given(args: list[str], flag: str) -> bool:

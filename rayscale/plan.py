@@ -215,9 +215,7 @@ def make(
         # Trials at once on one machine slow each other by these factors (measured on the
         # study's host by its baselines; past the last count measured, the last holds).
         "host_contention": [list(f) for f in host.factors],
-        "host_contention_from": (
-            None if len(host.factors) < 2 else "points" if host.from_points else "baselines"
-        ),
+        "host_contention_from": contention_source(study, host),
         "prices_read": PRICES_READ if instance else None,
         "speed": speed,
         "num_samples": num_samples,
@@ -247,6 +245,14 @@ def node_start(study: dict) -> dict | None:
         "provider": study.get("provider"),
         "one_host": bool(study.get("one_machine", study.get("provider") in predict.ONE_HOST)),
     }
+
+
+def contention_source(study: dict, host: predict.Host) -> str | None:
+    if len(host.factors) < 2:
+        return None
+    if host.from_points:
+        return "points"
+    return "baselines" if predict.joblib_factor(study.get("baselines") or {}) else "calibration"
 
 
 # A trial is at least a start and a final result through the driver.

@@ -636,19 +636,13 @@ class Host:
 def host_of(study: dict) -> Host:
     """The study's host contention: from its baselines (sequential vs joblib, no Ray in
     the way), else, for a study whose workers shared one machine, from its own points."""
-    b = study.get("baselines") or {}
-    seq, par = b.get("sequential") or {}, b.get("joblib") or {}
     factors = [(1, 1.0)]
-    n = par.get("n_jobs") or 0
-    pairs = list(zip(seq.get("runs") or (), par.get("runs") or (), strict=False))
-    if n > 1 and pairs and all(a["sum_train_s"] and b["sum_train_s"] for a, b in pairs):
-        # Each joblib run against the loop's run beside it: the machine's drift between
-        # pairs cancels out, which a ratio of medians over the whole study does not.
-        factors.append(
-            (n, statistics.median(b["sum_train_s"] / a["sum_train_s"] for a, b in pairs))
-        )
-    elif n > 1 and seq.get("sum_train_s") and par.get("sum_train_s"):  # one run each
-        factors.append((n, par["sum_train_s"] / seq["sum_train_s"]))
+    # The baselines, else the short calibration a study runs without them.
+    for b in (study.get("baselines") or {}, study.get("calibration") or {}):
+        found = joblib_factor(b)
+        if found:
+            factors.append(found)
+            break
     one_host = study.get("one_machine", study.get("provider") in ONE_HOST)
     from_points = len(factors) == 1 and one_host
     if from_points:
@@ -679,6 +673,20 @@ def cpu_share(points: list[dict]) -> float:
         return 1.0
     per_trial = p.get("cpus_per_trial") or 1
     return min(per_trial, max(0.01, statistics.median(busy) / slots_of(p, p["workers"])))
+
+
+def joblib_factor(b: dict) -> tuple[int, float] | None:
+    """(n_jobs, joblib's summed training time over the loop's) from a study's baselines."""
+    seq, par = b.get("sequential") or {}, b.get("joblib") or {}
+    n = par.get("n_jobs") or 0
+    pairs = list(zip(seq.get("runs") or (), par.get("runs") or (), strict=False))
+    if n > 1 and pairs and all(a["sum_train_s"] and b["sum_train_s"] for a, b in pairs):
+        # Each joblib run against the loop's run beside it: the machine's drift between
+        # pairs cancels out, which a ratio of medians over the whole study does not.
+        return n, statistics.median(b["sum_train_s"] / a["sum_train_s"] for a, b in pairs)
+    if n > 1 and seq.get("sum_train_s") and par.get("sum_train_s"):  # one run each
+        return n, par["sum_train_s"] / seq["sum_train_s"]
+    return None
 
 
 def _trial_key(t: dict):

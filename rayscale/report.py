@@ -251,6 +251,16 @@ def show_study(study: dict, out) -> None:
         runs = len(b.get("runs") or [b])
         of = f" (median of {runs})" if runs > 1 else ""
         say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s{of}, best RMSE {b['best_rmse']:.4g}")
+    cal = study.get("calibration")
+    if cal:
+        n, f = (
+            cal["joblib"].get("n_jobs"),
+            cal["joblib"]["sum_train_s"] / cal["sequential"]["sum_train_s"],
+        )
+        say(
+            f"calibration (no joblib baseline asked for): {cal['configs']} configs, {n} at once "
+            f"took {f:.2f}x as long each as one at a time"
+        )
     w = study.get("workload") or {}
     if w.get("kind") == "script":
         say(
@@ -350,11 +360,10 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
     factors = summary.get("host_contention") or []
     if len(factors) > 1:
         k, f = factors[-1]
-        how = (
-            "its trials at 1 and more at once on the study's one host"
-            if summary.get("host_contention_from") == "points"
-            else "the study's baselines on its host"
-        )
+        how = {
+            "points": "its trials at 1 and more at once on the study's one host",
+            "calibration": "the study's calibration (the loop and joblib on its first configs)",
+        }.get(summary.get("host_contention_from"), "the study's baselines on its host")
         say(
             f"Trials at once on one machine: each {f:.2f}x as long at {k:g} (measured by "
             f"{how}); assumed the same at more."

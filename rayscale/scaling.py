@@ -450,19 +450,6 @@ def configs_digest(configs: list[dict]) -> str:
 
 # The bundled job's record, written beside its Tune output (job/storage.py).
 RECORD = "rayscale-result.json"
-# The job's --storage-path when none is given, as the head expands it.
-JOB_STORAGE = "~/rayscale_results"
-
-
-def job_storage(job_args: list[str]) -> str:
-    """Where the bundled job writes its Tune output: --storage-path, or the job's default."""
-    args = jobs.localise_paths(job_args)
-    for i, a in enumerate(args):
-        if a == "--storage-path" and i + 1 < len(args):
-            return args[i + 1].rstrip("/")
-        if a.startswith("--storage-path="):
-            return a.split("=", 1)[1].rstrip("/")
-    return JOB_STORAGE
 
 
 def run_point(
@@ -488,7 +475,7 @@ def run_point(
     submit_to_result = time.perf_counter() - submitted
     if status != "SUCCEEDED":
         j.result(job_id, status)  # raises the job's own error
-    exp = tune_output.read(j, job_id, [f"{job_storage(job_args)}/{name}"])
+    exp = tune_output.read(j, job_id, [f"{jobs.storage_path(job_args, j.endpoint)}/{name}"])
     rec = exp.extras.get(RECORD)
     if rec is None:
         raise UserError(
@@ -618,6 +605,31 @@ def run_baseline(
     if kind == "joblib":
         out["n_jobs"] = n_jobs
     return out
+
+
+def calibrate(progress: Progress, job_args: list[str], n_jobs: int, job_dir: Path, say) -> dict:
+    """Trials at once on this machine, measured whatever --baselines says: the first
+    2 x n_jobs configs in the plain loop and in joblib, in turns, as often as each point
+    (the replay model needs the factor; the full baselines cost a whole search each)."""
+    k = min(2 * n_jobs, int(predict._arg(job_args, "--num-samples") or 16))
+    args = [*job_args, "--num-samples", str(k)]
+    for repeat in range(progress.plan.repeats):
+        for kind in ("sequential", "joblib"):
+            done = progress.baselines.setdefault(f"calibration-{kind}", [])
+            if len(done) > repeat:
+                continue
+            say(
+                f"  calibration: {kind} on the first {k} configs [{repeat + 1}/{progress.plan.repeats}] ..."
+            )
+            done.append(run_baseline(kind, args, n_jobs, job_dir, progress.plan.job_timeout))
+            progress.save()
+    return {
+        "configs": k,
+        **{
+            kind: baseline_summary(progress.baselines[f"calibration-{kind}"])
+            for kind in ("sequential", "joblib")
+        },
+    }
 
 
 def baseline_summary(runs: list[dict]) -> dict:
@@ -807,6 +819,9 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
             say(f"  baseline {kind}{jobs_note} [{repeat + 1}/{plan.repeats}] ...")
             done.append(run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout))
             progress.save()
+    calibration = None
+    if not script and "joblib" not in plan.baselines:
+        calibration = calibrate(progress, job_args, n_jobs, job_dir, say)
     metric = workload_metric(runs, script)
     points = summarise(runs, metric["mode"])
     clean = clean_points(points)
@@ -826,6 +841,7 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         "speedup_base_workers": points[0]["workers"],
         "points": points,
         "baselines": {k: baseline_summary(progress.baselines[k]) for k in plan.baselines},
+        "calibration": calibration,
         # Disturbed points (no clean run) inform neither the fit nor the replay model.
         "fit": fitmod.fit([p["workers"] for p in clean], [p["speedup"] for p in clean]),
         "disturbed_points": [p["workers"] for p in points if p["disturbed"]],

@@ -13,6 +13,8 @@ import time
 import pytest
 from conftest import RAYSCALE, ROOT, TINY, assert_all_gone, recorded_pids, run_cli, tree_pids
 
+from rayscale import predict
+
 pytestmark = pytest.mark.cluster
 
 
@@ -168,6 +170,12 @@ def test_scaling_uses_a_running_cluster_and_leaves_it_up(cluster, tmp_path):
     assert "each point trains its own configs" in study["search_note"]
     assert study["points"][0]["best_metric"] > 0
     assert study["metric"] == {"name": "valid RMSE", "mode": "min"}
+    # No joblib baseline asked for: the study still measures trials at once on this machine
+    # on its first configs (2 here, as many as the search has), which the replay model uses.
+    cal = study["calibration"]
+    assert cal["configs"] == 2 and cal["joblib"]["n_jobs"] == 2 and cal["sequential"]["runs"]
+    assert "calibration (no joblib baseline asked for): 2 configs, 2 at once" in p.stdout
+    assert predict.host_of(study).factors[1][0] == 2
     st = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)
     assert st["alive_workers"] == 2
     assert (
