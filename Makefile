@@ -200,8 +200,9 @@ bench: install
 	$(BIN)/python -m bench.checkpoint_cost --out results/bench/checkpoint.json
 	$(BIN)/python -m bench.startup_profile --out results/bench/startup_profile.json
 
-# What the orchestration costs as local worker nodes grow to 16 (sleep trials: the host's
-# cores are not the limit): results/scale/{scale.json,scale.png,study/} (docs/scaling.md).
+# What the orchestration costs as local worker nodes grow to 16, and docker containers to 8
+# where the image is built (sleep trials: the host's cores are not the limit):
+# results/scale/{scale.json,scale.png,study/} (docs/scaling.md).
 scale: install
 	$(BIN)/python -m bench.scale --out results/scale
 

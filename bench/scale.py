@@ -2,7 +2,8 @@
 
 For each worker count N (local provider, one-CPU workers): a cluster brought up from
 nothing (seconds, and seconds per node added by `scale` from the count before), its idle
-CPU and resident memory per node, submit -> RUNNING; then `cluster up` and `scale 1 -> max`
+CPU and resident memory per node, submit -> RUNNING (the same on the docker provider to 8
+containers, where the image is built); then `cluster up` and `scale 1 -> max`
 repeated (do they succeed every time); then the sleep study (examples/sleep_search.py,
 trials that wait instead of computing) at every N through `rayscale scaling`'s own-script
 path, each trial process's start and the Tune driver's throughput read from its timeline.
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -21,7 +24,9 @@ from pathlib import Path
 
 from bench import bench
 from rayscale import jobs, predict, procs, report, scaling
+from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape
+from rayscale.providers.docker import DockerProvider, docker_binary
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
 
@@ -29,7 +34,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 import sleep_search  # noqa: E402  (the lengths its trials draw: the ideal schedule's input)
 
-ALL = {"nodes", "repeat", "study"}
+ALL = {"nodes", "docker", "repeat", "study"}
+DOCKER_COUNTS = [1, 2, 4, 8]
 
 
 def node_pss_mib(p: LocalProvider) -> dict[str, float]:
@@ -73,7 +79,33 @@ def timed(fn, *args) -> tuple[float, bool, str]:
         return round(time.perf_counter() - t0, 2), False, str(e).splitlines()[0][:300]
 
 
-def nodes_phase(p: LocalProvider, state: StateDir, counts: list[int], say) -> list[dict]:
+def local_idle(p: LocalProvider) -> tuple[dict, dict]:
+    """Each node's idle CPU (cores, over 10 s) and PSS (MiB)."""
+    return idle_cpu(p, 10), node_pss_mib(p)
+
+
+def docker_idle(p) -> tuple[dict, dict]:
+    """Each container's CPU (cores) and memory (its cgroup's, MiB) as `docker stats` sees
+    them over its sampling window (rayscale's docker provider sees no processes)."""
+    rec = p.state.read()
+    names = {rec["head"]["name"]: "head", **{w["name"]: f"w{w['index']}" for w in rec["workers"]}}
+    out = subprocess.run(
+        [docker_binary(), "stats", "--no-stream", "--format",
+         "{{.Name}} {{.CPUPerc}} {{.MemUsage}}", *names],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    cpu, mem = {}, {}
+    for line in out.splitlines():
+        name, perc, used, *_ = line.split()
+        cpu[names[name]] = round(float(perc.rstrip("%")) / 100, 3)
+        num = float(re.match(r"[\d.]+", used).group())
+        mem[names[name]] = round(
+            num * {"GiB": 1024, "MiB": 1, "KiB": 1 / 1024}[used.lstrip("0123456789.")], 1
+        )
+    return cpu, mem
+
+
+def nodes_phase(p, state: StateDir, counts: list[int], say, idle=local_idle) -> list[dict]:
     rows = []
     for n in counts:
         with state.lock():
@@ -85,12 +117,13 @@ def nodes_phase(p: LocalProvider, state: StateDir, counts: list[int], say) -> li
                 p.down()
             continue
         time.sleep(5)  # start-up settles before idle is measured
+        cpu, mem = idle(p)
         row = {
             "workers": n,
             "up_s": up_s,
             "up_ok": True,
-            "idle_cpu": idle_cpu(p, 10),
-            "pss_mib": node_pss_mib(p),
+            "idle_cpu": cpu,
+            "pss_mib": mem,
             "submit_to_running_s": submit_to_running(jobs.Jobs(p.endpoint()), 3),
         }
         row["idle_cpu_cluster"] = round(sum(row["idle_cpu"].values()), 3)
@@ -99,7 +132,7 @@ def nodes_phase(p: LocalProvider, state: StateDir, counts: list[int], say) -> li
         )
         say(
             f"  {n} workers: up {up_s} s, idle {row['idle_cpu_cluster']} cores, "
-            f"worker PSS {row['pss_worker_mib_median']} MiB, head {row['pss_mib']['head']} MiB, "
+            f"worker memory {row['pss_worker_mib_median']} MiB, head {row['pss_mib']['head']} MiB, "
             f"submit->RUNNING {statistics.median(row['submit_to_running_s'])} s"
         )
         rows.append(row)
@@ -266,6 +299,14 @@ def plot(scale: dict, path: Path) -> None:
         "^-",
         label="submit -> RUNNING",
     )
+    dock = [r for r in scale.get("docker_nodes") or [] if isinstance(r, dict) and r.get("up_ok")]
+    if dock:
+        ax[0][0].plot(
+            [r["workers"] for r in dock],
+            [r["up_s"] for r in dock],
+            "o--",
+            label="docker: cluster up",
+        )
     ax[0][0].set_title("bringing up and submitting")
     ax[0][0].set_ylabel("seconds")
     m = [r["workers"] for r in search]
@@ -341,6 +382,25 @@ def table(scale: dict) -> str:
     return "\n".join(lines)
 
 
+def docker_table(scale: dict) -> str:
+    """The docker provider's rows in docs/scaling.md (tests/test_docs_figures.py)."""
+    head = ["containers", "up s", "scale s / node", "submit -> RUNNING s", "idle cores",
+            "worker memory MiB (cgroup)"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in scale["docker_nodes"]:
+        cells = [
+            r["workers"],
+            r["up_s"] if r.get("up_ok") else "failed",
+            r.get("scale_s_per_node", "-"),
+            statistics.median(r["submit_to_running_s"]) if r.get("up_ok") else "-",
+            r.get("idle_cpu_cluster", "-"),
+            r.get("pss_worker_mib_median", "-"),
+        ]
+        shown = [f"{round(c, 2):g}" if isinstance(c, float) else str(c) for c in cells]
+        lines.append("| " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
 def summary(scale: dict) -> str:
     """The README's line on make scale (tests/test_docs_figures.py checks it)."""
     rep, study = scale["repeated"], scale["sleep_study"]
@@ -395,7 +455,7 @@ def main(argv=None) -> int:
     ap.add_argument("--search", default="--num-samples 64 --mean-s 2 --rounds 4 --seed 0")
     ap.add_argument(
         "--phases",
-        default="nodes,repeat,study",
+        default=",".join(sorted(ALL)),
         help="run only these, keeping the others' figures from <out>/scale.json; "
         "`render` runs nothing and re-derives the model's figures and the plot from the files",
     )
@@ -437,6 +497,17 @@ def main(argv=None) -> int:
     if "nodes" in phases:
         say("nodes: up, idle, submit, scale")
         scale["nodes"] = nodes_phase(p, state, counts, say)
+    if "docker" in phases:
+        say("docker nodes: up, idle, submit, scale")
+        dstate = StateDir(str(out / ".state-docker"))
+        dp = DockerProvider(dstate, NodeShape.sized(1, a.memory_per_worker))
+        try:
+            if dp.is_running():
+                dp.down()
+            scale["docker_nodes"] = nodes_phase(dp, dstate, DOCKER_COUNTS, say, docker_idle)
+        except UserError as e:  # no Docker engine or no image here: the local phases still run
+            say(f"  docker phase skipped: {e}")
+            scale["docker_nodes"] = {"skipped": str(e)}
     if "repeat" in phases:
         say(f"cluster up and scale 1 -> {counts[-1]}, {a.repeats} times")
         scale["repeated"] = repeat_phase(p, state, counts[-1], a.repeats, say)
