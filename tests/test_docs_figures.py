@@ -87,6 +87,6 @@ def test_make_scale_figures_match_scale_json():
     run = load("results/scale/scale.json")
     assert scale.summary(run) in " ".join((ROOT / "README.md").read_text().split())
     doc = (ROOT / "docs" / "scaling.md").read_text()
-    assert scale.table(run) in doc
+    assert scale.table(run) in doc and scale.docker_table(run) in doc
     flat = " ".join(doc.split())
     assert scale.repeat_text(run) in flat and scale.attribution_text(run) in flat
