@@ -96,7 +96,10 @@ def test_a_wheel_example_measured_at_1_and_2_workers_then_planned_to_64(cluster,
         assert all(0 <= t["start"] < t["end"] <= run["wall_s"] + 1e-6 for t in tl)
         assert all(t["end"] - t["start"] == pytest.approx(0.5, abs=0.1) for t in tl)
         assert 0 < run["wall_s"] < run["job_total_s"]
-        assert run["best_metric"] == pt["best_metric"] < 0
+        # The example's loss, 1 / (0.1 + width * step / 100) + height / 10 with width in
+        # [0, 20] and height in [-100, 100], lies in [-10, 20]; its draws are unseeded, so
+        # its sign is not known (all 5 heights above about -17 leave every loss positive).
+        assert run["best_metric"] == pt["best_metric"] and -10 <= run["best_metric"] <= 20
         assert run["start_uncertainty_s"] <= 0.5
         assert 0 < run["cpu_busy_avg"] <= 1.5
     # Unseeded draws: the study says the points' configs differed.
