@@ -349,6 +349,27 @@ def plot(scale: dict, path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def markdown(head: list[str], rows: list[list]) -> str:
+    """A markdown table, floats to two decimals as the docs quote them."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cells in rows:
+        shown = [f"{round(c, 2):g}" if isinstance(c, float) else str(c) for c in cells]
+        lines.append("| " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
+def _node_cells(r: dict) -> list:
+    """A nodes-phase row's first cells: count, up, scale per node, submit, idle, memory."""
+    return [
+        r["workers"],
+        r["up_s"] if r.get("up_ok") else "failed",
+        r.get("scale_s_per_node", "-"),
+        statistics.median(r["submit_to_running_s"]) if r.get("up_ok") else "-",
+        r.get("idle_cpu_cluster", "-"),
+        r.get("pss_worker_mib_median", "-"),
+    ]
+
+
 def table(scale: dict) -> str:
     """The markdown table docs/scaling.md quotes (tests/test_docs_figures.py checks it)."""
     study = {r["workers"]: r for r in scale["sleep_study"]}
@@ -358,47 +379,29 @@ def table(scale: dict) -> str:
         "worker PSS MiB", "sleep search s", "ideal s", "efficiency",
         "last process starts s", "results / s", "driver cores", "replay error",
     ]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in scale["nodes"]:
         n, st = r["workers"], study.get(r["workers"], {})
-        drv = st.get("driver") or {}
-        cells = [
-            n,
-            r["up_s"] if r.get("up_ok") else "failed",
-            r.get("scale_s_per_node", "-"),
-            statistics.median(r["submit_to_running_s"]) if r.get("up_ok") else "-",
-            r.get("idle_cpu_cluster", "-"),
-            r.get("pss_worker_mib_median", "-"),
-            st.get("search_s", "-"),
-            st.get("ideal_s", "-"),
-            st.get("efficiency", "-"),
-            st.get("last_process_first_trial_s", "-"),
-            st.get("results_per_s", "-"),
-            drv.get("cpu_cores", "-"),
-            f"{errors[n]:+.1%}" if n in errors else "-",
-        ]
-        shown = [f"{round(c, 2):g}" if isinstance(c, float) else str(c) for c in cells]
-        lines.append("| " + " | ".join(shown) + " |")
-    return "\n".join(lines)
+        rows.append(
+            _node_cells(r)
+            + [
+                st.get("search_s", "-"),
+                st.get("ideal_s", "-"),
+                st.get("efficiency", "-"),
+                st.get("last_process_first_trial_s", "-"),
+                st.get("results_per_s", "-"),
+                (st.get("driver") or {}).get("cpu_cores", "-"),
+                f"{errors[n]:+.1%}" if n in errors else "-",
+            ]
+        )
+    return markdown(head, rows)
 
 
 def docker_table(scale: dict) -> str:
     """The docker provider's rows in docs/scaling.md (tests/test_docs_figures.py)."""
     head = ["containers", "up s", "scale s / node", "submit -> RUNNING s", "idle cores",
             "worker memory MiB (cgroup)"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in scale["docker_nodes"]:
-        cells = [
-            r["workers"],
-            r["up_s"] if r.get("up_ok") else "failed",
-            r.get("scale_s_per_node", "-"),
-            statistics.median(r["submit_to_running_s"]) if r.get("up_ok") else "-",
-            r.get("idle_cpu_cluster", "-"),
-            r.get("pss_worker_mib_median", "-"),
-        ]
-        shown = [f"{round(c, 2):g}" if isinstance(c, float) else str(c) for c in cells]
-        lines.append("| " + " | ".join(shown) + " |")
-    return "\n".join(lines)
+    return markdown(head, [_node_cells(r) for r in scale["docker_nodes"]])
 
 
 def summary(scale: dict) -> str:

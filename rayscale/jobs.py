@@ -459,17 +459,25 @@ JOB_STORAGE = "~/rayscale_results"
 def storage_path(job_args: list[str], endpoint: Endpoint) -> str:
     """Where the bundled job writes its Tune output: --storage-path; else, where the nodes
     are this machine, results/ beside the user; else the job's default on the head."""
-    args = localise_paths(job_args)
-    for i, a in enumerate(args):
-        if a == "--storage-path" and i + 1 < len(args):
-            return args[i + 1].rstrip("/")
-        if a.startswith("--storage-path="):
-            return a.split("=", 1)[1].rstrip("/")
+    given_path = flag_value(localise_paths(job_args), "--storage-path")
+    if given_path is not None:
+        return given_path.rstrip("/")
     return str(results_dir()) if endpoint.shares_disk else JOB_STORAGE
 
 
 def given(args: list[str], flag: str) -> bool:
+    """Whether the job args set FLAG (`--flag value` or `--flag=value`)."""
     return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def flag_value(args: list[str], flag: str) -> str | None:
+    """FLAG's value in the job args (`--flag value` or `--flag=value`), else None."""
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
 
 
 def _failed(job_id: str, text: str, status: str) -> UserError:

@@ -48,6 +48,8 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field, replace
 
+from rayscale.jobs import flag_value
+
 # Providers whose workers all run on the machine that ran the study.
 ONE_HOST = {"local", "docker", "kind"}
 CURVE_WORKERS = [1, 2, 4, 8, 16, 32, 64]
@@ -857,24 +859,15 @@ def curve(
     return out
 
 
-def _arg(job_args: list[str], name: str) -> str | None:
-    for i, a in enumerate(job_args):
-        if a == name and i + 1 < len(job_args):
-            return job_args[i + 1]
-        if a.startswith(name + "="):
-            return a.split("=", 1)[1]
-    return None
-
-
 def scheduler_of(job_args: list[str]) -> str | None:
-    return _arg(job_args, "--scheduler")
+    return flag_value(job_args, "--scheduler")
 
 
 def asha_of(job_args: list[str]) -> Asha:
     """The ASHA the job would run with these arguments (its defaults where not given)."""
-    max_t = int(_arg(job_args, "--max-rounds") or 300)
-    grace = int(_arg(job_args, "--grace-rounds") or max(1, max_t // 4))
-    return Asha(grace, int(_arg(job_args, "--reduction-factor") or 3), max_t)
+    max_t = int(flag_value(job_args, "--max-rounds") or 300)
+    grace = int(flag_value(job_args, "--grace-rounds") or max(1, max_t // 4))
+    return Asha(grace, int(flag_value(job_args, "--reduction-factor") or 3), max_t)
 
 
 def has_marks(points: list[dict]) -> bool:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rayscale import state
+from rayscale import predict, state
 from rayscale.providers.base import ClusterStatus
 from rayscale.state import command
 
@@ -252,11 +252,8 @@ def show_study(study: dict, out) -> None:
         of = f" (median of {runs})" if runs > 1 else ""
         say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s{of}, best RMSE {b['best_rmse']:.4g}")
     cal = study.get("calibration")
-    if cal:
-        n, f = (
-            cal["joblib"].get("n_jobs"),
-            cal["joblib"]["sum_train_s"] / cal["sequential"]["sum_train_s"],
-        )
+    if cal and (found := predict.joblib_factor(cal)):
+        n, f = found  # the factor the replay model takes from it
         say(
             f"calibration (no joblib baseline asked for): {cal['configs']} configs, {n} at once "
             f"took {f:.2f}x as long each as one at a time"

@@ -167,21 +167,17 @@ def order(workers: list[int], repeats: int) -> list[tuple[int, int]]:
     return out
 
 
-def _has(args: list[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in args)
-
-
 def study_job_args(args: list[str]) -> list[str]:
     """The job args every point runs: the user's, plus FIFO and a fixed seed by default."""
     args = list(args)
     for flag in ("--mode", "--name", "--restore"):
-        if _has(args, flag):
+        if jobs.given(args, flag):
             raise UserError(
                 f"{flag} is set by the scaling study itself", f"remove {flag} from the job args"
             )
-    if not _has(args, "--scheduler"):
+    if not jobs.given(args, "--scheduler"):
         args += ["--scheduler", "fifo"]
-    if not _has(args, "--seed"):
+    if not jobs.given(args, "--seed"):
         args += ["--seed", "0"]
     return args
 
@@ -611,7 +607,7 @@ def calibrate(progress: Progress, job_args: list[str], n_jobs: int, job_dir: Pat
     """Trials at once on this machine, measured whatever --baselines says: the first
     2 x n_jobs configs in the plain loop and in joblib, in turns, as often as each point
     (the replay model needs the factor; the full baselines cost a whole search each)."""
-    k = min(2 * n_jobs, int(predict._arg(job_args, "--num-samples") or 16))
+    k = min(2 * n_jobs, int(jobs.flag_value(job_args, "--num-samples") or 16))
     args = [*job_args, "--num-samples", str(k)]
     for repeat in range(progress.plan.repeats):
         for kind in ("sequential", "joblib"):
@@ -787,7 +783,7 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
     note = None if script else search_note(job_args)
     if note:
         say(f"note: {note}")
-    if not script and not _has(plan.job_args, "--scheduler"):
+    if not script and not jobs.given(plan.job_args, "--scheduler"):
         say(
             "note: FIFO, the study's default scheduler: ASHA's stops depend on which trials "
             "finish first, so each worker count would time another search "
