@@ -26,7 +26,7 @@ CA_CERTS ?=
 # Another Ray release for the image (empty: the lock's); see ray-compat.
 RAY_VERSION ?=
 
-.PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base s3-venv mlflow-venv search-compare \
+.PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base image-redis s3-venv mlflow-venv search-compare \
         k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults scale drills docs
 
 install: $(STAMP)
@@ -81,7 +81,9 @@ test: install lint scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
 # killed under GCS fault tolerance; a worker that cannot start): real clusters, a minute
 # each, outside make test.
 drills: install $(S3_VENV)/.installed
-	$(BIN)/pytest -q -m drill
+	@if $(DOCKER) image inspect $(LOCAL_BASE) >/dev/null 2>&1 && \
+	  ! $(DOCKER) image inspect $(REDIS_IMAGE) >/dev/null 2>&1; then $(MAKE) image-redis; fi
+	RAYSCALE_REDIS_IMAGE=$(REDIS_IMAGE) $(BIN)/pytest -q -m drill
 
 $(S3_VENV)/.installed: pyproject.toml
 	@test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
@@ -130,7 +132,7 @@ e2e-kind: $(STAMP)
 lint: install
 	$(BIN)/ruff check rayscale job bench scripts tests
 	$(BIN)/ruff format --check rayscale job bench scripts tests
-	$(BIN)/hadolint docker/Dockerfile
+	$(BIN)/hadolint docker/Dockerfile docker/redis.Dockerfile
 
 # Build the image (BuildKit). Where no registry is reachable: make image-base first, then
 # make image BASE_IMAGE=rayscale-base:bookworm.
@@ -173,6 +175,13 @@ ray-compat-launcher: install
 # The air-gapped base: Debian bookworm + Python 3.11 via debootstrap and docker import.
 image-base:
 	DOCKER=$(DOCKER) docker/make-base.sh $(LOCAL_BASE)
+
+# A Redis image on that base, for --gcs-ft redis where no registry serves redis:7.4.0
+# (cluster up --gcs-ft redis --redis-image $(REDIS_IMAGE)).
+REDIS_IMAGE ?= rayscale-redis:bookworm
+image-redis:
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/redis.Dockerfile --build-arg BASE_IMAGE=$(LOCAL_BASE) \
+	  -t $(REDIS_IMAGE) docker
 
 clean:
 	rm -rf $(VENV) $(SCAN_VENV) $(S3_VENV) $(MLFLOW_VENV) .rayscale results/*.json

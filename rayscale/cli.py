@@ -15,6 +15,7 @@ from rayscale import __version__, connect, jobs, lifecycle, plan, providers, rep
 from rayscale import state as state_mod
 from rayscale.errors import UserError
 from rayscale.providers import rayjob as rayjobs
+from rayscale.providers.gcs_ft import IMAGE as REDIS_IMAGE
 from rayscale.state import StateDir
 
 
@@ -198,9 +199,16 @@ _TIMEOUT_HELP = (
 @click.option(
     "--gcs-ft",
     default=None,
-    metavar="redis://[:PASSWORD@]HOST:PORT",
-    help="kuberay, kind: keep the head's GCS in this Redis, so a replaced head takes the "
-    "cluster back and the workers stay [default: off]",
+    metavar="redis|redis://[:PASSWORD@]HOST:PORT",
+    help="kuberay, kind: keep the head's GCS in a Redis, so a replaced head takes the "
+    "cluster back and the workers stay; `redis`: rayscale deploys one beside the cluster "
+    "[default: off]",
+)
+@click.option(
+    "--redis-image",
+    default=None,
+    metavar="IMAGE",
+    help=f"the image of the Redis `--gcs-ft redis` deploys [default: {REDIS_IMAGE}]",
 )
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
 @_shape_options
@@ -215,6 +223,7 @@ def cluster_up(
     storage_class,
     results_claim,
     gcs_ft,
+    redis_image,
     workers,
     cpus_per_worker,
     memory_per_worker,
@@ -234,6 +243,7 @@ def cluster_up(
         storage_class=storage_class,
         results_claim=results_claim,
         gcs_ft=gcs_ft,
+        redis_image=redis_image,
     )
     t0 = time.perf_counter()
     lifecycle.up(p, workers, timeout)

@@ -135,7 +135,7 @@ SCAN_SKIPS = {
 HEAD_SCAN_SKIPS = {"CKV_K8S_38": "the autoscaler sidecar on the head calls the Kubernetes API"}
 
 
-def _skip_annotations(skips: dict[str, str]) -> dict[str, str]:
+def skip_annotations(skips: dict[str, str]) -> dict[str, str]:
     return {
         f"checkov.io/skip{i}": f"{check}={why}" for i, (check, why) in enumerate(skips.items(), 1)
     }
@@ -202,7 +202,7 @@ def _pod(
     }
     if p.node_selector:
         spec["nodeSelector"] = dict(p.node_selector)
-    return {"metadata": {"annotations": _skip_annotations(SCAN_SKIPS)}, "spec": spec}
+    return {"metadata": {"annotations": skip_annotations(SCAN_SKIPS)}, "spec": spec}
 
 
 def cluster_spec(
@@ -231,7 +231,7 @@ def cluster_spec(
     )
     # The head's autoscaler sidecar talks to the API server: it alone needs the token.
     head["spec"]["automountServiceAccountToken"] = True
-    head["metadata"]["annotations"] = _skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
+    head["metadata"]["annotations"] = skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
     worker = _pod(p, image, "ray-worker", p.worker_cpu, p.worker_memory, claim)
     return {
         "rayVersion": RAY_VERSION,
@@ -500,6 +500,8 @@ def write_scan_pods(k8s_dir, out_dir) -> int:
 
     import yaml
 
+    from rayscale.providers import gcs_ft
+
     n = 0
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -507,4 +509,7 @@ def write_scan_pods(k8s_dir, out_dir) -> int:
         for pod in scan_pods(yaml.safe_load(f.read_text()) or {}):
             n += 1
             (out / f"{n:02d}-{pod['metadata']['name']}.yaml").write_text(yaml.safe_dump(pod))
-    return n
+    # The Redis `--gcs-ft redis` deploys is rendered, never shipped as a file.
+    redis = gcs_ft.deployment("rayscale", "ml", gcs_ft.IMAGE)
+    (out / f"{n + 1:02d}-redis.yaml").write_text(yaml.safe_dump(redis))
+    return n + 1

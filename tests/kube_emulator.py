@@ -33,6 +33,13 @@ kit depends on is emulated so that it fails where the real system would:
   GCS health, `ray job submit --no-wait --submission-id`, `ray job logs --follow`); the
   job's status read from the dashboard when the submitter ends; the cluster deleted with
   the RayJob (owner reference).
+- GCS fault tolerance on a Redis (raycluster_controller.go): the finalizer
+  ray.io/gcs-ft-redis-cleanup-finalizer on such a RayCluster; on delete, its pods go, then
+  the Redis cleanup Job's pod (buildRedisCleanupJob: the head's pod, Ray container only,
+  KubeRay's command line) runs once; the object goes when it has ended either way or
+  passed its 300 s deadline.
+- Deployments (one ReplicaSet's pods from the template; container restarts are not
+  played) and ClusterIP Services, whose names reach the pods their selector matches.
 - the scheduler, for one node: a pod is placed on its containers' requests (the largest
   init container's, or the sum of the others') against the node's allocatable CPUs and
   memory, which the test sets (a laptop's, a cloud node's); a pod that does not fit stays
@@ -56,6 +63,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -398,6 +406,66 @@ def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
     }
 
 
+REDIS_CLEANUP_FINALIZER = "ray.io/gcs-ft-redis-cleanup-finalizer"
+
+
+def redis_cleanup_pod(rc: dict, pod_name: str) -> dict:
+    """The pod of the Job KubeRay 1.7 runs when a RayCluster with GCS fault tolerance on a
+    Redis is deleted (raycluster_controller.go: buildRedisCleanupJob): the head pod, its
+    Ray container only, running Ray's cleanup of the cluster's keys with the head's Redis
+    address and password."""
+    pod = build_pod(rc, "head", rc["spec"]["headGroupSpec"], pod_name)
+    pod["metadata"]["labels"]["ray.io/node-type"] = "redis-cleanup"
+    spec = pod["spec"]
+    ray = spec["containers"][0]
+    spec["containers"] = [ray]
+    spec["restartPolicy"] = "Never"
+    ray["command"] = ["/bin/bash", "-lc", "--"]
+    ray["args"] = [
+        'python -c "from ray._private.gcs_utils import cleanup_redis_storage; '
+        "from urllib.parse import urlparse; import os; import sys; "
+        "redis_address = os.getenv('RAY_REDIS_ADDRESS', '').split(',')[0]; "
+        "redis_address = redis_address if '://' in redis_address else 'redis://' + redis_address; "
+        "parsed = urlparse(redis_address); "
+        "sys.exit(1) if not cleanup_redis_storage(host=parsed.hostname, port=parsed.port, "
+        "password=os.getenv('REDIS_PASSWORD', parsed.password or ''), "
+        "use_ssl=parsed.scheme=='rediss', "
+        "storage_namespace=os.getenv('RAY_external_storage_namespace')) else None\""
+    ]
+    ray.pop("livenessProbe", None)
+    ray.pop("readinessProbe", None)
+    _add_env(
+        ray,
+        [
+            {"name": "RAY_redis_db_connect_retries", "value": "120"},
+            {"name": "RAY_redis_db_connect_wait_milliseconds", "value": "500"},
+        ],
+    )
+    ray["resources"] = {
+        "limits": {"cpu": "200m", "memory": "256Mi"},
+        "requests": {"cpu": "200m", "memory": "256Mi"},
+    }
+    return pod
+
+
+def deployment_pod(dep: dict, pod_name: str) -> dict:
+    """The pod a Deployment's ReplicaSet makes from its template."""
+    template = copy.deepcopy(dep["spec"]["template"])
+    spec = template["spec"]
+    spec.setdefault("restartPolicy", "Always")
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name,
+            "namespace": dep["metadata"]["namespace"],
+            "labels": dict((template.get("metadata") or {}).get("labels") or {}),
+            "annotations": {},
+        },
+        "spec": spec,
+    }
+
+
 # ---- the kubelet: a pod as Docker containers ----------------------------------------------
 
 
@@ -463,6 +531,12 @@ class KubeEmulator:
         self.rayjobs: dict[tuple[str, str], dict] = {}
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.claims: dict[tuple[str, str], dict] = {}
+        self.deployments: dict[tuple[str, str], dict] = {}
+        self.services: dict[tuple[str, str], dict] = {}
+        self.cleanup_jobs: dict[tuple[str, str], dict] = {}  # RayCluster -> its Redis cleanup
+        self.cleanup_deadline_s = 300.0  # the cleanup Job's activeDeadlineSeconds
+        self.finished_cleanups: list[tuple[str, str, str]] = []  # (ns, cluster, Complete|Failed)
+        self.cleanup_logs: dict[tuple[str, str], str] = {}
         self.pods: dict[tuple[str, str], Pod] = {}
         self.warnings: list[str] = []
         self.calls: list[tuple] = []
@@ -480,10 +554,11 @@ class KubeEmulator:
         }
         self._docker("network", "create", "--label", f"kubeemu={self.id}", self.network)
         self.custom, self.core, self.storage = _Custom(self), _Core(self), _Storage(self)
+        self.apps = _Apps(self)
 
     @property
     def api(self):
-        return (self.custom, self.core, self.storage)
+        return (self.custom, self.core, self.storage, self.apps)
 
     def _docker(
         self, *args: str, check: bool = True, timeout: float = 120
@@ -557,9 +632,18 @@ class KubeEmulator:
         with self.lock:
             for key, job in list(self.rayjobs.items()):
                 self._reconcile_rayjob(key, job)
+            for key, dep in list(self.deployments.items()):
+                self._reconcile_deployment(key, dep)
             for (ns, name), rc in list(self.objects.items()):
+                if rc["metadata"].get("deletionTimestamp"):
+                    self._finalize(ns, name, rc)
+                    continue
                 if self._refused(ns, name):
                     continue
+                if (rc["spec"].get("gcsFaultToleranceOptions") or {}).get("redisAddress"):
+                    fin = rc["metadata"].setdefault("finalizers", [])
+                    if REDIS_CLEANUP_FINALIZER not in fin:
+                        fin.append(REDIS_CLEANUP_FINALIZER)
                 self.secrets.setdefault(
                     (ns, name),
                     {"auth_token": base64.b64encode(secrets.token_hex(32).encode()).decode()},
@@ -576,8 +660,86 @@ class KubeEmulator:
                 for g in rc["spec"].get("workerGroupSpecs", []):
                     self._reconcile_workers(rc, g, members)
             for p in list(self.pods.values()):
-                if (p.ns, p.cluster) not in self.objects and not p.deleting:
+                owned = p.node_type not in ("deployment", "redis-cleanup")
+                if owned and (p.ns, p.cluster) not in self.objects and not p.deleting:
                     self._delete_pod(p)  # owner references: the RayCluster is gone
+
+    def _reconcile_deployment(self, key: tuple[str, str], dep: dict) -> None:
+        """A Deployment's ReplicaSet: `replicas` pods from its template, each reached by the
+        names of the Services whose selector matches its labels (from when it starts)."""
+        ns, name = key
+        mine = [
+            p for p in self.pods.values()
+            if p.ns == ns and p.node_type == "deployment" and p.group == name and not p.deleting
+        ]  # fmt: skip
+        for _ in range(dep["spec"].get("replicas", 1) - len(mine)):
+            manifest = deployment_pod(dep, f"{name}-{secrets.token_hex(5)}-{_suffix()}")
+            labels = manifest["metadata"]["labels"]
+            aliases = [
+                alias
+                for (sns, sname), svc in self.services.items()
+                if sns == ns
+                and all(labels.get(k) == v for k, v in svc["spec"].get("selector", {}).items())
+                for alias in (sname, f"{sname}.{ns}", f"{sname}.{ns}.svc",
+                              f"{sname}.{ns}.svc.cluster.local")
+            ]  # fmt: skip
+            self._admit_pod(Pod(manifest, "", "deployment", name, aliases))
+
+    def _finalize(self, ns: str, name: str, rc: dict) -> None:
+        """A RayCluster being deleted under KubeRay's Redis cleanup finalizer: its pods go;
+        once the head is gone a cleanup Job runs (backoffLimit 0); when it has finished,
+        either way, or passed its deadline, the finalizer is removed and the object goes."""
+        members = [
+            p for p in self.pods.values()
+            if p.ns == ns and p.cluster == name and p.node_type in ("head", "worker")
+        ]  # fmt: skip
+        for p in members:
+            if not p.deleting:
+                self._delete_pod(p)
+        if members:
+            return  # "Wait for the head Pod to be terminated before initiating the Redis cleanup"
+        job = self.cleanup_jobs.get((ns, name))
+        if job is None:
+            pod_name = f"{name}-redis-cleanup-{_suffix()}"
+            pod = Pod(redis_cleanup_pod(rc, pod_name), name, "redis-cleanup", "headgroup", [])
+            self.cleanup_jobs[(ns, name)] = {"pod": pod, "started": time.monotonic()}
+            self._event(ns, name, "Normal", "CreatedRedisCleanupJob",
+                        f"Created Redis cleanup Job {ns}/{name}-redis-cleanup")  # fmt: skip
+            self._admit_pod(pod)
+            return
+        pod = job["pod"]
+        d = self._inspect([pod.containers.get("ray-head", "")]).get(
+            pod.containers.get("ray-head", "")
+        )
+        if d is not None and not d["State"]["Running"] and pod.started_at is not None:
+            job["result"] = "Complete" if d["State"]["ExitCode"] == 0 else "Failed"
+        elif time.monotonic() - job["started"] > self.cleanup_deadline_s:
+            job["result"] = "Failed"  # DeadlineExceeded
+        if "result" not in job:
+            return
+        self._event(ns, name, "Normal", f"RedisCleanupJob{job['result']}",
+                    f"Redis cleanup Job {ns}/{name}-redis-cleanup: {job['result']}")  # fmt: skip
+        said = self._docker(
+            "logs", "--tail", "20", pod.containers.get("ray-head", "-"), check=False
+        )
+        self.cleanup_logs[(ns, name)] = said.stdout + said.stderr
+        self._delete_pod(pod)
+        self.finished_cleanups.append((ns, name, job["result"]))
+        del self.cleanup_jobs[(ns, name)]
+        self.objects.pop((ns, name), None)
+        self.secrets.pop((ns, name), None)
+
+    def _event(self, ns: str, name: str, type_: str, reason: str, message: str) -> None:
+        self.events.append(
+            {
+                "namespace": ns,
+                "involvedObject.kind": "RayCluster",
+                "involvedObject.name": name,
+                "type": type_,
+                "reason": reason,
+                "message": message,
+            }
+        )
 
     # ---- RayJob (K8sJobMode) ----------------------------------------------------------------
 
@@ -750,7 +912,14 @@ class KubeEmulator:
         t.start()
 
     def _delete_cluster(self, ns: str, name: str) -> None:
-        """A RayCluster goes, and the token Secret it owns with it (its pods follow in reconcile)."""
+        """A RayCluster goes, and the token Secret it owns with it (its pods follow in
+        reconcile); one with finalizers is marked for deletion and held until they go."""
+        rc = self.objects.get((ns, name))
+        if rc is not None and rc["metadata"].get("finalizers"):
+            rc["metadata"].setdefault(
+                "deletionTimestamp", datetime.datetime.now(datetime.UTC).isoformat()
+            )
+            return
         self.objects.pop((ns, name), None)
         self.secrets.pop((ns, name), None)
 
@@ -1257,11 +1426,17 @@ class KubeEmulator:
         pod.last_probe = now
         get = probe.get("httpGet") or {}
         try:
-            with urllib.request.urlopen(
-                f"http://{ip}:{get.get('port')}{get.get('path')}",
-                timeout=probe.get("timeoutSeconds", 1),
-            ) as r:
-                pod.ready = r.status == 200
+            if "tcpSocket" in probe:
+                socket.create_connection(
+                    (ip, probe["tcpSocket"]["port"]), timeout=probe.get("timeoutSeconds", 1)
+                ).close()
+                pod.ready = True
+            else:
+                with urllib.request.urlopen(
+                    f"http://{ip}:{get.get('port')}{get.get('path')}",
+                    timeout=probe.get("timeoutSeconds", 1),
+                ) as r:
+                    pod.ready = r.status == 200
         except OSError:
             pod.ready = False
         self._liveness(pod, pod.ready, now)
@@ -1602,6 +1777,23 @@ class _Core:
                 raise api_error(404, "Not Found", f'secrets "{name}" not found')
         return {"kind": "Status", "status": "Success"}
 
+    def create_namespaced_service(self, namespace, body):
+        name = body["metadata"]["name"]
+        self.k.calls.append(("create_service", namespace, name))
+        self._ns(namespace)
+        with self.k.lock:
+            if (namespace, name) in self.k.services:
+                raise api_error(409, "Conflict", f'services "{name}" already exists')
+            self.k.services[(namespace, name)] = copy.deepcopy(body)
+        return body
+
+    def delete_namespaced_service(self, name, namespace):
+        self.k.calls.append(("delete_service", namespace, name))
+        with self.k.lock:
+            if self.k.services.pop((namespace, name), None) is None:
+                raise api_error(404, "Not Found", f'services "{name}" not found')
+        return {"kind": "Status", "status": "Success"}
+
     def read_namespaced_persistent_volume_claim(self, name, namespace):
         self.k.calls.append(("read_pvc", namespace, name))
         c = self.k.claims.get((namespace, name))
@@ -1635,6 +1827,36 @@ class _Core:
             obj["status"] = {"phase": "Pending"}  # WaitForFirstConsumer: bound when a pod uses it
             self.k.claims[(namespace, name)] = obj
         return obj
+
+
+class _Apps:
+    """AppsV1Api: Deployments (their ReplicaSet played in reconcile)."""
+
+    def __init__(self, k: KubeEmulator):
+        self.k = k
+
+    def create_namespaced_deployment(self, namespace, body):
+        name = body["metadata"]["name"]
+        self.k.calls.append(("create_deployment", namespace, name))
+        _Core(self.k)._ns(namespace)
+        with self.k.lock:
+            if (namespace, name) in self.k.deployments:
+                raise api_error(409, "Conflict", f'deployments.apps "{name}" already exists')
+            obj = copy.deepcopy(body)
+            obj["metadata"].update(namespace=namespace, uid=secrets.token_hex(8))
+            self.k.deployments[(namespace, name)] = obj
+        self.k.reconcile()
+        return obj
+
+    def delete_namespaced_deployment(self, name, namespace):
+        self.k.calls.append(("delete_deployment", namespace, name))
+        with self.k.lock:
+            if self.k.deployments.pop((namespace, name), None) is None:
+                raise api_error(404, "Not Found", f'deployments.apps "{name}" not found')
+            for p in list(self.k.pods.values()):  # its ReplicaSet and pods, by owner reference
+                if p.ns == namespace and p.node_type == "deployment" and p.group == name:
+                    self.k._delete_pod(p)
+        return {"kind": "Status", "status": "Success"}
 
 
 class _Storage:

@@ -78,6 +78,11 @@ def test_image_runs_the_job_as_non_root():
     ident = docker("run", "--rm", IMAGE, "sh", "-c", "id -u; python -c 'import xgboost'")
     assert ident.returncode == 0, ident.stderr
     assert ident.stdout.split()[0] == "1000"
+    # KubeRay's autoscaler sidecar and Redis cleanup Job run under a login shell, which
+    # resets PATH from /etc/profile: Ray must still be found there.
+    login = docker("run", "--rm", "--entrypoint", "/bin/bash", IMAGE, "-lc", "--",
+                   "ray --version && python -c 'import ray'")  # fmt: skip
+    assert login.returncode == 0 and "2.60.0" in login.stdout, login.stderr[-500:]
     labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout)
     assert labels["org.opencontainers.image.version"] == "0.1.0"
     assert labels["org.opencontainers.image.source"]

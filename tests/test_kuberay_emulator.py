@@ -656,31 +656,123 @@ def test_gcs_ft_head_killed_mid_search_workers_stay_and_resume_finishes_emulated
             },
         }
         assert password not in json.dumps(emu.objects[("ml", "rs-ft")]), "only in the Secret"
-        (head,) = emu.pod_names("ml", "rs-ft", "head")
-        (worker,) = emu.pod_names("ml", "rs-ft", "worker")
-        j = jobs.Jobs(p.endpoint())
-        args = [*TINY, "--num-samples", "6", "--max-rounds", "2000", "--scheduler", "fifo",
-                "--checkpoint-every", "50", "--checkpoint-min-s", "0", "--name", "ft"]  # fmt: skip
-        job = j.submit(args)
-        assert procs.wait_for(lambda: "RAYSCALE_PROGRESS" in j.logs(job), 180, interval=1), j.logs(
-            job
-        )[-2000:]
-        emu._docker("kill", emu.pods[("ml", head)].containers["ray-head"])
-        # A new head; the same worker; Ray sees it alive again; reached through the forward.
-        assert procs.wait_for(
-            lambda: emu.pod_names("ml", "rs-ft", "head") not in ([], [head]), 120, interval=1
-        )
-        assert procs.wait_for(lambda: _alive_workers(p) == 1, 300, interval=3)
-        assert emu.pod_names("ml", "rs-ft", "worker") == [worker], "the worker stayed"
-        j = jobs.Jobs(p.endpoint())
-        again = j.resume("ft", args[:-2])
-        assert j.wait(again, 400) == "SUCCEEDED", j.logs(again)[-3000:]
-        assert j.result(again)["trials_completed"] == 6
+        _kill_head_mid_search_and_resume(emu, p, "rs-ft")
     finally:
         p.down()
         redis.terminate()
         redis.wait(10)
     assert ("delete_secret", "ml", "rs-ft-redis") in emu.calls
+
+
+@needs_image
+def test_gcs_ft_redis_whose_image_cannot_be_pulled_fails_in_one_line_and_leaves_nothing_emulated_kube(
+    tmp_path, emulate
+):
+    """`--gcs-ft redis` deploys a Redis (Secret, Service, Deployment `<cluster>-redis`)
+    before the RayCluster, and waits for it: an image no registry serves fails at once,
+    naming the Redis and the kubelet's words, and `up` leaves none of it behind."""
+    emu = emulate()
+    p = provider(tmp_path, emu, name="rs-rx", profile="kind", image=IMAGE, gcs_ft="redis",
+                 redis_image="example.invalid/redis:none")  # fmt: skip
+    with pytest.raises(UserError) as e:
+        lifecycle.up(p, 1, timeout=120)
+    msg = str(e.value)
+    assert "the Redis for GCS fault tolerance (rs-rx-redis) cannot start" in msg, msg
+    assert "ErrImagePull" in msg and "--redis-image" in msg, msg
+    assert ("ml", "rs-rx") not in emu.objects, "no RayCluster before its Redis is Ready"
+    assert not emu.deployments and not emu.services and ("ml", "rs-rx-redis") not in emu.secrets
+    assert procs.wait_for(lambda: not _containers(emu), 60), _containers(emu)
+    assert p.state.read() is None
+
+
+def test_gcs_ft_flags_refused_in_one_line(tmp_path):
+    """A --gcs-ft that is neither `redis` nor redis://HOST:PORT, and a --redis-image
+    without the Redis it is for, are refused before anything is made."""
+    up = ("cluster", "up", "--provider", "kuberay", "--image", IMAGE)
+    state = tmp_path / "state"
+    out = run_cli(*up, "--gcs-ft", "rediss://x", state_dir=state)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "neither redis nor redis://HOST:PORT" in out.stderr, out.stderr
+    out = run_cli(*up, "--redis-image", "redis:7.4.0", state_dir=state)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "--redis-image is for the Redis that `--gcs-ft redis` deploys" in out.stderr
+    out = run_cli("cluster", "up", "--provider", "docker", "--gcs-ft", "redis", state_dir=state)
+    assert out.returncode != 0 and "--gcs-ft does not apply to the docker provider" in out.stderr
+    assert StateDir(state).read() is None, "nothing recorded"
+
+
+REDIS_IMAGE = os.environ.get("RAYSCALE_REDIS_IMAGE", "rayscale-redis:bookworm")
+
+
+@needs_image
+@pytest.mark.drill
+def test_gcs_ft_kit_redis_head_killed_resume_finishes_and_down_waits_for_kuberay_cleanup_emulated_kube(
+    tmp_path, emulate
+):
+    """`--gcs-ft redis`: the kit deploys the Redis, with a random password in a Secret.
+    The head's GCS is kept there (its keys, under the cluster's uid); the head container
+    is killed mid-search, a new head takes the cluster back, the worker stays and `job
+    resume` finishes the search. At `down`, KubeRay's finalizer holds the RayCluster while
+    its cleanup Job (the head's image, the Secret's password) deletes those keys; the kit
+    deletes the Redis and the Secret only after the RayCluster is gone."""
+    emu = emulate()
+    if emu._docker("image", "inspect", REDIS_IMAGE, check=False).returncode != 0:
+        pytest.skip(f"no image {REDIS_IMAGE} (make image-redis)")
+    p = provider(tmp_path, emu, name="rs-kr", profile="kind", image=IMAGE, gcs_ft="redis",
+                 redis_image=REDIS_IMAGE)  # fmt: skip
+    try:
+        lifecycle.up(p, 1, timeout=240)
+        rc = emu.objects[("ml", "rs-kr")]
+        assert rc["spec"]["gcsFaultToleranceOptions"] == {
+            "redisAddress": "rs-kr-redis:6379",
+            "redisPassword": {
+                "valueFrom": {"secretKeyRef": {"name": "rs-kr-redis", "key": "password"}}
+            },
+        }
+        assert rc["metadata"]["finalizers"] == ["ray.io/gcs-ft-redis-cleanup-finalizer"]
+        (redis_pod,) = [k[1] for k, v in emu.pods.items() if v.node_type == "deployment"]
+        password = emu.exec(redis_pod, "ml", "sh", "-c", "cat /tmp/redis.conf").stdout.split()[-1]
+        assert password not in json.dumps(emu.deployments[("ml", "rs-kr-redis")])
+
+        def keys() -> list[str]:
+            out = emu.exec(redis_pod, "ml", "redis-cli", "--no-auth-warning", "-a", password,
+                           "--scan")  # fmt: skip
+            return [k for k in out.stdout.split() if rc["metadata"]["uid"] in k]
+
+        assert keys(), "the head's GCS keeps its tables in the Redis, under the cluster's uid"
+        _kill_head_mid_search_and_resume(emu, p, "rs-kr")
+    finally:
+        p.down()
+    assert emu.finished_cleanups == [("ml", "rs-kr", "Complete")], emu.cleanup_logs
+    calls = [c[0] for c in emu.calls]
+    assert calls.index("delete_deployment") > calls.index("delete")
+    assert ("delete_secret", "ml", "rs-kr-redis") in emu.calls
+    assert not emu.deployments and not emu.services and not emu.objects
+    assert procs.wait_for(lambda: not _containers(emu), 60), _containers(emu)
+
+
+def _kill_head_mid_search_and_resume(emu, p, cluster: str) -> None:
+    """A search running; its head container killed. A new head, the same worker, Ray sees
+    it alive again through the forward, and `job resume` finishes all 6 trials."""
+    (head,) = emu.pod_names("ml", cluster, "head")
+    (worker,) = emu.pod_names("ml", cluster, "worker")
+    j = jobs.Jobs(p.endpoint())
+    args = [*TINY, "--num-samples", "6", "--max-rounds", "2000", "--scheduler", "fifo",
+            "--checkpoint-every", "50", "--checkpoint-min-s", "0", "--name", "ft"]  # fmt: skip
+    job = j.submit(args)
+    assert procs.wait_for(lambda: "RAYSCALE_PROGRESS" in j.logs(job), 180, interval=1), j.logs(job)[
+        -2000:
+    ]
+    emu._docker("kill", emu.pods[("ml", head)].containers["ray-head"])
+    assert procs.wait_for(
+        lambda: emu.pod_names("ml", cluster, "head") not in ([], [head]), 120, interval=1
+    )
+    assert procs.wait_for(lambda: _alive_workers(p) == 1, 300, interval=3)
+    assert emu.pod_names("ml", cluster, "worker") == [worker], "the worker stayed"
+    j = jobs.Jobs(p.endpoint())
+    again = j.resume("ft", args[:-2])
+    assert j.wait(again, 400) == "SUCCEEDED", j.logs(again)[-3000:]
+    assert j.result(again)["trials_completed"] == 6
 
 
 def _alive_workers(p) -> int | None:

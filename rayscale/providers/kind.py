@@ -292,6 +292,10 @@ class KindProvider(KubeRayProvider):
                 pass
         return super().is_running()
 
+    def redis_cleanup_wait_s(self, rec: KindRecord) -> float:
+        # A kind cluster this `up` made goes whole, its Redis with it.
+        return 0.0 if rec.get("created_kind") else super().redis_cleanup_wait_s(rec)
+
     def _teardown(self, rec: KindRecord) -> None:
         try:
             super()._teardown(rec)

@@ -17,6 +17,7 @@ ReadWriteMany, and a class known to be block storage (EBS, PD, Azure Disk) canno
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -114,12 +115,14 @@ def resolve_context(context: str | None) -> tuple[str, str]:
 
 
 def load_api(context: str | None):
-    """(CustomObjectsApi, CoreV1Api, StorageV1Api, context) for a kubeconfig context."""
+    """((CustomObjectsApi, CoreV1Api, StorageV1Api, AppsV1Api), context) for a kubeconfig
+    context."""
     from kubernetes import client, config
 
     path, name = resolve_context(context)
     api = config.new_client_from_config(config_file=path, context=name)
-    return client.CustomObjectsApi(api), client.CoreV1Api(api), client.StorageV1Api(api), name
+    apis = (client.CustomObjectsApi(api), client.CoreV1Api(api), client.StorageV1Api(api))
+    return (*apis, client.AppsV1Api(api)), name
 
 
 def _api_error(e: Exception, what: str, fix: str) -> UserError:
@@ -212,7 +215,8 @@ class KubeRayOptions(Options):
     image: str | None = None  # required by the cloud profile
     storage_class: str | None = None  # for the results claim rayscale makes
     results_claim: str | None = None  # an existing ReadWriteMany claim to use instead
-    gcs_ft: str | None = None  # redis://[:PASSWORD@]HOST:PORT: the head's GCS kept there
+    gcs_ft: str | None = None  # redis, or redis://[:PASSWORD@]HOST:PORT: the head's GCS there
+    redis_image: str | None = None  # the Redis `--gcs-ft redis` deploys [gcs_ft.IMAGE]
     # Not flags: the manifest profile (default: the provider's) and the RayCluster's name.
     profile: str | None = None
     name: str | None = None
@@ -238,7 +242,7 @@ class KubeRayProvider(ForwardedProvider):
     def __init__(self, state, shape=None, api=None, **options: Any):
         extras.need_k8s(f"the {self.name} provider")
         super().__init__(state, shape, **options)
-        # (custom, core, storage): injected by tests, else built from the kubeconfig
+        # (custom, core, storage, apps): injected by tests, else built from the kubeconfig
         self._api = api
         self._context = self.options.context
 
@@ -246,10 +250,7 @@ class KubeRayProvider(ForwardedProvider):
 
     def _apis(self, rec: KubeRayRecord | None = None):
         if self._api is None:
-            custom, core, storage, self._context = load_api(
-                (rec or {}).get("context") or self.options.context
-            )
-            self._api = (custom, core, storage)
+            self._api, self._context = load_api((rec or {}).get("context") or self.options.context)
         return self._api[:2]
 
     @property
@@ -314,9 +315,14 @@ class KubeRayProvider(ForwardedProvider):
             claim=claim,
             max_workers=workers,
         )
-        if self.options.gcs_ft:
-            redis = gcs_ft.parse(self.options.gcs_ft)
+        redis = gcs_ft.parse(self.options.gcs_ft) if self.options.gcs_ft else None
+        if redis:
             body["spec"]["gcsFaultToleranceOptions"] = gcs_ft.options(redis, name)
+        if self.options.redis_image and not (redis and redis.deployed):
+            raise UserError(
+                "--redis-image is for the Redis that `--gcs-ft redis` deploys",
+                "add --gcs-ft redis, or drop --redis-image",
+            )
         problems = manifests.kuberay_rules(body["spec"])
         if (body["spec"].get("authOptions") or {}).get("mode") != "token":
             problems.append("authOptions.mode must be token")
@@ -444,7 +450,7 @@ class KubeRayProvider(ForwardedProvider):
     def _create(self, rec: KubeRayRecord, workers: int, deadline: float) -> None:
         body = self._manifest(rec["name"], workers, rec["results_claim"])
         if self.options.gcs_ft:
-            self._make_redis_secret(rec)
+            self._make_redis(rec, deadline)
         try:
             self._apis(rec)[0].create_namespaced_custom_object(
                 GROUP, VERSION, rec["namespace"], PLURAL, body
@@ -650,15 +656,22 @@ class KubeRayProvider(ForwardedProvider):
         pods.sort(key=lambda p: (ready(p), -p.metadata.creation_timestamp.timestamp()))
         return [p.metadata.name for p in pods[: len(pods) - workers]]
 
-    def _make_redis_secret(self, rec: KubeRayRecord) -> None:
-        """The Redis password, in a Secret the head's REDIS_PASSWORD refers to."""
+    def _kit_redis(self, rec: KubeRayRecord) -> gcs_ft.KitRedis:
+        self._apis(rec)
+        apps = self._api[3] if len(self._api) > 3 else None
+        return gcs_ft.KitRedis(self._api[1], apps, rec["namespace"], rec["name"], _api_error)
+
+    def _make_redis(self, rec: KubeRayRecord, deadline: float) -> None:
+        """The Redis password, in a Secret the head's REDIS_PASSWORD refers to; for
+        `--gcs-ft redis`, the Redis itself, Ready before the head needs it."""
         redis = gcs_ft.parse(self.options.gcs_ft)
-        if not redis.password:
+        password = redis.password or (secrets.token_urlsafe(24) if redis.deployed else None)
+        if not password:
             return
         _, core = self._apis(rec)
         try:
             core.create_namespaced_secret(
-                rec["namespace"], gcs_ft.secret(redis, rec["name"], rec["namespace"])
+                rec["namespace"], gcs_ft.secret(password, rec["name"], rec["namespace"])
             )
         except Exception as e:
             raise _api_error(
@@ -668,16 +681,31 @@ class KubeRayProvider(ForwardedProvider):
             ) from None
         rec["redis_secret"] = gcs_ft.secret_name(rec["name"])
         self.state.write(rec)
+        if not redis.deployed:
+            return
+        from rayscale import report
+
+        rec["redis"] = gcs_ft.secret_name(rec["name"])
+        self.state.write(rec)  # from here on, teardown deletes its Service and Deployment
+        kit = self._kit_redis(rec)
+        kit.create(self.options.redis_image or gcs_ft.IMAGE)
+        report.say(f"waiting for Redis {rec['redis']} (GCS fault tolerance) ...", err=True)
+        kit.wait_ready(deadline, self._tail(rec))
 
     def _teardown(self, rec: KubeRayRecord) -> None:
         self._stop_forward(rec)
-        if rec.get("redis_secret"):
-            import contextlib
+        deleting = bool(rec.get("owned")) and self._delete_raycluster(rec)
+        if not rec.get("redis_secret"):
+            return
+        if deleting:  # KubeRay's Redis cleanup Job needs the Redis and its Secret
+            self._await_redis_cleanup(rec)
+        if rec.get("redis"):
+            self._kit_redis(rec).delete()
+        with contextlib.suppress(Exception):
+            self._apis(rec)[1].delete_namespaced_secret(rec["redis_secret"], rec["namespace"])
 
-            with contextlib.suppress(Exception):
-                self._apis(rec)[1].delete_namespaced_secret(rec["redis_secret"], rec["namespace"])
-        if not rec.get("owned"):
-            return  # never delete a RayCluster this provider did not create
+    def _delete_raycluster(self, rec: KubeRayRecord) -> bool:
+        """Ask for the RayCluster's deletion; False where it is gone or cannot be reached."""
         from rayscale import report
 
         try:
@@ -685,6 +713,7 @@ class KubeRayProvider(ForwardedProvider):
             custom.delete_namespaced_custom_object(
                 GROUP, VERSION, rec["namespace"], PLURAL, rec["name"]
             )
+            return True
         except Exception as e:
             status = getattr(e, "status", None)
             if status is None:
@@ -701,13 +730,46 @@ class KubeRayProvider(ForwardedProvider):
                     f"raycluster {rec['name']}",
                     err=True,
                 )
-                return
+                return False
             if status != 404:
                 raise _api_error(
                     e,
                     f"cannot delete RayCluster {rec['name']}",
                     f"delete it with kubectl -n {rec['namespace']} delete raycluster {rec['name']}",
                 ) from None
+            return False
+
+    def redis_cleanup_wait_s(self, rec: KubeRayRecord) -> float:
+        return gcs_ft.CLEANUP_WAIT_S
+
+    def _await_redis_cleanup(self, rec: KubeRayRecord) -> None:
+        """Until the RayCluster is gone: KubeRay's finalizer holds it while a Job deletes
+        the cluster's keys from Redis."""
+        from rayscale import report
+
+        wait_s = self.redis_cleanup_wait_s(rec)
+        deadline, said = time.monotonic() + wait_s, False
+        while wait_s > 0:
+            try:
+                if self._get(rec) is None:
+                    return
+            except UserError:
+                return
+            if not said:
+                report.say(
+                    "waiting for KubeRay to delete the cluster's keys from Redis ...", err=True
+                )
+                said = True
+            if time.monotonic() > deadline:
+                report.say(
+                    f"RayCluster {rec['name']} is still held by KubeRay's Redis cleanup after "
+                    f"{wait_s:.0f} s; deleting the Redis anyway. If it stays: kubectl -n "
+                    f"{rec['namespace']} patch raycluster {rec['name']} --type json -p "
+                    """'[{"op":"remove","path":"/metadata/finalizers"}]'""",
+                    err=True,
+                )
+                return
+            time.sleep(1.0)
 
     def down(self) -> None:
         rec = self.state.read()
