@@ -27,7 +27,7 @@ CA_CERTS ?=
 RAY_VERSION ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base image-redis s3-venv mlflow-venv search-compare \
-        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults scale drills docs
+        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults scale drills examples docs
 
 install: $(STAMP)
 
@@ -75,7 +75,7 @@ docs: install
 S3_VENV ?= .venv-s3
 MLFLOW_VENV ?= .venv-mlflow
 test: install lint scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
-	$(BIN)/pytest -q -m "not drill" --durations=25
+	$(BIN)/pytest -q -m "not drill and not example" --durations=25
 
 # The fault drills (a worker, the head or the storage lost mid-search; the KubeRay head
 # killed under GCS fault tolerance; a worker that cannot start): real clusters, a minute
@@ -84,6 +84,11 @@ drills: install $(S3_VENV)/.installed
 	@if $(DOCKER) image inspect $(LOCAL_BASE) >/dev/null 2>&1 && \
 	  ! $(DOCKER) image inspect $(REDIS_IMAGE) >/dev/null 2>&1; then $(MAKE) image-redis; fi
 	RAYSCALE_REDIS_IMAGE=$(REDIS_IMAGE) $(BIN)/pytest -q -m drill
+
+# The Ray wheel's Tune examples, unchanged, measured at 1 and 2 workers by `scaling
+# --working-dir` and planned (a minute or more each), outside make test.
+examples: install
+	$(BIN)/pytest -q -m example
 
 $(S3_VENV)/.installed: pyproject.toml
 	@test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)

@@ -76,6 +76,7 @@ def _study(cluster, tmp_path, d: Path, workers: str, *command: str) -> tuple[dic
     return json.loads((out / "study.json").read_text()), p.stdout
 
 
+@pytest.mark.example
 def test_a_wheel_example_measured_at_1_and_2_workers_then_planned_to_64(cluster, tmp_path):
     d = _example(tmp_path, "tune_basic_example.py")
     command = ["python", "tune_basic_example.py", "--smoke-test"]
@@ -115,6 +116,7 @@ def test_a_wheel_example_measured_at_1_and_2_workers_then_planned_to_64(cluster,
     assert rows[-1]["wall_s"] < rows[0]["wall_s"]
 
 
+@pytest.mark.example
 def test_an_asha_example_stops_trials_early_and_the_study_keeps_their_length(cluster, tmp_path):
     """The wheel's AsyncHyperBand example, unchanged (grace 5, max_t 100, 0.1 s a step)."""
     d = _example(tmp_path, "async_hyperband_example.py")
