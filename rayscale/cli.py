@@ -11,7 +11,17 @@ from pathlib import Path
 
 import click
 
-from rayscale import __version__, connect, jobs, lifecycle, plan, providers, report, scaling
+from rayscale import (
+    __version__,
+    connect,
+    jobs,
+    lifecycle,
+    plan,
+    providers,
+    report,
+    scaling,
+    tune_output,
+)
 from rayscale import state as state_mod
 from rayscale.errors import UserError
 from rayscale.providers import rayjob as rayjobs
@@ -365,6 +375,8 @@ def job_submit(
             return
         report.say(f"submitted {job_id}; following its log (Ctrl-C stops following)", err=True)
         report.say(f"{job_id} {j.follow(job_id, timeout, print)}", err=True)
+        for line in tune_output.written_lines(j, job_id):
+            report.say(line, err=True)
         return
     job_id = j.submit(list(job_args), job_dir, env=jobs.env_vars(env))
     if not wait:

@@ -126,14 +126,15 @@ def experiment_of(doc: dict) -> Experiment:
     )
 
 
-def read(
+def _written(
     j: jobs.Jobs,
     job_id: str,
     paths: list[str] | None = None,
     metric: str | None = None,
     mode: str | None = None,
-) -> Experiment:
-    """The Tune experiment job JOB_ID wrote (it must have ended), read on the head."""
+) -> tuple[list[Experiment], str]:
+    """The Tune experiments with trials that job JOB_ID (ended) wrote, read on the head, and
+    the roots searched, as the head spells them."""
     info = j.info(job_id)
     since, until = info.start_time / 1000, (info.end_time or info.start_time) / 1000
     cmd = ["python", "read_tune.py", "--since", f"{since:.3f}", "--until", f"{until:.3f}"]
@@ -156,8 +157,19 @@ def read(
             f"read the reader's log with {command(f'job logs {reader}')}",
         )
     doc = json.loads(found[-1][len(MARKER) :])
-    exps = [e for e in doc["experiments"] if e["trials"]]
-    where = ", ".join(doc["roots"])
+    exps = [experiment_of(e) for e in doc["experiments"] if e["trials"]]
+    return exps, ", ".join(doc["roots"])
+
+
+def read(
+    j: jobs.Jobs,
+    job_id: str,
+    paths: list[str] | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+) -> Experiment:
+    """The one Tune experiment job JOB_ID (ended) wrote, read on the head."""
+    exps, where = _written(j, job_id, paths, metric, mode)
     if not exps:
         raise UserError(
             f"job {job_id} wrote no Tune experiment to {where} while it ran",
@@ -165,12 +177,37 @@ def read(
             "pass that path with --experiment-path",
         )
     if len(exps) > 1:
-        names = ", ".join(Path(e["path"]).name for e in exps)
+        names = ", ".join(Path(e.path).name for e in exps)
         raise UserError(
             f"job {job_id} wrote {len(exps)} Tune experiments ({names})",
             "pass the one to measure with --experiment-path",
         )
-    return experiment_of(exps[0])
+    return exps[0]
+
+
+def written_lines(j: jobs.Jobs, job_id: str) -> list[str]:
+    """Where job JOB_ID's Tune searches left their output on the head, one line each, with
+    their trials and best result: what `job submit --working-dir` tells when it ends."""
+    try:
+        exps, where = _written(j, job_id)
+    except UserError as e:
+        return [f"warning: {e.line()}"]
+    if not exps:
+        return [
+            f"no Tune experiment written to {where} on the head while it ran "
+            "(one that sets RunConfig(storage_path=...) is where it set)"
+        ]
+    return [_summary(e) for e in exps]
+
+
+def _summary(e: Experiment) -> str:
+    states: dict[str, int] = {}
+    for t in e.trials:
+        states[t.status] = states.get(t.status, 0) + 1
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+    line = f"Tune output on the head: {e.path} ({len(e.trials)} trials: {counts}"
+    best = e.best()
+    return line + (f"; best {e.metric} {best:.6g}, {e.mode})" if best is not None else ")")
 
 
 def describe_command(command: list[str]) -> str:

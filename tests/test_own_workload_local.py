@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,17 @@ def test_a_wheel_example_runs_through_job_submit_working_dir(cluster, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     # Its log, streamed as `ray job submit` streams it; its end status on stderr.
     assert "Best hyperparameters found were:" in p.stdout
-    assert p.stderr.strip().splitlines()[-1].endswith("SUCCEEDED")
+    # Its end status on stderr, then where its Tune output is on the head (this machine,
+    # on the local provider), read from that output.
+    status, where = p.stderr.strip().splitlines()[-2:]
+    assert status.endswith("SUCCEEDED"), p.stderr
+    m = re.fullmatch(
+        r"Tune output on the head: (\S+) \((\d+) trials: (\d+) terminated; best (\S+) .*, min\)",
+        where,
+    )
+    assert m, where
+    assert list(Path(m[1]).glob("experiment_state-*.json")), m[1]
+    assert int(m[2]) == int(m[3]) > 0 and m[4] == "mean_loss"
 
 
 def test_the_sleep_example_runs_as_any_script_and_uses_almost_no_cpu(cluster, tmp_path):
