@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,15 +196,13 @@ def written_lines(j: jobs.Jobs, job_id: str) -> list[str]:
     if not exps:
         return [
             f"no Tune experiment written to {where} on the head while it ran "
-            "(one that sets RunConfig(storage_path=...) is where it set)"
+            "(a script that sets RunConfig(storage_path=...) writes there instead)"
         ]
     return [_summary(e) for e in exps]
 
 
 def _summary(e: Experiment) -> str:
-    states: dict[str, int] = {}
-    for t in e.trials:
-        states[t.status] = states.get(t.status, 0) + 1
+    states = Counter(t.status for t in e.trials)
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
     line = f"Tune output on the head: {e.path} ({len(e.trials)} trials: {counts}"
     best = e.best()

@@ -47,7 +47,7 @@ def test_a_wheel_example_runs_through_job_submit_working_dir(cluster, tmp_path):
         "--smoke-test", state_dir=cluster,
     )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
-    # Its log, streamed as `ray job submit` streams it; its end status on stderr.
+    # Its log, streamed as `ray job submit` streams it.
     assert "Best hyperparameters found were:" in p.stdout
     # Its end status on stderr, then where its Tune output is on the head (this machine,
     # on the local provider), read from that output.
