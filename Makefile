@@ -27,7 +27,7 @@ CA_CERTS ?=
 RAY_VERSION ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base image-redis s3-venv mlflow-venv search-compare \
-        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind probe chaos load storage-faults scale drills examples docs
+        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind k8s-build k8s-up k8s-down e2e-k8s probe chaos load storage-faults scale drills examples docs
 
 install: $(STAMP)
 
@@ -133,6 +133,21 @@ cluster-yamls: $(STAMP)
 # cluster up, the job, a scaling study at 1 and 2 workers, down. (CI here has no Kubernetes.)
 e2e-kind: $(STAMP)
 	scripts/e2e-kind.sh
+
+# A real one-node Kubernetes on this machine (scripts/k8s/, docs/kubernetes.md): every
+# component built from its Go module into ~/.cache/rayscale-k8s (about 15 min the first
+# time on 2 cores, then cached by version), run as host processes; KubeRay's operator on it.
+k8s-build:
+	scripts/k8s/build.sh
+k8s-up:
+	scripts/k8s/up.sh
+k8s-down:
+	scripts/k8s/down.sh
+
+# The kit's kuberay provider on that cluster, end to end: results/k8s-real/e2e.json. Needs
+# the kit's and Redis's images (make image, make image-redis) in Docker.
+e2e-k8s: install
+	$(BIN)/python scripts/k8s/e2e.py --out results/k8s-real
 
 lint: install
 	$(BIN)/ruff check rayscale job bench scripts tests

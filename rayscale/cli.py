@@ -16,6 +16,7 @@ from rayscale import (
     connect,
     jobs,
     lifecycle,
+    manifests,
     plan,
     providers,
     report,
@@ -180,6 +181,13 @@ def _provider_options(f):
         "--namespace", default=None, help="kuberay: the Kubernetes namespace [default: default]"
     )(f)
     f = click.option(
+        "--profile",
+        type=click.Choice(sorted(manifests.PROFILES)),
+        default=None,
+        help="kuberay: the pods' sizes and storage: cloud (8-vCPU nodes, ReadWriteMany), "
+        "kind, small (a one-node cluster of a few cores: Burstable pods) [default: cloud]",
+    )(f)
+    f = click.option(
         "--context", default=None, help="kuberay: the kubeconfig context [default: the current one]"
     )(f)
     f = click.option(
@@ -230,6 +238,7 @@ def cluster_up(
     config,
     context,
     namespace,
+    profile,
     storage_class,
     results_claim,
     gcs_ft,
@@ -250,6 +259,7 @@ def cluster_up(
         config=config,
         context=context,
         namespace=namespace,
+        profile=profile,
         storage_class=storage_class,
         results_claim=results_claim,
         gcs_ft=gcs_ft,
@@ -529,6 +539,7 @@ def scaling_cmd(
     config,
     context,
     namespace,
+    profile,
     storage_class,
     results_claim,
     workers,
@@ -579,6 +590,7 @@ def scaling_cmd(
         config=config,
         context=context,
         namespace=namespace,
+        profile=profile,
         storage_class=storage_class,
         results_claim=results_claim,
     )

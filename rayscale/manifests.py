@@ -57,6 +57,11 @@ class Profile:
     image_required: bool = False
     node_selector: dict[str, str] = field(default_factory=dict)
     job_args: tuple[str, ...] = ()
+    # CPU requests below the limits (Burstable pods): where the node's cores are fewer than
+    # the pods' limits add up to. Ray sizes a node from its limit either way.
+    head_cpu_request: str | None = None
+    worker_cpu_request: str | None = None
+    autoscaler_cpu_request: str = "500m"
 
 
 PROFILES = {
@@ -73,6 +78,32 @@ PROFILES = {
         # kind's default class: one node, so ReadWriteOnce is shared by every pod.
         results_access="ReadWriteOnce",
         storage_class="standard",
+        results_size="5Gi",
+        job_args=(
+            "--data",
+            "synthetic:rows=5000,features=20,noise=1.0,seed=0",
+            "--num-samples",
+            "8",
+            "--max-rounds",
+            "200",
+        ),
+    ),
+    # A one-node Kubernetes of a few cores (`make k8s-up` here, minikube, k3s): kind's
+    # sizes, but Burstable, so a head and two 1-CPU workers fit on 2 cores.
+    "small": Profile(
+        name="small",
+        image=f"rayscale:{__version__}",
+        head_cpu="1",
+        head_cpu_request="250m",
+        head_memory="2Gi",
+        worker_cpu="1",
+        worker_cpu_request="750m",
+        worker_memory="2Gi",
+        autoscaler_cpu_request="100m",
+        max_workers=4,
+        idle_timeout_s=60,
+        results_access="ReadWriteOnce",
+        storage_class=None,
         results_size="5Gi",
         job_args=(
             "--data",
@@ -151,8 +182,11 @@ def profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def _resources(cpu: str, memory: str) -> dict[str, Any]:
-    return {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}}
+def _resources(cpu: str, memory: str, cpu_request: str | None = None) -> dict[str, Any]:
+    return {
+        "requests": {"cpu": cpu_request or cpu, "memory": memory},
+        "limits": {"cpu": cpu, "memory": memory},
+    }
 
 
 def _pod(
@@ -163,12 +197,13 @@ def _pod(
     memory: str,
     claim: str,
     ports: list | None = None,
+    cpu_request: str | None = None,
 ) -> dict:
     c: dict[str, Any] = {
         "name": container,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "resources": _resources(cpu, memory),
+        "resources": _resources(cpu, memory, cpu_request),
         "securityContext": SECURITY,
         # Token auth is KubeRay's (authOptions); the rest of every node's env is runtime's.
         "env": [
@@ -228,11 +263,14 @@ def cluster_spec(
             {"containerPort": 8265, "name": "dashboard"},
             {"containerPort": 10001, "name": "client"},
         ],
+        cpu_request=p.head_cpu_request,
     )
     # The head's autoscaler sidecar talks to the API server: it alone needs the token.
     head["spec"]["automountServiceAccountToken"] = True
     head["metadata"]["annotations"] = skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
-    worker = _pod(p, image, "ray-worker", p.worker_cpu, p.worker_memory, claim)
+    worker = _pod(
+        p, image, "ray-worker", p.worker_cpu, p.worker_memory, claim, cpu_request=p.worker_cpu_request
+    )
     return {
         "rayVersion": RAY_VERSION,
         "authOptions": {"mode": "token"},
@@ -242,7 +280,7 @@ def cluster_spec(
             "idleTimeoutSeconds": p.idle_timeout_s,
             "upscalingMode": "Default",
             "imagePullPolicy": "IfNotPresent",
-            "resources": _resources("500m", "512Mi"),
+            "resources": _resources("500m", "512Mi", p.autoscaler_cpu_request),
             "securityContext": SECURITY,
         },
         "headGroupSpec": {

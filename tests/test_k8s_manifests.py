@@ -135,6 +135,10 @@ def test_the_checks_can_fail():
         kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
 
 
+def _cpu(q: str) -> float:
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
 def _containers(spec):
     groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
     return [(g, c) for g in groups for c in g["template"]["spec"]["containers"]]
@@ -163,7 +167,11 @@ def test_policy(key, doc):
     for _, c in _containers(spec):
         assert re.search(r":\d+\.\d+\.\d+$", c["image"]) and not c["image"].endswith(":latest")
         assert c["imagePullPolicy"] == "IfNotPresent"
-        assert c["resources"]["requests"] == c["resources"]["limits"], "KubeRay reads limits"
+        req, lim = c["resources"]["requests"], c["resources"]["limits"]
+        assert {"cpu", "memory"} <= lim.keys(), "KubeRay sizes a Ray node from its limits"
+        assert req["memory"] == lim["memory"], "memory is never overcommitted"
+        # Burstable CPU only where a profile says so (small: 2 workers on 2 cores)
+        assert _cpu(req["cpu"]) <= _cpu(lim["cpu"])
         sc = c["securityContext"]
         assert sc["runAsNonRoot"] and sc["allowPrivilegeEscalation"] is False
         assert sc["capabilities"]["drop"] == ["ALL"]

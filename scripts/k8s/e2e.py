@@ -1,0 +1,284 @@
+"""make e2e-k8s: the kit's kuberay provider on a real one-node Kubernetes (make k8s-up) with
+the real KubeRay operator, through the CLI as a user with an existing cluster runs it.
+Each step's outcome and wall time, the versions the API reports, and the plan made from a
+local-provider study against what Kubernetes measured: results/k8s-real/e2e.json.
+
+python scripts/k8s/e2e.py [--out results/k8s-real] [--keep-cluster]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "scripts" / "k8s"
+VENV = ROOT / ".venv" / "bin"
+# A search whose trials take seconds, so the scaling points measure trials, not start-up.
+JOB = ["--data", "synthetic:rows=20000,features=20,noise=1.0,seed=0", "--num-samples", "8",
+       "--max-rounds", "200", "--scheduler", "fifo"]  # fmt: skip
+IMAGES = ["rayscale:0.1.0", "rayscale-redis:bookworm"]
+
+
+def sh(*argv: str, env: dict | None = None, timeout: float = 1800, check: bool = True) -> str:
+    p = subprocess.run(
+        argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT, check=False
+    )
+    if check and p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-6:]
+        raise RuntimeError(f"{' '.join(argv[:4])} ... exited {p.returncode}: " + " | ".join(tail))
+    return p.stdout
+
+
+def k8s_env() -> tuple[dict, dict]:
+    """(the environment a user of this cluster has, common.sh's settings)"""
+    out = sh("bash", "-c", f". {K8S}/common.sh && echo $bin && echo $RUN && echo $VOLUMES")
+    b, run, volumes = out.split()
+    env = dict(os.environ, KUBECONFIG=f"{run}/kubeconfig", PATH=f"{b}:{VENV}:{os.environ['PATH']}")
+    return env, {"bin": b, "run": run, "volumes": volumes}
+
+
+class Run:
+    def __init__(self, out: Path):
+        self.out = out
+        self.doc: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": []}
+
+    def step(self, name: str, fn, *, needed: bool = False):
+        """Run one step; record ok / error and its wall time. A `needed` step's failure
+        ends the run (what follows cannot run without it)."""
+        t0 = time.perf_counter()
+        print(f"e2e-k8s: {name} ...", flush=True)
+        rec: dict = {"step": name}
+        try:
+            detail = fn()
+            rec.update(ok=True, detail=detail)
+        except Exception as e:  # recorded, then the next step
+            rec.update(ok=False, error=str(e)[-1500:])
+        rec["wall_s"] = round(time.perf_counter() - t0, 1)
+        self.doc["steps"].append(rec)
+        print(f"e2e-k8s: {name}: {'ok' if rec['ok'] else 'FAILED: ' + rec['error']} "
+              f"({rec['wall_s']} s)", flush=True)  # fmt: skip
+        self.save()
+        if needed and not rec["ok"]:
+            raise SystemExit(1)
+        return rec.get("detail")
+
+    def save(self):
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "e2e.json").write_text(json.dumps(self.doc, indent=1) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="results/k8s-real")
+    ap.add_argument("--keep-cluster", action="store_true", help="leave the Kubernetes up")
+    a = ap.parse_args()
+    out = ROOT / a.out
+    run = Run(out)
+    state, ft_state = out / "state", out / "state-ft"
+    env, k = k8s_env()
+    rs = [str(VENV / "rayscale")]
+    up = [*rs, "cluster", "up", "--provider", "kuberay", "--context", "rayscale-k8s",
+          "--profile", "small", "--storage-class", "rayscale-local", "--workers", "1"]  # fmt: skip
+
+    def kc(*args: str, **kw) -> str:
+        return sh(f"{k['bin']}/kubectl", *args, env=env, **kw)
+
+    # The plan's input, measured first and alone: the same search on the local provider.
+    local = out / "local-study"
+    run.step("local study: scaling --provider local --workers 1,2 (the plan's input)", lambda: (
+        sh(*rs, "scaling", "--provider", "local", "--workers", "1,2", "--repeats", "1",
+           "--baselines", "none", "--state-dir", str(out / "state-local"), "--out", str(local),
+           "--", *JOB, env=env), str(local / "study.json"))[1])  # fmt: skip
+
+    def k8s_up():
+        log = sh("make", "-s", "k8s-up", env=env, timeout=5400)
+        return log.strip().splitlines()[-2:]
+
+    run.step("make k8s-up", k8s_up, needed=True)
+    try:
+        _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out)
+    finally:
+        for s in (state, ft_state):  # whatever a failed step left
+            if (s / "cluster.json").exists():
+                sh(*rs, "cluster", "down", "--state-dir", str(s), env=env, check=False)
+        if not a.keep_cluster:
+            run.step("make k8s-down (nothing of the cluster's left: processes, mounts, links, "
+                     "iptables)", lambda: sh("make", "-s", "k8s-down", env=env).strip()
+                     .splitlines()[-1])  # fmt: skip
+    failed = [s["step"] for s in run.doc["steps"] if not s["ok"]]
+    run.doc["passed"] = not failed
+    run.save()
+    print(f"e2e-k8s: {len(run.doc['steps']) - len(failed)} passed, {len(failed)} failed "
+          f"-> {out / 'e2e.json'}")  # fmt: skip
+    return 1 if failed else 0
+
+
+def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
+    def versions():
+        v = json.loads(kc("version", "-o", "json"))
+        node = json.loads(kc("get", "node", "rayscale-k8s", "-o", "json"))["status"]["nodeInfo"]
+        build = sh("bash", "-c", f". {K8S}/common.sh && cat $out/versions.env")
+        run.doc["versions"] = {
+            "server": v["serverVersion"]["gitVersion"],
+            "kubelet": node["kubeletVersion"],
+            "kube_proxy": node.get("kubeProxyVersion"),
+            "container_runtime": node["containerRuntimeVersion"],
+            "runc": sh(f"{k['bin']}/runc", "--version").splitlines()[0],
+            "kernel": node["kernelVersion"],
+            "operator": "kuberay ray-operator "
+            + next(x.split("=")[1].split()[0] for x in build.splitlines() if x.startswith("KUBERAY_VERSION")),
+            "crds": "KubeRay v1.7.0 (shared/kuberay-crds)",
+        }  # fmt: skip
+        return run.doc["versions"]
+
+    run.step("versions, as the API reports them", versions)
+
+    def load_images():
+        ctr = [f"{k['bin']}/ctr", "--address", f"{k['run']}/containerd/containerd.sock", "-n", "k8s.io"]
+        for img in IMAGES:
+            save = subprocess.Popen(["docker", "save", img], stdout=subprocess.PIPE)
+            subprocess.run([*ctr, "images", "import", "--local", "-"], stdin=save.stdout,
+                           check=True, capture_output=True)  # fmt: skip
+            if save.wait() != 0:
+                raise RuntimeError(f"docker save {img} failed (make image / make image-redis)")
+        return IMAGES
+
+    run.step("the kit's and Redis's images loaded into containerd (no registry here)",
+             load_images, needed=True)  # fmt: skip
+    run.step("cluster up --provider kuberay --profile small --workers 1", lambda: sh(
+        *up, "--state-dir", str(state), env=env).strip().splitlines()[-1], needed=True)  # fmt: skip
+
+    def job_with_checkpoints():
+        sh(*rs, "job", "submit", "--state-dir", str(state), "--save", str(out / "job.json"),
+           "--", *JOB, "--checkpoint-every", "50", "--checkpoint-min-s", "0", env=env)  # fmt: skip
+        rec = json.loads((out / "job.json").read_text())
+        found = glob.glob(f"{k['volumes']}/pv*/{rec['name']}/rayscale-result.json")
+        if not found:
+            raise RuntimeError(f"no {rec['name']}/rayscale-result.json on the results volume")
+        ckpts = glob.glob(f"{os.path.dirname(found[0])}/**/checkpoint_*", recursive=True)
+        uid = os.stat(found[0]).st_uid
+        if uid != 1000 or not ckpts:
+            raise RuntimeError(f"result owned by uid {uid}, {len(ckpts)} checkpoints")
+        return {"trials_completed": rec["trials_completed"], "result": found[0], "owner_uid": uid,
+                "checkpoints": len(ckpts)}  # fmt: skip
+
+    run.step("the bundled job with checkpoints; its result on the claim, written by uid 1000",
+             job_with_checkpoints)  # fmt: skip
+
+    study = out / "k8s-study"
+
+    def scaling():
+        sh(*rs, "scaling", "--provider", "kuberay", "--workers", "1,2", "--repeats", "1",
+           "--baselines", "none", "--state-dir", str(state), "--out", str(study), "--",
+           *JOB, env=env)  # fmt: skip
+        rc = json.loads(kc("get", "raycluster", "-o", "json"))["items"][0]
+        group = rc["spec"]["workerGroupSpecs"][0]
+        deleted = (group.get("scaleStrategy") or {}).get("workersToDelete") or []
+        pods = kc("get", "pods", "-l", "ray.io/node-type=worker", "-o", "name").split()
+        if group["replicas"] != 1 or not deleted or len(pods) != 1:
+            raise RuntimeError(f"after the study: replicas {group['replicas']}, workersToDelete "
+                               f"{deleted}, worker pods {pods}")  # fmt: skip
+        s = json.loads((study / "study.json").read_text())
+        return {"points": {p["workers"]: min(r["wall_s"] for r in p["runs"]) for p in s["points"]},
+                "scaled_down_through_workersToDelete": deleted}  # fmt: skip
+
+    measured = run.step("scaling --workers 1,2 (back to 1 through workersToDelete)", scaling)
+
+    def plan_vs_measured():
+        plan_dir = out / "plan"
+        sh(*rs, "plan", "--study", str(local / "study.json"), "--workers", "1,2", "--out",
+           str(plan_dir), env=env)  # fmt: skip
+        rows = json.loads((plan_dir / "plan.json").read_text())["rows"]
+        cmp = []
+        for r in rows:
+            m = measured["points"][str(r["workers"])] if str(r["workers"]) in measured["points"] \
+                else measured["points"][r["workers"]]  # fmt: skip
+            cmp.append({"workers": r["workers"], "predicted_s": r["wall_s"], "measured_s": m,
+                        "error": round(r["wall_s"] / m - 1, 3)})  # fmt: skip
+        run.doc["plan_vs_k8s"] = cmp
+        bad = [c for c in cmp if abs(c["error"]) > 0.15]
+        if bad:
+            raise RuntimeError(f"predicted from the local study, off by more than 15 %: {bad}")
+        return cmp
+
+    if measured:
+        run.step("plan --study <local study> against the points Kubernetes measured (15 %)",
+                 plan_vs_measured)  # fmt: skip
+
+    def rayjob():
+        o = sh(*rs, "job", "submit", "--rayjob", "--state-dir", str(state), "--json", "--",
+               *JOB[:-4], "--num-samples", "2", env=env)  # fmt: skip
+        rec = json.loads(o[o.index("{"):])
+        if rec.get("trials_completed") != 2:
+            raise RuntimeError(f"RayJob record: {rec}")
+        return {"rayjob": rec.get("rayjob"), "trials_completed": 2}
+
+    run.step("job submit --rayjob", rayjob)
+
+    def own_script():
+        o = sh(*rs, "job", "submit", "--state-dir", str(state), "--working-dir", "examples",
+               "--", "python", "sleep_search.py", "--num-samples", "4", "--mean-s", "1", env=env)  # fmt: skip
+        if "TERMINATED" not in o and "terminated" not in o.lower():
+            raise RuntimeError(o[-600:])
+        return o.strip().splitlines()[-1]
+
+    run.step("job submit --working-dir examples -- python sleep_search.py", own_script)
+    run.step("cluster down", lambda: sh(*rs, "cluster", "down", "--state-dir", str(state),
+                                        env=env).strip().splitlines()[-1])  # fmt: skip
+
+    # A second cluster whose GCS lives in a Redis the kit deploys; its head pod deleted.
+    run.step("cluster up --gcs-ft redis (the kit's Redis)", lambda: sh(
+        *up, "--gcs-ft", "redis", "--redis-image", IMAGES[1], "--state-dir", str(ft_state),
+        env=env).strip().splitlines()[-1])  # fmt: skip
+
+    def head_deleted():
+        args = [*JOB[:-4], "--num-samples", "6", "--max-rounds", "1500", "--checkpoint-every",
+                "50", "--checkpoint-min-s", "0"]  # fmt: skip
+        job = subprocess.Popen([*rs, "job", "submit", "--state-dir", str(ft_state), "--no-wait",
+                                "--", *args, "--name", "ft"], env=env, cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)  # fmt: skip
+        job.communicate(timeout=300)
+        time.sleep(25)  # trials running, some checkpoints written
+        head = kc("get", "pods", "-l", "ray.io/node-type=head", "-o", "name").split()
+        worker = kc("get", "pods", "-l", "ray.io/node-type=worker", "-o", "name").split()
+        kc("delete", *head, "--wait=false")
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            now = kc("get", "pods", "-l", "ray.io/node-type=head", "-o", "name").split()
+            if now and now != head and "Running" in kc("get", *now, "-o", "jsonpath={.status.phase}"):
+                break
+            time.sleep(3)
+        else:
+            raise RuntimeError("no new head pod in 300 s")
+        o = sh(*rs, "job", "resume", "ft", "--state-dir", str(ft_state), "--json",
+               "--timeout", "900", "--", *args, env=env, timeout=1200)  # fmt: skip
+        rec = json.loads(o[o.index("{"):])
+        stayed = kc("get", "pods", "-l", "ray.io/node-type=worker", "-o", "name").split() == worker
+        if rec.get("trials_completed") != 6:
+            raise RuntimeError(f"resumed search: {rec.get('trials_completed')} of 6 trials")
+        return {"deleted": head, "new_head": now, "worker_stayed": stayed,
+                "trials_completed": rec["trials_completed"]}  # fmt: skip
+
+    run.step("--gcs-ft redis: head pod deleted mid-search, job resume completes it", head_deleted)
+
+    def ft_down():
+        o = sh(*rs, "cluster", "down", "--state-dir", str(ft_state), env=env, timeout=600)
+        left = kc("get", "rayclusters,deployments,services,secrets", "-o", "name").split()
+        left = [x for x in left if "redis" in x or "raycluster" in x]
+        if left:
+            raise RuntimeError(f"left after down: {left}")
+        return o.strip().splitlines()[-1]
+
+    run.step("cluster down (KubeRay's Redis cleanup finalizer, then the Redis)", ft_down)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
