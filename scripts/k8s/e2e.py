@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -129,7 +128,7 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
         run.doc["versions"] = {
             "server": v["serverVersion"]["gitVersion"],
             "kubelet": node["kubeletVersion"],
-            "kube_proxy": node.get("kubeProxyVersion"),
+            "kube_proxy": sh(f"{k['bin']}/kube-proxy", "--version").split()[-1],
             "container_runtime": node["containerRuntimeVersion"],
             "runc": sh(f"{k['bin']}/runc", "--version").splitlines()[0],
             "kernel": node["kernelVersion"],
@@ -142,7 +141,13 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
     run.step("versions, as the API reports them", versions)
 
     def load_images():
-        ctr = [f"{k['bin']}/ctr", "--address", f"{k['run']}/containerd/containerd.sock", "-n", "k8s.io"]
+        ctr = [
+            f"{k['bin']}/ctr",
+            "--address",
+            f"{k['run']}/containerd/containerd.sock",
+            "-n",
+            "k8s.io",
+        ]
         for img in IMAGES:
             save = subprocess.Popen(["docker", "save", img], stdout=subprocess.PIPE)
             subprocess.run([*ctr, "images", "import", "--local", "-"], stdin=save.stdout,
@@ -182,13 +187,21 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
         rc = json.loads(kc("get", "raycluster", "-o", "json"))["items"][0]
         group = rc["spec"]["workerGroupSpecs"][0]
         deleted = (group.get("scaleStrategy") or {}).get("workersToDelete") or []
-        pods = kc("get", "pods", "-l", "ray.io/node-type=worker", "-o", "name").split()
-        if group["replicas"] != 1 or not deleted or len(pods) != 1:
+        # Ray counts the worker gone at once; its pod terminates in its grace period.
+        t0, pods = time.monotonic(), []
+        while time.monotonic() - t0 < 120:
+            pods = kc("get", "pods", "-l", "ray.io/node-type=worker", "-o", "name").split()
+            if len(pods) == 1:
+                break
+            time.sleep(2)
+        gone_s = round(time.monotonic() - t0, 1)
+        if group["replicas"] != 1 or not deleted or len(pods) != 1 or deleted[0] in pods[0]:
             raise RuntimeError(f"after the study: replicas {group['replicas']}, workersToDelete "
                                f"{deleted}, worker pods {pods}")  # fmt: skip
         s = json.loads((study / "study.json").read_text())
         return {"points": {p["workers"]: min(r["wall_s"] for r in p["runs"]) for p in s["points"]},
-                "scaled_down_through_workersToDelete": deleted}  # fmt: skip
+                "scaled_down_through_workersToDelete": deleted,
+                "named_pod_gone_after_study_s": gone_s}  # fmt: skip
 
     measured = run.step("scaling --workers 1,2 (back to 1 through workersToDelete)", scaling)
 
@@ -214,9 +227,9 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
                  plan_vs_measured)  # fmt: skip
 
     def rayjob():
-        o = sh(*rs, "job", "submit", "--rayjob", "--state-dir", str(state), "--json", "--",
-               *JOB[:-4], "--num-samples", "2", env=env)  # fmt: skip
-        rec = json.loads(o[o.index("{"):])
+        sh(*rs, "job", "submit", "--rayjob", "--state-dir", str(state), "--save",
+           str(out / "rayjob.json"), "--", *JOB[:-4], "--num-samples", "2", env=env)  # fmt: skip
+        rec = json.loads((out / "rayjob.json").read_text())
         if rec.get("trials_completed") != 2:
             raise RuntimeError(f"RayJob record: {rec}")
         return {"rayjob": rec.get("rayjob"), "trials_completed": 2}
@@ -226,13 +239,26 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
     def own_script():
         o = sh(*rs, "job", "submit", "--state-dir", str(state), "--working-dir", "examples",
                "--", "python", "sleep_search.py", "--num-samples", "4", "--mean-s", "1", env=env)  # fmt: skip
-        if "TERMINATED" not in o and "terminated" not in o.lower():
-            raise RuntimeError(o[-600:])
-        return o.strip().splitlines()[-1]
+        return o.strip().splitlines()[-1]  # where its Tune output is, and its trials
 
     run.step("job submit --working-dir examples -- python sleep_search.py", own_script)
     run.step("cluster down", lambda: sh(*rs, "cluster", "down", "--state-dir", str(state),
                                         env=env).strip().splitlines()[-1])  # fmt: skip
+
+    def backends():
+        """The tests whose behaviour both the emulator and this cluster show, on this one."""
+        e = dict(env, RAYSCALE_K8S_KUBECONFIG=env["KUBECONFIG"],
+                 RAYSCALE_KUBECTL=f"{k['bin']}/kubectl")  # fmt: skip
+        p = subprocess.run([str(VENV / "pytest"), "-q", "-p", "no:cacheprovider",
+                            "tests/test_kube_backends.py", "-k", "real"], env=e, cwd=ROOT,
+                           capture_output=True, text=True, timeout=1200, check=False)  # fmt: skip
+        summary = p.stdout.strip().splitlines()[-1]
+        if p.returncode != 0 or "passed" not in summary or "skipped" in summary:
+            raise RuntimeError(p.stdout[-1500:])
+        return summary
+
+    run.step("tests/test_kube_backends.py on this cluster (the emulator's side runs in "
+             "make test)", backends)  # fmt: skip
 
     # A second cluster whose GCS lives in a Redis the kit deploys; its head pod deleted.
     run.step("cluster up --gcs-ft redis (the kit's Redis)", lambda: sh(
@@ -250,21 +276,24 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
         head = kc("get", "pods", "-l", "ray.io/node-type=head", "-o", "name").split()
         worker = kc("get", "pods", "-l", "ray.io/node-type=worker", "-o", "name").split()
         kc("delete", *head, "--wait=false")
-        deadline = time.time() + 300
-        while time.time() < deadline:
+        t0, now = time.monotonic(), []
+        while time.monotonic() - t0 < 300:  # a new head, and the cluster answering again
             now = kc("get", "pods", "-l", "ray.io/node-type=head", "-o", "name").split()
-            if now and now != head and "Running" in kc("get", *now, "-o", "jsonpath={.status.phase}"):
+            st = subprocess.run([*rs, "cluster", "status", "--json", "--state-dir", str(ft_state)],
+                                env=env, capture_output=True, text=True, check=False)  # fmt: skip
+            if now and now != head and st.returncode == 0 and '"alive_workers": 1' in st.stdout:
                 break
             time.sleep(3)
         else:
-            raise RuntimeError("no new head pod in 300 s")
-        o = sh(*rs, "job", "resume", "ft", "--state-dir", str(ft_state), "--json",
-               "--timeout", "900", "--", *args, env=env, timeout=1200)  # fmt: skip
-        rec = json.loads(o[o.index("{"):])
+            raise RuntimeError(f"the cluster did not answer again in 300 s (head pods: {now})")
+        back_s = round(time.monotonic() - t0, 1)
+        sh(*rs, "job", "resume", "ft", "--state-dir", str(ft_state), "--save",
+           str(out / "resumed.json"), "--timeout", "900", "--", *args, env=env, timeout=1200)  # fmt: skip
+        rec = json.loads((out / "resumed.json").read_text())
         stayed = kc("get", "pods", "-l", "ray.io/node-type=worker", "-o", "name").split() == worker
         if rec.get("trials_completed") != 6:
             raise RuntimeError(f"resumed search: {rec.get('trials_completed')} of 6 trials")
-        return {"deleted": head, "new_head": now, "worker_stayed": stayed,
+        return {"deleted": head, "new_head": now, "worker_stayed": stayed, "back_after_s": back_s,
                 "trials_completed": rec["trials_completed"]}  # fmt: skip
 
     run.step("--gcs-ft redis: head pod deleted mid-search, job resume completes it", head_deleted)
@@ -278,6 +307,30 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
         return o.strip().splitlines()[-1]
 
     run.step("cluster down (KubeRay's Redis cleanup finalizer, then the Redis)", ft_down)
+
+
+def render(doc: dict) -> str:
+    """docs/kubernetes.md's record of the last run, from its e2e.json (a test compares)."""
+    v = doc.get("versions") or {}
+    lines = [
+        f"`make e2e-k8s`, {doc['created']}: Kubernetes {v.get('server', '?')} (kubelet "
+        f"{v.get('kubelet', '?')}), {v.get('container_runtime', '?')}, {v.get('runc', '?')}, "
+        f"{v.get('operator', '?')} with the {v.get('crds', '?')}; "
+        f"{'passed' if doc.get('passed') else 'FAILED'}.",
+        "",
+        "| step | outcome | wall s |",
+        "|---|---|---|",
+    ]
+    for st in doc["steps"]:
+        outcome = "ok" if st["ok"] else "failed: " + st["error"].splitlines()[-1][:160]
+        lines.append(f"| {st['step']} | {outcome} | {st['wall_s']} |")
+    if doc.get("plan_vs_k8s"):
+        lines += ["", "| workers | planned from the local study, s | measured on Kubernetes, s | error |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for c in doc["plan_vs_k8s"]:
+            lines.append(f"| {c['workers']} | {c['predicted_s']} | {c['measured_s']} | "
+                         f"{c['error'] * 100:+.1f} % |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ launch kube-apiserver "$bin/kube-apiserver" --etcd-servers http://127.0.0.1:2379
   --service-cluster-ip-range "$SERVICE_CIDR" \
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
   --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types InternalIP,Hostname \
   --enable-admission-plugins NodeRestriction --profiling=false
 wait_for kube-apiserver 90 kube-apiserver kc get --raw /readyz
 
@@ -225,7 +226,7 @@ kc apply --server-side -f "$crds/ray.io_rayclusters.yaml" -f "$crds/ray.io_rayjo
   -f "$crds/ray.io_rayservices.yaml" >/dev/null
 # Static volumes for the results claims (no provisioner runs here): directories that the
 # pods' uid may write, as local-path makes them (0777).
-for i in 1 2 3 4; do
+for i in $(seq 1 8); do
   mkdir -p "$VOLUMES/pv$i" && chmod 0777 "$VOLUMES/pv$i"
   kc apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -244,7 +245,10 @@ step "KubeRay operator $KUBERAY_VERSION (host process, its chart's ClusterRole)"
 kc apply -f "$out/kuberay-role.yaml" >/dev/null
 launch ray-operator env KUBECONFIG="$pki/kuberay-operator.kubeconfig" "$bin/ray-operator" \
   --metrics-addr 127.0.0.1:18080 --health-probe-bind-address 127.0.0.1:18081 \
-  --enable-leader-election=false
+  --enable-leader-election=false \
+  `# outside the cluster, cluster DNS names do not resolve: reach each head's dashboard` \
+  `# through the API server's service proxy, KubeRay's own flag for this` \
+  --use-kubernetes-proxy
 wait_for "the operator" 60 ray-operator curl -fsS http://127.0.0.1:18081/readyz
 wait_for "CoreDNS" 120 kubelet kc -n kube-system wait --for=condition=Available deploy/coredns --timeout=1s
 
