@@ -90,3 +90,16 @@ def test_make_scale_figures_match_scale_json():
     assert scale.table(run) in doc and scale.docker_table(run) in doc
     flat = " ".join(doc.split())
     assert scale.repeat_text(run) in flat and scale.attribution_text(run) in flat
+
+
+def test_kubernetes_doc_shows_the_last_e2e_k8s_run():
+    """docs/kubernetes.md's record of `make e2e-k8s` is its results/k8s-real/e2e.json."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("k8s_e2e", ROOT / "scripts/k8s/e2e.py")
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    shown = e2e.rendered_block((ROOT / "docs/kubernetes.md").read_text())
+    assert shown == e2e.render(load("results/k8s-real/e2e.json")), (
+        "re-render it: python scripts/k8s/e2e.py --render-docs"
+    )

@@ -72,14 +72,14 @@ class Real:
 
 
 @pytest.fixture(params=["emulated", "real"])
-def kube(request, emulate, monkeypatch):
+def kube(request, monkeypatch):
     if request.param == "real":
         if not REAL:
             pytest.skip("no real Kubernetes up: make e2e-k8s runs this against one")
         monkeypatch.setenv("KUBECONFIG", REAL)
         k = Real(REAL)
-    else:
-        k = Emulated(emulate(node_cpus=2))  # the real node's cores
+    else:  # the emulator swaps kubectl for its port-forward stand-in
+        k = Emulated(request.getfixturevalue("emulate")(node_cpus=2))  # the real node's cores
     yield k
     k.close()
 
