@@ -130,7 +130,7 @@ cluster-yamls: $(STAMP)
 	$(BIN)/python -c "from rayscale import runtime; print(*runtime.write_cluster_yamls('.'), sep='\n')"
 
 # The real thing on Kubernetes, for machines with docker + kind + kubectl + helm: kind
-# cluster up, the job, a scaling study at 1 and 2 workers, down. (CI here has no Kubernetes.)
+# cluster up, the job, a scaling study at 1 and 2 workers, down. (kind's node image cannot be pulled here: make e2e-k8s instead.)
 e2e-kind: $(STAMP)
 	scripts/e2e-kind.sh
 

@@ -24,7 +24,7 @@ Files, NFS) because the pods run on separate nodes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rayscale import __version__, runtime
@@ -64,55 +64,41 @@ class Profile:
     autoscaler_cpu_request: str = "500m"
 
 
-PROFILES = {
-    # kind: one Docker container is the whole Kubernetes node; the image is `kind load`ed.
-    "kind": Profile(
-        name="kind",
-        image=f"rayscale:{__version__}",
-        head_cpu="1",
-        head_memory="2Gi",
-        worker_cpu="1",
-        worker_memory="2Gi",
-        max_workers=4,
-        idle_timeout_s=60,
-        # kind's default class: one node, so ReadWriteOnce is shared by every pod.
-        results_access="ReadWriteOnce",
-        storage_class="standard",
-        results_size="5Gi",
-        job_args=(
-            "--data",
-            "synthetic:rows=5000,features=20,noise=1.0,seed=0",
-            "--num-samples",
-            "8",
-            "--max-rounds",
-            "200",
-        ),
+# kind: one Docker container is the whole Kubernetes node; the image is `kind load`ed.
+KIND = Profile(
+    name="kind",
+    image=f"rayscale:{__version__}",
+    head_cpu="1",
+    head_memory="2Gi",
+    worker_cpu="1",
+    worker_memory="2Gi",
+    max_workers=4,
+    idle_timeout_s=60,
+    # kind's default class: one node, so ReadWriteOnce is shared by every pod.
+    results_access="ReadWriteOnce",
+    storage_class="standard",
+    results_size="5Gi",
+    job_args=(
+        "--data",
+        "synthetic:rows=5000,features=20,noise=1.0,seed=0",
+        "--num-samples",
+        "8",
+        "--max-rounds",
+        "200",
     ),
+)
+
+PROFILES = {
+    "kind": KIND,
     # A one-node Kubernetes of a few cores (`make k8s-up` here, minikube, k3s): kind's
     # sizes, but Burstable, so a head and two 1-CPU workers fit on 2 cores.
-    "small": Profile(
+    "small": replace(
+        KIND,
         name="small",
-        image=f"rayscale:{__version__}",
-        head_cpu="1",
         head_cpu_request="250m",
-        head_memory="2Gi",
-        worker_cpu="1",
         worker_cpu_request="750m",
-        worker_memory="2Gi",
         autoscaler_cpu_request="100m",
-        max_workers=4,
-        idle_timeout_s=60,
-        results_access="ReadWriteOnce",
         storage_class=None,
-        results_size="5Gi",
-        job_args=(
-            "--data",
-            "synthetic:rows=5000,features=20,noise=1.0,seed=0",
-            "--num-samples",
-            "8",
-            "--max-rounds",
-            "200",
-        ),
     ),
     # A cloud cluster: one worker pod per 8-vCPU node, the image from your registry, and a
     # ReadWriteMany claim (EFS, Filestore, Azure Files) for checkpoints; the class is the
@@ -269,7 +255,13 @@ def cluster_spec(
     head["spec"]["automountServiceAccountToken"] = True
     head["metadata"]["annotations"] = skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
     worker = _pod(
-        p, image, "ray-worker", p.worker_cpu, p.worker_memory, claim, cpu_request=p.worker_cpu_request
+        p,
+        image,
+        "ray-worker",
+        p.worker_cpu,
+        p.worker_memory,
+        claim,
+        cpu_request=p.worker_cpu_request,
     )
     return {
         "rayVersion": RAY_VERSION,

@@ -1,8 +1,11 @@
 """A test emulator of Kubernetes + the KubeRay 1.7 operator whose pods run on the real
 Docker engine, with the kit's real image.
 
-Kubernetes cannot run here (no node image can be pulled, no API server binary). What the
-kit depends on is emulated so that it fails where the real system would:
+A real Kubernetes and KubeRay operator run here too (make k8s-up / e2e-k8s), but not in
+`make test`'s time: this emulator plays, in seconds, what the real cluster cannot stage in
+a test (a registry that times out, an NFS share, API races, a crash loop's back-off), and
+tests/test_kube_backends.py runs the same bodies on both. Emulated so that it fails where
+the real system would:
 
 - the API: the kubernetes-client methods the kuberay provider calls, answered as the API
   server answers (V1 models; ApiException with its codes and Status bodies). RayClusters

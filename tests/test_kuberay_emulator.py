@@ -1,7 +1,7 @@
 """The kuberay provider against a Kubernetes + KubeRay emulator whose pods really run
 (tests/kube_emulator.py), and the emulator's own fidelity to KubeRay 1.7.
 
-Kubernetes cannot run here (no node image can be pulled, no API server binary). The
+`make test` runs no Kubernetes (the real one of `make k8s-up` is `make e2e-k8s`). The
 emulator answers the provider's API calls as the API server does and runs every pod of a
 RayCluster as a container of the kit's real image on the real Docker engine, built the
 way KubeRay 1.7's pod.go builds it and run the way the kubelet runs it (uid 1000, no

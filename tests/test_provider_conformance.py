@@ -7,8 +7,8 @@ scenario through the Provider API itself, in order; the assertion that fails nam
 step. Real parts throughout: local processes, Docker containers, Ray's fake multi-node
 autoscaler (ray-up: the head here, worker raylets launched and removed by Ray's
 autoscaler), and, for kuberay, the Kubernetes emulator whose pods are containers of
-the kit's image (Kubernetes cannot run here: `_emulated_kube` in the id says so; `make
-e2e-kind` runs the real thing). kind is kuberay plus its setup commands, which cannot run
+the kit's image (`_emulated_kube` in the id says so; `make e2e-k8s` runs the kuberay
+provider on a real Kubernetes built here). kind is kuberay plus its setup commands, which cannot run
 here (tests/test_kind_provider.py checks those).
 """
 

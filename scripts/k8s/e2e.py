@@ -12,9 +12,11 @@ import argparse
 import glob
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,7 +87,9 @@ def main() -> int:
     if a.render_docs:
         return render_docs(json.loads((out / "e2e.json").read_text()))
     run = Run(out)
-    state, ft_state = out / "state", out / "state-ft"
+    # the clusters' records and tokens: never under results/
+    tmp = Path(tempfile.mkdtemp(prefix="rayscale-e2e-k8s-"))
+    state, ft_state = tmp / "state", tmp / "state-ft"
     env, k = k8s_env()
     rs = [str(VENV / "rayscale")]
     up = [*rs, "cluster", "up", "--provider", "kuberay", "--context", "rayscale-k8s",
@@ -98,7 +102,7 @@ def main() -> int:
     local = out / "local-study"
     run.step("local study: scaling --provider local --workers 1,2 (the plan's input)", lambda: (
         sh(*rs, "scaling", "--provider", "local", "--workers", "1,2", "--repeats", "3",
-           "--baselines", "none", "--state-dir", str(out / "state-local"), "--out", str(local),
+           "--baselines", "none", "--state-dir", str(tmp / "state-local"), "--out", str(local),
            "--", *JOB, env=env), str(local / "study.json"))[1])  # fmt: skip
 
     def k8s_up():
@@ -116,6 +120,7 @@ def main() -> int:
             run.step("make k8s-down (nothing of the cluster's left: processes, mounts, links, "
                      "iptables)", lambda: sh("make", "-s", "k8s-down", env=env).strip()
                      .splitlines()[-1])  # fmt: skip
+    shutil.rmtree(tmp, ignore_errors=True)
     failed = [s["step"] for s in run.doc["steps"] if not s["ok"]]
     run.doc["passed"] = not failed
     run.save()
