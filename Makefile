@@ -147,6 +147,9 @@ k8s-down:
 # The kit's kuberay provider on that cluster, end to end: results/k8s-real/e2e.json. Needs
 # the kit's and Redis's images (make image, make image-redis) in Docker.
 e2e-k8s: install
+	@$(DOCKER) image inspect $(LOCAL_BASE) >/dev/null 2>&1 || $(MAKE) image-base
+	@$(DOCKER) image inspect $(IMAGE) >/dev/null 2>&1 || $(MAKE) image BASE_IMAGE=$(LOCAL_BASE)
+	@$(DOCKER) image inspect $(REDIS_IMAGE) >/dev/null 2>&1 || $(MAKE) image-redis
 	$(BIN)/python scripts/k8s/e2e.py --out results/k8s-real
 
 lint: install

@@ -13,9 +13,14 @@ if [ -f "$RUN/pids" ]; then
   echo "k8s-up: a cluster is already up (KUBECONFIG=$RUN/kubeconfig); make k8s-down first" >&2
   exit 1
 fi
-for t in openssl iptables iptables-save ip conntrack; do
-  command -v "$t" >/dev/null || { echo "k8s-up: $t is not installed (apt-get install iptables conntrack iproute2 openssl)" >&2; exit 2; }
+need=()
+for t in openssl:openssl iptables:iptables ip:iproute2 conntrack:conntrack curl:curl bc:bc; do
+  command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
 done
+if ((${#need[@]})); then
+  echo "k8s-up: installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 "$here/build.sh"
 mkdir -p "$RUN"/{pki,logs,before} "$VOLUMES"
 chmod 0700 "$RUN"
