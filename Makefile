@@ -75,7 +75,7 @@ docs: install
 S3_VENV ?= .venv-s3
 MLFLOW_VENV ?= .venv-mlflow
 test: install lint scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
-	$(BIN)/pytest -q -m "not drill and not example" --durations=25
+	$(BIN)/pytest -q -m "not drill and not example and not k8s_e2e" --durations=25
 
 # The fault drills (a worker, the head or the storage lost mid-search; the KubeRay head
 # killed under GCS fault tolerance; a worker that cannot start): real clusters, a minute
@@ -144,13 +144,14 @@ k8s-up:
 k8s-down:
 	scripts/k8s/down.sh
 
-# The kit's kuberay provider on that cluster, end to end: results/k8s-real/e2e.json. Needs
-# the kit's and Redis's images (make image, make image-redis) in Docker.
+# The kit's kuberay provider on that cluster, end to end: results/k8s-real/e2e.json; then
+# the emulated end-to-end runs whose real counterparts those are (pytest marker k8s_e2e).
 e2e-k8s: install
 	@$(DOCKER) image inspect $(LOCAL_BASE) >/dev/null 2>&1 || $(MAKE) image-base
 	@$(DOCKER) image inspect $(IMAGE) >/dev/null 2>&1 || $(MAKE) image BASE_IMAGE=$(LOCAL_BASE)
 	@$(DOCKER) image inspect $(REDIS_IMAGE) >/dev/null 2>&1 || $(MAKE) image-redis
 	$(BIN)/python scripts/k8s/e2e.py --out results/k8s-real
+	$(BIN)/pytest -q -m k8s_e2e
 
 lint: install
 	$(BIN)/ruff check rayscale job bench scripts tests

@@ -221,6 +221,7 @@ def test_missing_image_is_a_clear_error(tmp_path):
     assert not (tmp_path / "s" / "cluster.json").exists()
 
 
+@pytest.mark.drill  # a fault drill: make drills
 def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
     """Worker loss on the docker provider, with the search's storage in an S3 bucket (a local
     S3-compatible server): `docker kill` of a worker mid-search; the lost trial resumes from

@@ -62,6 +62,7 @@ def _containers(emu) -> list[str]:
 
 
 @needs_image
+@pytest.mark.k8s_e2e  # make e2e-k8s: its real counterpart runs there
 def test_kind_profile_job_on_its_claim_and_down_emulated_kube(tmp_path, emulate, capfd):
     emu = emulate()  # a laptop-sized kind node: 8 CPUs, 32 GiB
     p = provider(tmp_path, emu, name="rs-kind", profile="kind", image=IMAGE)
@@ -121,6 +122,7 @@ def test_kind_profile_job_on_its_claim_and_down_emulated_kube(tmp_path, emulate,
 
 
 @needs_image
+@pytest.mark.k8s_e2e  # make e2e-k8s: its real counterpart runs there
 def test_shipped_rayjob_runs_on_its_own_cluster_emulated_kube(tmp_path, emulate):
     """k8s/kind/results-pvc.yaml + k8s/kind/rayjob.yaml as `kubectl apply` would send them:
     KubeRay makes the cluster, its submitter runs the job, the result lands on the claim."""
@@ -521,6 +523,7 @@ def test_worker_replicas_are_held_as_kuberay_holds_them():
 
 
 @needs_image
+@pytest.mark.k8s_e2e  # make e2e-k8s: its real counterpart runs there
 def test_job_submit_as_a_rayjob_on_the_running_cluster_emulated_kube(tmp_path, emulate):
     """`job submit --rayjob`: a RayJob naming the running RayCluster (clusterSelector), its
     retries the submitter's (KubeRay refuses backoffLimit with a clusterSelector); the

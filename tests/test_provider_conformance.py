@@ -173,7 +173,11 @@ HARNESSES = {
     "ray-up": _ray_up,
     "kuberay_emulated_kube": _kuberay,
 }
-_NEEDS = {"docker": [needs_docker()], "kuberay_emulated_kube": [needs_docker(), needs_crds]}
+# kuberay's contract runs on a real Kubernetes in make e2e-k8s; its emulated run there too
+_NEEDS = {
+    "docker": [needs_docker()],
+    "kuberay_emulated_kube": [needs_docker(), needs_crds, pytest.mark.k8s_e2e],
+}
 
 
 def _alive(p: Provider) -> set[str]:
