@@ -207,7 +207,10 @@ image-redis:
 	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/redis.Dockerfile --build-arg BASE_IMAGE=$(LOCAL_BASE) \
 	  -t $(REDIS_IMAGE) docker
 
+# The records and tokens of clusters still recorded stay: without them `down` cannot stop them.
 clean:
+	@left=$$(ls .rayscale/cluster.json .rayscale/clusters/*/cluster.json 2>/dev/null); \
+	if [ -n "$$left" ]; then echo "make clean: clusters are still recorded ($$(echo $$left)): run rayscale cluster down for each first" >&2; exit 1; fi
 	rm -rf $(VENV) $(SCAN_VENV) $(S3_VENV) $(MLFLOW_VENV) .rayscale results/*.json
 
 # Random vs Optuna's TPE at the same budget on the insurance table, with Ray (2 local

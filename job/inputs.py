@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import time
 
 import data as datamod
@@ -28,6 +29,16 @@ def positive_int(s: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"{s!r} must be >= 1")
     return v
+
+
+def run_name(s: str) -> str:
+    """A run's name is a folder under the storage path and the record's file name: one path
+    part, so `--name ../x` cannot write beside other runs."""
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,99}", s):
+        raise argparse.ArgumentTypeError(
+            f"{s!r} is not 1-100 letters, digits, '_', '.' or '-' starting with a letter or digit"
+        )
+    return s
 
 
 def positive_float(s: str) -> float:
@@ -118,7 +129,7 @@ def parse_args(argv=None):
         help="Tune's storage, shared by every node: a shared directory, s3://bucket/path "
         "or gs://bucket/path (AWS_ENDPOINT_URL for an S3-compatible store)",
     )
-    p.add_argument("--name", default=None, help="run name (default: tune-<time>)")
+    p.add_argument("--name", type=run_name, default=None, help="run name (default: tune-<time>)")
     p.add_argument(
         "--mlflow",
         metavar="URI",

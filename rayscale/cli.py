@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -302,15 +305,28 @@ def cluster_list(as_json, state):
 
 
 @cluster.command("down")
+@click.option(
+    "--delete-results",
+    is_flag=True,
+    help="also delete the results storage the kit made (docker volume, kind folder, "
+    "Kubernetes claim); kept by default, for `job resume` and `job results`",
+)
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="clear the record without reaching the cluster (it is gone for good); what it "
+    "made is not stopped",
+)
 @_state_option
-def cluster_down(state):
-    """Stop exactly what `cluster up` started and remove its temp dirs."""
+def cluster_down(delete_results, forget, state):
+    """Stop exactly what `cluster up` started and remove its temp dirs; a step that fails
+    keeps the record, names what may still run, and exits non-zero: run it again."""
     if not state.read():
         report.say(f"no cluster recorded in {state.path}; nothing to do")
         return
     with state.lock():
-        providers.recorded(state).down()
-    report.say("cluster down")
+        providers.recorded(state).down(delete_results=delete_results, forget=forget)
+    report.say("record cleared; nothing was stopped" if forget else "cluster down")
 
 
 # ---- job --------------------------------------------------------------------------------
@@ -686,15 +702,28 @@ def plan_cmd(
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, taken as Ctrl-C: what a command started is undone the same way."""
+    """SIGTERM or SIGHUP, taken as Ctrl-C: what a command started is undone the same way."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
 
 
 def _terminated(signum, frame):
-    raise Terminated()
+    if signum == signal.SIGHUP:
+        # The terminal is gone: a write to it would fail mid-teardown.
+        # (After a hang-up isatty() is False: a terminal is a character device.)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):
+                if stat.S_ISCHR(os.fstat(fd).st_mode):
+                    os.dup2(devnull, fd)
+    raise Terminated(signum)
 
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)  # a closed terminal, a lost SSH session
     try:
         cli.main(standalone_mode=False, prog_name="rayscale")
     except UserError as e:
@@ -705,9 +734,10 @@ def main() -> None:
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt) as e:
         # click turns KeyboardInterrupt into Abort, the signal's kind kept as its cause.
-        if isinstance(e, Terminated) or isinstance(e.__cause__, Terminated):
-            report.error_line("terminated")
-            sys.exit(143)
+        term = e if isinstance(e, Terminated) else e.__cause__
+        if isinstance(term, Terminated):
+            report.error_line("terminated" if term.signum == signal.SIGTERM else "hung up")
+            sys.exit(128 + term.signum)
         report.error_line("interrupted")
         sys.exit(130)
 

@@ -32,6 +32,10 @@ TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 RECONNECT_GRACE = 60.0
 AGENT_GRACE = 30.0
 
+# Never uploaded (Ray keeps a working_dir in the cluster's object store, readable by any
+# job): rayscale's state dirs hold cluster tokens, .env files hold credentials.
+SECRETS = [".rayscale*", ".env", ".env.*", "auth_token"]
+
 # Never shipped to the cluster: VCS data, caches, and data files (data goes by path or URL).
 EXCLUDES = [
     ".git",
@@ -48,6 +52,7 @@ EXCLUDES = [
     "*.tar*",
     "results",
     ".venv",
+    *SECRETS,
 ]
 
 
@@ -133,7 +138,7 @@ def path_on_nodes(endpoint: Endpoint, job_dir: Path) -> str | None:
 
 
 # A user's working dir: only what is never code or data of theirs stays behind.
-USER_EXCLUDES = [".git", "__pycache__", "*.pyc", ".pytest_cache", ".venv"]
+USER_EXCLUDES = [".git", "__pycache__", "*.pyc", ".pytest_cache", ".venv*", *SECRETS]
 
 
 def working_dir_size(job_dir: Path, excludes: list[str] = EXCLUDES) -> int:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import json
 import math
 import random
 import statistics
@@ -435,8 +436,9 @@ class CostModel:
         return math.exp(sum(b * v for b, v in zip(self.coef, x, strict=True)))
 
 
-def _key(cfg: dict) -> tuple:
-    return tuple(sorted(cfg.items()))
+def _key(cfg: dict) -> str:
+    """A config as a dict key, whatever JSON it holds (lists, nested dicts, None)."""
+    return json.dumps(cfg, sort_keys=True, default=str)
 
 
 def fit_costs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,8 +113,20 @@ def show_result(rec: dict) -> None:
 
 
 def save_result(rec: dict, path: str | None) -> Path:
-    """A job's result record: to `path`, else results/<run name>.json."""
-    where = Path(path) if path else state.results_dir() / f"{rec.get('name') or 'job'}.json"
+    """A job's result record: to `path`, else results/<run name>.json, never over another
+    run's record (then <run name>-2.json, ...) and never outside results/."""
+    if path:
+        where = Path(path)
+    else:
+        # The name is the job's: only its last path part, in the kit's safe alphabet.
+        stem = (
+            re.sub(r"[^\w.-]", "_", Path(str(rec.get("name") or "job")).name).lstrip(".") or "job"
+        )
+        folder = state.results_dir()
+        where, n = folder / f"{stem}.json", 1
+        while where.exists():
+            n += 1
+            where = folder / f"{stem}-{n}.json"
     save_json(rec, where)
     return where
 

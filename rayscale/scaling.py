@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from rayscale import extras, jobs, lifecycle, predict, tune_output
+from rayscale import extras, jobs, lifecycle, predict, report, tune_output
 from rayscale.errors import UserError
 from rayscale.providers.base import Provider
 from rayscale.state import results_dir
@@ -844,12 +844,23 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         "data": tune_output.describe_command(job_args) if script else data_label(job_args),
         "search_note": note,
     }
-    study["prediction"] = (
-        predict.study_prediction(clean, study["job_args"], predict.host_of(study))
-        if clean
-        else None
-    )
+    # What was measured is written before anything is derived from it: a prediction
+    # that fails costs one warning, never the study.
+    study["prediction"] = None
     write_outputs(study, runs, out)
+    if clean:
+        try:
+            study["prediction"] = predict.study_prediction(
+                clean, study["job_args"], predict.host_of(study)
+            )
+        except Exception as e:  # noqa: BLE001 (any failure here must not lose the study)
+            report.say(
+                f"warning: no prediction from this study ({type(e).__name__}: {e}); "
+                f"its measurements are in {out / 'study.json'}",
+                err=True,
+            )
+        else:
+            (out / "study.json").write_text(json.dumps(study, indent=2))
     return study
 
 

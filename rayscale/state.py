@@ -24,6 +24,10 @@ CLUSTER_FILE = "cluster.json"
 TOKEN_FILE = "auth_token"
 LOCK_FILE = "lock"
 CONFIG_DIR = "config"  # configs a provider renders for its cluster (ray-up YAML, manifests)
+LOGS_DIR = "logs"
+# In a folder the kit made: teardown deletes only such folders, never a user's own config/ or
+# logs/ under a --state-dir that is also their project folder.
+MADE_MARK = ".made-by-rayscale"
 DEFAULT_CLUSTER = "default"
 CLUSTERS_DIR = "clusters"
 # Names reach kind cluster names and Kubernetes object names: DNS-1123 labels, kept short.
@@ -50,7 +54,7 @@ def command(text: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise UserError(
             f"cluster name {name!r} is not 1-20 lowercase letters, digits and inner dashes",
             "pass e.g. --cluster big or --cluster gpu-2",
@@ -87,7 +91,7 @@ class StateDir:
         found = [StateDir(self.root)]
         with contextlib.suppress(FileNotFoundError):
             for d in sorted((self.root / CLUSTERS_DIR).iterdir()):
-                if NAME_RE.match(d.name) and d.name != DEFAULT_CLUSTER:
+                if NAME_RE.fullmatch(d.name) and d.name != DEFAULT_CLUSTER:
                     found.append(StateDir(self.root, d.name))
         return [s for s in found if s.cluster_file.exists()]
 
@@ -97,7 +101,20 @@ class StateDir:
 
     @property
     def config_dir(self) -> Path:
-        return self.path / CONFIG_DIR
+        return self.own_dir(CONFIG_DIR)
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.own_dir(LOGS_DIR)
+
+    def own_dir(self, name: str) -> Path:
+        """A folder for the kit's files, made (and marked as made) if missing."""
+        d = self.path / name
+        if not d.is_dir():
+            self.ensure()
+            d.mkdir(mode=0o700, exist_ok=True)
+            (d / MADE_MARK).touch()
+        return d
 
     @property
     def token_file(self) -> Path:
@@ -151,9 +168,15 @@ class StateDir:
         for name in (CLUSTER_FILE, TOKEN_FILE):
             with contextlib.suppress(FileNotFoundError):
                 (self.path / name).unlink()
-        shutil.rmtree(self.config_dir, ignore_errors=True)
+        self.remove_own(CONFIG_DIR)
         if not keep_logs:
-            shutil.rmtree(self.path / "logs", ignore_errors=True)
+            self.remove_own(LOGS_DIR)
+
+    def remove_own(self, name: str) -> None:
+        """Delete a folder the kit made; one it found (the user's own) is left as it is."""
+        d = self.path / name
+        if (d / MADE_MARK).exists():
+            shutil.rmtree(d, ignore_errors=True)
 
     def new_token(self) -> Path:
         """A fresh random token, readable by its owner only (mode 0600 from creation)."""

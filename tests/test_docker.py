@@ -149,9 +149,14 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         _job_runs_from_the_image_unless_changed(state, tmp_path)
         _storage_is_shared_or_refused(state)
     finally:
-        run_cli("cluster", "down", state_dir=state, timeout=300)
+        down = run_cli("cluster", "down", state_dir=state, timeout=300)
     assert _leftovers(cid) == []
     assert not (state / "cluster.json").exists()
+    # The runs outlive the cluster (`job resume` after the next `up` there finds them).
+    assert f"results kept in Docker volume {rec['volume']}" in down.stderr, down.stderr
+    kept = docker("run", "--rm", "-v", f"{rec['volume']}:/r", "--entrypoint", "ls", IMAGE, "/r")
+    assert kept.stdout.split(), "the volume is empty"
+    docker("volume", "rm", rec["volume"])
 
 
 def _job_runs_from_the_image_unless_changed(state, tmp_path) -> None:
@@ -269,7 +274,7 @@ def test_docker_worker_killed_mid_search_loses_nothing(tmp_path):
                 "Tune's experiment state is in the bucket (what `job resume` restores)"
             )
     finally:
-        run_cli("cluster", "down", state_dir=state, timeout=300)
+        run_cli("cluster", "down", "--delete-results", state_dir=state, timeout=300)
     assert _leftovers(rec["cluster_id"]) == []
 
 
@@ -319,3 +324,10 @@ def test_ctrl_c_during_docker_cluster_up_leaves_nothing(tmp_path):
     assert "Traceback" not in err
     assert _leftovers(cid) == []
     assert not (state / "cluster.json").exists()
+    from rayscale.providers.docker import DockerProvider
+    from rayscale.state import StateDir
+
+    made = DockerProvider(StateDir(state), image=IMAGE).results_volume()
+    assert not docker("volume", "ls", "-q", "--filter", f"name=^{made}$").stdout.strip(), (
+        "the empty results volume this failed up made is left"
+    )

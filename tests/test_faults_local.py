@@ -97,17 +97,30 @@ def test_chaos_a_worker_lost_mid_study_is_replaced_and_its_point_marked(tmp_path
     assert not (state / "cluster.json").exists()
 
 
-def test_ctrl_c_during_cluster_up_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGHUP"])
+def test_an_interrupted_cluster_up_leaves_nothing(tmp_path, sig):
+    """Ctrl-C, or the terminal closed under it (SIGHUP, a lost SSH session): the half-started
+    nodes are stopped, the temp dirs removed, the record cleared. After a hang-up the
+    terminal is gone, so teardown must not die writing to it."""
+    import fcntl
+    import pty
+    import termios
+
     state = tmp_path / "state"
     before = set(glob.glob("/tmp/rayscale-*"))
     env = dict(os.environ, RAYSCALE_STATE_DIR=str(state))
+    tty = pty.openpty() if sig == "SIGHUP" else None
+    out_to = tty[1] if tty else subprocess.PIPE
     cli = subprocess.Popen(
         [RAYSCALE, "cluster", "up", "--workers", "2", "--memory-per-worker", "1"],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=out_to,
+        stderr=out_to,
         text=True,
+        start_new_session=bool(tty),
+        # Its own terminal, as in a terminal window: closing it hangs the command up.
+        preexec_fn=(lambda: fcntl.ioctl(1, termios.TIOCSCTTY, 0)) if tty else None,
     )
     started: set[int] = set()
     deadline = time.monotonic() + 30
@@ -115,11 +128,16 @@ def test_ctrl_c_during_cluster_up_leaves_nothing(tmp_path):
         started |= {c.pid for c in psutil.Process(cli.pid).children(recursive=True)}
         time.sleep(0.2)
     assert len(started) >= 3
-    cli.send_signal(signal.SIGINT)
-    out, err = cli.communicate(timeout=60)
-    assert cli.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "rayscale: error: interrupted"
-    assert "Traceback" not in err
+    if tty:
+        for fd in tty:  # the window closes: the kernel sends SIGHUP
+            os.close(fd)
+    else:
+        cli.send_signal(signal.SIGINT)
+    _, err = cli.communicate(timeout=60)
+    assert cli.returncode == 128 + getattr(signal, sig), err
+    if not tty:
+        assert err.strip().splitlines()[-1] == "rayscale: error: interrupted"
+        assert "Traceback" not in err
     assert_all_gone(started)
     assert set(glob.glob("/tmp/rayscale-*")) == before
     assert not (state / "cluster.json").exists()

@@ -146,6 +146,9 @@ BAD = [
     (lambda t: ["--data", _write(t, "bad.csv", 'a,y\n"1,2\n3,4,5,6\n'), "--target", "y"], ["csv"]),
     (lambda t: ["--data", "synthetic:rows=abc"], ["synthetic"]),
     (lambda t: ["--num-samples", "0"], ["--num-samples"]),
+    # The run name is a folder under the storage path: never a path of its own.
+    (lambda t: ["--name", "../x"], ["--name", "'../x' is not"]),
+    (lambda t: ["--name", ".hidden"], ["--name"]),
     (lambda t: ["--num-samples", "x"], ["--num-samples"]),
     (lambda t: ["--memory-per-trial", "0"], ["--memory-per-trial", "must be > 0"]),
     (lambda t: ["--checkpoint-min-s", "-1"], ["--checkpoint-min-s must be >= 0"]),

@@ -119,7 +119,9 @@ def test_without_baselines_a_one_host_studys_own_points_measure_its_contention()
     for n, f in slow.items():
         run = _run(n, [t * f for t in trials])
         for i, t in enumerate(sorted(run["timeline"], key=lambda t: t["start"])):
-            t["config"] = {"x": i}  # the trials' configs, as Tune's rows give them
+            # The trials' configs, as Tune's rows give them: any JSON (a list of metrics,
+            # a nested space, None).
+            t["config"] = {"x": i, "metrics": ["rmse", "mae"], "nested": {"a": [i]}, "n": None}
         points.append(_point(n, run))
     study = {"provider": "local", "machine": {"cpus": 4}, "points": points}
     host = predict.host_of(study)

@@ -53,6 +53,8 @@ class Harness:
     sized: Callable[[Provider, int], None] = lambda p, workers: None
     # its nodes run the kit's image, whose copy of the job a matching job dir runs from
     image: bool = False
+    # whether the results storage the provider made exists (None: it makes none)
+    results: Callable[[Provider], bool] | None = None
 
 
 # ---- local: processes on this machine --------------------------------------------------------
@@ -101,6 +103,9 @@ def _docker(tmp_path, request) -> Harness:
         gone=_docker_gone,
         vanish=_docker_vanish,
         image=True,
+        results=lambda p: bool(
+            docker("volume", "ls", "-q", "--filter", f"name=^{p.results_volume()}$").stdout.strip()
+        ),
     )
 
 
@@ -225,23 +230,26 @@ def test_provider_keeps_the_contract(which, tmp_path, request):
         assert p.status().alive_workers == 1 and heads[0].node_id in _alive(p)
         h.sized(p, 1)
 
-        # down stops exactly what up started; twice is a no-op
+        # down stops exactly what up started, and keeps the results; twice is a no-op
         found = h.exists(p)
         p.down()
         assert p.state.read() is None and not p.is_running()
         assert not p.state.token_file.exists(), "the token outlived its cluster"
         h.gone(found)
+        assert h.results is None or h.results(p), "down deleted the results"
         p.down()
         assert p.state.read() is None
 
-        # a cluster that vanished behind rayscale's back: down clears the record
+        # a cluster that vanished behind rayscale's back: down clears the record, and
+        # --delete-results what the results were kept in
         p = h.make(state)
         p.up(1, timeout=UP_TIMEOUT)
         found = h.exists(p)
         h.vanish(p)
         assert procs.wait_for(lambda: not p.is_running(), 60), "is_running after it vanished"
-        p.down()
+        p.down(delete_results=True)
         assert p.state.read() is None
         h.gone(found)
+        assert h.results is None or not h.results(p), "--delete-results kept the results"
     finally:
-        p.down()
+        p.down(delete_results=True)

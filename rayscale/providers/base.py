@@ -226,8 +226,15 @@ class Provider(abc.ABC):
                 rec["dashboard_url"], self.state.token(), max(60.0, left()), self._log_hint(rec)
             )
             self._on_up(rec)
-        except BaseException:
-            self._teardown(rec)
+        except BaseException as failed:
+            try:
+                self._teardown(rec)
+            except UserError as e:  # the record stays: `down` can retry what is left
+                say(
+                    f"cleaning up after the failed up did not finish: {e.line()}; "
+                    f"run {command('cluster down')} to retry"
+                )
+                raise failed from None
             self._undo_plan(rec)
             self.state.clear(keep_logs=True)  # the error names a log; keep it
             raise
@@ -247,7 +254,7 @@ class Provider(abc.ABC):
 
     def _log_hint(self, rec: dict[str, Any]) -> str:
         """Where a user reads why the head did not come up."""
-        return str(self.state.path / "logs")
+        return str(self.state.logs_dir)
 
     def _on_up(self, rec: dict[str, Any]) -> None:  # noqa: B027 (optional hook)
         """The cluster is up and its Job API answers: what the provider reads from it once."""
@@ -315,15 +322,44 @@ class Provider(abc.ABC):
         with CPUs and memory. Workers the provider removed are left out. Raises UserError
         when the cluster cannot be reached."""
 
-    def down(self) -> None:
+    def down(self, delete_results: bool = False, forget: bool = False) -> None:
         """Stop and remove everything `up` and `scale` made (by PID, container id or resource
         name, never by a name pattern), remove temp dirs, clear the record and the token.
         Idempotent: with no record it does nothing; on a cluster that is already gone it
-        only clears the record. Results it keeps (kuberay's claim) it names on stderr."""
+        only clears the record. A step that fails raises UserError naming what may still
+        run, and keeps the record and the logs, so `down` can be run again.
+
+        The results (Tune's output and checkpoints) stay and are named on stderr, unless
+        `delete_results`. `forget` clears the record without reaching the cluster."""
         rec = self.state.read()
-        if rec and rec.get("provider") == self.name:
-            self._teardown(rec)
+        if not rec or rec.get("provider") != self.name:
+            self.state.clear()
+            return
+        if not forget:
+            try:
+                self._teardown(rec)
+                note = self._delete_results(rec) if delete_results else self.kept_results(rec)
+            except UserError as e:
+                raise UserError(
+                    f"cluster down did not finish: {e.problem}",
+                    f"{e.fix + '; then ' if e.fix else ''}run {command('cluster down')} again "
+                    f"(the record and logs in {self.state.path} are kept)",
+                ) from None
+            if note:
+                say(note)
         self.state.clear()
+
+    def kept_results(self, rec: dict[str, Any]) -> str | None:
+        """Where the results are once the cluster is down, for the user; None if nowhere
+        the kit made."""
+        return None
+
+    def _delete_results(self, rec: dict[str, Any]) -> str:
+        """`down --delete-results`: delete the results storage the kit made; say what went."""
+        return (
+            f"the {self.name} provider keeps no results storage of its own: the results are "
+            "where the job's --storage-path put them; nothing deleted"
+        )
 
     @abc.abstractmethod
     def is_running(self) -> bool:
@@ -356,7 +392,7 @@ class ForwardedProvider(Provider):
         """The tunnel command; None where the dashboard is reached without one."""
 
     def _open_forward(self, rec: dict[str, Any]) -> None:
-        log = self.state.path / "logs" / "forward.log"
+        log = self.state.logs_dir / "forward.log"
         try:
             rec["forward"] = forward.start(
                 self._forward_argv(rec), rec["forward_port"], log, timeout=60
@@ -387,6 +423,13 @@ class ForwardedProvider(Provider):
             self.state.token(),
             image_job=(IMAGE_JOB, digest) if digest else None,
         )
+
+
+def say(line: str) -> None:
+    """A note to the user on stderr (providers print nothing else)."""
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> None:

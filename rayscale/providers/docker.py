@@ -3,7 +3,8 @@
 All containers of a cluster share a user-defined network (workers reach the head by its
 name), a volume mounted as every node's Tune storage path (trial checkpoints must be on
 storage all nodes share), and a label naming the cluster, so `down` removes exactly
-them. Each container runs `ray start` with rayscale.runtime's arguments, the same Ray
+them. The volume is the state dir's, not the cluster's: `down` keeps it (unless
+--delete-results) and the next `up` there mounts it again, so `job resume` finds its runs. Each container runs `ray start` with rayscale.runtime's arguments, the same Ray
 every provider starts, named for its container (the State API finds nodes by it). Only
 the dashboard / Job API is published, on 127.0.0.1.
 
@@ -15,11 +16,14 @@ dependency to the launcher, and every call here is a handful of short commands.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import re
 import secrets
 import subprocess
 import time
+from pathlib import Path
 from typing import Any, TypedDict
 
 from rayscale import __version__, nodes, procs, runtime
@@ -85,10 +89,11 @@ class ContainerRecord(TypedDict, total=False):
 
 
 class DockerRecord(ClusterRecord, total=False):
-    cluster_id: str  # every container, the network and the volume carry it as a label
+    cluster_id: str  # every container and the network carry it as a label
     image: str
     network: str
-    volume: str  # the Tune storage path every node mounts
+    volume: str  # the Tune storage path every node mounts; outlives the cluster
+    made_volume: bool  # this `up` created the volume
     shape: dict[str, float]  # NodeShape as a dict
     head: ContainerRecord
     workers: list[ContainerRecord]  # oldest first; scale-down removes from the end
@@ -156,13 +161,14 @@ class DockerProvider(Provider):
             )
         cid = secrets.token_hex(4)
         self.state.new_token()
+        (self.state.config_dir / "token.env").unlink(missing_ok=True)
         return {
             "provider": self.name,
             "created": time.time(),
             "cluster_id": cid,
             "image": self.image,
             "network": f"rayscale-{cid}",
-            "volume": f"rayscale-{cid}-results",
+            "volume": self.results_volume(),
             "shape": dataclasses.asdict(self.shape),
             "workers": [],
             "next_worker": 0,
@@ -173,9 +179,13 @@ class DockerProvider(Provider):
         self._docker(
             "network", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["network"]
         )
-        self._docker(
-            "volume", "create", "--label", f"rayscale.cluster={rec['cluster_id']}", rec["volume"]
-        )
+        # One volume per state dir and cluster name, kept by `down`: a cluster brought up
+        # again there finds its runs (`job resume`).
+        if not self._docker("volume", "ls", "-q", "--filter", f"name=^{rec['volume']}$"):
+            self._docker(
+                "volume", "create", "--label", f"rayscale.results={self.state.path}", rec["volume"]
+            )
+            rec["made_volume"] = True
         self._start_head(rec)
         self._add_workers(rec, workers)
 
@@ -205,12 +215,19 @@ class DockerProvider(Provider):
             "ALL",
             "-v",
             f"{rec['volume']}:{RESULTS}",
-            *[
-                f
-                for k, v in runtime.node_env(token=self.state.token()).items()
-                for f in ("-e", f"{k}={v}")
-            ],
+            *[f for k, v in runtime.node_env().items() for f in ("-e", f"{k}={v}")],
+            # The token by file, not argv: any local user can read /proc/*/cmdline.
+            "--env-file",
+            str(self._token_env()),
         ]
+
+    def _token_env(self) -> Path:
+        path = self.state.config_dir / "token.env"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"RAY_AUTH_TOKEN={self.state.token()}\n")
+        return path
 
     def _start_head(self, rec: DockerRecord) -> None:
         name = rec["head"]["name"]
@@ -264,19 +281,49 @@ class DockerProvider(Provider):
             )
             rec["workers"].append({"index": idx, "name": name, "id": cid})
 
+    def results_volume(self) -> str:
+        digest = hashlib.sha256(str(self.state.path).encode()).hexdigest()[:8]
+        return f"rayscale-{self.state.name}-{digest}-results"
+
     def _teardown(self, rec: DockerRecord) -> None:
         cid = rec.get("cluster_id")
         if not cid:
             return
-        ids = self._docker(
-            "ps", "-aq", "--filter", f"label=rayscale.cluster={cid}", check=False
-        ).split()
+        label = f"label=rayscale.cluster={cid}"
+        ids = self._docker("ps", "-aq", "--filter", label).split()
         if ids:
             # SIGTERM lets each `ray start` drain its node; whatever remains after 10 s is killed.
             self._docker("stop", "-t", "10", *ids, check=False, timeout=60)
             self._docker("rm", "-f", *ids, check=False, timeout=60)
-        self._docker("network", "rm", rec.get("network", ""), check=False)
-        self._docker("volume", "rm", "-f", rec.get("volume", ""), check=False)
+        if rec.get("network"):
+            self._docker("network", "rm", rec["network"], check=False)
+        left = [
+            *self._docker("ps", "-aq", "--filter", label).split(),
+            *self._docker("network", "ls", "-q", "--filter", label).split(),
+        ]
+        if left:
+            raise UserError(
+                f"containers or networks of cluster {cid} are still there: {' '.join(left)}",
+                f"see `docker ps -a --filter {label}` and `docker network ls --filter {label}`",
+            )
+
+    def _undo_plan(self, rec: DockerRecord) -> None:
+        if rec.get("made_volume"):  # this failed `up` made it: empty, nothing lost with it
+            self._docker("volume", "rm", rec["volume"], check=False)
+
+    def kept_results(self, rec: DockerRecord) -> str | None:
+        return (
+            f"results kept in Docker volume {rec['volume']} (`cluster down --delete-results` "
+            f"deletes it; `docker volume rm {rec['volume']}` once the cluster is down)"
+            if rec.get("volume")
+            else None
+        )
+
+    def _delete_results(self, rec: DockerRecord) -> str:
+        if not rec.get("volume"):
+            return "no results volume recorded; nothing deleted"
+        self._docker("volume", "rm", "-f", rec["volume"])
+        return f"results deleted: Docker volume {rec['volume']}"
 
     def scale(self, workers: int, timeout: float | None = None) -> None:
         timeout = timeout or self.default_timeout

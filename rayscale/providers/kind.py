@@ -24,7 +24,7 @@ from pathlib import Path
 from rayscale import manifests, procs
 from rayscale.errors import UserError
 from rayscale.procs import tool
-from rayscale.providers.base import GIB
+from rayscale.providers.base import GIB, say
 from rayscale.providers.docker import engine_info
 from rayscale.providers.kuberay import KubeRayOptions, KubeRayProvider, KubeRayRecord
 
@@ -231,7 +231,7 @@ class KindProvider(KubeRayProvider):
         build = not subprocess.run(
             [tool("docker"), "images", "-q", self.image], capture_output=True, text=True, timeout=60
         ).stdout.strip()
-        log = self.state.path / "logs" / "kind-up.log"
+        log = self.state.logs_dir / "kind-up.log"
         config = self.write_config() if create else None
         try:
             operator = None if create else self.operator_version()
@@ -242,7 +242,10 @@ class KindProvider(KubeRayProvider):
             rec: KindRecord = {**super()._plan(workers)}
         except BaseException:
             if create:
-                self._delete_kind(self.kind_cluster, log)
+                try:
+                    self._delete_kind(self.kind_cluster, log)
+                except UserError as e:
+                    say(f"the kind cluster this up made is not deleted: {e.line()}")
             raise
         rec.update(kind_cluster=self.kind_cluster, created_kind=create)
         if create:
@@ -274,13 +277,34 @@ class KindProvider(KubeRayProvider):
         claim = f"{rec.get('namespace')}_{rec.get('results_claim')}"
         return (
             f"results kept on this machine in {rec.get('volumes_dir')} (the folder ending "
-            f"_{claim}); the kind cluster is deleted"
+            f"_{claim}; `cluster down --delete-results` deletes it)"
+        )
+
+    def _delete_results(self, rec: KindRecord) -> str:
+        if not rec.get("created_kind"):
+            return super()._delete_results(rec)
+        import shutil
+
+        suffix = f"_{rec.get('namespace')}_{rec.get('results_claim')}"
+        gone = [
+            d
+            for d in Path(rec.get("volumes_dir") or "/nonexistent").glob(f"*{suffix}")
+            if d.is_dir()
+        ]
+        for d in gone:
+            try:
+                shutil.rmtree(d)
+            except OSError as e:
+                raise UserError(
+                    f"cannot delete the results folder {d}: {e.strerror}",
+                    f"delete it yourself (the kind node wrote it as root: sudo rm -rf {d})",
+                ) from None
+        return (
+            f"results deleted: {', '.join(map(str, gone))}" if gone else "no results folder found"
         )
 
     def _delete_kind(self, name: str, log: Path) -> None:
-        procs.run_logged(
-            [tool("kind") or "kind", "delete", "cluster", "--name", name], log, check=False
-        )
+        procs.run_logged([tool("kind") or "kind", "delete", "cluster", "--name", name], log)
 
     def is_running(self) -> bool:
         rec = self.state.read()
@@ -297,11 +321,40 @@ class KindProvider(KubeRayProvider):
         return 0.0 if rec.get("created_kind") else super().redis_cleanup_wait_s(rec)
 
     def _teardown(self, rec: KindRecord) -> None:
+        name = rec.get("kind_cluster") or self.kind_cluster
+        if tool("kind") and name not in self.existing_clusters():
+            self._stop_forward(rec)  # `kind delete cluster` by hand: nothing left in it
+            return
+        super()._teardown(rec)
+        if not rec.get("created_kind"):
+            return
+        others = self._other_rayclusters(rec)
+        if others:
+            say(
+                f"kind cluster {name} kept: RayClusters {', '.join(others)} of other state "
+                f"dirs run on it (`kind delete cluster --name {name}` once they are down)"
+            )
+            return
+        self._delete_kind(name, self.state.logs_dir / "kind-down.log")
+
+    def _other_rayclusters(self, rec: KindRecord) -> list[str]:
+        """namespace/name of the RayClusters on the kind cluster other than this one's."""
+        from rayscale.providers.kuberay import GROUP, PLURAL, VERSION
+
         try:
-            super()._teardown(rec)
-        finally:
-            if rec.get("created_kind"):
-                self._delete_kind(rec["kind_cluster"], self.state.path / "logs" / "kind-down.log")
+            items = self._apis(rec)[0].list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        except Exception as e:
+            raise UserError(
+                f"cannot list the RayClusters on kind cluster {rec.get('kind_cluster')}: "
+                f"{getattr(e, 'reason', None) or type(e).__name__}",
+                "is it up? (`kubectl cluster-info`)",
+            ) from None
+        mine = (rec.get("namespace"), rec.get("name"))
+        return [
+            f"{m['namespace']}/{m['name']}"
+            for m in (i["metadata"] for i in items)
+            if (m["namespace"], m["name"]) != mine and not m.get("deletionTimestamp")
+        ]
 
 
 def _gib(quantity: str) -> float:

@@ -35,6 +35,7 @@ from rayscale.providers.base import (
     ForwardedProvider,
     Options,
     ProcRecord,
+    say,
     status_from_dashboard,
 )
 from rayscale.providers.pod_health import (
@@ -683,13 +684,11 @@ class KubeRayProvider(ForwardedProvider):
         self.state.write(rec)
         if not redis.deployed:
             return
-        from rayscale import report
-
         rec["redis"] = gcs_ft.secret_name(rec["name"])
         self.state.write(rec)  # from here on, teardown deletes its Service and Deployment
         kit = self._kit_redis(rec)
         kit.create(self.options.redis_image or gcs_ft.IMAGE)
-        report.say(f"waiting for Redis {rec['redis']} (GCS fault tolerance) ...", err=True)
+        say(f"waiting for Redis {rec['redis']} (GCS fault tolerance) ...")
         kit.wait_ready(deadline, self._tail(rec))
 
     def _teardown(self, rec: KubeRayRecord) -> None:
@@ -705,9 +704,9 @@ class KubeRayProvider(ForwardedProvider):
             self._apis(rec)[1].delete_namespaced_secret(rec["redis_secret"], rec["namespace"])
 
     def _delete_raycluster(self, rec: KubeRayRecord) -> bool:
-        """Ask for the RayCluster's deletion; False where it is gone or cannot be reached."""
-        from rayscale import report
-
+        """Ask for the RayCluster's deletion; False where it is gone already. Raises
+        UserError where the API server cannot be reached: the record stays for a retry."""
+        by_hand = f"kubectl --context {rec.get('context')} -n {rec['namespace']} delete raycluster {rec['name']}"
         try:
             custom, _ = self._apis(rec)
             custom.delete_namespaced_custom_object(
@@ -717,26 +716,20 @@ class KubeRayProvider(ForwardedProvider):
         except Exception as e:
             status = getattr(e, "status", None)
             if status is None:
-                # No answer at all: the context or its API server is gone (kind deleted, a
-                # Docker reset). Nothing to delete from here; down() clears the record.
+                # No answer (an API server down, a context gone): the RayCluster may still run.
                 gone = (
                     e.problem
                     if isinstance(e, UserError)
                     else f"the API server does not answer ({type(e).__name__})"
                 )
-                report.say(
-                    f"the Kubernetes cluster is unreachable: {gone}; cleared the record. If it still "
-                    f"exists: kubectl --context {rec.get('context')} -n {rec['namespace']} delete "
-                    f"raycluster {rec['name']}",
-                    err=True,
-                )
-                return False
-            if status != 404:
-                raise _api_error(
-                    e,
-                    f"cannot delete RayCluster {rec['name']}",
-                    f"delete it with kubectl -n {rec['namespace']} delete raycluster {rec['name']}",
+                raise UserError(
+                    f"the Kubernetes cluster is unreachable ({gone}), so RayCluster "
+                    f"{rec['name']} may still run",
+                    f"once it answers; or delete it yourself ({by_hand}); if that cluster is "
+                    f"gone for good, {command('cluster down --forget')} clears the record",
                 ) from None
+            if status != 404:
+                raise _api_error(e, f"cannot delete RayCluster {rec['name']}", by_hand) from None
             return False
 
     def redis_cleanup_wait_s(self, rec: KubeRayRecord) -> float:
@@ -745,8 +738,6 @@ class KubeRayProvider(ForwardedProvider):
     def _await_redis_cleanup(self, rec: KubeRayRecord) -> None:
         """Until the RayCluster is gone: KubeRay's finalizer holds it while a Job deletes
         the cluster's keys from Redis."""
-        from rayscale import report
-
         wait_s = self.redis_cleanup_wait_s(rec)
         deadline, said = time.monotonic() + wait_s, False
         while wait_s > 0:
@@ -756,39 +747,42 @@ class KubeRayProvider(ForwardedProvider):
             except UserError:
                 return
             if not said:
-                report.say(
-                    "waiting for KubeRay to delete the cluster's keys from Redis ...", err=True
-                )
+                say("waiting for KubeRay to delete the cluster's keys from Redis ...")
                 said = True
             if time.monotonic() > deadline:
-                report.say(
+                say(
                     f"RayCluster {rec['name']} is still held by KubeRay's Redis cleanup after "
                     f"{wait_s:.0f} s; deleting the Redis anyway. If it stays: kubectl -n "
                     f"{rec['namespace']} patch raycluster {rec['name']} --type json -p "
-                    """'[{"op":"remove","path":"/metadata/finalizers"}]'""",
-                    err=True,
+                    """'[{"op":"remove","path":"/metadata/finalizers"}]'"""
                 )
                 return
             time.sleep(1.0)
 
-    def down(self) -> None:
-        rec = self.state.read()
-        super().down()
-        if rec and rec.get("provider") == self.name and rec.get("owned"):
-            note = self.kept_results(rec)
-            if note:
-                from rayscale import report
-
-                report.say(note, err=True)
-
     def kept_results(self, rec: KubeRayRecord) -> str | None:
-        """Where the results are once the cluster is down: its claim stays."""
-        if not rec.get("results_claim"):
+        if not rec.get("owned") or not rec.get("results_claim"):
             return None
         return (
-            f"results kept in PersistentVolumeClaim {rec['results_claim']} "
-            f"(kubectl -n {rec['namespace']} delete pvc {rec['results_claim']} frees it)"
+            f"results kept in PersistentVolumeClaim {rec['results_claim']} in namespace "
+            f"{rec['namespace']} (`cluster down --delete-results` deletes it)"
         )
+
+    def _delete_results(self, rec: KubeRayRecord) -> str:
+        claim = rec.get("results_claim")
+        if not rec.get("owned") or not claim:
+            return "no results claim of this cluster's; nothing deleted"
+        if not rec.get("made_claim"):
+            return f"PersistentVolumeClaim {claim} is yours (--results-claim): kept"
+        try:
+            self._apis(rec)[1].delete_namespaced_persistent_volume_claim(claim, rec["namespace"])
+        except Exception as e:
+            if getattr(e, "status", None) != 404:
+                raise _api_error(
+                    e,
+                    f"cannot delete PersistentVolumeClaim {claim}",
+                    f"kubectl -n {rec['namespace']} delete pvc {claim}",
+                ) from None
+        return f"results deleted: PersistentVolumeClaim {claim} in namespace {rec['namespace']}"
 
     def is_running(self) -> bool:
         rec = self.state.read()

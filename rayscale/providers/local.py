@@ -161,7 +161,7 @@ class LocalProvider(Provider):
 
     def _log(self, node: str) -> Path:
         """`ray start` output of a node: in the state dir, so it outlives a failed `up`."""
-        return self.state.path / "logs" / f"{node}.log"
+        return self.state.logs_dir / f"{node}.log"
 
     def _spawn(self, rec: LocalRecord, spec: runtime.NodeSpec) -> ProcRecord:
         """One node: `ray start` with runtime's arguments, ports of its own on this machine."""
@@ -324,7 +324,7 @@ class LocalProvider(Provider):
     def _keep_ray_logs(self, temp_dir: Path, node: str) -> Path:
         """Copy a node's raylet and agent logs beside its `ray start` log: its temp dir goes
         with the failed `up`, and they hold why it died (`ray start` only says it timed out)."""
-        dest = self.state.path / "logs" / f"{node}-ray"
+        dest = self.state.logs_dir / f"{node}-ray"
         dest.mkdir(parents=True, exist_ok=True)
         for f in sorted(temp_dir.glob("session_*/logs/*")):
             if f.is_file() and f.name.startswith(NODE_LOGS):

@@ -49,7 +49,7 @@ from rayscale.providers.base import (
     status_from_dashboard,
 )
 from rayscale.providers.local import node_env, ray_executable
-from rayscale.state import command
+from rayscale.state import CONFIG_DIR, command
 
 REMOTE_DASHBOARD_PORT = 8265
 TOKEN_SOURCE = "~/.ray/auth_token"
@@ -197,8 +197,16 @@ class CloudLauncher:
         self.p._ray(self.apply_argv(rec["config"]), "ray-up")
 
     def stop(self, rec: RayUpRecord) -> None:
-        if Path(rec.get("config", "")).is_file():
-            self.p._ray(self.down_argv(rec["config"]), "ray-down", check=False)
+        if not Path(rec.get("config", "")).is_file():
+            return
+        try:
+            self.p._ray(self.down_argv(rec["config"]), "ray-down")
+        except UserError as e:  # the VMs may still run, and bill
+            raise UserError(
+                f"{e.problem}; the cluster {rec.get('cluster_name')}'s machines may still run",
+                f"{e.fix}, fix the cause (credentials, network), or stop them yourself with "
+                f"`ray down -y {rec['config']}`",
+            ) from None
 
     def head_alive(self, rec: RayUpRecord) -> bool:
         return True  # only the dashboard, through the tunnel, can tell
@@ -238,9 +246,7 @@ class FakeLauncher:
             extra=(f"--autoscaling-config={rec['config']}",),
         )
         rec["head"] = procs.spawn(
-            [ray_executable(), *runtime.start_args(spec)],
-            env,
-            self.p.state.path / "logs" / "head.log",
+            [ray_executable(), *runtime.start_args(spec)], env, self.p.state.logs_dir / "head.log"
         )
 
     def apply(self, rec: RayUpRecord) -> None:
@@ -292,10 +298,9 @@ class RayUpProvider(ForwardedProvider):
 
     def _ray(self, argv: list[str], what: str, check: bool = True) -> None:
         """Run a `ray` launcher command, its output to the state dir's logs."""
-        procs.run_logged(argv, self.state.path / "logs" / f"{what}.log", CLOUD_TIMEOUT, check)
+        procs.run_logged(argv, self.state.logs_dir / f"{what}.log", CLOUD_TIMEOUT, check)
 
     def _write_config(self, rec: RayUpRecord, cfg: dict[str, Any]) -> None:
-        self.state.config_dir.mkdir(parents=True, exist_ok=True)
         Path(rec["config"]).write_text(yaml.safe_dump(cfg, sort_keys=False))
 
     def _forward_argv(self, rec: RayUpRecord) -> list[str] | None:
@@ -355,7 +360,7 @@ class RayUpProvider(ForwardedProvider):
     def _teardown(self, rec: RayUpRecord) -> None:
         self._stop_forward(rec)
         self._launcher(rec).stop(rec)
-        shutil.rmtree(self.state.config_dir, ignore_errors=True)
+        self.state.remove_own(CONFIG_DIR)
 
     def is_running(self) -> bool:
         rec = self.state.read()

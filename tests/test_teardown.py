@@ -1,0 +1,148 @@
+"""Nothing lost: a teardown that fails says so and keeps what a retry needs; results and a
+user's own folders outlive `down`; names cannot write outside their folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import DOCKER, ROOT, assert_one_line_error, needs_docker, run_cli
+
+
+def test_a_failed_ray_down_keeps_the_record_until_down_succeeds(tmp_path):
+    """The real `ray` on the shipped aws.yaml, on a machine without the AWS SDK: `ray up`
+    fails, and so does the `ray down` that cleans after it. Cloud VMs might still run and
+    bill, so the record, the rendered config and the logs stay, `down` exits non-zero and
+    names `ray down -y <config>`, until `down --forget` drops the record."""
+    state = tmp_path / "state"
+    no_aws = {
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    up = run_cli(
+        "cluster", "up", "--provider", "ray-up", "--config", ROOT / "cluster" / "aws.yaml",
+        state_dir=state, env=no_aws, timeout=300,
+    )  # fmt: skip
+    assert_one_line_error(up, "`ray up` failed", "ray-up.log")
+    assert "cleaning up after the failed up did not finish" in up.stderr
+    cfg = state / "config" / "cluster.yaml"
+    assert (state / "cluster.json").exists() and cfg.exists(), "a retry needs the record"
+
+    down = run_cli("cluster", "down", state_dir=state, env=no_aws, timeout=300)
+    line = assert_one_line_error(down, "cluster down did not finish", "may still run")
+    assert f"ray down -y {cfg}" in line and "run `rayscale cluster down` again" in line
+    assert (state / "cluster.json").exists() and cfg.exists()
+    assert (state / "logs" / "ray-down.log").exists(), "the log the line names is kept"
+
+    gone = run_cli("cluster", "down", "--forget", state_dir=state, timeout=60)
+    assert gone.returncode == 0 and "nothing was stopped" in gone.stdout, gone.stderr
+    assert not (state / "cluster.json").exists() and not (state / "config").exists()
+
+
+@needs_docker()
+def test_down_without_a_docker_engine_keeps_the_record_then_finishes(tmp_path):
+    """The engine does not answer (stopped, a context gone): `down` cannot tell whether the
+    containers still run, so it keeps the record and exits non-zero. With the engine back
+    it finishes, and names the results volume it keeps."""
+    state = tmp_path / "state"
+    state.mkdir()
+    volume = "rayscale-default-0000test-results"
+    (state / "cluster.json").write_text(
+        json.dumps(
+            {
+                "provider": "docker",
+                "cluster_id": "0000test",
+                "network": "rayscale-0000test",
+                "volume": volume,
+                "workers": [],
+                "head": {"name": "rayscale-0000test-head"},
+            }
+        )
+    )
+    dead = {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock", "RAYSCALE_DOCKER": DOCKER}
+    p = run_cli("cluster", "down", state_dir=state, env=dead, timeout=120)
+    assert_one_line_error(p, "cluster down did not finish", "no Docker engine answers")
+    assert (state / "cluster.json").exists()
+
+    p = run_cli("cluster", "down", state_dir=state, env={"RAYSCALE_DOCKER": DOCKER}, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert f"results kept in Docker volume {volume}" in p.stderr
+    assert not (state / "cluster.json").exists()
+
+
+def test_down_deletes_only_the_folders_the_kit_made(tmp_path):
+    """`--state-dir .` in a project folder: the user's own config/ and logs/ stay; the logs
+    folder of a cluster the kit made beside it goes with that cluster."""
+    project = tmp_path / "project"
+    for d in ("config", "logs"):
+        (project / d).mkdir(parents=True)
+        (project / d / "mine.txt").write_text("the user's own\n")
+    (project / "cluster.json").write_text(json.dumps({"provider": "local", "workers": []}))
+    other = project / "clusters" / "other"
+    other.mkdir(parents=True)
+    (other / "cluster.json").write_text(json.dumps({"provider": "local", "workers": []}))
+    from rayscale.state import StateDir
+
+    (StateDir(project, "other").logs_dir / "w0.log").write_text("the kit's\n")
+
+    for extra in ([], ["--cluster", "other"]):
+        p = run_cli("cluster", "down", *extra, state_dir=project, timeout=60)
+        assert p.returncode == 0, p.stderr
+    assert (project / "config" / "mine.txt").exists() and (project / "logs" / "mine.txt").exists()
+    assert not (project / "cluster.json").exists()
+    assert not (other / "logs").exists() and not (other / "cluster.json").exists()
+
+
+def test_make_clean_keeps_the_records_of_clusters_still_recorded(tmp_path):
+    """`make clean` would delete the records and tokens of running clusters: it refuses, in
+    one line naming them, until they are down."""
+    record = tmp_path / ".rayscale" / "clusters" / "big" / "cluster.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{}")
+    make = ["make", "-s", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "clean"]
+    p = subprocess.run(make, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and record.exists(), p.stdout + p.stderr
+    assert "cluster down" in p.stdout + p.stderr and str(record.relative_to(tmp_path)) in p.stderr
+    record.unlink()
+    p = subprocess.run(make, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and not (tmp_path / ".rayscale").exists(), p.stderr
+
+
+@pytest.mark.parametrize("name", ["abc\n", "../x", "Big"])
+def test_a_cluster_name_is_checked_whole(tmp_path, name):
+    """`re.match` with `$` passes "abc\\n": the whole name must be a DNS label."""
+    p = run_cli("cluster", "status", "--cluster", name, state_dir=tmp_path / "s", timeout=60)
+    assert_one_line_error(p, "is not 1-20 lowercase letters")
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_job_record_stays_in_results_and_never_overwrites_another(tmp_path, monkeypatch):
+    from rayscale import report
+
+    monkeypatch.setenv("RAYSCALE_RESULTS_DIR", str(tmp_path / "results"))
+    first = report.save_result({"name": "run", "n": 1}, None)
+    second = report.save_result({"name": "run", "n": 2}, None)
+    assert (first.name, second.name) == ("run.json", "run-2.json")
+    assert json.loads(first.read_text())["n"] == 1
+    sneaky = report.save_result({"name": "../../x"}, None)
+    assert sneaky.parent == tmp_path / "results", sneaky
+
+
+def test_docker_keeps_no_token_in_argv_it_passes(tmp_path):
+    """The token goes to `docker run` in a 0600 env file, never on a command line any local
+    user can read in /proc/*/cmdline."""
+    from rayscale.providers.docker import DockerProvider
+    from rayscale.state import StateDir
+
+    p = DockerProvider(StateDir(tmp_path / "s"), image="rayscale:test")
+    p.state.new_token()
+    argv = p._run_args({"network": "n", "cluster_id": "c", "volume": "v"}, "x", 1.0, 1.0)
+    token = p.state.token()
+    assert token and not any(token in a for a in argv)
+    env_file = argv[argv.index("--env-file") + 1]
+    assert os.stat(env_file).st_mode & 0o077 == 0
+    assert open(env_file).read().strip() == f"RAY_AUTH_TOKEN={token}"
