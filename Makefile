@@ -200,7 +200,7 @@ ray-compat-launcher: install
 image-base:
 	DOCKER=$(DOCKER) docker/make-base.sh $(LOCAL_BASE)
 
-# A Redis image on that base, for --gcs-ft redis where no registry serves redis:7.4.0
+# A Redis image on that base, for --gcs-ft redis where no registry serves redis:7.4.6
 # (cluster up --gcs-ft redis --redis-image $(REDIS_IMAGE)).
 REDIS_IMAGE ?= rayscale-redis:bookworm
 image-redis:

@@ -109,7 +109,10 @@ def _env_option(f):
         multiple=True,
         metavar="NAME[=VALUE]",
         help="a variable for the job on every node, e.g. AWS_ENDPOINT_URL (repeatable; "
-        "NAME alone takes its value here)",
+        "NAME alone takes its value here). Values go into the job's runtime_env, which Ray's "
+        "agents log and any holder of the token reads: no secrets. Give credentials to the "
+        "nodes instead (an IAM role or workload identity, a Kubernetes Secret in the pods' "
+        "env, the image's)",
     )(f)
 
 
@@ -220,10 +223,11 @@ _TIMEOUT_HELP = (
 @click.option(
     "--gcs-ft",
     default=None,
-    metavar="redis|redis://[:PASSWORD@]HOST:PORT",
+    metavar="redis|redis[s]://HOST:PORT",
     help="kuberay, kind: keep the head's GCS in a Redis, so a replaced head takes the "
-    "cluster back and the workers stay; `redis`: rayscale deploys one beside the cluster "
-    "[default: off]",
+    "cluster back and the workers stay; `redis`: rayscale deploys one beside the cluster; "
+    "a Redis of yours takes its password from $RAYSCALE_REDIS_PASSWORD or the file named "
+    "by $RAYSCALE_REDIS_PASSWORD_FILE [default: off]",
 )
 @click.option(
     "--redis-image",

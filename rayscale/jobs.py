@@ -226,7 +226,8 @@ class Jobs:
         env: dict[str, str] | None = None,
     ) -> str:
         """env: variables for the driver and every trial process on every node (the job's
-        runtime env), e.g. object-storage credentials; readable by holders of the token."""
+        runtime env), e.g. an object store's endpoint; Ray's agents log it and holders of
+        the token read it, so no secrets."""
         job_dir = Path(job_dir or default_job_dir())
         if self.endpoint.shares_disk and not given(job_args, "--storage-path"):
             job_args = [*job_args, "--storage-path", storage_path(job_args, self.endpoint)]

@@ -149,7 +149,29 @@ SCAN_SKIPS = {
     "CKV_K8S_22": "Ray writes session files, spilled objects and runtime envs under /tmp and $HOME",
     "CKV2_K8S_6": "every Ray port requires the cluster token; KubeRay's networkPolicy is feature-gated in 1.7",
 }
-HEAD_SCAN_SKIPS = {"CKV_K8S_38": "the autoscaler sidecar on the head calls the Kubernetes API"}
+# What automountServiceAccountToken projects (token, CA, namespace), for one container.
+SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+API_TOKEN_VOLUME = {
+    "name": "kube-api-access",
+    "projected": {
+        "sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+            {
+                "configMap": {
+                    "name": "kube-root-ca.crt",
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                }
+            },
+            {
+                "downwardAPI": {
+                    "items": [
+                        {"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}
+                    ]
+                }
+            },
+        ]
+    },
+}
 
 
 def skip_annotations(skips: dict[str, str]) -> dict[str, str]:
@@ -251,9 +273,9 @@ def cluster_spec(
         ],
         cpu_request=p.head_cpu_request,
     )
-    # The head's autoscaler sidecar talks to the API server: it alone needs the token.
-    head["spec"]["automountServiceAccountToken"] = True
-    head["metadata"]["annotations"] = skip_annotations({**SCAN_SKIPS, **HEAD_SCAN_SKIPS})
+    # The head's autoscaler sidecar talks to the API server: it alone gets the token, as
+    # the automount would give it. Mounted pod-wide, a job's code could patch the cluster.
+    head["spec"]["volumes"].append(API_TOKEN_VOLUME)
     worker = _pod(
         p,
         image,
@@ -274,6 +296,9 @@ def cluster_spec(
             "imagePullPolicy": "IfNotPresent",
             "resources": _resources("500m", "512Mi", p.autoscaler_cpu_request),
             "securityContext": SECURITY,
+            "volumeMounts": [
+                {"name": API_TOKEN_VOLUME["name"], "mountPath": SA_PATH, "readOnly": True}
+            ],
         },
         "headGroupSpec": {
             "serviceType": "ClusterIP",

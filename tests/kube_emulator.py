@@ -1158,6 +1158,17 @@ class KubeEmulator:
                     "bind",
                     self._bind_claim(pod.ns, v["persistentVolumeClaim"]["claimName"]),
                 )
+            elif "projected" in v:  # a service-account token: files, as the kubelet writes them
+                d = base / name
+                d.mkdir(parents=True, exist_ok=True)
+                for src in v["projected"]["sources"]:
+                    if "serviceAccountToken" in src:
+                        (d / src["serviceAccountToken"]["path"]).write_text("emulated-token")
+                    for item in (src.get("downwardAPI") or {}).get("items", []):
+                        (d / item["path"]).write_text(pod.ns)
+                    for item in (src.get("configMap") or {}).get("items", []):
+                        (d / item["path"]).write_text("")
+                out[name] = ("bind", str(d))
             else:
                 raise RuntimeError(f"the emulator does not support volume {v}")
         return out

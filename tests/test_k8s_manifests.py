@@ -178,6 +178,14 @@ def test_policy(key, doc):
         # Every node's env is runtime's (token auth itself is KubeRay's authOptions).
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert env == {k: v for k, v in runtime.NODE_ENV.items() if k != "RAY_AUTH_MODE"}
+    # The service-account token only in the autoscaler sidecar: a job's code in the Ray
+    # containers cannot call the Kubernetes API as the cluster.
+    for g, c in _containers(spec):
+        assert g["template"]["spec"]["automountServiceAccountToken"] is False
+        assert not any("serviceaccount" in m["mountPath"] for m in c["volumeMounts"]), c["name"]
+    head_vols = {v["name"] for v in spec["headGroupSpec"]["template"]["spec"]["volumes"]}
+    (sa,) = spec["autoscalerOptions"]["volumeMounts"]
+    assert sa["mountPath"] == manifests.SA_PATH and sa["name"] in head_vols and sa["readOnly"]
     for g in spec["workerGroupSpecs"]:
         assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
         for t in (g["template"], spec["headGroupSpec"]["template"]):

@@ -163,3 +163,34 @@ def test_hostpath_results_are_not_writable_by_the_pods(tmp_path, kube):
 def _class(kube) -> str | None:
     """The real cluster's StorageClass (static volumes); the emulator's kind class."""
     return "rayscale-local" if isinstance(kube, Real) else None
+
+
+def test_pods_pass_restricted_and_only_the_autoscaler_holds_the_api_token(tmp_path, kube):
+    """In a namespace that enforces the restricted Pod Security Standard, the cluster comes
+    up (the API server admits every pod the operator makes of the kit's templates), and
+    of the head's containers only the autoscaler sidecar has a service-account token: a
+    job's code in `ray-head` cannot call the Kubernetes API as the cluster."""
+    if not isinstance(kube, Real):
+        pytest.skip("the emulator admits every pod and runs no autoscaler sidecar")
+    kube.api[1].patch_namespace(
+        kube.ns, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    p = provider(tmp_path, kube, profile="small", image=IMAGE, storage_class=_class(kube))
+    try:
+        p.up(1, timeout=300)
+        (head,) = kube.pod_names(p._record()["name"], "head")
+        token = manifests.SA_PATH + "/token"
+        assert kube.exec(head, "test", "-e", token).returncode == 1, "ray-head holds the token"
+        sidecar = subprocess.run(
+            [*kube.kubectl, "-n", kube.ns, "exec", head, "-c", "autoscaler", "--",
+             "test", "-s", token], capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert sidecar.returncode == 0, sidecar.stderr
+        # The sidecar reaches the API with it: it reads the RayCluster it scales.
+        pod = kube.api[1].read_namespaced_pod(head, kube.ns)
+        (status,) = [c for c in pod.status.container_statuses if c.name == "autoscaler"]
+        assert status.ready and status.restart_count == 0
+        logs = kube.api[1].read_namespaced_pod_log(head, kube.ns, container="autoscaler")
+        assert "Forbidden" not in logs and "Unauthorized" not in logs, logs[-2000:]
+    finally:
+        p.down()

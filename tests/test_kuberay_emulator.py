@@ -39,6 +39,7 @@ from kubernetes.client import ApiException
 
 from rayscale import jobs, lifecycle, manifests, procs, providers
 from rayscale.errors import UserError
+from rayscale.providers import gcs_ft
 from rayscale.providers import rayjob as rayjobs
 from rayscale.providers.kind import KindProvider
 from rayscale.providers.kuberay import CONFLICT_RETRIES, KubeRayProvider, set_workers
@@ -556,7 +557,7 @@ def test_job_submit_as_a_rayjob_on_the_running_cluster_emulated_kube(tmp_path, e
 @needs_image
 @pytest.mark.drill
 def test_gcs_ft_head_killed_mid_search_workers_stay_and_resume_finishes_emulated_kube(
-    tmp_path, emulate
+    tmp_path, emulate, monkeypatch
 ):
     """`--gcs-ft redis://...` with a real redis-server: the head's GCS lives in Redis
     (KubeRay's configureRedisFT, as the emulator builds the pods). The head container is
@@ -582,9 +583,10 @@ def test_gcs_ft_head_killed_mid_search_workers_stay_and_resume_finishes_emulated
          "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    monkeypatch.setenv("RAYSCALE_REDIS_PASSWORD", password)
     p = provider(
         tmp_path, emu, name="rs-ft", profile="kind", image=IMAGE,
-        gcs_ft=f"redis://:{password}@{gateway}:{port}",
+        gcs_ft=f"redis://{gateway}:{port}",
     )  # fmt: skip
     try:
         lifecycle.up(p, 1, timeout=240)
@@ -625,6 +627,21 @@ def test_gcs_ft_redis_whose_image_cannot_be_pulled_fails_in_one_line_and_leaves_
     assert p.state.read() is None
 
 
+def test_a_redis_of_yours_takes_its_password_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    """rediss:// (TLS) is passed to KubeRay as given; the password never shows in a repr."""
+    monkeypatch.setenv("RAYSCALE_REDIS_PASSWORD", "from-env")
+    r = gcs_ft.parse("rediss://my-redis.ml:6380")
+    assert r.address == "rediss://my-redis.ml:6380" and r.password == "from-env"
+    assert "from-env" not in repr(r)
+    assert gcs_ft.options(r, "c")["redisAddress"] == "rediss://my-redis.ml:6380"
+    (tmp_path / "pass").write_text("from-file\n")
+    monkeypatch.setenv("RAYSCALE_REDIS_PASSWORD_FILE", str(tmp_path / "pass"))
+    assert gcs_ft.parse("redis://my-redis:6379").password == "from-file"
+    monkeypatch.setenv("RAYSCALE_REDIS_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="cannot be read"):
+        gcs_ft.parse("redis://my-redis:6379")
+
+
 def test_gcs_ft_flags_refused_in_one_line(tmp_path):
     """A --gcs-ft that is neither `redis` nor redis://HOST:PORT, and a --redis-image
     without the Redis it is for, are refused before anything is made."""
@@ -632,8 +649,13 @@ def test_gcs_ft_flags_refused_in_one_line(tmp_path):
     state = tmp_path / "state"
     out = run_cli(*up, "--gcs-ft", "rediss://x", state_dir=state)
     assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert "neither redis nor redis://HOST:PORT" in out.stderr, out.stderr
-    out = run_cli(*up, "--redis-image", "redis:7.4.0", state_dir=state)
+    assert "neither redis nor redis[s]://HOST:PORT" in out.stderr, out.stderr
+    # A password on the command line is refused, and never echoed.
+    out = run_cli(*up, "--gcs-ft", "redis://:hunter2@my-redis:6379", state_dir=state)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "carries a password" in out.stderr and "RAYSCALE_REDIS_PASSWORD" in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout
+    out = run_cli(*up, "--redis-image", "redis:7.4.6", state_dir=state)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "--redis-image is for the Redis that `--gcs-ft redis` deploys" in out.stderr
     out = run_cli("cluster", "up", "--provider", "docker", "--gcs-ft", "redis", state_dir=state)

@@ -18,20 +18,27 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import os
 import time
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from rayscale.errors import UserError
 from rayscale.manifests import skip_annotations
 from rayscale.providers.pod_health import PodWatch, pending_reason, ready, terminating
 
 KEY = "password"
+# A Redis of the user's takes its password from here, never from argv (shell history,
+# /proc/*/cmdline): the value, or a file holding it.
+PASSWORD_ENV = "RAYSCALE_REDIS_PASSWORD"
+PASSWORD_FILE_ENV = "RAYSCALE_REDIS_PASSWORD_FILE"
 USAGE = (
-    "pass --gcs-ft redis (rayscale deploys one) or redis://[:PASSWORD@]HOST:PORT, a Redis "
-    "every Ray pod can reach"
+    "pass --gcs-ft redis (rayscale deploys one), or redis://HOST:PORT or rediss://HOST:PORT "
+    f"(TLS), a Redis every Ray pod can reach, its password in ${PASSWORD_ENV} or a file "
+    f"named by ${PASSWORD_FILE_ENV}"
 )
-IMAGE = "redis:7.4.0"  # the Redis of KubeRay's GCS fault tolerance samples
+IMAGE = "redis:7.4.6"  # the 7.4 line of KubeRay's samples, patched for CVE-2025-49844 and earlier
 PORT = 6379
 UID = 999  # the official image's redis user
 # KubeRay's cleanup Job gives up after activeDeadlineSeconds 300; the head's grace before it.
@@ -40,12 +47,22 @@ CLEANUP_WAIT_S = 360.0
 
 @dataclasses.dataclass(frozen=True)
 class Redis:
-    address: str | None  # host:port, as the head reaches it; None: rayscale deploys it
-    password: str | None
+    # host:port (rediss://host:port for TLS), as the head reaches it; None: rayscale deploys it
+    address: str | None
+    password: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def deployed(self) -> bool:
         return self.address is None
+
+
+def masked(spec: str) -> str:
+    """A Redis URL as it may be shown: any password in it replaced by ***."""
+    u = urlsplit(spec)
+    if u.password is None:
+        return spec
+    host = u.netloc.rsplit("@", 1)[1]
+    return u._replace(netloc=f":***@{host}").geturl()
 
 
 def parse(spec: str) -> Redis:
@@ -56,9 +73,32 @@ def parse(spec: str) -> Redis:
         port = u.port
     except ValueError:
         port = None
-    if u.scheme != "redis" or not u.hostname or not port:
-        raise UserError(f"--gcs-ft {spec!r} is neither redis nor redis://HOST:PORT", USAGE)
-    return Redis(f"{u.hostname}:{port}", unquote(u.password) if u.password else None)
+    if u.scheme not in ("redis", "rediss") or not u.hostname or not port:
+        raise UserError(
+            f"--gcs-ft {masked(spec)!r} is neither redis nor redis[s]://HOST:PORT", USAGE
+        )
+    if u.password is not None or u.username:
+        raise UserError(
+            "--gcs-ft carries a password, which stays in your shell history and the process "
+            f"list ({masked(spec)})",
+            f"pass {u.scheme}://{u.hostname}:{port} and the password in ${PASSWORD_ENV} or "
+            f"a file named by ${PASSWORD_FILE_ENV}",
+        )
+    address = f"{u.hostname}:{port}" if u.scheme == "redis" else f"rediss://{u.hostname}:{port}"
+    return Redis(address, _password())
+
+
+def _password() -> str | None:
+    path = os.environ.get(PASSWORD_FILE_ENV)
+    if path:
+        try:
+            return Path(path).expanduser().read_text().strip() or None
+        except OSError as e:
+            raise UserError(
+                f"${PASSWORD_FILE_ENV} {path} cannot be read: {e.strerror}",
+                "point it at a file holding the Redis password",
+            ) from None
+    return os.environ.get(PASSWORD_ENV) or None
 
 
 def secret_name(cluster: str) -> str:
