@@ -12,6 +12,8 @@ WORKERS ?= 2
 JOB_ARGS ?= --data synthetic:rows=5000,features=20,noise=1.0,seed=0 --num-samples 8 --max-rounds 200
 DEMO_ARGS ?= --data synthetic:rows=40000,features=30,noise=1.0,seed=0 --num-samples 16 --max-rounds 300 --scheduler fifo --mode both --storage-path $(CURDIR)/results
 STAMP := $(VENV)/.installed
+# pip itself, pinned like everything else (a new pip can change how the lock installs).
+PIP_VERSION := 26.3
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # The kit's image: tag = kit version, never latest.
 IMAGE ?= rayscale:$(VERSION)
@@ -36,7 +38,7 @@ install: $(STAMP)
 EXTRAS := job,k8s,study,mlflow,test
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 

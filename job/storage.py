@@ -174,10 +174,11 @@ class StateCopy:
     save run again; none is lost. Nothing is written to disk but after a fault."""
 
     def __init__(self, exp_path: str, name: str, every_s: float = 1.0):
-        import tempfile
-
         self.exp_path = exp_path
-        self.keep = os.path.join(tempfile.gettempdir(), "rayscale-tune-state", name)
+        # This user's own folder, never a shared /tmp path another user could make first
+        # and so feed Tune the state (and the pickles) it restores.
+        home_state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+        self.keep = os.path.join(home_state, "rayscale", "tune-state", name)
         self.every_s, self.last = every_s, 0.0
         self.copies: dict[str, bytes] = {}
 
@@ -214,9 +215,20 @@ class StateCopy:
         except (OSError, ValueError, InputError):
             pass  # a storage fault: the last whole copies stay
 
+    def _private(self) -> bool:
+        """Whether the kept copies' folders are this user's alone (not made by another)."""
+        for d in (os.path.dirname(self.keep), self.keep):
+            st = os.stat(d)
+            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                print(f"warning: {d} is not this user's alone; its copies are not used", flush=True)
+                return False
+        return True
+
     def persist(self) -> None:
         """The storage path failed: keep the copies on the head's disk for `job resume`."""
-        os.makedirs(self.keep, exist_ok=True)
+        os.makedirs(self.keep, mode=0o700, exist_ok=True)
+        if not self._private():
+            return
         for fname, data in self.copies.items():
             with open(os.path.join(self.keep, fname), "wb") as w:
                 w.write(data)
@@ -226,7 +238,7 @@ class StateCopy:
         The kept copies are deleted after."""
         import json
 
-        if not os.path.isdir(self.keep):
+        if not os.path.isdir(self.keep) or not self._private():
             return []
         fs, files = self._states()
         put = []

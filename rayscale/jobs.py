@@ -14,12 +14,13 @@ import json
 import os
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayscale.endpoint import IMAGE_JOB_DIGEST, Endpoint
+from rayscale.endpoint import IMAGE_JOB_DIGEST, Endpoint, api_timeout
 from rayscale.errors import Unreachable, UserError
 from rayscale.state import command, results_dir
 
@@ -279,6 +280,7 @@ class Jobs:
             try:
                 return self._call(
                     self._client.submit_job,
+                    timeout=max(600.0, api_timeout()),  # it uploads the working dir
                     entrypoint=entrypoint,
                     runtime_env=runtime_env or None,
                     submission_id=submission_id,
@@ -396,9 +398,20 @@ class Jobs:
 
         import aiohttp
 
+        idle = api_timeout()
+
         async def follow() -> None:
             n, buf = 0, ""
-            async for chunk in self._client.tail_job_logs(job_id):
+            chunks = self._client.tail_job_logs(job_id).__aiter__()
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(chunks.__anext__(), idle)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    # Silent a while, or a half-open connection: the caller asks the status
+                    # (bounded) and streams again if the job still runs.
+                    return
                 buf += chunk
                 *lines, buf = buf.split("\n")
                 for line in lines:
@@ -546,13 +559,42 @@ def _auth_error(endpoint: Endpoint, sent: bool) -> UserError:
     )
 
 
-def _translated(endpoint: Endpoint, fn, *args, **kwargs):
-    """Call into Ray's client and turn its errors into one line a user can act on."""
+def _bounded(fn, timeout: float, *args, **kwargs):
+    """fn(*args, **kwargs), or TimeoutError after `timeout` s: Ray's SDK takes no timeout,
+    so the call runs in a thread of its own, left behind (a daemon) if it hangs."""
+    box: dict = {}
+
+    def call() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 (re-raised in the caller's thread)
+            box["error"] = e
+
+    t = threading.Thread(target=call, daemon=True, name="rayscale-job-api")
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _translated(endpoint: Endpoint, fn, *args, timeout: float | None = None, **kwargs):
+    """Call into Ray's client, bounded in time, and turn its errors into one line a user
+    can act on."""
     import requests
     from ray.exceptions import AuthenticationError
 
+    timeout = timeout or api_timeout()
     try:
-        return fn(*args, **kwargs)
+        return _bounded(fn, timeout, *args, **kwargs)
+    except TimeoutError:
+        raise Unreachable(
+            f"the Ray dashboard at {endpoint.url} did not answer within {timeout:.0f} s",
+            f"is the cluster up ({command('cluster status')})? a job it runs goes on; raise "
+            "RAYSCALE_API_TIMEOUT for a slow link",
+        ) from None
     except AuthenticationError:
         if not endpoint.token:
             # Ray refuses before connecting when token auth is on and no token is found, so

@@ -194,6 +194,19 @@ def tree(pids) -> dict[int, psutil.Process]:
     return seen
 
 
+def listens(pids, port: int) -> bool:
+    """Whether one of the given processes or their descendants listens on TCP `port`: a
+    token goes only to the cluster's own dashboard, never to whatever took its port."""
+    for p in tree(pids).values():
+        with contextlib.suppress(psutil.Error):
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                for c in p.net_connections(kind="tcp")
+            ):
+                return True
+    return False
+
+
 def rss_bytes(pids: list[int], pss: bool = False) -> int:
     """Resident memory of the given processes and all their descendants; `pss`: each
     shared page split among the processes that map it, so separate trees add up."""

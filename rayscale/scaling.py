@@ -299,7 +299,7 @@ class Keeper:
         while not self._stop.wait(self.interval):
             with contextlib.suppress(UserError):  # tried again on the next beat
                 if self._look() < self.n:
-                    self.provider.scale(self.n)
+                    scale(self.provider, self.n)
                     self._look()
 
     @property
@@ -357,6 +357,13 @@ def machine() -> dict:
     }
 
 
+def scale(provider: Provider, n: int) -> None:
+    """provider.scale under the state dir's lock, as `cluster scale` takes it: a study's
+    resize never runs beside a user's `cluster scale` or `down`."""
+    with provider.state.lock():
+        provider.scale(n)
+
+
 def resize(provider: Provider, n: int) -> dict:
     """Scale to n workers: from how many, and in how many seconds (what adding nodes costs
     on this provider, which `rayscale plan` reports)."""
@@ -364,7 +371,7 @@ def resize(provider: Provider, n: int) -> dict:
     t0 = time.perf_counter()
     for attempt in range(3):  # a worker lost while resizing is replaced by the next try
         try:
-            provider.scale(n)
+            scale(provider, n)
             break
         except UserError:
             if attempt == 2:
@@ -925,7 +932,7 @@ def cluster_for(provider: Provider, workers: int, say: Callable[[str], None]) ->
             # A cluster the study found is left as it found it, also when a run failed.
             if had and provider.status().alive_workers != had:
                 say(f"scaling the cluster back to the {had} workers it had")
-                provider.scale(had)
+                scale(provider, had)
         return
     say(f"bringing up a {provider.name} cluster with {workers} workers ...")
     lifecycle.up(provider, workers)

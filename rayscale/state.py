@@ -164,10 +164,37 @@ class StateDir:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
         os.replace(tmp, self.cluster_file)
 
+    @contextlib.contextmanager
+    def _record_lock(self) -> Iterator[None]:
+        """A short lock around one read-and-write of the record (held for milliseconds, so
+        waited for): commands that only read may still update it, e.g. a restarted forward."""
+        if not self.path.is_dir():  # no record to guard
+            yield
+            return
+        fd = os.open(self.path / "record.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def update(self, record: dict[str, Any], *keys: str) -> bool:
+        """Write `keys` of `record` into the record on disk if it still records that same
+        cluster (its `created`); False where it was cleared or replaced meanwhile, which
+        then stays as it is."""
+        with self._record_lock():
+            current = self.read()
+            if not current or current.get("created") != record.get("created"):
+                return False
+            current.update({k: record[k] for k in keys})
+            self.write(current)
+            return True
+
     def clear(self, keep_logs: bool = False) -> None:
-        for name in (CLUSTER_FILE, TOKEN_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / name).unlink()
+        with self._record_lock():
+            for name in (CLUSTER_FILE, TOKEN_FILE):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.path / name).unlink()
         self.remove_own(CONFIG_DIR)
         if not keep_logs:
             self.remove_own(LOGS_DIR)

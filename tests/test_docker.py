@@ -78,6 +78,10 @@ def test_image_runs_the_job_as_non_root():
     ident = docker("run", "--rm", IMAGE, "sh", "-c", "id -u; python -c 'import xgboost'")
     assert ident.returncode == 0, ident.stderr
     assert ident.stdout.split()[0] == "1000"
+    # The job's code is root's: a job (uid 1000) cannot rewrite what later jobs run.
+    code = docker("run", "--rm", IMAGE, "sh", "-c",
+                  "stat -c %u /opt/rayscale/job/tune_xgboost.py; touch tune_xgboost.py")  # fmt: skip
+    assert code.stdout.split()[0] == "0" and code.returncode != 0, code.stdout + code.stderr
     # KubeRay's autoscaler sidecar and Redis cleanup Job run under a login shell, which
     # resets PATH from /etc/profile: Ray must still be found there.
     login = docker("run", "--rm", "--entrypoint", "/bin/bash", IMAGE, "-lc", "--",

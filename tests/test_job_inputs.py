@@ -249,9 +249,7 @@ def test_tunes_state_cut_short_on_storage_is_put_back_from_the_kept_copy(tmp_pat
     only after a storage fault; a file on the storage path that no longer parses (a write
     that ran out of room) gets the kept copy back, whole files are left alone, a cut-short
     file is never kept over a whole one, and the copies go once used."""
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "head"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "head"))
     exp = tmp_path / "results" / "search"
     exp.mkdir(parents=True)
     whole = json.dumps({"trials": ["x" * 5000]})
@@ -265,4 +263,20 @@ def test_tunes_state_cut_short_on_storage_is_put_back_from_the_kept_copy(tmp_pat
     copy.persist()
     assert copy.put_back() == ["experiment_state-a.json"]
     assert (exp / "experiment_state-a.json").read_text() == whole
-    assert not (tmp_path / "head" / "rayscale-tune-state" / "search").exists()  # used up
+    assert not (tmp_path / "head" / "rayscale" / "tune-state" / "search").exists()  # used up
+    # Copies in a folder another user could write (made first by them) are never restored.
+    copy.persist()
+    os.chmod(tmp_path / "head" / "rayscale" / "tune-state", 0o777)
+    (exp / "experiment_state-a.json").write_text(whole[:10])
+    assert copy.put_back() == []
+
+
+def test_tunes_state_copies_are_kept_in_this_users_own_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    copy = jobstorage.StateCopy(str(tmp_path / "exp"), "search")
+    copy.persist()
+    assert copy.keep == str(
+        tmp_path / "home" / ".local" / "state" / "rayscale" / "tune-state" / "search"
+    )
+    assert os.stat(copy.keep).st_uid == os.getuid() and os.stat(copy.keep).st_mode & 0o077 == 0

@@ -36,3 +36,18 @@ def test_doc_links_resolve():
             if not (md.parent / target.split("#")[0]).exists():
                 broken.append(f"{md.relative_to(ROOT)}: {target}")
     assert not broken, broken
+
+
+def test_workflows_hold_least_rights_and_check_what_they_download():
+    """Each CI workflow says what its token may do, and every tool it downloads is checked
+    (a published SHA-256, or Go's checksum database through `go install`)."""
+    import yaml
+
+    for wf in sorted((ROOT / ".github" / "workflows").glob("*.yml")):
+        doc = yaml.safe_load(wf.read_text())
+        assert doc.get("permissions") == {"contents": "read"}, wf.name
+        for job in doc["jobs"].values():
+            for step in job["steps"]:
+                script = step.get("run", "")
+                if "curl " in script:
+                    assert "sha256sum --check" in script, f"{wf.name}: {step.get('name')}"

@@ -3,6 +3,7 @@ user's own folders outlive `down`; names cannot write outside their folder."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -146,3 +147,80 @@ def test_docker_keeps_no_token_in_argv_it_passes(tmp_path):
     env_file = argv[argv.index("--env-file") + 1]
     assert os.stat(env_file).st_mode & 0o077 == 0
     assert open(env_file).read().strip() == f"RAY_AUTH_TOKEN={token}"
+
+
+def test_a_read_only_command_never_brings_back_a_record_down_cleared(tmp_path):
+    """A forward restarted by `status` or `job submit` updates the record only while it
+    still records the same cluster: not after `down` cleared it, not over a new one."""
+    from rayscale.state import StateDir
+
+    s = StateDir(tmp_path / "s")
+    old = {"provider": "kuberay", "created": 1.0, "forward": {"pid": 1}}
+    s.write(old)
+    assert s.update({**old, "forward": {"pid": 2}}, "forward")
+    assert s.read()["forward"] == {"pid": 2}
+    s.clear()
+    assert not s.update(old, "forward") and s.read() is None
+    s.write({"provider": "kuberay", "created": 2.0})
+    assert not s.update(old, "forward") and "forward" not in s.read()
+
+
+def test_a_studys_resize_takes_the_state_dirs_lock(tmp_path):
+    """`cluster scale` and `down` hold the lock: a study's resize beside them is refused,
+    not run at the same time."""
+    from rayscale import scaling
+    from rayscale.errors import UserError
+    from rayscale.state import StateDir
+
+    class Provider:  # only what scaling.scale touches
+        state = StateDir(tmp_path / "s")
+        sizes: list[int] = []
+
+        def scale(self, n):
+            self.sizes.append(n)
+
+    p = Provider()
+    scaling.scale(p, 2)
+    with p.state.lock():  # another command changing the cluster
+        with pytest.raises(UserError, match="another rayscale command is changing the cluster"):
+            scaling.scale(p, 3)
+    assert p.sizes == [2]
+
+
+def test_the_token_goes_only_to_the_clusters_own_dashboard(tmp_path):
+    """The head stopped and another process (another user's) took its port: `job list`
+    refuses to send the token there, in one line, and the listener hears nothing."""
+    import socket
+    import threading
+
+    import psutil
+
+    heard: list[bytes] = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def listen():
+        with contextlib.suppress(OSError):
+            while True:
+                c, _ = srv.accept()
+                heard.append(c.recv(65536))
+                c.close()
+
+    threading.Thread(target=listen, daemon=True).start()
+    other = subprocess.Popen(["sleep", "120"])  # stands for the recorded head: alive, no port
+    try:
+        state = tmp_path / "s"
+        state.mkdir()
+        (state / "auth_token").write_text("s3cret" * 10)
+        head = {"pid": other.pid, "create_time": psutil.Process(other.pid).create_time()}
+        (state / "cluster.json").write_text(json.dumps({
+            "provider": "local", "created": 1.0, "head": {"name": "head", "proc": head},
+            "workers": [], "dashboard_url": f"http://127.0.0.1:{srv.getsockname()[1]}"}))  # fmt: skip
+        p = run_cli("job", "list", state_dir=state, timeout=60)
+        assert_one_line_error(p, "no longer holds its dashboard port", "cluster down")
+        assert heard == [], "the token was sent to a stranger"
+    finally:
+        other.kill()
+        other.wait()
+        srv.close()

@@ -401,7 +401,12 @@ class ForwardedProvider(Provider):
             raise UserError(
                 f"the forward to the dashboard did not open: {e}", f"read {log}"
             ) from None
-        self.state.write(rec)
+        if not self.state.update(rec, "forward"):  # `down` cleared the record meanwhile
+            procs.stop(rec["forward"], grace=5)
+            raise UserError(
+                f"the cluster's record in {self.state.path} was cleared while its forward opened",
+                f"{command('cluster list')} shows what is recorded",
+            )
 
     def _ensure_forward(self, rec: dict[str, Any]) -> None:
         """Restart the forward's supervisor if it is gone (the supervisor restarts the tunnel)."""

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rayscale import extras, manifests, nodes, procs
+from rayscale.endpoint import api_timeout
 from rayscale.errors import UserError
 from rayscale.providers import gcs_ft
 from rayscale.providers.base import (
@@ -115,13 +116,32 @@ def resolve_context(context: str | None) -> tuple[str, str]:
     return path, context or current["name"]
 
 
+def _timed_api_client(configuration):
+    """An API client whose every call that names no timeout gets one: a half-open
+    connection to an API server would otherwise hang `up`, `status` or `down` for good."""
+    from kubernetes import client
+
+    bound = (10, api_timeout())  # (connect, read) seconds
+
+    class TimedApiClient(client.ApiClient):
+        def call_api(self, method, url, header_params=None, body=None, post_params=None,
+                     _request_timeout=None):  # fmt: skip
+            return super().call_api(method, url, header_params, body, post_params,
+                                    _request_timeout or bound)  # fmt: skip
+
+    configuration.retries = 1  # one retry: a lost connection is reported in 2 timeouts
+    return TimedApiClient(configuration=configuration)
+
+
 def load_api(context: str | None):
     """((CustomObjectsApi, CoreV1Api, StorageV1Api, AppsV1Api), context) for a kubeconfig
     context."""
     from kubernetes import client, config
 
     path, name = resolve_context(context)
-    api = config.new_client_from_config(config_file=path, context=name)
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=path, context=name, client_configuration=cfg)
+    api = _timed_api_client(cfg)
     apis = (client.CustomObjectsApi(api), client.CoreV1Api(api), client.StorageV1Api(api))
     return (*apis, client.AppsV1Api(api)), name
 

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypedDict
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -335,6 +336,15 @@ class LocalProvider(Provider):
 
     def endpoint(self) -> Endpoint:
         rec = self._record()
+        port = urlsplit(rec["dashboard_url"]).port
+        if not (
+            procs.alive(rec["head"]["proc"]) and procs.listens([rec["head"]["proc"]["pid"]], port)
+        ):
+            raise UserError(
+                f"the cluster's head no longer holds its dashboard port {port} (it stopped; "
+                "another process may hold the port now), so its token is not sent there",
+                f"run {command('cluster down')} then {command('cluster up')}",
+            )
         return Endpoint(rec["dashboard_url"], self.state.token(), shares_disk=True)
 
     def status(self) -> ClusterStatus:

@@ -24,6 +24,15 @@ MAX_NAME = 47  # KubeRay's MaxRayJobNameLength
 ENDED = ("Complete", "Failed")
 
 
+# How long the API server may be out of reach while a RayJob is followed (a port-forward,
+# a control plane restarting) before the command gives up following; the job runs on.
+LOST_GRACE_S = 60.0
+
+
+class Lost(UserError):
+    """The API server went out of reach while a RayJob was followed."""
+
+
 def body(name: str, profile, namespace: str, cluster: str, job_args: list[str]) -> dict:
     doc = manifests.rayjob(name, profile, namespace=namespace, cluster=cluster, job_args=job_args)
     doc["metadata"]["labels"] = {"app.kubernetes.io/created-by": "rayscale"}
@@ -73,10 +82,22 @@ class RayJobRun:
     def follow(self, timeout: float | None, on_line: Callable[[str], None]) -> tuple[str, str]:
         """(the Ray job's status, the submitter's whole log) once the RayJob has ended."""
         deadline = time.monotonic() + timeout if timeout else None
-        seen = 0
+        seen, lost_since = 0, None
         while True:
-            st = self.status()
-            text = self.log()
+            try:
+                st = self.status()
+                text = self.log()
+                lost_since = None
+            except Exception as e:  # the API server out of reach: the job runs on there
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > LOST_GRACE_S:
+                    raise Lost(
+                        f"lost the API server while following RayJob {self.name} "
+                        f"({getattr(e, 'reason', None) or type(e).__name__}); it runs on",
+                        f"follow it: kubectl -n {self.ns} get rayjob {self.name} -w",
+                    ) from None
+                time.sleep(2.0)
+                continue
             lines = text.splitlines()
             for line in lines[seen:] if len(lines) >= seen else lines:
                 on_line(line)
@@ -107,6 +128,8 @@ def run(custom, core, namespace: str, cluster: str, profile, job_args: list[str]
     on_line(f"rayscale: RayJob {name} created; following its submitter's log")
     try:
         status, log = r.follow(timeout, on_line)
+    except Lost:
+        raise  # only the connection is gone: the job goes on
     except BaseException:
         r.delete()  # interrupted or timed out: the RayJob does not outlive the command
         raise
