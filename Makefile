@@ -36,10 +36,14 @@ install: $(STAMP)
 # Everything (every extra), at the versions in requirements.lock. Reinstall only when the
 # pins change; a second `make install` is a no-op.
 EXTRAS := job,k8s,study,mlflow,test
+# uv installs what pip would from the same lock, in seconds rather than minutes; its
+# version is the lock extra's (pyproject.toml). UV_NATIVE_TLS: the system's CA store.
+UV_VERSION := $(shell sed -n 's/^ *"uv==\(.*\)",*$$/\1/p' pyproject.toml)
+UV_INSTALL := UV_NATIVE_TLS=1 $(BIN)/uv pip install --quiet --python
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[$(EXTRAS)]'
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION) uv==$(UV_VERSION)
+	$(UV_INSTALL) $(BIN)/python -c requirements.lock -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 # requirements.lock: every package of `make install`, exact, from pyproject.toml's ranges;
@@ -92,26 +96,26 @@ drills: install $(S3_VENV)/.installed
 examples: install
 	$(BIN)/pytest -q -m example
 
-$(S3_VENV)/.installed: pyproject.toml
+$(S3_VENV)/.installed: pyproject.toml $(STAMP)
 	@test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
-	$(S3_VENV)/bin/pip install --quiet $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["s3test"]))')
+	$(UV_INSTALL) $(S3_VENV)/bin/python $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["s3test"]))')
 	@touch $@
 
 s3-venv: $(S3_VENV)/.installed
 
 # A real MLflow tracking server for the --mlflow tests; the full server pulls pins of its
 # own (pyarrow, python-dateutil), so it gets its own venv too.
-$(MLFLOW_VENV)/.installed: pyproject.toml
+$(MLFLOW_VENV)/.installed: pyproject.toml $(STAMP)
 	@test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
-	$(MLFLOW_VENV)/bin/pip install --quiet $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["mlflowtest"]))')
+	$(UV_INSTALL) $(MLFLOW_VENV)/bin/python $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["mlflowtest"]))')
 	@touch $@
 
 mlflow-venv: $(MLFLOW_VENV)/.installed
 
 SCAN_VENV ?= .venv-scan
-$(SCAN_VENV)/.installed: pyproject.toml
+$(SCAN_VENV)/.installed: pyproject.toml $(STAMP)
 	@test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
-	$(SCAN_VENV)/bin/pip install --quiet $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["scan"]))')
+	$(UV_INSTALL) $(SCAN_VENV)/bin/python $$($(PYTHON) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["scan"]))')
 	@touch $@
 
 # Security scans, offline (no guideline download); each skip is justified inline where it

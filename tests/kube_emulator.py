@@ -334,6 +334,10 @@ def build_pod(rc: dict, node_type: str, group: dict, pod_name: str) -> dict:
         for k in ("resources", "securityContext", "imagePullPolicy"):
             if k in opts:
                 scaler[k] = copy.deepcopy(opts[k])
+        # pod.go: the Ray container's mounts, then autoscalerOptions.volumeMounts appended.
+        scaler["volumeMounts"] = copy.deepcopy(ray.get("volumeMounts") or []) + copy.deepcopy(
+            opts.get("volumeMounts") or []
+        )
         _add_env(scaler, _token_env(name, auth))
         pod_spec["containers"].append(scaler)
         if opts.get("version") == "v2":
@@ -1648,6 +1652,13 @@ class _Custom:
         if getattr(self.k, "writes_after_read", None):  # a second writer, racing this read
             self.k.writes_after_read.pop(0)(self)
         return out
+
+    def list_cluster_custom_object(self, group, version, plural):
+        """Every namespace's objects, as the API server lists them (cluster-wide read)."""
+        self.k.calls.append(("list", "*", plural))
+        self.k.reconcile()
+        with self.k.lock:
+            return {"items": [copy.deepcopy(o) for o in self._store(plural).values()]}
 
     def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body):
         self.k.calls.append(("patch", namespace, name, copy.deepcopy(body)))

@@ -204,17 +204,8 @@ def test_job_goes_by_path_where_the_nodes_share_the_disk_and_is_uploaded_otherwi
 @pytest.mark.parametrize(
     "job_args,needles",
     [
+        # The job's own refusal, relayed (every other data error: test_job_inputs.py).
         (["--data", "/nonexistent/data.csv"], ["not found"]),
-        pytest.param(
-            ["--data", str(DATASETS / "insurance.csv"), "--target", "nope"],
-            ["target column 'nope'", "columns are"],
-            marks=needs_datasets,
-        ),
-        pytest.param(
-            ["--data", str(DATASETS / "insurance.csv"), "--target", "smoker"],
-            ["not numeric"],
-            marks=needs_datasets,
-        ),
         # More than any worker has (1 CPU, 1.5 GiB each): refused, not waited for forever.
         (
             [*TINY, "--cpus-per-trial", "2", "--memory-per-trial", "64"],

@@ -1,8 +1,8 @@
 """Behaviour the kit relies on, shown by the emulator and by a real Kubernetes with the real
 KubeRay operator: one test body, a fixture that picks the backend.
 
-`make test` runs the emulated side. The real side runs in `make e2e-k8s`, against the
-one-node cluster of `make k8s-up` (RAYSCALE_K8S_KUBECONFIG names its kubeconfig, and
+Both sides run in `make e2e-k8s`: the real one against the one-node cluster of
+`make k8s-up` (RAYSCALE_K8S_KUBECONFIG names its kubeconfig, and
 RAYSCALE_KUBECTL its kubectl); each test there works in a namespace of its own.
 """
 
@@ -21,7 +21,8 @@ from rayscale.errors import UserError
 from rayscale.providers.kuberay import KubeRayProvider
 from rayscale.state import StateDir
 
-pytestmark = [needs_crds, needs_docker()]
+# Both sides run in make e2e-k8s (the real one needs its cluster); make test keeps its time.
+pytestmark = [needs_crds, needs_docker(), pytest.mark.k8s_e2e]
 REAL = os.environ.get("RAYSCALE_K8S_KUBECONFIG")
 
 

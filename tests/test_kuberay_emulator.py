@@ -164,6 +164,9 @@ def test_shipped_rayjob_runs_on_its_own_cluster_emulated_kube(tmp_path, emulate)
 # ---- the cloud profile ------------------------------------------------------------------------
 
 
+# Emulated-only (what a real cluster cannot stage in a test); run with the real side in
+# make e2e-k8s, which keeps make test within its time.
+@pytest.mark.k8s_e2e
 @needs_image
 def test_cloud_profile_needs_an_image_and_a_shared_claim_emulated_kube(tmp_path, emulate):
     emu = emulate(classes=CLOUD_CLASSES, default_class="gp3", node_cpus=16, node_memory="64Gi")
@@ -234,6 +237,9 @@ def test_an_image_no_registry_serves_fails_fast_emulated_kube(tmp_path, emulate)
     assert ("delete", "ml", "rs-img") in emu.calls and p.state.read() is None
 
 
+# Emulated-only (what a real cluster cannot stage in a test); run with the real side in
+# make e2e-k8s, which keeps make test within its time.
+@pytest.mark.k8s_e2e
 @needs_image
 def test_a_registry_that_times_out_a_while_is_waited_for_emulated_kube(tmp_path, emulate):
     """A kubelet retries a pull that failed (a slow registry, a multi-GB image): `up` waits
@@ -372,8 +378,16 @@ def test_pods_are_built_as_kuberay_builds_them():
     assert "RAY_AUTH_TOKEN" in {e["name"] for e in init["env"]}, (
         "the init container needs the token too"
     )
-    # The kit mounts /dev/shm and /tmp/ray itself, under KubeRay's names: nothing is added.
-    assert [v["name"] for v in head["spec"]["volumes"]] == ["results", "ray-logs", "shared-mem"]
+    # The kit mounts /dev/shm and /tmp/ray itself, under KubeRay's names: nothing is added;
+    # the service-account token is mounted in the autoscaler sidecar alone.
+    assert [v["name"] for v in head["spec"]["volumes"]] == [
+        "results", "ray-logs", "shared-mem", "kube-api-access"]  # fmt: skip
+    token_in = [
+        c["name"]
+        for c in head["spec"]["containers"]
+        if any(m["name"] == "kube-api-access" for m in c.get("volumeMounts") or [])
+    ]
+    assert token_in == ["autoscaler"] and head["spec"]["automountServiceAccountToken"] is False
     assert (
         head["spec"]["containers"][1]["name"] == "autoscaler"
         and head["spec"]["restartPolicy"] == "Never"
@@ -392,6 +406,9 @@ def _api_server_only() -> _Custom:
     return _Custom(k)
 
 
+# Emulated-only (what a real cluster cannot stage in a test); run with the real side in
+# make e2e-k8s, which keeps make test within its time.
+@pytest.mark.k8s_e2e
 def test_a_resize_racing_another_writer_keeps_both_writes_emulated_kube():
     """The autoscaler writes the same workerGroupSpecs list that `scale` merge-patches whole.
     A write between the kit's read and its patch is not lost: the API server refuses the
@@ -423,6 +440,9 @@ def test_a_resize_racing_another_writer_keeps_both_writes_emulated_kube():
         set_workers(api, "ml", "gone", 1)
 
 
+# Emulated-only (what a real cluster cannot stage in a test); run with the real side in
+# make e2e-k8s, which keeps make test within its time.
+@pytest.mark.k8s_e2e
 @needs_image
 def test_kind_down_keeps_the_results_on_this_machine_emulated_kube(tmp_path, emulate, capfd):
     """`kind delete cluster` removes the node container and the volumes in it. A kind
@@ -470,6 +490,9 @@ def test_kind_down_keeps_the_results_on_this_machine_emulated_kube(tmp_path, emu
     assert "PersistentVolumeClaim" not in err, "the claim went with the kind cluster"
 
 
+# Emulated-only (what a real cluster cannot stage in a test); run with the real side in
+# make e2e-k8s, which keeps make test within its time.
+@pytest.mark.k8s_e2e
 @needs_image
 def test_results_on_a_share_uid_1000_cannot_write_are_refused_at_up_emulated_kube(
     tmp_path, emulate

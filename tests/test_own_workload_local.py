@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import ray.tune.examples
-from conftest import assert_one_line_error, run_cli
+from conftest import TINY, assert_one_line_error, run_cli
 
 from rayscale import procs
 
@@ -40,6 +40,7 @@ def _workers(state) -> int:
     ]
 
 
+@pytest.mark.example  # make examples; the sleep example below keeps --working-dir in make test
 def test_a_wheel_example_runs_through_job_submit_working_dir(cluster, tmp_path):
     d = _example(tmp_path, "tune_basic_example.py")
     p = run_cli(
@@ -194,16 +195,15 @@ def test_a_cluster_without_auth_takes_jobs_with_a_warning(tmp_path):
     started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
-        d = _example(tmp_path, "tune_basic_example.py")
         p = run_cli(
-            "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", d,
-            "--", "python", "tune_basic_example.py", "--smoke-test",
+            "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--json",
+            "--", *TINY, "--num-samples", 1, "--scheduler", "fifo",
             env={"RAY_AUTH_TOKEN": "", "HOME": str(temp)}, timeout=300,
         )  # fmt: skip
         assert p.returncode == 0, p.stdout + p.stderr
         warnings = [x for x in p.stderr.splitlines() if x.startswith("warning:")]
         assert len(warnings) == 1 and "asks for no token" in warnings[0]
-        assert "Best hyperparameters found were:" in p.stdout
+        assert json.loads(p.stdout)["trials_completed"] == 1
     finally:
         pids = [int(x.read_text()) for x in temp.glob("session_latest/logs/*.pid") if x.is_file()]
         _stop_ray(temp, pids)

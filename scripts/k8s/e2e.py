@@ -269,8 +269,8 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
             raise RuntimeError(p.stdout[-1500:])
         return summary
 
-    run.step("tests/test_kube_backends.py on this cluster (the emulator's side runs in "
-             "make test)", backends)  # fmt: skip
+    run.step("tests/test_kube_backends.py on this cluster (the emulator's side: pytest -m "
+             "k8s_e2e)", backends)  # fmt: skip
 
     # A second cluster whose GCS lives in a Redis the kit deploys; its head pod deleted.
     run.step("cluster up --gcs-ft redis (the kit's Redis)", lambda: sh(
