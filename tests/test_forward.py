@@ -25,6 +25,13 @@ pytestmark = pytest.mark.cluster
 PROXY = str(Path(__file__).with_name("tcp_proxy.py"))
 
 
+def _jobs(url: str, token: str) -> int:
+    """How many jobs the cluster lists (asked directly, not through the tunnel)."""
+    req = urllib.request.Request(url + "/api/jobs/", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return len(json.loads(r.read()))
+
+
 def _answers(url: str, token: str) -> bool:
     req = urllib.request.Request(url + "/api/version", headers={"Authorization": f"Bearer {token}"})
     try:
@@ -52,6 +59,7 @@ def test_tunnel_is_restarted_and_a_followed_job_survives_the_drop(cluster, tmp_p
     seen = {sup["pid"]}
     try:
         assert _answers(url, token)
+        before = _jobs(rec["dashboard_url"], token)
         # Follow a job through the tunnel, and drop the tunnel twice while it runs.
         follower = subprocess.Popen(
             [
@@ -77,6 +85,9 @@ def test_tunnel_is_restarted_and_a_followed_job_survives_the_drop(cluster, tmp_p
             text=True,
             cwd=ROOT,
         )
+        # The drops come once the job runs (a submit cut off mid-call is its own case): the
+        # follow is what must survive them, however long this machine took to start the CLI.
+        assert procs.wait_for(lambda: _jobs(rec["dashboard_url"], token) > before, 120)
         for _ in range(2):
             time.sleep(2)
             old = _tunnel(sup)
