@@ -508,12 +508,21 @@ class KubeRayProvider(ForwardedProvider):
 
     def _undo_plan(self, rec: KubeRayRecord) -> None:
         if rec.get("made_claim"):  # an empty claim this failed `up` made: nothing is lost with it
-            import contextlib
-
             with contextlib.suppress(Exception):
-                self._apis(rec)[1].delete_namespaced_persistent_volume_claim(
-                    rec["results_claim"], rec["namespace"]
-                )
+                self._delete_claim(rec)
+
+    def _delete_claim(self, rec: KubeRayRecord) -> None:
+        """Delete the results claim this `up` made; one already gone is fine."""
+        claim = rec["results_claim"]
+        try:
+            self._apis(rec)[1].delete_namespaced_persistent_volume_claim(claim, rec["namespace"])
+        except Exception as e:
+            if getattr(e, "status", None) != 404:
+                raise _api_error(
+                    e,
+                    f"cannot delete PersistentVolumeClaim {claim}",
+                    f"kubectl -n {rec['namespace']} delete pvc {claim}",
+                ) from None
 
     def _on_up(self, rec: KubeRayRecord) -> None:
         self._check_results_writable(rec)
@@ -793,15 +802,7 @@ class KubeRayProvider(ForwardedProvider):
             return "no results claim of this cluster's; nothing deleted"
         if not rec.get("made_claim"):
             return f"PersistentVolumeClaim {claim} is yours (--results-claim): kept"
-        try:
-            self._apis(rec)[1].delete_namespaced_persistent_volume_claim(claim, rec["namespace"])
-        except Exception as e:
-            if getattr(e, "status", None) != 404:
-                raise _api_error(
-                    e,
-                    f"cannot delete PersistentVolumeClaim {claim}",
-                    f"kubectl -n {rec['namespace']} delete pvc {claim}",
-                ) from None
+        self._delete_claim(rec)
         return f"results deleted: PersistentVolumeClaim {claim} in namespace {rec['namespace']}"
 
     def is_running(self) -> bool:
