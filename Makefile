@@ -42,23 +42,24 @@ EXTRAS := job,k8s,study,mlflow,test
 # would otherwise compile Ray from source at each start (the tests ran 2.5 times slower).
 UV_VERSION := $(shell sed -n 's/^ *"uv==\(.*\)",*$$/\1/p' pyproject.toml)
 UV_INSTALL := UV_NATIVE_TLS=1 $(BIN)/uv pip install --quiet --compile-bytecode --python
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-bootstrap.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet pip==$(PIP_VERSION) uv==$(UV_VERSION)
+	$(BIN)/pip install --quiet --require-hashes -r requirements-bootstrap.txt
 	$(UV_INSTALL) $(BIN)/python -c requirements.lock -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 # requirements.lock: every package of `make install`, exact, from pyproject.toml's ranges;
-# job/requirements.txt, what the image installs, is the job's share of that lock. Both are
-# committed. uv keeps the versions already locked unless told UPGRADE=--upgrade, and reads
-# the system's CA store (UV_NATIVE_TLS), where a TLS-intercepting proxy's CA is installed.
+# job/requirements.txt, what the image installs, is the job's share of that lock;
+# requirements-bootstrap.txt, pip and uv themselves. All committed, each archive's sha256
+# with it: uv checks the hashes it is given, the image's pip requires them. uv keeps the
+# versions already locked unless told UPGRADE=--upgrade, and reads the system's CA store
+# (UV_NATIVE_TLS), where a TLS-intercepting proxy's CA is installed.
 UPGRADE ?=
+UV_COMPILE := UV_NATIVE_TLS=1 $(BIN)/uv pip compile --universal --python-version 3.11 --quiet --generate-hashes
 lock: $(STAMP)
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[lock]'
-	UV_NATIVE_TLS=1 $(BIN)/uv pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
-	  --universal --python-version 3.11 --quiet $(UPGRADE) -o requirements.lock
-	UV_NATIVE_TLS=1 $(BIN)/uv pip compile pyproject.toml --extra job --extra mlflow -c requirements.lock \
-	  --universal --python-version 3.11 --quiet --no-annotate -o job/requirements.txt
+	printf 'pip==%s\nuv==%s\n' $(PIP_VERSION) $(UV_VERSION) | $(UV_COMPILE) - --no-annotate -o requirements-bootstrap.txt
+	$(UV_COMPILE) pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) $(UPGRADE) -o requirements.lock
+	$(UV_COMPILE) pyproject.toml --extra job --extra mlflow -c requirements.lock --no-annotate -o job/requirements.txt
 
 cluster-up: install
 	$(BIN)/rayscale cluster up --provider $(PROVIDER) --workers $(WORKERS)
