@@ -14,7 +14,7 @@ import stat
 import subprocess
 
 import pytest
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import RAYSCALE, ROOT, assert_one_line_error, run_cli
 
 from rayscale.providers.kind import KindProvider
 from rayscale.state import StateDir
@@ -172,3 +172,40 @@ def test_kubectl_command_lines_parse_with_the_real_kubectl(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode != 0 and "unknown flag" in bad.stderr
+
+
+def test_an_up_killed_while_kind_makes_the_cluster_leaves_a_record_down_cleans_fake_tools(tmp_path):
+    """SIGKILL (no handler runs) while `kind create cluster` runs: the record written
+    before kind started names the kind cluster, so `status` says what happened and `down`
+    deletes it. kind is a stand-in that makes the cluster, then kills the CLI."""
+    fake = tmp_path / "kind"
+    fake.mkdir()
+    kind = (
+        f'case "$1 $2" in\n'
+        f'  "get clusters") cat {fake}/clusters 2>/dev/null || true;;\n'
+        f'  "create cluster") echo rayscale > {fake}/clusters; kill -KILL $PPID; sleep 5;;\n'
+        f'  "delete cluster") rm -f {fake}/clusters; touch {fake}/deleted;;\n'
+        "esac"
+    )
+    env = {
+        **os.environ,
+        **_tools(tmp_path, '{"MemTotal": 68719476736, "NCPU": 16}', kind_body=kind),
+        "RAYSCALE_STATE_DIR": str(tmp_path / "s"),
+        "KUBECONFIG": str(tmp_path / "no-kubeconfig"),
+    }
+
+    def cli(*args):
+        return subprocess.run(
+            [RAYSCALE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+
+    up = cli("cluster", "up", "--provider", "kind", "--workers", "1")
+    assert up.returncode == -9, up.stderr
+    rec = json.loads((tmp_path / "s" / "cluster.json").read_text())
+    assert rec["kind_cluster"] == "rayscale" and rec["created_kind"], rec
+    status = cli("cluster", "status")
+    assert_one_line_error(status, "kind cluster rayscale is still being made", "cluster down")
+    down = cli("cluster", "down")
+    assert down.returncode == 0, down.stderr
+    assert (fake / "deleted").exists() and not (fake / "clusters").exists()
+    assert not (tmp_path / "s" / "cluster.json").exists()

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from rayscale import manifests, procs
@@ -27,6 +28,7 @@ from rayscale.procs import tool
 from rayscale.providers.base import GIB, say
 from rayscale.providers.docker import engine_info
 from rayscale.providers.kuberay import KubeRayOptions, KubeRayProvider, KubeRayRecord
+from rayscale.state import command
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 KIND_CLUSTER = "rayscale"
@@ -233,6 +235,17 @@ class KindProvider(KubeRayProvider):
         ).stdout.strip()
         log = self.state.logs_dir / "kind-up.log"
         config = self.write_config() if create else None
+        if create:  # recorded before kind runs: `down` finds a cluster a killed `up` left
+            self.state.write(
+                {
+                    "provider": self.name,
+                    "created": time.time(),
+                    "context": self.options.context,
+                    "kind_cluster": self.kind_cluster,
+                    "created_kind": True,
+                    "volumes_dir": self.options.volumes_dir,
+                }
+            )
         try:
             operator = None if create else self.operator_version()
             with tempfile.TemporaryDirectory(prefix="rayscale-chart-") as chart_dir:
@@ -244,8 +257,13 @@ class KindProvider(KubeRayProvider):
             if create:
                 try:
                     self._delete_kind(self.kind_cluster, log)
-                except UserError as e:
-                    say(f"the kind cluster this up made is not deleted: {e.line()}")
+                except UserError as e:  # the record stays: `down` retries
+                    say(
+                        f"the kind cluster this up made is not deleted: {e.line()}; "
+                        f"run {command('cluster down')} to retry"
+                    )
+                    raise
+                self.state.clear(keep_logs=True)
             raise
         rec.update(kind_cluster=self.kind_cluster, created_kind=create)
         if create:
@@ -271,7 +289,19 @@ class KindProvider(KubeRayProvider):
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return str(path)
 
+    def _record(self) -> KindRecord:
+        rec = super()._record()
+        if "name" not in rec:
+            raise UserError(
+                f"kind cluster {rec.get('kind_cluster')} is still being made by a `cluster up` "
+                "(or one that was stopped while it made it)",
+                f"wait for that up, or run {command('cluster down')} to clean up",
+            )
+        return rec
+
     def kept_results(self, rec: KindRecord) -> str | None:
+        if "name" not in rec:
+            return None  # no RayCluster ever ran, so no results
         if not rec.get("created_kind"):
             return super().kept_results(rec)  # the kind cluster stays, and its claim
         claim = f"{rec.get('namespace')}_{rec.get('results_claim')}"
@@ -308,6 +338,8 @@ class KindProvider(KubeRayProvider):
 
     def is_running(self) -> bool:
         rec = self.state.read()
+        if rec and rec.get("provider") == self.name and "name" not in rec:
+            return False  # an `up` stopped while it made the kind cluster
         if rec and rec.get("provider") == self.name and tool("kind"):
             try:
                 if rec.get("kind_cluster", self.kind_cluster) not in self.existing_clusters():
@@ -328,7 +360,13 @@ class KindProvider(KubeRayProvider):
         super()._teardown(rec)
         if not rec.get("created_kind"):
             return
-        others = self._other_rayclusters(rec)
+        try:
+            others = self._other_rayclusters(rec)
+        except UserError:
+            if "name" in rec:
+                raise
+            # An `up` stopped while it made this kind cluster: its API never answered anyone.
+            others = []
         if others:
             say(
                 f"kind cluster {name} kept: RayClusters {', '.join(others)} of other state "
