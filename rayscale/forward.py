@@ -55,11 +55,17 @@ def start(
 
 
 def wait(rec: dict, timeout: float) -> bool:
-    return procs.wait_for(
-        lambda: procs.port_open("127.0.0.1", rec["port"]) or not procs.alive(rec),
-        timeout,
-        interval=0.1,
-    ) and procs.alive(rec)
+    """Whether the supervisor's own tunnel listens on its port within `timeout`: an open
+    port alone may be another process's, and the cluster's token must not go there."""
+    return (
+        procs.wait_for(
+            lambda: not procs.alive(rec) or procs.listens([rec["pid"]], rec["port"]),
+            timeout,
+            interval=0.1,
+        )
+        and procs.alive(rec)
+        and procs.listens([rec["pid"]], rec["port"])
+    )
 
 
 def answers_http(port: int, timeout: float = 3.0) -> bool:

@@ -11,6 +11,8 @@ import subprocess
 import pytest
 from conftest import DOCKER, ROOT, assert_one_line_error, needs_docker, run_cli
 
+from rayscale.errors import UserError
+
 
 def test_a_failed_ray_down_keeps_the_record_until_down_succeeds(tmp_path):
     """The real `ray` on the shipped aws.yaml, on a machine without the AWS SDK: `ray up`
@@ -169,7 +171,6 @@ def test_a_studys_resize_takes_the_state_dirs_lock(tmp_path):
     """`cluster scale` and `down` hold the lock: a study's resize beside them is refused,
     not run at the same time."""
     from rayscale import scaling
-    from rayscale.errors import UserError
     from rayscale.state import StateDir
 
     class Provider:  # only what scaling.scale touches
@@ -187,13 +188,11 @@ def test_a_studys_resize_takes_the_state_dirs_lock(tmp_path):
     assert p.sizes == [2]
 
 
-def test_the_token_goes_only_to_the_clusters_own_dashboard(tmp_path):
-    """The head stopped and another process (another user's) took its port: `job list`
-    refuses to send the token there, in one line, and the listener hears nothing."""
+@pytest.fixture
+def stranger():
+    """Another process's listener on a port a cluster recorded: (its port, what it heard)."""
     import socket
     import threading
-
-    import psutil
 
     heard: list[bytes] = []
     srv = socket.socket()
@@ -208,19 +207,73 @@ def test_the_token_goes_only_to_the_clusters_own_dashboard(tmp_path):
                 c.close()
 
     threading.Thread(target=listen, daemon=True).start()
+    yield srv.getsockname()[1], heard
+    srv.close()
+
+
+def _proc(p: subprocess.Popen) -> dict:
+    import psutil
+
+    return {"pid": p.pid, "create_time": psutil.Process(p.pid).create_time()}
+
+
+def test_the_token_goes_only_to_the_clusters_own_dashboard(tmp_path, stranger):
+    """The head stopped and another process (another user's) took its port: `job list`
+    refuses to send the token there, in one line, and the listener hears nothing."""
+    port, heard = stranger
     other = subprocess.Popen(["sleep", "120"])  # stands for the recorded head: alive, no port
     try:
         state = tmp_path / "s"
         state.mkdir()
         (state / "auth_token").write_text("s3cret" * 10)
-        head = {"pid": other.pid, "create_time": psutil.Process(other.pid).create_time()}
         (state / "cluster.json").write_text(json.dumps({
-            "provider": "local", "created": 1.0, "head": {"name": "head", "proc": head},
-            "workers": [], "dashboard_url": f"http://127.0.0.1:{srv.getsockname()[1]}"}))  # fmt: skip
+            "provider": "local", "created": 1.0, "head": {"name": "head", "proc": _proc(other)},
+            "workers": [], "dashboard_url": f"http://127.0.0.1:{port}"}))  # fmt: skip
         p = run_cli("job", "list", state_dir=state, timeout=60)
         assert_one_line_error(p, "no longer holds its dashboard port", "cluster down")
         assert heard == [], "the token was sent to a stranger"
     finally:
         other.kill()
         other.wait()
-        srv.close()
+
+
+@pytest.mark.parametrize("provider", [pytest.param("docker", marks=needs_docker()), "kuberay"])
+def test_a_stranger_on_the_forwarded_or_published_port_never_gets_the_token(
+    tmp_path, stranger, monkeypatch, provider
+):
+    """docker: the head container is gone (the real engine says it publishes nothing) and
+    another process holds the port Docker had published. kuberay: the forward's supervisor
+    lives but its tunnel does not hold the port (it cannot bind: a stranger has it).
+    `endpoint` and `status` refuse in one line; the stranger hears nothing."""
+    from rayscale import providers
+    from rayscale.providers import base
+    from rayscale.state import StateDir
+
+    port, heard = stranger
+    url = f"http://127.0.0.1:{port}"
+    supervisor = subprocess.Popen(["sleep", "120"])  # alive, listening nowhere
+    state = StateDir(tmp_path / "s")
+    state.path.mkdir()
+    (state.path / "auth_token").write_text("s3cret" * 10)
+    if provider == "docker":
+        rec = {"provider": "docker", "created": 1.0, "cluster_id": "gone0",
+               "head": {"name": "rayscale-gone0-head", "id": "0" * 64}, "workers": [],
+               "dashboard_url": url}  # fmt: skip
+        said = "no longer publishes the dashboard"
+    else:
+        monkeypatch.setattr(base, "FORWARD_SETTLE_S", 1.0)
+        rec = {"provider": "kuberay", "created": 1.0, "context": "gone", "namespace": "ml",
+               "name": "rs-gone", "owned": True, "forward_port": port, "dashboard_url": url,
+               "forward": {**_proc(supervisor), "port": port}}  # fmt: skip
+        said = "the forward's tunnel does not hold"
+    (state.path / "cluster.json").write_text(json.dumps(rec))
+    try:
+        p = providers.get(provider, state)
+        for call in (p.endpoint, p.status):
+            with pytest.raises(UserError) as e:
+                call()
+            assert said in e.value.problem and "token is not sent" in e.value.problem
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+    assert heard == [], "the token was sent to a stranger"

@@ -62,6 +62,8 @@ from rayscale.runtime import GIB
 from rayscale.state import StateDir, command
 
 NODE_STATES = ("alive", "dead")
+# How long a forward's tunnel may take to hold its port again (its supervisor restarts it).
+FORWARD_SETTLE_S = 15.0
 
 
 class ClusterRecord(TypedDict, total=False):
@@ -317,6 +319,13 @@ class Provider(abc.ABC):
         no cluster of this provider is recorded."""
 
     @abc.abstractmethod
+    def _reach(self, rec: dict[str, Any]) -> str:
+        """The cluster's token, once the recorded dashboard address is known to be the
+        cluster's own listener (its head, its container's published port, its forward's
+        tunnel): never sent to whatever process took the port after the cluster stopped.
+        Raises UserError otherwise. `endpoint` and `status` send the token through it."""
+
+    @abc.abstractmethod
     def status(self) -> ClusterStatus:
         """The cluster's nodes: one head, its workers, each `alive` or `dead` (NODE_STATES),
         with CPUs and memory. Workers the provider removed are left out. Raises UserError
@@ -419,13 +428,26 @@ class ForwardedProvider(Provider):
         if rec.get("forward"):
             procs.stop(rec["forward"], grace=5)
 
+    def _reach(self, rec: dict[str, Any]) -> str:
+        self._ensure_forward(rec)
+        if self._forward_argv(rec) is not None and not forward.wait(
+            rec["forward"], FORWARD_SETTLE_S
+        ):
+            port = rec["forward_port"]
+            raise UserError(
+                f"the forward's tunnel does not hold 127.0.0.1:{port} (another process may "
+                "hold the port), so the cluster's token is not sent there",
+                f"free the port (`ss -ltnp 'sport = :{port}'` names its process) and run the "
+                f"command again; read {self.state.logs_dir / 'forward.log'}",
+            )
+        return self.state.token()
+
     def endpoint(self) -> Endpoint:
         rec = self._record()
-        self._ensure_forward(rec)
         digest = rec.get("image_job_digest")
         return Endpoint(
             rec["dashboard_url"],
-            self.state.token(),
+            self._reach(rec),
             image_job=(IMAGE_JOB, digest) if digest else None,
         )
 

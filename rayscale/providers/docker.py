@@ -25,6 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any, TypedDict
+from urllib.parse import urlsplit
 
 from rayscale import __version__, nodes, procs, runtime
 from rayscale.endpoint import IMAGE_JOB, IMAGE_JOB_DIGEST, Endpoint
@@ -381,14 +382,33 @@ class DockerProvider(Provider):
                 )
             time.sleep(0.25)
 
+    def _reach(self, rec: DockerRecord) -> str:
+        where = urlsplit(rec["dashboard_url"]).netloc
+        head = rec["head"].get("id") or rec["head"]["name"]
+        try:
+            published = self._docker("port", head, f"{runtime.DASHBOARD_PORT}/tcp")
+        except UserError as e:
+            if e.problem == "no Docker engine answers":
+                raise
+            published = ""  # no such container
+        if where not in published.splitlines():
+            raise UserError(
+                f"the head container {rec['head']['name']} no longer publishes the dashboard "
+                f"on {where} (it stopped; another process may hold the port now), so its "
+                "token is not sent there",
+                f"run {command('cluster down')} then {command('cluster up')}",
+            )
+        return self.state.token()
+
     def endpoint(self) -> Endpoint:
         rec = self._record()
         digest = rec.get("image_job_digest")
         return Endpoint(
             rec["dashboard_url"],
-            self.state.token(),
+            self._reach(rec),
             image_job=(IMAGE_JOB, digest) if digest else None,
         )
 
     def status(self) -> ClusterStatus:
-        return status_of_named(self.name, self._record(), self.state.token())
+        rec = self._record()
+        return status_of_named(self.name, rec, self._reach(rec))

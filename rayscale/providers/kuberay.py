@@ -864,7 +864,7 @@ class KubeRayProvider(ForwardedProvider):
 
     def status(self) -> ClusterStatus:
         rec = self._record()
-        self._ensure_forward(rec)
+        token = self._reach(rec)
         pod_of = {
             p.status.pod_ip: p.metadata.name
             for p in self._pods(rec, "head") + self._pods(rec, "worker")
@@ -873,7 +873,7 @@ class KubeRayProvider(ForwardedProvider):
         return status_from_dashboard(
             self.name,
             rec["dashboard_url"],
-            self.state.token(),
+            token,
             f"read {self.state.path / 'logs' / 'forward.log'}",
             pod_of,
         )

@@ -334,8 +334,7 @@ class LocalProvider(Provider):
 
     # ---- endpoint / status ------------------------------------------------------------
 
-    def endpoint(self) -> Endpoint:
-        rec = self._record()
+    def _reach(self, rec: LocalRecord) -> str:
         port = urlsplit(rec["dashboard_url"]).port
         if not (
             procs.alive(rec["head"]["proc"]) and procs.listens([rec["head"]["proc"]["pid"]], port)
@@ -345,14 +344,19 @@ class LocalProvider(Provider):
                 "another process may hold the port now), so its token is not sent there",
                 f"run {command('cluster down')} then {command('cluster up')}",
             )
-        return Endpoint(rec["dashboard_url"], self.state.token(), shares_disk=True)
+        return self.state.token()
+
+    def endpoint(self) -> Endpoint:
+        rec = self._record()
+        return Endpoint(rec["dashboard_url"], self._reach(rec), shares_disk=True)
 
     def status(self) -> ClusterStatus:
         rec = self._record()
+        token = self._reach(rec)
         # A worker whose processes are gone is dead now; the State API says so only after
         # the GCS's health checks time out (seconds later).
         gone = {w["name"] for w in _dead(rec)}
-        return status_of_named(self.name, rec, self.state.token(), gone)
+        return status_of_named(self.name, rec, token, gone)
 
     def node_cpu_seconds(self) -> dict[str, dict[int, float]]:
         rec = self._record()

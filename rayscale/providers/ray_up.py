@@ -400,10 +400,9 @@ class RayUpProvider(ForwardedProvider):
 
     def status(self) -> ClusterStatus:
         rec = self._record()
-        self._ensure_forward(rec)
         return status_from_dashboard(
             self.name,
             rec["dashboard_url"],
-            self.state.token(),
+            self._reach(rec),
             f"is it still running? {command('cluster down')} clears a dead cluster",
         )
