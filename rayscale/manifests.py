@@ -566,5 +566,6 @@ def write_scan_pods(k8s_dir, out_dir) -> int:
             (out / f"{n:02d}-{pod['metadata']['name']}.yaml").write_text(yaml.safe_dump(pod))
     # The Redis `--gcs-ft redis` deploys is rendered, never shipped as a file.
     redis = gcs_ft.deployment("rayscale", "ml", gcs_ft.IMAGE)
-    (out / f"{n + 1:02d}-redis.yaml").write_text(yaml.safe_dump(redis))
+    policy = gcs_ft.network_policy("rayscale", "ml")
+    (out / f"{n + 1:02d}-redis.yaml").write_text(yaml.safe_dump_all([redis, policy]))
     return n + 1

@@ -83,6 +83,8 @@ CRDS = Path(
     or Path(__file__).resolve().parent.parent.parent / "shared" / "kuberay-crds"
 )
 HEALTH_PATH, AGENT_PORT, METRICS_PORT = "/api/healthz", 52365, 8080
+# The Kubernetes schema kubernetes-validate checks objects against.
+K8S_VERSION = "1.33.0"
 # kind's default class, and what a cloud offers: block storage by default, a file class beside it.
 KIND_CLASSES = {"standard": ("rancher.io/local-path", True)}
 LOCAL_PATH_DIR = "/var/local-path-provisioner"  # kind's local-path-config nodePathMap
@@ -539,6 +541,7 @@ class KubeEmulator:
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.claims: dict[tuple[str, str], dict] = {}
         self.deployments: dict[tuple[str, str], dict] = {}
+        self.network_policies: dict[tuple[str, str], dict] = {}
         self.services: dict[tuple[str, str], dict] = {}
         self.cleanup_jobs: dict[tuple[str, str], dict] = {}  # RayCluster -> its Redis cleanup
         self.cleanup_deadline_s = 300.0  # the cleanup Job's activeDeadlineSeconds
@@ -561,11 +564,11 @@ class KubeEmulator:
         }
         self._docker("network", "create", "--label", f"kubeemu={self.id}", self.network)
         self.custom, self.core, self.storage = _Custom(self), _Core(self), _Storage(self)
-        self.apps = _Apps(self)
+        self.apps, self.networking = _Apps(self), _Networking(self)
 
     @property
     def api(self):
-        return (self.custom, self.core, self.storage, self.apps)
+        return (self.custom, self.core, self.storage, self.apps, self.networking)
 
     def _docker(
         self, *args: str, check: bool = True, timeout: float = 120
@@ -1881,6 +1884,37 @@ class _Apps:
             for p in list(self.k.pods.values()):  # its ReplicaSet and pods, by owner reference
                 if p.ns == namespace and p.node_type == "deployment" and p.group == name:
                     self.k._delete_pod(p)
+        return {"kind": "Status", "status": "Success"}
+
+
+class _Networking:
+    """NetworkingV1Api: NetworkPolicies, kept and validated against Kubernetes' own schema
+    (not enforced: the emulator's pods share one Docker network)."""
+
+    def __init__(self, k: KubeEmulator):
+        self.k = k
+
+    def create_namespaced_network_policy(self, namespace, body):
+        import kubernetes_validate
+
+        name = body["metadata"]["name"]
+        self.k.calls.append(("create_network_policy", namespace, name))
+        _Core(self.k)._ns(namespace)
+        try:
+            kubernetes_validate.validate(body, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            raise api_error(422, "Unprocessable Entity", f"NetworkPolicy {name}: {e}") from None
+        with self.k.lock:
+            if (namespace, name) in self.k.network_policies:
+                raise api_error(409, "Conflict", f'networkpolicies "{name}" already exists')
+            self.k.network_policies[(namespace, name)] = copy.deepcopy(body)
+        return body
+
+    def delete_namespaced_network_policy(self, name, namespace):
+        self.k.calls.append(("delete_network_policy", namespace, name))
+        with self.k.lock:
+            if self.k.network_policies.pop((namespace, name), None) is None:
+                raise api_error(404, "Not Found", f'networkpolicies "{name}" not found')
         return {"kind": "Status", "status": "Success"}
 
 

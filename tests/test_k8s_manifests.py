@@ -18,11 +18,10 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import ROOT, needs_crds
-from kube_emulator import crd_schema
+from kube_emulator import K8S_VERSION, crd_schema
 
 from rayscale import manifests, runtime
 
-K8S_VERSION = "1.33.0"
 SHIPPED = manifests.shipped()
 
 
@@ -107,6 +106,25 @@ def test_core_resources_are_valid():
     assert SHIPPED["k8s/cloud/results-pvc.yaml"]["spec"]["accessModes"] == ["ReadWriteMany"]
     assert SHIPPED["k8s/kind/results-pvc.yaml"]["spec"]["storageClassName"] == "standard"
     assert SHIPPED["k8s/kind-config.yaml"]["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+
+
+def test_only_its_ray_clusters_pods_reach_the_kits_redis():
+    """The Redis of --gcs-ft redis: its NetworkPolicy selects the Redis pods, and admits
+    only its RayCluster's pods (KubeRay labels the head, the workers and the cleanup Job
+    with ray.io/cluster) on the Redis port."""
+    from rayscale.providers import gcs_ft
+
+    policy = gcs_ft.network_policy("rs", "ml")
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    pods = gcs_ft.deployment("rs", "ml", gcs_ft.IMAGE)["spec"]["template"]["metadata"]["labels"]
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    assert spec["podSelector"]["matchLabels"].items() <= pods.items()
+    (rule,) = spec["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"ray.io/cluster": "rs"}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": gcs_ft.PORT}]
+    other = gcs_ft.deployment("rs2", "ml", gcs_ft.IMAGE)["spec"]["template"]["metadata"]
+    assert not spec["podSelector"]["matchLabels"].items() <= other["labels"].items()
 
 
 @needs_crds

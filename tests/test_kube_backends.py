@@ -50,7 +50,7 @@ class Real:
 
         c = config.new_client_from_config(config_file=kubeconfig)
         self.api = (client.CustomObjectsApi(c), client.CoreV1Api(c), client.StorageV1Api(c),
-                    client.AppsV1Api(c))  # fmt: skip
+                    client.AppsV1Api(c), client.NetworkingV1Api(c))  # fmt: skip
         self.kubectl = [os.environ.get("RAYSCALE_KUBECTL", "kubectl"), "--kubeconfig", kubeconfig]
         self.ns = "rs-test-" + secrets.token_hex(3)
         self.api[1].create_namespace({"metadata": {"name": self.ns}})

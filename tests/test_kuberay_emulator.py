@@ -633,8 +633,8 @@ def test_gcs_ft_head_killed_mid_search_workers_stay_and_resume_finishes_emulated
 def test_gcs_ft_redis_whose_image_cannot_be_pulled_fails_in_one_line_and_leaves_nothing_emulated_kube(
     tmp_path, emulate
 ):
-    """`--gcs-ft redis` deploys a Redis (Secret, Service, Deployment `<cluster>-redis`)
-    before the RayCluster, and waits for it: an image no registry serves fails at once,
+    """`--gcs-ft redis` deploys a Redis (Secret, NetworkPolicy, Service, Deployment
+    `<cluster>-redis`) before the RayCluster, and waits for it: an image no registry serves fails at once,
     naming the Redis and the kubelet's words, and `up` leaves none of it behind."""
     emu = emulate()
     p = provider(tmp_path, emu, name="rs-rx", profile="kind", image=IMAGE, gcs_ft="redis",
@@ -646,6 +646,11 @@ def test_gcs_ft_redis_whose_image_cannot_be_pulled_fails_in_one_line_and_leaves_
     assert "ErrImagePull" in msg and "--redis-image" in msg, msg
     assert ("ml", "rs-rx") not in emu.objects, "no RayCluster before its Redis is Ready"
     assert not emu.deployments and not emu.services and ("ml", "rs-rx-redis") not in emu.secrets
+    assert not emu.network_policies
+    calls = [c[0] for c in emu.calls]
+    assert calls.index("create_network_policy") < calls.index("create_deployment"), (
+        "the Redis never runs before its NetworkPolicy"
+    )
     assert procs.wait_for(lambda: not _containers(emu), 60), _containers(emu)
     assert p.state.read() is None
 
@@ -733,6 +738,7 @@ def test_gcs_ft_kit_redis_head_killed_resume_finishes_and_down_waits_for_kuberay
     assert calls.index("delete_deployment") > calls.index("delete")
     assert ("delete_secret", "ml", "rs-kr-redis") in emu.calls
     assert not emu.deployments and not emu.services and not emu.objects
+    assert not emu.network_policies
     assert procs.wait_for(lambda: not _containers(emu), 60), _containers(emu)
 
 

@@ -151,6 +151,27 @@ def service(cluster: str, namespace: str) -> dict:
     }
 
 
+def network_policy(cluster: str, namespace: str) -> dict:
+    """Ingress to the Redis from its RayCluster's pods only (the head, and KubeRay's cleanup
+    Job, built from the head's pod), on the Redis port: nothing else in the cluster may try
+    the password. Enforced where the network plugin enforces NetworkPolicies."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(cluster, namespace),
+        "spec": {
+            "podSelector": {"matchLabels": _selector(cluster)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {"ray.io/cluster": cluster}}}],
+                    "ports": [{"protocol": "TCP", "port": PORT}],
+                }
+            ],
+        },
+    }
+
+
 def deployment(cluster: str, namespace: str, image: str) -> dict:
     """One Redis, non-root on a read-only root, its password read from the Secret into a
     config file (not the command line), append-only data on an emptyDir: it outlives a
@@ -239,7 +260,6 @@ SCAN_SKIPS = {
     "CKV_K8S_43": "pinned by version tag, as KubeRay's samples pin it",
     "CKV_K8S_40": "uid 999 is the redis user the official image owns its files as",
     "CKV_K8S_35": "Ray's head takes the same password as env (KubeRay's REDIS_PASSWORD)",
-    "CKV2_K8S_6": "the Redis requires its password; the namespace's policies are the user's",
 }
 
 
@@ -252,16 +272,20 @@ def _absent_ok(call: Callable[[], object]) -> None:
 
 
 class KitRedis:
-    """The Redis `--gcs-ft redis` deploys: Service and Deployment `<cluster>-redis`, beside
-    the password's Secret. api_error(e, what, fix) -> UserError."""
+    """The Redis `--gcs-ft redis` deploys: NetworkPolicy, Service and Deployment
+    `<cluster>-redis`, beside the password's Secret. api_error(e, what, fix) -> UserError."""
 
-    def __init__(self, core, apps, namespace: str, cluster: str, api_error):
-        self.core, self.apps, self.ns, self.cluster = core, apps, namespace, cluster
+    def __init__(self, core, apps, networking, namespace: str, cluster: str, api_error):
+        self.core, self.apps, self.networking = core, apps, networking
+        self.ns, self.cluster = namespace, cluster
         self.name, self._error = secret_name(cluster), api_error
 
     def create(self, image: str) -> None:
-        """Its Service and Deployment (the kit makes the password's Secret first)."""
+        """Its NetworkPolicy first (the Redis never runs open), Service and Deployment (the
+        kit makes the password's Secret before)."""
         steps = (
+            ("NetworkPolicy", lambda: self.networking.create_namespaced_network_policy(
+                self.ns, network_policy(self.cluster, self.ns))),
             ("Service", lambda: self.core.create_namespaced_service(
                 self.ns, service(self.cluster, self.ns))),
             ("Deployment", lambda: self.apps.create_namespaced_deployment(
@@ -274,7 +298,8 @@ class KitRedis:
                 raise self._error(
                     e,
                     f"cannot create the {kind} {self.name} for GCS fault tolerance",
-                    f"your role needs `create` on {kind.lower()}s in namespace {self.ns}, or pass "
+                    f"your role needs `create` on {kind.lower()} objects in namespace {self.ns}, "
+                    "or pass "
                     "--gcs-ft redis://HOST:PORT (a Redis of yours)",
                 ) from None
 
@@ -310,3 +335,5 @@ class KitRedis:
             _absent_ok(lambda: self.apps.delete_namespaced_deployment(self.name, self.ns))
         with contextlib.suppress(Exception):
             _absent_ok(lambda: self.core.delete_namespaced_service(self.name, self.ns))
+        with contextlib.suppress(Exception):
+            _absent_ok(lambda: self.networking.delete_namespaced_network_policy(self.name, self.ns))

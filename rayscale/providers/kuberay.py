@@ -134,8 +134,8 @@ def _timed_api_client(configuration):
 
 
 def load_api(context: str | None):
-    """((CustomObjectsApi, CoreV1Api, StorageV1Api, AppsV1Api), context) for a kubeconfig
-    context."""
+    """((CustomObjectsApi, CoreV1Api, StorageV1Api, AppsV1Api, NetworkingV1Api), context)
+    for a kubeconfig context."""
     from kubernetes import client, config
 
     path, name = resolve_context(context)
@@ -143,7 +143,7 @@ def load_api(context: str | None):
     config.load_kube_config(config_file=path, context=name, client_configuration=cfg)
     api = _timed_api_client(cfg)
     apis = (client.CustomObjectsApi(api), client.CoreV1Api(api), client.StorageV1Api(api))
-    return (*apis, client.AppsV1Api(api)), name
+    return (*apis, client.AppsV1Api(api), client.NetworkingV1Api(api)), name
 
 
 def _api_error(e: Exception, what: str, fix: str) -> UserError:
@@ -263,7 +263,7 @@ class KubeRayProvider(ForwardedProvider):
     def __init__(self, state, shape=None, api=None, **options: Any):
         extras.need_k8s(f"the {self.name} provider")
         super().__init__(state, shape, **options)
-        # (custom, core, storage, apps): injected by tests, else built from the kubeconfig
+        # (custom, core, storage, apps, networking): injected by tests, else built from the kubeconfig
         self._api = api
         self._context = self.options.context
 
@@ -688,8 +688,8 @@ class KubeRayProvider(ForwardedProvider):
 
     def _kit_redis(self, rec: KubeRayRecord) -> gcs_ft.KitRedis:
         self._apis(rec)
-        apps = self._api[3] if len(self._api) > 3 else None
-        return gcs_ft.KitRedis(self._api[1], apps, rec["namespace"], rec["name"], _api_error)
+        core, apps, networking = self._api[1], self._api[3], self._api[4]
+        return gcs_ft.KitRedis(core, apps, networking, rec["namespace"], rec["name"], _api_error)
 
     def _make_redis(self, rec: KubeRayRecord, deadline: float) -> None:
         """The Redis password, in a Secret the head's REDIS_PASSWORD refers to; for

@@ -273,9 +273,15 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
              "k8s_e2e)", backends)  # fmt: skip
 
     # A second cluster whose GCS lives in a Redis the kit deploys; its head pod deleted.
-    run.step("cluster up --gcs-ft redis (the kit's Redis)", lambda: sh(
-        *up, "--gcs-ft", "redis", "--redis-image", IMAGES[1], "--state-dir", str(ft_state),
-        env=env).strip().splitlines()[-1])  # fmt: skip
+    def ft_up():
+        said = sh(*up, "--gcs-ft", "redis", "--redis-image", IMAGES[1], "--state-dir",
+                  str(ft_state), env=env).strip().splitlines()[-1]  # fmt: skip
+        policy = kc("get", "networkpolicies", "-l", "app.kubernetes.io/name=redis", "-o", "name")
+        if not policy.strip():
+            raise RuntimeError("the kit's Redis runs without its NetworkPolicy")
+        return f"{said}; {policy.strip()}"
+
+    run.step("cluster up --gcs-ft redis (the kit's Redis, behind its NetworkPolicy)", ft_up)
 
     def head_deleted():
         args = [*JOB[:-4], "--num-samples", "6", "--max-rounds", "1500", "--checkpoint-every",
@@ -312,7 +318,8 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
 
     def ft_down():
         o = sh(*rs, "cluster", "down", "--state-dir", str(ft_state), env=env, timeout=600)
-        left = kc("get", "rayclusters,deployments,services,secrets", "-o", "name").split()
+        left = kc("get", "rayclusters,deployments,services,secrets,networkpolicies", "-o",
+                  "name").split()  # fmt: skip
         left = [x for x in left if "redis" in x or "raycluster" in x]
         if left:
             raise RuntimeError(f"left after down: {left}")
