@@ -197,6 +197,27 @@ def _provider_options(f):
         "--context", default=None, help="kuberay: the kubeconfig context [default: the current one]"
     )(f)
     f = click.option(
+        "--ssh-key",
+        default=None,
+        envvar="RAYSCALE_SSH_KEY",
+        help="ray-up on hosts: the SSH private key the launcher logs in with "
+        "[$RAYSCALE_SSH_KEY; default: the config's auth.ssh_private_key]",
+    )(f)
+    f = click.option(
+        "--ssh-user",
+        default=None,
+        envvar="RAYSCALE_SSH_USER",
+        help="ray-up on hosts: the SSH user [$RAYSCALE_SSH_USER; default: the config's]",
+    )(f)
+    f = click.option(
+        "--hosts",
+        default=None,
+        envvar="RAYSCALE_HOSTS",
+        metavar="HEAD,WORKER,...",
+        help="ray-up on hosts (cluster/onprem.yaml): the head's address, then the workers' "
+        "[$RAYSCALE_HOSTS; default: the config's head_ip and worker_ips]",
+    )(f)
+    f = click.option(
         "--config", default=None, help="ray-up: the cluster launcher YAML, e.g. cluster/aws.yaml"
     )(f)
     f = click.option(
@@ -239,39 +260,9 @@ _TIMEOUT_HELP = (
 @_shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
 @_state_option
-def cluster_up(
-    provider,
-    image,
-    config,
-    context,
-    namespace,
-    profile,
-    storage_class,
-    results_claim,
-    gcs_ft,
-    redis_image,
-    workers,
-    cpus_per_worker,
-    memory_per_worker,
-    timeout,
-    state,
-):
+def cluster_up(provider, workers, timeout, state, **options):
     """Start a head node (no trials) and WORKERS worker nodes."""
-    p = providers.get(
-        provider,
-        state,
-        cpus_per_worker=cpus_per_worker,
-        memory_per_worker=memory_per_worker,
-        image=image,
-        config=config,
-        context=context,
-        namespace=namespace,
-        profile=profile,
-        storage_class=storage_class,
-        results_claim=results_claim,
-        gcs_ft=gcs_ft,
-        redis_image=redis_image,
-    )
+    p = providers.get(provider, state, **options)  # each provider takes only its own
     t0 = time.perf_counter()
     lifecycle.up(p, workers, timeout)
     report.say(
@@ -555,13 +546,6 @@ def job_list(as_json, address, token_file, state):
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
 def scaling_cmd(
     provider,
-    image,
-    config,
-    context,
-    namespace,
-    profile,
-    storage_class,
-    results_claim,
     workers,
     repeats,
     out,
@@ -570,12 +554,11 @@ def scaling_cmd(
     experiment_path,
     metric,
     mode,
-    cpus_per_worker,
-    memory_per_worker,
     timeout,
     resume,
     state,
     job_args,
+    **options,
 ):
     """Measure how the job's time falls as workers are added; fit and plot the curve. The
     job: the bundled search with JOB_ARGS after --, or, with --working-dir DIR, any Tune
@@ -601,19 +584,7 @@ def scaling_cmd(
         mode,
     )
     progress = scaling.progress_for(provider, plan, out, resume, given)
-    p = providers.get(
-        provider,
-        state,
-        cpus_per_worker=cpus_per_worker,
-        memory_per_worker=memory_per_worker,
-        image=image,
-        config=config,
-        context=context,
-        namespace=namespace,
-        profile=profile,
-        storage_class=storage_class,
-        results_claim=results_claim,
-    )
+    p = providers.get(provider, state, **options)
     p.check_fits(max(progress.plan.workers))
     with scaling.cluster_for(p, progress.plan.workers[0], report.say):
         study = scaling.run(p, progress, report.say)

@@ -56,17 +56,20 @@ def test_valid_for_the_installed_ray(f):
 @pytest.mark.parametrize("f", CLOUD, ids=lambda f: f.name)
 def test_policy(f):
     cfg = load(f)
-    image = cfg["docker"]["image"]
-    assert re.search(r":\d+\.\d+\.\d+$", image), (
-        f"{f.name}: image {image} is not pinned to a version"
-    )
-    assert not image.endswith(":latest")
+    if cfg["provider"]["type"] == "local":  # on-prem: Ray runs on the hosts themselves
+        assert "docker" not in cfg
+    else:
+        image = cfg["docker"]["image"]
+        assert re.search(r":\d+\.\d+\.\d+$", image), (
+            f"{f.name}: image {image} is not pinned to a version"
+        )
+        assert not image.endswith(":latest")
+        assert "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]
     head = " ".join(cfg["head_start_ray_commands"])
     worker = " ".join(cfg["worker_start_ray_commands"])
     assert "--num-cpus=0" in head, "the head runs no trials"
     for cmds in (head, worker):
         assert "RAY_AUTH_MODE=token" in cmds, "token auth on every node"
-    assert "--env RAY_AUTH_MODE=token" in cfg["docker"]["run_options"]
     assert "/home/ray/.ray/auth_token" in cfg["file_mounts"], "every node gets the token"
     assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head, "dashboard not exposed"
     assert cfg["idle_timeout_minutes"] <= 10
@@ -84,8 +87,6 @@ def test_policy(f):
                 "serviceAccounts"
             )
             assert creds, f"{f.name}: {node_type} cannot write a results bucket"
-    if cfg["provider"]["type"] == "local":  # on-prem: a shared mount as the default storage path
-        assert any(o.endswith(":/home/ray/rayscale_results") for o in cfg["docker"]["run_options"])
 
 
 @pytest.mark.parametrize("f", CLOUD, ids=lambda f: f.name)

@@ -44,7 +44,7 @@ def test_rendered_config_pins_n_workers_and_this_clusters_token(f, n, tmp_path):
     # The user's file is not changed, and nothing else moves.
     assert src == yaml.safe_load(f.read_text())
     assert out["head_start_ray_commands"] == src["head_start_ray_commands"]
-    assert out["docker"] == src["docker"]
+    assert (out.get("docker") or None) == src.get("docker")  # prepare_config adds an empty one
 
 
 def test_commands_it_runs():
@@ -212,3 +212,58 @@ def test_rendered_config_is_what_ray_up_gets_fake_ray(tmp_path):
     assert second["file_mounts"]["/home/ray/.ray/auth_token"] == str(
         state / "clusters" / "second" / "auth_token"
     )
+
+
+def test_onprem_hosts_and_login_come_from_flags_and_an_unreachable_host_is_one_line(tmp_path):
+    """--hosts / --ssh-user / --ssh-key fill the shipped onprem.yaml; every host is logged
+    in to before `ray up` (a host nothing answers on is named at once, not after ray up's
+    minutes of retries); nothing is recorded. The real SSH hosts: make e2e-onprem."""
+    key = tmp_path / "key"
+    key.write_text("not a key\n")
+    key.chmod(0o600)
+    cfg = ray_up.load_config(ROOT / "cluster" / "onprem.yaml")
+    opts = ray_up.RayUpOptions(
+        hosts="10.1.0.2, 10.1.0.3,10.1.0.4", ssh_user="ops", ssh_key=str(key)
+    )
+    ray_up.set_hosts(cfg, opts)
+    assert cfg["provider"] == {"type": "local", "head_ip": "10.1.0.2",
+                               "worker_ips": ["10.1.0.3", "10.1.0.4"]}  # fmt: skip
+    assert cfg["auth"] == {"ssh_user": "ops", "ssh_private_key": str(key)}
+    rendered = ray_up.render(cfg, 1, tmp_path / "token")
+    assert rendered["setup_commands"][0] == ray_up.host_check()
+    state = tmp_path / "s"
+    # 127.0.0.2: a loopback address where no SSH server listens.
+    p = run_cli("cluster", "up", "--provider", "ray-up", "--config", ROOT / "cluster" / "onprem.yaml",
+                "--workers", 1, "--hosts", "127.0.0.2,127.0.0.2", "--ssh-key", key,
+                state_dir=state, env={"RAYSCALE_SSH_USER": "ops"}, timeout=120)  # fmt: skip
+    assert_one_line_error(p, "cannot log in as ops", "127.0.0.2:", "--ssh-key")
+    assert not (state / "cluster.json").exists()
+    for hosts, said in (("10.1.0.2", "names 1 machine"),):
+        with pytest.raises(UserError, match=said):
+            ray_up.set_hosts(cfg, ray_up.RayUpOptions(hosts=hosts))
+    aws = ray_up.load_config(ROOT / "cluster" / "aws.yaml")
+    with pytest.raises(
+        UserError, match="--hosts name on-prem hosts, but this config's provider is aws"
+    ):
+        ray_up.set_hosts(aws, ray_up.RayUpOptions(hosts="a,b"))
+
+
+def test_a_host_whose_ray_is_not_the_launchers_is_named(tmp_path):
+    """The setup command `up` puts first on on-prem hosts, run by bash as Ray's SSH runner
+    runs it: a host without Ray, or with another version, fails in one line naming it."""
+    import subprocess
+
+    check = ray_up.host_check()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ray").write_text("#!/bin/sh\necho 'ray, version 2.52.1'\n")
+    (fake / "ray").chmod(0o755)
+    for path, said in ((str(fake), "has Ray 2.52.1, the launcher Ray"),
+                       ("/nonexistent", "has no ray command on the login PATH")):  # fmt: skip
+        p = subprocess.run(["/bin/bash", "-c", check], env={"PATH": f"{path}:/usr/bin:/bin"},
+                           capture_output=True, text=True)  # fmt: skip
+        assert p.returncode == 1 and f"{ray_up.HOST_CHECK}: host" in p.stderr, p.stderr
+        assert said in p.stderr, p.stderr
+    ok = subprocess.run(["/bin/bash", "-c", check], capture_output=True, text=True,
+                        env={"PATH": f"{Path(ray_up.ray_cli()).parent}:/usr/bin:/bin"})  # fmt: skip
+    assert ok.returncode == 0, ok.stderr

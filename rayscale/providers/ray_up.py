@@ -31,8 +31,10 @@ import copy
 import dataclasses
 import os
 import shutil
+import subprocess
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +127,37 @@ def pin_workers(cfg: dict[str, Any], workers: int) -> None:
     cfg["max_workers"] = max(int(cfg.get("max_workers", 0)), workers)
 
 
+def set_hosts(cfg: dict[str, Any], options: RayUpOptions) -> None:
+    """The machines and the SSH login from --hosts / --ssh-user / --ssh-key, in place: the
+    shipped onprem.yaml runs unchanged on a user's own machines."""
+    given = {f"--{k.replace('_', '-')}": v for k, v in
+             (("hosts", options.hosts), ("ssh_user", options.ssh_user), ("ssh_key", options.ssh_key)) if v}  # fmt: skip
+    if not given:
+        return
+    if cfg["provider"].get("type") != "local":
+        raise UserError(
+            f"{', '.join(given)} name on-prem hosts, but this config's provider is "
+            f"{cfg['provider'].get('type')}",
+            "drop them, or use a config with `provider: type: local` (cluster/onprem.yaml)",
+        )
+    if options.hosts:
+        hosts = [h.strip() for h in options.hosts.split(",") if h.strip()]
+        if len(hosts) < 2:
+            raise UserError(
+                f"--hosts {options.hosts!r} names {len(hosts)} machine(s)",
+                "give the head's address, then at least one worker's: --hosts HEAD,WORKER,...",
+            )
+        cfg["provider"]["head_ip"], cfg["provider"]["worker_ips"] = hosts[0], hosts[1:]
+    auth = cfg.setdefault("auth", {})
+    if options.ssh_user:
+        auth["ssh_user"] = options.ssh_user
+    if options.ssh_key:
+        key = Path(options.ssh_key).expanduser()
+        if not key.is_file():
+            raise UserError(f"--ssh-key {key}: no such file", "pass the private key's path")
+        auth["ssh_private_key"] = str(key.resolve())
+
+
 def render(cfg: dict[str, Any], workers: int, token_file: Path) -> dict[str, Any]:
     """The config rayscale launches: exactly `workers` workers, this cluster's token."""
     out = copy.deepcopy(cfg)
@@ -145,7 +178,67 @@ def render(cfg: dict[str, Any], workers: int, token_file: Path) -> dict[str, Any
     for dst in targets:
         mounts[dst] = str(token_file)
     out["file_mounts"] = mounts
+    if out["provider"].get("type") == "local":  # hosts bring their own Ray: check it first
+        out["setup_commands"] = [host_check(), *(out.get("setup_commands") or [])]
     return out
+
+
+HOST_CHECK = "rayscale-host-check"
+SSH_CHECK_S = (
+    15  # per host, all at once: an unreachable host fails here, not after ray up's minutes
+)
+
+
+def check_logins(cfg: dict[str, Any]) -> None:
+    """Log in to every on-prem host as the launcher will (its key, its user, no prompt):
+    a wrong key or an unreachable host is one line naming the host, before `ray up`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ssh = procs.tool("ssh")
+    if not ssh:
+        raise UserError(
+            "the `ssh` command is not installed (Ray's launcher logs in to the hosts with it)",
+            "install the OpenSSH client (Debian: apt-get install openssh-client)",
+        )
+    auth = cfg.get("auth") or {}
+    user, key = auth.get("ssh_user"), os.path.expanduser(str(auth.get("ssh_private_key", "")))
+    hosts = [cfg["provider"]["head_ip"], *cfg["provider"].get("worker_ips", [])]
+    argv = [ssh, "-i", key, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CHECK_S}",
+            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR"]  # fmt: skip
+
+    def login(host: str) -> str | None:
+        try:
+            p = subprocess.run([*argv, f"{user}@{host}", "true"], capture_output=True,
+                               text=True, timeout=SSH_CHECK_S + 10)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return f"{host}: no answer in {SSH_CHECK_S + 10} s"
+        if p.returncode == 0:
+            return None
+        last = (p.stderr.strip().splitlines() or [f"ssh exited {p.returncode}"])[-1]
+        return f"{host}: {last}"
+
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        failed = [f for f in pool.map(login, hosts) if f]
+    if failed:
+        raise UserError(
+            f"cannot log in as {user} with {key} to {len(failed)} of {len(hosts)} hosts ("
+            + "; ".join(failed)
+            + ")",
+            "check the address (--hosts), the user (--ssh-user) and that the key (--ssh-key) "
+            "is in the user's ~/.ssh/authorized_keys on every host",
+        )
+
+
+def host_check() -> str:
+    """A setup command that stops `ray up` on a host whose Ray is missing or not the
+    launcher's version, in one line the provider finds in the launcher's log."""
+    want = version("ray")
+    return (
+        f": {HOST_CHECK}; v=$(ray --version 2>/dev/null | awk '{{print $NF}}'); "
+        f'[ "$v" = "{want}" ] || {{ m=${{v:+Ray $v}}; echo "{HOST_CHECK}: host $(hostname) '
+        f'has ${{m:-no ray command on the login PATH}}, the launcher Ray {want}" >&2; exit 1; }}'
+    )
 
 
 # ---- launchers: how the head is made and the config pushed -----------------------------
@@ -190,7 +283,19 @@ class CloudLauncher:
         pass
 
     def start(self, rec: RayUpRecord) -> None:
-        self.p._ray(self.up_argv(rec["config"]), "ray-up")
+        try:
+            self.p._ray(self.up_argv(rec["config"]), "ray-up")
+        except UserError as e:
+            log = self.p.state.logs_dir / "ray-up.log"
+            said = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+                    if f"{HOST_CHECK}: host" in ln and "echo" not in ln]  # fmt: skip
+            if said:
+                raise UserError(
+                    said[-1].split(f"{HOST_CHECK}: ", 1)[1],
+                    f"install Ray {version('ray')} on that host's login PATH "
+                    f"(pip install --require-hashes -r job/requirements.txt); read {log}",
+                ) from None
+            raise e from None
         self.p._open_forward(rec)
 
     def apply(self, rec: RayUpRecord) -> None:
@@ -268,6 +373,9 @@ class FakeLauncher:
 @dataclasses.dataclass(frozen=True)
 class RayUpOptions(Options):
     config: str | None = None  # a cluster-launcher YAML (cluster/*.yaml); required
+    hosts: str | None = None  # on-prem: "HEAD,WORKER,..." for provider.head_ip / worker_ips
+    ssh_user: str | None = None  # auth.ssh_user
+    ssh_key: str | None = None  # auth.ssh_private_key
 
 
 class RayUpRecord(ClusterRecord, total=False):
@@ -313,6 +421,9 @@ class RayUpProvider(ForwardedProvider):
     def _plan(self, workers: int) -> RayUpRecord:
         source = self.options.config
         cfg = load_config(source)
+        set_hosts(cfg, self.options)
+        if cfg["provider"].get("type") == "local":
+            check_logins(cfg)
         launcher_cls = (
             FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
         )
