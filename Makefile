@@ -29,7 +29,7 @@ CA_CERTS ?=
 RAY_VERSION ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base image-redis s3-venv mlflow-venv search-compare \
-        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind k8s-build k8s-up k8s-down e2e-k8s probe chaos load storage-faults scale drills examples docs
+        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind k8s-build k8s-up k8s-down e2e-k8s image-onprem-host e2e-onprem probe chaos load storage-faults scale drills examples docs
 
 install: $(STAMP)
 
@@ -162,10 +162,23 @@ e2e-k8s: install
 	$(BIN)/python scripts/k8s/e2e.py --out results/k8s-real
 	$(BIN)/pytest -q -m k8s_e2e
 
+# Ray's cluster launcher over SSH to separate hosts (scripts/onprem/e2e.py, docs/cloud.md):
+# 3 host containers with sshd, the shipped cluster/onprem.yaml; results/onprem/e2e.json.
+ONPREM_IMAGE ?= rayscale-onprem-host:$(VERSION)
+image-onprem-host:
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/onprem-host.Dockerfile --build-arg BASE_IMAGE=$(IMAGE) \
+	  -t $(ONPREM_IMAGE) docker
+e2e-onprem: install
+	@command -v ssh >/dev/null && command -v rsync >/dev/null || { \
+	  echo "e2e-onprem needs ssh and rsync here (Debian: apt-get install openssh-client rsync)"; exit 1; }
+	@$(DOCKER) image inspect $(IMAGE) >/dev/null 2>&1 || $(MAKE) image BASE_IMAGE=$(LOCAL_BASE)
+	@$(DOCKER) image inspect $(ONPREM_IMAGE) >/dev/null 2>&1 || $(MAKE) image-onprem-host
+	RAYSCALE_ONPREM_IMAGE=$(ONPREM_IMAGE) $(BIN)/python scripts/onprem/e2e.py --out results/onprem
+
 lint: install
 	$(BIN)/ruff check rayscale job bench scripts tests
 	$(BIN)/ruff format --check rayscale job bench scripts tests
-	$(BIN)/hadolint docker/Dockerfile docker/redis.Dockerfile
+	$(BIN)/hadolint docker/Dockerfile docker/redis.Dockerfile docker/onprem-host.Dockerfile
 
 # Build the image (BuildKit). Where no registry is reachable: make image-base first, then
 # make image BASE_IMAGE=rayscale-base:bookworm.

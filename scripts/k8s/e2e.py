@@ -29,10 +29,17 @@ JOB = ["--data", "synthetic:rows=40000,features=20,noise=1.0,seed=0", "--num-sam
 IMAGES = ["rayscale:0.1.0", "rayscale-redis:bookworm"]
 
 
-def sh(*argv: str, env: dict | None = None, timeout: float = 1800, check: bool = True) -> str:
+def sh(
+    *argv: str,
+    env: dict | None = None,
+    timeout: float = 1800,
+    check: bool = True,
+    input: str | None = None,
+) -> str:
     p = subprocess.run(
-        argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT, check=False
-    )
+        argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT, check=False,
+        input=input,
+    )  # fmt: skip
     if check and p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-6:]
         raise RuntimeError(f"{' '.join(argv[:4])} ... exited {p.returncode}: " + " | ".join(tail))
@@ -48,15 +55,15 @@ def k8s_env() -> tuple[dict, dict]:
 
 
 class Run:
-    def __init__(self, out: Path):
-        self.out = out
+    def __init__(self, out: Path, label: str = "e2e-k8s"):
+        self.out, self.label = out, label
         self.doc: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": []}
 
     def step(self, name: str, fn, *, needed: bool = False):
         """Run one step; record ok / error and its wall time. A `needed` step's failure
         ends the run (what follows cannot run without it)."""
         t0 = time.perf_counter()
-        print(f"e2e-k8s: {name} ...", flush=True)
+        print(f"{self.label}: {name} ...", flush=True)
         rec: dict = {"step": name}
         try:
             detail = fn()
@@ -65,7 +72,7 @@ class Run:
             rec.update(ok=False, error=str(e)[-1500:])
         rec["wall_s"] = round(time.perf_counter() - t0, 1)
         self.doc["steps"].append(rec)
-        print(f"e2e-k8s: {name}: {'ok' if rec['ok'] else 'FAILED: ' + rec['error']} "
+        print(f"{self.label}: {name}: {'ok' if rec['ok'] else 'FAILED: ' + rec['error']} "
               f"({rec['wall_s']} s)", flush=True)  # fmt: skip
         self.save()
         if needed and not rec["ok"]:

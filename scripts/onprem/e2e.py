@@ -1,0 +1,218 @@
+"""make e2e-onprem: Ray's cluster launcher over SSH to separate hosts, as on VMs and on-prem
+machines. Three containers of the on-prem host image (docker/onprem-host.Dockerfile: the
+kit's image with sshd and rsync), each with its own address on a network this run makes,
+an SSH key made for this run, and one volume mounted at /mnt/rayscale on every host (a
+stand-in for the NFS export an on-prem cluster shares). The shipped cluster/onprem.yaml
+runs unchanged; the hosts, user and key come from the kit's flags and environment.
+Each step's outcome and wall time: results/onprem/e2e.json.
+
+python scripts/onprem/e2e.py [--out results/onprem] [--keep-hosts]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from scripts.k8s.e2e import Run, sh  # noqa: E402
+
+VENV = ROOT / ".venv" / "bin"
+DOCKER = os.environ.get("RAYSCALE_DOCKER") or shutil.which("docker") or "docker"
+HOST_IMAGE = os.environ.get("RAYSCALE_ONPREM_IMAGE", "rayscale-onprem-host:0.1.0")
+SHARED = "/mnt/rayscale"
+# Trials of a few seconds each, with checkpoints, their storage on the shared path.
+JOB = ["--data", "synthetic:rows=20000,features=20,noise=1.0,seed=0", "--num-samples", "6",
+       "--max-rounds", "400", "--scheduler", "fifo", "--storage-path", SHARED,
+       "--checkpoint-every", "50", "--checkpoint-min-s", "0"]  # fmt: skip
+OWN_SCRIPT = f"""\
+import json, pathlib
+from ray import tune
+
+def trainable(config):
+    # Read on the worker: the working_dir reached every node.
+    scale = json.loads(pathlib.Path("scale.json").read_text())["scale"]
+    tune.report({{"score": config["x"] * scale}})
+
+tuner = tune.Tuner(trainable, param_space={{"x": tune.grid_search([1, 2, 3])}},
+                   run_config=tune.RunConfig(storage_path="{SHARED}", name="own-script"))
+best = tuner.fit().get_best_result("score", "max")
+print("OWN-SCRIPT BEST", best.metrics["score"])
+"""
+
+
+def docker(*args: str, **kw) -> str:
+    return sh(DOCKER, *args, **kw)
+
+
+def ray_processes(host: str) -> list[str]:
+    out = docker("exec", host, "ps", "-eo", "comm=", check=False)
+    return [p for p in out.split() if p in ("raylet", "gcs_server") or p.startswith("ray::")]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="results/onprem")
+    ap.add_argument("--keep-hosts", action="store_true", help="leave the host containers up")
+    a = ap.parse_args()
+    run = Run(ROOT / a.out, "e2e-onprem")
+    run.doc["host_image"] = HOST_IMAGE
+    tmp = Path(tempfile.mkdtemp(prefix="rayscale-e2e-onprem-"))
+    tag = f"rayscale-onprem-{secrets.token_hex(3)}"
+    names = {role: f"{tag}-{role}" for role in ("head", "w1", "w2")}
+    state = tmp / "state"
+    key, wrong = tmp / "id_ed25519", tmp / "wrong_ed25519"
+    env = dict(os.environ, PATH=f"{VENV}:{os.environ['PATH']}")
+    rs = [str(VENV / "rayscale")]
+    try:
+        for k in (key, wrong):
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", tag, "-f", str(k))
+
+        def hosts():
+            docker("network", "create", "--label", tag, tag)
+            docker("volume", "create", "--label", tag, f"{tag}-shared")
+            for name in names.values():
+                # Sized as small machines: 1 CPU and 3 GiB each, /dev/shm for the object store.
+                docker("run", "-d", "--name", name, "--hostname", name, "--network", tag,
+                       "--label", tag, "--cpus", "1", "--memory", "3g", "--shm-size", "1g",
+                       "-v", f"{tag}-shared:{SHARED}", HOST_IMAGE)  # fmt: skip
+                docker("exec", "-i", name, "sh", "-c",
+                       "install -d -o ray -g ray -m 700 /home/ray/.ssh && cat > "
+                       "/home/ray/.ssh/authorized_keys && chown ray:ray "
+                       "/home/ray/.ssh/authorized_keys && chmod 600 /home/ray/.ssh/authorized_keys",
+                       input=key.with_suffix(".pub").read_text())  # fmt: skip
+            docker("exec", names["head"], "chown", "ray:ray", SHARED)
+            ips = {r: docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}"
+                             "{{end}}", n).strip() for r, n in names.items()}  # fmt: skip
+            env["RAYSCALE_HOSTS"] = ",".join(ips[r] for r in ("head", "w1", "w2"))
+            return {"hosts": ips, "shared": f"volume {tag}-shared at {SHARED} on every host"}
+
+        run.step("3 hosts (sshd, own addresses, a key made for this run, shared storage)",
+                 hosts, needed=True)  # fmt: skip
+        up = [*rs, "cluster", "up", "--provider", "ray-up", "--config",
+              str(ROOT / "cluster" / "onprem.yaml"), "--state-dir", str(state)]  # fmt: skip
+
+        def refused(extra: list[str], want: str, prepare=None, undo=None):
+            def step():
+                if prepare:
+                    prepare()
+                try:
+                    p = subprocess.run([*up, "--workers", "1", *extra], env=env, cwd=ROOT,
+                                       capture_output=True, text=True, timeout=600)  # fmt: skip
+                finally:
+                    if undo:
+                        undo()
+                lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+                if p.returncode == 0 or not lines or want not in lines[-1]:
+                    raise RuntimeError(f"exit {p.returncode}: {p.stderr[-800:]}")
+                if (state / "cluster.json").exists():
+                    raise RuntimeError("a refused up left a record")
+                return lines[-1]
+
+            return step
+
+        run.step("a wrong key: one line naming the hosts", refused(
+            ["--ssh-user", "ray", "--ssh-key", str(wrong)], "cannot log in as ray"))  # fmt: skip
+        profile = "/etc/profile.d/rayscale-venv.sh"
+        run.step("a host without Ray on the login PATH: one line naming it", refused(
+            ["--ssh-user", "ray", "--ssh-key", str(key)], "has no ray command",
+            prepare=lambda: docker("exec", names["head"], "mv", profile, profile + ".off"),
+            undo=lambda: docker("exec", names["head"], "mv", profile + ".off", profile)))  # fmt: skip
+        run.step("cluster up --config cluster/onprem.yaml --workers 1 (RAYSCALE_HOSTS, "
+                 "--ssh-user, --ssh-key)", lambda: sh(
+                     *up, "--workers", "1", "--ssh-user", "ray", "--ssh-key", str(key),
+                     env=env, timeout=900).strip().splitlines()[-1], needed=True)  # fmt: skip
+
+        def bundled():
+            saved = tmp / "job.json"
+            sh(*rs, "job", "submit", "--state-dir", str(state), "--save", str(saved), "--",
+               *JOB, "--name", "onprem", env=env, timeout=1200)  # fmt: skip
+            rec = json.loads(saved.read_text())
+            seen = docker("exec", names["w1"], "sh", "-c",
+                          f"ls -n {SHARED}/onprem | head -3; ls {SHARED}/onprem | wc -l")  # fmt: skip
+            if rec.get("trials_completed") != 6:
+                raise RuntimeError(f"{rec.get('trials_completed')} of 6 trials")
+            return {"trials_completed": 6, "wall_s": rec.get("wall_s"),
+                    "on_a_worker_host": seen.split("\n")[:4]}  # fmt: skip
+
+        run.step("the bundled job with checkpoints, its storage on the shared path", bundled)
+
+        def scale():
+            sh(*rs, "cluster", "scale", "--workers", "2", "--state-dir", str(state), env=env,
+               timeout=900)  # fmt: skip
+            st = json.loads(sh(*rs, "cluster", "status", "--json", "--state-dir", str(state),
+                               env=env))  # fmt: skip
+            if st.get("alive_workers") != 2:
+                raise RuntimeError(f"status after scale: {st}")
+            return {"alive_workers": 2}
+
+        run.step("cluster scale --workers 2", scale)
+
+        def worker_lost():
+            saved = tmp / "lost.json"
+            job = subprocess.Popen([*rs, "job", "submit", "--state-dir", str(state), "--save",
+                                    str(saved), "--", *JOB, "--name", "lost"], env=env, cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+            time.sleep(30)  # trials running on both workers, checkpoints written
+            docker("stop", "-t", "0", names["w2"])
+            said, _ = job.communicate(timeout=1200)
+            if job.returncode != 0:
+                raise RuntimeError(said[-800:])
+            rec = json.loads(saved.read_text())
+            if rec.get("trials_completed") != 6:
+                raise RuntimeError(f"{rec.get('trials_completed')} of 6 trials")
+            return {"stopped": names["w2"], "trials_completed": 6, "wall_s": rec.get("wall_s")}
+
+        run.step("a worker host stopped mid-search (docker stop); the search completes",
+                 worker_lost)  # fmt: skip
+
+        def own_script():
+            d = tmp / "own"
+            d.mkdir()
+            (d / "my_tune.py").write_text(OWN_SCRIPT)
+            (d / "scale.json").write_text('{"scale": 10}')
+            out = sh(*rs, "job", "submit", "--state-dir", str(state), "--working-dir", str(d),
+                     "--", "python", "my_tune.py", env=env, timeout=900)  # fmt: skip
+            logs = out
+            if "OWN-SCRIPT BEST 30" not in logs:
+                job_id = next(w for w in out.split() if w.startswith("raysubmit_"))
+                logs = sh(*rs, "job", "logs", job_id, "--state-dir", str(state), env=env)
+            if "OWN-SCRIPT BEST 30" not in logs:
+                raise RuntimeError(logs[-800:])
+            return "OWN-SCRIPT BEST 30 (scale.json read on the workers)"
+
+        run.step("job submit --working-dir: a user's own Tune script, its files synced",
+                 own_script)  # fmt: skip
+
+        def down():
+            said = sh(*rs, "cluster", "down", "--state-dir", str(state), env=env, timeout=600)
+            left = {r: ray_processes(n) for r, n in names.items() if r != "w2"}
+            if any(left.values()):
+                raise RuntimeError(f"Ray processes left: {left}")
+            return {"said": said.strip().splitlines()[-1:], "ray_processes_left": left}
+
+        run.step("cluster down: no Ray process left on any host", down)
+    finally:
+        if (state / "cluster.json").exists():
+            subprocess.run([*rs, "cluster", "down", "--state-dir", str(state)], env=env,
+                           check=False, capture_output=True)  # fmt: skip
+        if not a.keep_hosts:
+            subprocess.run([DOCKER, "rm", "-f", *names.values()], capture_output=True)
+            subprocess.run([DOCKER, "network", "rm", tag], capture_output=True)
+            subprocess.run([DOCKER, "volume", "rm", f"{tag}-shared"], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        run.save()
+    return 0 if all(s["ok"] for s in run.doc["steps"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
