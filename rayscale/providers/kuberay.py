@@ -545,8 +545,10 @@ class KubeRayProvider(ForwardedProvider):
             log = j.logs(job_id)
         except Exception:
             return  # the check cannot run here; the first job would say the same later
-        # Ray echoes the entrypoint into the log, so only a line of its own counts.
+        # Ray echoes the entrypoint into the log (buffered, so it may land after the
+        # probe's own lines): only the probe's lines count.
         lines = [x.strip() for x in log.strip().splitlines()]
+        lines = [x for x in lines if x and not x.startswith("Running entrypoint for job")]
         if status != "SUCCEEDED" or "RAYSCALE_WRITABLE" in lines:
             return
         seen = " ".join(lines[-2:])
