@@ -55,16 +55,15 @@ def start(
 
 
 def wait(rec: dict, timeout: float) -> bool:
-    """Whether the supervisor's own tunnel listens on its port within `timeout`: an open
-    port alone may be another process's, and the cluster's token must not go there."""
+    """Whether the supervisor lives and its port is listened on by this user's processes
+    only, within `timeout`: an open port alone may be another user's, and the cluster's
+    token must not go there."""
     return (
         procs.wait_for(
-            lambda: not procs.alive(rec) or procs.listens([rec["pid"]], rec["port"]),
-            timeout,
-            interval=0.1,
+            lambda: not procs.alive(rec) or procs.held_by_me(rec["port"]), timeout, interval=0.1
         )
         and procs.alive(rec)
-        and procs.listens([rec["pid"]], rec["port"])
+        and procs.held_by_me(rec["port"])
     )
 
 

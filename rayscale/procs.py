@@ -207,6 +207,32 @@ def listens(pids, port: int) -> bool:
     return False
 
 
+def held_by_me(port: int) -> bool:
+    """Whether TCP `port` is listened on, and only by processes of this user: a forward's
+    tunnel may be an SSH connection master that no process of ours started (ssh's
+    ControlMaster), but a process of another user is never sent the token (one of ours
+    could read the token file anyway)."""
+    me, owners = os.getuid(), set()
+    try:  # Linux: every socket's owner, readable by any user
+        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(FileNotFoundError), open(path) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        owners.add(int(fields[7]))
+        return owners == {me}
+    except OSError:
+        pass
+    for q in psutil.process_iter():  # elsewhere: the sockets of our own processes
+        with contextlib.suppress(psutil.Error):
+            if q.uids().real == me and any(
+                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                for c in q.net_connections(kind="tcp")
+            ):
+                return True
+    return False
+
+
 def rss_bytes(pids: list[int], pss: bool = False) -> int:
     """Resident memory of the given processes and all their descendants; `pss`: each
     shared page split among the processes that map it, so separate trees add up."""

@@ -435,8 +435,8 @@ class ForwardedProvider(Provider):
         ):
             port = rec["forward_port"]
             raise UserError(
-                f"the forward's tunnel does not hold 127.0.0.1:{port} (another process may "
-                "hold the port), so the cluster's token is not sent there",
+                f"the forward's tunnel does not hold 127.0.0.1:{port} (another user's "
+                "process may hold the port), so the cluster's token is not sent there",
                 f"free the port (`ss -ltnp 'sport = :{port}'` names its process) and run the "
                 f"command again; read {self.state.logs_dir / 'forward.log'}",
             )

@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from rayscale import procs  # noqa: E402
 from scripts.k8s.e2e import Run, sh  # noqa: E402
 
 VENV = ROOT / ".venv" / "bin"
@@ -94,6 +95,8 @@ def main() -> int:
             ips = {r: docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}"
                              "{{end}}", n).strip() for r, n in names.items()}  # fmt: skip
             env["RAYSCALE_HOSTS"] = ",".join(ips[r] for r in ("head", "w1", "w2"))
+            if not procs.wait_for(lambda: all(procs.port_open(ip, 22) for ip in ips.values()), 60):
+                raise RuntimeError("sshd did not listen on every host within 60 s")
             return {"hosts": ips, "shared": f"volume {tag}-shared at {SHARED} on every host"}
 
         run.step("3 hosts (sshd, own addresses, a key made for this run, shared storage)",
@@ -121,7 +124,7 @@ def main() -> int:
             return step
 
         run.step("a wrong key: one line naming the hosts", refused(
-            ["--ssh-user", "ray", "--ssh-key", str(wrong)], "cannot log in as ray"))  # fmt: skip
+            ["--ssh-user", "ray", "--ssh-key", str(wrong)], "Permission denied (publickey)"))  # fmt: skip
         profile = "/etc/profile.d/rayscale-venv.sh"
         run.step("a host without Ray on the login PATH: one line naming it", refused(
             ["--ssh-user", "ray", "--ssh-key", str(key)], "has no ray command",
