@@ -47,47 +47,31 @@ def test_rendered_config_pins_n_workers_and_this_clusters_token(f, n, tmp_path):
     assert (out.get("docker") or None) == src.get("docker")  # prepare_config adds an empty one
 
 
-def test_commands_it_runs():
+def test_commands_it_runs(tmp_path):
     cli = ray_up.ray_cli()
     L = ray_up.CloudLauncher
-    assert L.up_argv("/s/config/cluster.yaml") == [
-        cli,
-        "up",
-        "-y",
-        "--no-config-cache",
-        "/s/config/cluster.yaml",
-    ]
-    assert L.apply_argv("c.yaml") == [
-        cli,
-        "up",
-        "-y",
-        "--no-restart",
-        "--no-config-cache",
-        "c.yaml",
-    ]
-    assert L.down_argv("c.yaml") == [cli, "down", "-y", "c.yaml"]
-    assert L.forward_argv("c.yaml", 18265) == [
-        cli,
-        "dashboard",
-        "--port",
-        "18265",
-        "--remote-port",
-        "8265",
-        "--no-config-cache",
-        "c.yaml",
-    ]
+    aws, onprem = tmp_path / "aws.yaml", tmp_path / "onprem.yaml"
+    aws.write_text((ROOT / "cluster" / "aws.yaml").read_text())
+    onprem.write_text((ROOT / "cluster" / "onprem.yaml").read_text())
+    a, o = str(aws), str(onprem)
+    assert L.up_argv(a) == [cli, "up", "-y", "--no-config-cache", a]
+    assert L.apply_argv(a) == [cli, "up", "-y", "--no-restart", "--no-config-cache", a]
+    # On-prem hosts: Ray's autoscaler v1 (v2 has no `local` provider: no worker would start).
+    v1 = ["env", "RAY_UP_enable_autoscaler_v2=0"]
+    assert L.up_argv(o) == [*v1, cli, "up", "-y", "--no-config-cache", o]
+    assert L.apply_argv(o) == [*v1, cli, "up", "-y", "--no-restart", "--no-config-cache", o]
+    assert L.down_argv(a) == [cli, "down", "-y", a]
+    assert L.forward_argv(a, 18265) == [
+        cli, "dashboard", "--port", "18265", "--remote-port", "8265", "--no-config-cache", a,
+    ]  # fmt: skip
     # Every one of them parses with the installed `ray` CLI's own options.
     from ray.scripts.scripts import cli as ray_click
 
-    for argv in (
-        L.up_argv("c.yaml"),
-        L.apply_argv("c.yaml"),
-        L.down_argv("c.yaml"),
-        L.forward_argv("c.yaml", 1),
-    ):
+    for argv in (L.up_argv(o), L.apply_argv(o), L.down_argv(a), L.forward_argv(a, 1)):
+        argv = argv[2:] if argv[0] == "env" else argv
         cmd = ray_click.commands[argv[1]]
         ctx = cmd.make_context(argv[1], argv[2:], resilient_parsing=False)
-        assert ctx.params["cluster_config_file"] == "c.yaml", argv
+        assert ctx.params["cluster_config_file"] in (a, o), argv
 
 
 def test_onprem_cannot_pin_more_workers_than_hosts(tmp_path):

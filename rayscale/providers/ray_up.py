@@ -251,13 +251,23 @@ class CloudLauncher:
     timeout = CLOUD_TIMEOUT
 
     @staticmethod
+    def _env(config: str) -> list[str]:
+        """Ray's autoscaler v2, `ray up`'s default since Ray 2.50, has no on-prem (`local`)
+        provider (ray-project/ray#57153): its monitor would never start a worker host. Ray's
+        documented switch keeps those on v1."""
+        cfg = yaml.safe_load(Path(config).read_text()) or {}
+        local = (cfg.get("provider") or {}).get("type") == "local"
+        return ["env", "RAY_UP_enable_autoscaler_v2=0"] if local else []
+
+    @staticmethod
     def up_argv(config: str) -> list[str]:
-        return [ray_cli(), "up", "-y", "--no-config-cache", config]
+        return [*CloudLauncher._env(config), ray_cli(), "up", "-y", "--no-config-cache", config]
 
     @staticmethod
     def apply_argv(config: str) -> list[str]:
         # --no-restart: push the new min/max workers to the running head's monitor.
-        return [ray_cli(), "up", "-y", "--no-restart", "--no-config-cache", config]
+        return [*CloudLauncher._env(config), ray_cli(), "up", "-y", "--no-restart",
+                "--no-config-cache", config]  # fmt: skip
 
     @staticmethod
     def down_argv(config: str) -> list[str]:
