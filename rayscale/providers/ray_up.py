@@ -189,9 +189,9 @@ SSH_CHECK_S = (
 )
 
 
-def check_logins(cfg: dict[str, Any]) -> None:
-    """Log in to every on-prem host as the launcher will (its key, its user, no prompt):
-    a wrong key or an unreachable host is one line naming the host, before `ray up`."""
+def on_hosts(cfg: dict[str, Any], command: str) -> tuple[list[str], str]:
+    """Run `command` on every on-prem host at once, logged in as the launcher is (its key,
+    its user, no prompt); ([one "host: why" per host where it failed], "user with key")."""
     from concurrent.futures import ThreadPoolExecutor
 
     ssh = procs.tool("ssh")
@@ -207,22 +207,29 @@ def check_logins(cfg: dict[str, Any]) -> None:
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR"]  # fmt: skip
 
-    def login(host: str) -> str | None:
+    def run(host: str) -> str | None:
         try:
-            p = subprocess.run([*argv, f"{user}@{host}", "true"], capture_output=True,
-                               text=True, timeout=SSH_CHECK_S + 10)  # fmt: skip
+            p = subprocess.run([*argv, f"{user}@{host}", command], capture_output=True,
+                               text=True, timeout=SSH_CHECK_S + 30)  # fmt: skip
         except subprocess.TimeoutExpired:
-            return f"{host}: no answer in {SSH_CHECK_S + 10} s"
+            return f"{host}: no answer in {SSH_CHECK_S + 30} s"
         if p.returncode == 0:
             return None
-        last = (p.stderr.strip().splitlines() or [f"ssh exited {p.returncode}"])[-1]
+        last = (p.stderr.strip().splitlines() or [f"exited {p.returncode}"])[-1]
         return f"{host}: {last}"
 
     with ThreadPoolExecutor(len(hosts)) as pool:
-        failed = [f for f in pool.map(login, hosts) if f]
+        return [f for f in pool.map(run, hosts) if f], f"{user} with {key}"
+
+
+def check_logins(cfg: dict[str, Any]) -> None:
+    """Log in to every on-prem host before `ray up`: a wrong key or an unreachable host is
+    one line naming it, not minutes of Ray's SSH retries."""
+    failed, login = on_hosts(cfg, "true")
     if failed:
+        hosts = 1 + len(cfg["provider"].get("worker_ips", []))
         raise UserError(
-            f"cannot log in as {user} with {key} to {len(failed)} of {len(hosts)} hosts ("
+            f"cannot log in as {login} to {len(failed)} of {hosts} hosts ("
             + "; ".join(failed)
             + ")",
             "check the address (--hosts), the user (--ssh-user) and that the key (--ssh-key) "
@@ -322,6 +329,17 @@ class CloudLauncher:
                 f"{e.fix}, fix the cause (credentials, network), or stop them yourself with "
                 f"`ray down -y {rec['config']}`",
             ) from None
+        cfg = yaml.safe_load(Path(rec["config"]).read_text())
+        if cfg["provider"].get("type") == "local":
+            # `ray down` stops Ray on the head only; Ray's on-prem provider "terminates" a
+            # worker host by forgetting it, and its raylet lives on until it gives the GCS up.
+            failed, login = on_hosts(cfg, "bash --login -c 'ray stop --force'")
+            if failed:
+                raise UserError(
+                    f"Ray may still run on {len(failed)} host(s), where `ray stop` could not "
+                    "run (" + "; ".join(failed) + ")",
+                    f"bring them back, or run `ray stop` on them yourself (as {login})",
+                )
 
     def head_alive(self, rec: RayUpRecord) -> bool:
         return True  # only the dashboard, through the tunnel, can tell

@@ -36,12 +36,13 @@ JOB = ["--data", "synthetic:rows=20000,features=20,noise=1.0,seed=0", "--num-sam
        "--max-rounds", "400", "--scheduler", "fifo", "--storage-path", SHARED,
        "--checkpoint-every", "50", "--checkpoint-min-s", "0"]  # fmt: skip
 OWN_SCRIPT = f"""\
-import json, pathlib
+import json, os, pathlib
 from ray import tune
 
 def trainable(config):
-    # Read on the worker: the working_dir reached every node.
-    scale = json.loads(pathlib.Path("scale.json").read_text())["scale"]
+    # Read on the worker (Tune runs the trial in its own folder): the working_dir reached it.
+    here = pathlib.Path(os.environ["TUNE_ORIG_WORKING_DIR"])
+    scale = json.loads((here / "scale.json").read_text())["scale"]
     tune.report({{"score": config["x"] * scale}})
 
 tuner = tune.Tuner(trainable, param_space={{"x": tune.grid_search([1, 2, 3])}},
@@ -79,12 +80,15 @@ def main() -> int:
             sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", tag, "-f", str(k))
 
         def hosts():
-            docker("network", "create", "--label", tag, tag)
+            # Fixed addresses: a host that comes back keeps its address, as a machine does.
+            net = f"10.213.{secrets.randbelow(250) + 1}"
+            docker("network", "create", "--label", tag, "--subnet", f"{net}.0/24", tag)
             docker("volume", "create", "--label", tag, f"{tag}-shared")
-            for name in names.values():
+            for i, name in enumerate(names.values()):
                 # Sized as small machines: 1 CPU and 3 GiB each, /dev/shm for the object store.
                 docker("run", "-d", "--name", name, "--hostname", name, "--network", tag,
-                       "--label", tag, "--cpus", "1", "--memory", "3g", "--shm-size", "1g",
+                       "--ip", f"{net}.{10 + i}", "--label", tag, "--cpus", "1", "--memory",
+                       "3g", "--shm-size", "1g",
                        "-v", f"{tag}-shared:{SHARED}", HOST_IMAGE)  # fmt: skip
                 docker("exec", "-i", name, "sh", "-c",
                        "install -d -o ray -g ray -m 700 /home/ray/.ssh && cat > "
@@ -162,18 +166,24 @@ def main() -> int:
 
         def worker_lost():
             saved = tmp / "lost.json"
+            longer = [*JOB, "--num-samples", "8", "--max-rounds", "2000"]  # about 40 s on 2
             job = subprocess.Popen([*rs, "job", "submit", "--state-dir", str(state), "--save",
-                                    str(saved), "--", *JOB, "--name", "lost"], env=env, cwd=ROOT,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-            time.sleep(30)  # trials running on both workers, checkpoints written
+                                    str(saved), "--", *longer, "--name", "lost"], env=env,
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)  # fmt: skip
+            time.sleep(15)  # trials running on both workers, checkpoints written
+            if job.poll() is not None:
+                raise RuntimeError("the search ended before the worker host was stopped")
+            on_w2 = ray_processes(names["w2"])
             docker("stop", "-t", "0", names["w2"])
             said, _ = job.communicate(timeout=1200)
             if job.returncode != 0:
                 raise RuntimeError(said[-800:])
             rec = json.loads(saved.read_text())
-            if rec.get("trials_completed") != 6:
-                raise RuntimeError(f"{rec.get('trials_completed')} of 6 trials")
-            return {"stopped": names["w2"], "trials_completed": 6, "wall_s": rec.get("wall_s")}
+            if rec.get("trials_completed") != 8:
+                raise RuntimeError(f"{rec.get('trials_completed')} of 8 trials")
+            return {"stopped": names["w2"], "its_ray_processes_when_stopped": on_w2,
+                    "trials_completed": 8, "wall_s": rec.get("wall_s")}  # fmt: skip
 
         run.step("a worker host stopped mid-search (docker stop); the search completes",
                  worker_lost)  # fmt: skip
@@ -196,14 +206,30 @@ def main() -> int:
         run.step("job submit --working-dir: a user's own Tune script, its files synced",
                  own_script)  # fmt: skip
 
+        def down_unreachable():
+            p = subprocess.run([*rs, "cluster", "down", "--state-dir", str(state)], env=env,
+                               cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+            w2 = env["RAYSCALE_HOSTS"].split(",")[2]
+            last = (p.stderr.strip().splitlines() or [""])[-1]
+            if p.returncode == 0 or w2 not in last or not (state / "cluster.json").exists():
+                raise RuntimeError(f"exit {p.returncode}: {p.stderr[-800:]}")
+            return last
+
+        run.step("cluster down while a worker host is unreachable: names it, keeps the "
+                 "record, exits non-zero", down_unreachable)  # fmt: skip
+
         def down():
+            docker("start", names["w2"])  # the host back, its Ray gone with its processes
+            w2 = env["RAYSCALE_HOSTS"].split(",")[2]
+            if not procs.wait_for(lambda: procs.port_open(w2, 22), 60):
+                raise RuntimeError(f"{names['w2']} did not come back at {w2}")
             said = sh(*rs, "cluster", "down", "--state-dir", str(state), env=env, timeout=600)
-            left = {r: ray_processes(n) for r, n in names.items() if r != "w2"}
-            if any(left.values()):
+            left = {r: ray_processes(n) for r, n in names.items()}
+            if any(left.values()) or (state / "cluster.json").exists():
                 raise RuntimeError(f"Ray processes left: {left}")
             return {"said": said.strip().splitlines()[-1:], "ray_processes_left": left}
 
-        run.step("cluster down: no Ray process left on any host", down)
+        run.step("cluster down again, the host back: no Ray process left on any host", down)
     finally:
         if (state / "cluster.json").exists():
             subprocess.run([*rs, "cluster", "down", "--state-dir", str(state)], env=env,
