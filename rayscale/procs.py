@@ -127,7 +127,7 @@ def alive(rec: dict) -> bool:
             return start_ticks(p.pid) == rec["start_ticks"]
         # No /proc: create_time, with room for clock steps but not for a recycled PID.
         return abs(p.create_time() - rec["create_time"]) < 120
-    except (psutil.NoSuchProcess, KeyError):
+    except (psutil.NoSuchProcess, KeyError, ValueError):  # ValueError: no PID (-1)
         return False
 
 

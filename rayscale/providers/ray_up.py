@@ -333,7 +333,9 @@ class CloudLauncher:
         if cfg["provider"].get("type") == "local":
             # `ray down` stops Ray on the head only; Ray's on-prem provider "terminates" a
             # worker host by forgetting it, and its raylet lives on until it gives the GCS up.
-            failed, login = on_hosts(cfg, "bash --login -c 'ray stop --force'")
+            # A host without Ray runs none (an up refused by the host check).
+            stop = "bash --login -c 'command -v ray >/dev/null || exit 0; ray stop --force'"
+            failed, login = on_hosts(cfg, stop)
             if failed:
                 raise UserError(
                     f"Ray may still run on {len(failed)} host(s), where `ray stop` could not "
