@@ -103,3 +103,16 @@ def test_kubernetes_doc_shows_the_last_e2e_k8s_run():
     assert shown == e2e.render(load("results/k8s-real/e2e.json")), (
         "re-render it: python scripts/k8s/e2e.py --render-docs"
     )
+
+
+def test_cloud_doc_shows_the_last_e2e_onprem_run():
+    """docs/cloud.md's record of `make e2e-onprem` is its results/onprem/e2e.json."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("onprem_e2e", ROOT / "scripts/onprem/e2e.py")
+    e2e = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(e2e)
+    shown = e2e.rendered_block((ROOT / "docs/cloud.md").read_text())
+    assert shown == e2e.render(load("results/onprem/e2e.json")), (
+        "re-render it: python scripts/onprem/e2e.py --render-docs"
+    )

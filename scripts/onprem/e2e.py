@@ -61,11 +61,40 @@ def ray_processes(host: str) -> list[str]:
     return [p for p in out.split() if p in ("raylet", "gcs_server") or p.startswith("ray::")]
 
 
+DOC = ROOT / "docs" / "cloud.md"
+MARK = "<!-- e2e-onprem -->\n"
+
+
+def rendered_block(text: str) -> str:
+    return text.split(MARK, 1)[1].split("<!-- /e2e-onprem -->", 1)[0]
+
+
+def render(doc: dict) -> str:
+    """docs/cloud.md's record of the last run, from its e2e.json (a test compares)."""
+    ok = all(st["ok"] for st in doc["steps"])
+    lines = [f"`make e2e-onprem`, {doc['created']}, hosts of {doc.get('host_image')}; "
+             f"{'passed' if ok else 'FAILED'}.", "", "| step | outcome | wall s |",
+             "|---|---|---|"]  # fmt: skip
+    for st in doc["steps"]:
+        outcome = "ok" if st["ok"] else "failed: " + st["error"].splitlines()[-1][:160]
+        lines.append(f"| {st['step']} | {outcome} | {st['wall_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_docs(doc: dict) -> None:
+    text = DOC.read_text()
+    DOC.write_text(text.replace(MARK + rendered_block(text), MARK + render(doc)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="results/onprem")
     ap.add_argument("--keep-hosts", action="store_true", help="leave the host containers up")
+    ap.add_argument("--render-docs", action="store_true", help="only re-render the docs' table")
     a = ap.parse_args()
+    if a.render_docs:
+        render_docs(json.loads((ROOT / a.out / "e2e.json").read_text()))
+        return 0
     run = Run(ROOT / a.out, "e2e-onprem")
     run.doc["host_image"] = HOST_IMAGE
     tmp = Path(tempfile.mkdtemp(prefix="rayscale-e2e-onprem-"))
@@ -166,7 +195,7 @@ def main() -> int:
 
         def worker_lost():
             saved = tmp / "lost.json"
-            longer = [*JOB, "--num-samples", "8", "--max-rounds", "2000"]  # about 40 s on 2
+            longer = [*JOB, "--num-samples", "12", "--max-rounds", "6000"]  # about 45 s on 2
             job = subprocess.Popen([*rs, "job", "submit", "--state-dir", str(state), "--save",
                                     str(saved), "--", *longer, "--name", "lost"], env=env,
                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -180,10 +209,11 @@ def main() -> int:
             if job.returncode != 0:
                 raise RuntimeError(said[-800:])
             rec = json.loads(saved.read_text())
-            if rec.get("trials_completed") != 8:
-                raise RuntimeError(f"{rec.get('trials_completed')} of 8 trials")
+            if rec.get("trials_completed") != 12:
+                raise RuntimeError(f"{rec.get('trials_completed')} of 12 trials")
             return {"stopped": names["w2"], "its_ray_processes_when_stopped": on_w2,
-                    "trials_completed": 8, "wall_s": rec.get("wall_s")}  # fmt: skip
+                    "trials_completed": 12, "retried_trials": rec.get("retried_trials"),
+                    "wall_s": rec.get("wall_s")}  # fmt: skip
 
         run.step("a worker host stopped mid-search (docker stop); the search completes",
                  worker_lost)  # fmt: skip
@@ -240,6 +270,7 @@ def main() -> int:
             subprocess.run([DOCKER, "volume", "rm", f"{tag}-shared"], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
         run.save()
+        render_docs(run.doc)
     return 0 if all(s["ok"] for s in run.doc["steps"]) else 1
 
 
