@@ -304,3 +304,27 @@ def test_a_stranger_on_the_forwarded_or_published_port_never_gets_the_token(
         supervisor.kill()
         supervisor.wait()
     assert stranger.heard() == [], "the token was sent to a stranger"
+
+
+@pytest.mark.parametrize("excludes", ["USER_EXCLUDES", "EXCLUDES"])
+def test_an_upload_leaves_tokens_and_env_files_behind(tmp_path, excludes):
+    """What Ray's own packaging zips for a working_dir with the kit's excludes (the lists
+    `job submit` puts in runtime_env, for --working-dir and for the job dir): the code goes;
+    other clusters' state dirs and tokens and .env files, at any depth, stay behind."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    from rayscale import jobs
+
+    d = tmp_path / "proj"
+    for f in (".rayscale/auth_token", ".rayscale-gpu/config/token.env", ".env", ".env.prod",
+              "sub/.env", "sub/auth_token", "my_tune.py", "sub/helper.py"):  # fmt: skip
+        (d / f).parent.mkdir(parents=True, exist_ok=True)
+        (d / f).write_text("x")
+    out = tmp_path / "pkg.zip"
+    create_package(str(d), out, include_gitignore=True, excludes=getattr(jobs, excludes))
+    names = {n.rstrip("/") for n in zipfile.ZipFile(out).namelist()}
+    assert {"my_tune.py", "sub/helper.py"} <= names, names
+    leaked = [n for n in names if ".rayscale" in n or ".env" in n or "auth_token" in n]
+    assert leaked == [], leaked
