@@ -213,16 +213,14 @@ def held_by_me(port: int) -> bool:
     ControlMaster), but a process of another user is never sent the token (one of ours
     could read the token file anyway)."""
     me, owners = os.getuid(), set()
-    try:  # Linux: every socket's owner, readable by any user
-        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    if os.path.exists("/proc/net/tcp"):  # Linux: every socket's owner, readable by any user
+        for path in ("/proc/net/tcp", "/proc/net/tcp6"):  # tcp6 is absent without IPv6
             with contextlib.suppress(FileNotFoundError), open(path) as f:
                 for line in f.readlines()[1:]:
                     fields = line.split()
                     if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                         owners.add(int(fields[7]))
         return owners == {me}
-    except OSError:
-        pass
     for q in psutil.process_iter():  # elsewhere: the sockets of our own processes
         with contextlib.suppress(psutil.Error):
             if q.uids().real == me and any(
