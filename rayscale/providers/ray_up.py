@@ -93,9 +93,14 @@ def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
     return cfg
 
 
+def on_prem(cfg: dict[str, Any]) -> bool:
+    """Ray's `local` provider: fixed hosts over SSH (cluster/onprem.yaml)."""
+    return (cfg.get("provider") or {}).get("type") == "local"
+
+
 def worker_type(cfg: dict[str, Any]) -> str | None:
     """The one worker node type rayscale scales (None on on-prem hosts: Ray makes it)."""
-    if cfg["provider"].get("type") == "local":
+    if on_prem(cfg):
         return None
     types = cfg.get("available_node_types") or {}
     head = cfg.get("head_node_type")
@@ -134,7 +139,7 @@ def set_hosts(cfg: dict[str, Any], options: RayUpOptions) -> None:
              (("hosts", options.hosts), ("ssh_user", options.ssh_user), ("ssh_key", options.ssh_key)) if v}  # fmt: skip
     if not given:
         return
-    if cfg["provider"].get("type") != "local":
+    if not on_prem(cfg):
         raise UserError(
             f"{', '.join(given)} name on-prem hosts, but this config's provider is "
             f"{cfg['provider'].get('type')}",
@@ -178,7 +183,7 @@ def render(cfg: dict[str, Any], workers: int, token_file: Path) -> dict[str, Any
     for dst in targets:
         mounts[dst] = str(token_file)
     out["file_mounts"] = mounts
-    if out["provider"].get("type") == "local":  # hosts bring their own Ray: check it first
+    if on_prem(out):  # hosts bring their own Ray: check it first
         out["setup_commands"] = [host_check(), *(out.get("setup_commands") or [])]
     return out
 
@@ -263,8 +268,7 @@ class CloudLauncher:
         provider (ray-project/ray#57153): its monitor would never start a worker host. Ray's
         documented switch keeps those on v1."""
         cfg = yaml.safe_load(Path(config).read_text()) or {}
-        local = (cfg.get("provider") or {}).get("type") == "local"
-        return ["env", "RAY_UP_enable_autoscaler_v2=0"] if local else []
+        return ["env", "RAY_UP_enable_autoscaler_v2=0"] if on_prem(cfg) else []
 
     @staticmethod
     def up_argv(config: str) -> list[str]:
@@ -330,7 +334,7 @@ class CloudLauncher:
                 f"`ray down -y {rec['config']}`",
             ) from None
         cfg = yaml.safe_load(Path(rec["config"]).read_text())
-        if cfg["provider"].get("type") == "local":
+        if on_prem(cfg):
             # `ray down` stops Ray on the head only; Ray's on-prem provider "terminates" a
             # worker host by forgetting it, and its raylet lives on until it gives the GCS up.
             # A host without Ray runs none (an up refused by the host check).
@@ -452,7 +456,7 @@ class RayUpProvider(ForwardedProvider):
         source = self.options.config
         cfg = load_config(source)
         set_hosts(cfg, self.options)
-        if cfg["provider"].get("type") == "local":
+        if on_prem(cfg):
             check_logins(cfg)
         launcher_cls = (
             FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
