@@ -92,27 +92,18 @@ def test_make_scale_figures_match_scale_json():
     assert scale.repeat_text(run) in flat and scale.attribution_text(run) in flat
 
 
-def test_kubernetes_doc_shows_the_last_e2e_k8s_run():
-    """docs/kubernetes.md's record of `make e2e-k8s` is its results/k8s-real/e2e.json."""
+@pytest.mark.parametrize(
+    ("script", "doc", "run"),
+    [("scripts/k8s/e2e.py", "docs/kubernetes.md", "results/k8s-real/e2e.json"),
+     ("scripts/onprem/e2e.py", "docs/cloud.md", "results/onprem/e2e.json")],
+)  # fmt: skip
+def test_the_docs_show_the_last_end_to_end_run(script, doc, run):
+    """docs/kubernetes.md's record of `make e2e-k8s` and docs/cloud.md's of `make
+    e2e-onprem` are what their runs wrote to e2e.json."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("k8s_e2e", ROOT / "scripts/k8s/e2e.py")
+    spec = importlib.util.spec_from_file_location("e2e", ROOT / script)
     e2e = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(e2e)
-    shown = e2e.rendered_block((ROOT / "docs/kubernetes.md").read_text())
-    assert shown == e2e.render(load("results/k8s-real/e2e.json")), (
-        "re-render it: python scripts/k8s/e2e.py --render-docs"
-    )
-
-
-def test_cloud_doc_shows_the_last_e2e_onprem_run():
-    """docs/cloud.md's record of `make e2e-onprem` is its results/onprem/e2e.json."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("onprem_e2e", ROOT / "scripts/onprem/e2e.py")
-    e2e = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(e2e)
-    shown = e2e.rendered_block((ROOT / "docs/cloud.md").read_text())
-    assert shown == e2e.render(load("results/onprem/e2e.json")), (
-        "re-render it: python scripts/onprem/e2e.py --render-docs"
-    )
+    shown = e2e.rendered_block((ROOT / doc).read_text())
+    assert shown == e2e.render(load(run)), f"re-render it: python {script} --render-docs"
