@@ -291,7 +291,7 @@ class KindProvider(KubeRayProvider):
 
     def _record(self) -> KindRecord:
         rec = super()._record()
-        if "name" not in rec:
+        if _unfinished(rec):
             raise UserError(
                 f"kind cluster {rec.get('kind_cluster')} is still being made by a `cluster up` "
                 "(or one that was stopped while it made it)",
@@ -300,7 +300,7 @@ class KindProvider(KubeRayProvider):
         return rec
 
     def kept_results(self, rec: KindRecord) -> str | None:
-        if "name" not in rec:
+        if _unfinished(rec):
             return None  # no RayCluster ever ran, so no results
         if not rec.get("created_kind"):
             return super().kept_results(rec)  # the kind cluster stays, and its claim
@@ -338,8 +338,8 @@ class KindProvider(KubeRayProvider):
 
     def is_running(self) -> bool:
         rec = self.state.read()
-        if rec and rec.get("provider") == self.name and "name" not in rec:
-            return False  # an `up` stopped while it made the kind cluster
+        if rec and rec.get("provider") == self.name and _unfinished(rec):
+            return False
         if rec and rec.get("provider") == self.name and tool("kind"):
             try:
                 if rec.get("kind_cluster", self.kind_cluster) not in self.existing_clusters():
@@ -363,7 +363,7 @@ class KindProvider(KubeRayProvider):
         try:
             others = self._other_rayclusters(rec)
         except UserError:
-            if "name" in rec:
+            if not _unfinished(rec):
                 raise
             # An `up` stopped while it made this kind cluster: its API never answered anyone.
             others = []
@@ -393,6 +393,12 @@ class KindProvider(KubeRayProvider):
             for m in (i["metadata"] for i in items)
             if (m["namespace"], m["name"]) != mine and not m.get("deletionTimestamp")
         ]
+
+
+def _unfinished(rec: KindRecord) -> bool:
+    """The record `up` writes before `kind create cluster`: no RayCluster named yet (the
+    up is still running, or was killed while it made the kind cluster)."""
+    return "name" not in rec
 
 
 def _gib(quantity: str) -> float:
