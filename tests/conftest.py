@@ -408,6 +408,16 @@ def emulate(tmp_path, monkeypatch):
 
     yield make
     stop.set()
+    stop_forwards(tmp_path)  # a test that failed between up and down left its tunnel
     for e in made:
         e.shutdown()
         assert e.leftovers() == [], "containers or networks left behind"
+
+
+def stop_forwards(root: Path) -> None:
+    """Stop every port-forward supervisor recorded in a cluster record under root."""
+    for rec_file in root.rglob("cluster.json"):
+        with contextlib.suppress(OSError, ValueError):
+            fwd = json.loads(rec_file.read_text()).get("forward")
+            if isinstance(fwd, dict) and rayscale_procs.alive(fwd):
+                rayscale_procs.stop(fwd, grace=3)

@@ -209,3 +209,4 @@ def test_an_up_killed_while_kind_makes_the_cluster_leaves_a_record_down_cleans_f
     assert down.returncode == 0, down.stderr
     assert (fake / "deleted").exists() and not (fake / "clusters").exists()
     assert not (tmp_path / "s" / "cluster.json").exists()
+    assert not (tmp_path / "s" / "chart").exists()  # up's download dir, in the state dir

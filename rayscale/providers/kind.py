@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +36,7 @@ CHART = "kuberay-operator"
 HELM_REPO = "https://ray-project.github.io/kuberay-helm/"
 INSTALL = {
     "docker": "https://docs.docker.com/engine/install/ (Debian: apt-get install docker.io)",
-    "kind": "go install sigs.k8s.io/kind@v0.29.0, or https://kind.sigs.k8s.io/docs/user/quick-start/",
+    "kind": "go install sigs.k8s.io/kind@v0.33.0, or https://kind.sigs.k8s.io/docs/user/quick-start/",
     "kubectl": "https://kubernetes.io/docs/tasks/tools/",
     "helm": "https://helm.sh/docs/intro/install/",
 }
@@ -207,11 +207,16 @@ class KindProvider(KubeRayProvider):
         )
 
     def _load_image(self, log: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="rayscale-kind-") as tmp:
-            first, fallback = self.load_commands(str(Path(tmp) / "image.tar"))
+        archive = (
+            self.state.path / "image.tar"
+        )  # beside the record: a killed `up` leaks no GBs in /tmp
+        first, fallback = self.load_commands(str(archive))
+        try:
             if procs.run_logged(first, log, timeout=900, check=False) != 0:
                 for argv in fallback:
                     procs.run_logged(argv, log, timeout=900)
+        finally:
+            archive.unlink(missing_ok=True)
 
     def existing_clusters(self) -> list[str]:
         """kind's clusters; a failure is an error, never "none": `up` must not create (and on
@@ -248,9 +253,15 @@ class KindProvider(KubeRayProvider):
             )
         try:
             operator = None if create else self.operator_version()
-            with tempfile.TemporaryDirectory(prefix="rayscale-chart-") as chart_dir:
-                for argv in self.commands(create, build, operator, chart_dir, config):
+            # in the state dir, not /tmp: an `up` killed mid-download leaves nothing outside it
+            chart_dir = self.state.path / "chart"
+            shutil.rmtree(chart_dir, ignore_errors=True)
+            chart_dir.mkdir(parents=True)
+            try:
+                for argv in self.commands(create, build, operator, str(chart_dir), config):
                     procs.run_logged(argv, log, timeout=900)
+            finally:
+                shutil.rmtree(chart_dir, ignore_errors=True)
             self._load_image(log)
             rec: KindRecord = {**super()._plan(workers)}
         except BaseException:
@@ -354,6 +365,8 @@ class KindProvider(KubeRayProvider):
 
     def _teardown(self, rec: KindRecord) -> None:
         name = rec.get("kind_cluster") or self.kind_cluster
+        shutil.rmtree(self.state.path / "chart", ignore_errors=True)  # a killed `up`'s download
+        (self.state.path / "image.tar").unlink(missing_ok=True)
         if tool("kind") and name not in self.existing_clusters():
             self._stop_forward(rec)  # `kind delete cluster` by hand: nothing left in it
             return

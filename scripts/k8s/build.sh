@@ -11,7 +11,10 @@ assets() { # the images no registry serves here, and the operator's ClusterRole
     "$PAUSE_IMAGE" /pause "$bin/pause:/pause"
   [ -f "$out/images/coredns.tar" ] || python3 "$here/oci_image.py" "$out/images/coredns.tar" \
     "$COREDNS_IMAGE" /coredns "$bin/coredns:/coredns"
-  [ -f "$out/kuberay-role.yaml" ] || cp "$(go env GOMODCACHE)/github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION/config/rbac/role.yaml" "$out/kuberay-role.yaml"
+  # KubeRay's operator image as its chart names it, holding the operator built below
+  [ -f "$out/images/kuberay-operator.tar" ] || python3 "$here/oci_image.py" \
+    "$out/images/kuberay-operator.tar" "quay.io/kuberay/operator:$KUBERAY_VERSION" /manager \
+    "$bin/ray-operator:/manager"
 }
 if [ -f "$out/.complete" ]; then
   assets
@@ -40,7 +43,8 @@ build() { # dir outname package [flags...]
 }
 
 echo "k8s build: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, containerd $CONTAINERD_VERSION," \
-  "runc $RUNC_VERSION, CNI plugins $CNI_PLUGINS_VERSION, CoreDNS $COREDNS_VERSION, KubeRay $KUBERAY_VERSION"
+  "runc $RUNC_VERSION, CNI plugins $CNI_PLUGINS_VERSION, CoreDNS $COREDNS_VERSION, KubeRay $KUBERAY_VERSION," \
+  "kind $KIND_VERSION, helm $HELM_VERSION"
 echo "k8s build: the first build takes about 15 min on 2 cores (it downloads about 1 GB of modules); cache: $out"
 
 need=()
@@ -177,11 +181,28 @@ EOF
 # static: its image holds the binary alone, no libc
 CGO_ENABLED=0 build "$ddir" coredns ./cmd/coredns -ldflags "-s -w"
 
-# KubeRay's operator, run as a host process against the API server (as `make run` does).
+# KubeRay's operator, static: its image holds the binary alone, as KubeRay's own does.
 odir=$(gomod kuberay "github.com/ray-project/kuberay/ray-operator@$KUBERAY_VERSION")
 printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/ray-project/kuberay/ray-operator"\n' >"$odir/tools.go"
 (cd "$odir" && go mod tidy) >>"$log" 2>&1 || { tail -30 "$log"; exit 1; }
-build "$odir" ray-operator github.com/ray-project/kuberay/ray-operator -ldflags "-s -w"
+CGO_ENABLED=0 build "$odir" ray-operator github.com/ray-project/kuberay/ray-operator -ldflags "-s -w"
+# Its Helm chart, from the repository's root module at the same version: what
+# `helm pull kuberay/kuberay-operator` gives where the chart repository can be reached.
+step "KubeRay's Helm chart"
+chart=$(cd "$odir" && go mod download -json "github.com/ray-project/kuberay@$KUBERAY_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+rm -rf "$out/chart" && mkdir -p "$out/chart" && cp -r "$chart/helm-chart/kuberay-operator" "$out/chart/" \
+  && chmod -R u+w "$out/chart"
+
+# kind and helm: the kit's kind provider runs them (make e2e-k8s runs its lines on these).
+kidir=$(gomod kind "sigs.k8s.io/kind@$KIND_VERSION")
+printf '//go:build tools\n\npackage tools\n\nimport _ "sigs.k8s.io/kind"\n' >"$kidir/tools.go"
+(cd "$kidir" && go mod tidy) >>"$log" 2>&1 || { tail -30 "$log"; exit 1; }
+build "$kidir" kind sigs.k8s.io/kind -ldflags "-s -w"
+hdir=$(gomod helm "helm.sh/helm/v4@$HELM_VERSION")
+printf '//go:build tools\n\npackage tools\n\nimport _ "helm.sh/helm/v4/cmd/helm"\n' >"$hdir/tools.go"
+(cd "$hdir" && go mod tidy) >>"$log" 2>&1 || { tail -30 "$log"; exit 1; }
+build "$hdir" helm helm.sh/helm/v4/cmd/helm \
+  -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
 
 cp "$here/versions.env" "$out/versions.env"
 assets

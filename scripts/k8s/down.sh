@@ -21,7 +21,7 @@ stop() { # name...: SIGTERM, then SIGKILL after 15 s
 }
 
 # The operator and the control loops first, so nothing re-creates what goes next.
-stop ray-operator kube-controller-manager kube-scheduler
+stop kube-controller-manager kube-scheduler
 sock=$RUN/containerd/containerd.sock
 if [ -S "$sock" ]; then
   step "pods: every sandbox stopped and removed through the CRI (the CNI deletes their veths)"

@@ -48,10 +48,12 @@ def sh(
 
 def k8s_env() -> tuple[dict, dict]:
     """(the environment a user of this cluster has, common.sh's settings)"""
-    out = sh("bash", "-c", f". {K8S}/common.sh && echo $bin && echo $RUN && echo $VOLUMES")
-    b, run, volumes = out.split()
-    env = dict(os.environ, KUBECONFIG=f"{run}/kubeconfig", PATH=f"{b}:{VENV}:{os.environ['PATH']}")
-    return env, {"bin": b, "run": run, "volumes": volumes}
+    out = sh("bash", "-c", f". {K8S}/common.sh && echo $out && echo $RUN && echo $VOLUMES")
+    o, run, volumes = out.split()
+    env = dict(
+        os.environ, KUBECONFIG=f"{run}/kubeconfig", PATH=f"{o}/bin:{VENV}:{os.environ['PATH']}"
+    )
+    return env, {"out": o, "bin": f"{o}/bin", "run": run, "volumes": volumes}
 
 
 class Run:
@@ -137,6 +139,93 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def pinned(versions_env: str, name: str) -> str:
+    return next(
+        x.split("=")[1].split()[0] for x in versions_env.splitlines() if x.startswith(name + "=")
+    )
+
+
+def kind_provider(env: dict, state: Path):
+    """The kit's kind provider, finding this cluster's helm, kind and kubectl on PATH."""
+    from rayscale.providers.kind import KindProvider
+    from rayscale.state import StateDir
+
+    os.environ.update(PATH=env["PATH"], KUBECONFIG=env["KUBECONFIG"])
+    return KindProvider(StateDir(state), context="rayscale-k8s", volumes_dir=str(state / "volumes"))
+
+
+def chart_version(env: dict) -> str | None:
+    with tempfile.TemporaryDirectory() as d:
+        return kind_provider(env, Path(d)).operator_version()
+
+
+# Where kind stops on this machine, as its own error says it; any other failure is news.
+KIND_WALLS = ("unable to apply caps: operation not permitted", "failed to pull image",
+              "no such host")  # fmt: skip
+
+
+def kind_and_helm(env: dict, k: dict) -> dict:
+    """The kind provider's own command lines, as `cluster up --provider kind` runs them, on
+    the helm and kind built here: Helm's release list read back, KubeRay's chart upgraded
+    in place with the kit's values, and `kind create cluster` with the kit's config up to
+    where this machine stops it. What the chart repository would serve (no network here) is
+    the module's chart, with shared/'s v1.7.0 CRDs as the 1.7.0 chart holds them."""
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="rayscale-e2e-kind-") as d:
+        p = kind_provider(env, Path(d))
+        out["helm list: deployed chart"] = before = p.operator_version()
+        if not before:
+            raise RuntimeError(
+                "helm list shows no deployed kuberay-operator (make k8s-up installs it)"
+            )
+        chart_dir = Path(d) / "chart"
+        add, pull, apply, install = p.commands(create=False, build=False, chart_dir=str(chart_dir))
+        r = subprocess.run(add, capture_output=True, text=True, timeout=120, check=False)
+        out["helm repo add (the chart repository)"] = (
+            "ok" if r.returncode == 0 else "unreachable: " + r.stderr.strip().splitlines()[-1][:200]
+        )
+        if r.returncode != 0 or subprocess.run(pull, capture_output=True, timeout=300).returncode:
+            chart = chart_dir / "kuberay-operator"
+            shutil.copytree(f"{k['out']}/chart/kuberay-operator", chart)
+            shutil.rmtree(chart / "crds")
+            shutil.copytree(ROOT.parent / "shared" / "kuberay-crds", chart / "crds",
+                            ignore=shutil.ignore_patterns("*.txt"))  # fmt: skip
+        for argv in (apply, install):
+            sh(*argv, env=env, timeout=600)
+        releases = json.loads(
+            sh(install[0], "--kube-context", "rayscale-k8s", "list", "-o", "json", env=env)
+        )
+        out["helm upgrade --install: revision"] = next(int(x["revision"]) for x in releases
+                                                        if x["name"] == "kuberay-operator")  # fmt: skip
+        if p.operator_version() != before or out["helm upgrade --install: revision"] < 2:
+            raise RuntimeError(f"after the upgrade: {releases}")
+        out["kind get clusters"] = p.existing_clusters()
+        networks = sh("docker", "network", "ls", "--format", "{{.Name}}").split()
+        create = p.commands(create=True, build=False, operator="1.7.0", config=p.write_config())[0]
+        try:
+            # kind's own node image first; then the kit's image, present here, to get past
+            # the pull to where kind starts its node container
+            for argv in (create, [*create, "--image", "rayscale:0.1.0"]):
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+                err = next((ln for ln in (r.stdout + r.stderr).splitlines()
+                            if any(w in ln for w in KIND_WALLS)), None)  # fmt: skip
+                if r.returncode == 0 or err is None:
+                    raise RuntimeError(
+                        f"kind create: exit {r.returncode}: {(r.stderr or r.stdout)[-800:]}"
+                    )
+                out[" ".join(argv[1:3] + argv[9:])] = "blocked: " + err.strip()[-300:]
+        finally:
+            p._delete_kind(p.kind_cluster, Path(d) / "kind.log")
+            if "kind" not in networks:  # kind makes it on a first create and never deletes it
+                sh("docker", "network", "rm", "kind", check=False)
+        left = sh(
+            "docker", "ps", "-a", "--filter", f"label=io.x-k8s.kind.cluster={p.kind_cluster}", "-q"
+        )
+        if left.strip() or p.kind_cluster in p.existing_clusters():
+            raise RuntimeError(f"kind delete cluster left {left.split()}")
+    return out
+
+
 def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
     def versions():
         v = json.loads(kc("version", "-o", "json"))
@@ -149,13 +238,17 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
             "container_runtime": node["containerRuntimeVersion"],
             "runc": sh(f"{k['bin']}/runc", "--version").splitlines()[0],
             "kernel": node["kernelVersion"],
-            "operator": "kuberay ray-operator "
-            + next(x.split("=")[1].split()[0] for x in build.splitlines() if x.startswith("KUBERAY_VERSION")),
+            "operator": f"kuberay-operator chart {chart_version(env)} (helm list), ray-operator "
+            + pinned(build, "KUBERAY_VERSION"),
             "crds": "KubeRay v1.7.0 (shared/kuberay-crds)",
+            "helm": sh(f"{k['bin']}/helm", "version", "--short").strip(),
+            "kind": sh(f"{k['bin']}/kind", "version").split()[1],
         }  # fmt: skip
         return run.doc["versions"]
 
     run.step("versions, as the API reports them", versions)
+    run.step("the kind provider's helm, kubectl and kind lines, on the helm and kind built here",
+             lambda: kind_and_helm(env, k))  # fmt: skip
 
     def load_images():
         ctr = [
@@ -355,7 +448,8 @@ def render(doc: dict) -> str:
     lines = [
         f"`make e2e-k8s`, {doc['created']}: Kubernetes {v.get('server', '?')} (kubelet "
         f"{v.get('kubelet', '?')}), {v.get('container_runtime', '?')}, {v.get('runc', '?')}, "
-        f"{v.get('operator', '?')} with the {v.get('crds', '?')}; "
+        f"{v.get('operator', '?')} with the {v.get('crds', '?')}, helm {v.get('helm', '?')}, "
+        f"kind {v.get('kind', '?')}; "
         f"{'passed' if doc.get('passed') else 'FAILED'}.",
         "",
         "| step | outcome | wall s |",

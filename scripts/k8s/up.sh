@@ -2,8 +2,9 @@
 # make k8s-up: a real one-node Kubernetes on this machine, each component a host process
 # as Kubernetes' hack/local-up-cluster.sh runs them: etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, a kubelet on containerd + runc, CNI bridge
-# networking, kube-proxy, CoreDNS (a pod), and KubeRay's operator. Binaries from build.sh's
-# cache (a later up needs no network); state under $RUN, which `make k8s-down` removes.
+# networking, kube-proxy, CoreDNS (a pod), and KubeRay's operator (its Helm chart, a pod).
+# Binaries from build.sh's cache (a later up needs no network); state under $RUN, which
+# `make k8s-down` removes.
 set -euo pipefail
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
@@ -81,9 +82,6 @@ cert controller-manager system:kube-controller-manager ""
 cert scheduler system:kube-scheduler ""
 cert kubelet "system:node:$NODE" system:nodes
 cert kube-proxy system:kube-proxy ""
-# The operator as KubeRay's chart would run it, but outside the cluster: a user of its own,
-# bound below to the ClusterRole the chart gives it.
-cert kuberay-operator kuberay-operator ""
 openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
 openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 kubeconfig() { # file user
@@ -96,7 +94,7 @@ kubeconfig() { # file user
   "$bin/kubectl" config --kubeconfig "$f" use-context "$CONTEXT" >/dev/null
   chmod 0600 "$f"
 }
-for u in admin controller-manager scheduler kubelet kube-proxy kuberay-operator; do
+for u in admin controller-manager scheduler kubelet kube-proxy; do
   kubeconfig "$pki/$u.kubeconfig" "$u"
 done
 cp "$pki/admin.kubeconfig" "$RUN/kubeconfig"
@@ -246,16 +244,11 @@ spec:
 EOF
 done
 
-step "KubeRay operator $KUBERAY_VERSION (host process, its chart's ClusterRole)"
-kc apply -f "$out/kuberay-role.yaml" >/dev/null
-launch ray-operator env KUBECONFIG="$pki/kuberay-operator.kubeconfig" "$bin/ray-operator" \
-  --metrics-addr 127.0.0.1:18080 --health-probe-bind-address 127.0.0.1:18081 \
-  --enable-leader-election=false \
-  `# outside the cluster, cluster DNS names do not resolve: reach each head's dashboard` \
-  `# through the API server's service proxy, KubeRay's own flag for this` \
-  --use-kubernetes-proxy
-wait_for "the operator" 60 ray-operator curl -fsS http://127.0.0.1:18081/readyz
 wait_for "CoreDNS" 120 kubelet kc -n kube-system wait --for=condition=Available deploy/coredns --timeout=1s
+step "KubeRay operator $KUBERAY_VERSION: its Helm chart with the kit's values, as the kind provider installs it"
+"$bin/helm" --kube-context "$CONTEXT" upgrade --install kuberay-operator "$out/chart/kuberay-operator" \
+  --skip-crds --values "$repo/k8s/operator-values.yaml" --wait --timeout 5m >"$RUN/logs/helm.log" 2>&1 \
+  || { tail -5 "$RUN/logs/helm.log" >&2; false; }
 
 trap - ERR
 step "k8s up: $("$bin/kubectl" version 2>/dev/null | tr '\n' ' ')"
