@@ -83,8 +83,11 @@ docs: install
 
 S3_VENV ?= .venv-s3
 MLFLOW_VENV ?= .venv-mlflow
+# Two lanes (pytest-xdist; a file's tests stay in one lane, in order): the suite mostly
+# waits on Ray, Docker and the emulator, not on the CPU. Tests keep to their own state
+# dirs, ports, Docker labels and TMPDIR, so lanes do not see each other's clusters.
 test: install lint scan $(S3_VENV)/.installed $(MLFLOW_VENV)/.installed
-	$(BIN)/pytest -q -m "not drill and not example and not k8s_e2e" --durations=25
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not drill and not example and not k8s_e2e" --durations=25
 
 # The fault drills (a worker, the head or the storage lost mid-search; the KubeRay head
 # killed under GCS fault tolerance; a worker that cannot start): real clusters, a minute
@@ -139,12 +142,12 @@ cluster-yamls: $(STAMP)
 	$(BIN)/python -c "from rayscale import runtime; print(*runtime.write_cluster_yamls('.'), sep='\n')"
 
 # The real thing on Kubernetes, for machines with docker + kind + kubectl + helm: kind
-# cluster up, the job, a scaling study at 1 and 2 workers, down. (kind's node image cannot be pulled here: make e2e-k8s instead.)
+# cluster up, the job, a scaling study at 1 and 2 workers, down. (kind's nodes cannot start here: docs/kubernetes.md; make e2e-k8s instead.)
 e2e-kind: $(STAMP)
 	scripts/e2e-kind.sh
 
 # A real one-node Kubernetes on this machine (scripts/k8s/, docs/kubernetes.md): every
-# component built from its Go module into ~/.cache/rayscale-k8s (about 15 min the first
+# component built from its Go module into ~/.cache/rayscale-k8s (about 17 min the first
 # time on 2 cores, then cached by version), run as host processes; KubeRay's operator on it.
 k8s-build:
 	scripts/k8s/build.sh

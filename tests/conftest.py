@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -308,6 +309,16 @@ def _results_outside_the_repo(tmp_path_factory):
     os.environ["RAYSCALE_RESULTS_DIR"] = str(tmp_path_factory.mktemp("cwd-results"))
     yield
     os.environ.pop("RAYSCALE_RESULTS_DIR", None)
+
+
+@pytest.fixture
+def own_tmpdir():
+    """A TMPDIR of the test's own, for the CLI it runs: what the kit leaves in TMPDIR is
+    then this test's alone, whatever runs beside it. Short: Ray's socket paths under it
+    must stay within 107 bytes."""
+    d = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import re
@@ -98,7 +97,7 @@ def test_chaos_a_worker_lost_mid_study_is_replaced_and_its_point_marked(tmp_path
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGHUP"])
-def test_an_interrupted_cluster_up_leaves_nothing(tmp_path, sig):
+def test_an_interrupted_cluster_up_leaves_nothing(tmp_path, sig, own_tmpdir):
     """Ctrl-C, or the terminal closed under it (SIGHUP, a lost SSH session): the half-started
     nodes are stopped, the temp dirs removed, the record cleared. After a hang-up the
     terminal is gone, so teardown must not die writing to it."""
@@ -107,8 +106,7 @@ def test_an_interrupted_cluster_up_leaves_nothing(tmp_path, sig):
     import termios
 
     state = tmp_path / "state"
-    before = set(glob.glob("/tmp/rayscale-*"))
-    env = dict(os.environ, RAYSCALE_STATE_DIR=str(state))
+    env = dict(os.environ, RAYSCALE_STATE_DIR=str(state), TMPDIR=str(own_tmpdir))
     tty = pty.openpty() if sig == "SIGHUP" else None
     out_to = tty[1] if tty else subprocess.PIPE
     cli = subprocess.Popen(
@@ -139,7 +137,7 @@ def test_an_interrupted_cluster_up_leaves_nothing(tmp_path, sig):
         assert err.strip().splitlines()[-1] == "rayscale: error: interrupted"
         assert "Traceback" not in err
     assert_all_gone(started)
-    assert set(glob.glob("/tmp/rayscale-*")) == before
+    assert not list(own_tmpdir.glob("rayscale-*")), "temp dirs left behind"
     assert not (state / "cluster.json").exists()
 
 

@@ -251,3 +251,36 @@ def test_a_host_whose_ray_is_not_the_launchers_is_named(tmp_path):
     ok = subprocess.run(["/bin/bash", "-c", check], capture_output=True, text=True,
                         env={"PATH": f"{Path(ray_up.ray_cli()).parent}:/usr/bin:/bin"})  # fmt: skip
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_failing_setup_command_is_named_with_its_output(tmp_path):
+    """`ray up`'s log, printed by Ray's own CLI logger as its updater prints it around the
+    commands it runs (make e2e-onprem fails one on a real host): the command is named in
+    full from the config, with its output's last lines."""
+    import subprocess
+    import sys
+
+    cmds = [
+        "echo preparing the host",
+        "pip install --no-index rayscale-no-such-pkg 2>&1 | tail -2; exit 3",
+    ]
+    script = f"""
+import subprocess
+from ray.autoscaler._private.cli_logger import cli_logger
+cmds = {cmds!r}
+with cli_logger.group("Running setup commands", _numbered=("[]", 6, 7)):
+    for i, cmd in enumerate(cmds):
+        cli_logger.print("{{}}", cmd[:30] + "..." if len(cmd) > 30 else cmd, _numbered=("()", i, len(cmds)))
+        if subprocess.run(["bash", "-c", cmd]).returncode:
+            cli_logger.error("Failed.")
+            cli_logger.error("See above for stderr.")
+            break
+cli_logger.error("Failed to setup head node.")
+"""
+    log = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    text = log.stdout + log.stderr
+    cfg = {"setup_commands": [cmds[0]], "head_setup_commands": [cmds[1]]}
+    cmd, tail = ray_up.failed_setup(text, cfg)
+    assert cmd == cmds[1]
+    assert "No matching distribution found for rayscale-no-such-pkg" in tail[-1], text
+    assert ray_up.failed_setup(text.replace("Failed.", "Done."), cfg) is None

@@ -18,11 +18,10 @@ from rayscale import predict
 pytestmark = pytest.mark.cluster
 
 
-def _terminate_after_first_run(out, state) -> str:
+def _terminate_after_first_run(out, state, tmpdir) -> str:
     """Start a 1,2-worker study, SIGTERM it once its first run is saved; check that the
     cluster it brought up is gone. Returns the saved run's job id."""
-    before = set(glob.glob("/tmp/rayscale-*"))
-    env = {**os.environ, "RAYSCALE_STATE_DIR": str(state)}
+    env = {**os.environ, "RAYSCALE_STATE_DIR": str(state), "TMPDIR": str(tmpdir)}
     env.pop("RAY_ADDRESS", None)
     args = ["scaling", "--workers", "1,2", "--memory-per-worker", "1", "--out", str(out)]
     proc = subprocess.Popen(
@@ -48,17 +47,17 @@ def _terminate_after_first_run(out, state) -> str:
     # It brought the cluster up itself, so it took it down, even when terminated.
     assert not (state / "cluster.json").exists()
     assert_all_gone(pids, rec["temp_root"])
-    assert set(glob.glob("/tmp/rayscale-*")) == before
+    assert not list(tmpdir.glob("rayscale-*")), "temp dirs left behind"
     (saved,) = json.loads((out / "progress.json").read_text())["runs"]
     assert saved["workers"] == 1 and saved["trials_completed"] == 4
     assert not (out / "study.json").exists()
     return saved["job_id"]
 
 
-def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path):
+def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path, own_tmpdir):
     out = tmp_path / "study"
     state = tmp_path / "state"
-    first_job = _terminate_after_first_run(out, state)
+    first_job = _terminate_after_first_run(out, state, own_tmpdir)
     p = run_cli("scaling", "--resume", out, state_dir=state, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "resuming: 1 runs done, 1 to run" in p.stdout

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -253,6 +254,29 @@ def host_check() -> str:
     )
 
 
+SETUP_STEP = re.compile(r"^\((\d+)/(\d+)\) (.*)")  # the updater's "(i/n) command" line
+SETUP_FAILED = ("Setup command failed", "SSH command failed", "Failed.")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+RECORD = re.compile(r"^\d{4}-\d\d-\d\d \S+\s+[A-Z]+ \S+ -- ")  # the log style off a terminal
+
+
+def failed_setup(log: str, cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """(the head's setup command that failed, its output's last lines) from `ray up`'s
+    log, or None where no setup command failed. Ray prints the command cut to 30
+    characters, so it is named from the config (Ray runs setup_commands, then
+    head_setup_commands, on the head)."""
+    lines = [RECORD.sub("", ANSI.sub("", ln).strip()) for ln in log.splitlines()]
+    group = max((i for i, ln in enumerate(lines) if "Running setup commands" in ln), default=-1)
+    end = next((i for i in range(group + 1, len(lines)) if lines[i].startswith(SETUP_FAILED)), -1)
+    ran = [i for i in range(group + 1, end) if SETUP_STEP.match(lines[i])]
+    if group < 0 or end < 0 or not ran:
+        return None
+    i, _, printed = SETUP_STEP.match(lines[ran[-1]]).groups()  # type: ignore[union-attr]
+    cmds = [*cfg.get("setup_commands", []), *cfg.get("head_setup_commands", [])]
+    cmd = cmds[int(i)] if int(i) < len(cmds) and printed.startswith(cmds[int(i)][:20]) else printed
+    return cmd, [ln for ln in lines[ran[-1] + 1 : end] if ln][-3:]
+
+
 # ---- launchers: how the head is made and the config pushed -----------------------------
 
 
@@ -315,6 +339,15 @@ class CloudLauncher:
                     said[-1].split(f"{HOST_CHECK}: ", 1)[1],
                     f"install Ray {version('ray')} on that host's login PATH "
                     f"(pip install --require-hashes -r job/requirements.txt); read {log}",
+                ) from None
+            cfg = yaml.safe_load(Path(rec["config"]).read_text())
+            failed = failed_setup(log.read_text(errors="replace"), cfg)
+            if failed:
+                head = cfg.get("provider", {}).get("head_ip") or "the head"
+                raise UserError(
+                    f"setup command `{failed[0]}` failed on {head}: " + " | ".join(failed[1]),
+                    f"fix setup_commands in {rec.get('source_config', 'the config')}; "
+                    f"the whole output: {log}",
                 ) from None
             raise e from None
         self.p._open_forward(rec)

@@ -45,7 +45,7 @@ build() { # dir outname package [flags...]
 echo "k8s build: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, containerd $CONTAINERD_VERSION," \
   "runc $RUNC_VERSION, CNI plugins $CNI_PLUGINS_VERSION, CoreDNS $COREDNS_VERSION, KubeRay $KUBERAY_VERSION," \
   "kind $KIND_VERSION, helm $HELM_VERSION"
-echo "k8s build: the first build takes about 15 min on 2 cores (it downloads about 1 GB of modules); cache: $out"
+echo "k8s build: the first build takes about 17 min on 2 cores (it downloads about 1 GB of modules); cache: $out"
 
 need=()
 command -v gcc >/dev/null || need+=(gcc)

@@ -203,9 +203,9 @@ def kind_and_helm(env: dict, k: dict) -> dict:
         networks = sh("docker", "network", "ls", "--format", "{{.Name}}").split()
         create = p.commands(create=True, build=False, operator="1.7.0", config=p.write_config())[0]
         try:
-            # kind's own node image first; then the kit's image, present here, to get past
-            # the pull to where kind starts its node container
-            for argv in (create, [*create, "--image", "rayscale:0.1.0"]):
+            # kind's own node image first; then a local image that runs as root, as a node
+            # image does (systemd), to get past the pull to where kind starts its node
+            for argv in (create, [*create, "--image", "rayscale-base:bookworm"]):
                 r = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
                 err = next((ln for ln in (r.stdout + r.stderr).splitlines()
                             if any(w in ln for w in KIND_WALLS)), None)  # fmt: skip
@@ -376,8 +376,9 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
     def ft_up():
         said = sh(*up, "--gcs-ft", "redis", "--redis-image", IMAGES[1], "--state-dir",
                   str(ft_state), env=env).strip().splitlines()[-1]  # fmt: skip
-        policy = kc("get", "networkpolicies", "-l", "app.kubernetes.io/name=redis", "-o", "name")
-        if not policy.strip():
+        policy = kc("get", "networkpolicies", "-l", "app.kubernetes.io/created-by=rayscale", "-o",
+                    "name")  # fmt: skip
+        if not policy.strip().endswith("-redis"):
             raise RuntimeError("the kit's Redis runs without its NetworkPolicy")
         return f"{said}; {policy.strip()}"
 

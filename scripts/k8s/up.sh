@@ -173,7 +173,7 @@ EOF
 PATH="$bin:$PATH" launch containerd "$bin/containerd" --config "$RUN/containerd/config.toml"
 ctr() { "$bin/ctr" --address "$RUN/containerd/containerd.sock" --namespace k8s.io "$@"; }
 wait_for containerd 30 containerd ctr version
-step "images: pause and CoreDNS from the build cache"
+step "images: pause, CoreDNS and KubeRay's operator, from the build cache"
 for t in "$out"/images/*.tar; do ctr images import --local "$t" >/dev/null; done
 
 step "kubelet $K8S_VERSION (cgroupfs; this host has cgroup v1, which kubelet 1.35+ refuses unless told)"

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from rayscale import procs  # noqa: E402
@@ -163,6 +165,13 @@ def main() -> int:
             ["--ssh-user", "ray", "--ssh-key", str(key)], "has no ray command",
             prepare=lambda: docker("exec", names["head"], "mv", profile, profile + ".off"),
             undo=lambda: docker("exec", names["head"], "mv", profile + ".off", profile)))  # fmt: skip
+        failing = tmp / "onprem-failing-setup.yaml"
+        cfg = yaml.safe_load((ROOT / "cluster" / "onprem.yaml").read_text())
+        cfg["setup_commands"] = ["echo preparing", "pip install --no-index rayscale-no-such-pkg"]
+        failing.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        run.step("a setup command that fails: one line naming it, with its output's last lines",
+                 refused(["--ssh-user", "ray", "--ssh-key", str(key), "--config", str(failing)],
+                         "No matching distribution found for rayscale-no-such-pkg"))  # fmt: skip
         run.step("cluster up --config cluster/onprem.yaml --workers 1 (RAYSCALE_HOSTS, "
                  "--ssh-user, --ssh-key)", lambda: sh(
                      *up, "--workers", "1", "--ssh-user", "ray", "--ssh-key", str(key),
@@ -181,6 +190,18 @@ def main() -> int:
                     "on_a_worker_host": seen.split("\n")[:4]}  # fmt: skip
 
         run.step("the bundled job with checkpoints, its storage on the shared path", bundled)
+
+        def not_shared():
+            p = subprocess.run([*rs, "job", "submit", "--state-dir", str(state), "--", *JOB,
+                                "--storage-path", "/tmp/rayscale-not-shared", "--name", "blind"],
+                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+            lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+            if p.returncode == 0 or not lines or "is not shared" not in lines[-1]:
+                raise RuntimeError(f"exit {p.returncode}: {p.stderr[-800:]}")
+            return lines[-1]
+
+        run.step("a --storage-path only the head has: the job refuses at its start, naming the "
+                 "worker hosts", not_shared)  # fmt: skip
 
         def scale():
             sh(*rs, "cluster", "scale", "--workers", "2", "--state-dir", str(state), env=env,
