@@ -130,7 +130,7 @@ $(SCAN_VENV)/.installed: pyproject.toml $(STAMP)
 scan: $(SCAN_VENV)/.installed $(STAMP)
 	$(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework dockerfile -d docker
 	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT \
-	 && $(BIN)/python -c "from rayscale import manifests; manifests.write_scan_pods('k8s', '$$d')" \
+	 && $(BIN)/python scripts/scan_pods.py k8s "$$d" \
 	 && $(SCAN_VENV)/bin/checkov --quiet --compact --skip-download --framework kubernetes -d "$$d"
 
 # k8s/ is generated from rayscale/manifests.py, and cluster/*.yaml's start commands from

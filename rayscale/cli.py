@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import os
 import signal
-import stat
 import sys
 import time
 from pathlib import Path
@@ -17,6 +14,7 @@ import click
 from rayscale import (
     __version__,
     connect,
+    interrupts,
     jobs,
     lifecycle,
     manifests,
@@ -676,29 +674,8 @@ def plan_cmd(
     report.show_plan(table, summary, written, as_json)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, taken as Ctrl-C: what a command started is undone the same way."""
-
-    def __init__(self, signum: int = signal.SIGTERM):
-        super().__init__()
-        self.signum = signum
-
-
-def _terminated(signum, frame):
-    if signum == signal.SIGHUP:
-        # The terminal is gone: a write to it would fail mid-teardown.
-        # (After a hang-up isatty() is False: a terminal is a character device.)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in (1, 2):
-            with contextlib.suppress(OSError):
-                if stat.S_ISCHR(os.fstat(fd).st_mode):
-                    os.dup2(devnull, fd)
-    raise Terminated(signum)
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGHUP, _terminated)  # a closed terminal, a lost SSH session
+    interrupts.install()
     try:
         cli.main(standalone_mode=False, prog_name="rayscale")
     except UserError as e:
@@ -709,8 +686,8 @@ def main() -> None:
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt) as e:
         # click turns KeyboardInterrupt into Abort, the signal's kind kept as its cause.
-        term = e if isinstance(e, Terminated) else e.__cause__
-        if isinstance(term, Terminated):
+        term = e if isinstance(e, interrupts.Terminated) else e.__cause__
+        if isinstance(term, interrupts.Terminated):
             report.error_line("terminated" if term.signum == signal.SIGTERM else "hung up")
             sys.exit(128 + term.signum)
         report.error_line("interrupted")

@@ -267,9 +267,9 @@ def cluster_spec(
         p.head_memory,
         claim,
         ports=[
-            {"containerPort": 6379, "name": "gcs-server"},
-            {"containerPort": 8265, "name": "dashboard"},
-            {"containerPort": 10001, "name": "client"},
+            {"containerPort": runtime.GCS_PORT, "name": "gcs-server"},
+            {"containerPort": runtime.DASHBOARD_PORT, "name": "dashboard"},
+            {"containerPort": runtime.CLIENT_PORT, "name": "client"},
         ],
         cpu_request=p.head_cpu_request,
     )
@@ -547,25 +547,3 @@ def scan_pods(doc: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for role, t in groups
     ]
-
-
-def write_scan_pods(k8s_dir, out_dir) -> int:
-    """Write the Pods of every manifest under k8s_dir into out_dir; return how many."""
-    import pathlib
-
-    import yaml
-
-    from rayscale.providers import gcs_ft
-
-    n = 0
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in sorted(pathlib.Path(k8s_dir).rglob("*.yaml")):
-        for pod in scan_pods(yaml.safe_load(f.read_text()) or {}):
-            n += 1
-            (out / f"{n:02d}-{pod['metadata']['name']}.yaml").write_text(yaml.safe_dump(pod))
-    # The Redis `--gcs-ft redis` deploys is rendered, never shipped as a file.
-    redis = gcs_ft.deployment("rayscale", "ml", gcs_ft.IMAGE)
-    policy = gcs_ft.network_policy("rayscale", "ml")
-    (out / f"{n + 1:02d}-redis.yaml").write_text(yaml.safe_dump_all([redis, policy]))
-    return n + 1

@@ -8,14 +8,17 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rayscale import predict, state
-from rayscale.providers.base import ClusterStatus
 from rayscale.state import command
+
+if TYPE_CHECKING:  # a type only: the report sits above the providers, never under them
+    from rayscale.providers.base import ClusterStatus
 
 # Off a terminal rich assumes 80 columns and squeezes tables; logs and CI have room.
 console = Console(width=None if sys.stdout.isatty() else 140)

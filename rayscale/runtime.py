@@ -28,6 +28,7 @@ HEAD_OBJECT_STORE_GIB = 0.25
 # Where containers and VMs listen (the defaults of `ray start` and KubeRay).
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
+CLIENT_PORT = 10001
 
 # Every node's environment: token auth on (Ray 2.60 leaves it off unless told), no usage
 # stats sent home (both documented: Ray's auth and usage-stats pages).

@@ -34,10 +34,9 @@ def _imports(f) -> set[str]:
     out = set()
     for node in ast.walk(ast.parse(f.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "rayscale":
-                out |= {f"rayscale.{a.name}" for a in node.names}
-            elif node.module.startswith("rayscale."):
-                out.add(node.module)
+            if node.module == "rayscale" or node.module.startswith("rayscale."):
+                # `from rayscale.providers import gcs_ft` imports the module gcs_ft too
+                out |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
         elif isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("rayscale.")}
     return out

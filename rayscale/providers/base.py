@@ -296,6 +296,27 @@ class Provider(abc.ABC):
             )
         return rec
 
+    def _wait_named(self, rec: dict, workers: int, timeout: float, late, lost=lambda: None) -> None:
+        """Until the dashboard lists the recorded workers alive, by name (the providers that
+        name their nodes: local, docker). `lost()` raises where a worker is known gone
+        already; `late(missing)` is the UserError at the timeout."""
+        want = {w["name"] for w in rec["workers"]}
+        if len(want) != workers:
+            raise UserError(
+                f"the cluster has {len(want)} workers, not {workers}",
+                f"run {command(f'cluster scale --workers {workers}')}",
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            # None while the dashboard is still starting.
+            alive = nodes.alive_worker_names(rec["dashboard_url"], self.state.token()) or set()
+            if alive == want:
+                return
+            lost()
+            if time.monotonic() > deadline:
+                raise late(sorted(want - alive))
+            time.sleep(0.1)
+
     @abc.abstractmethod
     def scale(self, workers: int, timeout: float | None = None) -> None:
         """Add or remove worker nodes until exactly `workers` (>= 1) are alive, then return.

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
-from rayscale import __version__, nodes, procs, runtime
+from rayscale import __version__, procs, runtime
 from rayscale.endpoint import IMAGE_JOB, IMAGE_JOB_DIGEST, Endpoint
 from rayscale.errors import UserError
 from rayscale.providers.base import (
@@ -362,25 +362,10 @@ class DockerProvider(Provider):
     def wait_ready(self, workers: int, timeout: float | None = None) -> None:
         timeout = timeout or self.default_timeout
         rec = self._record()
-        want = {w["name"] for w in rec["workers"]}
-        if len(want) != workers:
-            raise UserError(
-                f"the cluster has {len(want)} workers, not {workers}",
-                f"run {command(f'cluster scale --workers {workers}')}",
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            # None while the dashboard is still starting.
-            alive = nodes.alive_worker_names(rec["dashboard_url"], self.state.token()) or set()
-            if alive == want:
-                return
-            if time.monotonic() > deadline:
-                missing = sorted(want - alive)
-                raise UserError(
-                    f"workers {', '.join(missing)} not alive after {timeout:.0f} s",
-                    f"read `docker logs {missing[0] if missing else rec['head']['name']}`",
-                )
-            time.sleep(0.25)
+        self._wait_named(rec, workers, timeout, lambda missing: UserError(
+            f"workers {', '.join(missing)} not alive after {timeout:.0f} s",
+            f"read `docker logs {missing[0] if missing else rec['head']['name']}`",
+        ))  # fmt: skip
 
     def _reach(self, rec: DockerRecord) -> str:
         where = urlsplit(rec["dashboard_url"]).netloc

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rayscale import extras, manifests, nodes, procs
+from rayscale import extras, manifests, nodes, procs, runtime
 from rayscale.endpoint import api_timeout
 from rayscale.errors import UserError
 from rayscale.providers import gcs_ft
@@ -312,7 +312,7 @@ class KubeRayProvider(ForwardedProvider):
             "--address",
             "127.0.0.1",
             f"svc/{rec['name']}-head-svc",
-            f"{rec['forward_port']}:8265",
+            f"{rec['forward_port']}:{runtime.DASHBOARD_PORT}",
         ]
 
     # ---- up / scale / down ------------------------------------------------------------

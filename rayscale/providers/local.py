@@ -291,18 +291,8 @@ class LocalProvider(Provider):
     def wait_ready(self, workers: int, timeout: float | None = None) -> None:
         timeout = timeout or self.default_timeout
         rec = self._record()
-        want = {w["name"] for w in rec["workers"]}
-        if len(want) != workers:
-            raise UserError(
-                f"the cluster has {len(want)} workers, not {workers}",
-                f"run {command(f'cluster scale --workers {workers}')}",
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            # None while the dashboard is still starting.
-            alive = nodes.alive_worker_names(rec["dashboard_url"], self.state.token()) or set()
-            if alive == want:
-                return
+
+        def lost() -> None:
             dead = _dead(rec)
             if dead:
                 w = dead[0]
@@ -313,14 +303,15 @@ class LocalProvider(Provider):
                     "read the logs' last lines; too little memory or a port in use are the usual "
                     "causes",
                 )
-            if time.monotonic() > deadline:
-                missing = sorted(want - alive)
-                raise UserError(
-                    f"{len(alive & want)} of {workers} workers alive after {timeout:.0f} s "
-                    f"(missing {', '.join(missing)})",
-                    "check the worker logs under the cluster temp dir, or raise --timeout",
-                )
-            time.sleep(0.1)
+
+        def late(missing: list[str]) -> UserError:
+            return UserError(
+                f"{workers - len(missing)} of {workers} workers alive after {timeout:.0f} s "
+                f"(missing {', '.join(missing)})",
+                "check the worker logs under the cluster temp dir, or raise --timeout",
+            )
+
+        self._wait_named(rec, workers, timeout, late, lost)
 
     def _keep_ray_logs(self, temp_dir: Path, node: str) -> Path:
         """Copy a node's raylet and agent logs beside its `ray start` log: its temp dir goes

@@ -54,7 +54,6 @@ from rayscale.providers.base import (
 from rayscale.providers.local import node_env, ray_executable
 from rayscale.state import CONFIG_DIR, command
 
-REMOTE_DASHBOARD_PORT = 8265
 TOKEN_SOURCE = "~/.ray/auth_token"
 CLOUD_TIMEOUT = 900.0  # VMs take minutes to boot and run their setup
 FAKE_TIMEOUT = 180.0
@@ -179,7 +178,8 @@ def render(cfg: dict[str, Any], workers: int, token_file: Path) -> dict[str, Any
     if not targets:
         raise UserError(
             f"the cluster config does not mount the auth token ({TOKEN_SOURCE}) onto its nodes",
-            "add `file_mounts: {/home/ray/.ray/auth_token: ~/.ray/auth_token}` as cluster/aws.yaml does",
+            f"add `file_mounts: {{{runtime.LAUNCHER_TOKEN_PATH}: {TOKEN_SOURCE}}}` as "
+            "cluster/aws.yaml does",
         )
     for dst in targets:
         mounts[dst] = str(token_file)
@@ -316,7 +316,7 @@ class CloudLauncher:
             "--port",
             str(port),
             "--remote-port",
-            str(REMOTE_DASHBOARD_PORT),
+            str(runtime.DASHBOARD_PORT),
             "--no-config-cache",
             config,
         ]
