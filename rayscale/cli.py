@@ -657,6 +657,14 @@ def scaling_cmd(
 @click.option("--price", type=float, default=None, help="USD per worker-hour")
 @click.option("--head-price", type=float, default=None, help="USD per head-hour [default: --price]")
 @click.option(
+    "--workers-per-node",
+    type=int,
+    default=1,
+    show_default=True,
+    help="workers sharing one machine, e.g. worker pods packed on a Kubernetes node: their "
+    "trials slow each other as the study's host contention says",
+)
+@click.option(
     "--speed",
     type=float,
     default=1.0,
@@ -692,6 +700,7 @@ def plan_cmd(
     cpus_per_worker,
     price,
     head_price,
+    workers_per_node,
     speed,
     deadline,
     scheduler,
@@ -712,6 +721,7 @@ def plan_cmd(
         deadline,
         scheduler,
         Path(driver_from) if driver_from else None,
+        workers_per_node,
     )
     written = plan.write(table, summary, Path(out)) if out else []
     report.show_plan(table, summary, written, as_json)
