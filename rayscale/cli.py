@@ -22,6 +22,7 @@ from rayscale import (
     providers,
     report,
     scaling,
+    submit_flags,
     tune_output,
 )
 from rayscale import state as state_mod
@@ -86,6 +87,7 @@ def _state_option(f):
 
     command = click.option(
         "--cluster",
+        "-c",
         envvar="RAYSCALE_CLUSTER",
         default=state_mod.DEFAULT_CLUSTER,
         show_default=True,
@@ -112,6 +114,33 @@ def _env_option(f):
         "nodes instead (an IAM role or workload identity, a Kubernetes Secret in the pods' "
         "env, the image's)",
     )(f)
+
+
+def _ray_submit_options(f):
+    """`ray job submit`'s own flags, by Ray's names, handed to the command as one `ray`."""
+
+    @functools.wraps(f)
+    def command(*args, **kwargs):
+        names = ("runtime_env", "runtime_env_json", "submission_id", "metadata_json",
+                 "entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory",
+                 "entrypoint_resources")  # fmt: skip
+        flags = {n: kwargs.pop(n) for n in names}
+        return f(*args, ray=submit_flags.from_flags(**flags), **kwargs)
+
+    for name, kind, what in reversed([
+        ("--runtime-env", click.Path(dir_okay=False), "a YAML file of the job's runtime_env"),
+        ("--runtime-env-json", str, "the job's runtime_env as JSON"),
+        ("--submission-id", str, "the job's ID [default: Ray's raysubmit_...]"),
+        ("--metadata-json", str, "the job's metadata as JSON, string values"),
+        ("--entrypoint-num-cpus", click.FloatRange(min=0), "CPUs reserved for the driver"),
+        ("--entrypoint-num-gpus", click.FloatRange(min=0), "GPUs reserved for the driver"),
+        ("--entrypoint-memory", click.IntRange(min=0), "bytes of memory reserved for the driver"),
+        ("--entrypoint-resources", str, "other resources reserved for the driver, as JSON"),
+    ]):  # fmt: skip
+        command = click.option(name, type=kind, default=None, help=f"{what} (as `ray job submit`)")(
+            command
+        )
+    return command
 
 
 def _working_dir_option(f):
@@ -353,6 +382,7 @@ def job():
     "runs it in the cluster; no port-forward)",
 )
 @_env_option
+@_ray_submit_options
 @_address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
 def job_submit(
@@ -364,6 +394,7 @@ def job_submit(
     working_dir,
     rayjob,
     env,
+    ray,
     address,
     token_file,
     state,
@@ -372,10 +403,11 @@ def job_submit(
     """Submit the bundled job with JOB_ARGS after --, e.g. -- --num-samples 8; or, with
     --working-dir DIR, any command after --, e.g. -- python my_tune.py."""
     if rayjob:
-        if working_dir or job_dir or env or address or not wait:
+        if working_dir or job_dir or env or address or not wait or ray.given():
             raise UserError(
                 "--rayjob runs the image's bundled job on the recorded cluster",
-                "drop --working-dir, --job-dir, --env, --address and --no-wait with it",
+                "drop --working-dir, --job-dir, --env, --address, --no-wait and "
+                f"{', '.join(ray.given()) or 'the `ray job submit` flags'} with it",
             )
         provider = providers.recorded(state)
         rec = rayjobs.submit_on(provider, list(job_args), timeout, report.job_line)
@@ -388,7 +420,9 @@ def job_submit(
                 "--job-dir, --json and --save are the bundled job's",
                 "drop them with --working-dir (its Tune output is on the cluster)",
             )
-        job_id = j.submit_command(list(job_args), Path(working_dir), env=jobs.env_vars(env))
+        job_id = j.submit_command(
+            list(job_args), Path(working_dir), env=jobs.env_vars(env), ray=ray
+        )
         if not wait:
             print(job_id)
             return
@@ -397,7 +431,7 @@ def job_submit(
         for line in tune_output.written_lines(j, job_id):
             report.say(line, err=True)
         return
-    job_id = j.submit(list(job_args), job_dir, env=jobs.env_vars(env))
+    job_id = j.submit(list(job_args), job_dir, env=jobs.env_vars(env), ray=ray)
     if not wait:
         print(job_id)
         return
@@ -474,6 +508,15 @@ def job_stop(job_id, address, token_file, state):
     """Stop a running job."""
     stopped = jobs.Jobs(connect.endpoint(address, token_file, state)).stop(job_id)
     print(f"{job_id}: {'stop requested' if stopped else 'not running'}")
+
+
+@job.command("delete")
+@click.argument("job_id")
+@_address_options
+def job_delete(job_id, address, token_file, state):
+    """Delete an ended job's record and log from the cluster (`ray job delete`)."""
+    jobs.Jobs(connect.endpoint(address, token_file, state)).delete(job_id)
+    print(f"{job_id}: deleted")
 
 
 @job.command("list")
@@ -614,6 +657,14 @@ def scaling_cmd(
 @click.option("--price", type=float, default=None, help="USD per worker-hour")
 @click.option("--head-price", type=float, default=None, help="USD per head-hour [default: --price]")
 @click.option(
+    "--workers-per-node",
+    type=int,
+    default=1,
+    show_default=True,
+    help="workers sharing one machine, e.g. worker pods packed on a Kubernetes node: their "
+    "trials slow each other as the study's host contention says",
+)
+@click.option(
     "--speed",
     type=float,
     default=1.0,
@@ -649,6 +700,7 @@ def plan_cmd(
     cpus_per_worker,
     price,
     head_price,
+    workers_per_node,
     speed,
     deadline,
     scheduler,
@@ -669,6 +721,7 @@ def plan_cmd(
         deadline,
         scheduler,
         Path(driver_from) if driver_from else None,
+        workers_per_node,
     )
     written = plan.write(table, summary, Path(out)) if out else []
     report.show_plan(table, summary, written, as_json)

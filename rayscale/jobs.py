@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayscale import submit_flags
 from rayscale.endpoint import IMAGE_JOB_DIGEST, Endpoint, api_timeout
 from rayscale.errors import Unreachable, UserError
 from rayscale.state import command, results_dir
+from rayscale.submit_flags import RaySubmit
 
 RESULT_MARKER = "RAYSCALE_RESULT "
 PROGRESS_MARKER = "RAYSCALE_PROGRESS "
@@ -225,10 +227,11 @@ class Jobs:
         submission_id: str | None = None,
         metadata: dict | None = None,
         env: dict[str, str] | None = None,
+        ray: RaySubmit | None = None,
     ) -> str:
         """env: variables for the driver and every trial process on every node (the job's
         runtime env), e.g. an object store's endpoint; Ray's agents log it and holders of
-        the token read it, so no secrets."""
+        the token read it, so no secrets. ray: `ray job submit`'s own flags."""
         job_dir = Path(job_dir or default_job_dir())
         if self.endpoint.shares_disk and not given(job_args, "--storage-path"):
             job_args = [*job_args, "--storage-path", storage_path(job_args, self.endpoint)]
@@ -243,7 +246,7 @@ class Jobs:
             entrypoint = f"cd {shlex.quote(on_nodes)} && {entrypoint}"
         else:
             runtime_env = {"working_dir": str(job_dir), "excludes": EXCLUDES}
-        return self._submit(entrypoint, runtime_env, env, submission_id, metadata)
+        return self._submit(entrypoint, runtime_env, env, submission_id, metadata, ray, True)
 
     def submit_command(
         self,
@@ -252,6 +255,7 @@ class Jobs:
         submission_id: str | None = None,
         metadata: dict | None = None,
         env: dict[str, str] | None = None,
+        ray: RaySubmit | None = None,
     ) -> str:
         """Any entrypoint, as `ray job submit --working-dir DIR -- COMMAND` takes it: one
         argument is a shell line, several are quoted and joined. The working dir is uploaded
@@ -270,11 +274,15 @@ class Jobs:
                 )
             check_size(working_dir, USER_EXCLUDES)
             runtime_env = {"working_dir": str(working_dir), "excludes": USER_EXCLUDES}
-        return self._submit(entrypoint, runtime_env, env, submission_id, metadata)
+        return self._submit(entrypoint, runtime_env, env, submission_id, metadata, ray)
 
-    def _submit(self, entrypoint, runtime_env, env, submission_id, metadata) -> str:
+    def _submit(
+        self, entrypoint, runtime_env, env, submission_id, metadata, ray=None, bundled=False
+    ) -> str:
+        ray = ray or RaySubmit()
         if env:
             runtime_env["env_vars"] = dict(env)
+        runtime_env = submit_flags.runtime_env(runtime_env, ray, bundled)
         deadline = time.monotonic() + AGENT_GRACE
         while True:
             try:
@@ -283,8 +291,9 @@ class Jobs:
                     timeout=max(600.0, api_timeout()),  # it uploads the working dir
                     entrypoint=entrypoint,
                     runtime_env=runtime_env or None,
-                    submission_id=submission_id,
-                    metadata=metadata or {},
+                    submission_id=ray.submission_id or submission_id,
+                    metadata={**(metadata or {}), **ray.metadata},
+                    **ray.job_kwargs(),
                 )
             except RuntimeError as e:
                 # Ray's own advice for this one: the head's job agent is (re)registering,
@@ -330,6 +339,18 @@ class Jobs:
 
     def stop(self, job_id: str) -> bool:
         return self._call(self._client.stop_job, job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Delete an ended job's record and log from the cluster, as `ray job delete`."""
+        try:
+            self._call(self._client.delete_job, job_id)
+        except RuntimeError as e:
+            if "non-terminal" not in str(e):
+                raise
+            raise UserError(
+                f"job {job_id} has not ended: Ray deletes only ended jobs",
+                f"stop it first: {command(f'job stop {job_id}')}",
+            ) from None
 
     def list(self):
         return self._call(self._client.list_jobs)
@@ -623,6 +644,8 @@ def _translated(endpoint: Endpoint, fn, *args, timeout: float | None = None, **k
             ) from None
         if "Failed to connect" in msg or "Connection refused" in msg or "Timed out" in msg:
             raise _unreachable(endpoint) from None
+        if "already exists" in msg:  # a --submission-id the cluster has seen
+            raise UserError(msg.splitlines()[0], "pass another --submission-id") from None
         code = re.search(r"status code (5\d\d)", msg)
         if code:
             # e.g. 504 when the head's job agent cannot reach the GCS: the cluster, not the

@@ -44,6 +44,7 @@ class Machine:
     price: float  # USD per worker-hour
     head_price: float  # USD per hour
     label: str
+    workers_per_node: int = 1  # workers sharing one machine (a Kubernetes node, a VM)
 
 
 def machine(
@@ -51,9 +52,14 @@ def machine(
     cpus_per_worker: float | None,
     price: float | None,
     head_price: float | None,
+    workers_per_node: int = 1,
 ) -> Machine:
     if (price is not None and price < 0) or (head_price is not None and head_price < 0):
         raise UserError("a price cannot be negative", "pass --price / --head-price in USD per hour")
+    if workers_per_node < 1:
+        raise UserError(
+            "--workers-per-node must be at least 1", "1: every worker on a machine of its own"
+        )
     if instance:
         if instance not in INSTANCES:
             raise UserError(
@@ -62,8 +68,11 @@ def machine(
             )
         cpus, _, listed = INSTANCES[instance]
         p = listed if price is None else price
-        return Machine(cpus, p, p if head_price is None else head_price, instance)
-    return Machine(cpus_per_worker, price or 0.0, head_price or 0.0, "as measured")
+        head = p if head_price is None else head_price
+        return Machine(cpus, p, head, instance, workers_per_node)
+    return Machine(
+        cpus_per_worker, price or 0.0, head_price or 0.0, "as measured", workers_per_node
+    )
 
 
 def deadline_s(text: str | None) -> float | None:
@@ -127,7 +136,8 @@ def rows(
     host = host or predict.host_of(study)
     out = []
     for n in sorted(set(workers)):
-        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed, asha, host, search, driver)
+        r = predict.at(points, n, m.cpus_per_worker, num_samples, speed, asha, host, search, driver,
+                       m.workers_per_node)  # fmt: skip
         hours = r["total_s"] / 3600
         out.append(
             {
@@ -198,10 +208,11 @@ def make(
     deadline: str | None,
     scheduler_name: str | None = None,
     driver_from: Path | None = None,
+    workers_per_node: int = 1,
 ) -> tuple[list[dict], dict]:
     """`rayscale plan`: (the rows, the summary plan.json carries beside them)."""
     study = load_study(study_path)
-    m = machine(instance, cpus_per_worker, price, head_price)
+    m = machine(instance, cpus_per_worker, price, head_price, workers_per_node)
     limit = deadline_s(deadline)
     asha = scheduler(study, study_path, scheduler_name)
     host = predict.host_of(study)
@@ -211,6 +222,7 @@ def make(
     summary = {
         "study": str(study_path),
         "machine": m.label,
+        "workers_per_node": m.workers_per_node,
         "scheduler": "asha" if asha else "fifo",
         # Trials at once on one machine slow each other by these factors (measured on the
         # study's host by its baselines; past the last count measured, the last holds).

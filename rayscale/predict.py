@@ -792,11 +792,15 @@ def at(
     host: Host = Host(),
     search: Search | None = None,
     driver: Driver | None = None,
+    workers_per_node: int = 1,
 ) -> dict:
-    """The prediction for WORKERS separate machines, from the measured point nearest in
-    workers; SEARCH prices a search of another size; DRIVER, where the study measured none."""
+    """The prediction for WORKERS workers, WORKERS_PER_NODE to a machine (1: each its own),
+    from the measured point nearest in workers; SEARCH prices a search of another size;
+    DRIVER, where the study measured none. Workers that share a machine slow each other's
+    trials by the study's host contention at that many trials at once."""
     src = nearest(points, workers)
-    factor = host.factor(slots_of(src, 1, cpus_per_worker)) / speed  # separate machines
+    on_a_node = slots_of(src, 1, cpus_per_worker) * max(1, min(workers_per_node, workers))
+    factor = host.factor(on_a_node) / speed
     c = point_costs(points, workers, host).scaled(factor)
     if driver is not None:
         c = replace(c, driver=driver)

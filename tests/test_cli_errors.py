@@ -33,6 +33,24 @@ from conftest import assert_one_line_error, run_cli
             ["job", "submit", "--rayjob", "--address", "http://127.0.0.1:9", "--"],
             ["--rayjob runs the image's bundled job", "drop --working-dir"],
         ),
+        # `ray job submit`'s flags, checked as Ray checks them, before any cluster is reached
+        (["job", "submit", "--metadata-json", "{team: ml}", "--"], ["--metadata-json is not JSON"]),
+        (["job", "submit", "--metadata-json", '{"n": 1}', "--"], ["not a string"]),
+        (
+            ["job", "submit", "--runtime-env", "nope.yaml", "--runtime-env-json", "{}", "--"],
+            ["--runtime-env and --runtime-env-json both given", "pass one"],
+        ),
+        (["job", "submit", "--runtime-env", "no-such.yaml", "--"], ["--runtime-env no-such.yaml"]),
+        (["job", "submit", "--runtime-env-json", "[1]", "--"], ["not a JSON object"]),
+        (
+            ["job", "submit", "--entrypoint-resources", '{"disk": "big"}', "--"],
+            ["--entrypoint-resources", "not a number"],
+        ),
+        (
+            ["job", "submit", "--rayjob", "--submission-id", "x", "--"],
+            ["--rayjob runs the image's bundled job", "--submission-id"],
+        ),
+        (["job", "delete", "x", "--address", "http://127.0.0.1:9"], ["cannot reach"]),
         (["cluster", "frobnicate"], ["no such command"]),
         # An option the chosen provider would ignore is refused, naming the providers it is for.
         (

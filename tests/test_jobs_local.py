@@ -238,6 +238,39 @@ def test_no_wait_then_status_logs_and_list(cluster):
     assert_one_line_error(run_cli("job", "status", "raysubmit_nope", state_dir=cluster), "nope")
 
 
+def test_ray_job_submits_flags_carry_over_and_an_ended_job_is_deleted(cluster, tmp_path):
+    """`ray job submit`'s flags, by Ray's names, reach the Job API as Ray's CLI sends them
+    (the runtime env merged with --env, which wins); a used submission ID is one line; `job
+    delete` removes the ended job, `-c` names the cluster."""
+    (tmp_path / "show.py").write_text(
+        "import os; print('X=%s Y=%s' % (os.environ['X'], os.environ['Y']))\n"
+    )
+    (tmp_path / "env.yaml").write_text("env_vars: {X: from-yaml, Y: from-yaml}\n")
+    sid = f"rayscale-flags-{os.getpid()}"
+    flags = ["--working-dir", tmp_path, "--runtime-env", tmp_path / "env.yaml", "--env", "Y=from-env",
+             "--submission-id", sid, "--metadata-json", '{"team": "ml"}',
+             "--entrypoint-num-cpus", "0.5", "--entrypoint-memory", "100000000"]  # fmt: skip
+    p = run_cli("job", "submit", *flags, "--", "python", "show.py", state_dir=cluster)
+    assert p.returncode == 0, p.stderr
+    assert "X=from-yaml Y=from-env" in p.stdout, p.stdout
+    info = jobs.Jobs(providers_endpoint(cluster))._client.get_job_info(sid)
+    assert info.metadata["team"] == "ml" and info.status == "SUCCEEDED"
+    assert (info.entrypoint_num_cpus, info.entrypoint_memory) == (0.5, 100000000)
+    again = run_cli("job", "submit", *flags, "--", "python", "show.py", state_dir=cluster)
+    assert_one_line_error(again, sid, "already exists", "another --submission-id")
+    deleted = run_cli("job", "delete", sid, "-c", "default", state_dir=cluster, check=True)
+    assert deleted.stdout.strip() == f"{sid}: deleted"
+    listed = json.loads(run_cli("job", "list", "--json", state_dir=cluster, check=True).stdout)
+    assert sid not in [j["submission_id"] for j in listed]
+    assert_one_line_error(run_cli("job", "delete", sid, state_dir=cluster), sid, "job list")
+
+
+def providers_endpoint(state):
+    from rayscale import providers
+
+    return providers.recorded(StateDir(state)).endpoint()
+
+
 def test_a_search_whose_every_trial_fails_ends_non_zero(cluster, tmp_path):
     """XGBoost refuses subsample 1.5 in every trial: the job and `job submit` end non-zero
     with one line quoting the first trial's error, and the record says so."""

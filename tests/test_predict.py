@@ -107,6 +107,12 @@ def test_host_contention_carries_a_one_host_study_to_separate_machines():
     # Separate machines of one CPU each: no contention, the 1-worker trials' costs.
     two = predict.at(points, 2, host=host)["wall_s"]
     assert two == pytest.approx(predict.makespan(trials, 2, 2.0, 0.1) + 0.5)
+    # Two workers packed on one machine (worker pods on one node): their trials contend as
+    # the study's host measured; one worker still has its machine to itself.
+    packed = predict.at(points, 2, host=host, workers_per_node=2)["wall_s"]
+    assert packed == pytest.approx(predict.makespan([t * 1.25 for t in trials], 2, 2.0, 0.1) + 0.5)
+    alone = predict.at(points, 1, host=host, workers_per_node=2)["wall_s"]
+    assert alone == pytest.approx(predict.at(points, 1, host=host)["wall_s"])
 
 
 def test_without_baselines_a_one_host_studys_own_points_measure_its_contention():
@@ -391,6 +397,7 @@ def test_plan_bad_input_is_one_line(study, tmp_path):
         (["--study", study, "--workers", "0,2"], ["--workers"]),
         (["--study", study, "--price", "-1"], ["cannot be negative"]),
         (["--study", study, "--deadline", "soon"], ["bad --deadline", "10m"]),
+        (["--study", study, "--workers-per-node", "0"], ["--workers-per-node must be at least 1"]),
     ]
     for args, needles in cases:
         assert_one_line_error(run_cli("plan", *args), *needles)

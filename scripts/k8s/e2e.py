@@ -318,9 +318,17 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
     measured = run.step("scaling --workers 1,2 (back to 1 through workersToDelete)", scaling)
 
     def plan_vs_measured():
+        # The plan is told the target's shape: worker pods packed on this one node, as
+        # many as its CPUs hold at their limit.
+        from rayscale import manifests
+
+        cpu = kc("get", "node", "rayscale-k8s", "-o", "jsonpath={.status.allocatable.cpu}")
+        node_cpus = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+        per_node = max(1, int(node_cpus // float(manifests.PROFILES["small"].worker_cpu)))
+        run.doc["plan_workers_per_node"] = per_node
         plan_dir = out / "plan"
-        sh(*rs, "plan", "--study", str(local / "study.json"), "--workers", "1,2", "--out",
-           str(plan_dir), env=env)  # fmt: skip
+        sh(*rs, "plan", "--study", str(local / "study.json"), "--workers", "1,2",
+           "--workers-per-node", str(per_node), "--out", str(plan_dir), env=env)  # fmt: skip
         rows = json.loads((plan_dir / "plan.json").read_text())["rows"]
         cmp = []
         for r in rows:
@@ -335,8 +343,8 @@ def _on_cluster(run, env, k, kc, rs, up, state, ft_state, local, out):
         return cmp
 
     if measured:
-        run.step("plan --study <local study> against the points Kubernetes measured (15 %)",
-                 plan_vs_measured)  # fmt: skip
+        run.step("plan --study <local study> --workers-per-node <this node's> against the "
+                 "points Kubernetes measured (15 %)", plan_vs_measured)  # fmt: skip
 
     def rayjob():
         sh(*rs, "job", "submit", "--rayjob", "--state-dir", str(state), "--save",
