@@ -397,6 +397,11 @@ class Jobs:
                 time.sleep(1.0)
                 continue
             if status in TERMINAL:
+                if on_progress or on_log:
+                    # The Job API may close the stream before a quick job's last lines
+                    # reach it: what it did not send comes from the whole log, once.
+                    for n, line in enumerate(self.logs(job_id).splitlines(), 1):
+                        on_line(n, line)
                 return status
             if deadline and time.monotonic() > deadline:
                 raise UserError(
@@ -644,8 +649,11 @@ def _translated(endpoint: Endpoint, fn, *args, timeout: float | None = None, **k
             ) from None
         if "Failed to connect" in msg or "Connection refused" in msg or "Timed out" in msg:
             raise _unreachable(endpoint) from None
-        if "already exists" in msg:  # a --submission-id the cluster has seen
-            raise UserError(msg.splitlines()[0], "pass another --submission-id") from None
+        if "already exists" in msg:  # a --submission-id the cluster has seen (Ray: a 500)
+            said = next(ln for ln in msg.splitlines() if "already exists" in ln)
+            raise UserError(
+                said.split("Error: ")[-1].strip(), "pass another --submission-id"
+            ) from None
         code = re.search(r"status code (5\d\d)", msg)
         if code:
             # e.g. 504 when the head's job agent cannot reach the GCS: the cluster, not the

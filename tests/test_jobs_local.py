@@ -249,13 +249,25 @@ def test_ray_job_submits_flags_carry_over_and_an_ended_job_is_deleted(cluster, t
     sid = f"rayscale-flags-{os.getpid()}"
     flags = ["--working-dir", tmp_path, "--runtime-env", tmp_path / "env.yaml", "--env", "Y=from-env",
              "--submission-id", sid, "--metadata-json", '{"team": "ml"}',
-             "--entrypoint-num-cpus", "0.5", "--entrypoint-memory", "100000000"]  # fmt: skip
+             "--entrypoint-memory", "100000000",
+             # the driver kept on the head: the local provider's nodes share one address,
+             # and Ray's Job API then reads a worker-placed driver's log from the head's
+             "--entrypoint-resources", '{"node:__internal_head__": 0.01}']  # fmt: skip
     p = run_cli("job", "submit", *flags, "--", "python", "show.py", state_dir=cluster)
     assert p.returncode == 0, p.stderr
     assert "X=from-yaml Y=from-env" in p.stdout, p.stdout
-    info = jobs.Jobs(providers_endpoint(cluster))._client.get_job_info(sid)
+    client = jobs.Jobs(providers_endpoint(cluster))._client
+    info = client.get_job_info(sid)
     assert info.metadata["team"] == "ml" and info.status == "SUCCEEDED"
-    assert (info.entrypoint_num_cpus, info.entrypoint_memory) == (0.5, 100000000)
+    nodes = json.loads(run_cli("cluster", "status", "--json", state_dir=cluster).stdout)["nodes"]
+    head = next(n["node_id"] for n in nodes if n["role"] == "head")
+    assert info.driver_node_id == head  # where --entrypoint-resources asked
+    # A CPU for the driver: the head has none, so a worker runs it.
+    away = run_cli("job", "submit", "--no-wait", "--entrypoint-num-cpus", "1", "--working-dir",
+                   tmp_path, "--", "python", "-c", "pass", state_dir=cluster, check=True)  # fmt: skip
+    job_id = away.stdout.strip()
+    assert run_cli("job", "logs", "--follow", job_id, state_dir=cluster).returncode == 0
+    assert client.get_job_info(job_id).driver_node_id not in (None, head)
     again = run_cli("job", "submit", *flags, "--", "python", "show.py", state_dir=cluster)
     assert_one_line_error(again, sid, "already exists", "another --submission-id")
     deleted = run_cli("job", "delete", sid, "-c", "default", state_dir=cluster, check=True)
