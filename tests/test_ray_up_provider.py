@@ -134,6 +134,13 @@ def test_failed_ray_up_is_one_line_and_runs_ray_down_fake_ray(tmp_path):
     fake.write_text(FAKE_RAY.format(calls=calls))
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     state = tmp_path / "state"
+    # An earlier `up` of this state dir failed on a host's Ray: the log keeps its line, and
+    # this failure must be read from this run's part of the log alone.
+    (state / "logs").mkdir(parents=True)
+    (state / "logs" / "ray-up.log").write_text(
+        f"{ray_up.HOST_CHECK}: host old-host has no ray command on the login PATH, the "
+        "launcher Ray 2.60.0\n"
+    )
     p = run_cli(
         "cluster",
         "up",

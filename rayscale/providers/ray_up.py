@@ -328,11 +328,14 @@ class CloudLauncher:
         pass
 
     def start(self, rec: RayUpRecord) -> None:
+        log = self.p.state.logs_dir / "ray-up.log"
+        # The log is appended to by every `ray up` of this state dir: read this one's part.
+        since = log.stat().st_size if log.exists() else 0
         try:
             self.p._ray(self.up_argv(rec["config"]), "ray-up")
         except UserError as e:
-            log = self.p.state.logs_dir / "ray-up.log"
-            said = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+            text = log.read_bytes()[since:].decode(errors="replace")
+            said = [ln.strip() for ln in text.splitlines()
                     if f"{HOST_CHECK}: host" in ln and "echo" not in ln]  # fmt: skip
             if said:
                 raise UserError(
@@ -341,7 +344,7 @@ class CloudLauncher:
                     f"(pip install --require-hashes -r job/requirements.txt); read {log}",
                 ) from None
             cfg = yaml.safe_load(Path(rec["config"]).read_text())
-            failed = failed_setup(log.read_text(errors="replace"), cfg)
+            failed = failed_setup(text, cfg)
             if failed:
                 head = cfg.get("provider", {}).get("head_ip") or "the head"
                 raise UserError(
