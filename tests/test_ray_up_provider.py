@@ -291,3 +291,18 @@ cli_logger.error("Failed to setup head node.")
     assert cmd == cmds[1]
     assert "No matching distribution found for rayscale-no-such-pkg" in tail[-1], text
     assert ray_up.failed_setup(text.replace("Failed.", "Done."), cfg) is None
+
+
+def test_a_failing_setup_command_is_read_from_a_real_ray_up_log():
+    """The same from `ray up`'s own log as make e2e-onprem recorded it on a real SSH host
+    (tests/data/ray-up-setup-failed.log, paths shortened): Ray's verbose lines, the SSH
+    runner's, its status lines and traceback are left out of the command's output."""
+    log = (ROOT / "tests" / "data" / "ray-up-setup-failed.log").read_text()
+    cmds = [ray_up.host_check(), "echo preparing", "pip install --no-index rayscale-no-such-pkg"]
+    cmd, tail = ray_up.failed_setup(log, {"setup_commands": cmds})
+    assert cmd == cmds[2]
+    assert tail == [
+        "ERROR: Could not find a version that satisfies the requirement rayscale-no-such-pkg "
+        "(from versions: none)",
+        "ERROR: No matching distribution found for rayscale-no-such-pkg",
+    ]

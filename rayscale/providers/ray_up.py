@@ -255,26 +255,40 @@ def host_check() -> str:
 
 
 SETUP_STEP = re.compile(r"^\((\d+)/(\d+)\) (.*)")  # the updater's "(i/n) command" line
-SETUP_FAILED = ("Setup command failed", "SSH command failed", "Failed.")
+# Where the updater says the command failed (its own words, or the runner's).
+SETUP_FAILED = (
+    "Setup command failed",
+    "SSH command failed",
+    "Failed.",
+    "New status: update-failed",
+)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-RECORD = re.compile(r"^\d{4}-\d\d-\d\d \S+\s+[A-Z]+ \S+ -- ")  # the log style off a terminal
+RECORD = re.compile(r"^\d{4}-\d\d-\d\d \S+\s+[A-Z]+ \S+ -- ")  # Ray's log style off a terminal
 
 
 def failed_setup(log: str, cfg: dict[str, Any]) -> tuple[str, list[str]] | None:
     """(the head's setup command that failed, its output's last lines) from `ray up`'s
     log, or None where no setup command failed. Ray prints the command cut to 30
     characters, so it is named from the config (Ray runs setup_commands, then
-    head_setup_commands, on the head)."""
-    lines = [RECORD.sub("", ANSI.sub("", ln).strip()) for ln in log.splitlines()]
-    group = max((i for i, ln in enumerate(lines) if "Running setup commands" in ln), default=-1)
-    end = next((i for i in range(group + 1, len(lines)) if lines[i].startswith(SETUP_FAILED)), -1)
-    ran = [i for i in range(group + 1, end) if SETUP_STEP.match(lines[i])]
-    if group < 0 or end < 0 or not ran:
+    head_setup_commands, on the head); its output is what the host printed, not Ray."""
+    rows = []
+    for raw in log.splitlines():
+        ln = ANSI.sub("", raw).strip()
+        rows.append((bool(RECORD.match(ln)), RECORD.sub("", ln)))
+    group = max((i for i, (_, ln) in enumerate(rows) if "Running setup commands" in ln), default=-1)
+    ran = [i for i in range(group + 1, len(rows)) if group >= 0 and SETUP_STEP.match(rows[i][1])]
+    if not ran:
         return None
-    i, _, printed = SETUP_STEP.match(lines[ran[-1]]).groups()  # type: ignore[union-attr]
+    end = next(
+        (i for i in range(ran[-1] + 1, len(rows)) if rows[i][1].startswith(SETUP_FAILED)), -1
+    )
+    if end < 0:
+        return None
+    i, _, printed = SETUP_STEP.match(rows[ran[-1]][1]).groups()  # type: ignore[union-attr]
     cmds = [*cfg.get("setup_commands", []), *cfg.get("head_setup_commands", [])]
     cmd = cmds[int(i)] if int(i) < len(cmds) and printed.startswith(cmds[int(i)][:20]) else printed
-    return cmd, [ln for ln in lines[ran[-1] + 1 : end] if ln][-3:]
+    said = [ln for ray, ln in rows[ran[-1] + 1 : end] if ln and not ray]
+    return cmd, [ln for ln in said if not ln.startswith("Shared connection to")][-3:]
 
 
 # ---- launchers: how the head is made and the config pushed -----------------------------
