@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
-from rayscale.errors import UserError
+from rayscale.errors import UserError, read_yaml
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,18 +63,8 @@ def from_flags(
         )
     env: dict = {}
     if runtime_env:
-        import yaml
-
-        try:
-            env = yaml.safe_load(Path(runtime_env).expanduser().read_text()) or {}
-        except OSError as e:
-            raise UserError(
-                f"--runtime-env {runtime_env}: {e.strerror}", "pass a YAML file"
-            ) from None
-        except yaml.YAMLError as e:
-            raise UserError(
-                f"--runtime-env {runtime_env} is not YAML ({e})", "fix the file"
-            ) from None
+        env = read_yaml(runtime_env, f"--runtime-env {runtime_env}", "pass a YAML file",
+                        "fix the file") or {}  # fmt: skip
         if not isinstance(env, dict):
             raise UserError(
                 f"--runtime-env {runtime_env} is not a mapping", "e.g. env_vars: {X: '1'}"

@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 
 from rayscale import extras, nodes, procs, runtime
-from rayscale.errors import UserError
+from rayscale.errors import UserError, read_yaml
 from rayscale.providers.base import (
     ClusterRecord,
     ClusterStatus,
@@ -74,17 +74,8 @@ def load_config(path: str | os.PathLike | None) -> dict[str, Any]:
             "pass --config cluster/aws.yaml (or gcp.yaml, onprem.yaml, local-autoscale.yaml)",
         )
     p = Path(path).expanduser()
-    try:
-        cfg = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise UserError(
-            f"cannot read cluster config {p}: {e.strerror}", "pass an existing file with --config"
-        ) from None
-    except yaml.YAMLError as e:
-        raise UserError(
-            f"cluster config {p} is not valid YAML ({str(e).splitlines()[0]})",
-            "fix the file; cluster/aws.yaml is a working example",
-        ) from None
+    cfg = read_yaml(p, f"cluster config {p}", "pass an existing file with --config",
+                    "fix the file; cluster/aws.yaml is a working example")  # fmt: skip
     if not isinstance(cfg, dict) or "provider" not in cfg:
         raise UserError(
             f"cluster config {p} has no provider section",
