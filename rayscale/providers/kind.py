@@ -207,9 +207,8 @@ class KindProvider(KubeRayProvider):
         )
 
     def _load_image(self, log: Path) -> None:
-        archive = (
-            self.state.path / "image.tar"
-        )  # beside the record: a killed `up` leaks no GBs in /tmp
+        # beside the record: a killed `up` leaks no GBs in /tmp
+        archive = self.state.path / "image.tar"
         first, fallback = self.load_commands(str(archive))
         try:
             if procs.run_logged(first, log, timeout=900, check=False) != 0:
