@@ -8,19 +8,59 @@ recorded) and then any recorded descendant still alive; nothing is matched by na
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
-# Ports handed out recently, by this process: a node started a moment ago may not have
-# bound its ports yet, and must not be given them again.
+# Ports handed out recently: a node started a moment ago may not have bound its ports yet,
+# and must not be given them again, by this process or by another rayscale on the machine
+# (two clusters starting at once: a test's two lanes, or two terminals).
 _HANDED: dict[int, float] = {}
 _HANDED_FOR_S = 300.0
+
+
+def _ports_file() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "rayscale" / "ports-handed.json"
+
+
+@contextlib.contextmanager
+def _handed() -> Iterator[dict[int, float]]:
+    """The ports handed out in the last few minutes on this machine, under its lock; what the
+    caller adds is written back. Where the shared file cannot be written (a read-only home),
+    this process's own record still holds."""
+    now = time.time()
+    path = _ports_file()
+    with contextlib.ExitStack() as stack:
+        shared: dict[int, float] = {}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = stack.enter_context(open(path.with_suffix(".lock"), "a"))
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes
+        except OSError:
+            path = None
+        if path:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                shared = {int(k): float(v) for k, v in json.loads(path.read_text()).items()}
+        handed = {
+            port: at for port, at in {**shared, **_HANDED}.items() if now - at <= _HANDED_FOR_S
+        }
+        yield handed
+        _HANDED.clear()
+        _HANDED.update(handed)
+        if path:
+            with contextlib.suppress(OSError):
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(handed))
+                os.replace(tmp, path)
 
 
 def _ephemeral() -> tuple[int, int]:
@@ -39,42 +79,52 @@ def free_ports(n: int) -> list[int]:
     range, where that leaves room (20000 up to it): a port the kernel might hand to
     anyone's outgoing connection, or to a Ray process binding port 0, in the moment between
     this pick and the node's own bind would fail that node (seen: a raylet's gRPC server,
-    "Address already in use"). Nor is a port handed out again within a few minutes by this
-    process."""
+    "Address already in use"). Nor is a port handed out again within a few minutes by any
+    rayscale on this machine."""
     import random
 
     lo, _ = _ephemeral()
     pool = range(20000, lo) if lo - 20000 >= 1000 else None
-    now = time.monotonic()
-    for port, at in list(_HANDED.items()):
-        if now - at > _HANDED_FOR_S:
-            del _HANDED[port]
     socks: list[socket.socket] = []
-    try:
-        rng = random.SystemRandom()
-        tries = 0
-        while len(socks) < n:
-            tries += 1
-            port = rng.choice(pool) if pool and tries < 2000 else 0
-            if port in _HANDED:
-                continue
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
+    with _handed() as handed:
+        try:
+            rng = random.SystemRandom()
+            tries = 0
+            while len(socks) < n:
+                tries += 1
+                port = rng.choice(pool) if pool and tries < 2000 else 0
+                if port in handed:
+                    continue
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.bind(("0.0.0.0", port))
+                except OSError:
+                    s.close()
+                    continue
+                if s.getsockname()[1] in handed:
+                    s.close()
+                    continue
+                socks.append(s)
+            ports = [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
                 s.close()
-                continue
-            if s.getsockname()[1] in _HANDED:
-                s.close()
-                continue
-            socks.append(s)
-        ports = [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-    for port in ports:
-        _HANDED[port] = now
+        now = time.time()
+        for port in ports:
+            handed[port] = now
     return ports
+
+
+def last_line(log: str | Path, width: int = 160) -> str:
+    """A log's last non-blank line, cut to `width`: where `ray start` failed, its reason (the
+    exception's line), quoted in the error so it is seen without opening the file."""
+    with contextlib.suppress(OSError):
+        with open(log, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+            lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
+        line = next((ln for ln in reversed(lines) if ln), "")
+        return line if len(line) <= width else line[: width - 1] + "…"
+    return ""
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -207,8 +208,25 @@ def run_cli(*args, state_dir=None, env=None, timeout=300, check=False):
         cwd=ROOT,
     )
     if check and p.returncode != 0:
-        raise AssertionError(f"rayscale {' '.join(map(str, args))} failed:\n{p.stdout}\n{p.stderr}")
+        raise AssertionError(
+            f"rayscale {' '.join(map(str, args))} failed:\n{p.stdout}\n{p.stderr}"
+            + log_tails(p.stderr)
+        )
     return p
+
+
+def log_tails(text: str, lines: int = 12) -> str:
+    """The last lines of every log file, or file in a log folder, that an error names: a
+    failed `up` names its nodes' logs, and on CI they are gone with the machine."""
+    out = []
+    for path in dict.fromkeys(re.findall(r"(/[^\s,;()]+)", text)):
+        p = Path(path)
+        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            if f.is_file():
+                tail = f.read_text(errors="replace").splitlines()[-lines:]
+                out += [f"--- {f} (last {len(tail)} lines)", *tail]
+    return "\n" + "\n".join(out) if out else ""
 
 
 def wait_for_progress(state, job_id: str, done: int, timeout: float = 180) -> str:

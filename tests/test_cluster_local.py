@@ -177,7 +177,8 @@ def test_a_worker_that_cannot_start_keeps_its_raylet_logs_and_leaves_nothing(tmp
     finally:
         taken.close()
     kept = tmp_path / "logs" / "w0-ray"
-    assert "worker w0 exited while starting" in e.value.problem and str(kept) in e.value.problem
+    assert "worker w0 exited while starting: " in e.value.problem and str(kept) in e.value.problem
+    assert "timed out during startup" in e.value.problem  # ray start's own reason, quoted
     raylet = "".join(f.read_text(errors="replace") for f in kept.glob("raylet.*"))
     assert str(port) in raylet, sorted(x.name for x in kept.iterdir())
     temp_root = plans[0]["temp_root"]

@@ -204,7 +204,7 @@ class LocalProvider(Provider):
             lambda: procs.port_open("127.0.0.1", port) or not procs.alive(proc), 60
         ) or not procs.alive(proc):
             raise UserError(
-                f"the Ray head did not start (log: {proc['log']})",
+                f"the Ray head did not start{_said(proc['log'])} (log: {proc['log']})",
                 "read the log's last lines; a port in use or too little memory are usual causes",
             )
 
@@ -298,7 +298,8 @@ class LocalProvider(Provider):
                 w = dead[0]
                 kept = self._keep_ray_logs(Path(w["temp_dir"]), f"w{w['index']}")
                 raise UserError(
-                    f"worker w{w['index']} exited while starting (logs: {w['proc']['log']}, "
+                    f"worker w{w['index']} exited while starting{_said(w['proc']['log'])} "
+                    f"(logs: {w['proc']['log']}, "
                     f"and its raylet's and agents' in {kept})",
                     "read the logs' last lines; too little memory or a port in use are the usual "
                     "causes",
@@ -368,3 +369,9 @@ def start_wave() -> int:
 def _dead(rec: LocalRecord) -> list:
     """The recorded workers whose processes are gone."""
     return [w for w in rec["workers"] if not procs.alive(w["proc"])]
+
+
+def _said(log: str) -> str:
+    """`: <the log's last line>`, or nothing where the log is empty."""
+    line = procs.last_line(log)
+    return f": {line}" if line else ""
