@@ -17,7 +17,6 @@ from rayscale import (
     interrupts,
     jobs,
     lifecycle,
-    manifests,
     plan,
     providers,
     report,
@@ -28,7 +27,6 @@ from rayscale import (
 from rayscale import state as state_mod
 from rayscale.errors import UserError
 from rayscale.providers import rayjob as rayjobs
-from rayscale.providers.gcs_ft import IMAGE as REDIS_IMAGE
 from rayscale.state import StateDir
 
 
@@ -172,13 +170,13 @@ def _shape_options(f):
         "--memory-per-worker",
         type=click.FloatRange(min=0.5),
         default=None,
-        help="local, docker: GiB of memory per worker node [default 2]",
+        help=f"{', '.join(providers.shaped())}: GiB of memory per worker node [default 2]",
     )(f)
     f = click.option(
         "--cpus-per-worker",
         type=click.IntRange(min=1),
         default=None,
-        help="local, docker: CPUs per worker node [default 1]",
+        help=f"{', '.join(providers.shaped())}: CPUs per worker node [default 1]",
     )(f)
     return f
 
@@ -198,60 +196,16 @@ def cluster():
 
 
 def _provider_options(f):
-    f = click.option(
-        "--results-claim",
-        default=None,
-        help="kuberay, kind: an existing PersistentVolumeClaim for Tune's storage "
-        "[default: rayscale-results, made if missing]",
-    )(f)
-    f = click.option(
-        "--storage-class",
-        default=None,
-        help="kuberay: the StorageClass of the results claim rayscale makes; "
-        "ReadWriteMany on a cloud [default: the cluster's default]",
-    )(f)
-    f = click.option(
-        "--namespace", default=None, help="kuberay: the Kubernetes namespace [default: default]"
-    )(f)
-    f = click.option(
-        "--profile",
-        type=click.Choice(sorted(manifests.PROFILES)),
-        default=None,
-        help="kuberay: the pods' sizes and storage: cloud (8-vCPU nodes, ReadWriteMany), "
-        "kind, small (a one-node cluster of a few cores: Burstable pods) [default: cloud]",
-    )(f)
-    f = click.option(
-        "--context", default=None, help="kuberay: the kubeconfig context [default: the current one]"
-    )(f)
-    f = click.option(
-        "--ssh-key",
-        default=None,
-        envvar="RAYSCALE_SSH_KEY",
-        help="ray-up on hosts: the SSH private key the launcher logs in with "
-        "[$RAYSCALE_SSH_KEY; default: the config's auth.ssh_private_key]",
-    )(f)
-    f = click.option(
-        "--ssh-user",
-        default=None,
-        envvar="RAYSCALE_SSH_USER",
-        help="ray-up on hosts: the SSH user [$RAYSCALE_SSH_USER; default: the config's]",
-    )(f)
-    f = click.option(
-        "--hosts",
-        default=None,
-        envvar="RAYSCALE_HOSTS",
-        metavar="HEAD,WORKER,...",
-        help="ray-up on hosts (cluster/onprem.yaml): the head's address, then the workers' "
-        "[$RAYSCALE_HOSTS; default: the config's head_ip and worker_ips]",
-    )(f)
-    f = click.option(
-        "--config", default=None, help="ray-up: the cluster launcher YAML, e.g. cluster/aws.yaml"
-    )(f)
-    f = click.option(
-        "--image",
-        default=None,
-        help="docker, kind, kuberay: the kit's image [default rayscale:<version>]",
-    )(f)
+    """--provider, and every provider's own flags as it declares them (providers.flags)."""
+    for name, declared in reversed(providers.flags()):
+        f = click.option(
+            "--" + name.replace("_", "-"),
+            type=click.Choice(declared.choices) if declared.choices else None,
+            default=None,
+            envvar=declared.envvar,
+            metavar=declared.metavar,
+            help=declared.help,
+        )(f)
     return click.option(
         "--provider",
         type=click.Choice(providers.NAMES),
@@ -268,21 +222,6 @@ _TIMEOUT_HELP = (
 
 @cluster.command("up")
 @_provider_options
-@click.option(
-    "--gcs-ft",
-    default=None,
-    metavar="redis|redis[s]://HOST:PORT",
-    help="kuberay, kind: keep the head's GCS in a Redis, so a replaced head takes the "
-    "cluster back and the workers stay; `redis`: rayscale deploys one beside the cluster; "
-    "a Redis of yours takes its password from $RAYSCALE_REDIS_PASSWORD or the file named "
-    "by $RAYSCALE_REDIS_PASSWORD_FILE [default: off]",
-)
-@click.option(
-    "--redis-image",
-    default=None,
-    metavar="IMAGE",
-    help=f"the image of the Redis `--gcs-ft redis` deploys [default: {REDIS_IMAGE}]",
-)
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
 @_shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)

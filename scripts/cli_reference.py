@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from rayscale import providers
 from rayscale.cli import cli
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "cli-reference.md"
@@ -22,6 +23,25 @@ def sections(cmd: click.Command, path: list[str]) -> list[str]:
     return out
 
 
+def by_provider() -> list[str]:
+    """Which flags of `cluster up` and `scaling` each provider takes, from its declaration."""
+    out = [
+        "## Flags by provider",
+        "",
+        "`cluster up` and `scaling` take each provider's own flags, as its `Options` declares",
+        "them (rayscale/providers/); one given to a provider that does not take it is refused.",
+        "",
+        "| provider | its flags |",
+        "|---|---|",
+    ]
+    for name in providers.NAMES:
+        cls = providers.provider_class(name)
+        names = [*cls.flags(), *(("cpus_per_worker", "memory_per_worker") * cls.takes_shape)]
+        flags = ", ".join(f"`--{n.replace('_', '-')}`" for n in names) or "none"
+        out.append(f"| {name} | {flags} |")
+    return [*out, ""]
+
+
 def render() -> str:
     head = [
         "# CLI reference",
@@ -30,7 +50,7 @@ def render() -> str:
         "what each is for, with examples: [cli.md](cli.md).",
         "",
     ]
-    return "\n".join(head + sections(cli, ["rayscale"]))
+    return "\n".join(head + by_provider() + sections(cli, ["rayscale"]))
 
 
 if __name__ == "__main__":

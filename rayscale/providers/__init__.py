@@ -1,16 +1,18 @@
 """Providers by name. The caller never needs to know which one it holds.
 
-Adding a provider: one module with a `Provider` subclass (its `Options` dataclass names
-the `cluster up` / `scaling` options it takes), one line in REGISTRY, and the conformance
-suite (tests/test_provider_conformance.py) passing for it.
+Adding a provider: one module with a `Provider` subclass (its `Options` dataclass declares
+the `cluster up` / `scaling` flags it takes, with `flag()`; the CLI builds them from there),
+one line in REGISTRY, its page in docs/providers.md, and the conformance suite
+(tests/test_provider_conformance.py) passing for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from rayscale.errors import UserError
-from rayscale.providers.base import NodeShape, Provider
+from rayscale.providers.base import Flag, NodeShape, Provider
 from rayscale.state import StateDir, command
 
 # name -> "module:Class"
@@ -33,6 +35,33 @@ def provider_class(name: str) -> type[Provider]:
 
 def _flag(option: str) -> str:
     return "--" + option.replace("_", "-")
+
+
+def flags() -> list[tuple[str, Flag]]:
+    """Every provider's flags, one per name, in registry order. Each help begins with the
+    providers that take the flag ("docker, kuberay, kind: the kit's image ...")."""
+    helps: dict[str, dict[str, list[str]]] = {}  # option -> help -> providers
+    first: dict[str, Flag] = {}
+    for name in NAMES:
+        for option, f in provider_class(name).flags().items():
+            seen = first.setdefault(option, f)
+            if (f.choices, f.envvar, f.metavar) != (seen.choices, seen.envvar, seen.metavar):
+                raise TypeError(f"providers declare {_flag(option)} differently")
+            helps.setdefault(option, {}).setdefault(f.help, []).append(name)
+    return [
+        (
+            option,
+            dataclasses.replace(
+                first[option], help="; ".join(f"{', '.join(ns)}: {h}" for h, ns in by.items())
+            ),
+        )
+        for option, by in helps.items()
+    ]
+
+
+def shaped() -> list[str]:
+    """The providers that size their workers by --cpus-per-worker / --memory-per-worker."""
+    return [name for name in NAMES if provider_class(name).takes_shape]
 
 
 def get(name: str, state: StateDir, **options) -> Provider:

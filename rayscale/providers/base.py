@@ -85,9 +85,25 @@ class ProcRecord(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Options:
-    """The options a provider takes beyond the worker count (`cluster up` / `scaling`
-    flags, None = not given). A provider declares its own subclass; the registry refuses a
-    flag that is not one of its fields."""
+    """The options a provider takes beyond the worker count (None = not given). A provider
+    declares its own subclass; a field made with `flag()` is a `cluster up` / `scaling`
+    flag, built by the CLI from this declaration; the registry refuses a flag that is not
+    one of the provider's fields."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How the CLI offers a provider option: `--<field name, dashed>` with this help."""
+
+    help: str
+    choices: tuple[str, ...] = ()  # the values it takes, where it is one of a few
+    envvar: str | None = None  # read when the flag is not given (name it in the help)
+    metavar: str | None = None
+
+
+def flag(help: str, **how: Any) -> Any:
+    """An Options field the CLI offers as a flag (its value: None = not given)."""
+    return field(default=None, metadata={"flag": Flag(help, **how)})
 
 
 @dataclass
@@ -194,6 +210,11 @@ class Provider(abc.ABC):
         self.state = state
         self.shape = shape or NodeShape()
         self.options = self.Options(**options)  # TypeError on an option it does not take
+
+    @classmethod
+    def flags(cls) -> dict[str, Flag]:
+        """Its options the CLI offers as flags, by field name, in declaration order."""
+        return {f.name: f.metadata["flag"] for f in fields(cls.Options) if "flag" in f.metadata}
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

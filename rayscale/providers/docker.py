@@ -36,6 +36,7 @@ from rayscale.providers.base import (
     NodeShape,
     Options,
     Provider,
+    flag,
     status_of_named,
 )
 from rayscale.runtime import GIB
@@ -80,7 +81,7 @@ def engine_memory_gib() -> float:
 
 @dataclasses.dataclass(frozen=True)
 class DockerOptions(Options):
-    image: str | None = None  # default: the kit's image at this version
+    image: str | None = flag("the kit's image [default rayscale:<version>]")
 
 
 class ContainerRecord(TypedDict, total=False):

@@ -36,6 +36,7 @@ from rayscale.providers.base import (
     ForwardedProvider,
     Options,
     ProcRecord,
+    flag,
     say,
     status_from_dashboard,
 )
@@ -229,18 +230,40 @@ def set_workers(
     )
 
 
+REDIS_IMAGE = gcs_ft.IMAGE  # named apart: in KubeRayOptions, gcs_ft is the field
+
+
 @dataclasses.dataclass(frozen=True)
 class KubeRayOptions(Options):
-    context: str | None = None  # default: kubectl's current context, resolved at `up`
-    namespace: str | None = None  # default: "default"
-    image: str | None = None  # required by the cloud profile
-    storage_class: str | None = None  # for the results claim rayscale makes
-    results_claim: str | None = None  # an existing ReadWriteMany claim to use instead
-    gcs_ft: str | None = None  # redis, or redis://[:PASSWORD@]HOST:PORT: the head's GCS there
-    redis_image: str | None = None  # the Redis `--gcs-ft redis` deploys [gcs_ft.IMAGE]
-    # Not flags: the manifest profile (default: the provider's) and the RayCluster's name.
-    profile: str | None = None
-    name: str | None = None
+    image: str | None = flag("the kit's image [default rayscale:<version>]")
+    context: str | None = flag(
+        "the kubeconfig context [default: the current one; kind: kind-rayscale]"
+    )
+    profile: str | None = flag(
+        "the pods' sizes and storage: cloud (8-vCPU nodes, ReadWriteMany), kind, small (a "
+        "one-node cluster of a few cores: Burstable pods) [default: cloud; kind: kind]",
+        choices=tuple(sorted(manifests.PROFILES)),
+    )
+    namespace: str | None = flag("the Kubernetes namespace [default: default]")
+    storage_class: str | None = flag(
+        "the StorageClass of the results claim rayscale makes; ReadWriteMany on a cloud "
+        "[default: the cluster's default]"
+    )
+    results_claim: str | None = flag(
+        "an existing PersistentVolumeClaim for Tune's storage [default: rayscale-results, "
+        "made if missing]"
+    )
+    gcs_ft: str | None = flag(
+        "keep the head's GCS in a Redis, so a replaced head takes the cluster back and the "
+        "workers stay; `redis`: rayscale deploys one beside the cluster; a Redis of yours "
+        "takes its password from $RAYSCALE_REDIS_PASSWORD or the file named by "
+        "$RAYSCALE_REDIS_PASSWORD_FILE [default: off]",
+        metavar="redis|redis[s]://HOST:PORT",
+    )
+    redis_image: str | None = flag(
+        f"the image of the Redis `--gcs-ft redis` deploys [default: {REDIS_IMAGE}]", metavar="IMAGE"
+    )
+    name: str | None = None  # not a flag: the RayCluster's (default: the kit's)
 
 
 class KubeRayRecord(ClusterRecord, total=False):

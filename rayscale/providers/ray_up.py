@@ -49,6 +49,7 @@ from rayscale.providers.base import (
     ForwardedProvider,
     Options,
     ProcRecord,
+    flag,
     status_from_dashboard,
 )
 from rayscale.providers.local import node_env, ray_executable
@@ -447,10 +448,22 @@ class FakeLauncher:
 
 @dataclasses.dataclass(frozen=True)
 class RayUpOptions(Options):
-    config: str | None = None  # a cluster-launcher YAML (cluster/*.yaml); required
-    hosts: str | None = None  # on-prem: "HEAD,WORKER,..." for provider.head_ip / worker_ips
-    ssh_user: str | None = None  # auth.ssh_user
-    ssh_key: str | None = None  # auth.ssh_private_key
+    config: str | None = flag("the cluster launcher YAML, e.g. cluster/aws.yaml (required)")
+    hosts: str | None = flag(
+        "on hosts (cluster/onprem.yaml): the head's address, then the workers' "
+        "[$RAYSCALE_HOSTS; default: the config's head_ip and worker_ips]",
+        envvar="RAYSCALE_HOSTS",
+        metavar="HEAD,WORKER,...",
+    )
+    ssh_user: str | None = flag(
+        "on hosts: the SSH user [$RAYSCALE_SSH_USER; default: the config's]",
+        envvar="RAYSCALE_SSH_USER",
+    )
+    ssh_key: str | None = flag(
+        "on hosts: the SSH private key the launcher logs in with "
+        "[$RAYSCALE_SSH_KEY; default: the config's auth.ssh_private_key]",
+        envvar="RAYSCALE_SSH_KEY",
+    )
 
 
 class RayUpRecord(ClusterRecord, total=False):
