@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from rayscale import jobs, predict, procs, providers, report, scaling
+from rayscale import job_files, jobs, predict, procs, providers, report, scaling
 from rayscale.providers.base import NodeShape
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
+from rayscale.study import baselines, summary
+from rayscale.study import plan as study_plan
 
 STANDARD = [
     "--data",
@@ -131,8 +133,8 @@ def paired_slowdown(j: jobs.Jobs, storage: Path | None, pairs: int = 3) -> list[
             PAIRED + _storage(storage) + ["--name", f"bench-pair-{i}-{int(time.time())}"]
         )
         ray_s = j.result(job_id, j.wait(job_id, timeout=600))["sum_train_s"]
-        plain = scaling.run_baseline(
-            "sequential", PAIRED + _storage(storage), 1, jobs.default_job_dir(), 600
+        plain = baselines.run_baseline(
+            "sequential", PAIRED + _storage(storage), 1, job_files.default_job_dir(), 600
         )
         out.append([ray_s, plain["sum_train_s"]])
     return out
@@ -229,7 +231,7 @@ def main(argv=None) -> int:
         each = submit_to_running(j, probe)
         figures["submit_to_running_each_s"] = each
         figures["submit_to_running_s"] = round(statistics.median(each), 3)
-        plan = scaling.StudyPlan(
+        plan = study_plan.StudyPlan(
             [1, 2], a.repeats, ["sequential", "joblib"], STANDARD + ["--scheduler", "fifo"]
         )
         study = scaling.run(p, scaling.Progress(out, p.name, plan), report.say)
@@ -260,8 +262,8 @@ def main(argv=None) -> int:
         # the study's FIFO runs and these, so each ASHA run is compared with the FIFO run
         # next to it (the median of the pairs' ratios), as the trial slowdown's pairs are.
         report.say(f"  ASHA and FIFO on the same configs at 2 workers, {a.repeats} pairs ...")
-        asha_args = scaling.study_job_args(STANDARD + ["--scheduler", "asha"])
-        fifo_args = scaling.study_job_args(STANDARD + ["--scheduler", "fifo"])
+        asha_args = study_plan.study_job_args(STANDARD + ["--scheduler", "asha"])
+        fifo_args = study_plan.study_job_args(STANDARD + ["--scheduler", "fifo"])
         recs, time_pairs = [], []
         for i in range(a.repeats):
             pair = []
@@ -280,7 +282,7 @@ def main(argv=None) -> int:
         figures["asha_time_vs_fifo"] = round(statistics.median(x / f for x, f in time_pairs), 3)
         # The replay of ASHA on the FIFO runs' notes at the rungs, against the median run.
         predicted = predict.replay_at(
-            scaling.clean_points(study["points"]),
+            summary.clean_points(study["points"]),
             two,
             predict.asha_of(asha_args),
             predict.host_of(study),

@@ -1,6 +1,6 @@
 """`make chaos`: a scaling study on the local provider while a monkey kills a random worker
 node (every process of it, SIGKILL: a machine lost) every --every seconds; the study keeps
-each point's worker count (scaling.Keeper) and marks the runs that were hit. Writes
+each point's worker count (rayscale.study.measure.Keeper) and marks the runs that were hit. Writes
 chaos.json: faults injected, trials lost (must be 0), runs and points disturbed.
 
     python -m bench.chaos --workers 1,2,3 --every 20 --out results/reliability/chaos -- <job args>

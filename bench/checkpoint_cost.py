@@ -15,7 +15,8 @@ import statistics
 import time
 
 from bench import bench
-from rayscale import report, scaling
+from rayscale import report
+from rayscale.study import summary
 
 WORKERS = 2
 KINDS = {"default": [], "every_round": ["--checkpoint-min-s", "0"]}
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
                 name = f"{k}-{i}"
                 job_id = j.submit([*args, "--storage-path", str(work), "--name", name, *extra])
                 rec = j.result(job_id, j.wait(job_id, timeout=900))
-                overhead = scaling.overhead_per_trial(
+                overhead = summary.overhead_per_trial(
                     rec["wall_s"], WORKERS, rec["sum_train_s"], len(rec["trials"])
                 )
                 got[k].append(

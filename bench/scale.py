@@ -23,12 +23,14 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench import bench
-from rayscale import jobs, predict, procs, report, scaling
+from rayscale import jobs, predict, procs, replay, report, scaling
 from rayscale.errors import UserError
 from rayscale.providers.base import NodeShape
 from rayscale.providers.docker import DockerProvider, docker_binary
 from rayscale.providers.local import LocalProvider
 from rayscale.state import StateDir
+from rayscale.study import measure
+from rayscale.study import plan as study_plan
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -48,7 +50,7 @@ def node_pss_mib(p: LocalProvider) -> dict[str, float]:
 
 
 def idle_cpu(p: LocalProvider, seconds: float) -> dict[str, float]:
-    with scaling.CpuSampler(p) as cpu:
+    with measure.CpuSampler(p) as cpu:
         time.sleep(seconds)
     return cpu.busy()
 
@@ -187,7 +189,7 @@ def trial_starts(run: dict) -> list[float]:
 
 
 def study_phase(p, state, out: Path, counts, args: list[str], lengths, say) -> tuple[dict, list]:
-    plan = scaling.StudyPlan(
+    plan = study_plan.StudyPlan(
         counts, 1, [], ["python", "sleep_search.py", *args], working_dir=str(EXAMPLES)
     )
     with state.lock():
@@ -241,10 +243,10 @@ def attribution(study: dict, n: int, lengths: list[float]) -> dict:
     host = predict.host_of(study)
     c = predict.point_costs(points, n, host)
     costs = [t.cost for t in c.trials]
-    free = predict.makespan(costs, n, 0.0, 0.0)
-    gaps = predict.makespan(costs, n, 0.0, c.gap)
-    first = predict.makespan(costs, n, c.startup, c.gap)
-    queued, driver = predict.bounds(c, n, None, hosts=1)
+    free = replay.makespan(costs, n, 0.0, 0.0)
+    gaps = replay.makespan(costs, n, 0.0, c.gap)
+    first = replay.makespan(costs, n, c.startup, c.gap)
+    queued, driver = replay.bounds(c, n, None, hosts=1)
     point = next(p for p in points if p["workers"] == n)
     ideal = ideal_s(lengths, n)
     out = {
@@ -490,7 +492,7 @@ def main(argv=None) -> int:
             {
                 "command": command,
                 "created": now,
-                "machine": scaling.machine(),
+                "machine": measure.machine(),
                 "memory_per_worker_gib": a.memory_per_worker,
                 "search": a.search,
             }

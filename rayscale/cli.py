@@ -28,6 +28,7 @@ from rayscale import state as state_mod
 from rayscale.errors import UserError
 from rayscale.providers import rayjob as rayjobs
 from rayscale.state import StateDir
+from rayscale.study import plan as study_plan
 
 
 class WorkerCount(click.ParamType):
@@ -552,10 +553,10 @@ def scaling_cmd(
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
     ] + (["the job args"] if job_args else [])
     default_baselines = "none" if working_dir else "sequential,joblib"
-    plan = scaling.StudyPlan(
+    plan = study_plan.StudyPlan(
         workers,
         repeats,
-        scaling.parse_baselines(baselines or default_baselines),
+        study_plan.parse_baselines(baselines or default_baselines),
         list(job_args),
         timeout,
         working_dir,
@@ -563,7 +564,7 @@ def scaling_cmd(
         metric,
         mode,
     )
-    progress = scaling.progress_for(provider, plan, out, resume, given)
+    progress = study_plan.progress_for(provider, plan, out, resume, given)
     p = providers.get(provider, state, **options)
     p.check_fits(max(progress.plan.workers))
     with scaling.cluster_for(p, progress.plan.workers[0], report.say):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rayscale import fit
-from rayscale.scaling import order, search_note, study_job_args, summarise
+from rayscale.study.plan import order, search_note, study_job_args
+from rayscale.study.summary import summarise
 
 
 def test_amdahl_recovers_serial_fraction():

@@ -170,10 +170,10 @@ def test_a_read_only_command_never_brings_back_a_record_down_cleared(tmp_path):
 def test_a_studys_resize_takes_the_state_dirs_lock(tmp_path):
     """`cluster scale` and `down` hold the lock: a study's resize beside them is refused,
     not run at the same time."""
-    from rayscale import scaling
     from rayscale.state import StateDir
+    from rayscale.study import measure
 
-    class Provider:  # only what scaling.scale touches
+    class Provider:  # only what measure.scale touches
         state = StateDir(tmp_path / "s")
         sizes: list[int] = []
 
@@ -181,10 +181,10 @@ def test_a_studys_resize_takes_the_state_dirs_lock(tmp_path):
             self.sizes.append(n)
 
     p = Provider()
-    scaling.scale(p, 2)
+    measure.scale(p, 2)
     with p.state.lock():  # another command changing the cluster
         with pytest.raises(UserError, match="another rayscale command is changing the cluster"):
-            scaling.scale(p, 3)
+            measure.scale(p, 3)
     assert p.sizes == [2]
 
 
