@@ -42,7 +42,8 @@ from rayscale.errors import UserError
 from rayscale.providers import gcs_ft
 from rayscale.providers import rayjob as rayjobs
 from rayscale.providers.kind import KindProvider
-from rayscale.providers.kuberay import CONFLICT_RETRIES, KubeRayProvider, set_workers
+from rayscale.providers.kube_api import CONFLICT_RETRIES, set_workers
+from rayscale.providers.kuberay import KubeRayProvider
 from rayscale.state import StateDir
 
 pytestmark = needs_crds  # the emulated API server validates against the real CRDs

@@ -389,7 +389,7 @@ class KindProvider(KubeRayProvider):
 
     def _other_rayclusters(self, rec: KindRecord) -> list[str]:
         """namespace/name of the RayClusters on the kind cluster other than this one's."""
-        from rayscale.providers.kuberay import GROUP, PLURAL, VERSION
+        from rayscale.providers.kube_api import GROUP, PLURAL, VERSION
 
         try:
             items = self._apis(rec)[0].list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]

@@ -8,10 +8,8 @@ managed forward (rayscale.forward) that restarts it when it drops, a common Kube
 complaint during long jobs. Readiness: worker pods Ready, then N Ray worker nodes ALIVE
 as the dashboard reports them.
 
-Results storage: a PersistentVolumeClaim in the cluster's namespace (made here from the
-profile unless one exists, or --results-claim names yours), checked before anything else
-is created: a cloud cluster's pods run on separate nodes, so its claim must be
-ReadWriteMany, and a class known to be block storage (EBS, PD, Azure Disk) cannot.
+Its parts: kube_api.py (the client, its errors, the worker group's resize), kube_storage.py
+(the results claim every pod mounts), gcs_ft.py (the head's GCS in a Redis).
 """
 
 from __future__ import annotations
@@ -19,15 +17,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import json
-import os
 import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
 from rayscale import extras, manifests, nodes, procs, runtime
-from rayscale.endpoint import api_timeout
 from rayscale.errors import UserError
 from rayscale.providers import gcs_ft
 from rayscale.providers.base import (
@@ -40,6 +35,21 @@ from rayscale.providers.base import (
     say,
     status_from_dashboard,
 )
+from rayscale.providers.kube_api import (
+    GROUP,
+    INSTALL_OPERATOR,
+    PLURAL,
+    VERSION,
+    ClusterGone,
+    api_error,
+    kubectl,
+    load_api,
+    missing_namespace,
+    no_namespace,
+    resolve_context,
+    set_workers,
+)
+from rayscale.providers.kube_storage import ResultsClaim
 from rayscale.providers.pod_health import (
     HEAD_DEATHS,
     WORKER_DEATHS,
@@ -49,186 +59,6 @@ from rayscale.providers.pod_health import (
     terminating,
 )
 from rayscale.state import command
-
-GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
-INSTALL_OPERATOR = (
-    "install the KubeRay operator 1.7.0 (its chart installs the CRDs): helm repo add kuberay "
-    "https://ray-project.github.io/kuberay-helm/ && helm install kuberay-operator "
-    "kuberay/kuberay-operator --version 1.7.0"
-)
-
-
-def kubectl() -> str:
-    found = procs.tool("kubectl")
-    if not found:
-        raise UserError(
-            "the `kubectl` command is not installed (rayscale port-forwards the dashboard with it)",
-            "install it (https://kubernetes.io/docs/tasks/tools/), or use --provider local",
-        )
-    return found
-
-
-# Provisioners of block storage: one node at a time, never ReadWriteMany.
-RWO_ONLY = {
-    "ebs.csi.aws.com",
-    "kubernetes.io/aws-ebs",
-    "pd.csi.storage.gke.io",
-    "kubernetes.io/gce-pd",
-    "disk.csi.azure.com",
-    "kubernetes.io/azure-disk",
-    "rancher.io/local-path",
-    "openebs.io/local",
-    "kubernetes.io/cinder",
-    "cinder.csi.openstack.org",
-    "dobs.csi.digitalocean.com",
-}
-RWX_HINT = (
-    "pass --storage-class with a ReadWriteMany class (EFS: efs.csi.aws.com, Filestore: "
-    "filestore.csi.storage.gke.io, Azure Files: file.csi.azure.com, NFS), or --results-claim NAME"
-)
-
-
-class ClusterGone(UserError):
-    """The kube context or its API server is gone: nothing can be reached to delete."""
-
-
-def resolve_context(context: str | None) -> tuple[str, str]:
-    """(kubeconfig path, context name): the named context, else the current one, resolved now
-    so that a later change of kubectl's current context cannot retarget this cluster."""
-    from kubernetes import config
-
-    # Read $KUBECONFIG now: the client library reads it once, at import.
-    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    try:
-        contexts, current = config.list_kube_config_contexts(config_file=path)
-    except config.ConfigException as e:
-        raise UserError(
-            f"no usable kubeconfig ({str(e).splitlines()[0]})",
-            "set KUBECONFIG or create ~/.kube/config (kind, gcloud, aws eks update-kubeconfig)",
-        ) from None
-    names = [c["name"] for c in contexts]
-    if context and context not in names:
-        raise ClusterGone(
-            f"kubeconfig has no context {context!r} (it has: {', '.join(names) or 'none'})",
-            "pass one of those with --context",
-        )
-    if not context and not current:
-        raise UserError("kubeconfig has no current context", "pass --context")
-    return path, context or current["name"]
-
-
-def _timed_api_client(configuration):
-    """An API client whose every call that names no timeout gets one: a half-open
-    connection to an API server would otherwise hang `up`, `status` or `down` for good."""
-    from kubernetes import client
-
-    bound = (10, api_timeout())  # (connect, read) seconds
-
-    class TimedApiClient(client.ApiClient):
-        def call_api(self, method, url, header_params=None, body=None, post_params=None,
-                     _request_timeout=None):  # fmt: skip
-            return super().call_api(method, url, header_params, body, post_params,
-                                    _request_timeout or bound)  # fmt: skip
-
-    configuration.retries = 1  # one retry: a lost connection is reported in 2 timeouts
-    return TimedApiClient(configuration=configuration)
-
-
-def load_api(context: str | None):
-    """((CustomObjectsApi, CoreV1Api, StorageV1Api, AppsV1Api, NetworkingV1Api), context)
-    for a kubeconfig context."""
-    from kubernetes import client, config
-
-    path, name = resolve_context(context)
-    cfg = client.Configuration()
-    config.load_kube_config(config_file=path, context=name, client_configuration=cfg)
-    api = _timed_api_client(cfg)
-    apis = (client.CustomObjectsApi(api), client.CoreV1Api(api), client.StorageV1Api(api))
-    return (*apis, client.AppsV1Api(api), client.NetworkingV1Api(api)), name
-
-
-def _api_error(e: Exception, what: str, fix: str) -> UserError:
-    status = getattr(e, "status", None)
-    if status is None:  # no answer at all: urllib3's MaxRetryError, a refused connection
-        return ClusterGone(
-            f"{what}: the API server does not answer ({type(e).__name__})",
-            "is the cluster up? (kind: `kind get clusters`; check `kubectl cluster-info`)",
-        )
-    if status == 403:  # RBAC: the API server's own words name the verb and the resource
-        said = _status_body(e).get("message") or "403 Forbidden"
-        return UserError(
-            f"{what}: {said}",
-            "ask for that right in this namespace (see yours: kubectl auth can-i --list -n NS)",
-        )
-    reason = getattr(e, "reason", "") or type(e).__name__
-    return UserError(f"{what}: {status} {reason}".strip(), fix)
-
-
-def _status_body(e: Exception) -> dict[str, Any]:
-    """The API server's Status object of an ApiException ({} when there is none)."""
-    try:
-        return json.loads(getattr(e, "body", None) or "{}")
-    except ValueError:
-        return {}
-
-
-def _missing_namespace(e: Exception) -> bool:
-    """A 404 for a namespace that does not exist (not for a missing resource type)."""
-    return (
-        getattr(e, "status", None) == 404
-        and (_status_body(e).get("details") or {}).get("kind") == "namespaces"
-    )
-
-
-# Writes that lose a race with another writer (the autoscaler, the operator) are redone
-# on the object as it is now, at most this often.
-CONFLICT_RETRIES = 8
-
-
-def set_workers(
-    custom, namespace: str, name: str, workers: int, remove: list[str] | None = None
-) -> int:
-    """Pin the first worker group at `workers`, naming in scaleStrategy.workersToDelete the
-    pods to remove (KubeRay deletes those whatever `replicas` says, with autoscaling on or
-    off: raycluster_controller.go, reconcilePods); returns the writes it took.
-
-    A merge patch replaces the whole workerGroupSpecs list, which the autoscaler writes too:
-    the patch carries the resourceVersion it was made from, so the API server refuses it
-    (409 Conflict) when another write came between, and it is made again from the new one."""
-    for attempt in range(1, CONFLICT_RETRIES + 1):
-        try:
-            obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except Exception as e:
-            if getattr(e, "status", None) == 404:
-                raise UserError(
-                    f"RayCluster {name} no longer exists",
-                    f"run {command('cluster down')} then {command('cluster up')} again",
-                ) from None
-            raise _api_error(e, f"cannot read RayCluster {name}", "check the API server") from None
-        groups = obj["spec"]["workerGroupSpecs"]
-        # replicas for the operator, minReplicas / maxReplicas for the autoscaler: pinned
-        # to N, so neither adds nor removes workers while the study measures N.
-        groups[0].update(replicas=workers, minReplicas=workers, maxReplicas=workers)
-        if remove:  # beside any the autoscaler named: its write is not lost either
-            named = (groups[0].get("scaleStrategy") or {}).get("workersToDelete") or []
-            groups[0]["scaleStrategy"] = {"workersToDelete": list(dict.fromkeys(named + remove))}
-        body = {
-            "metadata": {"resourceVersion": obj["metadata"].get("resourceVersion")},
-            "spec": {"workerGroupSpecs": groups},
-        }
-        try:
-            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, body)
-            return attempt
-        except Exception as e:
-            if getattr(e, "status", None) != 409:
-                raise _api_error(
-                    e, f"cannot resize RayCluster {name}", "check your RBAC rights on ray.io"
-                ) from None
-    raise UserError(
-        f"cannot resize RayCluster {name}: another writer changed it {CONFLICT_RETRIES} times in a row",
-        "is a second rayscale or an autoscaler resizing it? stop it, then scale again",
-    )
-
 
 REDIS_IMAGE = gcs_ft.IMAGE  # named apart: in KubeRayOptions, gcs_ft is the field
 
@@ -277,7 +107,7 @@ class KubeRayRecord(ClusterRecord, total=False):
     forward: ProcRecord  # the managed `kubectl port-forward`
 
 
-class KubeRayProvider(ForwardedProvider):
+class KubeRayProvider(ResultsClaim, ForwardedProvider):
     name = "kuberay"
     default_timeout = 600.0  # pods may wait for a node to be added to the Kubernetes cluster
     profile_name = "cloud"
@@ -313,7 +143,7 @@ class KubeRayProvider(ForwardedProvider):
         except Exception as e:
             if getattr(e, "status", None) == 404:
                 return None
-            raise _api_error(
+            raise api_error(
                 e,
                 f"cannot read RayCluster {rec['name']}",
                 "check --context / --namespace and your access to ray.io resources",
@@ -376,96 +206,6 @@ class KubeRayProvider(ForwardedProvider):
 
     # ---- results storage --------------------------------------------------------------
 
-    def _ensure_claim(self, ns: str) -> tuple[str, bool]:
-        """The results claim the pods mount: (name, created here). Checked before the
-        RayCluster exists: a claim the pods cannot share fails now, not after 600 s."""
-        _, core = self._apis()
-        p = self._profile
-        name = self.options.results_claim or manifests.RESULTS_CLAIM
-        try:
-            claim = core.read_namespaced_persistent_volume_claim(name, ns)
-        except Exception as e:
-            if getattr(e, "status", None) != 404:
-                raise _api_error(
-                    e,
-                    f"cannot read PersistentVolumeClaim {name}",
-                    "your role needs `get` on persistentvolumeclaims in this namespace",
-                ) from None
-            if _missing_namespace(e):
-                raise UserError(
-                    f"namespace {ns!r} does not exist",
-                    f"create it (kubectl create namespace {ns}) or pass another --namespace",
-                ) from None
-            claim = None
-        if claim is not None:
-            modes = list(claim.spec.access_modes or [])
-            if p.results_access == "ReadWriteMany" and "ReadWriteMany" not in modes:
-                raise UserError(
-                    f"PersistentVolumeClaim {name} is {', '.join(modes) or 'of no access mode'}, "
-                    "but pods on separate nodes must share it (ReadWriteMany)",
-                    RWX_HINT,
-                )
-            return name, False
-        if self.options.results_claim:
-            raise UserError(
-                f"PersistentVolumeClaim {name} does not exist in namespace {ns}",
-                "create it (ReadWriteMany), or leave out --results-claim and rayscale makes one",
-            )
-        body = manifests.results_claim(p, ns, name, self.options.storage_class)
-        if p.results_access == "ReadWriteMany":
-            self._check_rwx_class(body["spec"].get("storageClassName"))
-        try:
-            core.create_namespaced_persistent_volume_claim(ns, body)
-        except Exception as e:
-            if _missing_namespace(e):
-                raise UserError(
-                    f"namespace {ns!r} does not exist",
-                    f"create it (kubectl create namespace {ns}) or pass another --namespace",
-                ) from None
-            raise _api_error(
-                e,
-                f"cannot create PersistentVolumeClaim {name}",
-                "your role needs `create` on persistentvolumeclaims, or pass --results-claim",
-            ) from None
-        return name, True
-
-    def _check_rwx_class(self, class_name: str | None) -> None:
-        """Refuse a StorageClass whose provisioner is block storage (never ReadWriteMany).
-        Listing classes needs cluster-wide read; without it the claim is tried as asked."""
-        storage = self._api[2] if len(self._api) > 2 else None
-        if storage is None:
-            return
-        try:
-            classes = storage.list_storage_class().items
-        except Exception:
-            return
-        if class_name:
-            sc = next((c for c in classes if c.metadata.name == class_name), None)
-            if sc is None:
-                raise UserError(
-                    f"StorageClass {class_name!r} does not exist "
-                    f"(the cluster has: {', '.join(c.metadata.name for c in classes) or 'none'})",
-                    RWX_HINT,
-                )
-        else:
-            default = [
-                c
-                for c in classes
-                if (c.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class")
-                == "true"
-            ]
-            if not default:
-                raise UserError(
-                    "the cluster has no default StorageClass for the results claim", RWX_HINT
-                )
-            sc = default[0]
-        if sc.provisioner in RWO_ONLY:
-            raise UserError(
-                f"StorageClass {sc.metadata.name} ({sc.provisioner}) cannot do ReadWriteMany, "
-                "and the cluster's pods on separate nodes must share the results volume",
-                RWX_HINT,
-            )
-
     def _plan(self, workers: int) -> KubeRayRecord:
         kubectl()  # before anything is created: the port-forward needs it
         named = "" if self.state.is_default else f"{self.state.name}-"
@@ -501,12 +241,8 @@ class KubeRayProvider(ForwardedProvider):
             )
         except Exception as e:
             status = getattr(e, "status", None)
-            if _missing_namespace(e):
-                raise UserError(
-                    f"namespace {rec['namespace']!r} does not exist",
-                    f"create it (kubectl create namespace {rec['namespace']}) "
-                    "or pass another --namespace",
-                ) from None
+            if missing_namespace(e):
+                raise no_namespace(rec["namespace"]) from None
             if status == 404:
                 raise UserError(
                     "the cluster has no RayCluster API (ray.io/v1): the KubeRay CRDs are not "
@@ -518,7 +254,7 @@ class KubeRayProvider(ForwardedProvider):
                     f"a RayCluster named {rec['name']} already exists in {rec['namespace']}",
                     "delete it, or let rayscale pick a fresh name",
                 ) from None
-            raise _api_error(
+            raise api_error(
                 e,
                 "the API server refused the RayCluster",
                 "check --context / --namespace and your RBAC rights on ray.io",
@@ -528,71 +264,6 @@ class KubeRayProvider(ForwardedProvider):
         self._wait_head(rec, deadline)
         self._fetch_token(rec, body)
         self._open_forward(rec)
-
-    def _undo_plan(self, rec: KubeRayRecord) -> None:
-        if rec.get("made_claim"):  # an empty claim this failed `up` made: nothing is lost with it
-            with contextlib.suppress(Exception):
-                self._delete_claim(rec)
-
-    def _delete_claim(self, rec: KubeRayRecord) -> None:
-        """Delete the results claim this `up` made; one already gone is fine."""
-        claim = rec["results_claim"]
-        try:
-            self._apis(rec)[1].delete_namespaced_persistent_volume_claim(claim, rec["namespace"])
-        except Exception as e:
-            if getattr(e, "status", None) != 404:
-                raise _api_error(
-                    e,
-                    f"cannot delete PersistentVolumeClaim {claim}",
-                    f"kubectl -n {rec['namespace']} delete pvc {claim}",
-                ) from None
-
-    def _on_up(self, rec: KubeRayRecord) -> None:
-        self._check_results_writable(rec)
-
-    def _check_results_writable(self, rec: KubeRayRecord) -> None:
-        """Whether the pods' user can write the results volume, asked on the head by a
-        one-line job: NFS shares start root-owned 0755 and NFS CSI drivers skip fsGroup,
-        so a claim can bind and mount and still refuse every checkpoint."""
-        from rayscale.jobs import Jobs
-
-        path = manifests.RESULTS
-        probe = (
-            f'if test -w {path}; then echo RAYSCALE_WRITABLE; else echo "uid $(id -u)"; '
-            f"ls -ldn {path}; fi"
-        )
-        j = Jobs(self.endpoint())
-        try:
-            job_id = j.submit_command([probe], metadata={"rayscale": "can the pods write results"})
-            status = j.wait(job_id, 120)
-            log = j.logs(job_id)
-        except Exception:
-            return  # the check cannot run here; the first job would say the same later
-        # Ray echoes the entrypoint into the log (buffered, so it may land after the
-        # probe's own lines): only the probe's lines count.
-        lines = [x.strip() for x in log.strip().splitlines()]
-        lines = [x for x in lines if x and not x.startswith("Running entrypoint for job")]
-        if status != "SUCCEEDED" or "RAYSCALE_WRITABLE" in lines:
-            return
-        seen = " ".join(lines[-2:])
-        cls = self._claim_class(rec)
-        raise UserError(
-            f"the results volume (claim {rec['results_claim']}"
-            + (f", StorageClass {cls}" if cls else "")
-            + f") is not writable by the pods' user: {seen}",
-            "use a class whose volumes the pods' fsGroup can write, give the share to uid "
-            "1000 (NFS: chown 1000 the export, or export it with all_squash,anonuid=1000), "
-            "or pass --results-claim with a claim uid 1000 can write",
-        )
-
-    def _claim_class(self, rec: KubeRayRecord) -> str | None:
-        try:
-            claim = self._apis(rec)[1].read_namespaced_persistent_volume_claim(
-                rec["results_claim"], rec["namespace"]
-            )
-            return claim.spec.storage_class_name
-        except Exception:
-            return None
 
     def _operator_refusal(self, rec: KubeRayRecord) -> str | None:
         """What the operator said when it will make no pods for the RayCluster: a Warning
@@ -685,7 +356,7 @@ class KubeRayProvider(ForwardedProvider):
                     f"not allowed to read the token Secret {secret}",
                     "your role needs `get` on secrets in this namespace",
                 ) from None
-            raise _api_error(
+            raise api_error(
                 e, f"cannot read the token Secret {secret}", "check the API server"
             ) from None
         if "auth_token" not in data:
@@ -714,7 +385,7 @@ class KubeRayProvider(ForwardedProvider):
     def _kit_redis(self, rec: KubeRayRecord) -> gcs_ft.KitRedis:
         self._apis(rec)
         core, apps, networking = self._api[1], self._api[3], self._api[4]
-        return gcs_ft.KitRedis(core, apps, networking, rec["namespace"], rec["name"], _api_error)
+        return gcs_ft.KitRedis(core, apps, networking, rec["namespace"], rec["name"], api_error)
 
     def _make_redis(self, rec: KubeRayRecord, deadline: float) -> None:
         """The Redis password, in a Secret the head's REDIS_PASSWORD refers to; for
@@ -729,7 +400,7 @@ class KubeRayProvider(ForwardedProvider):
                 rec["namespace"], gcs_ft.secret(password, rec["name"], rec["namespace"])
             )
         except Exception as e:
-            raise _api_error(
+            raise api_error(
                 e,
                 f"cannot create Secret {gcs_ft.secret_name(rec['name'])} for the Redis password",
                 "your role needs `create` on secrets in this namespace",
@@ -783,7 +454,7 @@ class KubeRayProvider(ForwardedProvider):
                     f"gone for good, {command('cluster down --forget')} clears the record",
                 ) from None
             if status != 404:
-                raise _api_error(e, f"cannot delete RayCluster {rec['name']}", by_hand) from None
+                raise api_error(e, f"cannot delete RayCluster {rec['name']}", by_hand) from None
             return False
 
     def redis_cleanup_wait_s(self, rec: KubeRayRecord) -> float:
@@ -812,23 +483,6 @@ class KubeRayProvider(ForwardedProvider):
                 )
                 return
             time.sleep(1.0)
-
-    def kept_results(self, rec: KubeRayRecord) -> str | None:
-        if not rec.get("owned") or not rec.get("results_claim"):
-            return None
-        return (
-            f"results kept in PersistentVolumeClaim {rec['results_claim']} in namespace "
-            f"{rec['namespace']} (`cluster down --delete-results` deletes it)"
-        )
-
-    def _delete_results(self, rec: KubeRayRecord) -> str:
-        claim = rec.get("results_claim")
-        if not rec.get("owned") or not claim:
-            return "no results claim of this cluster's; nothing deleted"
-        if not rec.get("made_claim"):
-            return f"PersistentVolumeClaim {claim} is yours (--results-claim): kept"
-        self._delete_claim(rec)
-        return f"results deleted: PersistentVolumeClaim {claim} in namespace {rec['namespace']}"
 
     def is_running(self) -> bool:
         rec = self.state.read()
