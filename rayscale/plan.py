@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayscale import jobs, predict
+from rayscale import job_files, predict, replay
 from rayscale.errors import UserError
 from rayscale.predict import scheduler_of
 
@@ -100,7 +100,7 @@ def load_study(path: Path) -> dict:
     return study
 
 
-def scheduler(study: dict, path: Path, asked: str | None) -> predict.Asha | None:
+def scheduler(study: dict, path: Path, asked: str | None) -> replay.Asha | None:
     """ASHA as the study's job would run it, where asked for or where the study ran ASHA."""
     job_args = study.get("job_args") or []
     if (asked or scheduler_of(job_args) or "fifo") != "asha":
@@ -119,10 +119,10 @@ def rows(
     m: Machine,
     num_samples: int | None = None,
     speed: float = 1.0,
-    asha: predict.Asha | None = None,
-    host: predict.Host | None = None,
+    asha: replay.Asha | None = None,
+    host: replay.Host | None = None,
     search: predict.Search | None = None,
-    driver: predict.Driver | None = None,
+    driver: replay.Driver | None = None,
 ) -> list[dict]:
     if any(n < 1 for n in workers):
         raise UserError("--workers must all be at least 1", "pass e.g. --workers 1,2,4,8")
@@ -177,7 +177,7 @@ def mark(table: list[dict], deadline: float | None) -> dict:
 
 
 def priced_search(
-    study: dict, num_samples: int | None, host: predict.Host
+    study: dict, num_samples: int | None, host: replay.Host
 ) -> tuple[predict.Search | None, str, dict | None]:
     """A search of another size than the study's, priced by the cost model; how its trials
     are priced: "measured" (the study's size), "cost model", or "resampled" (the measured
@@ -189,7 +189,7 @@ def priced_search(
         return None, "measured", None
     if not draws or any(d is None for d in draws):  # an adaptive search's configs
         return None, "resampled", None
-    drawn = jobs.drawn_configs(study.get("job_args") or [], max(num_samples, 1 + max(draws)))
+    drawn = job_files.drawn_configs(study.get("job_args") or [], max(num_samples, 1 + max(draws)))
     search = predict.search_of(points, host, drawn, num_samples)
     if search is None:
         return None, "resampled", None
@@ -259,7 +259,7 @@ def node_start(study: dict) -> dict | None:
     }
 
 
-def contention_source(study: dict, host: predict.Host) -> str | None:
+def contention_source(study: dict, host: replay.Host) -> str | None:
     if len(host.factors) < 2:
         return None
     if host.from_points:
@@ -273,13 +273,13 @@ MIN_EVENTS_PER_TRIAL = 2.0
 
 def driver_for(
     study: dict, study_path: Path, driver_from: Path | None
-) -> tuple[predict.Driver, str | None]:
+) -> tuple[replay.Driver, str | None]:
     """Tune's driver as the study measured it, else as DRIVER_FROM's study did (its cost
     per event; the events per trial stay this workload's, at least a start and a result)."""
-    own = predict.driver_of(predict.replayable(study["points"]))
+    own = replay.driver_of(predict.replayable(study["points"]))
     if own.capacity is not None or driver_from is None:
         return own, str(study_path) if own.capacity is not None else None
-    other = predict.driver_of(predict.replayable(load_study(driver_from)["points"]))
+    other = replay.driver_of(predict.replayable(load_study(driver_from)["points"]))
     if other.capacity is None:
         raise UserError(
             f"{driver_from} has no measurements of Tune's driver",
@@ -289,7 +289,7 @@ def driver_for(
 
 
 def driver_summary(
-    d: predict.Driver, table: list[dict], source: str | None, borrowed: bool = False
+    d: replay.Driver, table: list[dict], source: str | None, borrowed: bool = False
 ) -> dict | None:
     """What the plan assumed of Tune's driver, and the first count where it limits."""
     if d.capacity is None:

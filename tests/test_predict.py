@@ -9,29 +9,30 @@ import random
 import pytest
 from conftest import assert_one_line_error, run_cli
 
-from rayscale import jobs, predict, scaling
+from rayscale import job_files, predict, replay
 from rayscale.errors import UserError
+from rayscale.study import summary
 
 
 def test_equal_trials_fill_the_slots_in_waves():
     # 8 trials of 10 s on 4 slots: two waves; the second pays the gap between trials.
-    assert predict.makespan([10.0] * 8, 4, startup=2.0, gap=0.5) == pytest.approx(22.5)
+    assert replay.makespan([10.0] * 8, 4, startup=2.0, gap=0.5) == pytest.approx(22.5)
     # More slots than trials: one wave, no gap.
-    assert predict.makespan([10.0] * 3, 8, startup=2.0, gap=0.5) == pytest.approx(12.0)
+    assert replay.makespan([10.0] * 3, 8, startup=2.0, gap=0.5) == pytest.approx(12.0)
 
 
 def test_one_long_trial_bounds_the_search():
     trials = [100.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     for slots in (2, 4, 64):
-        assert predict.makespan(trials, slots, startup=3.0, gap=0.0) == pytest.approx(103.0)
+        assert replay.makespan(trials, slots, startup=3.0, gap=0.0) == pytest.approx(103.0)
     # One slot: everything in a row.
-    assert predict.makespan(trials, 1, startup=3.0, gap=0.1) == pytest.approx(3 + 105 + 0.5)
+    assert replay.makespan(trials, 1, startup=3.0, gap=0.1) == pytest.approx(3 + 105 + 0.5)
 
 
 def test_fifo_keeps_the_jobs_order():
     # Longest last on 2 slots: the long trial waits for a free slot (list scheduling).
-    assert predict.makespan([1.0, 1.0, 1.0, 10.0], 2, 0.0, 0.0) == pytest.approx(11.0)
-    assert predict.makespan([10.0, 1.0, 1.0, 1.0], 2, 0.0, 0.0) == pytest.approx(10.0)
+    assert replay.makespan([1.0, 1.0, 1.0, 10.0], 2, 0.0, 0.0) == pytest.approx(11.0)
+    assert replay.makespan([10.0, 1.0, 1.0, 1.0], 2, 0.0, 0.0) == pytest.approx(10.0)
 
 
 def _run(workers: int, trials: list[float], startup=2.0, gap=0.1, tail=0.5, fixed=5.0) -> dict:
@@ -60,7 +61,7 @@ def _point(workers: int, run: dict) -> dict:
 
 
 def test_costs_are_read_back_from_a_timeline():
-    c = predict.costs_of(_run(2, [4.0, 3.0, 2.0, 1.0]))
+    c = replay.costs_of(_run(2, [4.0, 3.0, 2.0, 1.0]))
     assert [t.cost for t in c.trials] == [4.0, 3.0, 2.0, 1.0]
     assert c.startup == pytest.approx(2.0) and c.gap == pytest.approx(0.1)
     assert c.tail == pytest.approx(0.5) and c.fixed == pytest.approx(5.0)
@@ -106,11 +107,11 @@ def test_host_contention_carries_a_one_host_study_to_separate_machines():
     assert all(abs(v["error"]) > 0.15 for v in predict.validation(points))
     # Separate machines of one CPU each: no contention, the 1-worker trials' costs.
     two = predict.at(points, 2, host=host)["wall_s"]
-    assert two == pytest.approx(predict.makespan(trials, 2, 2.0, 0.1) + 0.5)
+    assert two == pytest.approx(replay.makespan(trials, 2, 2.0, 0.1) + 0.5)
     # Two workers packed on one machine (worker pods on one node): their trials contend as
     # the study's host measured; one worker still has its machine to itself.
     packed = predict.at(points, 2, host=host, workers_per_node=2)["wall_s"]
-    assert packed == pytest.approx(predict.makespan([t * 1.25 for t in trials], 2, 2.0, 0.1) + 0.5)
+    assert packed == pytest.approx(replay.makespan([t * 1.25 for t in trials], 2, 2.0, 0.1) + 0.5)
     alone = predict.at(points, 1, host=host, workers_per_node=2)["wall_s"]
     assert alone == pytest.approx(predict.at(points, 1, host=host)["wall_s"])
 
@@ -151,8 +152,8 @@ def test_host_contention_is_read_from_neighbouring_baseline_runs():
     seq = [{"wall_s": 1.0, "sum_train_s": s} for s in (40.0, 20.0, 44.0)]
     par = [{"wall_s": 1.0, "sum_train_s": s} for s in (50.0, 26.0, 48.4)]
     baselines = {
-        "sequential": scaling.baseline_summary(seq),
-        "joblib": {**scaling.baseline_summary(par), "n_jobs": 2},
+        "sequential": summary.baseline_summary(seq),
+        "joblib": {**summary.baseline_summary(par), "n_jobs": 2},
     }
     study = {"provider": "local", "machine": {"cpus": 2}, "baselines": baselines}
     # The pairs' ratios are 1.25, 1.30 and 1.10: their median, not the medians' 48.4 / 40.
@@ -164,49 +165,49 @@ def test_host_contention_is_read_from_neighbouring_baseline_runs():
     assert predict.host_of({**study, "baselines": one}).factor(2) == pytest.approx(1.15)
 
 
-def _trial(total: int, notes: list[tuple[int, float]]) -> predict.Trial:
+def _trial(total: int, notes: list[tuple[int, float]]) -> replay.Trial:
     """A trial of one second per round, with its rmse at the rounds given."""
-    return predict.Trial(float(notes[-1][0]), total, tuple((r, m, float(r)) for r, m in notes))
+    return replay.Trial(float(notes[-1][0]), total, tuple((r, m, float(r)) for r, m in notes))
 
 
 def test_asha_stops_the_trials_its_rule_says():
-    asha = predict.Asha(grace=1, rf=2, max_t=4)  # rungs at rounds 1 and 2
+    asha = replay.Asha(grace=1, rf=2, max_t=4)  # rungs at rounds 1 and 2
     trials = [
         _trial(4, [(1, 1.0), (2, 0.9), (4, 0.8)]),  # first at each rung: goes on
         _trial(4, [(1, 2.0), (2, 1.9), (4, 1.8)]),  # worse than the median of (1.0): stopped
         _trial(4, [(1, 0.5), (2, 0.6), (4, 0.4)]),  # best at rung 1, better than 0.9 at 2
         _trial(4, [(1, 1.5), (2, 1.4), (4, 1.3)]),  # 1.5 vs median of (1.0, 2.0, 0.5): stopped
     ]
-    end, stopped = predict.asha_makespan(trials, 1, startup=0.0, gap=0.0, asha=asha)
+    end, stopped = replay.asha_makespan(trials, 1, startup=0.0, gap=0.0, asha=asha)
     assert stopped == {1: 1, 3: 1}
     assert end == pytest.approx(4 + 1 + 4 + 1)
     # FIFO on the same trials runs all four to the end.
-    assert predict.makespan([t.cost for t in trials], 1, 0.0, 0.0) == pytest.approx(16.0)
+    assert replay.makespan([t.cost for t in trials], 1, 0.0, 0.0) == pytest.approx(16.0)
 
 
 def test_asha_decides_in_the_order_results_arrive():
-    asha = predict.Asha(grace=1, rf=2, max_t=4)
-    slow_good = predict.Trial(8.0, 4, ((1, 0.1, 2.0), (2, 0.1, 4.0), (4, 0.1, 8.0)))
+    asha = replay.Asha(grace=1, rf=2, max_t=4)
+    slow_good = replay.Trial(8.0, 4, ((1, 0.1, 2.0), (2, 0.1, 4.0), (4, 0.1, 8.0)))
     fast_bad = _trial(4, [(1, 1.0), (2, 1.0), (4, 1.0)])
     # On 2 slots the bad trial reaches rung 1 first (nothing to compare with: it goes on)
     # and rung 2 first as well; the good one is compared with it and goes on too.
-    end, stopped = predict.asha_makespan([slow_good, fast_bad], 2, 0.0, 0.0, asha)
+    end, stopped = replay.asha_makespan([slow_good, fast_bad], 2, 0.0, 0.0, asha)
     assert stopped == {} and end == pytest.approx(8.0)
     # One slot: the good trial's results come first, and the bad one is stopped at rung 1.
-    end, stopped = predict.asha_makespan([slow_good, fast_bad], 1, 0.0, 0.0, asha)
+    end, stopped = replay.asha_makespan([slow_good, fast_bad], 1, 0.0, 0.0, asha)
     assert stopped == {1: 1} and end == pytest.approx(8.0 + 1.0)
 
 
 def test_a_trial_the_run_stopped_is_extrapolated_where_the_replay_lets_it_go_on():
-    asha = predict.Asha(grace=2, rf=2, max_t=8)  # rungs 2, 4
-    stopped_at_2 = predict.Trial(3.0, 8, ((2, 0.7, 3.0),))  # 1.5 s per round, then stopped
-    assert predict.path(stopped_at_2, asha) == [(2, 0.7, 3.0), (4, 0.7, 6.0), (8, 0.7, 12.0)]
-    end, stopped = predict.asha_makespan([stopped_at_2], 1, 1.0, 0.0, asha)
+    asha = replay.Asha(grace=2, rf=2, max_t=8)  # rungs 2, 4
+    stopped_at_2 = replay.Trial(3.0, 8, ((2, 0.7, 3.0),))  # 1.5 s per round, then stopped
+    assert replay.path(stopped_at_2, asha) == [(2, 0.7, 3.0), (4, 0.7, 6.0), (8, 0.7, 12.0)]
+    end, stopped = replay.asha_makespan([stopped_at_2], 1, 1.0, 0.0, asha)
     assert stopped == {} and end == pytest.approx(13.0)
 
 
 def test_the_asha_rule_is_tunes():
-    """predict.on_result against Ray Tune's own _Bracket on random results."""
+    """replay.on_result against Ray Tune's own _Bracket on random results."""
     import random
 
     from ray.tune.schedulers.async_hyperband import _Bracket
@@ -217,30 +218,30 @@ def test_the_asha_rule_is_tunes():
 
     rng = random.Random(1)
     for rf in (2, 3, 4):
-        ours = [(m, {}) for m in reversed(predict.Asha(1, rf, 100).rungs())]
+        ours = [(m, {}) for m in reversed(replay.Asha(1, rf, 100).rungs())]
         theirs = _Bracket(min_t=1, max_t=100, reduction_factor=rf, s=0)
         assert [m for m, _ in ours] == [m for m, _ in theirs._rungs]
         for _ in range(300):
             i, rounds = rng.randrange(30), rng.choice([1, rf, rf * rf, rf**3, 7])
             reward = -rng.random()
-            assert predict.on_result(ours, i, rounds, reward, rf) == (
+            assert replay.on_result(ours, i, rounds, reward, rf) == (
                 theirs.on_result(T(i), rounds, reward) == "STOP"
             )
 
 
 def test_asha_of_reads_the_jobs_arguments_and_its_defaults():
-    assert predict.asha_of(["--scheduler", "asha"]) == predict.Asha(75, 3, 300)
+    assert predict.asha_of(["--scheduler", "asha"]) == replay.Asha(75, 3, 300)
     assert predict.asha_of(
         ["--max-rounds", "200", "--grace-rounds=10", "--reduction-factor", "2"]
-    ) == predict.Asha(10, 2, 200)
-    assert predict.Asha(10, 2, 200).rungs() == [10, 20, 40, 80, 160]
+    ) == replay.Asha(10, 2, 200)
+    assert replay.Asha(10, 2, 200).rungs() == [10, 20, 40, 80, 160]
 
 
 def test_a_larger_search_is_drawn_with_its_spread():
-    c = predict.costs_of(_run(2, [8.0, 4.0, 2.0, 1.0]))
-    same = predict.predict(c, 2)
+    c = replay.costs_of(_run(2, [8.0, 4.0, 2.0, 1.0]))
+    same = replay.predict(c, 2)
     assert same["wall_s"] == same["wall_s_p10"] == same["wall_s_p90"]
-    big = predict.predict(c, 2, num_samples=64)
+    big = replay.predict(c, 2, num_samples=64)
     assert big["wall_s_p10"] <= big["wall_s"] <= big["wall_s_p90"]
     # 64 trials of mean 3.75 s on 2 slots: about 120 s of search, plus start-up and tail.
     assert 100 < big["wall_s"] < 150
@@ -257,7 +258,7 @@ def _cost(cfg: dict, rounds: int | None = None) -> float:
 
 
 def _configs(n: int) -> list[dict]:
-    return jobs.drawn_configs(["--scheduler", "fifo"], n)["configs"]
+    return job_files.drawn_configs(["--scheduler", "fifo"], n)["configs"]
 
 
 def test_the_cost_model_recovers_the_formula_that_made_the_costs():
@@ -280,8 +281,8 @@ def test_a_larger_search_prices_each_of_its_configs_by_the_model():
     rows = tuple((c, c["num_boost_round"], _cost(c)) for c in configs)
     same = {**configs[0], "num_boost_round": 100}
     search = predict.Search((same,) * 8, rows)
-    c = predict.costs_of(_run(2, [1.0] * 4))  # start-up 2, gap 0.1, tail 0.5
-    r = predict.predict(c, 4, num_samples=8, search=search, factor=2.0)
+    c = replay.costs_of(_run(2, [1.0] * 4))  # start-up 2, gap 0.1, tail 0.5
+    r = replay.predict(c, 4, num_samples=8, search=search, factor=2.0)
     # 8 equal trials on 4 slots: two waves of the model's cost, times the host's factor.
     expected = 2.0 + 2 * 2.0 * _cost(same) + 0.1 + 0.5
     for k in ("wall_s", "wall_s_p10", "wall_s_p90"):
@@ -291,7 +292,7 @@ def test_a_larger_search_prices_each_of_its_configs_by_the_model():
 def test_a_config_not_measured_takes_the_asha_notes_of_the_nearest_measured_one():
     configs = _configs(12)
     rows = tuple((c, c["num_boost_round"], _cost(c)) for c in configs)
-    a = predict.Asha(25, 3, 300)
+    a = replay.Asha(25, 3, 300)
     notes = (((25, 2.0), (75, 1.5)), ((25, 1.0),))
     trials = predict.Search(tuple(configs[:2]), rows, notes).trials(random.Random(0), a, 1.0)
     t = trials[0]
@@ -302,7 +303,7 @@ def test_a_config_not_measured_takes_the_asha_notes_of_the_nearest_measured_one(
 
 
 def test_the_job_prints_the_configs_a_search_would_try():
-    big = jobs.drawn_configs(["--scheduler", "fifo", "--num-samples", "4"], 64)
+    big = job_files.drawn_configs(["--scheduler", "fifo", "--num-samples", "4"], 64)
     assert big["configs"][:16] == _configs(16)  # the study's configs open the larger search
     assert sorted(big["order"]) == list(range(64))
 
@@ -316,16 +317,16 @@ def test_the_job_prints_the_configs_a_search_would_try():
 
     costs = [formula(big["configs"][i]) for i in big["order"]]
     assert costs == sorted(costs, reverse=True)
-    asha = jobs.drawn_configs(["--scheduler", "asha"], 8)
+    asha = job_files.drawn_configs(["--scheduler", "asha"], 8)
     assert asha["order"] == list(range(8)) and asha["configs"] == big["configs"][:8]
     with pytest.raises(UserError, match="could not list the study's configs.*not found"):
-        jobs.drawn_configs(["--search-space", "/nonexistent.yaml"], 8)
+        job_files.drawn_configs(["--search-space", "/nonexistent.yaml"], 8)
 
 
 def test_plan_prices_a_larger_search_by_the_cost_model(tmp_path):
     """A study whose trials carry only their draw: plan asks the job for the 64 configs,
     fits the model on the 16 measured, and replays the job's order of all 64."""
-    drawn = jobs.drawn_configs(["--scheduler", "fifo"], 64)
+    drawn = job_files.drawn_configs(["--scheduler", "fifo"], 64)
     first = [i for i in drawn["order"] if i < 16]  # the study's own order of its 16
     run = _run(1, [_cost(drawn["configs"][i]) for i in first])
     for t, i in zip(run["timeline"], first, strict=True):
@@ -344,7 +345,7 @@ def test_plan_prices_a_larger_search_by_the_cost_model(tmp_path):
     assert plan["trial_costs"] == "cost model" and plan["cost_model"]["loo_error_p90"] < 1e-6
     costs = [_cost(drawn["configs"][i]) for i in drawn["order"]]
     for row in plan["rows"]:
-        expected = predict.makespan(costs, row["workers"], 2.0, 0.1) + 0.5
+        expected = replay.makespan(costs, row["workers"], 2.0, 0.1) + 0.5
         assert row["wall_s"] == pytest.approx(expected, abs=0.1)
         assert row["wall_s_p10"] == pytest.approx(row["wall_s_p90"], abs=0.1)
 
@@ -456,23 +457,23 @@ def test_the_drivers_cost_is_its_cpu_against_its_event_rate():
         run = p["runs"][0]
         window = max(t["end"] for t in run["timeline"]) - min(t["start"] for t in run["timeline"])
         _driven(p, 80, 0.05 + 0.02 * 80 / window)
-    d = predict.driver_of(points)
+    d = replay.driver_of(points)
     assert d.per_event == pytest.approx(0.02) and d.idle == pytest.approx(0.05)
     assert d.events_per_trial == 5 and d.capacity == pytest.approx(0.95 / 0.02)
     # Not measured: no ceiling, and the replay is the trials' alone.
-    assert predict.driver_of([_point(1, _run(1, trials))]).capacity is None
+    assert replay.driver_of([_point(1, _run(1, trials))]).capacity is None
 
 
 def test_a_driver_that_cannot_keep_up_sets_the_searchs_time():
     """64 trials of 1 s, 10 events each, a driver of 50 ms an event: 32 s of driver work.
     On 4 slots the trials take 16 s and the driver 32 s; on 1 slot the trials (64 s)."""
     trials = [1.0] * 64
-    c = predict.costs_of(_run(1, trials, startup=0.0, gap=0.0, tail=0.0))
-    c = predict.replace(c, driver=predict.Driver(0.05, 0.0, 10.0))
-    assert predict.bounds(c, 4) == pytest.approx((16.0, 32.0))
-    assert predict.search_wall(c, 4) == pytest.approx(32.0)
-    assert predict.search_wall(c, 1) == pytest.approx(64.0)
-    assert predict.predict(c, 4)["driver_floor_s"] == pytest.approx(32.0)
+    c = replay.costs_of(_run(1, trials, startup=0.0, gap=0.0, tail=0.0))
+    c = predict.replace(c, driver=replay.Driver(0.05, 0.0, 10.0))
+    assert replay.bounds(c, 4) == pytest.approx((16.0, 32.0))
+    assert replay.search_wall(c, 4) == pytest.approx(32.0)
+    assert replay.search_wall(c, 1) == pytest.approx(64.0)
+    assert replay.predict(c, 4)["driver_floor_s"] == pytest.approx(32.0)
 
 
 def test_plan_marks_where_the_driver_limits(tmp_path):
