@@ -21,7 +21,7 @@ class Endpoint:
     # The cluster's nodes read this machine's files (the local provider): the job is
     # submitted as a path, not uploaded as a working_dir.
     shares_disk: bool = False
-    # Where the nodes' image holds the job and the digest of that copy (jobs.job_digest):
+    # Where the nodes' image holds the job and the digest of that copy (job_files.job_digest):
     # a job dir with the same digest runs from there, not uploaded.
     image_job: tuple[str, str] | None = None
 

@@ -166,11 +166,11 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
 def _job_runs_from_the_image_unless_changed(state, tmp_path) -> None:
     """The image holds this job (its digest matches): the job just run went from there, with
     no working_dir and no runtime env. A copy changed in one line is uploaded."""
-    from rayscale import jobs, providers
+    from rayscale import job_files, jobs, providers
     from rayscale.state import StateDir
 
     ep = providers.recorded(StateDir(state)).endpoint()
-    assert ep.image_job == ("/opt/rayscale/job", jobs.job_digest(ROOT / "job"))
+    assert ep.image_job == ("/opt/rayscale/job", job_files.job_digest(ROOT / "job"))
     j = jobs.Jobs(ep)
     (first,) = j._client.list_jobs()
     assert not first.runtime_env, first.runtime_env

@@ -32,7 +32,7 @@ from conftest import (
     tree_pids,
 )
 
-from rayscale import jobs, lifecycle, procs
+from rayscale import job_files, lifecycle, procs
 from rayscale.endpoint import IMAGE_JOB
 from rayscale.errors import UserError
 from rayscale.providers import provider_class
@@ -211,7 +211,7 @@ def test_provider_keeps_the_contract(which, tmp_path, request):
         # exec; kuberay, ray-up: a one-line job, lifecycle.up), so a matching job dir is not
         # uploaded.
         # ray-up's fake nodes are processes here: their image holds no job.
-        held = (IMAGE_JOB, jobs.job_digest(ROOT / "job")) if h.image else None
+        held = (IMAGE_JOB, job_files.job_digest(ROOT / "job")) if h.image else None
         assert ep.image_job == held, ep.image_job
 
         # up on a live record: refused, and the cluster is untouched
