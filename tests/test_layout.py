@@ -71,6 +71,40 @@ def test_no_import_circle_in_rayscale():
     assert not circles, circles
 
 
+def _layers() -> list[list[str]]:
+    """docs/development.md's layers block, top first: each a list of module patterns."""
+    doc = (ROOT / "docs" / "development.md").read_text()
+    block = re.search(r"```layers\n(.*?)```", doc, re.S)
+    assert block, "docs/development.md has no ```layers block"
+    return [line.split() for line in block.group(1).splitlines() if line.strip()]
+
+
+def _layer_of(module: str, layers: list[list[str]]) -> int | None:
+    name = module.removeprefix("rayscale.")
+    if module == "rayscale":
+        return len(layers) - 1  # the package's __init__: the bottom
+    for i, patterns in enumerate(layers):
+        for p in patterns:
+            if name == p or (p.endswith(".*") and (name == p[:-2] or name.startswith(p[:-1]))):
+                return i
+    return None
+
+
+def test_every_module_sits_in_a_layer_and_imports_nothing_above_it():
+    """The layers in docs/development.md are the code's: no module left out, no import up."""
+    layers, graph = _layers(), _graph()
+    graph = {m: deps for m, deps in graph.items() if not m.startswith("rayscale.onhead")}
+    unplaced = sorted(m for m in graph if _layer_of(m, layers) is None)
+    assert not unplaced, f"add these to docs/development.md's layers: {unplaced}"
+    upward = [
+        f"{m} -> {d}"
+        for m, deps in graph.items()
+        for d in sorted(deps)
+        if _layer_of(d, layers) < _layer_of(m, layers)
+    ]
+    assert not upward, upward
+
+
 def test_job_imports_nothing_of_rayscale_and_the_package_no_drill():
     # job/ and the scripts the launcher runs on a head: a bare cluster image has no rayscale.
     for f in [*_sources("job"), *(ROOT / "rayscale" / "onhead").glob("*.py")]:
