@@ -33,6 +33,9 @@ CLIENT_PORT = 10001
 # Every node's environment: token auth on (Ray 2.60 leaves it off unless told), no usage
 # stats sent home (both documented: Ray's auth and usage-stats pages).
 NODE_ENV = {"RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
+# The head of Ray's fake multi-node provider (ray-up on this machine, cluster/local-
+# autoscale.yaml): its autoscaler launches worker raylets as local processes.
+FAKE_CLUSTER_ENV = {"RAY_FAKE_CLUSTER": "1"}
 
 # Flags a KubeRay pod gets from the operator itself (pod.go: --head, --address, --block,
 # and the GCS port); rayStartParams must not set them.
@@ -192,15 +195,27 @@ def launcher_commands(ports: dict[str, int]) -> dict[str, list[str]]:
 _START_BLOCK = re.compile(r"^head_start_ray_commands:.*\Z", re.S | re.M)
 
 
+# The `--env` run options of a YAML's docker block: the container's own environment.
+_ENV_OPTIONS = re.compile(r"^(    - --env RAY_\w+=.*\n)+", re.M)
+
+
+def container_env() -> dict[str, str]:
+    """What a launcher YAML's containers run under: every node's environment, and where
+    their token is."""
+    return {**NODE_ENV, "RAY_AUTH_TOKEN_PATH": LAUNCHER_TOKEN_PATH}
+
+
 def launcher_yaml(text: str, name: str) -> str:
-    """A launcher YAML's text with its start commands as generated (the rest, comments
-    included, as written)."""
+    """A launcher YAML's text with its start commands and its containers' environment as
+    generated (the rest, comments included, as written)."""
     cmds = launcher_commands(LAUNCHER_FILES[name])
     block = "".join(
         f"{key}:\n" + "".join(f"  - {_yaml_str(c)}\n" for c in lines) for key, lines in cmds.items()
     )
     if not _START_BLOCK.search(text):
         raise ValueError(f"{name}: no head_start_ray_commands block to replace")
+    env = "".join(f"    - --env {k}={v}\n" for k, v in container_env().items())
+    text = _ENV_OPTIONS.sub(lambda _: env, text)
     return _START_BLOCK.sub(lambda _: block, text)
 
 

@@ -99,3 +99,13 @@ def test_start_commands_are_the_runtimes(f):
     want = runtime.launcher_commands(runtime.LAUNCHER_FILES[f.name])
     for key, cmds in want.items():
         assert cfg[key] == cmds
+
+
+def test_the_images_environment_is_every_nodes():
+    """docker/Dockerfile's ENV holds rayscale.runtime's NODE_ENV (token auth on, no usage
+    stats): a node started from the image by any tool gets them, and a change in runtime
+    that the Dockerfile misses fails here (a Dockerfile cannot read Python)."""
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    env = dict(re.findall(r"^\s*(?:ENV\s+)?(RAY_\w+)=(\S+?)\s*\\?$", text, re.M))
+    missing = {k: v for k, v in runtime.NODE_ENV.items() if env.get(k) != v}
+    assert not missing, f"docker/Dockerfile's ENV lacks {missing}"

@@ -10,7 +10,7 @@ import textwrap
 
 from conftest import ROOT
 
-TEMPLATE = '''
+TEMPLATE = """
 from dataclasses import dataclass
 
 from rayscale.errors import UserError
@@ -32,7 +32,7 @@ class TemplateProvider(LocalProvider):
             f"the template provider was given --partition {self.options.partition}",
             "none: it stands in for a new provider",
         )
-'''
+"""
 
 # The registry line a new provider adds (NAMES follows REGISTRY at import in the package).
 RUN = """

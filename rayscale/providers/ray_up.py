@@ -414,7 +414,7 @@ class FakeLauncher:
         cfg["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
 
     def start(self, rec: RayUpRecord) -> None:
-        env = {**node_env(self.p.state.token_file), "RAY_FAKE_CLUSTER": "1"}
+        env = {**node_env(self.p.state.token_file), **runtime.FAKE_CLUSTER_ENV}
         ports = rec["ports"]
         spec = runtime.head(
             port=rec["gcs_port"],
