@@ -226,10 +226,19 @@ _TIMEOUT_HELP = (
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
 @_shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="print what up would create (the commands, manifests or launcher YAML, with the "
+    "shape and resources) and create nothing",
+)
 @_state_option
-def cluster_up(provider, workers, timeout, state, **options):
+def cluster_up(provider, workers, timeout, dry_run, state, **options):
     """Start a head node (no trials) and WORKERS worker nodes."""
     p = providers.get(provider, state, **options)  # each provider takes only its own
+    if dry_run:
+        report.show_sections(p.dry_run(workers))
+        return
     t0 = time.perf_counter()
     lifecycle.up(p, workers, timeout)
     report.say(
@@ -321,6 +330,7 @@ def job():
     help="kuberay / kind: submit as a RayJob on the running RayCluster (KubeRay's submitter "
     "runs it in the cluster; no port-forward)",
 )
+@click.option("--dry-run", is_flag=True, help="with --rayjob: print the RayJob and create nothing")
 @_env_option
 @_ray_submit_options
 @_address_options
@@ -333,6 +343,7 @@ def job_submit(
     job_dir,
     working_dir,
     rayjob,
+    dry_run,
     env,
     ray,
     address,
@@ -342,6 +353,11 @@ def job_submit(
 ):
     """Submit the bundled job with JOB_ARGS after --, e.g. -- --num-samples 8; or, with
     --working-dir DIR, any command after --, e.g. -- python my_tune.py."""
+    if dry_run and not rayjob:
+        raise UserError(
+            "--dry-run prints the RayJob that --rayjob would create",
+            "add --rayjob (a Job API submission creates nothing to print)",
+        )
     if rayjob:
         if working_dir or job_dir or env or address or not wait or ray.given():
             raise UserError(
@@ -350,6 +366,9 @@ def job_submit(
                 f"{', '.join(ray.given()) or 'the `ray job submit` flags'} with it",
             )
         provider = providers.recorded(state)
+        if dry_run:
+            print(rayjobs.preview(provider, list(job_args)), end="")
+            return
         rec = rayjobs.submit_on(provider, list(job_args), timeout, report.job_line)
         _show(rec, as_json, save)
         return

@@ -547,3 +547,15 @@ def scan_pods(doc: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for role, t in groups
     ]
+
+
+def to_yaml(*docs: Any) -> str:
+    """Documents as `kubectl apply -f` takes them: `---` between, keys in their order, and
+    no YAML anchors where two places hold the same labels."""
+    import yaml
+
+    class Plain(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump_all(docs, Dumper=Plain, sort_keys=False)

@@ -424,3 +424,9 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
         )
     for f in written:
         say(f"wrote {f}")
+
+
+def show_sections(sections: list[tuple[str, str]]) -> None:
+    """Titled blocks on stdout (a dry run's): `# title`, the text, a blank line."""
+    for title, text in sections:
+        print(f"# {title}\n{text.rstrip()}\n", flush=True)

@@ -153,7 +153,11 @@ def start_params(spec: NodeSpec) -> dict[str, str]:
 def shell_command(spec: NodeSpec, env: dict[str, str] | None = None) -> str:
     """One shell line that starts the node (the cluster launcher's start commands, where
     the launcher exports $RAY_HEAD_IP: left unquoted so the shell expands it)."""
-    words = [*(f"{k}={v}" for k, v in (env or {}).items()), "ray", *start_args(spec)]
+    return shell_join([*(f"{k}={v}" for k, v in (env or {}).items()), "ray", *start_args(spec)])
+
+
+def shell_join(words: list[str]) -> str:
+    """A shell line of these words, quoted only where needed ($NAME left for the shell)."""
     return " ".join(w if _SHELL_SAFE.fullmatch(w) else shlex.quote(w) for w in words)
 
 

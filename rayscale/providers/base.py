@@ -418,6 +418,12 @@ class Provider(abc.ABC):
         on Kubernetes, its RayCluster object). False with no record. Never raises for a
         cluster that is gone: `up` uses it to tell a live record from a stale one."""
 
+    def dry_run(self, workers: int) -> list[tuple[str, str]]:
+        """What `up` with `workers` workers would create, as (title, text) sections: the
+        commands, manifests or launcher YAML, with the shape and resources. It creates
+        nothing, writes nothing and asks nothing of the cluster or its platform."""
+        raise UserError(f"--dry-run is not available for the {self.name} provider")
+
     def check_fits(self, workers: int, running: int = 0) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Raise UserError when `workers` workers of this shape cannot run here."""
 
@@ -537,3 +543,7 @@ def status_from_dashboard(
             continue
         st.nodes.append(NodeInfo.of(n, (label or {}).get(n.address, n.address)))
     return st
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")

@@ -37,10 +37,11 @@ from rayscale.providers.base import (
     Options,
     Provider,
     flag,
+    plural,
     status_of_named,
 )
 from rayscale.runtime import GIB
-from rayscale.state import command
+from rayscale.state import CONFIG_DIR, command
 
 DEFAULT_IMAGE = f"rayscale:{__version__}"
 # Ray's memory and object store on the head, its daemons (the dashboard's module
@@ -194,6 +195,33 @@ class DockerProvider(Provider):
     def _log_hint(self, rec: DockerRecord) -> str:
         return f"`docker logs {rec['head']['name']}`"
 
+    def dry_run(self, workers: int) -> list[tuple[str, str]]:
+        rec: DockerRecord = {
+            "cluster_id": "$ID",
+            "network": "rayscale-$ID",
+            "volume": self.results_volume(),
+            "shape": dataclasses.asdict(self.shape),
+            "head": {"name": "rayscale-$ID-head"},
+        }
+        docker = docker_binary()
+        lines = [
+            [docker, "network", "create", "--label", "rayscale.cluster=$ID", rec["network"]],
+            [docker, "volume", "create", "--label", f"rayscale.results={self.state.path}",
+             rec["volume"]],
+            [docker, *self._head_args(rec)],
+            *([docker, *self._worker_args(rec, i)] for i in range(workers)),
+        ]  # fmt: skip
+        return [
+            (
+                f"Docker objects: a network, the results volume (made if missing, kept by "
+                f"down), a head container (1 CPU, {HEAD_CONTAINER_GIB:g} GiB) and "
+                f"{plural(workers, 'worker')} of {self.shape.cpus_per_worker} CPU and "
+                f"{self.shape.memory_per_worker_gib + self.shape.object_store_gib:g} GiB, "
+                f"image {self.image} ($ID: drawn at up)",
+                "\n".join(runtime.shell_join(a) for a in lines),
+            )
+        ]
+
     def _run_args(self, rec: DockerRecord, name: str, cpus: float, memory_gib: float) -> list[str]:
         shm = max(0.25, memory_gib / 3)  # Ray's object store lives in /dev/shm
         return [
@@ -220,20 +248,22 @@ class DockerProvider(Provider):
             *[f for k, v in runtime.node_env().items() for f in ("-e", f"{k}={v}")],
             # The token by file, not argv: any local user can read /proc/*/cmdline.
             "--env-file",
-            str(self._token_env()),
+            str(self._token_env_path()),
         ]
 
-    def _token_env(self) -> Path:
-        path = self.state.config_dir / "token.env"
+    def _token_env_path(self) -> Path:
+        return self.state.path / CONFIG_DIR / "token.env"  # made by _token_env, not here
+
+    def _token_env(self) -> None:
+        path = self._token_env_path()
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(f"RAY_AUTH_TOKEN={self.state.token()}\n")
-        return path
 
-    def _start_head(self, rec: DockerRecord) -> None:
+    def _head_args(self, rec: DockerRecord) -> list[str]:
         name = rec["head"]["name"]
-        args = self._run_args(rec, name, 1, HEAD_CONTAINER_GIB) + [
+        return self._run_args(rec, name, 1, HEAD_CONTAINER_GIB) + [
             # Published on loopback only; the host port is chosen by Docker.
             "-p",
             f"127.0.0.1::{runtime.DASHBOARD_PORT}",
@@ -242,7 +272,33 @@ class DockerProvider(Provider):
             # 0.0.0.0 inside the container: Docker publishes it on the host's loopback only.
             *runtime.start_args(runtime.head(dashboard_host="0.0.0.0", node_name=name)),
         ]
-        rec["head"]["id"] = self._docker(*args)
+
+    def _worker_args(self, rec: DockerRecord, idx: int) -> list[str]:
+        shape, name = rec["shape"], f"rayscale-{rec['cluster_id']}-w{idx}"
+        return [
+            *self._run_args(
+                rec,
+                name,
+                shape["cpus_per_worker"],
+                shape["memory_per_worker_gib"] + shape["object_store_gib"],
+            ),
+            self.image,
+            "ray",
+            *runtime.start_args(
+                runtime.worker(
+                    f"{rec['head']['name']}:{runtime.GCS_PORT}",
+                    cpus=shape["cpus_per_worker"],
+                    memory_bytes=int(shape["memory_per_worker_gib"] * GIB),
+                    object_store_bytes=int(shape["object_store_gib"] * GIB),
+                    node_name=name,
+                )
+            ),
+        ]
+
+    def _start_head(self, rec: DockerRecord) -> None:
+        name = rec["head"]["name"]
+        self._token_env()
+        rec["head"]["id"] = self._docker(*self._head_args(rec))
         rec["dashboard_url"] = f"http://{self._published(name, runtime.DASHBOARD_PORT)}"
         # A job dir that matches the image's copy runs from there, not uploaded; an image
         # built without the digest file gets every job uploaded, as before.
@@ -257,30 +313,12 @@ class DockerProvider(Provider):
         return loop[0]
 
     def _add_workers(self, rec: DockerRecord, count: int) -> None:
-        shape = rec["shape"]
+        self._token_env()
         for _ in range(count):
             idx = rec["next_worker"]
             rec["next_worker"] += 1
+            cid = self._docker(*self._worker_args(rec, idx))
             name = f"rayscale-{rec['cluster_id']}-w{idx}"
-            cid = self._docker(
-                *self._run_args(
-                    rec,
-                    name,
-                    shape["cpus_per_worker"],
-                    shape["memory_per_worker_gib"] + shape["object_store_gib"],
-                ),
-                self.image,
-                "ray",
-                *runtime.start_args(
-                    runtime.worker(
-                        f"{rec['head']['name']}:{runtime.GCS_PORT}",
-                        cpus=shape["cpus_per_worker"],
-                        memory_bytes=int(shape["memory_per_worker_gib"] * GIB),
-                        object_store_bytes=int(shape["object_store_gib"] * GIB),
-                        node_name=name,
-                    )
-                ),
-            )
             rec["workers"].append({"index": idx, "name": name, "id": cid})
 
     def results_volume(self) -> str:

@@ -22,7 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rayscale import manifests, procs
+from rayscale import manifests, procs, runtime
 from rayscale.errors import UserError
 from rayscale.procs import tool
 from rayscale.providers.base import GIB, say
@@ -279,6 +279,26 @@ class KindProvider(KubeRayProvider):
         if create:
             rec["volumes_dir"] = self.options.volumes_dir
         return rec
+
+    def dry_run(self, workers: int) -> list[tuple[str, str]]:
+        config = str(self.state.path / "kind-config.yaml")
+        chart_dir = str(self.state.path / "chart")
+        first, fallback = self.load_commands(str(self.state.path / "image.tar"))
+        steps = [*self.commands(True, True, None, chart_dir, config), first]
+        kind = manifests.kind_config(self.kind_cluster, self.options.volumes_dir)
+        return [
+            (
+                f"kind cluster {self.kind_cluster}, its config written to {config}",
+                manifests.to_yaml(kind),
+            ),
+            (
+                "the set-up, each step only where needed: the kind cluster if it does not "
+                f"exist, KubeRay {manifests.KUBERAY_VERSION} if that chart is not deployed, the "
+                "image if it is not built; then the image loaded into the node",
+                "\n".join(runtime.shell_join(a) for a in steps),
+            ),
+            *super().dry_run(workers),
+        ]
 
     def write_config(self) -> str:
         """The kind config of a cluster this `up` creates: the repo's, with the node's

@@ -32,6 +32,7 @@ from rayscale.providers.base import (
     Options,
     ProcRecord,
     flag,
+    plural,
     say,
     status_from_dashboard,
 )
@@ -169,6 +170,45 @@ class KubeRayProvider(ResultsClaim, ForwardedProvider):
         ]
 
     # ---- up / scale / down ------------------------------------------------------------
+
+    def dry_run(self, workers: int) -> list[tuple[str, str]]:
+        named = "" if self.state.is_default else f"{self.state.name}-"
+        name = self.options.name or f"rayscale-{named}000000"
+        claim = self.options.results_claim or manifests.RESULTS_CLAIM
+        ns, p = self._ns(), self._profile
+        where = f"namespace {ns}, context {self.options.context or 'the current one'}"
+        drawn = "" if self.options.name else " (its last six characters drawn at up)"
+        out = [
+            (
+                f"RayCluster {name}{drawn}: a head and {plural(workers, 'worker')}, "
+                f"profile {p.name}, in {where}",
+                manifests.to_yaml(self._manifest(name, workers, claim)),
+            )
+        ]
+        if not self.options.results_claim:
+            body = manifests.results_claim(p, ns, claim, self.options.storage_class)
+            out.append(
+                (
+                    f"PersistentVolumeClaim {claim} for Tune's results (made if missing)",
+                    manifests.to_yaml(body),
+                )
+            )
+        redis = gcs_ft.parse(self.options.gcs_ft) if self.options.gcs_ft else None
+        if redis and redis.deployed:
+            image = self.options.redis_image or gcs_ft.IMAGE
+            docs = [
+                gcs_ft.deployment(name, ns, image),
+                gcs_ft.service(name, ns),
+                gcs_ft.network_policy(name, ns),
+            ]
+            out.append(
+                (
+                    f"the Redis that keeps the head's GCS, and Secret {gcs_ft.secret_name(name)} "
+                    "with its password (drawn at up)",
+                    manifests.to_yaml(*docs),
+                )
+            )
+        return out
 
     def _manifest(self, name: str, workers: int, claim: str) -> dict[str, Any]:
         p = self._profile

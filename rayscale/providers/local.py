@@ -32,6 +32,7 @@ from rayscale.providers.base import (
     NodeShape,
     ProcRecord,
     Provider,
+    plural,
     status_of_named,
 )
 from rayscale.runtime import GIB, HEAD_MEMORY_GIB, HEAD_OBJECT_STORE_GIB
@@ -166,36 +167,36 @@ class LocalProvider(Provider):
 
     def _spawn(self, rec: LocalRecord, spec: runtime.NodeSpec) -> ProcRecord:
         """One node: `ray start` with runtime's arguments, ports of its own on this machine."""
-        agent_http, agent_grpc, runtime_env, metrics, node_manager = procs.free_ports(5)
-        spec = dataclasses.replace(
-            spec,
-            temp_dir=str(Path(rec["temp_root"]) / spec.node_name),
-            ports={
-                "dashboard-agent-listen-port": agent_http,
-                "dashboard-agent-grpc-port": agent_grpc,
-                "runtime-env-agent-port": runtime_env,
-                "metrics-export-port": metrics,
-                "node-manager-port": node_manager,
-                "min-worker-port": 0,
-                "max-worker-port": 0,
-                **spec.ports,
-            },
-        )
+        spec = _on_this_machine(spec, rec["temp_root"], procs.free_ports(5))
         argv = [ray_executable(), *runtime.start_args(spec)]
         env = node_env(Path(rec["token_file"]))
         return procs.spawn(argv, env, self._log(spec.node_name))
 
     def _start_head(self, rec: LocalRecord) -> None:
         gcs_port, dash_port, client_port = procs.free_ports(3)
-        spec = runtime.head(
-            port=gcs_port,
-            dashboard_port=dash_port,
-            node_name="head",
-            ports={"ray-client-server-port": client_port},
-        )
+        spec = _head(gcs_port, dash_port, client_port)
         rec["head"] = {"proc": self._spawn(rec, spec), "name": "head"}
         rec["gcs_address"] = f"127.0.0.1:{gcs_port}"
         rec["dashboard_url"] = f"http://127.0.0.1:{dash_port}"
+
+    def dry_run(self, workers: int) -> list[tuple[str, str]]:
+        free = "$FREE_PORT"
+        env = runtime.node_env(token_path=str(self.state.token_file))
+        shape = dataclasses.asdict(self.shape)
+        nodes = [_head(free, free, free)]
+        nodes += [_worker(f"127.0.0.1:{free}", shape, i) for i in range(workers)]
+        lines = [
+            runtime.shell_command(_on_this_machine(n, "$TEMP_DIR", [free] * 5), env) for n in nodes
+        ]
+        return [
+            (
+                f"processes on this machine: a head (no trials) and {plural(workers, 'worker')} of "
+                f"{self.shape.cpus_per_worker} CPU, {self.shape.memory_per_worker_gib:g} GiB "
+                f"memory and {self.shape.object_store_gib:g} GiB object store "
+                "($FREE_PORT: each a port picked at up; $TEMP_DIR: a temp dir made at up)",
+                "\n".join(lines),
+            )
+        ]
 
     def _wait_head(self, rec: LocalRecord) -> None:
         proc = rec["head"]["proc"]
@@ -233,17 +234,10 @@ class LocalProvider(Provider):
             time.sleep(0.2)
 
     def _spawn_workers(self, rec: LocalRecord, count: int) -> None:
-        shape = rec["shape"]
         for _ in range(count):
             idx = rec["next_worker"]
             rec["next_worker"] += 1
-            spec = runtime.worker(
-                rec["gcs_address"],
-                cpus=shape["cpus_per_worker"],
-                memory_bytes=int(shape["memory_per_worker_gib"] * GIB),
-                object_store_bytes=int(shape["object_store_gib"] * GIB),
-                node_name=f"w{idx}",
-            )
+            spec = _worker(rec["gcs_address"], rec["shape"], idx)
             rec["workers"].append(
                 {
                     "index": idx,
@@ -375,3 +369,42 @@ def _said(log: str) -> str:
     """`: <the log's last line>`, or nothing where the log is empty."""
     line = procs.last_line(log)
     return f": {line}" if line else ""
+
+
+def _head(gcs_port, dash_port, client_port) -> runtime.NodeSpec:
+    return runtime.head(
+        port=gcs_port,
+        dashboard_port=dash_port,
+        node_name="head",
+        ports={"ray-client-server-port": client_port},
+    )
+
+
+def _worker(gcs_address: str, shape: dict, idx: int) -> runtime.NodeSpec:
+    return runtime.worker(
+        gcs_address,
+        cpus=shape["cpus_per_worker"],
+        memory_bytes=int(shape["memory_per_worker_gib"] * GIB),
+        object_store_bytes=int(shape["object_store_gib"] * GIB),
+        node_name=f"w{idx}",
+    )
+
+
+def _on_this_machine(spec: runtime.NodeSpec, temp_root: str, ports: list) -> runtime.NodeSpec:
+    """A node beside others on one host: a temp dir and agent, metrics and node-manager
+    ports of its own; its workers' ports the kernel's."""
+    agent_http, agent_grpc, runtime_env, metrics, node_manager = ports
+    return dataclasses.replace(
+        spec,
+        temp_dir=str(Path(temp_root) / spec.node_name),
+        ports={
+            "dashboard-agent-listen-port": agent_http,
+            "dashboard-agent-grpc-port": agent_grpc,
+            "runtime-env-agent-port": runtime_env,
+            "metrics-export-port": metrics,
+            "node-manager-port": node_manager,
+            "min-worker-port": 0,
+            "max-worker-port": 0,
+            **spec.ports,
+        },
+    )

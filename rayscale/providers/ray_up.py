@@ -50,6 +50,7 @@ from rayscale.providers.base import (
     Options,
     ProcRecord,
     flag,
+    plural,
     status_from_dashboard,
 )
 from rayscale.providers.local import node_env, ray_executable
@@ -297,7 +298,10 @@ class CloudLauncher:
         """Ray's autoscaler v2, `ray up`'s default since Ray 2.50, has no on-prem (`local`)
         provider (ray-project/ray#57153): its monitor would never start a worker host. Ray's
         documented switch keeps those on v1."""
-        cfg = yaml.safe_load(Path(config).read_text()) or {}
+        return CloudLauncher.env_for(yaml.safe_load(Path(config).read_text()) or {})
+
+    @staticmethod
+    def env_for(cfg: dict[str, Any]) -> list[str]:
         return ["env", "RAY_UP_enable_autoscaler_v2=0"] if on_prem(cfg) else []
 
     @staticmethod
@@ -413,10 +417,10 @@ class FakeLauncher:
         )
         cfg["provider"]["gcs_address"] = f"127.0.0.1:{gcs_port}"
 
-    def start(self, rec: RayUpRecord) -> None:
-        env = {**node_env(self.p.state.token_file), **runtime.FAKE_CLUSTER_ENV}
+    @staticmethod
+    def head(rec: RayUpRecord) -> runtime.NodeSpec:
         ports = rec["ports"]
-        spec = runtime.head(
+        return runtime.head(
             port=rec["gcs_port"],
             dashboard_port=ports["dashboard"],
             temp_dir=rec["temp_root"],
@@ -426,8 +430,13 @@ class FakeLauncher:
             },
             extra=(f"--autoscaling-config={rec['config']}",),
         )
+
+    def start(self, rec: RayUpRecord) -> None:
+        env = {**node_env(self.p.state.token_file), **runtime.FAKE_CLUSTER_ENV}
         rec["head"] = procs.spawn(
-            [ray_executable(), *runtime.start_args(spec)], env, self.p.state.logs_dir / "head.log"
+            [ray_executable(), *runtime.start_args(self.head(rec))],
+            env,
+            self.p.state.logs_dir / "head.log",
         )
 
     def apply(self, rec: RayUpRecord) -> None:
@@ -515,11 +524,7 @@ class RayUpProvider(ForwardedProvider):
         launcher_cls = (
             FakeLauncher if cfg["provider"].get("type") == "fake_multinode" else CloudLauncher
         )
-        self._rendered = render(cfg, workers, self.state.new_token())
-        if not self.state.is_default:
-            # The launcher finds a cluster's machines by cluster_name: one YAML, two clusters.
-            name = self._rendered.get("cluster_name", "default")
-            self._rendered["cluster_name"] = f"{name}-{self.state.name}"
+        self._rendered = self._render(cfg, workers, self.state.new_token())
         port = procs.free_ports(1)[0]
         return {
             "provider": self.name,
@@ -531,6 +536,51 @@ class RayUpProvider(ForwardedProvider):
             "forward_port": port,
             "dashboard_url": f"http://127.0.0.1:{port}",
         }
+
+    def _render(self, cfg: dict[str, Any], workers: int, token_file: Path) -> dict[str, Any]:
+        rendered = render(cfg, workers, token_file)
+        if not self.state.is_default:
+            # The launcher finds a cluster's machines by cluster_name: one YAML, two clusters.
+            name = rendered.get("cluster_name", "default")
+            rendered["cluster_name"] = f"{name}-{self.state.name}"
+        return rendered
+
+    def dry_run(self, workers: int) -> list[tuple[str, str]]:
+        cfg = load_config(self.options.config)
+        set_hosts(cfg, self.options)
+        rendered = self._render(cfg, workers, self.state.token_file)
+        config = str(self.state.path / CONFIG_DIR / "cluster.yaml")
+        fake = rendered["provider"].get("type") == "fake_multinode"
+        if fake:
+            rendered["provider"]["gcs_address"] = "127.0.0.1:$FREE_PORT"
+        text = yaml.safe_dump(rendered, sort_keys=False)
+        sections = [(f"the cluster launcher YAML, written to {config}", text)]
+        if fake:
+            free = "$FREE_PORT"
+            rec: RayUpRecord = {
+                "gcs_port": free,
+                "ports": {"dashboard": free, "client": free, "metrics": free},
+                "temp_root": "$TEMP_DIR",
+                "config": config,
+            }  # type: ignore[typeddict-item]
+            env = {**runtime.node_env(token_path=str(self.state.token_file))}
+            env.update(runtime.FAKE_CLUSTER_ENV)
+            return sections + [
+                (
+                    "its head, on this machine; Ray's autoscaler then starts "
+                    f"{plural(workers, 'worker')} as local processes ($FREE_PORT: each a port "
+                    "picked at up; $TEMP_DIR: a temp dir made at up)",
+                    runtime.shell_command(FakeLauncher.head(rec), env),
+                )
+            ]
+        argv = [*CloudLauncher.env_for(rendered), ray_cli(), "up", "-y", "--no-config-cache"]
+        return sections + [
+            (
+                f"the launcher's command: a head and {plural(workers, 'worker')} "
+                "(min_workers = max_workers)",
+                runtime.shell_join([*argv, config]),
+            )
+        ]
 
     def _up_timeout(self, rec: RayUpRecord) -> float:
         return self._launcher(rec).timeout

@@ -138,9 +138,8 @@ def run(custom, core, namespace: str, cluster: str, profile, job_args: list[str]
     return rec
 
 
-def submit_on(provider, job_args: list[str], timeout: float | None,
-              on_line: Callable[[str], None]) -> dict:  # fmt: skip
-    """`job submit --rayjob` on the recorded cluster: kuberay and kind only."""
+def _cluster_of(provider) -> dict:
+    """The recorded RayCluster a RayJob runs on: kuberay and kind only."""
     from rayscale.providers.kuberay import KubeRayProvider
 
     if not isinstance(provider, KubeRayProvider):
@@ -149,7 +148,21 @@ def submit_on(provider, job_args: list[str], timeout: float | None,
             f"{provider.name})",
             "drop --rayjob: the job goes through the Job API",
         )
-    rec = provider._record()
+    return provider._record()
+
+
+def preview(provider, job_args: list[str]) -> str:
+    """`job submit --rayjob --dry-run`: the RayJob it would create, as YAML; nothing is
+    asked of the API server."""
+    rec = _cluster_of(provider)
+    doc = body(job_name(rec["name"]), provider._profile, rec["namespace"], rec["name"], job_args)
+    return manifests.to_yaml(doc)
+
+
+def submit_on(provider, job_args: list[str], timeout: float | None,
+              on_line: Callable[[str], None]) -> dict:  # fmt: skip
+    """`job submit --rayjob` on the recorded cluster: kuberay and kind only."""
+    rec = _cluster_of(provider)
     custom, core = provider._apis(rec)
     return run(
         custom, core, rec["namespace"], rec["name"], provider._profile, job_args, timeout, on_line
