@@ -14,6 +14,7 @@ import click
 from rayscale import (
     __version__,
     connect,
+    download,
     interrupts,
     jobs,
     lifecycle,
@@ -331,6 +332,13 @@ def job():
     "runs it in the cluster; no port-forward)",
 )
 @click.option("--dry-run", is_flag=True, help="with --rayjob: print the RayJob and create nothing")
+@click.option(
+    "--download",
+    "dest",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="at the end, copy the job's Tune experiment here (as `job results --download`)",
+)
 @_env_option
 @_ray_submit_options
 @_address_options
@@ -344,6 +352,7 @@ def job_submit(
     working_dir,
     rayjob,
     dry_run,
+    dest,
     env,
     ray,
     address,
@@ -358,11 +367,15 @@ def job_submit(
             "--dry-run prints the RayJob that --rayjob would create",
             "add --rayjob (a Job API submission creates nothing to print)",
         )
+    if dest and not wait:
+        raise UserError(
+            "--download copies the job's results when it ends", "drop --no-wait, or --download"
+        )
     if rayjob:
-        if working_dir or job_dir or env or address or not wait or ray.given():
+        if working_dir or job_dir or env or address or not wait or ray.given() or dest:
             raise UserError(
                 "--rayjob runs the image's bundled job on the recorded cluster",
-                "drop --working-dir, --job-dir, --env, --address, --no-wait and "
+                "drop --working-dir, --job-dir, --env, --address, --no-wait, --download and "
                 f"{', '.join(ray.given()) or 'the `ray job submit` flags'} with it",
             )
         provider = providers.recorded(state)
@@ -389,6 +402,8 @@ def job_submit(
         report.say(f"{job_id} {j.follow(job_id, timeout, print)}", err=True)
         for line in tune_output.written_lines(j, job_id):
             report.say(line, err=True)
+        if dest:
+            _download(j, download.experiment_of_job(j, job_id, []), dest)
         return
     job_id = j.submit(list(job_args), job_dir, env=jobs.env_vars(env), ray=ray)
     if not wait:
@@ -396,6 +411,8 @@ def job_submit(
         return
     report.say(f"submitted {job_id}; following it (Ctrl-C stops following, not the job)", err=True)
     _follow(j, job_id, as_json, timeout, save)
+    if dest:
+        _download(j, download.experiment_of_job(j, job_id, []), dest)
 
 
 def _follow(j: jobs.Jobs, job_id: str, as_json: bool, timeout, save=None) -> None:
@@ -435,6 +452,50 @@ def job_resume(name, wait, as_json, save, timeout, env, address, token_file, sta
         return
     report.say(f"resuming {name} as {job_id}", err=True)
     _follow(j, job_id, as_json, timeout, save)
+
+
+@job.command("results")
+@click.argument("ident", metavar="ID|NAME")
+@click.option(
+    "--download",
+    "dest",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="copy the job's Tune experiment here (every trial's rows and params, the best "
+    "checkpoint, rayscale-result.json), from any provider's head",
+)
+@click.option(
+    "--experiment-path",
+    multiple=True,
+    help="a script's: where its Tune run writes on the head, if it sets "
+    "RunConfig(storage_path=...) [default: Tune's ~/ray_results]",
+)
+@click.option(
+    "--storage-path",
+    default=None,
+    help="with a run NAME: the bundled job's --storage-path [default: the job's]",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
+@_address_options
+def job_results(ident, dest, experiment_path, storage_path, as_json, address, token_file, state):
+    """Show job ID's result record, or its Tune output; with --download, bring its Tune
+    experiment (or run NAME's, the bundled job's --name) to this machine."""
+    j = jobs.Jobs(connect.endpoint(address, token_file, state))
+    if dest is None:
+        info = j.info(ident)
+        if "tune_xgboost.py" in info.entrypoint:
+            _show(j.result(ident, info.status), as_json, None)
+        else:
+            for line in tune_output.written_lines(j, ident):
+                print(line)
+        return
+    _download(j, download.experiment_of(j, ident, list(experiment_path), storage_path), dest)
+
+
+def _download(j: jobs.Jobs, exp_path: str, dest: str) -> None:
+    with report.byte_progress("downloading") as on_bytes:
+        done = download.download(j, exp_path, Path(dest), on_bytes)
+    report.show_download(done)
 
 
 @job.command("status")

@@ -6,12 +6,19 @@ import contextlib
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from rayscale import predict, state
@@ -430,3 +437,42 @@ def show_sections(sections: list[tuple[str, str]]) -> None:
     """Titled blocks on stdout (a dry run's): `# title`, the text, a blank line."""
     for title, text in sections:
         print(f"# {title}\n{text.rstrip()}\n", flush=True)
+
+
+@contextlib.contextmanager
+def byte_progress(what: str) -> Iterator[Callable[[int, int], None]]:
+    """update(done, total) in bytes: a bar on a terminal, else a line at each quarter."""
+    if not sys.stderr.isatty():
+        said = [0]
+
+        def line(done: int, total: int) -> None:
+            quarter = 4 * done // total if total else 0
+            if quarter > said[0]:
+                said[0] = quarter
+                print(f"  {what}: {done / 2**20:.1f} of {total / 2**20:.1f} MiB",
+                      file=sys.stderr, flush=True)  # fmt: skip
+
+        yield line
+        return
+    bar = Progress(
+        TextColumn(f"[bold]{what}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task(what, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total or None)
+
+
+def show_download(d: dict) -> None:
+    best = d["best_checkpoint"]
+    left = d["checkpoint_files_left"]
+    say(
+        f"downloaded {d['from']} to {d['path']}: {d['files']} files, "
+        f"{d['bytes'] / 2**20:.1f} MiB"
+        + (f"; best checkpoint {best}" if best else "; no checkpoint")
+        + (f" ({left} files of other checkpoints left on the cluster)" if left else "")
+    )

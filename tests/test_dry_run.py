@@ -42,7 +42,7 @@ def test_the_local_dry_run_prints_the_ray_start_that_up_ran(cluster, tmp_path):
         state_dir=cluster,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr
-    (title, text), = _sections(p.stdout).items()
+    ((title, text),) = _sections(p.stdout).items()
     assert "a head (no trials) and 1 worker of 1 CPU, 1.5 GiB memory" in title
     head_line, worker_line = text.splitlines()
     words = shlex.split(worker_line)
@@ -63,7 +63,7 @@ def test_the_local_dry_run_prints_the_ray_start_that_up_ran(cluster, tmp_path):
 def test_docker_and_ray_up_dry_runs(tmp_path):
     docker = _dry(tmp_path, "--provider", "docker", "--workers", 2, "--cpus-per-worker", 2,
                   "--memory-per-worker", 3)  # fmt: skip
-    (title, text), = docker.items()
+    ((title, text),) = docker.items()
     assert "a head container (1 CPU, 3 GiB) and 2 workers of 2 CPU and 3.75 GiB" in title
     runs = [line for line in text.splitlines() if " run " in line]
     assert len(runs) == 3
