@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import sys
@@ -22,165 +21,22 @@ from rayscale import (
     providers,
     report,
     scaling,
-    submit_flags,
     tune_output,
 )
-from rayscale import state as state_mod
+from rayscale.cli_options import (
+    WorkerCount,
+    WorkerList,
+    address_options,
+    env_option,
+    provider_options,
+    ray_submit_options,
+    shape_options,
+    state_option,
+    working_dir_option,
+)
 from rayscale.errors import UserError
 from rayscale.providers import rayjob as rayjobs
-from rayscale.state import StateDir
 from rayscale.study import plan as study_plan
-
-
-class WorkerCount(click.ParamType):
-    name = "N"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            n = value
-        else:
-            try:
-                n = int(str(value).strip())
-            except ValueError:
-                self.fail(f"{value!r} is not a whole number; pass e.g. --workers 2", param, ctx)
-        if n < 1:
-            self.fail(
-                f"{value} must be at least 1 (the head runs no trials); pass e.g. --workers 2",
-                param,
-                ctx,
-            )
-        return n
-
-
-class WorkerList(click.ParamType):
-    name = "N,N,..."
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        parts = [p for p in str(value).split(",") if p.strip()]
-        if not parts:
-            self.fail("is empty; pass worker counts like 1,2,4", param, ctx)
-        counts = [WorkerCount().convert(p, param, ctx) for p in parts]
-        if len(set(counts)) != len(counts):
-            self.fail(
-                f"{value!r} repeats a count; use --repeats to run a point more than once",
-                param,
-                ctx,
-            )
-        return sorted(counts)
-
-
-def _cluster_name(ctx, param, value):
-    try:
-        return state_mod.check_name(value)
-    except UserError as e:
-        raise click.BadParameter(e.line()) from None
-
-
-def _state_option(f):
-    """--state-dir and --cluster, handed to the command as one `state`."""
-
-    @functools.wraps(f)
-    def command(*args, state_dir, cluster, **kwargs):
-        return f(*args, state=StateDir(state_dir, cluster).pick(), **kwargs)
-
-    command = click.option(
-        "--cluster",
-        "-c",
-        envvar="RAYSCALE_CLUSTER",
-        default=state_mod.DEFAULT_CLUSTER,
-        show_default=True,
-        callback=_cluster_name,
-        help="which cluster of the state dir: several run side by side [env RAYSCALE_CLUSTER]",
-    )(command)
-    return click.option(
-        "--state-dir",
-        envvar="RAYSCALE_STATE_DIR",
-        default=None,
-        help="where clusters are recorded [env RAYSCALE_STATE_DIR, default .rayscale/]",
-    )(command)
-
-
-def _env_option(f):
-    return click.option(
-        "--env",
-        "env",
-        multiple=True,
-        metavar="NAME[=VALUE]",
-        help="a variable for the job on every node, e.g. AWS_ENDPOINT_URL (repeatable; "
-        "NAME alone takes its value here). Values go into the job's runtime_env, which Ray's "
-        "agents log and any holder of the token reads: no secrets. Give credentials to the "
-        "nodes instead (an IAM role or workload identity, a Kubernetes Secret in the pods' "
-        "env, the image's)",
-    )(f)
-
-
-def _ray_submit_options(f):
-    """`ray job submit`'s own flags, by Ray's names, handed to the command as one `ray`."""
-
-    @functools.wraps(f)
-    def command(*args, **kwargs):
-        names = ("runtime_env", "runtime_env_json", "submission_id", "metadata_json",
-                 "entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory",
-                 "entrypoint_resources")  # fmt: skip
-        flags = {n: kwargs.pop(n) for n in names}
-        return f(*args, ray=submit_flags.from_flags(**flags), **kwargs)
-
-    for name, kind, what in reversed([
-        ("--runtime-env", click.Path(dir_okay=False), "a YAML file of the job's runtime_env"),
-        ("--runtime-env-json", str, "the job's runtime_env as JSON"),
-        ("--submission-id", str, "the job's ID [default: Ray's raysubmit_...]"),
-        ("--metadata-json", str, "the job's metadata as JSON, string values"),
-        ("--entrypoint-num-cpus", click.FloatRange(min=0), "CPUs reserved for the driver"),
-        ("--entrypoint-num-gpus", click.FloatRange(min=0), "GPUs reserved for the driver"),
-        ("--entrypoint-memory", click.IntRange(min=0), "bytes of memory reserved for the driver"),
-        ("--entrypoint-resources", str, "other resources reserved for the driver, as JSON"),
-    ]):  # fmt: skip
-        command = click.option(name, type=kind, default=None, help=f"{what} (as `ray job submit`)")(
-            command
-        )
-    return command
-
-
-def _working_dir_option(f):
-    return click.option(
-        "--working-dir",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="run the command after -- (e.g. python my_tune.py) with this folder as its "
-        "working_dir, as `ray job submit` does",
-    )(f)
-
-
-def _address_options(f):
-    f = click.option(
-        "--token-file",
-        default=None,
-        help="file holding the cluster's auth token [env RAY_AUTH_TOKEN_PATH / RAY_AUTH_TOKEN]",
-    )(f)
-    f = click.option(
-        "--address",
-        default=None,
-        help="dashboard / Job API URL of any Ray cluster [env RAY_API_SERVER_ADDRESS]",
-    )(f)
-    return _state_option(f)
-
-
-def _shape_options(f):
-    f = click.option(
-        "--memory-per-worker",
-        type=click.FloatRange(min=0.5),
-        default=None,
-        help=f"{', '.join(providers.shaped())}: GiB of memory per worker node [default 2]",
-    )(f)
-    f = click.option(
-        "--cpus-per-worker",
-        type=click.IntRange(min=1),
-        default=None,
-        help=f"{', '.join(providers.shaped())}: CPUs per worker node [default 1]",
-    )(f)
-    return f
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -197,35 +53,15 @@ def cluster():
     """Create, resize, inspect and remove a cluster."""
 
 
-def _provider_options(f):
-    """--provider, and every provider's own flags as it declares them (providers.flags)."""
-    for name, declared in reversed(providers.flags()):
-        f = click.option(
-            "--" + name.replace("_", "-"),
-            type=click.Choice(declared.choices) if declared.choices else None,
-            default=None,
-            envvar=declared.envvar,
-            metavar=declared.metavar,
-            help=declared.help,
-        )(f)
-    return click.option(
-        "--provider",
-        type=click.Choice(providers.NAMES),
-        default="local",
-        show_default=True,
-        help="where the nodes run",
-    )(f)
-
-
 _TIMEOUT_HELP = (
     "seconds to wait for the workers [default 180; kuberay / kind 600; ray-up on a cloud 900]"
 )
 
 
 @cluster.command("up")
-@_provider_options
+@provider_options
 @click.option("--workers", type=WorkerCount(), default=2, show_default=True)
-@_shape_options
+@shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
 @click.option(
     "--dry-run",
@@ -233,7 +69,7 @@ _TIMEOUT_HELP = (
     help="print what up would create (the commands, manifests or launcher YAML, with the "
     "shape and resources) and create nothing",
 )
-@_state_option
+@state_option
 def cluster_up(provider, workers, timeout, dry_run, state, **options):
     """Start a head node (no trials) and WORKERS worker nodes."""
     p = providers.get(provider, state, **options)  # each provider takes only its own
@@ -251,7 +87,7 @@ def cluster_up(provider, workers, timeout, dry_run, state, **options):
 @cluster.command("scale")
 @click.option("--workers", type=WorkerCount(), required=True)
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help=_TIMEOUT_HELP)
-@_state_option
+@state_option
 def cluster_scale(workers, timeout, state):
     """Add or remove worker nodes until WORKERS are alive."""
     t0 = time.perf_counter()
@@ -262,7 +98,7 @@ def cluster_scale(workers, timeout, state):
 
 @cluster.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@_state_option
+@state_option
 def cluster_status(as_json, state):
     """List the cluster's nodes: state, CPUs, memory."""
     report.show_cluster(providers.recorded(state).status(), as_json)
@@ -270,7 +106,7 @@ def cluster_status(as_json, state):
 
 @cluster.command("list")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@_state_option
+@state_option
 def cluster_list(as_json, state):
     """List every cluster recorded in the state dir (--cluster is ignored)."""
     report.show_clusters(lifecycle.listing(state), as_json)
@@ -289,7 +125,7 @@ def cluster_list(as_json, state):
     help="clear the record without reaching the cluster (it is gone for good); what it "
     "made is not stopped",
 )
-@_state_option
+@state_option
 def cluster_down(delete_results, forget, state):
     """Stop exactly what `cluster up` started and remove its temp dirs; a step that fails
     keeps the record, names what may still run, and exits non-zero: run it again."""
@@ -324,7 +160,7 @@ def job():
     default=None,
     help="the job folder shipped as working_dir [default: the kit's job/]",
 )
-@_working_dir_option
+@working_dir_option
 @click.option(
     "--rayjob",
     is_flag=True,
@@ -339,9 +175,9 @@ def job():
     default=None,
     help="at the end, copy the job's Tune experiment here (as `job results --download`)",
 )
-@_env_option
-@_ray_submit_options
-@_address_options
+@env_option
+@ray_submit_options
+@address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
 def job_submit(
     wait,
@@ -440,8 +276,8 @@ def _show(rec: dict, as_json: bool, save) -> None:
     help="write the result record here [default: results/<run name>.json]",
 )
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
-@_env_option
-@_address_options
+@env_option
+@address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
 def job_resume(name, wait, as_json, save, timeout, env, address, token_file, state, job_args):
     """Resume search NAME (e.g. after the head died) with its original JOB_ARGS after --."""
@@ -476,7 +312,7 @@ def job_resume(name, wait, as_json, save, timeout, env, address, token_file, sta
     help="with a run NAME: the bundled job's --storage-path [default: the job's]",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
-@_address_options
+@address_options
 def job_results(ident, dest, experiment_path, storage_path, as_json, address, token_file, state):
     """Show job ID's result record, or its Tune output; with --download, bring its Tune
     experiment (or run NAME's, the bundled job's --name) to this machine."""
@@ -500,7 +336,7 @@ def _download(j: jobs.Jobs, exp_path: str, dest: str) -> None:
 
 @job.command("status")
 @click.argument("job_id")
-@_address_options
+@address_options
 def job_status(job_id, address, token_file, state):
     """Print a job's status."""
     print(jobs.Jobs(connect.endpoint(address, token_file, state)).status(job_id))
@@ -511,7 +347,7 @@ def job_status(job_id, address, token_file, state):
 @click.option(
     "--follow", "-f", is_flag=True, help="stream the log until the job ends (`ray job logs -f`)"
 )
-@_address_options
+@address_options
 def job_logs(job_id, follow, address, token_file, state):
     """Print a job's log."""
     j = jobs.Jobs(connect.endpoint(address, token_file, state))
@@ -523,7 +359,7 @@ def job_logs(job_id, follow, address, token_file, state):
 
 @job.command("stop")
 @click.argument("job_id")
-@_address_options
+@address_options
 def job_stop(job_id, address, token_file, state):
     """Stop a running job."""
     stopped = jobs.Jobs(connect.endpoint(address, token_file, state)).stop(job_id)
@@ -532,7 +368,7 @@ def job_stop(job_id, address, token_file, state):
 
 @job.command("delete")
 @click.argument("job_id")
-@_address_options
+@address_options
 def job_delete(job_id, address, token_file, state):
     """Delete an ended job's record and log from the cluster (`ray job delete`)."""
     jobs.Jobs(connect.endpoint(address, token_file, state)).delete(job_id)
@@ -541,7 +377,7 @@ def job_delete(job_id, address, token_file, state):
 
 @job.command("list")
 @click.option("--json", "as_json", is_flag=True, help="print the jobs as JSON")
-@_address_options
+@address_options
 def job_list(as_json, address, token_file, state):
     """List the cluster's jobs and their final states."""
     rows = jobs.Jobs(connect.endpoint(address, token_file, state)).list()
@@ -552,7 +388,7 @@ def job_list(as_json, address, token_file, state):
 
 
 @cli.command("scaling", context_settings={"ignore_unknown_options": True})
-@_provider_options
+@provider_options
 @click.option(
     "--workers",
     type=WorkerList(),
@@ -579,7 +415,7 @@ def job_list(as_json, address, token_file, state):
     help="no-cluster baselines on the same configs: sequential, joblib, or none "
     "[default: both for the bundled job, none with --working-dir]",
 )
-@_working_dir_option
+@working_dir_option
 @click.option(
     "--experiment-path",
     multiple=True,
@@ -595,7 +431,7 @@ def job_list(as_json, address, token_file, state):
     default=None,
     help="with --working-dir: the metric's mode, where Tune's has none",
 )
-@_shape_options
+@shape_options
 @click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds per job")
 @click.option(
     "--resume",
@@ -603,7 +439,7 @@ def job_list(as_json, address, token_file, state):
     default=None,
     help="the --out folder of an interrupted study: run only what it has not finished",
 )
-@_state_option
+@state_option
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
 def scaling_cmd(
     provider,
