@@ -35,6 +35,15 @@ class Progress:
                 rmse = trial.last_result.get("rmse")
                 if rmse is not None and (outer.best is None or rmse < outer.best):
                     outer.best = rmse
+                now = time.time()
+                ready = outer.actor_ready_at
+                # What the launcher's live ETA replays (rayscale/eta.py): this trial's time,
+                # and how long each trial still running has run.
+                running = [
+                    round(now - ready[t.trial_id], 3)
+                    for t in trials
+                    if t.status == "RUNNING" and t.trial_id in ready and t is not trial
+                ]
                 emit(
                     PROGRESS_MARKER,
                     {
@@ -42,6 +51,9 @@ class Progress:
                         "total": outer.total,
                         "best_rmse": outer.best,
                         "trial": trial.trial_id,
+                        "at": round(now, 3),
+                        "trial_s": round(now - ready.get(trial.trial_id, now), 3),
+                        "running_s": running,
                     },
                 )
 

@@ -14,6 +14,7 @@ from rayscale import (
     __version__,
     connect,
     download,
+    eta,
     interrupts,
     jobs,
     lifecycle,
@@ -175,6 +176,13 @@ def job():
     default=None,
     help="at the end, copy the job's Tune experiment here (as `job results --download`)",
 )
+@click.option(
+    "--price-per-hour",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="USD",
+    help="what the cluster costs an hour: the progress shows the money spent and at the ETA",
+)
 @env_option
 @ray_submit_options
 @address_options
@@ -189,6 +197,7 @@ def job_submit(
     rayjob,
     dry_run,
     dest,
+    price_per_hour,
     env,
     ray,
     address,
@@ -246,13 +255,13 @@ def job_submit(
         print(job_id)
         return
     report.say(f"submitted {job_id}; following it (Ctrl-C stops following, not the job)", err=True)
-    _follow(j, job_id, as_json, timeout, save)
+    _follow(j, job_id, as_json, timeout, save, price_per_hour)
     if dest:
         _download(j, download.experiment_of_job(j, job_id, []), dest)
 
 
-def _follow(j: jobs.Jobs, job_id: str, as_json: bool, timeout, save=None) -> None:
-    with report.trial_progress(job_id, enabled=not as_json) as on_progress:
+def _follow(j: jobs.Jobs, job_id: str, as_json: bool, timeout, save=None, price=None) -> None:
+    with report.trial_progress(job_id, not as_json, price) as on_progress:
         status = j.wait(job_id, timeout, on_progress)
     _show(j.result(job_id, status), as_json, save)
 
@@ -336,10 +345,14 @@ def _download(j: jobs.Jobs, exp_path: str, dest: str) -> None:
 
 @job.command("status")
 @click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="the status, trials and ETA as JSON")
 @address_options
-def job_status(job_id, address, token_file, state):
-    """Print a job's status."""
-    print(jobs.Jobs(connect.endpoint(address, token_file, state)).status(job_id))
+def job_status(job_id, as_json, address, token_file, state):
+    """Print a job's status; while the bundled search runs, its trials and ETA."""
+    j = jobs.Jobs(connect.endpoint(address, token_file, state))
+    status = j.status(job_id)
+    guess = eta.from_log(j.logs(job_id)).estimate() if status == "RUNNING" else None
+    report.show_status(job_id, status, guess, as_json)
 
 
 @job.command("logs")
@@ -352,7 +365,7 @@ def job_logs(job_id, follow, address, token_file, state):
     """Print a job's log."""
     j = jobs.Jobs(connect.endpoint(address, token_file, state))
     if follow:
-        report.say(f"{job_id} {j.wait(job_id, on_log=print)}", err=True)
+        report.say(f"{job_id} {j.wait(job_id, on_log=report.log_with_eta())}", err=True)
     else:
         sys.stdout.write(j.logs(job_id))
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from rayscale import predict, state
+from rayscale import eta, predict, state
 from rayscale.state import command
 
 if TYPE_CHECKING:  # a type only: the report sits above the providers, never under them
@@ -187,18 +188,29 @@ def show_jobs(rows, as_json: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def trial_progress(job_id: str, enabled: bool = True) -> Iterator:
-    """A progress bar fed by the job's progress records; a no-op when not a terminal."""
+def trial_progress(
+    job_id: str, enabled: bool = True, price_per_hour: float | None = None
+) -> Iterator:
+    """A progress bar fed by the job's progress records, with the search's ETA (and cost,
+    given a price); one line per finished trial when not a terminal; a no-op when off."""
     if not enabled:
         yield lambda rec: None
         return
+    est = eta.Eta()
+
+    def said(rec: dict) -> str:
+        est.add(rec)
+        now = time.time()
+        guess = est.estimate(now)
+        return eta.line(guess, eta.cost(guess, est.started, price_per_hour, now))
+
     if not sys.stderr.isatty():
 
         def line(rec: dict) -> None:
             best = rec.get("best_rmse")
             shown = f"{best:.4g}" if best is not None else "-"
             print(
-                f"  {job_id}: trials {rec['done']}/{rec['total']}, best RMSE {shown}",
+                f"  {job_id}: trials {rec['done']}/{rec['total']}, best RMSE {shown}, {said(rec)}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -210,12 +222,13 @@ def trial_progress(job_id: str, enabled: bool = True) -> Iterator:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("best RMSE {task.fields[best]}"),
+        TextColumn("{task.fields[eta]}"),
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
     )
     with bar:
-        task = bar.add_task("trials", total=None, best="-")
+        task = bar.add_task("trials", total=None, best="-", eta="")
 
         def update(rec: dict) -> None:
             best = rec.get("best_rmse")
@@ -224,6 +237,7 @@ def trial_progress(job_id: str, enabled: bool = True) -> Iterator:
                 total=rec["total"],
                 completed=rec["done"],
                 best=f"{best:.4g}" if best is not None else "-",
+                eta=said(rec),
             )
 
         yield update
@@ -476,3 +490,28 @@ def show_download(d: dict) -> None:
         + (f"; best checkpoint {best}" if best else "; no checkpoint")
         + (f" ({left} files of other checkpoints left on the cluster)" if left else "")
     )
+
+
+def show_status(job_id: str, status: str, guess: dict | None, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"job_id": job_id, "status": status, "eta": guess}))
+    elif guess is None:
+        print(status)
+    else:
+        print(
+            f"{status} · trials {guess['done']} done, {guess['running']} running, "
+            f"{guess['pending']} pending · {eta.line(guess)}"
+        )
+
+
+def log_with_eta() -> Callable[[str], None]:
+    """`job logs --follow`'s line printer: each progress line followed by the ETA."""
+    est = eta.Eta()
+
+    def on_line(line: str) -> None:
+        print(line, flush=True)
+        if line.startswith(eta.MARKER):
+            est.add(json.loads(line[len(eta.MARKER) :]))
+            say(f"  {eta.line(est.estimate())}", err=True)
+
+    return on_line

@@ -1,0 +1,81 @@
+"""rayscale.eta on progress records whose end is known."""
+
+from __future__ import annotations
+
+from rayscale import eta
+
+
+def _records(costs: list[float], slots: int) -> tuple[list[dict], list[float]]:
+    """The progress records of a FIFO search of trials of these costs on SLOTS slots, as
+    job/progress.py writes them, and each trial's end (the search's schedule)."""
+    free = [0.0] * slots
+    runs = []  # (start, end)
+    for c in costs:
+        i = min(range(slots), key=lambda k: free[k])
+        runs.append((free[i], free[i] + c))
+        free[i] += c
+    order = sorted(range(len(runs)), key=lambda k: runs[k][1])
+    recs = []
+    for done, k in enumerate(order, 1):
+        at = runs[k][1]
+        # The callback runs as the trial ends, before a pending trial takes its slot.
+        running = [round(at - s, 3) for s, e in runs if s < at < e]
+        recs.append(
+            {"done": done, "total": len(costs), "at": at, "trial_s": costs[k], "running_s": running}
+        )
+    return recs, sorted(e for _, e in runs)
+
+
+def test_equal_trials_are_estimated_exactly():
+    recs, ends = _records([10.0] * 6, slots=1)
+    est = eta.Eta()
+    for r in recs[:2]:
+        est.add(r)
+    guess = est.estimate(now=recs[1]["at"])
+    assert guess["left_s"] == guess["left_s_p10"] == guess["left_s_p90"] == ends[-1] - 20.0
+    assert (guess["done"], guess["running"], guess["pending"]) == (2, 0, 4)
+
+
+def test_the_spread_holds_the_real_end_of_an_uneven_search():
+    costs = [30, 5, 12, 7, 22, 9, 15, 6, 18, 11, 8, 25]
+    recs, ends = _records(costs, slots=3)
+    est = eta.Eta()
+    for r in recs[:6]:
+        est.add(r)
+    now = recs[5]["at"]
+    guess = est.estimate(now=now)
+    real_left = ends[-1] - now
+    assert guess["left_s_p10"] <= guess["left_s"] <= guess["left_s_p90"]
+    assert guess["left_s_p10"] <= real_left <= guess["left_s_p90"] * 1.25, (guess, real_left)
+    # Time passing since the last record comes off the estimate.
+    later = est.estimate(now=now + 5)
+    assert later["left_s"] == max(0.0, guess["left_s"] - 5)
+
+
+def test_no_estimate_before_the_first_trial_or_from_an_older_job():
+    est = eta.Eta()
+    assert est.estimate() is None
+    est.add({"done": 1, "total": 4, "best_rmse": 1.0})  # a job from before the estimate
+    assert est.estimate() is None
+    assert eta.line(None) == "ETA after the first trial"
+
+
+def test_money_spent_and_at_the_end():
+    est = eta.Eta()
+    est.add({"done": 1, "total": 2, "at": 3600.0, "trial_s": 1800.0, "running_s": []})
+    guess = est.estimate(now=3600.0)
+    assert guess["left_s"] == 1800.0  # one pending trial, one slot
+    assert eta.cost(guess, est.started, 2.0, now=3600.0) == (1.0, 2.0)
+    assert eta.cost(guess, est.started, None, now=3600.0) is None
+    assert (
+        eta.line(guess, (1.0, 2.0)) == "ETA 30m00s (30m00s-30m00s), $1.00 so far, $2.00 at the end"
+    )
+
+
+def test_from_a_jobs_log():
+    recs, _ = _records([4.0, 4.0, 4.0], slots=1)
+    log = "\n".join(
+        ["driver says hi", *(f"{eta.MARKER}{__import__('json').dumps(r)}" for r in recs)]
+    )
+    est = eta.from_log(log)
+    assert len(est.records) == 3 and est.estimate(now=recs[-1]["at"])["left_s"] == 0.0
