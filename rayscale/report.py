@@ -488,7 +488,8 @@ def show_download(d: dict) -> None:
         f"downloaded {d['from']} to {d['path']}: {d['files']} files, "
         f"{d['bytes'] / 2**20:.1f} MiB"
         + (f"; best checkpoint {best}" if best else "; no checkpoint")
-        + (f" ({left} files of other checkpoints left on the cluster)" if left else "")
+        + (f" ({left} files of other checkpoints left on the cluster)" if left else ""),
+        err=True,
     )
 
 

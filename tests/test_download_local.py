@@ -57,7 +57,7 @@ def test_a_jobs_experiment_comes_home_whole(cluster, tmp_path):
         r: b for r, b in there.items() if r.startswith(best + "/")
     }
     # Tune's best trial by the run's metric and mode: the one the record names best.
-    params = json.loads(home[f"{best.split('/')[0]}/params.json"])
+    params = json.loads(home[f"{best.split('/')[0]}/params.json"])["cfg"]  # the job's space
     assert all(params.get(k) == v for k, v in rec["best_config"].items()), (params, rec)
 
     # The same run by job ID and by run name (as `job resume` names it).

@@ -17,7 +17,7 @@ from rayscale.state import StateDir
 
 def _sections(out: str) -> dict[str, str]:
     """`# title` blocks of a dry run, by title."""
-    found = re.findall(r"^# (.*)\n(.*?)(?=^# |\Z)", out, re.S | re.M)
+    found = re.findall(r"^# ([^\n]*)\n(.*?)(?=^# |\Z)", out, re.S | re.M)
     return {title: text.strip() for title, text in found}
 
 
