@@ -29,7 +29,7 @@ CA_CERTS ?=
 RAY_VERSION ?=
 
 .PHONY: install lock cluster-up cluster-down submit demo test lint scan bench clean image image-base image-redis s3-venv mlflow-venv search-compare \
-        k8s-manifests cluster-yamls ray-compat ray-compat-launcher e2e-kind k8s-build k8s-up k8s-down e2e-k8s image-onprem-host e2e-onprem probe chaos load storage-faults scale drills examples docs
+        k8s-manifests cluster-yamls eta ray-compat ray-compat-launcher e2e-kind k8s-build k8s-up k8s-down e2e-k8s image-onprem-host e2e-onprem probe chaos load storage-faults scale drills examples docs
 
 install: $(STAMP)
 
@@ -260,6 +260,11 @@ bench: install
 	$(BIN)/python -m bench.runtime_env_cost --out results/bench/runtime_env.json
 	$(BIN)/python -m bench.checkpoint_cost --out results/bench/checkpoint.json
 	$(BIN)/python -m bench.startup_profile --out results/bench/startup_profile.json
+
+# How close the live ETA comes to the search's real end, FIFO and ASHA, at 25/50/75 % of the
+# trials: results/bench/eta.json (docs/scaling.md).
+eta: install
+	$(BIN)/python -m bench.eta_accuracy --out results/bench/eta.json
 
 # What the orchestration costs as local worker nodes grow to 16, and docker containers to 8
 # where the image is built (sleep trials: the host's cores are not the limit):

@@ -54,9 +54,22 @@ def run_sequential(a, configs, payload) -> dict:
     t0 = time.perf_counter()
     trials = []
     for i, cfg in enumerate(configs):
+        t_trial = time.time()
         trials.append(train.sequential_one(cfg, payload, a.cpus_per_trial))
         best = min(t["rmse"] for t in trials)
-        emit(PROGRESS_MARKER, {"done": i + 1, "total": len(configs), "best_rmse": best})
+        now = time.time()
+        emit(
+            PROGRESS_MARKER,
+            {
+                "done": i + 1,
+                "total": len(configs),
+                "best_rmse": best,
+                # One trial at a time: the launcher's ETA draws from these (rayscale/eta.py).
+                "at": round(now, 3),
+                "trial_s": round(now - t_trial, 3),
+                "running_s": [],
+            },
+        )
     return {
         "wall_s": time.perf_counter() - t0,
         "trials": trials,

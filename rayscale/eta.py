@@ -30,7 +30,13 @@ class Eta:
     records: list[dict] = field(default_factory=list)
 
     def add(self, rec: dict) -> None:
-        if "trial_s" not in rec:  # a job older than the estimate: nothing to draw from
+        """One progress record. One without a trial's time (a job from before the estimate,
+        the joblib baseline) leaves no estimate; a count that starts again (the job's next
+        mode, a resumed search) starts the estimate again."""
+        if "trial_s" not in rec or (self.records and rec["done"] <= self.records[-1]["done"]):
+            self.records.clear()
+            self.started = None
+        if "trial_s" not in rec:
             return
         if self.started is None:
             self.started = rec["at"] - rec["trial_s"]

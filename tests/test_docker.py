@@ -150,8 +150,8 @@ def test_docker_provider_cluster_end_to_end(tmp_path):
         res = json.loads(p.stdout)
         assert res["trials_completed"] == 4 and res["cluster"]["worker_nodes"] == 2
         assert len({t["node_id"] for t in res["trials"]}) >= 1
-        _results_come_home(state, tmp_path, res)
         _job_runs_from_the_image_unless_changed(state, tmp_path)
+        _results_come_home(state, tmp_path, res)
         _storage_is_shared_or_refused(state)
     finally:
         down = run_cli("cluster", "down", state_dir=state, timeout=300)
@@ -168,7 +168,8 @@ def _results_come_home(state, tmp_path, res: dict) -> None:
     """`job results --download` on nodes that share no disk with this machine: the run's
     Tune experiment comes out of the cluster's volume, through the Job API, with its record
     and every trial's rows."""
-    (job,) = json.loads(run_cli("job", "list", "--json", state_dir=state, check=True).stdout)
+    listed = json.loads(run_cli("job", "list", "--json", state_dir=state, check=True).stdout)
+    job = next(j for j in listed if "tune_xgboost.py" in j["entrypoint"])  # the first search
     p = run_cli("job", "results", job["submission_id"], "--download", tmp_path / "home",
                 state_dir=state, timeout=300)  # fmt: skip
     assert p.returncode == 0, p.stderr

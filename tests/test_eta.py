@@ -79,3 +79,18 @@ def test_from_a_jobs_log():
     )
     est = eta.from_log(log)
     assert len(est.records) == 3 and est.estimate(now=recs[-1]["at"])["left_s"] == 0.0
+
+
+def test_a_count_that_starts_again_starts_the_estimate_again():
+    """The job's next mode (the sequential baseline after Tune) or a resumed search: its
+    records are not mixed with the last one's; a record with no trial time shows none."""
+    est = eta.Eta()
+    first, _ = _records([10.0] * 4, slots=1)
+    second, _ = _records([2.0] * 4, slots=1)
+    for r in first:
+        est.add(r)
+    est.add({**second[0], "at": first[-1]["at"] + 2.0})
+    assert len(est.records) == 1
+    assert est.estimate(now=first[-1]["at"] + 2.0)["left_s"] == 6.0
+    est.add({"done": 2, "total": 4, "best_rmse": 1.0})  # the joblib baseline's
+    assert est.estimate() is None

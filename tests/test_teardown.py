@@ -143,6 +143,7 @@ def test_docker_keeps_no_token_in_argv_it_passes(tmp_path):
 
     p = DockerProvider(StateDir(tmp_path / "s"), image="rayscale:test")
     p.state.new_token()
+    p._token_env()  # as `up` does before its first `docker run`
     argv = p._run_args({"network": "n", "cluster_id": "c", "volume": "v"}, "x", 1.0, 1.0)
     token = p.state.token()
     assert token and not any(token in a for a in argv)
