@@ -54,8 +54,8 @@ def table(run: dict) -> str:
     lines = [head, "|---" * (len(FRACTIONS) + 1) + "|"]
     for r in run["runs"]:
         cells = [
-            f"{p['eta_s']:.0f} s for {p['real_s']:.0f} s ({p['error']:+.1%}; "
-            f"p10-p90 {p['eta_s_p10']:.0f}-{p['eta_s_p90']:.0f} s)"
+            f"{p['eta_s']:.1f} s for {p['real_s']:.1f} s ({p['error']:+.1%}; "
+            f"p10-p90 {p['eta_s_p10']:.1f}-{p['eta_s_p90']:.1f} s)"
             for p in r["points"]
         ]
         lines.append(
@@ -77,7 +77,15 @@ def main(argv=None) -> int:
             rec = j.result(job_id, j.wait(job_id, timeout=1800, on_progress=records.append))
             end = rec["search_window"][1]
             points = accuracy(records, end)
-            runs.append({"scheduler": scheduler, "trials": len(records), "points": points})
+            runs.append(
+                {
+                    "scheduler": scheduler,
+                    "trials": len(records),
+                    "search_end": end,
+                    "points": points,
+                    "records": records,  # what the estimates read, as the job wrote them
+                }
+            )
             report.say(f"  {scheduler}: " + ", ".join(
                 f"{p['fraction']:.0%} {p['error']:+.1%}" for p in points
             ))  # fmt: skip

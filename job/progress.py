@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import relay
+import space as spacemod
 import storage
 from protocol import PROGRESS_MARKER, emit
 
@@ -16,7 +17,15 @@ from protocol import PROGRESS_MARKER, emit
 class Progress:
     """Tune callback: one progress line per finished trial; remembers retried trials."""
 
-    def __init__(self, total: int, restoring: bool = False):
+    def __init__(
+        self,
+        total: int,
+        restoring: bool = False,
+        plan: list | None = None,
+        asha: dict | None = None,
+    ):
+        """plan: each config's [work, rounds] in the order the trials run (None where an
+        adaptive search makes them); asha: its grace, reduction factor and max rounds."""
         from ray.tune import Callback
 
         outer = self
@@ -37,25 +46,29 @@ class Progress:
                     outer.best = rmse
                 now = time.time()
                 ready = outer.actor_ready_at
-                # What the launcher's live ETA replays (rayscale/eta.py): this trial's time,
-                # and how long each trial still running has run.
-                running = [
-                    round(now - ready[t.trial_id], 3)
+                # What the launcher's live ETA replays (rayscale/eta.py): this trial's time
+                # and work, and each trial still running: its age, rounds done and work.
+                others = [
+                    t
                     for t in trials
                     if t.status == "RUNNING" and t.trial_id in ready and t is not trial
                 ]
-                emit(
-                    PROGRESS_MARKER,
-                    {
-                        "done": outer.done,
-                        "total": outer.total,
-                        "best_rmse": outer.best,
-                        "trial": trial.trial_id,
-                        "at": round(now, 3),
-                        "trial_s": round(now - ready.get(trial.trial_id, now), 3),
-                        "running_s": running,
-                    },
-                )
+                rec = {
+                    "done": outer.done,
+                    "total": outer.total,
+                    "best_rmse": outer.best,
+                    "trial": trial.trial_id,
+                    "at": round(now, 3),
+                    "trial_s": round(now - ready.get(trial.trial_id, now), 3),
+                    "running_s": [round(now - ready[t.trial_id], 3) for t in others],
+                    "work": _work(trial),
+                    "running": [[_rounds(t), *_size(t)] for t in others],
+                    "started": len(ready),
+                }
+                if not outer.plan_sent:  # once per search: the trials in the order they run
+                    rec.update(plan=outer.plan, asha=outer.asha)
+                    outer.plan_sent = True
+                emit(PROGRESS_MARKER, rec)
 
             def on_step_end(self, iteration, trials, **info):
                 if outer.state_copy and not outer.storage_fault:
@@ -71,6 +84,7 @@ class Progress:
                 outer.check_storage(trial)
 
         self.total, self.done, self.best = total, 0, None
+        self.plan, self.asha, self.plan_sent = plan, asha, False
         self.controller_started_at: float | None = None
         self.actor_ready_at: dict[str, float] = {}
         self.retried: dict[str, int] = {}
@@ -112,3 +126,19 @@ def interrupt_search() -> bool:
         return False
     signal.raise_signal(signal.SIGINT)
     return True
+
+
+def _size(trial) -> list:
+    """[work, rounds] of a trial's whole config (space.cost: rounds x 2^depth x sampling)."""
+    cfg = (trial.config or {}).get("cfg") or {}
+    return [round(spacemod.cost(cfg), 1), int(cfg.get("num_boost_round") or 0)]
+
+
+def _rounds(trial) -> int:
+    return int((trial.last_result or {}).get("rounds") or 0)
+
+
+def _work(trial) -> float:
+    """The work a trial did: its config's, in the share of its rounds it trained."""
+    work, rounds = _size(trial)
+    return round(work * min(1.0, _rounds(trial) / rounds), 1) if rounds else work

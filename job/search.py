@@ -71,7 +71,18 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
 
     join_ray()
     enter_storage(a.storage_path)
-    progress = Progress(len(configs), restoring=a.restore)
+    plan = None
+    if a.search_alg != "optuna" and not a.restore:  # the drawn configs, in run order
+        plan = [
+            [round(spacemod.cost(c), 1), int(c.get("num_boost_round") or 0)]
+            for c in trial_order(configs, a)
+        ]
+    asha = (
+        {"grace": a.grace_rounds, "rf": a.reduction_factor, "max": a.max_rounds}
+        if a.scheduler == "asha"
+        else None
+    )
+    progress = Progress(len(configs), restoring=a.restore, plan=plan, asha=asha)
     resources = trial_resources(a)
     workers = worker_nodes()
     check_fits(resources, workers)

@@ -1,18 +1,25 @@
 """A running search's time left, from the trials finished so far: `job submit`, `job logs
 --follow` and `job status` show it.
 
-Each finished trial's progress record (job/progress.py) carries the trial's time and how
-long each trial still running has run. The estimate replays the rest over the slots in use:
-a running trial ends at a time drawn from the finished trials that ran longer than it has;
-each pending trial takes a finished trial's time, drawn, on the slot that frees first. Over
-200 draws the median is the estimate and the 10th and 90th percentiles its spread; with a
-price per hour, the money spent so far and at the estimated end. Before the first trial
-ends there is nothing to draw from, and no estimate.
+Each finished trial's progress record (job/progress.py) carries the trial's time and work
+(its config's rounds x 2^depth x row and column sampling, in the share of rounds it
+trained), and each trial still running: its age, rounds done and work; the first record
+lists every config's work in the order the trials run. Time is fitted to work over the
+trials finished (a power law, least squares in logs), and the rest of the search is
+replayed over the slots in use: a running trial ends at its fitted time, a pending trial
+takes its fitted time on the slot that frees first, each times a residual drawn from the
+finished trials; under ASHA each trial stops or goes on at each rung as the scheduler's
+reduction factor makes likely. Over 200 draws the median is the estimate and the 10th and
+90th percentiles its spread; with a price per hour, the money spent so far and at the
+estimated end. A search whose configs are not known at the start (Optuna) draws the
+pending trials' times from the finished ones. Before the first trial ends there is nothing
+to fit, and no estimate.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import statistics
 import time
@@ -28,6 +35,8 @@ class Eta:
 
     started: float | None = None  # the first record's clock less its trial's time
     records: list[dict] = field(default_factory=list)
+    plan: list | None = None  # each config's [work, rounds], in the order the trials run
+    asha: dict | None = None  # grace, rf, max (rounds)
 
     def add(self, rec: dict) -> None:
         """One progress record. One without a trial's time (a job from before the estimate,
@@ -35,9 +44,11 @@ class Eta:
         mode, a resumed search) starts the estimate again."""
         if "trial_s" not in rec or (self.records and rec["done"] <= self.records[-1]["done"]):
             self.records.clear()
-            self.started = None
+            self.started, self.plan, self.asha = None, None, None
         if "trial_s" not in rec:
             return
+        if "plan" in rec:
+            self.plan, self.asha = rec["plan"], rec.get("asha")
         if self.started is None:
             self.started = rec["at"] - rec["trial_s"]
         self.records.append(rec)
@@ -48,12 +59,20 @@ class Eta:
         if not self.records:
             return None
         last = self.records[-1]
-        costs = [r["trial_s"] for r in self.records]
-        running = list(last.get("running_s") or [])
-        pending = max(0, last["total"] - last["done"] - len(running))
-        slots = max(1, len(running) + (1 if pending else 0))
         rng = random.Random(seed)
-        ends = sorted(_replay(costs, running, pending, slots, rng) for _ in range(DRAWS))
+        ages = list(last.get("running_s") or [])
+        if self.plan is not None and "running" in last:
+            model = _fit([(r["work"], r["trial_s"]) for r in self.records])
+            running = [(age, *r) for age, r in zip(ages, last["running"], strict=False)]
+            todo = self.plan[last["started"] :]
+            pending = len(todo)
+            ends = sorted(_replay_work(model, running, todo, self.asha, rng) for _ in range(DRAWS))
+        else:
+            costs = [r["trial_s"] for r in self.records]
+            pending = max(0, last["total"] - last["done"] - len(ages))
+            slots = max(1, len(ages) + (1 if pending else 0))
+            ends = sorted(_replay(costs, ages, pending, slots, rng) for _ in range(DRAWS))
+        running = ages
         since = max(0.0, (now or time.time()) - last["at"])
         left = [max(0.0, e - since) for e in ends]
         mid = statistics.median(left)
@@ -78,6 +97,67 @@ def _replay(costs: list[float], running: list[float], pending: int, slots: int, 
     heapq.heapify(free)
     for _ in range(pending):
         heapq.heappush(free, heapq.heappop(free) + rng.choice(costs))
+    return max(free) if free else 0.0
+
+
+@dataclass(frozen=True)
+class Model:
+    """A trial's time: scale x work^power, times one of the residuals."""
+
+    scale: float
+    power: float
+    residuals: tuple[float, ...]
+
+    def fitted(self, work: float) -> float:
+        return self.scale * max(work, 1e-9) ** self.power
+
+    def time(self, work: float, rng) -> float:
+        return self.fitted(work) * rng.choice(self.residuals)
+
+
+def _fit(points: list[tuple[float, float]]) -> Model:
+    """Least squares of log time on log work (a trial's time grows slower than its work
+    where the data, not the depth, bounds a tree); where it cannot say (fewer than three
+    sizes of trial), time in proportion to work."""
+    pts = [(w, t) for w, t in points if w > 0 and t > 0] or [(1.0, 1.0)]
+    power = 1.0
+    if len({w for w, _ in pts}) >= 3:
+        xs, ys = [math.log(w) for w, _ in pts], [math.log(t) for _, t in pts]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        power = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+            (x - mx) ** 2 for x in xs
+        )
+        power = min(1.5, max(0.1, power))
+    scale = math.exp(statistics.fmean(math.log(t) - power * math.log(w) for w, t in pts))
+    model = Model(scale, power, (1.0,))
+    return Model(scale, power, tuple(t / model.fitted(w) for w, t in pts))
+
+
+def _asha_rounds(done: int, rounds: int, asha: dict | None, rng) -> int:
+    """The rounds a trial at DONE rounds ends at: all of them under FIFO; under ASHA it goes
+    past each rung still ahead with chance 1 / reduction factor."""
+    if not asha:
+        return rounds
+    rung = asha["grace"]
+    while rung < min(rounds, asha["max"]):
+        if rung > done and rng.random() >= 1 / asha["rf"]:
+            return rung
+        rung *= asha["rf"]
+    return rounds
+
+
+def _replay_work(model: Model, running: list, todo: list, asha: dict | None, rng) -> float:
+    """One draw with the work model: seconds from the last record to the search's end.
+    running: (age, rounds done, work, rounds) each; todo: [work, rounds] each, in order."""
+    free = []
+    for age, done, work, rounds in running:
+        share = _asha_rounds(done, rounds, asha, rng) / rounds if rounds else 1.0
+        free.append(max(0.0, model.time(work * share, rng) - age))
+    free += [0.0] * (len(running) + (1 if todo else 0) - len(free))
+    heapq.heapify(free)
+    for work, rounds in todo:
+        share = _asha_rounds(0, rounds, asha, rng) / rounds if rounds else 1.0
+        heapq.heappush(free, heapq.heappop(free) + model.time(work * share, rng))
     return max(free) if free else 0.0
 
 

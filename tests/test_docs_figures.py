@@ -79,6 +79,14 @@ def test_cli_reference_is_generated_from_the_commands():
     assert cli_reference.OUT.read_text() == cli_reference.render(), "run `make docs`"
 
 
+def test_the_eta_table_matches_eta_json():
+    """docs/scaling.md quotes `make eta` as bench.eta_accuracy renders results/bench/eta.json."""
+    from bench import eta_accuracy
+
+    table = eta_accuracy.table(load("results/bench/eta.json"))
+    assert table in (ROOT / "docs" / "scaling.md").read_text()
+
+
 def test_make_scale_figures_match_scale_json():
     """README and docs/scaling.md quote `make scale` as bench.scale renders results/scale/
     scale.json; `python -m bench.scale --phases render` re-derives the model's part."""

@@ -94,3 +94,55 @@ def test_a_count_that_starts_again_starts_the_estimate_again():
     assert est.estimate(now=first[-1]["at"] + 2.0)["left_s"] == 6.0
     est.add({"done": 2, "total": 4, "best_rmse": 1.0})  # the joblib baseline's
     assert est.estimate() is None
+
+
+def _work_records(works: list[float], slots: int, fixed: float = 1.0) -> tuple[list, float]:
+    """A FIFO search whose trials take fixed + work seconds, with the work fields and plan
+    job/progress.py writes; and the search's end."""
+    recs, _ = _records([fixed + w for w in works], slots)
+    free = [0.0] * slots
+    runs = []
+    for w in works:
+        i = min(range(slots), key=lambda k: free[k])
+        runs.append((free[i], free[i] + fixed + w, w))
+        free[i] += fixed + w
+    for r in recs:
+        at = r["at"]
+        r["work"] = next(w for s, e, w in runs if e == at)
+        r["running"] = [[0, w, 100] for s, e, w in runs if s < at < e]
+        r["started"] = sum(1 for s, _, _ in runs if s < at)
+    recs[0]["plan"] = [[w, 100] for w in works]
+    recs[0]["asha"] = None
+    return recs, max(e for _, e, _ in runs)
+
+
+def test_longest_first_trials_are_priced_by_their_work():
+    """FIFO runs the longest configs first: the trials left are shorter than those done.
+    Priced by their work, the rest of the search is estimated as it will run, where drawing
+    from the finished trials' times would overshoot."""
+    works = [40.0, 36.0, 30.0, 24.0, 20.0, 12.0, 8.0, 6.0, 4.0, 2.0, 2.0, 1.0]
+    recs, end = _work_records(works, slots=2)
+    k = 4
+    est = eta.Eta()
+    for r in recs[:k]:
+        est.add(r)
+    now = recs[k - 1]["at"]
+    guess = est.estimate(now=now)
+    assert abs(guess["left_s"] - (end - now)) / (end - now) < 0.1, (guess, end - now)
+    naive = eta.Eta()
+    for r in recs[:k]:
+        naive.add({x: v for x, v in r.items() if x not in ("plan", "running", "work")})
+    assert naive.estimate(now=now)["left_s"] > 1.5 * (end - now)
+
+
+def test_asha_stops_trials_at_rungs_as_its_reduction_factor_makes_likely():
+    import random
+
+    asha = {"grace": 10, "rf": 4, "max": 160}
+    rng = random.Random(1)
+    ends = [eta._asha_rounds(0, 160, asha, rng) for _ in range(4000)]
+    share = {r: ends.count(r) / len(ends) for r in set(ends)}
+    assert set(share) == {10, 40, 160}
+    assert abs(share[10] - 0.75) < 0.03 and abs(share[40] - 0.1875) < 0.03
+    # A trial already past a rung has survived it.
+    assert min(eta._asha_rounds(45, 160, asha, rng) for _ in range(200)) == 160
