@@ -20,7 +20,7 @@ from conftest import ROOT, assert_one_line_error, run_cli
 from test_cluster_yamls import CLOUD, SCHEMA
 
 from rayscale.errors import UserError
-from rayscale.providers import ray_up
+from rayscale.providers import launcher_config, ray_up
 
 
 @pytest.mark.parametrize("f", CLOUD, ids=lambda f: f.name)
@@ -30,14 +30,14 @@ def test_rendered_config_pins_n_workers_and_this_clusters_token(f, n, tmp_path):
 
     src = yaml.safe_load(f.read_text())
     token = tmp_path / "auth_token"
-    rendered = ray_up.render(src, n, token)
+    rendered = launcher_config.render(src, n, token)
     out = prepare_config(rendered)  # what `ray up` does before it validates
     validate_config(out)  # Ray's JSON schema, then its own checks
     jsonschema.validate(out, SCHEMA)
     if f.name == "onprem.yaml":  # Ray turns the top-level floor / ceiling into its one node type
         wt = out["available_node_types"]["local.cluster.node"]
     else:
-        wt = out["available_node_types"][ray_up.worker_type(src)]
+        wt = out["available_node_types"][launcher_config.worker_type(src)]
     assert wt["min_workers"] == wt["max_workers"] == n
     assert out["max_workers"] >= n
     assert rendered["file_mounts"]["/home/ray/.ray/auth_token"] == str(token)
@@ -77,7 +77,7 @@ def test_commands_it_runs(tmp_path):
 def test_onprem_cannot_pin_more_workers_than_hosts(tmp_path):
     cfg = yaml.safe_load((ROOT / "cluster" / "onprem.yaml").read_text())
     with pytest.raises(UserError, match="4 workers wanted but the config lists 3 worker_ips"):
-        ray_up.render(cfg, 4, tmp_path / "t")
+        launcher_config.render(cfg, 4, tmp_path / "t")
 
 
 def test_worker_type_must_be_one():
@@ -86,14 +86,14 @@ def test_worker_type_must_be_one():
         cfg["available_node_types"]["ray.worker.cpu"]
     )
     with pytest.raises(UserError, match="exactly one worker node type"):
-        ray_up.worker_type(cfg)
+        launcher_config.worker_type(cfg)
 
 
 def test_config_without_token_mount_is_refused(tmp_path):
     cfg = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
     cfg["file_mounts"] = {}
     with pytest.raises(UserError, match="does not mount the auth token"):
-        ray_up.render(cfg, 2, tmp_path / "t")
+        launcher_config.render(cfg, 2, tmp_path / "t")
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_failed_ray_up_is_one_line_and_runs_ray_down_fake_ray(tmp_path):
     # this failure must be read from this run's part of the log alone.
     (state / "logs").mkdir(parents=True)
     (state / "logs" / "ray-up.log").write_text(
-        f"{ray_up.HOST_CHECK}: host old-host has no ray command on the login PATH, the "
+        f"{launcher_config.HOST_CHECK}: host old-host has no ray command on the login PATH, the "
         "launcher Ray 2.60.0\n"
     )
     p = run_cli(
@@ -189,7 +189,7 @@ def test_rendered_config_is_what_ray_up_gets_fake_ray(tmp_path):
         env={"RAYSCALE_RAY": str(fake)},
     )
     got = yaml.safe_load(Path(f"{calls}.yaml").read_text())
-    wt = got["available_node_types"][ray_up.worker_type(got)]
+    wt = got["available_node_types"][launcher_config.worker_type(got)]
     assert wt["min_workers"] == wt["max_workers"] == 5
     assert got["file_mounts"]["/home/ray/.ray/auth_token"] == str(state / "auth_token")
     # A named cluster of the same YAML gets a cluster_name of its own: the launcher finds a
@@ -212,16 +212,16 @@ def test_onprem_hosts_and_login_come_from_flags_and_an_unreachable_host_is_one_l
     key = tmp_path / "key"
     key.write_text("not a key\n")
     key.chmod(0o600)
-    cfg = ray_up.load_config(ROOT / "cluster" / "onprem.yaml")
+    cfg = launcher_config.load_config(ROOT / "cluster" / "onprem.yaml")
     opts = ray_up.RayUpOptions(
         hosts="10.1.0.2, 10.1.0.3,10.1.0.4", ssh_user="ops", ssh_key=str(key)
     )
-    ray_up.set_hosts(cfg, opts)
+    launcher_config.set_hosts(cfg, opts)
     assert cfg["provider"] == {"type": "local", "head_ip": "10.1.0.2",
                                "worker_ips": ["10.1.0.3", "10.1.0.4"]}  # fmt: skip
     assert cfg["auth"] == {"ssh_user": "ops", "ssh_private_key": str(key)}
-    rendered = ray_up.render(cfg, 1, tmp_path / "token")
-    assert rendered["setup_commands"][0] == ray_up.host_check()
+    rendered = launcher_config.render(cfg, 1, tmp_path / "token")
+    assert rendered["setup_commands"][0] == launcher_config.host_check()
     state = tmp_path / "s"
     # 127.0.0.2: a loopback address where no SSH server listens.
     p = run_cli("cluster", "up", "--provider", "ray-up", "--config", ROOT / "cluster" / "onprem.yaml",
@@ -231,12 +231,12 @@ def test_onprem_hosts_and_login_come_from_flags_and_an_unreachable_host_is_one_l
     assert not (state / "cluster.json").exists()
     for hosts, said in (("10.1.0.2", "names 1 machine"),):
         with pytest.raises(UserError, match=said):
-            ray_up.set_hosts(cfg, ray_up.RayUpOptions(hosts=hosts))
-    aws = ray_up.load_config(ROOT / "cluster" / "aws.yaml")
+            launcher_config.set_hosts(cfg, ray_up.RayUpOptions(hosts=hosts))
+    aws = launcher_config.load_config(ROOT / "cluster" / "aws.yaml")
     with pytest.raises(
         UserError, match="--hosts name on-prem hosts, but this config's provider is aws"
     ):
-        ray_up.set_hosts(aws, ray_up.RayUpOptions(hosts="a,b"))
+        launcher_config.set_hosts(aws, ray_up.RayUpOptions(hosts="a,b"))
 
 
 def test_a_host_whose_ray_is_not_the_launchers_is_named(tmp_path):
@@ -244,7 +244,7 @@ def test_a_host_whose_ray_is_not_the_launchers_is_named(tmp_path):
     runs it: a host without Ray, or with another version, fails in one line naming it."""
     import subprocess
 
-    check = ray_up.host_check()
+    check = launcher_config.host_check()
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "ray").write_text("#!/bin/sh\necho 'ray, version 2.52.1'\n")
@@ -253,7 +253,7 @@ def test_a_host_whose_ray_is_not_the_launchers_is_named(tmp_path):
                        ("/nonexistent", "has no ray command on the login PATH")):  # fmt: skip
         p = subprocess.run(["/bin/bash", "-c", check], env={"PATH": f"{path}:/usr/bin:/bin"},
                            capture_output=True, text=True)  # fmt: skip
-        assert p.returncode == 1 and f"{ray_up.HOST_CHECK}: host" in p.stderr, p.stderr
+        assert p.returncode == 1 and f"{launcher_config.HOST_CHECK}: host" in p.stderr, p.stderr
         assert said in p.stderr, p.stderr
     ok = subprocess.run(["/bin/bash", "-c", check], capture_output=True, text=True,
                         env={"PATH": f"{Path(ray_up.ray_cli()).parent}:/usr/bin:/bin"})  # fmt: skip
@@ -287,10 +287,10 @@ cli_logger.error("Failed to setup head node.")
     log = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     text = log.stdout + log.stderr
     cfg = {"setup_commands": [cmds[0]], "head_setup_commands": [cmds[1]]}
-    cmd, tail = ray_up.failed_setup(text, cfg)
+    cmd, tail = launcher_config.failed_setup(text, cfg)
     assert cmd == cmds[1]
     assert "No matching distribution found for rayscale-no-such-pkg" in tail[-1], text
-    assert ray_up.failed_setup(text.replace("Failed.", "Done."), cfg) is None
+    assert launcher_config.failed_setup(text.replace("Failed.", "Done."), cfg) is None
 
 
 def test_a_failing_setup_command_is_read_from_a_real_ray_up_log():
@@ -298,8 +298,12 @@ def test_a_failing_setup_command_is_read_from_a_real_ray_up_log():
     (tests/data/ray-up-setup-failed.log, paths shortened): Ray's verbose lines, the SSH
     runner's, its status lines and traceback are left out of the command's output."""
     log = (ROOT / "tests" / "data" / "ray-up-setup-failed.log").read_text()
-    cmds = [ray_up.host_check(), "echo preparing", "pip install --no-index rayscale-no-such-pkg"]
-    cmd, tail = ray_up.failed_setup(log, {"setup_commands": cmds})
+    cmds = [
+        launcher_config.host_check(),
+        "echo preparing",
+        "pip install --no-index rayscale-no-such-pkg",
+    ]
+    cmd, tail = launcher_config.failed_setup(log, {"setup_commands": cmds})
     assert cmd == cmds[2]
     assert tail == [
         "ERROR: Could not find a version that satisfies the requirement rayscale-no-such-pkg "
