@@ -19,6 +19,7 @@ from rayscale import (
     jobs,
     lifecycle,
     plan,
+    prices,
     providers,
     report,
     scaling,
@@ -520,8 +521,21 @@ def scaling_cmd(
     "--num-samples", type=int, default=None, help="configs to search [default: as measured]"
 )
 @click.option(
-    "--instance", default=None, help=f"a worker instance type: {', '.join(plan.INSTANCES)}"
+    "--instance",
+    default=None,
+    help="a worker instance type, priced from --prices (or the built-in table: "
+    f"{', '.join(prices.BUILTIN)}); `cheapest`: the type whose plan costs least within "
+    "--deadline, with the next cheapest",
 )
+@click.option(
+    "--prices",
+    "prices_path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="a price catalog in SkyPilot's catalog CSV format (InstanceType, vCPUs, MemoryGiB, "
+    "Price, SpotPrice, Region, ...) [default: the built-in table of 2025]",
+)
+@click.option("--region", default=None, help="with --prices: price the types in this region")
 @click.option("--cpus-per-worker", type=float, default=None, help="[default: as in the study]")
 @click.option("--price", type=float, default=None, help="USD per worker-hour")
 @click.option("--head-price", type=float, default=None, help="USD per head-hour [default: --price]")
@@ -576,6 +590,8 @@ def plan_cmd(
     out,
     driver_from,
     as_json,
+    prices_path,
+    region,
 ):
     """Predict the search's time and cost on N workers from a measured study."""
     table, summary = plan.make(
@@ -591,6 +607,8 @@ def plan_cmd(
         scheduler,
         Path(driver_from) if driver_from else None,
         workers_per_node,
+        Path(prices_path) if prices_path else None,
+        region,
     )
     written = plan.write(table, summary, Path(out)) if out else []
     report.show_plan(table, summary, written, as_json)

@@ -15,26 +15,11 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayscale import job_files, predict, replay
+from rayscale import job_files, predict, prices, replay
 from rayscale.errors import UserError
+from rayscale.jobs import flag_value
 from rayscale.predict import scheduler_of
 
-# On-demand Linux list prices, USD per hour (AWS us-east-1, GCP us-central1), as the
-# providers published them when this table was written (PRICES_READ). They change and
-# differ by region: check the provider's price page and pass --price to override.
-PRICES_READ = "2025"
-INSTANCES: dict[str, tuple[int, float, float]] = {  # name -> (vCPUs, GiB, USD/h)
-    "m5.xlarge": (4, 16, 0.192),
-    "m5.2xlarge": (8, 32, 0.384),
-    "m5.4xlarge": (16, 64, 0.768),
-    "c5.2xlarge": (8, 16, 0.34),
-    "c5.4xlarge": (16, 32, 0.68),
-    "m6i.2xlarge": (8, 32, 0.384),
-    "n2-standard-4": (4, 16, 0.1942),
-    "n2-standard-8": (8, 32, 0.3885),
-    "n2-standard-16": (16, 64, 0.7769),
-    "c2-standard-8": (8, 32, 0.4176),
-}
 KNEE = 0.10  # doubling the workers must cut the time by at least this much to "pay"
 
 
@@ -53,6 +38,8 @@ def machine(
     price: float | None,
     head_price: float | None,
     workers_per_node: int = 1,
+    catalog: prices.Catalog | None = None,
+    region: str | None = None,
 ) -> Machine:
     if (price is not None and price < 0) or (head_price is not None and head_price < 0):
         raise UserError("a price cannot be negative", "pass --price / --head-price in USD per hour")
@@ -61,15 +48,11 @@ def machine(
             "--workers-per-node must be at least 1", "1: every worker on a machine of its own"
         )
     if instance:
-        if instance not in INSTANCES:
-            raise UserError(
-                f"unknown instance type {instance!r}",
-                f"use one of {', '.join(INSTANCES)}, or --cpus-per-worker C --price USD_PER_HOUR",
-            )
-        cpus, _, listed = INSTANCES[instance]
-        p = listed if price is None else price
+        offer = (catalog or prices.builtin()).offer(instance, region)
+        p = offer.price if price is None else price
         head = p if head_price is None else head_price
-        return Machine(cpus, p, head, instance, workers_per_node)
+        label = f"{instance} ({offer.region})" if offer.region else instance
+        return Machine(offer.vcpus, p, head, label, workers_per_node)
     return Machine(
         cpus_per_worker, price or 0.0, head_price or 0.0, "as measured", workers_per_node
     )
@@ -209,15 +192,31 @@ def make(
     scheduler_name: str | None = None,
     driver_from: Path | None = None,
     workers_per_node: int = 1,
+    prices_path: Path | None = None,
+    region: str | None = None,
 ) -> tuple[list[dict], dict]:
     """`rayscale plan`: (the rows, the summary plan.json carries beside them)."""
     study = load_study(study_path)
-    m = machine(instance, cpus_per_worker, price, head_price, workers_per_node)
+    catalog = prices.read(prices_path) if prices_path else prices.builtin()
     limit = deadline_s(deadline)
     asha = scheduler(study, study_path, scheduler_name)
     host = predict.host_of(study)
     search, priced, check = priced_search(study, num_samples, host)
     driver, driver_src = driver_for(study, study_path, driver_from)
+    ranked = None
+    if instance == "cheapest":
+        if price is not None:
+            raise UserError(
+                "--price prices one type; `cheapest` compares the catalog's", "drop --price"
+            )
+
+        def table_for(cpus: float) -> list[dict]:
+            m = Machine(cpus, 1.0, 0.0, "", workers_per_node)
+            return rows(study, workers, m, num_samples, speed, asha, host, search, driver)
+
+        ranked = cheapest(study, catalog, region, head_price, limit, table_for)
+        instance, region = ranked[0]["instance"], ranked[0]["region"] or region
+    m = machine(instance, cpus_per_worker, price, head_price, workers_per_node, catalog, region)
     table = rows(study, workers, m, num_samples, speed, asha, host, search, driver)
     summary = {
         "study": str(study_path),
@@ -228,7 +227,8 @@ def make(
         # study's host by its baselines; past the last count measured, the last holds).
         "host_contention": [list(f) for f in host.factors],
         "host_contention_from": contention_source(study, host),
-        "prices_read": PRICES_READ if instance else None,
+        "prices_read": catalog.read if instance else None,
+        "instances": ranked[:TOP] if ranked else None,
         "speed": speed,
         "num_samples": num_samples,
         "trial_costs": priced,
@@ -239,6 +239,47 @@ def make(
         **mark(table, limit),
     }
     return table, summary
+
+
+TOP = 5  # `--instance cheapest` shows this many types
+
+
+def cheapest(study, catalog, region, head_price, limit, table_for) -> list[dict]:
+    """Every type of the catalog with the cores a trial needs, at its cheapest worker count
+    within the deadline, cheapest first. The replay depends on a type's cores only: it runs
+    once per core count, and each type's prices are applied to its hours."""
+    per_trial = max((p.get("cpus_per_trial") or 1.0) for p in study["points"])
+    memory = flag_value(study.get("job_args") or [], "--memory-per-trial")
+    tables: dict[float, list[dict]] = {}
+    ranked = []
+    for o in catalog.cpu_types(region):
+        slots = int(o.vcpus // per_trial)
+        if slots < 1 or (memory and slots * float(memory) > o.memory_gib):
+            continue
+        if o.vcpus not in tables:
+            tables[o.vcpus] = table_for(o.vcpus)
+        head = o.price if head_price is None else head_price
+        costed = [
+            {**r, "cost_usd": round((r["workers"] * o.price + head) * r["total_s"] / 3600, 4)}
+            for r in tables[o.vcpus]
+        ]
+        meets = [r for r in costed if limit is None or r["total_s"] <= limit]
+        if meets:
+            best = min(meets, key=lambda r: (r["cost_usd"], r["total_s"]))
+            ranked.append(
+                {"instance": o.instance, "region": o.region, "vcpus": o.vcpus,
+                 "memory_gib": o.memory_gib, "price": o.price, "workers": best["workers"],
+                 "total_s": best["total_s"], "cost_usd": best["cost_usd"]}
+            )  # fmt: skip
+    if not ranked:
+        raise UserError(
+            f"no instance type in {catalog.read}"
+            + (f" in region {region}" if region else "")
+            + " runs a trial of the study's size"
+            + (" within the deadline" if limit else ""),
+            "raise --deadline, add --workers counts, or pass a catalog with larger types",
+        )
+    return sorted(ranked, key=lambda r: (r["cost_usd"], r["total_s"], r["instance"]))
 
 
 def node_start(study: dict) -> dict | None:

@@ -372,6 +372,18 @@ def show_plan(table: list[dict], summary: dict, written: list, as_json: bool) ->
             ", ".join(marks),
         )
     console.print(t)
+    if summary.get("instances"):
+        top = Table(
+            title=f"the cheapest types within the deadline · prices of {summary['prices_read']}",
+            title_justify="left",
+        )
+        for col in ("type", "region", "vCPUs", "USD/h", "workers", "job s", "cost USD"):
+            top.add_column(col, justify="right" if col not in ("type", "region") else "left")
+        for r in summary["instances"]:
+            top.add_row(r["instance"], r["region"] or "-", f"{r['vcpus']:g}",
+                        f"{r['price']:g}", str(r["workers"]), f"{r['total_s']:.1f}",
+                        f"{r['cost_usd']:.4f}")  # fmt: skip
+        console.print(top)
     if summary.get("deadline_s") and summary["cheapest_in_deadline"] is None:
         say(f"no worker count meets the deadline of {summary['deadline_s']:.0f} s")
     say(

@@ -575,3 +575,62 @@ def test_plan_borrows_the_drivers_cost_from_another_study(study, tmp_path):
     assert "2 a trial assumed" in said and f"measured in {other}" in said
     bad = run_cli("plan", "--study", study, "--driver-from", study)
     assert_one_line_error(bad, "has no measurements of Tune's driver", "make scale")
+
+
+CATALOG = """InstanceType,AcceleratorName,AcceleratorCount,vCPUs,MemoryGiB,Price,SpotPrice,Region,AvailabilityZone
+big.8,,,8,32,0.80,0.30,us-east-1,us-east-1a
+big.8,,,8,32,0.90,0.35,us-west-2,us-west-2a
+mid.4,,,4,16,0.30,0.10,us-east-1,us-east-1a
+small.2,,,2,8,0.10,0.04,us-east-1,us-east-1b
+gpu.4,V100,1,4,16,0.01,,us-east-1,us-east-1a
+reserved.2,,,2,8,,0.02,us-east-1,us-east-1a
+"""
+
+
+def _plan_rows(study, *args) -> dict[int, dict]:
+    p = run_cli("plan", "--study", study, "--workers", "1,2,4,8", "--json", *args, check=True)
+    return {r["workers"]: r for r in json.loads(p.stdout)}
+
+
+def test_a_price_catalog_prices_a_type_and_finds_the_cheapest(study, tmp_path):
+    """A catalog in SkyPilot's format: a type at its price in the region asked; `cheapest`
+    compares every CPU type able to host a trial (not the GPU one, not a row with no
+    on-demand price) at its cheapest worker count within the deadline."""
+    cat = tmp_path / "aws.csv"
+    cat.write_text(CATALOG)
+    west = _plan_rows(study, "--prices", cat, "--instance", "big.8", "--region", "us-west-2")
+    r = west[2]
+    assert r["cost_usd"] == pytest.approx((2 * 0.9 + 0.9) * r["total_s"] / 3600, abs=1e-4)
+
+    out = tmp_path / "plan"
+    run_cli("plan", "--study", study, "--workers", "1,2,4,8", "--prices", cat, "--instance",
+            "cheapest", "--deadline", "30s", "--out", out, check=True)  # fmt: skip
+    doc = json.loads((out / "plan.json").read_text())
+    ranked = doc["instances"]
+    assert [t["instance"] for t in ranked] and "gpu.4" not in [t["instance"] for t in ranked]
+    assert "reserved.2" not in [t["instance"] for t in ranked]
+    assert doc["prices_read"].startswith("aws.csv (modified ")
+    # Each type's own plan: the ranking's first is the cheapest within the deadline.
+    best = {}
+    for name in ("big.8", "mid.4", "small.2"):
+        rows = _plan_rows(study, "--prices", cat, "--instance", name, "--region", "us-east-1")
+        meets = [x["cost_usd"] for x in rows.values() if x["total_s"] <= 30]
+        if meets:
+            best[name] = min(meets)
+    assert ranked[0]["instance"] == min(best, key=best.get)
+    # (the ranking prices the job's time as the table rounds it, to 0.1 s)
+    assert [t["cost_usd"] for t in ranked] == pytest.approx(sorted(best.values()), abs=2e-4)
+    assert doc["machine"].startswith(ranked[0]["instance"])
+
+
+def test_a_malformed_catalog_is_one_line_naming_its_row_and_column(study, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(CATALOG.replace("mid.4,,,4,16,0.30", "mid.4,,,4,16,abc"))
+    p = run_cli("plan", "--study", study, "--prices", bad, "--instance", "mid.4")
+    assert_one_line_error(p, "bad.csv row 4, column Price: 'abc' is not a number")
+    headless = tmp_path / "headless.csv"
+    headless.write_text("Type,CPUs\nx,2\n")
+    p = run_cli("plan", "--study", study, "--prices", headless, "--instance", "x")
+    assert_one_line_error(p, "has no InstanceType, vCPUs, MemoryGiB, Price column")
+    p = run_cli("plan", "--study", study, "--instance", "no.such")
+    assert_one_line_error(p, "unknown instance type 'no.such' in the prices of the built-in table")
