@@ -224,15 +224,21 @@ def test_no_wait_then_status_logs_and_list(cluster):
     )
     job_id = p.stdout.strip()
     assert job_id.startswith("raysubmit_")
-    assert run_cli("job", "status", job_id, state_dir=cluster).stdout.strip() in {
+    # (a running search's status goes on with its trials and ETA once one has ended)
+    assert run_cli("job", "status", job_id, state_dir=cluster).stdout.split()[0] in {
         "PENDING",
         "RUNNING",
         "SUCCEEDED",
     }
-    # As `ray job logs -f`: the whole log, streamed until the job ends, then its status.
+    # As `ray job logs -f`: the whole log, streamed until the job ends, then its status; the
+    # ETA after each finished trial, the last one's nothing left.
     followed = run_cli("job", "logs", "--follow", job_id, state_dir=cluster, check=True)
     assert "RAYSCALE_RESULT" in followed.stdout, followed.stdout[-2000:]
     assert followed.stderr.strip().endswith(f"{job_id} SUCCEEDED"), followed.stderr
+    etas = [ln.strip() for ln in followed.stderr.splitlines() if ln.strip().startswith("ETA ")]
+    assert len(etas) == 2 and etas[-1] == "ETA 0s (0s-0s)", followed.stderr
+    ended = json.loads(run_cli("job", "status", "--json", job_id, state_dir=cluster).stdout)
+    assert ended == {"job_id": job_id, "status": "SUCCEEDED", "eta": None}
     listed = json.loads(run_cli("job", "list", "--json", state_dir=cluster, check=True).stdout)
     assert job_id in [j["submission_id"] for j in listed]
     assert_one_line_error(run_cli("job", "status", "raysubmit_nope", state_dir=cluster), "nope")
