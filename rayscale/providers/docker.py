@@ -255,7 +255,7 @@ class DockerProvider(Provider):
         return self.state.path / CONFIG_DIR / "token.env"  # made by _token_env, not here
 
     def _token_env(self) -> None:
-        path = self._token_env_path()
+        path = self.state.config_dir / "token.env"  # config_dir: made if missing
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
