@@ -60,9 +60,11 @@ class Catalog:
         """The type's cheapest row (in REGION)."""
         rows = [o for o in self.offers if o.instance == instance]
         if not rows:
+            names = sorted({o.instance for o in self.offers})
+            listed = ", ".join(names) if len(names) <= 12 else f"one of its {len(names)} types"
             raise UserError(
                 f"unknown instance type {instance!r} in the prices of {self.read}",
-                "pass a type the catalog lists, `cheapest`, or --cpus-per-worker C --price USD",
+                f"pass {listed}; or `cheapest`; or --cpus-per-worker C --price USD",
             )
         there = [o for o in rows if region is None or o.region == region]
         if not there:
