@@ -80,19 +80,19 @@ def experiment_of(
     """The experiment of IDENT, a job's ID or the bundled job's run name (`--name`, as
     `job resume` takes it: under the job's storage path)."""
     try:
-        j.info(ident)
+        info = j.info(ident)
     except UserError as e:
         if "does not exist" not in e.problem:
             raise
         args = ["--storage-path", storage_path] if storage_path else []
         return f"{jobs.storage_path(args, j.endpoint)}/{ident}"
-    return experiment_of_job(j, ident, experiment_path)
+    return experiment_of_job(j, ident, experiment_path, info)
 
 
-def experiment_of_job(j: jobs.Jobs, job_id: str, experiment_path: list[str]) -> str:
+def experiment_of_job(j: jobs.Jobs, job_id: str, experiment_path: list[str], info=None) -> str:
     """Where job JOB_ID's Tune experiment is, as the head spells it: the bundled job's from
     its arguments and record, a script's as `job submit --working-dir` finds it."""
-    info = j.info(job_id)
+    info = info or j.info(job_id)
     words = shlex.split(info.entrypoint.split("&&")[-1])
     if "tune_xgboost.py" in words and not experiment_path:
         args = words[words.index("tune_xgboost.py") + 1 :]

@@ -25,8 +25,9 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
+from rayscale.jobs import PROGRESS_MARKER as MARKER  # the job's progress lines
+
 DRAWS = 200
-MARKER = "RAYSCALE_PROGRESS "  # the job's progress lines (job/protocol.py)
 
 
 @dataclass
