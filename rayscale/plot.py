@@ -132,8 +132,8 @@ def _quality(a, study: dict) -> None:
             color="C0",
         )
     seq = study.get("baselines", {}).get("sequential")
-    if seq and seq.get("best_rmse") is not None:
-        a.axhline(seq["best_rmse"], ls="--", color="C3", lw=1, label="sequential, same configs")
+    if seq and (best_seq := seq.get("best_metric", seq.get("best_rmse"))) is not None:
+        a.axhline(best_seq, ls="--", color="C3", lw=1, label="sequential, same configs")
         a.legend(fontsize=8)
     m = study.get("metric") or {"name": "valid RMSE", "mode": "min"}
     a.set(

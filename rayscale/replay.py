@@ -31,7 +31,7 @@ class Configs(Protocol):
 
 @dataclass(frozen=True)
 class Trial:
-    """One measured trial: its cost and its (rounds, rmse, s from its start) notes."""
+    """One measured trial: its cost and its (rounds, metric, s from its start) notes."""
 
     cost: float
     total: int = 0  # the rounds its config asks for
@@ -135,6 +135,7 @@ class Asha:
     grace: int
     rf: int
     max_t: int
+    mode: str = "min"  # the metric's, as Tune's scheduler is told it
 
     def rungs(self) -> list[int]:
         out, r = [], self.grace
@@ -241,7 +242,7 @@ def on_result(rungs: list[tuple[int, dict]], trial, rounds: int, reward: float, 
 
 def path(t: Trial, asha: Asha) -> list[tuple[int, float, float]]:
     """The trial's results at its rungs and its end, as the replay sees them. Past the last
-    note of a trial the measured run stopped: its last rate per round, its last RMSE."""
+    note of a trial the measured run stopped: its last rate per round, its last metric value."""
     if not t.marks:
         raise ValueError("the trial has no rung notes")
     total = t.total or t.marks[-1][0]
@@ -279,10 +280,12 @@ def asha_makespan(
     end, stopped = first[0][0], {}
     while events:
         now, _, slot, i, k, t0 = heapq.heappop(events)
-        rounds, rmse, _ = paths[i][k]
+        rounds, value, _ = paths[i][k]
         last = k == len(paths[i]) - 1
-        # Tune stops a trial at max_t before the bracket sees it; rewards are -rmse (min).
-        stop = rounds >= asha.max_t or on_result(rungs, i, rounds, -rmse, asha.rf)
+        # Tune stops a trial at max_t before the bracket sees it; its rungs keep the highest
+        # rewards, the metric's negative where less is better.
+        reward = -value if asha.mode == "min" else value
+        stop = rounds >= asha.max_t or on_result(rungs, i, rounds, reward, asha.rf)
         if stop or last:
             if not last:
                 stopped[i] = rounds

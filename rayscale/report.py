@@ -287,7 +287,10 @@ def show_study(study: dict, out) -> None:
         extra = f" (n_jobs={b['n_jobs']})" if "n_jobs" in b else ""
         runs = len(b.get("runs") or [b])
         of = f" (median of {runs})" if runs > 1 else ""
-        say(f"baseline {name}{extra}: wall {b['wall_s']:.2f} s{of}, best RMSE {b['best_rmse']:.4g}")
+        best = b.get("best_metric", b.get("best_rmse"))
+        say(
+            f"baseline {name}{extra}: wall {b['wall_s']:.2f} s{of}, best {metric_label(study)} {best:.4g}"
+        )
     cal = study.get("calibration")
     if cal and (found := predict.joblib_factor(cal)):
         n, f = found  # the factor the replay model takes from it

@@ -17,20 +17,14 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rayscale import job_files, jobs, lifecycle, predict, report, tune_output
+from rayscale import job_files, jobs, lifecycle, predict, report
 from rayscale.errors import UserError
 from rayscale.providers.base import Provider
+from rayscale.study import workload
 from rayscale.study.baselines import calibrate, run_baseline
-from rayscale.study.measure import machine, run_point, run_script_point, scale
-from rayscale.study.plan import Progress, data_label, order, search_note, study_job_args
-from rayscale.study.summary import (
-    baseline_summary,
-    clean_points,
-    summarise,
-    workload,
-    workload_metric,
-    write_outputs,
-)
+from rayscale.study.measure import machine, run_point, scale
+from rayscale.study.plan import Progress, order
+from rayscale.study.summary import baseline_summary, clean_points, summarise, write_outputs
 
 
 def run(
@@ -52,17 +46,10 @@ def run(
 def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> dict:
     plan, out = progress.plan, progress.out
     job_dir = Path(job_dir or job_files.default_job_dir())
-    script = plan.working_dir is not None
-    job_args = plan.job_args if script else study_job_args(plan.job_args)
-    note = None if script else search_note(job_args)
-    if note:
+    work = workload.of(plan)
+    job_args = work.job_args
+    for note in work.notes():
         say(f"note: {note}")
-    if not script and not jobs.given(plan.job_args, "--scheduler"):
-        say(
-            "note: FIFO, the study's default scheduler: ASHA's stops depend on which trials "
-            "finish first, so each worker count would time another search "
-            "(pass --scheduler asha to time it anyway; `rayscale plan --scheduler asha` replays it)"
-        )
     sequence = order(plan.workers, plan.repeats)
     todo = [(r, n) for r, n in sequence if not progress.done(r, n)]
     if progress.runs:
@@ -70,10 +57,7 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
     progress.save()
     j = jobs.Jobs(provider.endpoint())
     for repeat, n in todo:
-        if plan.working_dir is not None:
-            progress.runs.append(run_script_point(provider, j, n, repeat, plan, say))
-        else:
-            progress.runs.append(run_point(provider, j, n, repeat, job_args, plan.job_timeout, say))
+        progress.runs.append(run_point(provider, j, n, repeat, work, plan.job_timeout, say))
         progress.save()
     runs = sorted(progress.runs, key=lambda r: sequence.index((r["repeat"], r["workers"])))
     cpus_per_worker = max(1, int(runs[0]["cpus"] // runs[0]["workers"]))
@@ -90,10 +74,10 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
             done.append(run_baseline(kind, job_args, n_jobs, job_dir, plan.job_timeout))
             progress.save()
     calibration = None
-    if not script and "joblib" not in plan.baselines:
+    if work.kind == "bundled" and "joblib" not in plan.baselines:
         calibration = calibrate(progress, job_args, n_jobs, job_dir, say)
-    metric = workload_metric(runs, script)
-    points = summarise(runs, metric["mode"])
+    metric = work.metric(runs)
+    points = summarise(runs, metric["mode"], work.columns)
     clean = clean_points(points)
     from rayscale import fit as fitmod  # numpy and scipy: the study extra, checked by StudyPlan
 
@@ -101,8 +85,8 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         "provider": provider.name,
         # The bundled job's args (what the replay reads its scheduler from); a script's
         # command is in `workload`, and it is replayed as measured.
-        "job_args": [] if script else job_args,
-        "workload": workload(plan, runs),
+        "job_args": job_args,
+        "workload": work.describe(runs),
         "metric": metric,
         "machine": machine(),
         # Its workers shared this machine's cores: the replay model scales trial costs by it.
@@ -115,13 +99,13 @@ def _run(provider: Provider, progress: Progress, say, job_dir: Path | None) -> d
         # Disturbed points (no clean run) inform neither the fit nor the replay model.
         "fit": fitmod.fit([p["workers"] for p in clean], [p["speedup"] for p in clean]),
         "disturbed_points": [p["workers"] for p in points if p["disturbed"]],
-        "data": tune_output.describe_command(job_args) if script else data_label(job_args),
-        "search_note": note,
+        "data": work.data(),
+        "search_note": work.search_note(),
     }
     # What was measured is written before anything is derived from it: a prediction
     # that fails costs one warning, never the study.
     study["prediction"] = None
-    write_outputs(study, runs, out)
+    write_outputs(study, runs, out, work.columns)
     if clean:
         try:
             study["prediction"] = predict.study_prediction(

@@ -92,7 +92,7 @@ def test_chaos_a_worker_lost_mid_study_is_replaced_and_its_point_marked(tmp_path
     # Its time is no speedup to read, nor data for the replay model.
     assert study["disturbed_points"] == [2]
     assert all(v["workers"] == 1 for v in study["prediction"]["validation"])
-    assert faulty["best_rmse"] == pytest.approx(calm["best_rmse"], rel=0.02)
+    assert faulty["best_metric"] == pytest.approx(calm["best_metric"], rel=0.02)
     assert not (state / "cluster.json").exists()
 
 

@@ -71,7 +71,7 @@ def test_summarise_speedup_efficiency_overhead():
             "wall_s": 10.0,
             "sum_train_s": 9.0,
             "trials_completed": 10,
-            "best_rmse": 1.0,
+            "best_metric": 1.0,
             "cpu_busy_avg": 0.9,
             "cpu_busy_by_node": {},
             "job_id": "a",
@@ -83,7 +83,7 @@ def test_summarise_speedup_efficiency_overhead():
             "wall_s": 5.5,
             "sum_train_s": 9.5,
             "trials_completed": 10,
-            "best_rmse": 1.0,
+            "best_metric": 1.0,
             "cpu_busy_avg": 0.85,
             "cpu_busy_by_node": {},
             "job_id": "b",
@@ -100,7 +100,7 @@ def test_summarise_speedup_efficiency_overhead():
 def test_disturbed_runs_are_not_timed_and_mark_their_point():
     def run(n, wall, repeat, hit=()):
         return {"workers": n, "cpus": n, "wall_s": wall, "sum_train_s": 9.0,
-                "trials_completed": 10, "best_rmse": 1.0, "cpu_busy_avg": None,
+                "trials_completed": 10, "best_metric": 1.0, "cpu_busy_avg": None,
                 "repeat": repeat, "disturbed_by": list(hit)}  # fmt: skip
 
     lost = ["1 workers lost and replaced"]

@@ -124,3 +124,14 @@ def test_providers_write_no_ray_flag_of_their_own():
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert not node.value.startswith(flags), f"{f.name} writes {node.value!r}"
+
+
+def test_the_study_knows_its_workload_only_through_the_seam():
+    """What the study runs comes through rayscale/study/workload.py: the point runner, the
+    summary, the orchestration and the scheduler replay name no metric of the bundled job,
+    and only the workload module reads the job's record."""
+    generic = ["scaling.py", "study/measure.py", "study/summary.py", "study/plan.py", "replay.py"]
+    for name in generic:
+        text = (ROOT / "rayscale" / name).read_text()
+        assert not re.search(r"rmse", text, re.I), name
+        assert "rayscale-result.json" not in text and "RECORD" not in text, name

@@ -84,7 +84,7 @@ def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path, 
             "wall_s",
             "sum_train_s",
             "trials_completed",
-            "best_rmse",
+            "best_metric",
             "cpu_busy_avg",
         }
         assert run["trials_completed"] == 4 and run["wall_s"] > 0
@@ -93,9 +93,9 @@ def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path, 
         assert 0 < run["cpu_busy_avg"] <= 1.5  # utilisation was really sampled
     assert study["points"][0]["speedup"] == 1.0 and study["points"][0]["efficiency"] == 1.0
     # Same configs at every point and in the baselines: the same best model is found.
-    best = {pt["runs"][0]["best_rmse"] for pt in study["points"]}
-    best.add(study["baselines"]["sequential"]["best_rmse"])
-    best.add(study["baselines"]["joblib"]["best_rmse"])
+    best = {pt["runs"][0]["best_metric"] for pt in study["points"]}
+    best.add(study["baselines"]["sequential"]["best_metric"])
+    best.add(study["baselines"]["joblib"]["best_metric"])
     assert max(best) - min(best) < 1e-9
     # Each run was read from its Tune output on the head, its record lying beside it.
     wl = study["workload"]
@@ -104,7 +104,7 @@ def test_scaling_study_terminated_then_resumed_on_one_and_two_workers(tmp_path, 
         assert path == pt["runs"][0]["experiment"]
         assert glob.glob(f"{path}/experiment_state-*.json")
         rec = json.loads(open(f"{path}/rayscale-result.json").read())
-        assert rec["best_valid_rmse"] == pt["runs"][0]["best_rmse"]
+        assert rec["best_valid_rmse"] == pt["runs"][0]["best_metric"]
         assert (pt["runs"][0]["metric"], pt["runs"][0]["mode"]) == ("rmse", "min")
     assert study["baselines"]["joblib"]["n_jobs"] >= 1
     # As often as each point was run (once here), each run's times kept beside the median.

@@ -43,7 +43,7 @@ def run_baseline(
         "sum_train_s": rec["sum_train_s"],
         "sum_train_cpu_s": rec.get("sum_train_cpu_s"),
         "trials_completed": rec["trials_completed"],
-        "best_rmse": rec["best_valid_rmse"],
+        "best_metric": rec["best_valid_rmse"],
     }
     if kind == "joblib":
         out["n_jobs"] = n_jobs

@@ -1,5 +1,5 @@
-"""One point of a study: resize to n workers, run the job, and read what it did (its Tune
-output, the nodes' CPU, the workers lost and replaced on the way)."""
+"""One point of a study: resize to n workers, run the workload, and read what it did (its
+Tune output, the nodes' CPU, the workers lost and replaced on the way)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ import platform
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import psutil
 
-from rayscale import jobs, tune_output
+from rayscale import jobs
 from rayscale.errors import UserError
 from rayscale.providers.base import Provider
-from rayscale.study.plan import StudyPlan
-
-# The bundled job's record, written beside its Tune output (job/storage.py).
-RECORD = "rayscale-result.json"
+from rayscale.study.workload import Workload
 
 
 class CpuSampler:
@@ -192,70 +188,6 @@ def resize(provider: Provider, n: int) -> dict:
     return {"from": before, "s": round(time.perf_counter() - t0, 3)}
 
 
-def run_script_point(
-    provider: Provider, j: jobs.Jobs, n: int, repeat: int, plan: StudyPlan, say
-) -> dict:
-    """One run of a Tune script: its times and trials from Tune's own experiment output."""
-    resized = resize(provider, n)
-    submitted = time.perf_counter()
-    with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
-        job_id = j.submit_command(
-            plan.job_args,
-            Path(plan.working_dir).expanduser(),
-            metadata={"rayscale": f"scaling w{n} r{repeat}"},
-        )
-        status = wait_or_stop(j, job_id, plan.job_timeout)
-    if status != "SUCCEEDED":
-        jobs.check_ended_well(job_id, j.logs(job_id), status)
-    submit_to_end = time.perf_counter() - submitted
-    exp = tune_output.read(j, job_id, plan.experiment_path, plan.metric, plan.mode)
-    info = j.info(job_id)
-    w0, w1 = exp.window
-    busy = cpu.busy()
-    workers_busy = [v for k, v in busy.items() if k != "head"]
-    cpus = provider.status().worker_cpus
-    timed = [t for t in exp.trials if t.iterations]
-    row = {
-        "workers": n,
-        "repeat": repeat,
-        "job_id": job_id,
-        "cpus": cpus,
-        # The search: the first trial's start to the last trial's end (Tune's rows).
-        "wall_s": round(w1 - w0, 3),
-        "sum_train_s": round(sum(t.time_total_s for t in timed), 3),
-        "trials_completed": sum(1 for t in exp.trials if t.status == "TERMINATED"),
-        "trials": len(exp.trials),
-        "trials_errored": sum(1 for t in exp.trials if t.status == "ERROR"),
-        "best_metric": exp.best(),
-        "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
-        "cpu_busy_by_node": busy,
-        # The whole job as the Job API timed it: driver start, the search, the script's end.
-        "job_total_s": round((info.end_time - info.start_time) / 1000, 3),
-        "submit_to_result_s": round(submit_to_end, 3),
-        "cpus_per_trial": max((t.cpus for t in exp.trials), default=1.0) or 1.0,
-        "timeline": exp.timeline(),
-        "start_uncertainty_s": max((t.start_uncertainty_s for t in timed), default=0.0),
-        "driver": driver_load(cpu, info, (w0, w1), exp),
-        "resize": resized,
-        "experiment": exp.path,
-        "metric": exp.metric,
-        "mode": exp.mode,
-        "configs": configs_digest([t.config for t in exp.trials]),
-        "retries": 0,
-        "workers_replaced": keeper.replaced,
-    }
-    row["disturbed_by"] = disturbance(0, keeper.replaced)
-    best = row["best_metric"]
-    say(
-        f"  workers={n} repeat={repeat}: search {row['wall_s']:.1f} s, "
-        f"{row['trials_completed']}/{row['trials']} trials"
-        + (f", best {exp.metric} {best:.4g}" if best is not None else "")
-        + f", cores busy {busy}"
-        + (f"; DISTURBED: {', '.join(row['disturbed_by'])}" if row["disturbed_by"] else "")
-    )
-    return row
-
-
 def configs_digest(configs: list[dict]) -> str:
     """The same digest for the same set of trial configs, in whatever order they ran."""
     import hashlib
@@ -269,76 +201,59 @@ def run_point(
     j: jobs.Jobs,
     n: int,
     repeat: int,
-    job_args: list[str],
+    work: Workload,
     timeout: float | None,
     say: Callable[[str], None],
 ) -> dict:
-    """One run of the bundled job, read as any script's: from its Tune output on the head,
-    where its record (the baseline, the test-set scores, the trials' exact clocks) lies
-    beside Tune's own files."""
+    """One run of the workload at n workers, read from its Tune output on the head: the
+    times, the trials and the best value, with the cores each node kept busy."""
     resized = resize(provider, n)
-    name = f"scaling-w{n}-r{repeat}-{int(time.time())}"
     submitted, submitted_at = time.perf_counter(), time.time()
     with CpuSampler(provider) as cpu, Keeper(provider, n) as keeper:
-        job_id = j.submit(job_args + ["--name", name])
+        job_id = work.submit(j, n, repeat)
         status = wait_or_stop(j, job_id, timeout)
-    # The whole job as its user waits for it: submission, driver start-up, data, baseline,
-    # search, final fit.
+    # The whole job as its user waits for it: submission, driver start-up, data, search, end.
     submit_to_result = time.perf_counter() - submitted
     if status != "SUCCEEDED":
-        j.result(job_id, status)  # raises the job's own error
-    exp = tune_output.read(j, job_id, [f"{jobs.storage_path(job_args, j.endpoint)}/{name}"])
-    rec = exp.extras.get(RECORD)
-    if rec is None:
-        raise UserError(
-            f"job {job_id}'s Tune output at {exp.path} has no {RECORD}",
-            "is the cluster's job older than this launcher? rebuild or reinstall it",
-        )
+        work.failed(j, job_id, status)  # raises the job's own error
+    info = j.info(job_id)
+    got = work.read(j, job_id, info, provider, submitted_at)
+    exp = got.exp
     busy = cpu.busy()
     workers_busy = [v for k, v in busy.items() if k != "head"]
-    cpus = rec["cluster"]["cpus"]
-    procs = {t.get("pid"): t.get("process_started_at") for t in rec.get("trials", [])}
     row = {
         "workers": n,
         "repeat": repeat,
         "job_id": job_id,
-        "cpus": cpus,
-        "wall_s": rec["wall_s"],
-        "sum_train_s": rec["sum_train_s"],
-        "sum_train_cpu_s": rec.get("sum_train_cpu_s"),
+        "cpus": got.cpus,
         "trials_completed": sum(1 for t in exp.trials if t.status == "TERMINATED"),
         "trials": len(exp.trials),
         "trials_errored": sum(1 for t in exp.trials if t.status == "ERROR"),
-        "best_rmse": exp.best(),
         "best_metric": exp.best(),
-        "test_rmse": (rec.get("tuned") or {}).get("rmse"),
-        "cpu_busy_avg": round(sum(workers_busy) / cpus, 3) if workers_busy and cpus else None,
+        "cpu_busy_avg": (
+            round(sum(workers_busy) / got.cpus, 3) if workers_busy and got.cpus else None
+        ),
         "cpu_busy_by_node": busy,
-        "job_total_s": rec["total_s"],
+        "job_total_s": got.job_total_s,
         "submit_to_result_s": round(submit_to_result, 3),
-        "cpus_per_trial": rec.get("cpus_per_trial") or 1,
-        "timeline": timeline(rec),
+        "timeline": got.timeline,
         "experiment": exp.path,
         "metric": exp.metric,
         "mode": exp.mode,
         "configs": configs_digest([t.config for t in exp.trials]),
-        "retries": sum((rec.get("retried_trials") or {}).values()),
-        # How many processes the trials ran in, and how many of those had started before
-        # the job's submission (left by an earlier job).
-        "trial_processes": len(procs),
-        "trial_processes_before_submit": sum(
-            1 for started in procs.values() if started is not None and started < submitted_at
-        ),
+        "retries": got.retries,
         "workers_replaced": keeper.replaced,
-        "driver": driver_load(cpu, j.info(job_id), tuple(rec["search_window"]), exp),
+        "driver": driver_load(cpu, info, got.window, exp),
         "resize": resized,
+        **got.row,
     }
     row["disturbed_by"] = disturbance(row["retries"], keeper.replaced)
-    best = row["best_rmse"]
+    best = row["best_metric"]
+    name = work.metric([row])["name"]
     say(
-        f"  workers={n} repeat={repeat}: wall {row['wall_s']:.1f} s, "
+        f"  workers={n} repeat={repeat}: search {row['wall_s']:.1f} s, "
         f"{row['trials_completed']}/{row['trials']} trials"
-        + (f", best RMSE {best:.4g}" if best is not None else "")
+        + (f", best {name} {best:.4g}" if best is not None else "")
         + f", cores busy {busy}"
         + (f"; DISTURBED: {', '.join(row['disturbed_by'])}" if row["disturbed_by"] else "")
     )
@@ -354,31 +269,3 @@ def wait_or_stop(j: jobs.Jobs, job_id: str, timeout: float | None) -> str:
         with contextlib.suppress(Exception):
             j.stop(job_id)
         raise
-
-
-def timeline(rec: dict) -> list[dict]:
-    """Each completed trial's start and end in the search window, and its process: what
-    rayscale.predict replays."""
-    window = rec.get("search_window")
-    if not window:
-        return []
-    t0 = window[0]
-    return [
-        {
-            # From entering the trainable (its DMatrix build included) to its last report.
-            "start": round(t["started_at"] - (t.get("setup_s") or 0.0) - t0, 3),
-            "end": round(t["ended_at"] - t0, 3),
-            "proc": f"{t.get('node_id')}:{t.get('pid')}",
-            "train_s": t["train_s"],
-            "rounds": t["rounds"],
-            # What ASHA's replay needs: the rounds the config asked for, and the trial's
-            # [rounds, rmse, s from its start] at each rung and at its end.
-            "total_rounds": (t.get("config") or {}).get("num_boost_round", t["rounds"]),
-            "marks": t.get("marks") or [],
-            "draw": t.get("draw"),
-            # What the cost model of a larger search is fitted on (rayscale.predict).
-            "config": t.get("config"),
-        }
-        for t in rec["trials"]
-        if t.get("started_at") and t.get("ended_at") and not t.get("error")
-    ]

@@ -170,7 +170,7 @@ def search_note(args: list[str]) -> str | None:
         return None
     return (
         f"--search-alg {alg} is adaptive: its configs depend on the order results arrive, so each "
-        "point trains its own configs; read each point's best RMSE beside its time"
+        "point trains its own configs; read each point's best value beside its time"
     )
 
 

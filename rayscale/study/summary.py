@@ -8,8 +8,6 @@ import json
 import statistics
 from pathlib import Path
 
-from rayscale.study.plan import StudyPlan
-
 
 def overhead_per_trial(wall_s: float, cpus: float, sum_train_s: float, trials: int) -> float:
     """What a search spent beyond training, per trial: (wall x CPUs - train time) / trials."""
@@ -51,7 +49,9 @@ def best_of(values: list, mode: str | None) -> float | None:
     return max(vals) if mode == "max" else min(vals)
 
 
-def summarise(runs: list[dict], mode: str | None = "min") -> list[dict]:
+def summarise(
+    runs: list[dict], mode: str | None = "min", extra: tuple[str, ...] = ()
+) -> list[dict]:
     by_n: dict[int, list[dict]] = {}
     for r in runs:
         by_n.setdefault(r["workers"], []).append(r)
@@ -83,11 +83,9 @@ def summarise(runs: list[dict], mode: str | None = "min") -> list[dict]:
                         for k in (
                             "wall_s",
                             "sum_train_s",
-                            "sum_train_cpu_s",
                             "trials_completed",
                             "trials",
                             "trials_errored",
-                            "best_rmse",
                             "best_metric",
                             "cpu_busy_avg",
                             "cpu_busy_by_node",
@@ -111,6 +109,7 @@ def summarise(runs: list[dict], mode: str | None = "min") -> list[dict]:
                         )
                         if k in r
                     }
+                    | {k: r[k] for k in extra if k in r}
                     for r in rs
                 ],
                 "cpus_per_trial": rs[0].get("cpus_per_trial", 1),
@@ -123,16 +122,14 @@ def summarise(runs: list[dict], mode: str | None = "min") -> list[dict]:
                 "speedup": round(speedup, 3),
                 "efficiency": round(speedup / n, 3),
                 "overhead_per_trial_s": round(overhead, 4),
-                "best_metric": best_of(
-                    [r.get("best_metric", r.get("best_rmse")) for r in rs], mode
-                ),
+                "best_metric": best_of([r.get("best_metric") for r in rs], mode),
                 "cpu_busy_avg": round(statistics.median(busy), 3) if busy else None,
             }
         )
     return points
 
 
-def write_outputs(study: dict, runs: list[dict], out: Path) -> None:
+def write_outputs(study: dict, runs: list[dict], out: Path, extra: tuple[str, ...] = ()) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(study, indent=2))
     cols = [
@@ -145,7 +142,7 @@ def write_outputs(study: dict, runs: list[dict], out: Path) -> None:
         "trials_completed",
         "trials",
         "best_metric",
-        "test_rmse",
+        *extra,
         "cpu_busy_avg",
         "job_total_s",
     ]
@@ -156,31 +153,3 @@ def write_outputs(study: dict, runs: list[dict], out: Path) -> None:
     from rayscale import plot
 
     plot.scaling_png(study, out / "scaling.png")
-
-
-def workload(plan: StudyPlan, runs: list[dict]) -> dict:
-    """What the study measured: the bundled job, or a script and what Tune said of it."""
-    digests = {r.get("configs") for r in runs}
-    common = {
-        "experiments": [r.get("experiment") for r in runs],
-        # A script draws its own configs: the study can only say whether they matched.
-        "same_configs": len(digests) == 1,
-    }
-    if plan.working_dir is None:
-        return {"kind": "bundled", **common}
-    return {
-        "kind": "script",
-        "working_dir": str(Path(plan.working_dir).expanduser().resolve()),
-        "command": plan.job_args,
-        **common,
-        "start_uncertainty_s": max(
-            (r.get("start_uncertainty_s") or 0.0 for r in runs), default=0.0
-        ),
-    }
-
-
-def workload_metric(runs: list[dict], script: bool) -> dict:
-    """The metric the best values are in: the script's Tune metric and mode, or RMSE."""
-    if not script:
-        return {"name": "valid RMSE", "mode": "min"}
-    return {"name": runs[0].get("metric"), "mode": runs[0].get("mode")}
