@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import train
+import tune_format
 from data import InputError
 
 
@@ -49,9 +50,8 @@ def node_lost(e: BaseException) -> bool:
         rx.LocalRayletDiedError,
         rx.OwnerDiedError,
     )
-    names = {c.__name__ for c in lost} | {"ActorDiedError", "ActorUnavailableError"}
     # Tune hands back the exception itself, or a TuneError carrying its text.
-    return isinstance(e, lost) or any(n in str(e) for n in names)
+    return isinstance(e, lost) or any(n in str(e) for n in tune_format.LOST_NODE_ERRORS)
 
 
 def trial_error(e: BaseException) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import relay
 import space as spacemod
 import storage
+import tune_format
 from protocol import PROGRESS_MARKER, emit
 
 # ---- modes ----------------------------------------------------------------------------
@@ -102,8 +103,7 @@ class Progress:
             text = Path(trial.error_file).read_text() if trial.error_file else ""
         except OSError:
             return
-        # Tune appends each failure to it, a restored trial's earlier ones too: the last.
-        text = text.rsplit("Failure # ", 1)[-1]
+        text = tune_format.last_failure(text)
         fault = storage.fault_of(text, self.restoring)
         if fault and not self.storage_fault:
             self.storage_fault = fault

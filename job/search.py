@@ -11,6 +11,7 @@ import relay
 import space as spacemod
 import storage
 import train
+import tune_format
 from data import InputError
 from progress import Progress
 from recovery import enter_storage, restart_vanished, resume_lost, storage_fault_line
@@ -70,6 +71,7 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
     from ray import tune
 
     join_ray()
+    tune_format.warn_once()
     enter_storage(a.storage_path)
     plan = None
     if a.search_alg != "optuna" and not a.restore:  # the drawn configs, in run order
@@ -135,9 +137,9 @@ def run_tune(a, configs, payload, tracker=None) -> dict:
         tuner = tune.Tuner(
             trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
         )
-    # Tune writes tuner.pkl once, when the search starts, and cannot restore without it;
+    # Tune writes its tuner file once, when the search starts, and cannot restore without it;
     # the experiment state it saves again at the end. A folder that vanished lost it.
-    put_back_tuner = storage.keeper(f"{path}/tuner.pkl")
+    put_back_tuner = storage.keeper(f"{path}/{tune_format.TUNER_FILE}")
     try:
         grid = tuner.fit()
     except Exception:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 
+import tune_format
 from data import InputError, first_line
 
 SHARED_HINT = (
@@ -48,13 +49,13 @@ def _fs(uri: str):
 # checkpoint write finds the marker the driver wrote at the start gone, a retried trial its
 # checkpoint.
 VANISHED = "the search's folder there vanished mid-search (deleted, or unmounted on a node)"
-CHECKPOINT_GONE = "does not exist on storage"
+CHECKPOINT_GONE = tune_format.CHECKPOINT_GONE
 # What a write to the storage path fails with when the path, not the trial, is at fault.
 FAULTS = {
     "No space left on device": "no space left on the device",
     "Disk quota exceeded": "the disk quota is exceeded",
     "Read-only file system": "the file system is read-only",
-    "Unable to set up cluster storage": VANISHED,
+    tune_format.STORAGE_SETUP_FAILED: VANISHED,
     CHECKPOINT_GONE: VANISHED,
 }
 
@@ -196,7 +197,9 @@ class StateCopy:
 
         fs, base = _fs(self.exp_path)
         found = fs.get_file_info(pyarrow.fs.FileSelector(base, allow_not_found=True))
-        return fs, [f for f in found if f.is_file and f.base_name.endswith(".json")]
+        return fs, [
+            f for f in found if f.is_file and f.base_name.endswith(tune_format.STATE_SUFFIX)
+        ]
 
     def save(self, force: bool = False) -> None:
         import json

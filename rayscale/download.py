@@ -120,6 +120,7 @@ def download(
         ["python", "pack.py", exp_path],
         tune_output.READER_DIR,
         metadata={"rayscale": f"downloads {name}"},
+        modules=tune_output.SHIPPED,
     )
     try:
         status = j.wait(packer, timeout, on_log=unpack.feed)

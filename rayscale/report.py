@@ -23,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from rayscale import eta, predict, state
+from rayscale.console import say
 from rayscale.state import command
 
 if TYPE_CHECKING:  # a type only: the report sits above the providers, never under them
@@ -31,11 +32,6 @@ if TYPE_CHECKING:  # a type only: the report sits above the providers, never und
 # Off a terminal rich assumes 80 columns and squeezes tables; logs and CI have room.
 console = Console(width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
-
-
-def say(text: str, err: bool = False) -> None:
-    """A plain status line: never wrapped, so logs and tests see it whole."""
-    print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 
 def job_line(line: str) -> None:

@@ -16,11 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rayscale import jobs
+from rayscale import console, job_files, jobs
 from rayscale.errors import UserError
 from rayscale.state import command
 
 READER_DIR = Path(__file__).resolve().parent / "onhead"
+# What the readers import beside them: the one module of Tune's file formats, the job's.
+SHIPPED = [job_files.default_job_dir() / "tune_format.py"]
 MARKER = "RAYSCALE_TUNE "
 READ_TIMEOUT = 180.0
 
@@ -146,7 +148,7 @@ def _written(
     if mode:
         cmd += ["--mode", mode]
     reader = j.submit_command(
-        cmd, READER_DIR, metadata={"rayscale": f"reads {job_id}'s Tune output"}
+        cmd, READER_DIR, metadata={"rayscale": f"reads {job_id}'s Tune output"}, modules=SHIPPED
     )
     status = j.wait(reader, READ_TIMEOUT)
     log = j.logs(reader)
@@ -158,6 +160,8 @@ def _written(
             f"read the reader's log with {command(f'job logs {reader}')}",
         )
     doc = json.loads(found[-1][len(MARKER) :])
+    if doc.get("warning"):
+        console.say(f"warning: {doc['warning']}", err=True)
     exps = [experiment_of(e) for e in doc["experiments"] if e["trials"]]
     return exps, ", ".join(doc["roots"])
 

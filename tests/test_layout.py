@@ -135,3 +135,36 @@ def test_the_study_knows_its_workload_only_through_the_seam():
         text = (ROOT / "rayscale" / name).read_text()
         assert not re.search(r"rmse", text, re.I), name
         assert "rayscale-result.json" not in text and "RECORD" not in text, name
+
+
+# What Tune writes and says without publishing it as an interface: job/tune_format.py alone
+# knows it, and gates it on Ray's version.
+TUNE_KNOWLEDGE = re.compile(
+    r"tuner\.pkl|experiment_state|Failure # |Unable to set up cluster storage"
+    r"|does not exist on storage|ActorUnavailableError|\"checkpoint_\""
+)
+
+
+def test_tunes_unpublished_formats_live_in_one_version_gated_module():
+    home = ROOT / "job" / "tune_format.py"
+    for f in [*_sources("rayscale"), *_sources("job")]:
+        if f == home:
+            continue
+        code = "\n".join(
+            ln for ln in f.read_text().splitlines() if not ln.lstrip().startswith("#")
+        )
+        hit = TUNE_KNOWLEDGE.search(code)
+        assert not hit, f"{f.relative_to(ROOT)}: {hit.group()} belongs in job/tune_format.py"
+
+
+def test_the_format_module_names_the_pinned_ray_and_warns_in_one_line_on_another():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tune_format", ROOT / "job" / "tune_format.py")
+    tf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tf)
+    pinned = re.search(r"^ray==(\d+\.\d+)\.", (ROOT / "requirements.lock").read_text(), re.M)
+    assert tf.TESTED == pinned.group(1)
+    assert tf.check(f"{pinned.group(1)}.7") is None
+    line = tf.check("2.99.0")
+    assert "\n" not in line and "Ray 2.99.0" in line and f"Ray {tf.TESTED}" in line

@@ -53,6 +53,8 @@ def test_reader_finds_and_reads_an_experiment_tune_wrote_to_s3(tmp_path):
         # A fresh home: a Ray started here must not find (or leave) a token of this user's.
         env = {**os.environ, **s3.env, "HOME": str(tmp_path)}
         env.pop("RAY_ADDRESS", None)
+        # The reader imports job/tune_format.py, which the launcher ships beside it.
+        reader_env = {**env, "PYTHONPATH": str(ROOT / "job")}
         since = time.time()
         p = subprocess.run(
             [sys.executable, "-c", SEARCH, "s3://runs/tune"],
@@ -65,11 +67,12 @@ def test_reader_finds_and_reads_an_experiment_tune_wrote_to_s3(tmp_path):
         r = subprocess.run(
             [sys.executable, str(READER), "--since", str(since), "--until", str(until),
              "--path", "s3://runs/tune"],
-            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env=reader_env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr[-3000:]
         line = next(x for x in r.stdout.splitlines() if x.startswith("RAYSCALE_TUNE "))
         doc = json.loads(line[len("RAYSCALE_TUNE ") :])
+        assert doc["warning"] is None  # this Ray is the minor Tune's files were read from
         (exp,) = doc["experiments"]
         assert exp["path"] == "s3://runs/tune/exp"
         assert (exp["metric"], exp["mode"]) == ("score", "max")  # from the saved TuneConfig
@@ -80,6 +83,6 @@ def test_reader_finds_and_reads_an_experiment_tune_wrote_to_s3(tmp_path):
         r = subprocess.run(
             [sys.executable, str(READER), "--since", "0", "--until", "1",
              "--path", "s3://runs/tune"],
-            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env=reader_env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
         )  # fmt: skip
         assert '"experiments": []' in r.stdout

@@ -18,6 +18,7 @@ import os
 import sys
 
 import read_tune
+import tune_format
 
 PLAN, FILE, DATA, DONE = "RAYSCALE_PACK ", "RAYSCALE_FILE ", "RAYSCALE_DATA ", "RAYSCALE_DONE "
 CHUNK = 48 * 1024  # 64 KiB of base64 a line
@@ -45,7 +46,7 @@ def listing(exp_dir: str) -> list[tuple[str, int]]:
 
 
 def in_checkpoint(rel: str) -> bool:
-    return any(part.startswith("checkpoint_") for part in rel.split("/")[:-1])
+    return any(part.startswith(tune_format.CHECKPOINT_PREFIX) for part in rel.split("/")[:-1])
 
 
 def best_checkpoint(exp_dir: str, metric: str | None, mode: str | None) -> str | None:

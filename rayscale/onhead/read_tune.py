@@ -1,8 +1,8 @@
 """Runs on the cluster's head as a job: finds the Tune experiments a job wrote and prints
 them as one JSON line, read through Tune's public ExperimentAnalysis.
 
-Shipped by the launcher as this folder's working_dir; imports Ray and the standard library
-only (the head may have no rayscale). Usage:
+Shipped by the launcher as this folder's working_dir, with job/tune_format.py beside it;
+imports Ray and the standard library only (the head may have no rayscale). Usage:
   python read_tune.py --since EPOCH --until EPOCH [--path DIR_OR_URI ...] [--metric M --mode min|max]
 """
 
@@ -11,37 +11,18 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import glob
-import io
 import json
 import math
 import os
-import pickle
 import sys
-import types
+
+import tune_format  # job/tune_format.py, shipped beside this file (rayscale.tune_output)
 
 MARKER = "RAYSCALE_TUNE "
 # Tune's default storage_path when a script sets none (ray.tune.RunConfig's docs).
 DEFAULT_ROOT = "~/ray_results"
 # Files the bundled job writes beside Tune's output; any script may write them too.
 EXTRAS_GLOB = "rayscale-*.json"
-
-
-class _Stub:
-    """Stands in for a class this process cannot import (a script's callback, say)."""
-
-    def __init__(self, *a, **k):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return _Stub
 
 
 def is_uri(path: str) -> bool:
@@ -86,34 +67,11 @@ def _listing(root: str, pattern: str, recursive: bool) -> list[tuple[float, str]
     return out
 
 
-def _stub_module(name: str) -> None:
-    """A module this process lacks, for unpickling only: its names are stubs."""
-    mod = types.ModuleType(name)
-    mod.__path__ = []  # so that its submodules import too
-    mod.__getattr__ = lambda attr: _Stub
-    sys.modules[name] = mod
-
-
-def _analysis(cls, exp_dir: str):
-    """The experiment, read where the job's own modules are missing: Tune's state pickles
-    objects of the script's (a callback, a stopper), which the results do not need."""
-    for _ in range(20):
-        try:
-            return cls(exp_dir)
-        except ModuleNotFoundError as e:
-            if not e.name or e.name in sys.modules:
-                raise
-            _stub_module(e.name)
-    return cls(exp_dir)
-
-
 def tune_config(exp_dir: str) -> tuple[str | None, str | None]:
-    """The metric and mode of the run's TuneConfig, from the tuner.pkl Tune saves beside its
-    state (the file `Tuner.restore` reads); (None, None) where it cannot be read."""
+    """The metric and mode of the run's TuneConfig, from the file Tune saves beside its
+    state (the one `Tuner.restore` reads); (None, None) where it cannot be read."""
     try:
-        state = _Unpickler(io.BytesIO(_read_bytes(f"{exp_dir}/tuner.pkl"))).load()
-        cfg = next(v for v in state.values() if type(v).__name__ == "TuneConfig")
-        return cfg.metric, cfg.mode
+        return tune_format.tune_config(_read_bytes(f"{exp_dir}/{tune_format.TUNER_FILE}"))
     except Exception:
         return None, None
 
@@ -122,7 +80,7 @@ def experiments(roots: list[str], since: float, until: float) -> list[str]:
     """Experiment dirs whose Tune state was written while the job ran, oldest first."""
     found = []
     for root in roots:
-        for mtime, state in _listing(root, "experiment_state-*.json", recursive=True):
+        for mtime, state in _listing(root, tune_format.STATE_GLOB, recursive=True):
             if since - 2 <= mtime <= until + 5:
                 found.append((mtime, state.rsplit("/", 1)[0]))
     seen, out = set(), []
@@ -140,11 +98,9 @@ def _num(v):
 
 
 def read(exp_dir: str, metric: str | None, mode: str | None) -> dict:
-    from ray.tune import ExperimentAnalysis
-
     saved_metric, saved_mode = tune_config(exp_dir)
     metric, mode = metric or saved_metric, mode or saved_mode
-    analysis = _analysis(ExperimentAnalysis, exp_dir)
+    analysis = tune_format.analysis(exp_dir)
     frames = analysis.trial_dataframes
     trials = []
     for t in analysis.trials:
@@ -193,7 +149,11 @@ def main() -> None:
     ap.add_argument("--mode", choices=["min", "max"])
     a = ap.parse_args()
     roots = a.path or [DEFAULT_ROOT]
-    out = {"roots": [r if is_uri(r) else os.path.expanduser(r) for r in roots], "experiments": []}
+    out = {
+        "roots": [r if is_uri(r) else os.path.expanduser(r) for r in roots],
+        "experiments": [],
+        "warning": tune_format.check(),
+    }
     for d in experiments(roots, a.since, a.until):
         out["experiments"].append(read(d, a.metric, a.mode))
     sys.stdout.write(MARKER + json.dumps(out) + "\n")

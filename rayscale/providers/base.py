@@ -55,7 +55,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypedDict
 
-from rayscale import forward, nodes, procs
+from rayscale import console, forward, nodes, procs
 from rayscale.endpoint import IMAGE_JOB, Endpoint
 from rayscale.errors import UserError
 from rayscale.runtime import GIB
@@ -502,9 +502,7 @@ class ForwardedProvider(Provider):
 
 def say(line: str) -> None:
     """A note to the user on stderr (providers print nothing else)."""
-    import sys
-
-    print(line, file=sys.stderr, flush=True)
+    console.say(line, err=True)
 
 
 def wait_job_api(url: str, token: str | None, timeout: float, where: str) -> None:
