@@ -70,51 +70,55 @@ def test_kind_profile_job_on_its_claim_and_down_emulated_kube(tmp_path, emulate,
     emu = emulate()  # a laptop-sized kind node: 8 CPUs, 32 GiB
     p = provider(tmp_path, emu, name="rs-kind", profile="kind", image=IMAGE)
     lifecycle.up(p, 1, timeout=240)  # as `cluster up`: the image's job digest read by a job
-    rec = p._record()
-    # The context is the one resolved at `up`, so switching kubectl's later changes nothing.
-    assert rec["context"] == CONTEXT
-    kubeconfig(tmp_path / "kubeconfig", current="other")
-    assert providers.recorded(p.state).options.context == CONTEXT
-    # Results on a claim made in the cluster's namespace, from kind's default class.
-    assert ("create_pvc", "ml", "rayscale-results") in emu.calls
-    assert emu.claims[("ml", "rayscale-results")]["spec"]["storageClassName"] == "standard"
-    group = emu.objects[("ml", "rs-kind")]["spec"]["workerGroupSpecs"][0]
-    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 1, "pinned at N"
-    # KubeRay shares Ray's logs with the autoscaler only through a volume named ray-logs.
-    head = emu.pods[("ml", emu.pod_names("ml", "rs-kind", "head")[0])].manifest["spec"]
-    mounts = {
-        c["name"]: {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        for c in head["containers"]
-    }
-    assert mounts["ray-head"]["/tmp/ray"] == mounts["autoscaler"]["/tmp/ray"] == "ray-logs"
+    try:
+        rec = p._record()
+        # The context is the one resolved at `up`, so switching kubectl's later changes nothing.
+        assert rec["context"] == CONTEXT
+        kubeconfig(tmp_path / "kubeconfig", current="other")
+        assert providers.recorded(p.state).options.context == CONTEXT
+        # Results on a claim made in the cluster's namespace, from kind's default class.
+        assert ("create_pvc", "ml", "rayscale-results") in emu.calls
+        assert emu.claims[("ml", "rayscale-results")]["spec"]["storageClassName"] == "standard"
+        group = emu.objects[("ml", "rs-kind")]["spec"]["workerGroupSpecs"][0]
+        assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 1, "pinned at N"
+        # KubeRay shares Ray's logs with the autoscaler only through a volume named ray-logs.
+        head = emu.pods[("ml", emu.pod_names("ml", "rs-kind", "head")[0])].manifest["spec"]
+        mounts = {
+            c["name"]: {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            for c in head["containers"]
+        }
+        assert mounts["ray-head"]["/tmp/ray"] == mounts["autoscaler"]["/tmp/ray"] == "ray-logs"
 
-    # The job with its default storage path (the claim) and checkpoints on, as `make submit`.
-    j = jobs.Jobs(p.endpoint())
-    job = j.submit(
-        [*TINY, "--num-samples", "2", "--scheduler", "fifo", "--checkpoint-every", "5",
-         "--checkpoint-min-s", "0"]
-    )  # fmt: skip
-    assert j.wait(job, 240) == "SUCCEEDED", j.logs(job)[-3000:]
-    result = j.result(job)
-    assert result["trials_completed"] == 2
-    # The pods' image holds this job (the digest `up` read through a one-line job): it ran
-    # from there, no upload and no runtime env.
-    info = j._client.get_job_info(job)
-    assert not info.runtime_env, info.runtime_env
-    assert info.entrypoint.startswith("cd /opt/rayscale/job && python tune_xgboost.py ")
-    on_node = (
-        Path(emu.claims[("ml", "rayscale-results")]["status"]["path"])
-        / result["name"]
-        / "rayscale-result.json"
-    )
-    assert on_node.stat().st_uid == 1000, "written by the pods' user"
+        # The job with its default storage path (the claim) and checkpoints on, as `make submit`.
+        j = jobs.Jobs(p.endpoint())
+        job = j.submit(
+            [*TINY, "--num-samples", "2", "--scheduler", "fifo", "--checkpoint-every", "5",
+             "--checkpoint-min-s", "0"]
+        )  # fmt: skip
+        assert j.wait(job, 240) == "SUCCEEDED", j.logs(job)[-3000:]
+        result = j.result(job)
+        assert result["trials_completed"] == 2
+        # The pods' image holds this job (the digest `up` read through a one-line job): it ran
+        # from there, no upload and no runtime env.
+        info = j._client.get_job_info(job)
+        assert not info.runtime_env, info.runtime_env
+        assert info.entrypoint.startswith("cd /opt/rayscale/job && python tune_xgboost.py ")
+        on_node = (
+            Path(emu.claims[("ml", "rayscale-results")]["status"]["path"])
+            / result["name"]
+            / "rayscale-result.json"
+        )
+        assert on_node.stat().st_uid == 1000, "written by the pods' user"
 
-    p.scale(
-        1, timeout=240
-    )  # the same size: only the pinning patch (scaling: the conformance suite)
-    patch = [c for c in emu.calls if c[0] == "patch"][-1][3]
-    g = patch["spec"]["workerGroupSpecs"][0]
-    assert g["replicas"] == g["minReplicas"] == g["maxReplicas"] == 1
+        p.scale(
+            1, timeout=240
+        )  # the same size: only the pinning patch (scaling: the conformance suite)
+        patch = [c for c in emu.calls if c[0] == "patch"][-1][3]
+        g = patch["spec"]["workerGroupSpecs"][0]
+        assert g["replicas"] == g["minReplicas"] == g["maxReplicas"] == 1
+    except BaseException:
+        p.down()  # a failed check leaves no cluster or port-forward behind
+        raise
     fwd = p._record()["forward"]
     p.down()
     assert ("delete", "ml", "rs-kind") in emu.calls and p.state.read() is None
