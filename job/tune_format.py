@@ -3,8 +3,8 @@ experiment's folder, what tuner.pkl holds, the error file's layout, and the word
 fault or a lost node shows up as. All of it was read from Ray TESTED's Tune; `check` says in
 one line when the running Ray is another minor, where any of it may no longer hold.
 
-One module for the job (job/) and the head's readers (rayscale/onhead/, which ship it
-beside them); it imports the standard library only, and Ray where asked.
+One module for the job (job/) and the head's readers (rayscale/onhead/, whose upload
+carries a copy beside them); it imports the standard library only, and Ray where asked.
 """
 
 from __future__ import annotations

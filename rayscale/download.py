@@ -116,12 +116,10 @@ def download(
     partial = final.with_name(f".{name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     unpack = Unpacker(partial, on_bytes)
-    packer = j.submit_command(
-        ["python", "pack.py", exp_path],
-        tune_output.READER_DIR,
-        metadata={"rayscale": f"downloads {name}"},
-        modules=tune_output.SHIPPED,
-    )
+    with tune_output.reader_dir() as folder:
+        packer = j.submit_command(
+            ["python", "pack.py", exp_path], folder, metadata={"rayscale": f"downloads {name}"}
+        )
     try:
         status = j.wait(packer, timeout, on_log=unpack.feed)
         unpack.close()

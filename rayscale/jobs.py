@@ -113,13 +113,11 @@ class Jobs:
         metadata: dict | None = None,
         env: dict[str, str] | None = None,
         ray: RaySubmit | None = None,
-        modules: list[Path] | None = None,
     ) -> str:
         """Any entrypoint, as `ray job submit --working-dir DIR -- COMMAND` takes it: one
         argument is a shell line, several are quoted and joined. The working dir is uploaded
         on every provider, as `ray job submit` does (trial processes import the script's own
-        modules from it), VCS data and caches left out; so are MODULES (.py files), which
-        the command imports by their names (`py_modules`)."""
+        modules from it), VCS data and caches left out."""
         if not command:
             raise UserError("no command to run", "pass it after --, e.g. -- python my_tune.py")
         entrypoint = command[0] if len(command) == 1 else shlex.join(command)
@@ -133,8 +131,6 @@ class Jobs:
                 )
             check_size(working_dir, USER_EXCLUDES)
             runtime_env = {"working_dir": str(working_dir), "excludes": USER_EXCLUDES}
-        if modules:
-            runtime_env["py_modules"] = [str(m) for m in modules]
         return self._submit(entrypoint, runtime_env, env, submission_id, metadata, ray)
 
     def _submit(

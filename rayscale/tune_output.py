@@ -9,10 +9,14 @@ makes each trial's timeline, the one the study and the replay model read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
+import shutil
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +25,19 @@ from rayscale.errors import UserError
 from rayscale.state import command
 
 READER_DIR = Path(__file__).resolve().parent / "onhead"
-# What the readers import beside them: the one module of Tune's file formats, the job's.
-SHIPPED = [job_files.default_job_dir() / "tune_format.py"]
+
+
+@contextlib.contextmanager
+def reader_dir() -> Iterator[Path]:
+    """The head's readers as the one folder a job uploads: rayscale/onhead/ and the job's
+    tune_format.py, the module of Tune's formats they import (Ray 2.60's Job SDK cannot
+    upload a single-file py_module: it hashes the file as a directory)."""
+    with tempfile.TemporaryDirectory(prefix="rayscale-reader-") as d:
+        for f in [*READER_DIR.glob("*.py"), job_files.default_job_dir() / "tune_format.py"]:
+            shutil.copyfile(f, Path(d) / f.name)
+        yield Path(d)
+
+
 MARKER = "RAYSCALE_TUNE "
 READ_TIMEOUT = 180.0
 
@@ -147,9 +162,10 @@ def _written(
         cmd += ["--metric", metric]
     if mode:
         cmd += ["--mode", mode]
-    reader = j.submit_command(
-        cmd, READER_DIR, metadata={"rayscale": f"reads {job_id}'s Tune output"}, modules=SHIPPED
-    )
+    with reader_dir() as folder:
+        reader = j.submit_command(
+            cmd, folder, metadata={"rayscale": f"reads {job_id}'s Tune output"}
+        )
     status = j.wait(reader, READ_TIMEOUT)
     log = j.logs(reader)
     found = [x for x in log.splitlines() if x.startswith(MARKER)]
