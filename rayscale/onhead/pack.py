@@ -3,8 +3,8 @@ base64 lines, for `rayscale job results --download` to write on the user's machi
 file of the experiment goes (each trial's result rows and params, Tune's state, the rayscale
 records) but checkpoints, of which only the best trial's best checkpoint goes.
 
-Shipped with read_tune.py as this folder's working_dir; imports Ray, pyarrow and the
-standard library only. Usage:
+Shipped with read_tune.py and tune_format.py as one folder, the job's working_dir; imports
+Ray, pyarrow and the standard library only. Usage:
   python pack.py EXP_DIR_OR_URI [--metric M --mode min|max]
 """
 
@@ -52,13 +52,11 @@ def in_checkpoint(rel: str) -> bool:
 def best_checkpoint(exp_dir: str, metric: str | None, mode: str | None) -> str | None:
     """The best trial's best checkpoint, relative to the experiment (Tune's own choice, by
     the run's metric and mode); None where the run kept none or names no metric."""
-    from ray.tune import ExperimentAnalysis
-
     saved_metric, saved_mode = read_tune.tune_config(exp_dir)
     metric, mode = metric or saved_metric, mode or saved_mode
     if not metric or mode not in ("min", "max"):
         return None
-    analysis = read_tune._analysis(ExperimentAnalysis, exp_dir)
+    analysis = tune_format.analysis(exp_dir)
     trial = analysis.get_best_trial(metric, mode, scope="last")  # as the record names it
     checkpoint = analysis.get_best_checkpoint(trial, metric, mode) if trial else None
     if checkpoint is None:
