@@ -150,9 +150,7 @@ def test_tunes_unpublished_formats_live_in_one_version_gated_module():
     for f in [*_sources("rayscale"), *_sources("job")]:
         if f == home:
             continue
-        code = "\n".join(
-            ln for ln in f.read_text().splitlines() if not ln.lstrip().startswith("#")
-        )
+        code = "\n".join(ln for ln in f.read_text().splitlines() if not ln.lstrip().startswith("#"))
         hit = TUNE_KNOWLEDGE.search(code)
         assert not hit, f"{f.relative_to(ROOT)}: {hit.group()} belongs in job/tune_format.py"
 
