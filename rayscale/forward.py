@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from rayscale import procs
+from rayscale import interrupts, procs
 
 BACKOFF_MAX = 5.0
 CHECK_S = 2.0  # how often the supervisor asks the forwarded endpoint for an HTTP answer
@@ -36,13 +36,19 @@ def start(
 
     Raises TimeoutError (with the log's last line) when it never answers.
     """
-    rec = procs.spawn(
-        [sys.executable, "-m", "rayscale.forward", "--port", str(port), "--", *argv],
-        dict(env or os.environ),
-        log,
-    )
+    with interrupts.deferred():  # started is recorded: an interrupt then stops it below
+        rec = procs.spawn(
+            [sys.executable, "-m", "rayscale.forward", "--port", str(port), "--", *argv],
+            dict(env or os.environ),
+            log,
+        )
     rec["port"] = port
-    if not wait(rec, timeout):
+    try:
+        up = wait(rec, timeout)
+    except BaseException:  # interrupted while it opens: no supervisor is left behind
+        procs.stop(rec, grace=3)
+        raise
+    if not up:
         procs.stop(rec, grace=3)
         said = [
             ln

@@ -76,3 +76,25 @@ def install() -> None:
     signal.signal(signal.SIGHUP, _terminated)  # a closed terminal, a lost SSH session
     if not isinstance(sys.stdout, _Outlives):
         sys.stdout, sys.stderr = _Outlives(sys.stdout), _Outlives(sys.stderr)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Ctrl-C, SIGTERM and SIGHUP that land inside are raised at its end, so that a process
+    started inside is recorded before the teardown looks for it. Off the main thread (where
+    no handler can be set) it defers nothing."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in kinds}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if got:
+            signal.raise_signal(got[0])  # now, to the command's own handler

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from rayscale import extras, nodes, procs, runtime
+from rayscale import extras, interrupts, nodes, procs, runtime
 from rayscale.endpoint import Endpoint
 from rayscale.errors import UserError
 from rayscale.providers.base import (
@@ -175,7 +175,8 @@ class LocalProvider(Provider):
     def _start_head(self, rec: LocalRecord) -> None:
         gcs_port, dash_port, client_port = procs.free_ports(3)
         spec = _head(gcs_port, dash_port, client_port)
-        rec["head"] = {"proc": self._spawn(rec, spec), "name": "head"}
+        with interrupts.deferred():  # a node started is a node recorded, for the teardown
+            rec["head"] = {"proc": self._spawn(rec, spec), "name": "head"}
         rec["gcs_address"] = f"127.0.0.1:{gcs_port}"
         rec["dashboard_url"] = f"http://127.0.0.1:{dash_port}"
 
@@ -238,14 +239,15 @@ class LocalProvider(Provider):
             idx = rec["next_worker"]
             rec["next_worker"] += 1
             spec = _worker(rec["gcs_address"], rec["shape"], idx)
-            rec["workers"].append(
-                {
-                    "index": idx,
-                    "proc": self._spawn(rec, spec),
-                    "name": f"w{idx}",
-                    "temp_dir": str(Path(rec["temp_root"]) / f"w{idx}"),
-                }
-            )
+            with interrupts.deferred():  # a node started is a node recorded, for the teardown
+                rec["workers"].append(
+                    {
+                        "index": idx,
+                        "proc": self._spawn(rec, spec),
+                        "name": f"w{idx}",
+                        "temp_dir": str(Path(rec["temp_root"]) / f"w{idx}"),
+                    }
+                )
 
     def scale(self, workers: int, timeout: float | None = None) -> None:
         timeout = timeout or self.default_timeout

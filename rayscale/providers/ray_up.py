@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from rayscale import extras, nodes, procs, runtime
+from rayscale import extras, interrupts, nodes, procs, runtime
 from rayscale.errors import UserError
 from rayscale.providers.base import (
     ClusterRecord,
@@ -222,11 +222,12 @@ class FakeLauncher:
 
     def start(self, rec: RayUpRecord) -> None:
         env = {**node_env(self.p.state.token_file), **runtime.FAKE_CLUSTER_ENV}
-        rec["head"] = procs.spawn(
-            [ray_executable(), *runtime.start_args(self.head(rec))],
-            env,
-            self.p.state.logs_dir / "head.log",
-        )
+        with interrupts.deferred():  # a head started is a head recorded, for the teardown
+            rec["head"] = procs.spawn(
+                [ray_executable(), *runtime.start_args(self.head(rec))],
+                env,
+                self.p.state.logs_dir / "head.log",
+            )
 
     def apply(self, rec: RayUpRecord) -> None:
         pass  # the monitor re-reads its config file on every update (~5 s)
