@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import sys
 import types
 
@@ -36,6 +37,12 @@ LOST_NODE_ERRORS = (
     "ActorDiedError",
     "ActorUnavailableError",
 )
+
+# Tune's console lines at its default verbosity (ray.tune.experimental.output): how many
+# trials the search runs (its opening table), and each trial's start and end.
+NUM_TRIALS = re.compile(r"\bNumber of trials\s+(\d+)\b")
+TRIAL_STARTED = re.compile(r"^Trial (\S+) started with(?:out custom)? configuration")
+TRIAL_ENDED = re.compile(r"^Trial (\S+) (?:completed|errored) after \d+ iterations")
 
 _said = False
 

@@ -120,7 +120,7 @@ def job_submit(
             print(job_id)
             return
         report.say(f"submitted {job_id}; following its log (Ctrl-C stops following)", err=True)
-        report.say(f"{job_id} {j.follow(job_id, timeout, print)}", err=True)
+        report.say(f"{job_id} {j.follow(job_id, timeout, report.log_with_eta())}", err=True)
         for line in tune_output.written_lines(j, job_id):
             report.say(line, err=True)
         if dest:

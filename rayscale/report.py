@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from rayscale import eta, predict, state
+from rayscale import eta, predict, state, tune_console
 from rayscale.console import say
 from rayscale.state import command
 
@@ -517,13 +517,18 @@ def show_status(job_id: str, status: str, guess: dict | None, as_json: bool) -> 
 
 
 def log_with_eta() -> Callable[[str], None]:
-    """`job logs --follow`'s line printer: each progress line followed by the ETA."""
-    est = eta.Eta()
+    """A followed log's line printer (`job logs --follow`, `job submit --working-dir`): each
+    trial's end, in the bundled job's progress lines or in any Tune script's own output,
+    followed by the ETA."""
+    est, script = eta.Eta(), tune_console.TuneConsole()
 
     def on_line(line: str) -> None:
         print(line, flush=True)
         if line.startswith(eta.MARKER):
-            est.add(json.loads(line[len(eta.MARKER) :]))
-            say(f"  {eta.line(est.estimate())}", err=True)
+            rec = json.loads(line[len(eta.MARKER) :])
+        elif (rec := script.feed(line)) is None:
+            return
+        est.add(rec)
+        say(f"  {eta.line(est.estimate())}", err=True)
 
     return on_line

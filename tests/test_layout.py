@@ -142,6 +142,7 @@ def test_the_study_knows_its_workload_only_through_the_seam():
 TUNE_KNOWLEDGE = re.compile(
     r"tuner\.pkl|experiment_state|Failure # |Unable to set up cluster storage"
     r"|does not exist on storage|ActorUnavailableError|\"checkpoint_\""
+    r"|started with(out custom)? configuration|Number of trials|completed after"
 )
 
 
