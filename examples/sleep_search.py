@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--spread", type=float, default=0.5, help="log-normal sigma of the lengths")
     ap.add_argument("--rounds", type=int, default=4, help="reports per trial")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--verbose", type=int, default=0, choices=(0, 1, 2), help="Tune's console output"
+    )
     a = ap.parse_args()
     space = {
         "length_s": tune.grid_search(lengths(a.num_samples, a.mean_s, a.spread, a.seed)),
@@ -51,7 +54,7 @@ def main() -> None:
         tune.with_resources(trainable, {"cpu": 1}),
         param_space=space,
         tune_config=tune.TuneConfig(metric="loss", mode="min", reuse_actors=True),
-        run_config=tune.RunConfig(name=f"sleep-search-{int(time.time())}", verbose=0),
+        run_config=tune.RunConfig(name=f"sleep-search-{int(time.time())}", verbose=a.verbose),
     )
     best = tuner.fit().get_best_result()
     print(f"{a.num_samples} trials; best loss {best.metrics['loss']:.3f}")
