@@ -10,7 +10,13 @@ from pathlib import Path
 import click
 
 from rayscale import connect, download, eta, jobs, providers, report, tune_output
-from rayscale.cli_options import address_options, env_option, ray_submit_options, working_dir_option
+from rayscale.cli_options import (
+    address_options,
+    env_option,
+    follow_options,
+    ray_submit_options,
+    working_dir_option,
+)
 from rayscale.errors import UserError
 from rayscale.providers import rayjob as rayjobs
 
@@ -23,15 +29,7 @@ def job():
 
 
 @job.command("submit", context_settings={"ignore_unknown_options": True})
-@click.option("--wait/--no-wait", default=True, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
-@click.option(
-    "--save",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="write the result record here [default: results/<run name>.json]",
-)
-@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
+@follow_options
 @click.option(
     "--job-dir",
     default=None,
@@ -152,15 +150,7 @@ def _show(rec: dict, as_json: bool, save) -> None:
 
 @job.command("resume", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
-@click.option("--wait/--no-wait", default=True, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="print the result record as JSON")
-@click.option(
-    "--save",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="write the result record here [default: results/<run name>.json]",
-)
-@click.option("--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait")
+@follow_options
 @env_option
 @address_options
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)

@@ -134,6 +134,27 @@ def working_dir_option(f):
     )(f)
 
 
+def follow_options(f):
+    """`job submit` and `job resume`: whether to follow the job, and what to show of it."""
+    for option in reversed(
+        (
+            click.option("--wait/--no-wait", default=True, show_default=True),
+            click.option("--json", "as_json", is_flag=True, help="print the result record as JSON"),
+            click.option(
+                "--save",
+                type=click.Path(dir_okay=False, writable=True),
+                default=None,
+                help="write the result record here [default: results/<run name>.json]",
+            ),
+            click.option(
+                "--timeout", type=click.FloatRange(min=1), default=None, help="seconds to wait"
+            ),
+        )
+    ):
+        f = option(f)
+    return f
+
+
 def address_options(f):
     f = click.option(
         "--token-file",
