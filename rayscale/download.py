@@ -116,10 +116,7 @@ def download(
     partial = final.with_name(f".{name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     unpack = Unpacker(partial, on_bytes)
-    with tune_output.reader_dir() as folder:
-        packer = j.submit_command(
-            ["python", "pack.py", exp_path], folder, metadata={"rayscale": f"downloads {name}"}
-        )
+    packer = tune_output.submit_reader(j, ["python", "pack.py", exp_path], f"downloads {name}")
     try:
         status = j.wait(packer, timeout, on_log=unpack.feed)
         unpack.close()

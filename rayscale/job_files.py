@@ -44,6 +44,12 @@ def default_job_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "job"
 
 
+def tune_format_file() -> Path:
+    """The job's tune_format.py: the one module that knows Tune's unpublished formats (the
+    head's readers carry it; the launcher loads it to read a script's console)."""
+    return default_job_dir() / "tune_format.py"
+
+
 def drawn_configs(job_args: list[str], num_samples: int, job_dir: Path | None = None) -> dict:
     """The configs the job would try with these arguments and NUM_SAMPLES, and the order it
     runs them in: the job's own `--print-configs`, so the draw is never copied here."""

@@ -17,8 +17,9 @@ from rayscale import job_files
 def _format():
     """job/tune_format.py (standard library only), loaded from the job's folder: the one
     module that knows Tune's unpublished formats, for the launcher too."""
-    path = job_files.default_job_dir() / "tune_format.py"
-    spec = importlib.util.spec_from_file_location("rayscale_tune_format", path)
+    spec = importlib.util.spec_from_file_location(
+        "rayscale_tune_format", job_files.tune_format_file()
+    )
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod

@@ -9,14 +9,12 @@ makes each trial's timeline, the one the study and the replay model read.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shlex
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,15 +25,15 @@ from rayscale.state import command
 READER_DIR = Path(__file__).resolve().parent / "onhead"
 
 
-@contextlib.contextmanager
-def reader_dir() -> Iterator[Path]:
-    """The head's readers as the one folder a job uploads: rayscale/onhead/ and the job's
-    tune_format.py, the module of Tune's formats they import (Ray 2.60's Job SDK cannot
-    upload a single-file py_module: it hashes the file as a directory)."""
+def submit_reader(j: jobs.Jobs, argv: list[str], what: str) -> str:
+    """Submit ARGV, one of the head's readers (rayscale/onhead/), as a job; its id. They
+    go as the one folder the job uploads, with the job's tune_format.py beside them, the
+    module of Tune's formats they import (Ray 2.60's Job SDK cannot upload a single-file
+    py_module: it hashes the file as a directory)."""
     with tempfile.TemporaryDirectory(prefix="rayscale-reader-") as d:
-        for f in [*READER_DIR.glob("*.py"), job_files.default_job_dir() / "tune_format.py"]:
+        for f in [*READER_DIR.glob("*.py"), job_files.tune_format_file()]:
             shutil.copyfile(f, Path(d) / f.name)
-        yield Path(d)
+        return j.submit_command(argv, Path(d), metadata={"rayscale": what})
 
 
 MARKER = "RAYSCALE_TUNE "
@@ -162,10 +160,7 @@ def _written(
         cmd += ["--metric", metric]
     if mode:
         cmd += ["--mode", mode]
-    with reader_dir() as folder:
-        reader = j.submit_command(
-            cmd, folder, metadata={"rayscale": f"reads {job_id}'s Tune output"}
-        )
+    reader = submit_reader(j, cmd, f"reads {job_id}'s Tune output")
     status = j.wait(reader, READ_TIMEOUT)
     log = j.logs(reader)
     found = [x for x in log.splitlines() if x.startswith(MARKER)]
