@@ -50,8 +50,9 @@ def node_lost(e: BaseException) -> bool:
         rx.LocalRayletDiedError,
         rx.OwnerDiedError,
     )
+    names = {c.__name__ for c in lost} | set(tune_format.LOST_NODE_ERRORS)
     # Tune hands back the exception itself, or a TuneError carrying its text.
-    return isinstance(e, lost) or any(n in str(e) for n in tune_format.LOST_NODE_ERRORS)
+    return isinstance(e, lost) or any(n in str(e) for n in names)
 
 
 def trial_error(e: BaseException) -> str:

@@ -27,16 +27,10 @@ ERROR_SEPARATOR = "Failure # "  # each failure of a trial appended to its error 
 # Tune's own words for a storage path that failed under it.
 STORAGE_SETUP_FAILED = "Unable to set up cluster storage"
 CHECKPOINT_GONE = "does not exist on storage"
-# Ray's errors of a lost process or node, as Tune hands them back as text (a TuneError).
-LOST_NODE_ERRORS = (
-    "RayActorError",
-    "WorkerCrashedError",
-    "NodeDiedError",
-    "LocalRayletDiedError",
-    "OwnerDiedError",
-    "ActorDiedError",
-    "ActorUnavailableError",
-)
+# Ray's errors of a lost process or node as Tune hands them back as text (a TuneError),
+# beyond the ray.exceptions classes job/cluster.py names: subclasses of those, whose own
+# names the text carries.
+LOST_NODE_ERRORS = ("ActorDiedError", "ActorUnavailableError")
 
 # Tune's console lines at its default verbosity (ray.tune.experimental.output): how many
 # trials the search runs (its opening table), and each trial's start and end.
