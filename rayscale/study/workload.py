@@ -83,7 +83,7 @@ class Bundled(Workload):
     kind = "bundled"
     columns = ("sum_train_cpu_s", "test_rmse")
 
-    def __init__(self, job_args: list[str], timeout: float | None = None):
+    def __init__(self, job_args: list[str]):
         self.given = list(job_args)
         self.job_args = study_job_args(job_args)
 
