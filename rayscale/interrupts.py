@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 import sys
+import threading
 
 
 class Terminated(KeyboardInterrupt):
@@ -83,8 +84,6 @@ def deferred():
     """Ctrl-C, SIGTERM and SIGHUP that land inside are raised at its end, so that a process
     started inside is recorded before the teardown looks for it. Off the main thread (where
     no handler can be set) it defers nothing."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
